@@ -1,0 +1,181 @@
+#!/usr/bin/env python3
+"""Train the bundled demo GPT-2 on CPU. Resumable: re-running the same command continues from the latest
+checkpoint in --run_dir (the batch for step s is a pure function of (seed, s), so a resumed run sees exactly
+the data an uninterrupted run would).
+
+Data mixture (per training row of n_ctx+1 tokens, drawn with probability --mix): random windows of the
+train splits made by prepare_data.py. A fraction --copy_frac of rows are "copy rows": a natural-text chunk
+of 24..96 tokens in which ~15% of the tokens are replaced by tokens drawn uniformly from the whole
+50257-token vocabulary, repeated until the row is full; the loss on the first copy's replaced tokens is
+masked (they are unpredictable). This teaches in-context copying (induction) of *any* token, including the
+~14k GPT-2 tokens that never occur in the corpus (e.g. " plasma"), and gives every embedding row training.
+
+Loss: always the exact softmax over the full 50257-token vocabulary (tied unembedding).
+"""
+import argparse, json, math, os, time, glob
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gpt2 import GPT2LMHeadModel, hf_config
+
+SOURCES = ["tinystories_train", "tinystories_valid", "wikitext", "gutenberg"]
+
+
+def get_args(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data_dir", default="/work/train-run/data")
+    ap.add_argument("--run_dir", default="/work/train-run/run")
+    ap.add_argument("--n_layer", type=int, default=4)
+    ap.add_argument("--n_embd", type=int, default=256)
+    ap.add_argument("--n_head", type=int, default=8)
+    ap.add_argument("--n_ctx", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--min_lr_frac", type=float, default=0.1)
+    ap.add_argument("--warmup", type=int, default=60)
+    ap.add_argument("--wd", type=float, default=0.1)
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--mix", default="0.25,0.15,0.10,0.50", help="weights for " + ",".join(SOURCES))
+    ap.add_argument("--copy_frac", type=float, default=0.125)
+    ap.add_argument("--bf16", type=int, default=1, help="bf16 autocast for matmuls (fp32 master weights)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--ckpt_every_s", type=float, default=240)
+    ap.add_argument("--bench", type=int, default=0, help="time this many steps and exit (no checkpoints)")
+    return ap.parse_args(argv)
+
+
+class Batcher:
+    def __init__(self, a):
+        self.a = a
+        self.data = [np.load(os.path.join(a.data_dir, f"{s}.train.npy")).astype(np.int64) for s in SOURCES]
+        w = np.array([float(x) for x in a.mix.split(",")])
+        self.w = w / w.sum()
+
+    def batch(self, step):
+        a = self.a
+        rng = np.random.default_rng([a.seed, step])
+        T = a.n_ctx + 1
+        x = np.empty((a.batch, T), dtype=np.int64)
+        mask = np.ones((a.batch, a.n_ctx), dtype=bool)
+        n_copy = int(round(a.batch * a.copy_frac))
+        for r in range(a.batch):
+            src = self.data[rng.choice(len(self.data), p=self.w)]
+            if r < n_copy:
+                L = int(rng.integers(24, 97))
+                o = int(rng.integers(0, len(src) - L))
+                chunk = src[o:o + L].copy()
+                rep = rng.random(L) < 0.15
+                chunk[rep] = rng.integers(0, 50257, size=int(rep.sum()))
+                row = np.tile(chunk, T // L + 1)[:T]
+                x[r] = row
+                # target at position i is row[i+1]; mask replaced tokens of the first copy
+                first = np.zeros(T, dtype=bool)
+                first[:L] = rep
+                mask[r] = ~first[1:]
+            else:
+                o = int(rng.integers(0, len(src) - T))
+                x[r] = src[o:o + T]
+        x = torch.from_numpy(x)
+        y = x[:, 1:].clone()
+        y[~torch.from_numpy(mask)] = -100
+        return x[:, :-1].contiguous(), y
+
+
+def lr_at(a, step):
+    if step < a.warmup:
+        return a.lr * (step + 1) / a.warmup
+    p = (step - a.warmup) / max(1, a.steps - a.warmup)
+    return a.lr * (a.min_lr_frac + (1 - a.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+
+
+def make_opt(model, a):
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (decay if p.dim() == 2 else no_decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": a.wd}, {"params": no_decay, "weight_decay": 0.0}],
+                             lr=a.lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def loss_fn(model, x, y, bf16):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(bf16)):
+        logits = model(x)
+    return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.view(-1), ignore_index=-100)
+
+
+def latest_ckpt(run_dir):
+    c = sorted(glob.glob(os.path.join(run_dir, "ckpt_*.pt")))
+    return c[-1] if c else None
+
+
+def main():
+    a = get_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    cfg = hf_config(a.n_layer, a.n_embd, a.n_head, a.n_ctx)
+    model = GPT2LMHeadModel(cfg)
+    model.init_weights(a.seed)
+    opt = make_opt(model, a)
+    batcher = Batcher(a)
+    os.makedirs(a.run_dir, exist_ok=True)
+    log = open(os.path.join(a.run_dir, "log.txt"), "a")
+
+    def P(*s):
+        msg = " ".join(str(t) for t in s)
+        print(msg, flush=True)
+        log.write(msg + "\n"); log.flush()
+
+    step, tokens, elapsed = 0, 0, 0.0
+    ck = latest_ckpt(a.run_dir) if not a.bench else None
+    if ck:
+        st = torch.load(ck, weights_only=False)
+        model.load_state_dict(st["model"]); opt.load_state_dict(st["opt"])
+        step, tokens, elapsed = st["step"], st["tokens"], st["elapsed"]
+        P(f"resumed from {ck} at step {step}")
+    else:
+        P("args", json.dumps(vars(a)))
+        P("params", sum(p.numel() for p in model.parameters()))
+
+    def save(final=False):
+        path = os.path.join(a.run_dir, f"ckpt_{step:06d}.pt")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "tokens": tokens,
+                    "elapsed": elapsed, "args": vars(a), "config": cfg}, path + ".tmp")
+        os.replace(path + ".tmp", path)
+        for old in sorted(glob.glob(os.path.join(a.run_dir, "ckpt_*.pt")))[:-2]:
+            os.remove(old)
+        P(f"saved {path}")
+
+    model.train()
+    last_ck = time.time()
+    ema = None
+    end = a.steps if not a.bench else a.bench
+    while step < end:
+        t0 = time.time()
+        lr = lr_at(a, step)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y = batcher.batch(step)
+        loss = loss_fn(model, x, y, a.bf16)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        dt = time.time() - t0
+        step += 1
+        tokens += int(x.numel())
+        elapsed += dt
+        l = loss.item()
+        ema = l if ema is None else 0.95 * ema + 0.05 * l
+        if step % 10 == 0 or a.bench:
+            P(f"step {step} loss {l:.4f} ema {ema:.4f} lr {lr:.2e} gn {gn:.2f} dt {dt:.2f}s tokens {tokens} "
+              f"train_time {elapsed/60:.1f}min")
+        if not a.bench and (time.time() - last_ck > a.ckpt_every_s or step == a.steps):
+            save(); last_ck = time.time()
+    if not a.bench:
+        P(f"done step {step} tokens {tokens} train_time_s {elapsed:.0f}")
+        with open(os.path.join(a.run_dir, "DONE"), "w") as f:
+            json.dump({"step": step, "tokens": tokens, "train_time_s": elapsed}, f)
+
+
+if __name__ == "__main__":
+    main()
