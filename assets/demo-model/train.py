@@ -34,12 +34,22 @@ def get_args(argv=None):
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--min_lr_frac", type=float, default=0.1)
     ap.add_argument("--warmup", type=int, default=60)
+    ap.add_argument("--decay_steps", type=int, default=300,
+                    help="warmup-stable-decay schedule: linear warmup, constant peak lr, then a linear decay to "
+                         "min_lr_frac*lr over the last decay_steps steps. Because the stable phase is constant, "
+                         "--steps may be raised or lowered on resume as long as the decay has not started; the "
+                         "result is then identical to a run started with the final --steps.")
     ap.add_argument("--wd", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--mix", default="0.25,0.15,0.10,0.50", help="weights for " + ",".join(SOURCES))
     ap.add_argument("--copy_frac", type=float, default=0.125)
     ap.add_argument("--bf16", type=int, default=1, help="bf16 autocast for matmuls (fp32 master weights)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2,
+                    help="max torch threads; with --adaptive_threads the run switches between 1 and this many "
+                         "threads, whichever is currently faster (the machine is shared with niced-over builds; "
+                         "a 2-thread GEMM with one core taken stalls on the straggler). Does not change the math "
+                         "beyond floating-point summation order.")
+    ap.add_argument("--adaptive_threads", type=int, default=1)
     ap.add_argument("--ckpt_every_s", type=float, default=240)
     ap.add_argument("--bench", type=int, default=0, help="time this many steps and exit (no checkpoints)")
     return ap.parse_args(argv)
@@ -85,8 +95,11 @@ class Batcher:
 def lr_at(a, step):
     if step < a.warmup:
         return a.lr * (step + 1) / a.warmup
-    p = (step - a.warmup) / max(1, a.steps - a.warmup)
-    return a.lr * (a.min_lr_frac + (1 - a.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(1.0, p))))
+    d0 = a.steps - a.decay_steps
+    if step < d0:
+        return a.lr
+    p = (step - d0 + 1) / a.decay_steps
+    return a.lr * (1 - (1 - a.min_lr_frac) * min(1.0, p))
 
 
 def make_opt(model, a):
@@ -131,7 +144,9 @@ def main():
         st = torch.load(ck, weights_only=False)
         model.load_state_dict(st["model"]); opt.load_state_dict(st["opt"])
         step, tokens, elapsed = st["step"], st["tokens"], st["elapsed"]
-        P(f"resumed from {ck} at step {step}")
+        P(f"resumed from {ck} at step {step}; args now {json.dumps(vars(a))}")
+        assert step <= a.steps - a.decay_steps or (st["args"]["steps"], st["args"]["decay_steps"]) == (a.steps, a.decay_steps), \
+            "cannot change --steps/--decay_steps once the decay phase has begun"
     else:
         P("args", json.dumps(vars(a)))
         P("params", sum(p.numel() for p in model.parameters()))
@@ -147,6 +162,11 @@ def main():
 
     model.train()
     last_ck = time.time()
+    cands = sorted({1, a.threads}) if a.adaptive_threads else [a.threads]
+    recent = {c: [] for c in cands}
+    cur = a.threads
+    explore_left = 0
+    torch.set_num_threads(cur)
     ema = None
     end = a.steps if not a.bench else a.bench
     while step < end:
@@ -161,6 +181,17 @@ def main():
         gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         dt = time.time() - t0
+        recent[cur] = (recent[cur] + [dt])[-3:]
+        if len(cands) > 1:
+            if explore_left > 0:
+                explore_left -= 1
+                if explore_left == 0:
+                    cur = min((c for c in cands if recent[c]), key=lambda c: float(np.median(recent[c])))
+            elif (step + 1) % 30 == 0:
+                cur = [c for c in cands if c != cur][0]   # re-measure the other setting for 2 steps
+                recent[cur] = []
+                explore_left = 2
+            torch.set_num_threads(cur)
         step += 1
         tokens += int(x.numel())
         elapsed += dt
@@ -168,7 +199,7 @@ def main():
         ema = l if ema is None else 0.95 * ema + 0.05 * l
         if step % 10 == 0 or a.bench:
             P(f"step {step} loss {l:.4f} ema {ema:.4f} lr {lr:.2e} gn {gn:.2f} dt {dt:.2f}s tokens {tokens} "
-              f"train_time {elapsed/60:.1f}min")
+              f"train_time {elapsed/60:.1f}min threads {torch.get_num_threads()}")
         if not a.bench and (time.time() - last_ck > a.ckpt_every_s or step == a.steps):
             save(); last_ck = time.time()
     if not a.bench:

@@ -1,0 +1,220 @@
+//! Command-line interface: `convert`, `lens`, `info`, `bench`.
+
+mod bench;
+mod prompt;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use lens_model::error::Progress;
+use lens_model::lens::DecoderKind;
+use lens_model::runtime::{Device, init_runtime};
+use lens_model::{LensEngine, LensOptions};
+
+/// logit-lens: look inside GPT-2 models with the logit lens.
+#[derive(Parser, Debug)]
+#[command(name = "logit-lens", version, about, long_about = None)]
+struct Cli {
+    /// Path of the ONNX Runtime library (else ORT_DYLIB_PATH, next to the executable, the cache, Python, PyPI).
+    #[arg(long, global = true, value_name = "PATH")]
+    ort_lib: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Convert a Hugging Face GPT-2 checkpoint folder into a lens bundle.
+    Convert {
+        /// Folder with config.json, model.safetensors and tokenizer.json (or vocab.json + merges.txt).
+        hf_dir: PathBuf,
+        /// Output bundle folder (must not exist or be empty).
+        bundle_dir: PathBuf,
+    },
+    /// Run the logit lens on a prompt and write the report as JSON.
+    Lens(LensArgs),
+    /// Print the runtime library, execution providers and (with --model) the model's shape.
+    Info {
+        /// A bundle or Hugging Face folder (default: the demo model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Execution provider to try.
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
+    /// Benchmark load, forward and lens; compare the lens's GFLOP/s with a plain GEMM of its shape.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct LensArgs {
+    /// A bundle or Hugging Face folder (default: the demo model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The prompt text.
+    #[arg(long, conflicts_with = "prompt_file")]
+    prompt: Option<String>,
+    /// A UTF-8 text file holding the prompt (at most 10 MB).
+    #[arg(long)]
+    prompt_file: Option<PathBuf>,
+    /// Add the `.attn` (resid_mid) rows.
+    #[arg(long)]
+    subblocks: bool,
+    /// Number of top tokens per cell.
+    #[arg(long, default_value_t = 10)]
+    top_k: usize,
+    /// Decoder: logit_lens (ln_final + W_U) or raw (W_U only).
+    #[arg(long, default_value = "logit_lens")]
+    decoder: String,
+    /// Tokens to follow through the layers (text of a single token, e.g. " plasma"); repeatable.
+    #[arg(long = "pin")]
+    pin: Vec<String>,
+    /// auto, cpu, cuda or directml.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Keep the last n_ctx tokens of a prompt that is too long (`left`), instead of refusing it.
+    #[arg(long, value_name = "left")]
+    truncate: Option<String>,
+    /// Output JSON path.
+    #[arg(long)]
+    json: PathBuf,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A progress sink that writes one line per stage and a percentage on stderr.
+pub fn stderr_progress() -> Progress {
+    let last = std::sync::Mutex::new((String::new(), -1i32));
+    Progress::new(move |stage, f| {
+        let pct = (f * 100.0) as i32;
+        if let Ok(mut l) = last.lock() {
+            if l.0 != stage || pct / 10 != l.1 / 10 {
+                eprintln!("{stage}: {pct}%");
+                *l = (stage.to_string(), pct);
+            }
+        }
+    })
+}
+
+fn device(s: &str) -> Result<Device> {
+    Ok(s.parse::<Device>()?)
+}
+
+/// Loads the runtime, resolves `--model` and opens the engine.
+pub fn open_engine(ort_lib: Option<&Path>, model: Option<&Path>, device: Device) -> Result<LensEngine> {
+    init_runtime(ort_lib)?;
+    let progress = stderr_progress();
+    let dir = lens_model::resolve::resolve_model(model, &progress)?;
+    let engine = LensEngine::open(&dir, device, &Progress::default()).with_context(|| format!("cannot open the model {}", dir.display()))?;
+    for note in &engine.provider.notes {
+        eprintln!("note: {note}");
+    }
+    Ok(engine)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let ort_lib = cli.ort_lib.as_deref();
+    match cli.command {
+        None => {
+            bail!("the desktop app is not built yet; use a subcommand (see --help)")
+        }
+        Some(Command::Convert { hf_dir, bundle_dir }) => {
+            let summary = lens_model::convert::convert_hf_checkpoint(&hf_dir, &bundle_dir, &stderr_progress())?;
+            let s = &summary.shape;
+            println!(
+                "wrote {} ({} layers, d_model {}, {} heads, d_vocab {}, n_ctx {}; weights sha256 {})",
+                summary.bundle.display(),
+                s.n_layers,
+                s.d_model,
+                s.n_heads,
+                s.d_vocab,
+                s.n_ctx,
+                summary.weights_sha256
+            );
+            Ok(())
+        }
+        Some(Command::Info { model, device: dev }) => {
+            let rt = init_runtime(ort_lib)?;
+            println!("ONNX Runtime {} at {}", rt.version, rt.library.display());
+            println!("  found by: {}", rt.found_by);
+            println!("  providers compiled in: {}", rt.compiled_providers.join(", "));
+            let engine = open_engine(ort_lib, model.as_deref(), device(&dev)?)?;
+            let s = &engine.bundle.shape;
+            println!("model {} ({})", engine.bundle.name, engine.bundle.dir.display());
+            println!("  n_layers {}, d_model {}, n_heads {}, d_mlp {}, d_vocab {}, n_ctx {}, eps {:e}", s.n_layers, s.d_model, s.n_heads, s.d_mlp, s.d_vocab, s.n_ctx, s.eps);
+            println!("  parameters {}", s.n_params());
+            if let Some(h) = &engine.bundle.weights_sha256 {
+                println!("  weights sha256 {h}");
+            }
+            println!("execution provider: {}", engine.provider.active);
+            for n in &engine.provider.notes {
+                println!("  {n}");
+            }
+            Ok(())
+        }
+        Some(Command::Lens(args)) => lens(ort_lib, args),
+        Some(Command::Bench(args)) => bench::run(ort_lib, &args),
+    }
+}
+
+fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
+    let text = match (&args.prompt, &args.prompt_file) {
+        (Some(t), None) => t.clone(),
+        (None, Some(f)) => prompt::read_prompt_file(f)?,
+        _ => bail!("give the prompt with --prompt TEXT or --prompt-file FILE"),
+    };
+    if text.is_empty() {
+        bail!("the prompt is empty");
+    }
+    let truncate_left = match args.truncate.as_deref() {
+        None => false,
+        Some("left") => true,
+        Some(other) => bail!("--truncate {other:?} is not supported; use --truncate left"),
+    };
+    let decoder = match args.decoder.as_str() {
+        "logit_lens" | "logit-lens" => DecoderKind::LogitLens,
+        "raw" => DecoderKind::Raw,
+        other => bail!("unknown decoder {other:?}; use logit_lens or raw"),
+    };
+    prompt::check_writable(&args.json)?;
+    let mut engine = open_engine(ort_lib, args.model.as_deref(), device(&args.device)?)?;
+    let ids = engine.tokenize(&text, truncate_left)?;
+    let mut pinned = Vec::new();
+    for p in &args.pin {
+        match engine.tokenizer.token_id(p) {
+            Some(id) => pinned.push(id),
+            None => bail!("--pin {p:?} is not a single token of this model's vocabulary"),
+        }
+    }
+    let opts = LensOptions { subblocks: args.subblocks, k: args.top_k, decoder, pinned, ..LensOptions::default() };
+    let report = engine.run_ids(&ids, &opts, &Progress::default())?;
+    report.write_json(&args.json).with_context(|| format!("cannot write the report to {}", args.json.display()))?;
+    eprintln!(
+        "{} tokens x {} sites: forward {:.0} ms, lens {:.0} ms ({}); wrote {}",
+        report.n_pos(),
+        report.sites.len(),
+        report.run.forward_ms,
+        report.run.lens_ms,
+        report.run.provider,
+        args.json.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! Reading prompt files and checking output paths before any expensive work.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+/// Largest prompt file accepted.
+pub const MAX_PROMPT_BYTES: u64 = 10 * 1024 * 1024;
+
+/// Reads a prompt file: it must exist, be at most 10 MB and be UTF-8.
+pub fn read_prompt_file(path: &Path) -> Result<String> {
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read the prompt file {}", path.display()))?;
+    if meta.is_dir() {
+        bail!("{} is a folder, not a prompt file", path.display());
+    }
+    if meta.len() > MAX_PROMPT_BYTES {
+        bail!("{} is {:.1} MB; prompt files are limited to {} MB", path.display(), meta.len() as f64 / 1e6, MAX_PROMPT_BYTES / 1024 / 1024);
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_PROMPT_BYTES + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("cannot read the prompt file {}", path.display()))?;
+    match String::from_utf8(bytes) {
+        Ok(s) => Ok(s),
+        Err(e) => bail!("{} is not UTF-8 text (invalid byte at offset {})", path.display(), e.utf8_error().valid_up_to()),
+    }
+}
+
+/// Fails early when `path` cannot be written (missing folder, a folder in the way, no permission).
+pub fn check_writable(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        bail!("cannot write the report to {}: it is a folder", path.display());
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if !parent.is_dir() {
+        bail!("cannot write the report to {}: the folder {} does not exist", path.display(), parent.display());
+    }
+    let probe = parent.join(format!(".logit-lens-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").with_context(|| format!("cannot write the report to {}: the folder is not writable", path.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}

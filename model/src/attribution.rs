@@ -1,0 +1,87 @@
+//! Direct logit attribution (DESIGN §3.3) of the embedding, every attention and every MLP output.
+
+use serde::{Deserialize, Serialize};
+
+use crate::lens::{Decoder, DecoderKind};
+use crate::trace::ResidualTrace;
+
+/// Direct logit attribution per component and position.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Attribution {
+    /// Component names: `embed`, `0.attn`, `0.mlp`, …, `ln_bias`.
+    pub components: Vec<String>,
+    /// Target of `final_top1` per position (the final site's top-1 id).
+    pub final_top1_ids: Vec<u32>,
+    /// Attribution to the final top-1 // [component][pos]
+    pub final_top1: Vec<Vec<f64>>,
+    /// Attribution to the true next token, `null` at the last position // [component][pos]
+    pub next: Vec<Vec<Option<f64>>>,
+}
+
+/// Component names in order.
+pub fn component_names(n_layers: usize) -> Vec<String> {
+    let mut v = vec!["embed".to_string()];
+    for l in 0..n_layers {
+        v.push(format!("{l}.attn"));
+        v.push(format!("{l}.mlp"));
+    }
+    v.push("ln_bias".into());
+    v
+}
+
+/// Terms of one position and token, in [`component_names`] order. They sum to the final logit.
+pub fn terms(trace: &ResidualTrace, dec: &Decoder, pos: usize, token: u32) -> Vec<f64> {
+    let w = dec.unembed_row(token);
+    let bias_u = dec.b_u.as_ref().and_then(|b| b.get(token as usize)).copied().map_or(0.0, f64::from);
+    let sigma = match (dec.kind, trace.final_resid()) {
+        (DecoderKind::LogitLens, Some(f)) => dec.mean_sigma(f.row(pos).as_slice().unwrap_or_default()).1,
+        _ => 1.0,
+    };
+    let term = |o: &ndarray::Array2<f32>| -> f64 {
+        let row = o.row(pos);
+        let x = row.as_slice().unwrap_or_default();
+        match dec.kind {
+            DecoderKind::LogitLens => {
+                let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / x.len().max(1) as f64;
+                x.iter().zip(&dec.gamma).zip(w).map(|((&o, &g), &u)| (f64::from(o) - mean) * f64::from(g) * f64::from(u)).sum::<f64>() / sigma
+            }
+            DecoderKind::Raw => x.iter().zip(w).map(|(&o, &u)| f64::from(o) * f64::from(u)).sum(),
+        }
+    };
+    let mut out = vec![term(&trace.embed)];
+    for (a, m) in trace.attn_out.iter().zip(&trace.mlp_out) {
+        out.push(term(a));
+        out.push(term(m));
+    }
+    let ln_bias = match dec.kind {
+        DecoderKind::LogitLens => dec.beta.iter().zip(w).map(|(&b, &u)| f64::from(b) * f64::from(u)).sum::<f64>(),
+        DecoderKind::Raw => 0.0,
+    };
+    out.push(ln_bias + bias_u);
+    out
+}
+
+/// Attribution to the final top-1 and to the next token at every position.
+pub fn attribute(trace: &ResidualTrace, dec: &Decoder, n_layers: usize, final_top1: &[u32], next: &[Option<u32>]) -> Attribution {
+    let components = component_names(n_layers);
+    let n_c = components.len();
+    let mut top = vec![vec![0.0; trace.n_pos]; n_c];
+    let mut nxt = vec![vec![None; trace.n_pos]; n_c];
+    for pos in 0..trace.n_pos {
+        if let Some(&t) = final_top1.get(pos) {
+            for (c, v) in terms(trace, dec, pos, t).into_iter().enumerate() {
+                if let Some(slot) = top.get_mut(c).and_then(|r| r.get_mut(pos)) {
+                    *slot = v;
+                }
+            }
+        }
+        if let Some(Some(t)) = next.get(pos) {
+            for (c, v) in terms(trace, dec, pos, *t).into_iter().enumerate() {
+                if let Some(slot) = nxt.get_mut(c).and_then(|r| r.get_mut(pos)) {
+                    *slot = Some(v);
+                }
+            }
+        }
+    }
+    Attribution { components, final_top1_ids: final_top1.to_vec(), final_top1: top, next: nxt }
+}

@@ -1,0 +1,302 @@
+//! The lens bundle (DESIGN §3.1): open, validate, metadata, and reading initializers.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+
+use prost::Message;
+
+use crate::config::ModelShape;
+use crate::convert::{MODEL_FILE, TOKENIZER_FILE};
+use crate::error::{LensError, Result};
+use crate::graph::hook_name;
+use crate::onnx::{DT_FLOAT, DT_FLOAT16, ModelProto, TensorProto, tensor_proto};
+
+/// Layout of the unembedding initializer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnembedLayout {
+    /// `[d_vocab, d_model]` (GPT-2's tied `wte`).
+    VocabModel,
+    /// `[d_model, d_vocab]` (TransformerLens `W_U`).
+    ModelVocab,
+}
+
+/// An opened and validated lens bundle. Holds metadata only; weights are read on demand.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The bundle folder.
+    pub dir: PathBuf,
+    /// Model name (from metadata, else the folder name).
+    pub name: String,
+    /// Model family (`gpt2`).
+    pub family: String,
+    /// The model's shape.
+    pub shape: ModelShape,
+    /// Whether the graph outputs `hook_attn_out` / `hook_mlp_out` (else they are derived).
+    pub has_subblock_outputs: bool,
+    /// Initializer name of ln_final's weight.
+    pub ln_final_weight: String,
+    /// Initializer name of ln_final's bias.
+    pub ln_final_bias: String,
+    /// Initializer name of the unembedding.
+    pub unembed: String,
+    /// Layout of the unembedding.
+    pub unembed_layout: UnembedLayout,
+    /// Optional initializer name of the unembedding bias `b_U`.
+    pub unembed_bias: Option<String>,
+    /// sha256 of the weights, when the bundle records it.
+    pub weights_sha256: Option<String>,
+    /// All `metadata_props`.
+    pub metadata: BTreeMap<String, String>,
+    initializers: BTreeMap<String, TensorProto>,
+}
+
+fn check_external_location(dir: &Path, location: &str, model_path: &Path) -> Result<PathBuf> {
+    let rel = Path::new(location);
+    let ok = !location.is_empty()
+        && rel.components().all(|c| matches!(c, Component::Normal(_)))
+        && !location.contains('\\')
+        && !location.contains(':');
+    if !ok {
+        return Err(LensError::bad_file(
+            model_path,
+            format!("external data location {location:?} leaves the bundle folder (absolute paths and `..` are refused)"),
+        ));
+    }
+    Ok(dir.join(rel))
+}
+
+impl Bundle {
+    /// Opens the bundle folder `dir` and validates everything that can be checked without running it.
+    pub fn open(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(LensError::bad_file(dir, "not a folder; a lens bundle is a folder with model.onnx and tokenizer.json"));
+        }
+        let model_path = dir.join(MODEL_FILE);
+        if !model_path.is_file() {
+            return Err(LensError::bad_file(dir, "not a lens bundle: there is no model.onnx (for a Hugging Face checkpoint folder, run `logit-lens convert`)"));
+        }
+        if !dir.join(TOKENIZER_FILE).is_file() {
+            return Err(LensError::bad_file(dir, "not a lens bundle: there is no tokenizer.json"));
+        }
+        let bytes = std::fs::read(&model_path).map_err(|e| LensError::io(&model_path, e))?;
+        let model = ModelProto::decode(bytes.as_slice())
+            .map_err(|e| LensError::bad_file(&model_path, format!("not a valid ONNX model (truncated or corrupted?): {e}")))?;
+        drop(bytes);
+        let graph = model.graph.ok_or_else(|| LensError::bad_file(&model_path, "ONNX model has no graph (truncated or corrupted?)"))?;
+        let metadata: BTreeMap<String, String> =
+            model.metadata_props.iter().filter_map(|e| Some((e.key.clone()?, e.value.clone()?))).collect();
+        let meta = |k: &str| -> Result<&String> {
+            metadata.get(k).ok_or_else(|| LensError::bad_file(&model_path, format!("missing metadata {k:?}; this ONNX file was not made for logit-lens (convert the checkpoint with `logit-lens convert`)")))
+        };
+        let num = |k: &str| -> Result<usize> {
+            let v = meta(k)?;
+            v.parse::<usize>().ok().filter(|x| *x > 0).ok_or_else(|| LensError::bad_file(&model_path, format!("metadata {k} = {v:?} is not a positive integer")))
+        };
+        let version = meta("lens.format_version")?;
+        if version != "1" {
+            return Err(LensError::bad_file(&model_path, format!("bundle format version {version} is not supported by this logit-lens (supports 1)")));
+        }
+        let family = meta("lens.family")?.clone();
+        if family != "gpt2" {
+            return Err(LensError::bad_file(&model_path, format!("model family {family:?} is not supported (only gpt2)")));
+        }
+        let eps_s = meta("lens.ln_eps")?;
+        let eps: f64 = eps_s.parse().ok().filter(|e: &f64| *e > 0.0 && *e < 1.0).ok_or_else(|| LensError::bad_file(&model_path, format!("metadata lens.ln_eps = {eps_s:?} is not a valid epsilon")))?;
+        let d_model = num("lens.d_model")?;
+        let shape = ModelShape {
+            n_layers: num("lens.n_layers")?,
+            d_model,
+            n_heads: num("lens.n_heads")?,
+            d_mlp: metadata.get("lens.d_mlp").and_then(|v| v.parse().ok()).unwrap_or(4 * d_model),
+            d_vocab: num("lens.d_vocab")?,
+            n_ctx: num("lens.n_ctx")?,
+            eps,
+        };
+        let unembed_layout = match metadata.get("lens.unembed.layout").map(String::as_str) {
+            None | Some("vocab_model") => UnembedLayout::VocabModel,
+            Some("model_vocab") => UnembedLayout::ModelVocab,
+            Some(other) => return Err(LensError::bad_file(&model_path, format!("unknown unembedding layout {other:?}"))),
+        };
+
+        // Inputs and outputs.
+        let input_ok = graph.input.iter().any(|i| i.name.as_deref() == Some("input_ids"));
+        if !input_ok {
+            return Err(LensError::bad_file(&model_path, "the graph has no input named input_ids"));
+        }
+        let outputs: std::collections::BTreeSet<&str> = graph.output.iter().filter_map(|o| o.name.as_deref()).collect();
+        let mut missing = Vec::new();
+        for l in 0..shape.n_layers {
+            for hook in ["resid_pre", "resid_mid", "resid_post"] {
+                let n = hook_name(l, hook);
+                if !outputs.contains(n.as_str()) {
+                    missing.push(n);
+                }
+            }
+        }
+        if !outputs.contains("logits") {
+            missing.push("logits".into());
+        }
+        if !missing.is_empty() {
+            let shown: Vec<_> = missing.iter().take(4).cloned().collect();
+            return Err(LensError::bad_file(&model_path, format!("the graph lacks {} required outputs, e.g. {}", missing.len(), shown.join(", "))));
+        }
+        let sub_count = (0..shape.n_layers)
+            .filter(|&l| outputs.contains(hook_name(l, "attn_out").as_str()) && outputs.contains(hook_name(l, "mlp_out").as_str()))
+            .count();
+        let has_subblock_outputs = sub_count == shape.n_layers;
+        // Declared shapes of outputs, where given, must match the metadata.
+        for o in &graph.output {
+            let Some(name) = o.name.as_deref() else { continue };
+            let want = if name == "logits" { shape.d_vocab } else if name.starts_with("blocks.") { shape.d_model } else { continue };
+            if let Some(last) = declared_last_dim(o) {
+                if last != want as i64 {
+                    return Err(LensError::bad_file(&model_path, format!("output {name} has last dimension {last}, metadata says {want}")));
+                }
+            }
+        }
+
+        // External data must stay inside the bundle; check before anything reads it.
+        for t in &graph.initializer {
+            if t.data_location == Some(tensor_proto::DataLocation::External as i32) {
+                let loc = t.external_data.iter().find(|e| e.key.as_deref() == Some("location")).and_then(|e| e.value.clone()).unwrap_or_default();
+                check_external_location(dir, &loc, &model_path)?;
+            }
+        }
+        let initializers: BTreeMap<String, TensorProto> =
+            graph.initializer.into_iter().filter_map(|t| Some((t.name.clone()?, t))).collect();
+        let ln_final_weight = meta("lens.ln_final.weight")?.clone();
+        let ln_final_bias = meta("lens.ln_final.bias")?.clone();
+        let unembed = meta("lens.unembed")?.clone();
+        let unembed_bias = metadata.get("lens.unembed.bias").cloned();
+        for n in [&ln_final_weight, &ln_final_bias, &unembed].into_iter().chain(unembed_bias.as_ref()) {
+            if !initializers.contains_key(n) {
+                return Err(LensError::bad_file(&model_path, format!("metadata names initializer {n:?}, which the graph does not have")));
+            }
+        }
+        let name = metadata
+            .get("lens.name")
+            .cloned()
+            .or_else(|| dir.file_name().map(|s| s.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "model".into());
+        let bundle = Self {
+            dir: dir.to_path_buf(),
+            name,
+            family,
+            shape,
+            has_subblock_outputs,
+            ln_final_weight,
+            ln_final_bias,
+            unembed,
+            unembed_layout,
+            unembed_bias,
+            weights_sha256: metadata.get("lens.weights_sha256").cloned(),
+            metadata,
+            initializers,
+        };
+        // Check every external range fits its file (a truncated model.onnx.data is caught here).
+        for t in bundle.initializers.values() {
+            bundle.external_range(t)?;
+        }
+        Ok(bundle)
+    }
+
+    /// Path of the ONNX graph.
+    pub fn model_path(&self) -> PathBuf {
+        self.dir.join(MODEL_FILE)
+    }
+
+    /// Path of the tokenizer.
+    pub fn tokenizer_path(&self) -> PathBuf {
+        self.dir.join(TOKENIZER_FILE)
+    }
+
+    fn external_range(&self, t: &TensorProto) -> Result<Option<(PathBuf, u64, u64)>> {
+        if t.data_location != Some(tensor_proto::DataLocation::External as i32) {
+            return Ok(None);
+        }
+        let model_path = self.model_path();
+        let get = |k: &str| t.external_data.iter().find(|e| e.key.as_deref() == Some(k)).and_then(|e| e.value.clone());
+        let loc = get("location").unwrap_or_default();
+        let path = check_external_location(&self.dir, &loc, &model_path)?;
+        let offset: u64 = get("offset").map_or(Ok(0), |v| v.parse()).map_err(|_| LensError::bad_file(&model_path, "bad external data offset"))?;
+        let elem: u64 = if t.data_type == Some(DT_FLOAT16) { 2 } else { 4 };
+        let count: u64 = t.dims.iter().map(|&d| d.max(0) as u64).product();
+        let length: u64 = get("length").map_or(Ok(count * elem), |v| v.parse()).map_err(|_| LensError::bad_file(&model_path, "bad external data length"))?;
+        let size = std::fs::metadata(&path).map_err(|e| LensError::io(&path, e))?.len();
+        if offset.checked_add(length).is_none_or(|end| end > size) {
+            return Err(LensError::bad_file(
+                &path,
+                format!("too short for initializer {:?} (needs bytes {offset}..{}, file has {size}); truncated?", t.name.as_deref().unwrap_or("?"), offset.saturating_add(length)),
+            ));
+        }
+        Ok(Some((path, offset, length)))
+    }
+
+    /// Reads a float initializer as f32 values with its dimensions.
+    pub fn read_initializer(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
+        let model_path = self.model_path();
+        let t = self.initializers.get(name).ok_or_else(|| LensError::bad_file(&model_path, format!("no initializer {name:?}")))?;
+        let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+        let count: usize = dims.iter().product();
+        let dt = t.data_type.unwrap_or(0);
+        let values: Vec<f32> = if let Some((path, offset, length)) = self.external_range(t)? {
+            // Stream the bytes straight into f32 values: no second full-size buffer.
+            let elem = match dt {
+                DT_FLOAT => 4u64,
+                DT_FLOAT16 => 2,
+                other => return Err(LensError::bad_file(&model_path, format!("initializer {name:?} has data type {other}; expected float"))),
+            };
+            let mut f = std::fs::File::open(&path).map_err(|e| LensError::io(&path, e))?;
+            f.seek(SeekFrom::Start(offset)).map_err(|e| LensError::io(&path, e))?;
+            let mut values = Vec::with_capacity((length / elem) as usize);
+            let mut piece = vec![0u8; 1 << 20];
+            let mut left = length;
+            while left > 0 {
+                let n = piece.len().min(left as usize);
+                let buf = piece.get_mut(..n).unwrap_or_default();
+                f.read_exact(buf).map_err(|e| LensError::io(&path, e))?;
+                decode_floats(buf, dt, &mut values);
+                left -= n as u64;
+            }
+            values
+        } else if let Some(raw) = &t.raw_data {
+            let mut values = Vec::with_capacity(count);
+            decode_floats(raw, dt, &mut values);
+            values
+        } else if dt == DT_FLOAT {
+            t.float_data.clone()
+        } else {
+            Vec::new()
+        };
+        if dt != DT_FLOAT && dt != DT_FLOAT16 {
+            return Err(LensError::bad_file(&model_path, format!("initializer {name:?} has data type {dt}; expected float")));
+        }
+        if values.len() != count {
+            return Err(LensError::bad_file(&model_path, format!("initializer {name:?} holds {} values, its shape {dims:?} needs {count}", values.len())));
+        }
+        Ok((dims, values))
+    }
+}
+
+fn declared_last_dim(o: &crate::onnx::ValueInfoProto) -> Option<i64> {
+    use crate::onnx::{tensor_shape_proto::dimension::Value, type_proto};
+    let tt = match o.r#type.as_ref()?.value.as_ref()? {
+        type_proto::Value::TensorType(t) => t,
+        _ => return None,
+    };
+    match tt.shape.as_ref()?.dim.last()?.value.as_ref()? {
+        Value::DimValue(v) => Some(*v),
+        Value::DimParam(_) => None,
+    }
+}
+
+/// Appends little-endian f32 (or f16) values decoded from `bytes` (whole elements only; the piece
+/// size is a multiple of 4, so no element is split).
+fn decode_floats(bytes: &[u8], dt: i32, out: &mut Vec<f32>) {
+    if dt == DT_FLOAT16 {
+        out.extend(bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c.first().copied().unwrap_or(0), c.get(1).copied().unwrap_or(0)]).to_f32()));
+    } else {
+        out.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap_or([0; 4]))));
+    }
+}

@@ -1,0 +1,298 @@
+//! [`LensEngine`]: bundle + tokenizer + session + decoder -> [`LensReport`].
+
+use std::path::Path;
+use std::time::Instant;
+
+use ort::session::Session;
+
+use crate::attribution::attribute;
+use crate::bundle::Bundle;
+use crate::error::{LensError, Progress, Result};
+use crate::lens::{Decoder, DecoderKind};
+use crate::metrics::{KernelSpec, NO_TARGET, RowMetrics, run_kernel};
+use crate::report::{LensReport, Metrics, ModelInfo, Pinned, RunInfo, SCHEMA, TopK};
+use crate::runtime::{Device, ProviderReport, RuntimeInfo, create_session, init_runtime};
+use crate::sites::{SiteKind, site_list};
+use crate::tokenizer::LensTokenizer;
+use crate::trace::{ResidualTrace, run_trace};
+
+/// Largest difference allowed between the decoded last site and the model's own `logits`.
+pub const CONSISTENCY_TOLERANCE: f32 = 1e-3;
+
+/// What to compute.
+#[derive(Debug, Clone)]
+pub struct LensOptions {
+    /// Add the `.attn` (resid_mid) rows.
+    pub subblocks: bool,
+    /// Top-k size (at least 1 is computed).
+    pub k: usize,
+    /// Decoder.
+    pub decoder: DecoderKind,
+    /// Tokens followed at every site.
+    pub pinned: Vec<u32>,
+    /// Vocabulary chunk of the kernel.
+    pub chunk: usize,
+}
+
+impl Default for LensOptions {
+    fn default() -> Self {
+        Self { subblocks: false, k: 10, decoder: DecoderKind::LogitLens, pinned: Vec::new(), chunk: 512 }
+    }
+}
+
+/// An opened model, ready to run the lens.
+pub struct LensEngine {
+    /// The bundle.
+    pub bundle: Bundle,
+    /// Its tokenizer.
+    pub tokenizer: LensTokenizer,
+    /// The logit-lens decoder (ln_final + W_U).
+    pub decoder: Decoder,
+    /// Which execution provider runs the forward pass.
+    pub provider: ProviderReport,
+    /// The runtime library.
+    pub runtime: RuntimeInfo,
+    session: Session,
+}
+
+impl std::fmt::Debug for LensEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LensEngine").field("bundle", &self.bundle.name).field("provider", &self.provider.active).finish()
+    }
+}
+
+fn grid<T: Clone>(rows: &[RowMetrics], n_pos: usize, n_sites: usize, f: impl Fn(&RowMetrics, usize) -> T) -> Vec<Vec<T>> {
+    (0..n_sites)
+        .map(|s| (0..n_pos).filter_map(|p| rows.get(p * n_sites + s).map(|r| f(r, p))).collect())
+        .collect()
+}
+
+impl LensEngine {
+    /// Opens and validates a bundle folder and creates its session on `device`.
+    pub fn open(dir: &Path, device: Device, progress: &Progress) -> Result<Self> {
+        let runtime = init_runtime(None)?.clone();
+        progress.report("opening bundle", 0.05);
+        let bundle = Bundle::open(dir)?;
+        let tokenizer = LensTokenizer::from_file(&bundle.tokenizer_path())?;
+        if let Some(max) = tokenizer.max_id() {
+            if max as usize >= bundle.shape.d_vocab {
+                return Err(LensError::bad_file(
+                    &bundle.tokenizer_path(),
+                    format!("the tokenizer does not match the model: it has ids up to {max}, the model's vocabulary has {} entries", bundle.shape.d_vocab),
+                ));
+            }
+        }
+        progress.check()?;
+        progress.report("reading ln_final and W_U", 0.2);
+        let decoder = Decoder::from_bundle(&bundle, DecoderKind::LogitLens)?;
+        progress.check()?;
+        progress.report("creating the ONNX Runtime session", 0.4);
+        let (session, provider) = create_session(&bundle.model_path(), device, 0)?;
+        let mut engine = Self { bundle, tokenizer, decoder, provider, runtime, session };
+        progress.check()?;
+        progress.report("checking the bundle's consistency", 0.8);
+        engine.check_consistency()?;
+        progress.report("ready", 1.0);
+        Ok(engine)
+    }
+
+    /// Runs a short probe and checks that the last site decoded reproduces the model's `logits`.
+    fn check_consistency(&mut self) -> Result<()> {
+        let n = self.bundle.shape.n_ctx.min(4);
+        let ids: Vec<u32> = (0..n as u32).map(|i| (i * 7919 + 13) % self.bundle.shape.d_vocab as u32).collect();
+        let trace = run_trace(&mut self.session, &self.bundle, &ids, true)?;
+        let (Some(last), Some(logits)) = (trace.final_resid(), trace.logits.as_ref()) else {
+            return Err(LensError::invalid("the bundle produced no residuals"));
+        };
+        let d = self.decoder.d_model;
+        let mut prepared = vec![0f32; n * d];
+        for (row, out) in last.rows().into_iter().zip(prepared.chunks_exact_mut(d)) {
+            self.decoder.prepare_row(row.as_slice().unwrap_or_default(), out);
+        }
+        let v = self.decoder.d_vocab;
+        let mut ours = vec![0f32; n * v];
+        {
+            let lhs = faer::MatRef::from_row_major_slice(&prepared, n, d);
+            let rhs = faer::MatRef::from_row_major_slice(&self.decoder.w_u, v, d);
+            let dst = faer::MatMut::from_row_major_slice_mut(&mut ours, n, v);
+            faer::linalg::matmul::matmul(dst, faer::Accum::Replace, lhs, rhs.transpose(), 1.0f32, faer::Par::rayon(0));
+        }
+        let bias = self.decoder.b_u.clone().unwrap_or_else(|| vec![0.0; v]);
+        let mut worst = 0f32;
+        for (row_ours, row_model) in ours.chunks_exact(v).zip(logits.rows()) {
+            for ((a, b), bb) in row_ours.iter().zip(row_model.iter()).zip(&bias) {
+                worst = worst.max((a + bb - b).abs());
+            }
+        }
+        if worst.is_nan() || worst > CONSISTENCY_TOLERANCE {
+            return Err(LensError::bad_file(
+                &self.bundle.model_path(),
+                format!("inconsistent bundle: decoding the last site with ln_final and W_U differs from the model's logits by {worst:.3e} (> {CONSISTENCY_TOLERANCE:e})"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Tokenizes `text`, refusing empty prompts and prompts longer than the context
+    /// (unless `truncate_left`, which keeps the last `n_ctx` tokens).
+    pub fn tokenize(&self, text: &str, truncate_left: bool) -> Result<Vec<u32>> {
+        if text.is_empty() {
+            return Err(LensError::invalid("the prompt is empty"));
+        }
+        let mut ids = self.tokenizer.encode(text)?;
+        if ids.is_empty() {
+            return Err(LensError::invalid("the prompt has no tokens"));
+        }
+        let n_ctx = self.bundle.shape.n_ctx;
+        if ids.len() > n_ctx {
+            if truncate_left {
+                ids.drain(..ids.len() - n_ctx);
+            } else {
+                return Err(LensError::invalid(format!(
+                    "the prompt has {} tokens but the model's context is {n_ctx}; shorten it or pass --truncate left to keep the last {n_ctx}",
+                    ids.len()
+                )));
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Runs the forward pass only.
+    pub fn trace(&mut self, ids: &[u32]) -> Result<ResidualTrace> {
+        run_trace(&mut self.session, &self.bundle, ids, false)
+    }
+
+    /// Runs the forward pass and the lens on `ids`.
+    pub fn run_ids(&mut self, ids: &[u32], opts: &LensOptions, progress: &Progress) -> Result<LensReport> {
+        let t0 = Instant::now();
+        progress.report("forward", 0.0);
+        let trace = run_trace(&mut self.session, &self.bundle, ids, false)?;
+        let forward_ms = t0.elapsed().as_secs_f64() * 1e3;
+        progress.check()?;
+        let t1 = Instant::now();
+        let mut report = self.lens(ids, &trace, opts, progress)?;
+        report.run.forward_ms = forward_ms;
+        report.run.lens_ms = t1.elapsed().as_secs_f64() * 1e3;
+        Ok(report)
+    }
+
+    /// Applies the lens to a trace.
+    pub fn lens(&self, ids: &[u32], trace: &ResidualTrace, opts: &LensOptions, progress: &Progress) -> Result<LensReport> {
+        let shape = &self.bundle.shape;
+        let n_pos = trace.n_pos;
+        if ids.len() != n_pos {
+            return Err(LensError::invalid("token count does not match the trace"));
+        }
+        if let Some(bad) = opts.pinned.iter().find(|&&t| t as usize >= shape.d_vocab) {
+            return Err(LensError::invalid(format!("pinned token id {bad} is outside the vocabulary")));
+        }
+        let mut dec = self.decoder.clone();
+        dec.kind = opts.decoder;
+        let sites = site_list(shape.n_layers, opts.subblocks);
+        let n_sites = sites.len();
+        let final_site = n_sites - 1;
+        let d = shape.d_model;
+        let mut prepared = vec![0f32; n_pos * n_sites * d];
+        for (p, block) in prepared.chunks_exact_mut(n_sites * d).enumerate() {
+            for (site, out) in sites.iter().zip(block.chunks_exact_mut(d)) {
+                let x = trace.site(*site).ok_or_else(|| LensError::invalid("missing site in trace"))?;
+                dec.prepare_row(x.row(p).as_slice().unwrap_or_default(), out);
+            }
+        }
+        // Targets per position: [final top-1 (candidate from the model's logits), next, input, pinned...]
+        let n_t = 3 + opts.pinned.len();
+        let make_targets = |top1: &[u32]| -> Vec<u32> {
+            let mut t = Vec::with_capacity(n_pos * n_t);
+            for p in 0..n_pos {
+                t.push(top1.get(p).copied().unwrap_or(NO_TARGET));
+                t.push(ids.get(p + 1).copied().unwrap_or(NO_TARGET));
+                t.push(ids.get(p).copied().unwrap_or(NO_TARGET));
+                t.extend(&opts.pinned);
+            }
+            t
+        };
+        let spec = KernelSpec { n_pos, n_sites, final_site, input_site: 0, k: opts.k.max(1), n_targets: n_t, chunk: opts.chunk.max(16) };
+        let mut candidates = trace.logits_top1.clone();
+        let mut rows = run_kernel(&prepared, &make_targets(&candidates), &dec, &spec, progress)?;
+        // The model's argmax is only a candidate: where the decoded final site disagrees (a near
+        // tie, or the raw decoder), recompute those positions with the exact final top-1.
+        let redo: Vec<usize> = (0..n_pos)
+            .filter(|&p| rows.get(p * n_sites + final_site).and_then(|r| r.top.first()).map(|t| t.0) != candidates.get(p).copied())
+            .collect();
+        if !redo.is_empty() {
+            for &p in &redo {
+                if let (Some(slot), Some(t)) = (candidates.get_mut(p), rows.get(p * n_sites + final_site).and_then(|r| r.top.first())) {
+                    *slot = t.0;
+                }
+            }
+            let all_targets = make_targets(&candidates);
+            let mut sub_prep = Vec::with_capacity(redo.len() * n_sites * d);
+            let mut sub_t = Vec::with_capacity(redo.len() * n_t);
+            for &p in &redo {
+                sub_prep.extend_from_slice(prepared.get(p * n_sites * d..(p + 1) * n_sites * d).unwrap_or_default());
+                sub_t.extend_from_slice(all_targets.get(p * n_t..(p + 1) * n_t).unwrap_or_default());
+            }
+            let sub_spec = KernelSpec { n_pos: redo.len(), ..spec.clone() };
+            let sub = run_kernel(&sub_prep, &sub_t, &dec, &sub_spec, progress)?;
+            for (i, &p) in redo.iter().enumerate() {
+                for s in 0..n_sites {
+                    if let (Some(dst), Some(src)) = (rows.get_mut(p * n_sites + s), sub.get(i * n_sites + s)) {
+                        *dst = src.clone();
+                    }
+                }
+            }
+        }
+        let k = opts.k;
+        let next: Vec<Option<u32>> = (0..n_pos).map(|p| ids.get(p + 1).copied()).collect();
+        let metrics = Metrics {
+            top1_id: grid(&rows, n_pos, n_sites, |r, _| r.top.first().map_or(0, |t| t.0)),
+            top1_logit: grid(&rows, n_pos, n_sites, |r, _| r.top.first().map_or(f32::NAN, |t| t.1)),
+            top1_prob: grid(&rows, n_pos, n_sites, |r, _| r.top.first().map_or(f64::NAN, |t| r.prob(t.1))),
+            rank_of_final_top1: grid(&rows, n_pos, n_sites, |r, _| r.target_rank.first().copied().unwrap_or(0)),
+            rank_of_next: grid(&rows, n_pos, n_sites, |r, p| next.get(p).copied().flatten().and(r.target_rank.get(1).copied())),
+            rank_of_input: grid(&rows, n_pos, n_sites, |r, _| r.target_rank.get(2).copied().unwrap_or(0)),
+            kl_to_final: grid(&rows, n_pos, n_sites, |r, _| r.kl_to_final),
+            kl_to_input: grid(&rows, n_pos, n_sites, |r, _| r.kl_to_input),
+            entropy: grid(&rows, n_pos, n_sites, |r, _| r.entropy),
+            nll_next: grid(&rows, n_pos, n_sites, |r, p| {
+                next.get(p).copied().flatten().and(r.target_logit.get(1)).map(|&l| r.lse - f64::from(l))
+            }),
+        };
+        let top_k = TopK {
+            k,
+            ids: grid(&rows, n_pos, n_sites, |r, _| r.top.iter().take(k).map(|t| t.0).collect()),
+            logits: grid(&rows, n_pos, n_sites, |r, _| r.top.iter().take(k).map(|t| t.1).collect()),
+            probs: grid(&rows, n_pos, n_sites, |r, _| r.top.iter().take(k).map(|t| r.prob(t.1)).collect()),
+        };
+        let pinned = (!opts.pinned.is_empty()).then(|| Pinned {
+            tokens: self.tokenizer.tokens(&opts.pinned),
+            rank: (0..opts.pinned.len()).map(|i| grid(&rows, n_pos, n_sites, |r, _| r.target_rank.get(3 + i).copied().unwrap_or(0))).collect(),
+            prob: (0..opts.pinned.len())
+                .map(|i| grid(&rows, n_pos, n_sites, |r, _| r.target_logit.get(3 + i).map_or(f64::NAN, |&l| r.prob(l))))
+                .collect(),
+            logit: (0..opts.pinned.len()).map(|i| grid(&rows, n_pos, n_sites, |r, _| r.target_logit.get(3 + i).copied().unwrap_or(f32::NAN))).collect(),
+        });
+        let final_top1: Vec<u32> = (0..n_pos).map(|p| rows.get(p * n_sites + final_site).and_then(|r| r.top.first()).map_or(0, |t| t.0)).collect();
+        let attribution = attribute(trace, &dec, shape.n_layers, &final_top1, &next);
+        Ok(LensReport {
+            schema: SCHEMA.into(),
+            model: ModelInfo {
+                name: self.bundle.name.clone(),
+                family: self.bundle.family.clone(),
+                n_layers: shape.n_layers,
+                d_model: shape.d_model,
+                d_vocab: shape.d_vocab,
+                n_ctx: shape.n_ctx,
+                weights_sha256: self.bundle.weights_sha256.clone(),
+            },
+            decoder: dec.kind.name().into(),
+            tokens: self.tokenizer.tokens(ids),
+            sites: sites.iter().map(|s: &SiteKind| s.label()).collect(),
+            metrics,
+            top_k,
+            attribution,
+            pinned,
+            run: RunInfo { provider: self.provider.active.clone(), forward_ms: 0.0, lens_ms: 0.0, program: format!("logit-lens {}", env!("CARGO_PKG_VERSION")) },
+        })
+    }
+}

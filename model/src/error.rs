@@ -1,0 +1,98 @@
+//! The one error type of `lens_model`.
+
+use std::path::{Path, PathBuf};
+
+/// Everything that can go wrong in the engine, each with enough context to tell the user what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum LensError {
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file exists but its content is wrong (truncated, corrupted, wrong format).
+    #[error("{}: {msg}", path.display())]
+    BadFile {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong with it.
+        msg: String,
+    },
+    /// Input that the engine refuses (bad prompt, bad option, inconsistent model).
+    #[error("{0}")]
+    Invalid(String),
+    /// ONNX Runtime could not be found, loaded or run.
+    #[error("ONNX Runtime: {0}")]
+    Runtime(String),
+    /// The tokenizer failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The operation was cancelled by the user.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// Result alias used throughout `lens_model`.
+pub type Result<T> = std::result::Result<T, LensError>;
+
+impl LensError {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.to_path_buf(), source }
+    }
+    /// A content error in `path`.
+    pub fn bad_file(path: &Path, msg: impl Into<String>) -> Self {
+        Self::BadFile { path: path.to_path_buf(), msg: msg.into() }
+    }
+    /// An invalid-input error.
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self::Invalid(msg.into())
+    }
+}
+
+impl From<ort::Error> for LensError {
+    fn from(e: ort::Error) -> Self {
+        Self::Runtime(e.to_string())
+    }
+}
+
+/// A cooperative cancel flag plus a progress sink, passed to long operations.
+#[derive(Clone, Default)]
+pub struct Progress {
+    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    sink: Option<std::sync::Arc<dyn Fn(&str, f32) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Progress").field("cancelled", &self.is_cancelled()).finish()
+    }
+}
+
+impl Progress {
+    /// A progress that reports to `sink(stage, fraction in 0..=1)`.
+    pub fn new(sink: impl Fn(&str, f32) + Send + Sync + 'static) -> Self {
+        Self { cancel: Default::default(), sink: Some(std::sync::Arc::new(sink)) }
+    }
+    /// Reports progress of a stage.
+    pub fn report(&self, stage: &str, fraction: f32) {
+        if let Some(sink) = &self.sink {
+            sink(stage, fraction.clamp(0.0, 1.0));
+        }
+    }
+    /// Asks the operation to stop at its next check.
+    pub fn cancel(&self) {
+        self.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    /// Whether cancellation was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Returns `Err(Cancelled)` when cancellation was requested.
+    pub fn check(&self) -> Result<()> {
+        if self.is_cancelled() { Err(LensError::Cancelled) } else { Ok(()) }
+    }
+}

@@ -1,0 +1,133 @@
+//! Decoders: how a residual vector becomes vocabulary logits.
+
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::{Bundle, UnembedLayout};
+use crate::error::{LensError, Result};
+
+/// Which decoder the lens applies at every site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecoderKind {
+    /// ln_final (with the row's own mean and variance) then W_U: the logit lens.
+    #[default]
+    LogitLens,
+    /// W_U applied to the raw residual, no LayerNorm.
+    Raw,
+}
+
+impl DecoderKind {
+    /// Name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::LogitLens => "logit_lens",
+            Self::Raw => "raw",
+        }
+    }
+}
+
+/// ln_final parameters and the unembedding, read from the bundle itself.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    /// Which decoder.
+    pub kind: DecoderKind,
+    /// Width of the residual stream.
+    pub d_model: usize,
+    /// Vocabulary size.
+    pub d_vocab: usize,
+    /// LayerNorm epsilon.
+    pub eps: f64,
+    /// ln_final γ // [d_model]
+    pub gamma: Vec<f32>,
+    /// ln_final β // [d_model]
+    pub beta: Vec<f32>,
+    /// The unembedding, one row per token // [d_vocab, d_model]
+    pub w_u: Vec<f32>,
+    /// The unembedding bias, if any // [d_vocab]
+    pub b_u: Option<Vec<f32>>,
+}
+
+impl Decoder {
+    /// Reads ln_final and W_U from `bundle`, checking their shapes against the metadata.
+    pub fn from_bundle(bundle: &Bundle, kind: DecoderKind) -> Result<Self> {
+        let (d, v) = (bundle.shape.d_model, bundle.shape.d_vocab);
+        let path = bundle.model_path();
+        let (gd, gamma) = bundle.read_initializer(&bundle.ln_final_weight)?;
+        let (bd, beta) = bundle.read_initializer(&bundle.ln_final_bias)?;
+        if gd != [d] || bd != [d] {
+            return Err(LensError::bad_file(&path, format!("ln_final has shape {gd:?}/{bd:?}, expected [{d}]")));
+        }
+        let (ud, mut w_u) = bundle.read_initializer(&bundle.unembed)?;
+        match bundle.unembed_layout {
+            UnembedLayout::VocabModel if ud == [v, d] => {}
+            UnembedLayout::ModelVocab if ud == [d, v] => {
+                let mut t = vec![0f32; v * d];
+                for (i, row) in w_u.chunks_exact(v).enumerate() {
+                    for (j, &x) in row.iter().enumerate() {
+                        if let Some(slot) = t.get_mut(j * d + i) {
+                            *slot = x;
+                        }
+                    }
+                }
+                w_u = t;
+            }
+            _ => return Err(LensError::bad_file(&path, format!("unembedding has shape {ud:?}, metadata implies d_vocab {v} x d_model {d}"))),
+        }
+        let b_u = match &bundle.unembed_bias {
+            Some(name) => {
+                let (dims, b) = bundle.read_initializer(name)?;
+                if dims != [v] {
+                    return Err(LensError::bad_file(&path, format!("unembedding bias has shape {dims:?}, expected [{v}]")));
+                }
+                Some(b)
+            }
+            None => None,
+        };
+        Ok(Self { kind, d_model: d, d_vocab: v, eps: bundle.shape.eps, gamma, beta, w_u, b_u })
+    }
+
+    /// The LayerNorm scale σ = sqrt(var(x) + eps) of `x`, and its mean.
+    pub fn mean_sigma(&self, x: &[f32]) -> (f64, f64) {
+        let n = x.len().max(1) as f64;
+        let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = x.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+        (mean, (var + self.eps).sqrt())
+    }
+
+    /// Writes the decoder's input for `x` into `out`: LN_final(x) (own statistics) or `x` itself.
+    pub fn prepare_row(&self, x: &[f32], out: &mut [f32]) {
+        match self.kind {
+            DecoderKind::Raw => {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    *o = v;
+                }
+            }
+            DecoderKind::LogitLens => {
+                let (mean, sigma) = self.mean_sigma(x);
+                for (((o, &v), &g), &b) in out.iter_mut().zip(x).zip(&self.gamma).zip(&self.beta) {
+                    *o = ((f64::from(v) - mean) / sigma * f64::from(g) + f64::from(b)) as f32;
+                }
+            }
+        }
+    }
+
+    /// Row `t` of W_U (the token's unembedding vector) // [d_model]
+    pub fn unembed_row(&self, t: u32) -> &[f32] {
+        let start = t as usize * self.d_model;
+        self.w_u.get(start..start + self.d_model).unwrap_or_default()
+    }
+
+    /// The logit of token `t` for a prepared row (f64 accumulation).
+    pub fn logit(&self, prepared: &[f32], t: u32) -> f32 {
+        let dot: f64 = prepared.iter().zip(self.unembed_row(t)).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
+        let bias = self.b_u.as_ref().and_then(|b| b.get(t as usize)).copied().unwrap_or(0.0);
+        (dot + f64::from(bias)) as f32
+    }
+
+    /// Every logit of one residual vector (slow path used for validation) // [d_vocab]
+    pub fn decode_full(&self, x: &[f32]) -> Vec<f32> {
+        let mut prepared = vec![0f32; self.d_model];
+        self.prepare_row(x, &mut prepared);
+        (0..self.d_vocab as u32).map(|t| self.logit(&prepared, t)).collect()
+    }
+}

@@ -1,0 +1,28 @@
+//! `lens_model`: everything in logit-lens that is not UI.
+//!
+//! GPT-2 checkpoints are converted into *lens bundles* (an ONNX graph that exposes every residual
+//! hook point as an output), run through ONNX Runtime, and decoded at every site by a streaming
+//! metric kernel into a [`report::LensReport`]. See `DESIGN.md` §1–§4 for the contracts.
+
+pub mod attribution;
+pub mod bundle;
+pub mod config;
+pub mod convert;
+pub mod engine;
+pub mod error;
+pub mod graph;
+pub mod lens;
+pub mod metrics;
+pub mod onnx;
+pub mod report;
+pub mod resolve;
+pub mod runtime;
+pub mod simd;
+pub mod sites;
+pub mod tokenizer;
+pub mod trace;
+
+pub use engine::{LensEngine, LensOptions};
+pub use error::{LensError, Result};
+pub use report::LensReport;
+pub use runtime::Device;

@@ -1,0 +1,246 @@
+//! The streaming metric kernel: one pass over the vocabulary in chunks, every metric folded in.
+//!
+//! Rows are `(position, site)` pairs, position-major (`row = pos * n_sites + site`). Positions are
+//! split into blocks, one rayon task per block; each task walks the vocabulary in chunks of
+//! `chunk` tokens, computes the chunk's logits with one f32 GEMM (faer), and folds them into
+//! per-row accumulators: online log-sum-exp, Σ e·(l-m) for the entropy, a running top-k, counts of
+//! logits above each target's logit (ranks), and Σ p_final·(l_final - l) / Σ p_input·(l_input - l)
+//! for the two KL divergences. Memory is O(rows × chunk), never O(rows × d_vocab).
+
+use rayon::prelude::*;
+
+use crate::error::{LensError, Progress, Result};
+use crate::lens::Decoder;
+use crate::simd;
+
+/// Marks "no target here" in a target list.
+pub const NO_TARGET: u32 = u32::MAX;
+
+/// Shape and options of one kernel run.
+#[derive(Debug, Clone)]
+pub struct KernelSpec {
+    /// Number of positions.
+    pub n_pos: usize,
+    /// Number of sites per position.
+    pub n_sites: usize,
+    /// Index of the final site (reference of `kl_to_final`).
+    pub final_site: usize,
+    /// Index of the input site (reference of `kl_to_input`).
+    pub input_site: usize,
+    /// Top-k size.
+    pub k: usize,
+    /// Targets per position whose rank and logit are tracked at every site.
+    pub n_targets: usize,
+    /// Vocabulary chunk size.
+    pub chunk: usize,
+}
+
+/// Every metric of one `(position, site)` row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowMetrics {
+    /// log Σ exp(logits).
+    pub lse: f64,
+    /// Entropy of the softmax, nats.
+    pub entropy: f64,
+    /// Top-k `(id, logit)`, best first, ties by lower id.
+    pub top: Vec<(u32, f32)>,
+    /// Logit of each target (NaN where there is none).
+    pub target_logit: Vec<f32>,
+    /// Rank of each target, 1 = top (0 where there is none).
+    pub target_rank: Vec<u32>,
+    /// KL(final || this row), nats.
+    pub kl_to_final: f64,
+    /// KL(input || this row), nats.
+    pub kl_to_input: f64,
+}
+
+impl RowMetrics {
+    /// Probability of a logit under this row's softmax.
+    pub fn prob(&self, logit: f32) -> f64 {
+        (f64::from(logit) - self.lse).exp()
+    }
+}
+
+struct RowState {
+    m: f32,
+    z: f64,
+    s: f64,
+    top: Vec<(f32, u32)>,
+    counts: Vec<u32>,
+    tlogit: Vec<f32>,
+    kl_f: f64,
+    kl_i: f64,
+}
+
+fn insert_top(top: &mut Vec<(f32, u32)>, k: usize, v: f32, id: u32) {
+    // Ids arrive in increasing order, so an equal value never beats an entry already held.
+    let pos = top.iter().position(|&(tv, _)| v > tv).unwrap_or(top.len());
+    if pos < k {
+        top.insert(pos, (v, id));
+        top.truncate(k);
+    }
+}
+
+/// Runs the kernel. `prepared` holds the decoder inputs (`[n_pos * n_sites, d_model]`, row-major,
+/// position-major); `targets` holds `n_targets` ids per position (`[n_pos * n_targets]`, or
+/// [`NO_TARGET`]). Returns one [`RowMetrics`] per row, position-major.
+pub fn run_kernel(prepared: &[f32], targets: &[u32], dec: &Decoder, spec: &KernelSpec, progress: &Progress) -> Result<Vec<RowMetrics>> {
+    let d = dec.d_model;
+    let s_n = spec.n_sites;
+    let rows = spec.n_pos * s_n;
+    if prepared.len() != rows * d || targets.len() != spec.n_pos * spec.n_targets || spec.final_site >= s_n || spec.input_site >= s_n || spec.chunk == 0 {
+        return Err(LensError::invalid("metric kernel: inconsistent input sizes"));
+    }
+    if rows == 0 {
+        return Ok(Vec::new());
+    }
+    let threads = rayon::current_num_threads().max(1);
+    // Blocks of whole positions: enough blocks for every core, at most ~4096 rows each.
+    let per_block = spec.n_pos.div_ceil(threads).min((4096 / s_n).max(1)).max(1);
+    let blocks: Vec<(usize, usize)> = (0..spec.n_pos).step_by(per_block).map(|p0| (p0, (p0 + per_block).min(spec.n_pos))).collect();
+    let n_chunks = dec.d_vocab.div_ceil(spec.chunk);
+    let total_steps = (blocks.len() * n_chunks).max(1);
+    let steps = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Result<Vec<RowMetrics>>> = blocks
+        .par_iter()
+        .map(|&(p0, p1)| {
+            let xs = prepared.get(p0 * s_n * d..p1 * s_n * d).unwrap_or_default();
+            let ts = targets.get(p0 * spec.n_targets..p1 * spec.n_targets).unwrap_or_default();
+            run_block(xs, ts, p1 - p0, dec, spec, progress, &|| {
+                let done = steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                if done % 8 == 0 || done == total_steps {
+                    progress.report("lens", done as f32 / total_steps as f32);
+                }
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(rows);
+    for r in results {
+        out.extend(r?);
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_block(xs: &[f32], ts: &[u32], n_pos: usize, dec: &Decoder, spec: &KernelSpec, progress: &Progress, tick: &dyn Fn()) -> Result<Vec<RowMetrics>> {
+    let d = dec.d_model;
+    let s_n = spec.n_sites;
+    let rb = n_pos * s_n;
+    let n_t = spec.n_targets;
+    let c_max = spec.chunk;
+    let mut state: Vec<RowState> = (0..rb)
+        .map(|r| {
+            let p = r / s_n;
+            let row = xs.get(r * d..(r + 1) * d).unwrap_or_default();
+            let tlogit = (0..n_t)
+                .map(|t| match ts.get(p * n_t + t) {
+                    Some(&id) if id != NO_TARGET && (id as usize) < dec.d_vocab => dec.logit(row, id),
+                    _ => f32::NAN,
+                })
+                .collect();
+            RowState { m: f32::NEG_INFINITY, z: 0.0, s: 0.0, top: Vec::with_capacity(spec.k + 1), counts: vec![0; n_t], tlogit, kl_f: 0.0, kl_i: 0.0 }
+        })
+        .collect();
+    let mut buf = vec![0f32; rb * c_max];
+    let mut e_all = vec![0f32; s_n * c_max];
+    let lhs = faer::MatRef::from_row_major_slice(xs, rb, d);
+    let mut v0 = 0usize;
+    while v0 < dec.d_vocab {
+        progress.check()?;
+        let c = c_max.min(dec.d_vocab - v0);
+        let w = dec.w_u.get(v0 * d..(v0 + c) * d).ok_or_else(|| LensError::invalid("unembedding too short"))?;
+        let rhs = faer::MatRef::from_row_major_slice(w, c, d);
+        let out = buf.get_mut(..rb * c).ok_or_else(|| LensError::invalid("kernel buffer"))?;
+        {
+            let dst = faer::MatMut::from_row_major_slice_mut(out, rb, c);
+            faer::linalg::matmul::matmul(dst, faer::Accum::Replace, lhs, rhs.transpose(), 1.0f32, faer::Par::Seq);
+        }
+        if let Some(b) = dec.b_u.as_ref().and_then(|b| b.get(v0..v0 + c)) {
+            for row in out.chunks_exact_mut(c) {
+                for (x, &bb) in row.iter_mut().zip(b) {
+                    *x += bb;
+                }
+            }
+        }
+        for (p, (logits_p, st_p)) in out.chunks_exact(s_n * c).zip(state.chunks_exact_mut(s_n)).enumerate() {
+            let m_f_old = st_p.get(spec.final_site).map_or(f32::NEG_INFINITY, |s| s.m);
+            let m_i_old = st_p.get(spec.input_site).map_or(f32::NEG_INFINITY, |s| s.m);
+            for ((l, st), e) in logits_p.chunks_exact(c).zip(st_p.iter_mut()).zip(e_all.chunks_exact_mut(c_max)) {
+                let e = e.get_mut(..c).unwrap_or_default();
+                let mx = simd::max(l);
+                if st.m == f32::NEG_INFINITY {
+                    st.m = mx;
+                } else if mx > st.m {
+                    let scale = (f64::from(st.m) - f64::from(mx)).exp();
+                    st.s = scale * (st.s + (f64::from(st.m) - f64::from(mx)) * st.z);
+                    st.z *= scale;
+                    st.m = mx;
+                }
+                let (z, s) = simd::exp_sums(l, st.m, e);
+                st.z += z;
+                st.s += s;
+                let full = st.top.len() >= spec.k;
+                if spec.k > 0 && (!full || st.top.last().is_some_and(|&(tv, _)| mx > tv)) {
+                    for (j, &v) in l.iter().enumerate() {
+                        if st.top.len() < spec.k || st.top.last().is_some_and(|&(tv, _)| v > tv) {
+                            insert_top(&mut st.top, spec.k, v, (v0 + j) as u32);
+                        }
+                    }
+                }
+                for t in 0..n_t {
+                    let (Some(&thr), Some(&id)) = (st.tlogit.get(t), ts.get(p * n_t + t)) else { continue };
+                    if thr.is_nan() {
+                        continue;
+                    }
+                    let mut n = simd::count_greater(l, thr);
+                    if (v0..v0 + c).contains(&(id as usize)) && l.get(id as usize - v0).is_some_and(|&x| x > thr) {
+                        n -= 1; // the target itself never counts against its own rank
+                    }
+                    if let Some(cnt) = st.counts.get_mut(t) {
+                        *cnt += n;
+                    }
+                }
+            }
+            // KL accumulators: weights are the final / input rows' exp(l - m), rescaled if m moved.
+            let (m_f, m_i) = (st_p.get(spec.final_site).map_or(0.0, |s| s.m), st_p.get(spec.input_site).map_or(0.0, |s| s.m));
+            let sc_f = if m_f_old == f32::NEG_INFINITY { 0.0 } else { (f64::from(m_f_old) - f64::from(m_f)).exp() };
+            let sc_i = if m_i_old == f32::NEG_INFINITY { 0.0 } else { (f64::from(m_i_old) - f64::from(m_i)).exp() };
+            let lf = logits_p.get(spec.final_site * c..(spec.final_site + 1) * c).unwrap_or_default();
+            let li = logits_p.get(spec.input_site * c..(spec.input_site + 1) * c).unwrap_or_default();
+            let ef = e_all.get(spec.final_site * c_max..spec.final_site * c_max + c).unwrap_or_default();
+            let ei = e_all.get(spec.input_site * c_max..spec.input_site * c_max + c).unwrap_or_default();
+            for (s, (l, st)) in logits_p.chunks_exact(c).zip(st_p.iter_mut()).enumerate() {
+                st.kl_f *= sc_f;
+                st.kl_i *= sc_i;
+                if s != spec.final_site {
+                    st.kl_f += simd::weighted_diff(ef, lf, l);
+                }
+                if s != spec.input_site {
+                    st.kl_i += simd::weighted_diff(ei, li, l);
+                }
+            }
+        }
+        tick();
+        v0 += c;
+    }
+    // Finalise.
+    let lse_of = |st: &RowState| f64::from(st.m) + st.z.ln();
+    let mut out = Vec::with_capacity(rb);
+    for st_p in state.chunks_exact(s_n) {
+        let (Some(f), Some(i)) = (st_p.get(spec.final_site), st_p.get(spec.input_site)) else { continue };
+        let (lse_f, z_f, lse_i, z_i) = (lse_of(f), f.z, lse_of(i), i.z);
+        for st in st_p {
+            let lse = lse_of(st);
+            out.push(RowMetrics {
+                lse,
+                entropy: st.z.ln() - st.s / st.z,
+                top: st.top.iter().map(|&(v, id)| (id, v)).collect(),
+                target_logit: st.tlogit.clone(),
+                target_rank: st.counts.iter().zip(&st.tlogit).map(|(&n, l)| if l.is_nan() { 0 } else { n + 1 }).collect(),
+                kl_to_final: st.kl_f / z_f - lse_f + lse,
+                kl_to_input: st.kl_i / z_i - lse_i + lse,
+            });
+        }
+    }
+    Ok(out)
+}

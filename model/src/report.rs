@@ -1,0 +1,157 @@
+//! [`LensReport`] and its JSON form (DESIGN §3.4, schema `logit-lens/report@1`).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::attribution::Attribution;
+use crate::error::{LensError, Result};
+use crate::tokenizer::Token;
+
+/// The schema tag written into every report.
+pub const SCHEMA: &str = "logit-lens/report@1";
+
+/// The model a report was computed on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// Name.
+    pub name: String,
+    /// Family (`gpt2`).
+    pub family: String,
+    /// Number of blocks.
+    pub n_layers: usize,
+    /// Residual width.
+    pub d_model: usize,
+    /// Vocabulary size.
+    pub d_vocab: usize,
+    /// Context length.
+    #[serde(default)]
+    pub n_ctx: usize,
+    /// sha256 of the weights, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_sha256: Option<String>,
+}
+
+/// Per-cell metrics, each `[n_sites][n_positions]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Top-1 token id.
+    pub top1_id: Vec<Vec<u32>>,
+    /// Top-1 logit.
+    pub top1_logit: Vec<Vec<f32>>,
+    /// Top-1 probability.
+    pub top1_prob: Vec<Vec<f64>>,
+    /// Rank of the final site's top-1 (1 = top).
+    pub rank_of_final_top1: Vec<Vec<u32>>,
+    /// Rank of the true next token; `null` at the last position.
+    pub rank_of_next: Vec<Vec<Option<u32>>>,
+    /// Rank of the input token at this position.
+    pub rank_of_input: Vec<Vec<u32>>,
+    /// KL(final || site), nats.
+    pub kl_to_final: Vec<Vec<f64>>,
+    /// KL(embed || site), nats.
+    pub kl_to_input: Vec<Vec<f64>>,
+    /// Entropy, nats.
+    pub entropy: Vec<Vec<f64>>,
+    /// −log q(next token); `null` at the last position.
+    pub nll_next: Vec<Vec<Option<f64>>>,
+}
+
+/// Top-k per cell, each `[n_sites][n_positions][k]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TopK {
+    /// k.
+    pub k: usize,
+    /// Token ids, best first.
+    pub ids: Vec<Vec<Vec<u32>>>,
+    /// Their logits.
+    pub logits: Vec<Vec<Vec<f32>>>,
+    /// Their probabilities.
+    pub probs: Vec<Vec<Vec<f64>>>,
+}
+
+/// Tokens followed through every site (e.g. `" plasma"`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Pinned {
+    /// The pinned tokens.
+    pub tokens: Vec<Token>,
+    /// Rank // [pin][site][pos]
+    pub rank: Vec<Vec<Vec<u32>>>,
+    /// Probability // [pin][site][pos]
+    pub prob: Vec<Vec<Vec<f64>>>,
+    /// Logit // [pin][site][pos]
+    pub logit: Vec<Vec<Vec<f32>>>,
+}
+
+/// How the report was computed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// Execution provider of the forward pass.
+    pub provider: String,
+    /// Tokenize + forward time, ms.
+    pub forward_ms: f64,
+    /// Lens kernel time, ms.
+    pub lens_ms: f64,
+    /// Program version.
+    pub program: String,
+}
+
+/// Everything the lens computed for one prompt.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LensReport {
+    /// Always [`SCHEMA`].
+    pub schema: String,
+    /// The model.
+    pub model: ModelInfo,
+    /// `logit_lens` or `raw`.
+    pub decoder: String,
+    /// Input tokens in position order.
+    pub tokens: Vec<Token>,
+    /// Row labels, bottom (input) to top (output).
+    pub sites: Vec<String>,
+    /// Per-cell metrics.
+    pub metrics: Metrics,
+    /// Per-cell top-k.
+    pub top_k: TopK,
+    /// Direct logit attribution.
+    pub attribution: Attribution,
+    /// Pinned tokens, when any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<Pinned>,
+    /// How it was computed.
+    #[serde(default)]
+    pub run: RunInfo,
+}
+
+impl LensReport {
+    /// Number of positions.
+    pub fn n_pos(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Serialises to JSON text.
+    pub fn to_json(&self) -> Result<String> {
+        serde_json::to_string(self).map_err(|e| LensError::invalid(format!("cannot serialise the report: {e}")))
+    }
+
+    /// Writes JSON to `path` (through a temporary file, so a failure leaves no half-written report).
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let text = self.to_json()?;
+        let tmp = path.with_extension("json.partial");
+        std::fs::write(&tmp, text).map_err(|e| LensError::io(path, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            LensError::io(path, e)
+        })
+    }
+
+    /// Reads a report, checking its schema.
+    pub fn read_json(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| LensError::io(path, e))?;
+        let r: Self = serde_json::from_str(&text).map_err(|e| LensError::bad_file(path, format!("not a logit-lens report: {e}")))?;
+        if r.schema != SCHEMA {
+            return Err(LensError::bad_file(path, format!("schema {:?} is not {SCHEMA}", r.schema)));
+        }
+        Ok(r)
+    }
+}

@@ -1,0 +1,78 @@
+//! Turning a `--model` argument (a bundle, a Hugging Face folder, or nothing) into a bundle folder.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::convert::{MODEL_FILE, convert_hf_checkpoint, is_hf_checkpoint};
+use crate::error::{LensError, Progress, Result};
+use crate::runtime::cache_dir;
+
+/// Where the bundled demo model may be, in order: `LOGIT_LENS_DEMO_MODEL`, next to the executable
+/// (`demo-model/`, `../share/logit-lens/demo-model/`), and the source tree's `assets/demo-model/`.
+pub fn demo_model_candidates() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Some(p) = std::env::var_os("LOGIT_LENS_DEMO_MODEL").filter(|p| !p.is_empty()) {
+        v.push(PathBuf::from(p));
+    }
+    if let Some(exe_dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)) {
+        v.push(exe_dir.join("demo-model"));
+        v.push(exe_dir.join("../share/logit-lens/demo-model"));
+    }
+    v.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo-model")));
+    v
+}
+
+/// The demo model folder, if it can be found.
+pub fn demo_model() -> Option<PathBuf> {
+    demo_model_candidates().into_iter().find(|p| p.join(MODEL_FILE).is_file() || is_hf_checkpoint(p))
+}
+
+fn cache_key(dir: &Path) -> Result<String> {
+    let canon = dir.canonicalize().map_err(|e| LensError::io(dir, e))?;
+    let mut h = Sha256::new();
+    h.update(canon.to_string_lossy().as_bytes());
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "vocab.json", "merges.txt"] {
+        let p = dir.join(f);
+        if let Ok(meta) = std::fs::metadata(&p) {
+            h.update(f.as_bytes());
+            h.update(meta.len().to_le_bytes());
+            if let Ok(t) = meta.modified().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).map_err(std::io::Error::other)) {
+                h.update(t.as_nanos().to_le_bytes());
+            }
+        }
+    }
+    h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    let hex = format!("{:x}", h.finalize());
+    Ok(hex.chars().take(20).collect())
+}
+
+/// Resolves `--model`: a bundle folder is used as is; a Hugging Face checkpoint folder is converted
+/// once into the per-user cache; `None` means the bundled demo model.
+pub fn resolve_model(arg: Option<&Path>, progress: &Progress) -> Result<PathBuf> {
+    let dir = match arg {
+        Some(p) => p.to_path_buf(),
+        None => demo_model().ok_or_else(|| {
+            LensError::invalid("no --model given and the bundled demo model was not found (looked in: ".to_string()
+                + &demo_model_candidates().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                + ")")
+        })?,
+    };
+    if !dir.exists() {
+        return Err(LensError::bad_file(&dir, "no such file or folder"));
+    }
+    if dir.join(MODEL_FILE).is_file() {
+        return Ok(dir);
+    }
+    if is_hf_checkpoint(&dir) {
+        let key = cache_key(&dir)?;
+        let name = dir.canonicalize().ok().and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned())).unwrap_or_else(|| "model".into());
+        let target = cache_dir().join("bundles").join(format!("{name}-{key}"));
+        if target.join(MODEL_FILE).is_file() {
+            return Ok(target);
+        }
+        convert_hf_checkpoint(&dir, &target, progress)?;
+        return Ok(target);
+    }
+    Err(LensError::bad_file(&dir, "not a model: expected a lens bundle (model.onnx + tokenizer.json) or a Hugging Face GPT-2 folder (config.json + model.safetensors)"))
+}

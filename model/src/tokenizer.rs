@@ -1,0 +1,143 @@
+//! `tokenizers::Tokenizer` wrapper: exact encoding (no truncation or padding) and display text.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{LensError, Result};
+
+/// One token of a prompt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    /// Vocabulary id.
+    pub id: u32,
+    /// Display text: spaces as `␣`, newlines as `↵`, tabs as `⇥`, partial UTF-8 bytes as `<0xNN>`.
+    pub text: String,
+}
+
+/// The tokenizer of a model.
+pub struct LensTokenizer {
+    inner: tokenizers::Tokenizer,
+    byte_decoder: std::collections::HashMap<char, u8>,
+}
+
+impl std::fmt::Debug for LensTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LensTokenizer").field("vocab_size", &self.vocab_size()).finish()
+    }
+}
+
+/// GPT-2's byte-to-unicode table (bytes that are not printable map to U+0100 + n).
+fn bytes_to_unicode() -> Vec<(u8, char)> {
+    let mut printable: Vec<u32> = (u32::from(b'!')..=u32::from(b'~')).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut chars: Vec<u32> = printable.clone();
+    let mut n = 0;
+    for b in 0u32..256 {
+        if !printable.contains(&b) {
+            printable.push(b);
+            chars.push(256 + n);
+            n += 1;
+        }
+    }
+    printable
+        .into_iter()
+        .zip(chars)
+        .filter_map(|(b, c)| Some((u8::try_from(b).ok()?, char::from_u32(c)?)))
+        .collect()
+}
+
+/// Renders raw bytes for display: visible whitespace, and `<0xNN>` for bytes that are not valid UTF-8.
+pub fn display_bytes(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match std::str::from_utf8(rest) {
+            Ok(s) => {
+                push_visible(&mut out, s);
+                break;
+            }
+            Err(e) => {
+                let (good, bad) = rest.split_at(e.valid_up_to());
+                push_visible(&mut out, std::str::from_utf8(good).unwrap_or_default());
+                let n = e.error_len().unwrap_or(bad.len()).max(1).min(bad.len());
+                for b in bad.iter().take(n) {
+                    out.push_str(&format!("<0x{b:02X}>"));
+                }
+                rest = bad.get(n..).unwrap_or_default();
+            }
+        }
+    }
+    out
+}
+
+fn push_visible(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            ' ' => out.push('␣'),
+            '\n' => out.push('↵'),
+            '\r' => out.push('␍'),
+            '\t' => out.push('⇥'),
+            c if c.is_control() => out.push_str(&format!("<0x{:02X}>", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+}
+
+impl LensTokenizer {
+    /// Loads `tokenizer.json`, disabling any truncation or padding it carries.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let mut inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| LensError::bad_file(path, format!("not a valid tokenizer.json: {e}")))?;
+        inner
+            .with_truncation(None)
+            .map_err(|e| LensError::Tokenizer(format!("cannot disable truncation: {e}")))?;
+        inner.with_padding(None);
+        let byte_decoder = bytes_to_unicode().into_iter().map(|(b, c)| (c, b)).collect();
+        Ok(Self { inner, byte_decoder })
+    }
+
+    /// Number of ids, including added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Largest id the tokenizer can produce.
+    pub fn max_id(&self) -> Option<u32> {
+        self.inner.get_vocab(true).values().copied().max()
+    }
+
+    /// Encodes `text` exactly (no special tokens added).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, false).map_err(|e| LensError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// The raw bytes of a token (GPT-2 byte-level tokens are decoded exactly).
+    pub fn token_bytes(&self, id: u32) -> Vec<u8> {
+        let Some(s) = self.inner.id_to_token(id) else { return Vec::new() };
+        let bytes: Option<Vec<u8>> = s.chars().map(|c| self.byte_decoder.get(&c).copied()).collect();
+        bytes.unwrap_or_else(|| s.replace('▁', " ").into_bytes())
+    }
+
+    /// Display text of a token.
+    pub fn display(&self, id: u32) -> String {
+        if self.inner.id_to_token(id).is_none() {
+            return format!("<{id}>");
+        }
+        display_bytes(&self.token_bytes(id))
+    }
+
+    /// Token and display text for each id.
+    pub fn tokens(&self, ids: &[u32]) -> Vec<Token> {
+        ids.iter().map(|&id| Token { id, text: self.display(id) }).collect()
+    }
+
+    /// Looks up the id of a token given as plain text (e.g. `" plasma"`), if it is a single token.
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        let ids = self.encode(text).ok()?;
+        match ids.as_slice() {
+            [id] => Some(*id),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! [`ResidualTrace`]: the residual stream and sub-block outputs of one forward pass.
+
+use ndarray::Array2;
+use ort::session::Session;
+use ort::value::Tensor;
+
+use crate::bundle::Bundle;
+use crate::error::{LensError, Result};
+use crate::graph::hook_name;
+use crate::sites::SiteKind;
+
+/// Hook tensors of one forward pass, each `[pos, d_model]`, plus the model's own top-1.
+#[derive(Debug, Clone)]
+pub struct ResidualTrace {
+    /// Number of positions.
+    pub n_pos: usize,
+    /// `blocks.0.hook_resid_pre` // [pos, d_model]
+    pub embed: Array2<f32>,
+    /// `blocks.{l}.hook_resid_mid` per layer // [layer][pos, d_model]
+    pub resid_mid: Vec<Array2<f32>>,
+    /// `blocks.{l}.hook_resid_post` per layer // [layer][pos, d_model]
+    pub resid_post: Vec<Array2<f32>>,
+    /// `blocks.{l}.hook_attn_out` per layer (derived as resid_mid - resid_pre when not exported).
+    pub attn_out: Vec<Array2<f32>>,
+    /// `blocks.{l}.hook_mlp_out` per layer (derived as resid_post - resid_mid when not exported).
+    pub mlp_out: Vec<Array2<f32>>,
+    /// The model's `logits`: argmax id per position (ties: lower id) // [pos]
+    pub logits_top1: Vec<u32>,
+    /// The model's full `logits` when requested // [pos, d_vocab]
+    pub logits: Option<Array2<f32>>,
+}
+
+impl ResidualTrace {
+    /// The residual stream at `site` // [pos, d_model]
+    pub fn site(&self, site: SiteKind) -> Option<&Array2<f32>> {
+        match site {
+            SiteKind::Embed => Some(&self.embed),
+            SiteKind::Attn(l) => self.resid_mid.get(l),
+            SiteKind::Block(l) => self.resid_post.get(l),
+        }
+    }
+
+    /// The last residual (`resid_post` of the last layer).
+    pub fn final_resid(&self) -> Option<&Array2<f32>> {
+        self.resid_post.last()
+    }
+}
+
+/// Moves one output out of ORT's outputs (so that its memory is freed as soon as it is copied).
+fn extract(outputs: &mut ort::session::SessionOutputs<'_>, name: &str, n_pos: usize, width: usize) -> Result<Array2<f32>> {
+    let value = outputs.remove(name).ok_or_else(|| LensError::Runtime(format!("the model did not return output {name}")))?;
+    let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| LensError::Runtime(format!("output {name}: {e}")))?;
+    let dims: Vec<i64> = shape.iter().copied().collect();
+    if dims != [1, n_pos as i64, width as i64] {
+        return Err(LensError::Runtime(format!("output {name} has shape {dims:?}, expected [1, {n_pos}, {width}]")));
+    }
+    if data.iter().any(|v| !v.is_finite()) {
+        return Err(LensError::Runtime(format!("output {name} contains NaN or infinite values")));
+    }
+    Array2::from_shape_vec((n_pos, width), data.to_vec()).map_err(|e| LensError::Runtime(e.to_string()))
+}
+
+/// Runs the bundle's session on `ids` and collects every hook.
+pub fn run_trace(session: &mut Session, bundle: &Bundle, ids: &[u32], keep_logits: bool) -> Result<ResidualTrace> {
+    let shape = &bundle.shape;
+    let n_pos = ids.len();
+    if n_pos == 0 {
+        return Err(LensError::invalid("the prompt has no tokens"));
+    }
+    if n_pos > shape.n_ctx {
+        return Err(LensError::invalid(format!("the prompt has {n_pos} tokens; the model's context is {}", shape.n_ctx)));
+    }
+    if let Some(bad) = ids.iter().find(|&&id| id as usize >= shape.d_vocab) {
+        return Err(LensError::invalid(format!("token id {bad} is outside the model's vocabulary of {}", shape.d_vocab)));
+    }
+    let input: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
+    let tensor = Tensor::from_array(([1usize, n_pos], input))?;
+    let mut outputs = session.run(ort::inputs!["input_ids" => tensor])?;
+    let d = shape.d_model;
+    let embed = extract(&mut outputs, &hook_name(0, "resid_pre"), n_pos, d)?;
+    let mut resid_mid = Vec::with_capacity(shape.n_layers);
+    let mut resid_post = Vec::with_capacity(shape.n_layers);
+    let mut attn_out = Vec::with_capacity(shape.n_layers);
+    let mut mlp_out = Vec::with_capacity(shape.n_layers);
+    for l in 0..shape.n_layers {
+        let mid = extract(&mut outputs, &hook_name(l, "resid_mid"), n_pos, d)?;
+        let post = extract(&mut outputs, &hook_name(l, "resid_post"), n_pos, d)?;
+        if bundle.has_subblock_outputs {
+            attn_out.push(extract(&mut outputs, &hook_name(l, "attn_out"), n_pos, d)?);
+            mlp_out.push(extract(&mut outputs, &hook_name(l, "mlp_out"), n_pos, d)?);
+        } else {
+            let pre = if l == 0 { &embed } else { resid_post.last().unwrap_or(&embed) };
+            attn_out.push(&mid - pre);
+            mlp_out.push(&post - &mid);
+        }
+        resid_mid.push(mid);
+        resid_post.push(post);
+    }
+    let logits = extract(&mut outputs, "logits", n_pos, shape.d_vocab)?;
+    let logits_top1 = logits
+        .rows()
+        .into_iter()
+        .map(|row| {
+            let mut best = (0u32, f32::NEG_INFINITY);
+            for (i, &v) in row.iter().enumerate() {
+                if v > best.1 {
+                    best = (i as u32, v);
+                }
+            }
+            best.0
+        })
+        .collect();
+    Ok(ResidualTrace { n_pos, embed, resid_mid, resid_post, attn_out, mlp_out, logits_top1, logits: keep_logits.then_some(logits) })
+}
