@@ -164,7 +164,9 @@ fn fill_cache_with_pip() -> std::result::Result<PathBuf, String> {
         for n in z.namelist():\n\
         \x20   b = os.path.basename(n)\n\
         \x20   if '/capi/' in n and (b.startswith('libonnxruntime') or b.startswith('onnxruntime') and b.endswith('.dll')):\n\
-        \x20       open(os.path.join(sys.argv[2], b), 'wb').write(z.read(n))\n";
+        \x20       tmp = os.path.join(sys.argv[2], b + '.tmp-' + str(os.getpid()))\n\
+        \x20       open(tmp, 'wb').write(z.read(n))\n\
+        \x20       os.replace(tmp, os.path.join(sys.argv[2], b))\n";
     let status = std::process::Command::new(python())
         .args(["-c", script])
         .arg(&tmp)

@@ -1,0 +1,128 @@
+//! The `logit-lens` binary: `lens` writes the DESIGN §3.4 JSON; every bad input is a clear error
+//! with a non-zero exit, never a panic.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use lens_tests::fixture::{RandomGpt2, unique_temp_dir, write_checkpoint};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_logit-lens"))
+}
+
+/// One converted tiny bundle shared by the tests of this file.
+fn bundle() -> &'static Path {
+    static B: OnceLock<PathBuf> = OnceLock::new();
+    B.get_or_init(|| {
+        let hf = unique_temp_dir("cli-hf");
+        write_checkpoint(&hf, &RandomGpt2::tiny(21)).unwrap();
+        let b = unique_temp_dir("cli-bundle");
+        let out = bin().arg("convert").arg(&hf).arg(&b).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        b
+    })
+}
+
+fn lens(args: &[&str]) -> Output {
+    let mut cmd = bin();
+    cmd.arg("lens").arg("--model").arg(bundle());
+    if !args.contains(&"--device") {
+        cmd.args(["--device", "cpu"]);
+    }
+    cmd.args(args).output().unwrap()
+}
+
+fn assert_clean_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure; stderr: {err}");
+    assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+}
+
+#[test]
+fn lens_writes_the_report_json() {
+    let dir = unique_temp_dir("cli-ok");
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("r.json");
+    let out = lens(&["--prompt", "The cat sat on the mat.", "--subblocks", "--top-k", "3", "--pin", " plasma", "--json", json.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["schema"], "logit-lens/report@1");
+    assert_eq!(r["decoder"], "logit_lens");
+    assert_eq!(r["model"]["n_layers"], 2);
+    assert_eq!(r["model"]["d_vocab"], 50257);
+    let n_pos = r["tokens"].as_array().unwrap().len();
+    assert_eq!(n_pos, 7);
+    assert_eq!(r["tokens"][1]["text"], "␣cat");
+    assert_eq!(r["sites"], serde_json::json!(["embed", "0.attn", "0", "1.attn", "1"]));
+    for key in ["top1_id", "top1_logit", "top1_prob", "rank_of_final_top1", "rank_of_next", "rank_of_input", "kl_to_final", "kl_to_input", "entropy", "nll_next"] {
+        let grid = r["metrics"][key].as_array().unwrap_or_else(|| panic!("{key}"));
+        assert_eq!(grid.len(), 5, "{key}");
+        assert!(grid.iter().all(|row| row.as_array().unwrap().len() == n_pos), "{key}");
+    }
+    // Unknown values at the last position are null; the final row's KL to itself is 0 and its
+    // top-1 has rank 1.
+    assert!(r["metrics"]["rank_of_next"][4][n_pos - 1].is_null());
+    assert!(r["metrics"]["nll_next"][0][n_pos - 1].is_null());
+    assert!(r["metrics"]["nll_next"][0][0].as_f64().unwrap() > 0.0);
+    assert_eq!(r["metrics"]["kl_to_final"][4][0].as_f64().unwrap(), 0.0);
+    assert_eq!(r["metrics"]["rank_of_final_top1"][4][3].as_u64().unwrap(), 1);
+    assert_eq!(r["metrics"]["top1_id"][4][3], r["attribution"]["final_top1_ids"][3]);
+    assert_eq!(r["top_k"]["k"], 3);
+    assert_eq!(r["top_k"]["ids"][2][0].as_array().unwrap().len(), 3);
+    assert_eq!(r["pinned"]["tokens"][0]["text"], "␣plasma");
+    assert_eq!(r["attribution"]["components"].as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn prompt_errors_are_clear() {
+    let dir = unique_temp_dir("cli-bad");
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("r.json");
+    let j = json.to_str().unwrap();
+    assert_clean_error(&lens(&["--prompt", "", "--json", j]), "the prompt is empty");
+    assert_clean_error(&lens(&["--prompt-file", dir.join("missing.txt").to_str().unwrap(), "--json", j]), "cannot read the prompt file");
+    let bin_file = dir.join("binary.txt");
+    std::fs::write(&bin_file, [0x66, 0x6f, 0xff, 0xfe, 0x00]).unwrap();
+    assert_clean_error(&lens(&["--prompt-file", bin_file.to_str().unwrap(), "--json", j]), "not UTF-8");
+    let big = dir.join("big.txt");
+    let f = std::fs::File::create(&big).unwrap();
+    f.set_len(11 * 1024 * 1024).unwrap();
+    assert_clean_error(&lens(&["--prompt-file", big.to_str().unwrap(), "--json", j]), "limited to 10 MB");
+    assert_clean_error(&lens(&["--prompt-file", dir.to_str().unwrap(), "--json", j]), "is a folder");
+    let long = "word ".repeat(200);
+    assert_clean_error(&lens(&["--prompt", &long, "--json", j]), "model's context is 64");
+    let out = lens(&["--prompt", &long, "--truncate", "left", "--json", j]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_clean_error(&lens(&["--prompt", "hi", "--json", dir.join("no/such/dir/r.json").to_str().unwrap()]), "does not exist");
+    assert_clean_error(&lens(&["--prompt", "hi", "--json", dir.to_str().unwrap()]), "it is a folder");
+    assert_clean_error(&lens(&["--prompt", "hi", "--device", "tpu", "--json", j]), "unknown device");
+    assert_clean_error(&lens(&["--prompt", "hi", "--pin", "two words", "--json", j]), "not a single token");
+    assert_clean_error(&lens(&["--prompt", "hi", "--device", "cuda", "--json", j]), "CUDA");
+}
+
+#[test]
+fn runtime_library_errors_are_clear() {
+    let dir = unique_temp_dir("cli-ort");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = dir.join("libonnxruntime.so");
+    std::fs::write(&fake, b"not a library").unwrap();
+    let out = bin().args(["info", "--ort-lib"]).arg(&fake).output().unwrap();
+    assert_clean_error(&out, "cannot load the ONNX Runtime library");
+    let out = bin().args(["info"]).env("ORT_DYLIB_PATH", dir.join("missing.so")).output().unwrap();
+    assert_clean_error(&out, "cannot load the ONNX Runtime library");
+}
+
+#[test]
+fn info_reports_runtime_providers_and_shape() {
+    let out = bin().args(["info", "--device", "cpu", "--model"]).arg(bundle()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("ONNX Runtime 1."), "{text}");
+    assert!(text.contains("n_layers 2, d_model 32, n_heads 4"), "{text}");
+    assert!(text.contains("execution provider: CPU"), "{text}");
+    let out = bin().args(["info", "--device", "auto", "--model"]).arg(bundle()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("CUDA: ") && text.contains("auto: fell back to CPU"), "{text}");
+}
