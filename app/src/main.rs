@@ -1,7 +1,5 @@
-//! `logit-lens`: with no arguments the desktop app; with a subcommand, the CLI.
-
-mod cli;
+//! `logit-lens`: with no subcommand the desktop app; with a subcommand, the CLI.
 
 fn main() -> std::process::ExitCode {
-    cli::main()
+    lens_app::cli::main()
 }

@@ -25,7 +25,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     repeat: usize,
     /// Vocabulary chunk of the kernel.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 256)]
     chunk: usize,
     /// auto, cpu, cuda or directml.
     #[arg(long, default_value = "auto")]

@@ -1,7 +1,8 @@
-//! Command-line interface: `convert`, `lens`, `info`, `bench`.
+//! Command-line interface: no subcommand = the desktop app; `convert`, `lens`, `info`, `bench`.
 
 mod bench;
-mod prompt;
+mod bench_ui;
+pub mod prompt;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,6 +21,21 @@ struct Cli {
     /// Path of the ONNX Runtime library (else ORT_DYLIB_PATH, next to the executable, the cache, Python, PyPI).
     #[arg(long, global = true, value_name = "PATH")]
     ort_lib: Option<PathBuf>,
+    /// Desktop app: the model folder to open (a bundle or a Hugging Face checkpoint).
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// Desktop app: the prompt text.
+    #[arg(long, conflicts_with = "prompt_file")]
+    prompt: Option<String>,
+    /// Desktop app: a UTF-8 prompt file (at most 10 MB).
+    #[arg(long, value_name = "FILE")]
+    prompt_file: Option<PathBuf>,
+    /// Desktop app: save a PNG of the window once the first result is shown, then exit.
+    #[arg(long, value_name = "OUT.png")]
+    screenshot: Option<PathBuf>,
+    /// Desktop app: execution provider (auto, cpu, cuda, directml).
+    #[arg(long, default_value = "auto")]
+    device: String,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -46,6 +62,9 @@ enum Command {
     },
     /// Benchmark load, forward and lens; compare the lens's GFLOP/s with a plain GEMM of its shape.
     Bench(bench::BenchArgs),
+    /// Benchmark the UI: CPU time per frame of a synthetic GPT-2-XL-sized grid.
+    #[command(hide = true)]
+    BenchUi(bench_ui::BenchUiArgs),
 }
 
 #[derive(Args, Debug)]
@@ -62,6 +81,9 @@ struct LensArgs {
     /// Add the `.attn` (resid_mid) rows.
     #[arg(long)]
     subblocks: bool,
+    /// Only the final site (the model's own predictions; e.g. for evaluating its loss).
+    #[arg(long, conflicts_with = "subblocks")]
+    final_only: bool,
     /// Number of top tokens per cell.
     #[arg(long, default_value_t = 10)]
     top_k: usize,
@@ -133,9 +155,14 @@ pub fn open_engine(ort_lib: Option<&Path>, model: Option<&Path>, device: Device)
 fn run(cli: Cli) -> Result<()> {
     let ort_lib = cli.ort_lib.as_deref();
     match cli.command {
-        None => {
-            bail!("the desktop app is not built yet; use a subcommand (see --help)")
-        }
+        None => crate::gui::run(crate::gui::GuiOptions {
+            model: cli.model,
+            prompt: cli.prompt,
+            prompt_file: cli.prompt_file,
+            screenshot: cli.screenshot,
+            device: device(&cli.device)?,
+            ort_lib: ort_lib.map(Path::to_path_buf),
+        }),
         Some(Command::Convert { hf_dir, bundle_dir }) => {
             let summary = lens_model::convert::convert_hf_checkpoint(&hf_dir, &bundle_dir, &stderr_progress())?;
             let s = &summary.shape;
@@ -172,6 +199,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Lens(args)) => lens(ort_lib, args),
         Some(Command::Bench(args)) => bench::run(ort_lib, &args),
+        Some(Command::BenchUi(args)) => bench_ui::run(&args),
     }
 }
 
@@ -204,7 +232,7 @@ fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
             None => bail!("--pin {p:?} is not a single token of this model's vocabulary"),
         }
     }
-    let opts = LensOptions { subblocks: args.subblocks, k: args.top_k, decoder, pinned, ..LensOptions::default() };
+    let opts = LensOptions { subblocks: args.subblocks, k: args.top_k, decoder, pinned, final_only: args.final_only, ..LensOptions::default() };
     let report = engine.run_ids(&ids, &opts, &Progress::default())?;
     report.write_json(&args.json).with_context(|| format!("cannot write the report to {}", args.json.display()))?;
     eprintln!(

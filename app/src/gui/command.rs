@@ -1,0 +1,45 @@
+//! [`AppCommand`]: what panels ask for. Panels read the state and push commands; the app applies
+//! them in one place ([`super::app::LogitLensApp::apply`]).
+
+use std::path::PathBuf;
+
+use super::state::{Cell, ViewSettings};
+
+/// Something the user asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppCommand {
+    /// Run the lens on the current prompt now.
+    Run,
+    /// The prompt text was edited (re-run after a pause).
+    PromptEdited,
+    /// Replace the prompt with a file's content (checked: UTF-8, size limit).
+    OpenPromptFile(PathBuf),
+    /// Open a model folder (a bundle, or an HF checkpoint converted on the way).
+    OpenModel(PathBuf),
+    /// Show the open-prompt dialog (the app opens it, never a panel or a test).
+    RequestPromptDialog,
+    /// Show the open-model dialog.
+    RequestModelDialog,
+    /// Cancel the jobs in flight.
+    Cancel,
+    /// Set (or clear) the hovered cell.
+    Hover(Option<Cell>),
+    /// Set (or clear) the selected cell.
+    Select(Option<Cell>),
+    /// Move the selection by (columns, rows) in display order (rows: +1 = down).
+    MoveSelection(i32, i32),
+    /// Pin a token given by its text (e.g. `" plasma"`); re-runs the lens.
+    Pin(String),
+    /// Pin a token id; re-runs the lens.
+    PinId(u32),
+    /// Clear the pin.
+    Unpin,
+    /// Replace the view settings.
+    SetView(ViewSettings),
+    /// Set the shared scroll offset of the grids.
+    Scroll(egui::Vec2),
+    /// Dismiss the error banner.
+    DismissError,
+    /// Quit the app.
+    Quit,
+}

@@ -1,0 +1,155 @@
+//! Sub-block contributions: the direct logit attribution of the embedding, every attention and
+//! every MLP sub-block (and the LN bias) to a target token, as a bar chart for the selected
+//! position and as a components × positions heatmap.
+
+use egui::{Align2, FontId, Pos2, Rect, RichText, Sense, Stroke, Ui, Vec2};
+use egui_plot::{Bar, BarChart, Plot};
+
+use crate::gui::command::AppCommand;
+use crate::gui::state::{AppState, Cell, ContribTarget};
+use crate::gui::theme;
+use crate::gui::view::{token_display, visible_positions};
+
+/// The attribution grid for the target // [component][pos], NaN where unknown.
+pub fn attribution_grid(state: &AppState) -> Option<(Vec<Vec<f64>>, &'static str)> {
+    let res = state.result.as_ref()?;
+    let a = &res.report.attribution;
+    Some(match state.view.contrib_target {
+        ContribTarget::FinalTop1 => (a.final_top1.clone(), "final top-1"),
+        ContribTarget::Next => (a.next.iter().map(|row| row.iter().map(|v| v.unwrap_or(f64::NAN)).collect()).collect(), "true next token"),
+        ContribTarget::Pinned => match &res.pinned_dla {
+            Some(g) => (g.clone(), "pinned token"),
+            None => (a.final_top1.clone(), "final top-1 (nothing pinned)"),
+        },
+    })
+}
+
+fn bar_color(name: &str) -> egui::Color32 {
+    if name.ends_with(".attn") {
+        theme::BAR_ATTN
+    } else if name.ends_with(".mlp") {
+        theme::BAR_MLP
+    } else {
+        theme::BAR_OTHER
+    }
+}
+
+/// Shows the contributions panel.
+pub fn contributions_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
+    let Some(res) = state.result.as_ref() else {
+        ui.label(RichText::new("Sub-block contributions appear after a run.").color(theme::DIM_TEXT));
+        return;
+    };
+    let r = &res.report;
+    let vocab = state.model.as_ref().map(|m| m.vocab.as_slice()).unwrap_or_default();
+    let comps = &r.attribution.components;
+    let pos = state.selection.or(state.hover).map_or(r.n_pos().saturating_sub(1), |c| c.pos);
+    let Some((grid, what)) = attribution_grid(state) else { return };
+    let target_id = match state.view.contrib_target {
+        ContribTarget::FinalTop1 => r.attribution.final_top1_ids.get(pos).copied(),
+        ContribTarget::Next => r.tokens.get(pos + 1).map(|t| t.id),
+        ContribTarget::Pinned => r.pinned.as_ref().and_then(|p| p.tokens.first()).map(|t| t.id).or_else(|| r.attribution.final_top1_ids.get(pos).copied()),
+    };
+    let target_text = target_id.map(|id| token_display(r, vocab, id)).unwrap_or_else(|| "—".into());
+    let total: f64 = grid.iter().filter_map(|row| row.get(pos)).filter(|v| v.is_finite()).sum();
+    ui.horizontal(|ui| {
+        ui.strong("Sub-block contributions (direct logit attribution) to");
+        let mut v = state.view.clone();
+        ui.selectable_value(&mut v.contrib_target, ContribTarget::FinalTop1, "final top-1");
+        ui.selectable_value(&mut v.contrib_target, ContribTarget::Next, "next token");
+        ui.selectable_value(&mut v.contrib_target, ContribTarget::Pinned, "pinned token");
+        if v != state.view {
+            cmds.push(AppCommand::SetView(v));
+        }
+        ui.label(format!("· position {pos}: {target_text} ({what}); sum = logit {total:.2}"));
+    });
+    let h = ui.available_height();
+    ui.horizontal_top(|ui| {
+        let w = (ui.available_width() * 0.38).max(200.0);
+        ui.allocate_ui(Vec2::new(w, h), |ui| {
+            let bars: Vec<Bar> = comps
+                .iter()
+                .enumerate()
+                .filter_map(|(i, name)| {
+                    let v = grid.get(i)?.get(pos).copied().filter(|v| v.is_finite())?;
+                    Some(Bar::new(i as f64, v).name(name).fill(bar_color(name)).width(0.8))
+                })
+                .collect();
+            let names = comps.clone();
+            Plot::new("contrib_bars")
+                .height(h - 6.0)
+                .allow_scroll(false)
+                .allow_zoom(false)
+                .allow_drag(false)
+                .y_axis_label("logit")
+                .x_axis_formatter(move |m, _| {
+                    let v = m.value;
+                    if (v - v.round()).abs() < 1e-6 && v >= 0.0 { names.get(v.round() as usize).cloned().unwrap_or_default() } else { String::new() }
+                })
+                .show(ui, |p| p.bar_chart(BarChart::new("attribution", bars)));
+        });
+        ui.separator();
+        heatmap(ui, state, &grid, comps, cmds);
+    });
+}
+
+/// Components × positions heatmap (diverging colours, symmetric around 0).
+fn heatmap(ui: &mut Ui, state: &AppState, grid: &[Vec<f64>], comps: &[String], cmds: &mut Vec<AppCommand>) {
+    let Some(res) = state.result.as_ref() else { return };
+    let cols = visible_positions(res.report.n_pos(), state.view.positions);
+    let avail = ui.available_rect_before_wrap();
+    let (full, resp) = ui.allocate_exact_size(avail.size().max(Vec2::new(100.0, 60.0)), Sense::click());
+    let label_w = 52.0;
+    let cells = Rect::from_min_max(Pos2::new(full.left() + label_w, full.top() + 2.0), Pos2::new(full.right() - 70.0, full.bottom() - 4.0));
+    let n_rows = comps.len().max(1);
+    let cw = state.view.cell_w.clamp(4.0, 400.0);
+    let ch = (cells.height() / n_rows as f32).clamp(3.0, 24.0);
+    let scroll_x = state.scroll.x.clamp(0.0, (cols.len() as f32 * cw - cells.width()).max(0.0));
+    let max_abs = grid.iter().flat_map(|r| cols.iter().filter_map(move |&p| r.get(p))).filter(|v| v.is_finite()).fold(0.0f64, |a, &v| a.max(v.abs())).max(1e-9);
+    let painter = ui.painter_at(full);
+    let cp = painter.with_clip_rect(cells);
+    let col_lo = (scroll_x / cw).floor() as usize;
+    let col_hi = (((scroll_x + cells.width()) / cw).ceil() as usize).min(cols.len());
+    let mut mesh = egui::Mesh::default();
+    // Embed at the bottom, like the lens grids (unless flipped).
+    let row_y = |i: usize| if state.view.flip { i } else { n_rows - 1 - i };
+    for (i, row) in grid.iter().enumerate() {
+        for c in col_lo..col_hi {
+            let Some(&p) = cols.get(c) else { continue };
+            let v = row.get(p).copied().unwrap_or(f64::NAN);
+            let r = Rect::from_min_size(Pos2::new(cells.left() + c as f32 * cw - scroll_x, cells.top() + row_y(i) as f32 * ch), Vec2::new(cw, ch));
+            mesh.add_colored_rect(r, theme::diverging(v, max_abs));
+        }
+    }
+    cp.add(egui::Shape::mesh(mesh));
+    let sel = state.selection.or(state.hover).map(|c| c.pos);
+    if let Some(c) = sel.and_then(|p| cols.iter().position(|&q| q == p)) {
+        let x = cells.left() + c as f32 * cw - scroll_x;
+        cp.rect_stroke(Rect::from_min_size(Pos2::new(x, cells.top()), Vec2::new(cw, ch * n_rows as f32)), 0.0, Stroke::new(2.0, theme::SELECTION), egui::StrokeKind::Inside);
+    }
+    let stride = ((10.0 / ch).ceil() as usize).max(1);
+    for (i, name) in comps.iter().enumerate() {
+        if i % stride == 0 || i + 1 == comps.len() {
+            painter.text(Pos2::new(cells.left() - 4.0, cells.top() + (row_y(i) as f32 + 0.5) * ch), Align2::RIGHT_CENTER, name, FontId::proportional(ch.clamp(7.0, 11.0)), theme::DIM_TEXT);
+        }
+    }
+    // Legend.
+    let lx = cells.right() + 8.0;
+    for k in 0..=8 {
+        let t = k as f64 / 8.0;
+        let r = Rect::from_min_size(Pos2::new(lx, cells.top() + (1.0 - t as f32) * (cells.height() - 10.0)), Vec2::new(10.0, (cells.height() - 10.0) / 8.0 + 1.0));
+        painter.rect_filled(r, 0.0, theme::diverging((t * 2.0 - 1.0) * max_abs, max_abs));
+    }
+    painter.text(Pos2::new(lx + 13.0, cells.top()), Align2::LEFT_TOP, format!("+{max_abs:.2}"), FontId::proportional(9.0), theme::DIM_TEXT);
+    painter.text(Pos2::new(lx + 13.0, cells.bottom() - 10.0), Align2::LEFT_BOTTOM, format!("−{max_abs:.2}"), FontId::proportional(9.0), theme::DIM_TEXT);
+    painter.text(Pos2::new(lx + 13.0, cells.center().y), Align2::LEFT_CENTER, "logit", FontId::proportional(9.0), theme::DIM_TEXT);
+    if resp.clicked() {
+        if let Some(pt) = resp.interact_pointer_pos().filter(|p| cells.contains(*p)) {
+            let c = ((pt.x - cells.left() + scroll_x) / cw).floor() as usize;
+            if let Some(&p) = cols.get(c) {
+                let site = state.selection.map_or(res.report.sites.len().saturating_sub(1), |s| s.site);
+                cmds.push(AppCommand::Select(Some(Cell { site, pos: p })));
+            }
+        }
+    }
+}

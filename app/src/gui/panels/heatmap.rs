@@ -1,0 +1,300 @@
+//! The lens grid (sites × positions) of one metric: header with controls and colour bar, then
+//! cells painted from the precomputed [`PanelModel`], culled to the visible window. All panels
+//! share one hover, one selection and one scroll offset (they live in [`AppState`]).
+
+use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Shape, Stroke, Ui, Vec2, epaint::TextShape};
+
+use crate::gui::command::AppCommand;
+use crate::gui::state::{AppState, Cell, KlRef, LogitColor, Metric, RankTarget, ViewSettings};
+use crate::gui::theme;
+use crate::gui::view::{ColorScale, PanelModel, ViewModel};
+
+/// Width of the row-label column.
+pub const ROW_LABEL_W: f32 = 58.0;
+/// Height of the next-token strip above the cells.
+pub const TOP_LABEL_H: f32 = 54.0;
+/// Height of the input-token strip below the cells.
+pub const BOTTOM_LABEL_H: f32 = 64.0;
+/// Height of the header (title, controls, colour bar).
+pub const HEADER_H: f32 = 24.0;
+
+/// Where the cells of a panel were painted in the last frame (used by tests to aim the pointer).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GridGeometry {
+    /// The metric.
+    pub metric: Metric,
+    /// Screen rect of the cell area.
+    pub cells: Rect,
+    /// Top-left of cell (0, 0) on screen (cells.min − scroll).
+    pub origin: Pos2,
+    /// Cell size.
+    pub cell: Vec2,
+}
+
+impl GridGeometry {
+    /// Centre of the cell at display (row, col).
+    pub fn center(&self, row: usize, col: usize) -> Pos2 {
+        self.origin + Vec2::new((col as f32 + 0.5) * self.cell.x, (row as f32 + 0.5) * self.cell.y)
+    }
+}
+
+/// Header: the panel's title, its own controls, the colour bar.
+fn header(ui: &mut Ui, panel: &PanelModel, view: &ViewSettings, cmds: &mut Vec<AppCommand>) {
+    ui.horizontal(|ui| {
+        ui.strong(&panel.title);
+        let mut v = view.clone();
+        match panel.metric {
+            Metric::Logits => {
+                ui.selectable_value(&mut v.logit_color, LogitColor::Probability, "prob");
+                ui.selectable_value(&mut v.logit_color, LogitColor::Logit, "logit");
+            }
+            Metric::Ranks => {
+                egui::ComboBox::from_id_salt("rank_target").selected_text(v.rank_target.name()).show_ui(ui, |ui| {
+                    for t in RankTarget::ALL {
+                        ui.selectable_value(&mut v.rank_target, t, t.name());
+                    }
+                });
+                ui.label("cap");
+                ui.selectable_value(&mut v.rank_cap, 100, "100");
+                ui.selectable_value(&mut v.rank_cap, 1000, "1000");
+            }
+            Metric::Kl => {
+                ui.selectable_value(&mut v.kl_ref, KlRef::Final, "to final");
+                ui.selectable_value(&mut v.kl_ref, KlRef::Input, "to input");
+                ui.label("cap");
+                ui.add(egui::DragValue::new(&mut v.kl_cap).range(0.1..=100.0).speed(0.5).suffix(" nats"));
+            }
+            Metric::Entropy => {}
+        }
+        if &v != view {
+            cmds.push(AppCommand::SetView(v));
+        }
+        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| color_bar(ui, &panel.scale));
+    });
+}
+
+/// A horizontal colour bar with ticks and its unit.
+pub fn color_bar(ui: &mut Ui, scale: &ColorScale) {
+    ui.label(egui::RichText::new(&scale.unit).small().color(theme::DIM_TEXT));
+    let (rect, _) = ui.allocate_exact_size(Vec2::new(150.0, 18.0), Sense::hover());
+    let bar = Rect::from_min_max(rect.min, Pos2::new(rect.max.x, rect.min.y + 8.0));
+    let painter = ui.painter();
+    let n = 48;
+    let mut mesh = egui::Mesh::default();
+    for i in 0..n {
+        let t0 = i as f32 / n as f32;
+        let t1 = (i + 1) as f32 / n as f32;
+        let r = Rect::from_min_max(Pos2::new(bar.left() + bar.width() * t0, bar.top()), Pos2::new(bar.left() + bar.width() * t1, bar.bottom()));
+        mesh.add_colored_rect(r, scale.cmap.at((t0 + t1) / 2.0));
+    }
+    painter.add(Shape::mesh(mesh));
+    for (t, label) in &scale.ticks {
+        let x = bar.left() + bar.width() * t;
+        let align = if *t <= 0.01 { Align2::LEFT_TOP } else if *t >= 0.99 { Align2::RIGHT_TOP } else { Align2::CENTER_TOP };
+        painter.text(Pos2::new(x, bar.bottom()), align, label, FontId::proportional(9.0), theme::DIM_TEXT);
+    }
+}
+
+/// Shows one lens panel in the available space; returns the cell under the pointer.
+pub fn grid_ui(ui: &mut Ui, vm: &ViewModel, panel: &PanelModel, state: &AppState, cmds: &mut Vec<AppCommand>, geometry: &mut Vec<GridGeometry>) -> Option<Cell> {
+    let view = &state.view;
+    header(ui, panel, view, cmds);
+    let avail = ui.available_rect_before_wrap();
+    let full = Rect::from_min_size(avail.min, Vec2::new(avail.width().max(50.0), avail.height().max(50.0)));
+    ui.allocate_rect(full, Sense::hover());
+    let cells = Rect::from_min_max(
+        Pos2::new(full.left() + ROW_LABEL_W, full.top() + TOP_LABEL_H),
+        Pos2::new(full.right() - 4.0, full.bottom() - BOTTOM_LABEL_H),
+    );
+    if cells.width() < 8.0 || cells.height() < 8.0 {
+        return None;
+    }
+    let cw = view.cell_w.clamp(4.0, 400.0);
+    let ch = view.cell_h.clamp(4.0, 200.0);
+    let n_rows = vm.rows.len();
+    let n_cols = vm.cols.len();
+    let content = Vec2::new(n_cols as f32 * cw, n_rows as f32 * ch);
+    let max_scroll = (content - cells.size()).max(Vec2::ZERO);
+    let scroll = state.scroll.clamp(Vec2::ZERO, max_scroll);
+    let origin = cells.min - scroll;
+    geometry.push(GridGeometry { metric: panel.metric, cells, origin, cell: Vec2::new(cw, ch) });
+
+    // Interact: hover, click, drag to pan, wheel to scroll, ctrl+wheel to zoom.
+    let id = ui.scope_id().with(("grid", panel.metric));
+    let resp = ui.interact(cells, id, Sense::click_and_drag());
+    let cell_at = |pos: Pos2| -> Option<Cell> {
+        if !cells.contains(pos) {
+            return None;
+        }
+        let c = ((pos.x - origin.x) / cw).floor();
+        let r = ((pos.y - origin.y) / ch).floor();
+        if c < 0.0 || r < 0.0 {
+            return None;
+        }
+        let (Some(&site), Some(&p)) = (vm.rows.get(r as usize), vm.cols.get(c as usize)) else { return None };
+        Some(Cell { site, pos: p })
+    };
+    let hovered = resp.hover_pos().and_then(cell_at);
+    if resp.clicked() {
+        if let Some(c) = resp.interact_pointer_pos().and_then(cell_at) {
+            cmds.push(AppCommand::Select(Some(c)));
+        }
+    }
+    let mut new_scroll = scroll;
+    if resp.dragged() {
+        new_scroll -= resp.drag_delta();
+    }
+    if resp.hovered() {
+        let (zoom, delta) = ui.input(|i| (i.zoom_delta(), i.smooth_scroll_delta));
+        if (zoom - 1.0).abs() > 1e-3 {
+            let mut v = view.clone();
+            v.cell_w = (v.cell_w * zoom).clamp(4.0, 400.0);
+            v.cell_h = (v.cell_h * zoom.sqrt()).clamp(4.0, 200.0);
+            cmds.push(AppCommand::SetView(v));
+        } else {
+            new_scroll -= delta;
+        }
+    }
+    let new_scroll = new_scroll.clamp(Vec2::ZERO, max_scroll);
+    if new_scroll != state.scroll {
+        cmds.push(AppCommand::Scroll(new_scroll));
+    }
+
+    // Paint: only the visible window.
+    let painter = ui.painter_at(full);
+    let col_lo = (scroll.x / cw).floor().max(0.0) as usize;
+    let col_hi = (((scroll.x + cells.width()) / cw).ceil() as usize).min(n_cols);
+    let row_lo = (scroll.y / ch).floor().max(0.0) as usize;
+    let row_hi = (((scroll.y + cells.height()) / ch).ceil() as usize).min(n_rows);
+    let cell_painter = painter.with_clip_rect(cells);
+    let cell_rect = |row: usize, col: usize| Rect::from_min_size(origin + Vec2::new(col as f32 * cw, row as f32 * ch), Vec2::new(cw, ch));
+    let show_text = cw >= 22.0 && ch >= 11.0;
+    let font = FontId::proportional((ch * 0.6).clamp(8.0, 14.0));
+    let mut mesh = egui::Mesh::default();
+    for row in row_lo..row_hi {
+        for col in col_lo..col_hi {
+            let i = row * n_cols + col;
+            let color = panel.colors.get(i).copied().unwrap_or(theme::MISSING);
+            mesh.add_colored_rect(cell_rect(row, col), color);
+        }
+    }
+    cell_painter.add(Shape::mesh(mesh));
+    for row in row_lo..row_hi {
+        for col in col_lo..col_hi {
+            let i = row * n_cols + col;
+            let r = cell_rect(row, col);
+            if vm.outline.get(i).copied().unwrap_or(false) {
+                cell_painter.rect_stroke(r.shrink(1.0), 0.0, Stroke::new(1.0, theme::MATCH_OUTLINE), egui::StrokeKind::Inside);
+            }
+            if show_text {
+                if let Some(label) = panel.labels.get(i).filter(|l| !l.is_empty()) {
+                    let color = theme::text_on(panel.colors.get(i).copied().unwrap_or(theme::MISSING));
+                    cell_painter.with_clip_rect(r.shrink(1.0).intersect(cells)).text(Pos2::new(r.left() + 3.0, r.center().y), Align2::LEFT_CENTER, label, font.clone(), color);
+                }
+            }
+        }
+    }
+    // Hover crosshair and selection (shared across panels).
+    if let Some((row, col)) = state.hover.and_then(|h| vm.index_of(h.site, h.pos)) {
+        let r = cell_rect(row, col);
+        cell_painter.rect_filled(Rect::from_x_y_ranges(cells.x_range(), r.y_range()), 0.0, theme::HOVER.gamma_multiply(0.35));
+        cell_painter.rect_filled(Rect::from_x_y_ranges(r.x_range(), cells.y_range()), 0.0, theme::HOVER.gamma_multiply(0.35));
+        cell_painter.rect_stroke(r, 0.0, Stroke::new(1.5, theme::HOVER), egui::StrokeKind::Inside);
+    }
+    if let Some((row, col)) = state.selection.and_then(|s| vm.index_of(s.site, s.pos)) {
+        cell_painter.rect_stroke(cell_rect(row, col), 0.0, Stroke::new(2.5, theme::SELECTION), egui::StrokeKind::Inside);
+    }
+
+    // Row labels.
+    let label_painter = painter.with_clip_rect(Rect::from_min_max(Pos2::new(full.left(), cells.top()), Pos2::new(cells.left(), cells.bottom())));
+    let label_font = FontId::proportional(ch.clamp(8.0, 12.0) * 0.9);
+    let row_stride = ((11.0 / ch).ceil() as usize).max(1);
+    for row in row_lo..row_hi {
+        let Some(label) = vm.row_labels.get(row) else { continue };
+        let is_hover = state.hover.is_some_and(|h| vm.rows.get(row) == Some(&h.site));
+        if row % row_stride != 0 && !is_hover {
+            continue;
+        }
+        let color = if is_hover { theme::TEXT } else { theme::DIM_TEXT };
+        label_painter.text(Pos2::new(cells.left() - 4.0, cell_rect(row, 0).center().y), Align2::RIGHT_CENTER, label, label_font.clone(), color);
+    }
+
+    // Column labels: true next tokens (top, `*` = final top-1 right), input tokens (bottom), tilted.
+    let top_area = Rect::from_min_max(Pos2::new(cells.left(), full.top()), Pos2::new(cells.right(), cells.top()));
+    let bottom_area = Rect::from_min_max(Pos2::new(cells.left() - 30.0, cells.bottom()), Pos2::new(full.right(), full.bottom()));
+    let top_painter = painter.with_clip_rect(top_area.expand2(Vec2::new(0.0, 0.0)));
+    let bottom_painter = painter.with_clip_rect(bottom_area);
+    let tok_font = FontId::monospace(11.0);
+    let col_stride = ((13.0 / cw).ceil() as usize).max(1);
+    let angle = std::f32::consts::FRAC_PI_4;
+    for col in col_lo..col_hi {
+        let is_hover = state.hover.is_some_and(|h| vm.cols.get(col) == Some(&h.pos));
+        let is_sel = state.selection.is_some_and(|h| vm.cols.get(col) == Some(&h.pos));
+        if col % col_stride != 0 && !is_hover && !is_sel {
+            continue;
+        }
+        let x = cell_rect(0, col).center().x;
+        if let Some(text) = vm.input_labels.get(col) {
+            let color = if is_hover || is_sel { theme::TEXT } else { theme::DIM_TEXT };
+            let galley = bottom_painter.layout_no_wrap(clip_chars(text, 14), tok_font.clone(), color);
+            bottom_painter.add(Shape::Text(TextShape::new(Pos2::new(x - 3.0, cells.bottom() + 3.0), galley, color).with_angle(angle)));
+        }
+        if let Some((text, star)) = vm.next_labels.get(col) {
+            if text.is_empty() {
+                continue;
+            }
+            let color = if *star { theme::CORRECT } else if is_hover || is_sel { theme::TEXT } else { theme::DIM_TEXT };
+            let shown = if *star { format!("{}*", clip_chars(text, 12)) } else { clip_chars(text, 12) };
+            let galley = top_painter.layout_no_wrap(shown, tok_font.clone(), color);
+            let h = galley.size().y;
+            // Rotated −45° around its top-left corner; start so that the text ends above the column.
+            let start = Pos2::new(x - 4.0 - h * 0.7, cells.top() - 3.0 - h * 0.7);
+            top_painter.add(Shape::Text(TextShape::new(start, galley, color).with_angle(-angle)));
+        }
+    }
+
+    // Scroll indicators.
+    if max_scroll.x > 0.0 {
+        let frac = cells.width() / content.x;
+        let x0 = cells.left() + cells.width() * (scroll.x / content.x);
+        painter.rect_filled(Rect::from_min_size(Pos2::new(x0, cells.bottom() - 3.0), Vec2::new(cells.width() * frac, 3.0)), 1.0, theme::HOVER);
+    }
+    if max_scroll.y > 0.0 {
+        let frac = cells.height() / content.y;
+        let y0 = cells.top() + cells.height() * (scroll.y / content.y);
+        painter.rect_filled(Rect::from_min_size(Pos2::new(cells.right() - 3.0, y0), Vec2::new(3.0, cells.height() * frac)), 1.0, theme::HOVER);
+    }
+
+    if let Some(h) = hovered {
+        resp.on_hover_ui_at_pointer(|ui| cell_tooltip(ui, vm, panel, h));
+    }
+    hovered
+}
+
+fn clip_chars(s: &str, n: usize) -> String {
+    if s.chars().count() <= n { s.to_string() } else { format!("{}…", s.chars().take(n).collect::<String>()) }
+}
+
+fn cell_tooltip(ui: &mut Ui, vm: &ViewModel, panel: &PanelModel, h: Cell) {
+    let Some((row, col)) = vm.index_of(h.site, h.pos) else { return };
+    let i = row * vm.cols.len() + col;
+    let site = vm.row_labels.get(row).map_or("", String::as_str);
+    let tok = vm.input_labels.get(col).map_or("", String::as_str);
+    ui.label(format!("site {site} · position {} ({tok})", h.pos));
+    if let Some(v) = panel.values.get(i).filter(|v| v.is_finite()) {
+        ui.label(format!("{}: {v:.4} {}", panel.title, panel.scale.unit));
+    }
+    if let Some(l) = vm.panels.first().and_then(|p| p.labels.get(i)) {
+        ui.label(format!("top-1: {l}"));
+    }
+}
+
+/// Paints nothing but a hint when there is no result yet.
+pub fn empty_hint(ui: &mut Ui, text: &str) {
+    ui.centered_and_justified(|ui| ui.label(egui::RichText::new(text).color(theme::DIM_TEXT)));
+}
+
+/// Unused colour helper kept for the contributions heatmap.
+pub fn with_alpha(c: Color32, a: f32) -> Color32 {
+    c.gamma_multiply(a)
+}

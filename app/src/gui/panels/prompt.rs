@@ -1,0 +1,147 @@
+//! The prompt editor, the pin box (with vocabulary autocomplete) and the view toolbar.
+
+use egui::{RichText, Ui};
+
+use crate::gui::command::AppCommand;
+use crate::gui::state::{AppState, Metric, PanelLayout, PosWindow};
+use crate::gui::theme::{self, ColorMap};
+use crate::gui::worker::VocabEntry;
+
+/// Most suggestions shown under the pin box.
+pub const MAX_SUGGESTIONS: usize = 8;
+
+/// Vocabulary entries matching a typed pin text (`␣` stands for a space), exact match first.
+pub fn suggestions<'a>(vocab: &'a [VocabEntry], typed: &str) -> Vec<&'a VocabEntry> {
+    let q = typed.replace('␣', " ");
+    if q.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<&VocabEntry> = vocab.iter().filter(|e| e.text == q).collect();
+    let spaced = format!(" {q}");
+    for e in vocab {
+        if out.len() >= MAX_SUGGESTIONS {
+            break;
+        }
+        if (e.text.starts_with(&q) || (!q.starts_with(' ') && e.text.starts_with(&spaced))) && !out.iter().any(|o| o.id == e.id) {
+            out.push(e);
+        }
+    }
+    out.sort_by_key(|e| (e.text != q, e.text.len()));
+    out.truncate(MAX_SUGGESTIONS);
+    out
+}
+
+/// Prompt editor. `prompt` is edited in place (the app owns it); edits emit [`AppCommand::PromptEdited`].
+pub fn prompt_ui(ui: &mut Ui, prompt: &mut String, busy: bool, cmds: &mut Vec<AppCommand>) {
+    ui.horizontal(|ui| {
+        ui.strong("Prompt");
+        ui.label(RichText::new("Ctrl+Enter runs · edits re-run after a pause · drop a text file or a model folder").small().color(theme::DIM_TEXT));
+        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+            if busy {
+                if ui.button("Cancel").clicked() {
+                    cmds.push(AppCommand::Cancel);
+                }
+            }
+            if ui.button("▶ Run").on_hover_text("Ctrl+Enter").clicked() {
+                cmds.push(AppCommand::Run);
+            }
+        });
+    });
+    let edit = egui::TextEdit::multiline(prompt).desired_rows(3).desired_width(f32::INFINITY).font(egui::TextStyle::Monospace).hint_text("Type a prompt…");
+    let resp = egui::ScrollArea::vertical().max_height(90.0).show(ui, |ui| ui.add(edit)).inner;
+    if resp.changed() {
+        cmds.push(AppCommand::PromptEdited);
+    }
+}
+
+/// Pin box: type a token, pick a suggestion, pin; ✕ (or Esc) clears.
+pub fn pin_ui(ui: &mut Ui, pin_text: &mut String, state: &AppState, cmds: &mut Vec<AppCommand>) {
+    let vocab: &[VocabEntry] = state.model.as_ref().map(|m| m.vocab.as_slice()).unwrap_or_default();
+    ui.horizontal(|ui| {
+        ui.label("Pin token");
+        let resp = ui.add(egui::TextEdit::singleline(pin_text).desired_width(120.0).hint_text("e.g. ␣Paris").id_salt("pin_box"));
+        let enter = resp.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+        if ui.button("Pin").clicked() || enter {
+            cmds.push(AppCommand::Pin(pin_text.clone()));
+        }
+        if let Some(p) = state.result.as_ref().and_then(|r| r.report.pinned.as_ref()).and_then(|p| p.tokens.first()) {
+            ui.label(RichText::new(format!("pinned: {}", p.text)).color(theme::CORRECT));
+            if ui.small_button("✕").on_hover_text("Unpin (Esc)").clicked() {
+                cmds.push(AppCommand::Unpin);
+            }
+        }
+        let shown_pin = state.result.as_ref().and_then(|r| r.report.pinned.as_ref()).and_then(|p| p.tokens.first()).map(|t| t.text.replace('␣', " "));
+        if !pin_text.is_empty() && shown_pin.as_deref() != Some(pin_text.as_str()) {
+            for e in suggestions(vocab, pin_text) {
+                if ui.small_button(RichText::new(&e.display).monospace()).on_hover_text(format!("id {}", e.id)).clicked() {
+                    *pin_text = e.text.clone();
+                    cmds.push(AppCommand::PinId(e.id));
+                }
+            }
+        }
+    });
+}
+
+/// The view toolbar: rows, positions, orientation, colour map, layout.
+pub fn toolbar_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
+    let mut v = state.view.clone();
+    let n_pos = state.result.as_ref().map_or(0, |r| r.report.n_pos());
+    let n_layers = state.result.as_ref().map_or(1, |r| r.report.model.n_layers).max(1);
+    ui.horizontal_wrapped(|ui| {
+        ui.checkbox(&mut v.subblocks, "Sub-block rows").on_hover_text("Show the .attn (resid_mid) rows");
+        ui.label("Layer step");
+        ui.add(egui::DragValue::new(&mut v.layer_step).range(1..=n_layers.max(1))).on_hover_text("Every n-th layer (the last is always kept)");
+        ui.separator();
+        ui.label("Positions");
+        let mut mode = match v.positions {
+            PosWindow::All => 0,
+            PosWindow::LastN(_) => 1,
+            PosWindow::Range(..) => 2,
+        };
+        ui.selectable_value(&mut mode, 0, "all");
+        ui.selectable_value(&mut mode, 1, "last N");
+        ui.selectable_value(&mut mode, 2, "range");
+        v.positions = match (mode, v.positions) {
+            (0, _) => PosWindow::All,
+            (1, PosWindow::LastN(n)) => PosWindow::LastN(n),
+            (1, _) => PosWindow::LastN(32.min(n_pos.max(1))),
+            (2, PosWindow::Range(a, b)) => PosWindow::Range(a, b),
+            (_, _) => PosWindow::Range(0, n_pos.saturating_sub(1)),
+        };
+        match &mut v.positions {
+            PosWindow::All => {}
+            PosWindow::LastN(n) => {
+                ui.add(egui::DragValue::new(n).range(1..=n_pos.max(1)));
+            }
+            PosWindow::Range(a, b) => {
+                ui.add(egui::DragValue::new(a).range(0..=n_pos.saturating_sub(1)));
+                ui.label("–");
+                ui.add(egui::DragValue::new(b).range(0..=n_pos.saturating_sub(1)));
+            }
+        }
+        ui.separator();
+        ui.checkbox(&mut v.flip, "Input on top").on_hover_text("Flip the rows: embed at the top");
+        egui::ComboBox::from_id_salt("colormap").selected_text(v.colormap.name()).show_ui(ui, |ui| {
+            for c in ColorMap::ALL {
+                ui.selectable_value(&mut v.colormap, c, c.name());
+            }
+        });
+        ui.separator();
+        ui.selectable_value(&mut v.layout, PanelLayout::Tabs, "Tabs");
+        ui.selectable_value(&mut v.layout, PanelLayout::SideBySide, "Side by side");
+        ui.selectable_value(&mut v.layout, PanelLayout::Stacked, "Stacked");
+        if v.layout != PanelLayout::Tabs {
+            for (i, m) in Metric::ALL.iter().enumerate() {
+                if let Some(s) = v.shown.get_mut(i) {
+                    ui.checkbox(s, m.title());
+                }
+            }
+        }
+        ui.separator();
+        ui.label("Zoom");
+        ui.add(egui::Slider::new(&mut v.cell_w, 6.0..=160.0).show_value(false)).on_hover_text("Cell width (Ctrl+wheel over a grid)");
+    });
+    if v != state.view {
+        cmds.push(AppCommand::SetView(v));
+    }
+}

@@ -1,0 +1,50 @@
+//! The status bar: model and shape, execution provider, tokens / context, timings, progress + Cancel.
+
+use egui::{RichText, Ui};
+
+use crate::gui::command::AppCommand;
+use crate::gui::state::AppState;
+use crate::gui::theme;
+
+/// Shows the status bar.
+pub fn status_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
+    ui.horizontal(|ui| {
+        match &state.model {
+            Some(m) => {
+                let s = &m.shape;
+                ui.label(RichText::new(&m.name).strong()).on_hover_text(m.dir.display().to_string());
+                ui.label(RichText::new(format!("{} layers · d_model {} · {} heads · d_vocab {}", s.n_layers, s.d_model, s.n_heads, s.d_vocab)).color(theme::DIM_TEXT));
+                ui.separator();
+                let ep = ui.label(format!("EP: {}", m.provider));
+                if !m.provider_notes.is_empty() {
+                    ep.on_hover_text(m.provider_notes.join("\n"));
+                }
+            }
+            None => {
+                ui.label(RichText::new("no model").color(theme::DIM_TEXT));
+            }
+        }
+        if let Some(res) = &state.result {
+            let r = &res.report;
+            ui.separator();
+            let n_ctx = state.model.as_ref().map_or(r.model.n_ctx, |m| m.shape.n_ctx);
+            ui.label(format!("{} / {} tokens", r.n_pos(), n_ctx));
+            ui.separator();
+            ui.label(format!("forward {:.0} ms · lens {:.0} ms", r.run.forward_ms, r.run.lens_ms));
+        }
+        if let Some(n) = &state.notice {
+            ui.separator();
+            ui.label(RichText::new(n).color(theme::DIM_TEXT));
+        }
+        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+            if let Some(p) = &state.progress {
+                if ui.button("Cancel").clicked() {
+                    cmds.push(AppCommand::Cancel);
+                }
+                ui.add(egui::ProgressBar::new(p.fraction).desired_width(160.0).show_percentage());
+                ui.label(format!("{}: {}", p.what, p.stage));
+                ui.spinner();
+            }
+        });
+    });
+}

@@ -1,0 +1,299 @@
+//! [`AppState`]: everything the app shows, persisted (settings, prompt, files) or transient (results).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::theme::ColorMap;
+use super::worker::{ModelSummary, RunResult};
+
+/// A cell of the lens grids, in report coordinates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Cell {
+    /// Site index into `report.sites` (0 = embed).
+    pub site: usize,
+    /// Token position.
+    pub pos: usize,
+}
+
+/// The four lens panels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Metric {
+    /// Top-1 token, coloured by logit or probability.
+    Logits,
+    /// Rank of a target token.
+    Ranks,
+    /// KL divergence to the final or input distribution.
+    Kl,
+    /// Entropy of the site's distribution.
+    Entropy,
+}
+
+impl Metric {
+    /// All panels in display order.
+    pub const ALL: [Self; 4] = [Self::Logits, Self::Ranks, Self::Kl, Self::Entropy];
+    /// Tab title.
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Logits => "Logits",
+            Self::Ranks => "Ranks",
+            Self::Kl => "KL",
+            Self::Entropy => "Entropy",
+        }
+    }
+}
+
+/// How the lens panels are arranged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum PanelLayout {
+    /// One panel at a time, chosen by tabs.
+    #[default]
+    Tabs,
+    /// All visible panels next to each other.
+    SideBySide,
+    /// All visible panels above each other.
+    Stacked,
+}
+
+/// What the Logits panel colours by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum LogitColor {
+    /// Top-1 probability (0..1).
+    #[default]
+    Probability,
+    /// Top-1 logit (min..max of the report).
+    Logit,
+}
+
+/// Which token's rank the Ranks panel shows (also the token followed by the inspector's trajectory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum RankTarget {
+    /// The final site's top-1 at the same position.
+    #[default]
+    FinalTop1,
+    /// The true next token.
+    Next,
+    /// The input token at the position.
+    Input,
+    /// The pinned token (falls back to the final top-1 without a pin).
+    Pinned,
+}
+
+impl RankTarget {
+    /// All targets.
+    pub const ALL: [Self; 4] = [Self::FinalTop1, Self::Next, Self::Input, Self::Pinned];
+    /// Menu name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FinalTop1 => "final top-1",
+            Self::Next => "next token",
+            Self::Input => "input token",
+            Self::Pinned => "pinned token",
+        }
+    }
+}
+
+/// Reference distribution of the KL panel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum KlRef {
+    /// KL(final || site).
+    #[default]
+    Final,
+    /// KL(input || site).
+    Input,
+}
+
+/// Which token the contributions panel attributes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ContribTarget {
+    /// The final top-1.
+    #[default]
+    FinalTop1,
+    /// The true next token.
+    Next,
+    /// The pinned token.
+    Pinned,
+}
+
+/// The visible positions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PosWindow {
+    /// All positions.
+    All,
+    /// The last n positions.
+    LastN(usize),
+    /// Positions start..=end (clamped to the prompt).
+    Range(usize, usize),
+}
+
+/// View settings shared by all lens panels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ViewSettings {
+    /// Show the `.attn` (resid_mid) rows.
+    pub subblocks: bool,
+    /// Show every n-th layer (the last layer is always shown).
+    pub layer_step: usize,
+    /// Visible positions.
+    pub positions: PosWindow,
+    /// Input (embed) at the top instead of the bottom.
+    pub flip: bool,
+    /// Colour map of the sequential panels.
+    pub colormap: ColorMap,
+    /// Panel arrangement.
+    pub layout: PanelLayout,
+    /// Which panels are shown (side by side / stacked), in [`Metric::ALL`] order.
+    pub shown: [bool; 4],
+    /// The tab shown in [`PanelLayout::Tabs`].
+    pub tab: Metric,
+    /// Logits panel colouring.
+    pub logit_color: LogitColor,
+    /// Ranks panel target.
+    pub rank_target: RankTarget,
+    /// Rank colour scale cap (100 or 1000).
+    pub rank_cap: u32,
+    /// KL reference.
+    pub kl_ref: KlRef,
+    /// KL colour cap, nats.
+    pub kl_cap: f64,
+    /// Contributions target.
+    pub contrib_target: ContribTarget,
+    /// Cell width and height in points.
+    pub cell_w: f32,
+    /// Cell height in points.
+    pub cell_h: f32,
+    /// Show the inspector (right).
+    pub show_inspector: bool,
+    /// Show the contributions (bottom).
+    pub show_contributions: bool,
+    /// Top-k computed per cell.
+    pub top_k: usize,
+}
+
+impl Default for ViewSettings {
+    fn default() -> Self {
+        Self {
+            subblocks: false,
+            layer_step: 1,
+            positions: PosWindow::All,
+            flip: false,
+            colormap: ColorMap::Viridis,
+            layout: PanelLayout::Tabs,
+            shown: [true; 4],
+            tab: Metric::Logits,
+            logit_color: LogitColor::Probability,
+            rank_target: RankTarget::FinalTop1,
+            rank_cap: 1000,
+            kl_ref: KlRef::Final,
+            kl_cap: 30.0,
+            contrib_target: ContribTarget::FinalTop1,
+            cell_w: 64.0,
+            cell_h: 20.0,
+            show_inspector: true,
+            show_contributions: true,
+            top_k: 10,
+        }
+    }
+}
+
+/// Progress of the job in flight.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobProgress {
+    /// What is running (`loading`, `running the lens`, …).
+    pub what: String,
+    /// Current stage reported by the engine.
+    pub stage: String,
+    /// 0..=1.
+    pub fraction: f32,
+}
+
+/// The whole state of the app. Persisted fields are restored on the next start; `#[serde(skip)]`
+/// fields are results and interaction state (never tensors).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppState {
+    /// The prompt text.
+    pub prompt: String,
+    /// The model folder (`None` = the demo model).
+    pub model_path: Option<PathBuf>,
+    /// Recently opened prompt files, newest first.
+    pub recent_prompts: Vec<PathBuf>,
+    /// Recently opened models, newest first.
+    pub recent_models: Vec<PathBuf>,
+    /// View settings.
+    pub view: ViewSettings,
+    /// Text of the pinned token (e.g. `" plasma"`), restored with the prompt.
+    pub pin_text: String,
+
+    /// The loaded model.
+    #[serde(skip)]
+    pub model: Option<Arc<ModelSummary>>,
+    /// The latest result.
+    #[serde(skip)]
+    pub result: Option<Arc<RunResult>>,
+    /// The pinned token id, when one is pinned.
+    #[serde(skip)]
+    pub pinned: Option<u32>,
+    /// The cell under the mouse in any grid.
+    #[serde(skip)]
+    pub hover: Option<Cell>,
+    /// The selected cell.
+    #[serde(skip)]
+    pub selection: Option<Cell>,
+    /// Shared scroll offset of the grids (points).
+    #[serde(skip)]
+    pub scroll: egui::Vec2,
+    /// The visible error message, if any.
+    #[serde(skip)]
+    pub error: Option<String>,
+    /// A short informational message (e.g. "cancelled").
+    #[serde(skip)]
+    pub notice: Option<String>,
+    /// Progress of the job in flight.
+    #[serde(skip)]
+    pub progress: Option<JobProgress>,
+    /// Keyboard shortcuts window open.
+    #[serde(skip)]
+    pub show_shortcuts: bool,
+    /// About window open.
+    #[serde(skip)]
+    pub show_about: bool,
+}
+
+impl Default for AppState {
+    fn default() -> Self {
+        Self {
+            prompt: DEFAULT_PROMPT.to_string(),
+            model_path: None,
+            recent_prompts: Vec::new(),
+            recent_models: Vec::new(),
+            view: ViewSettings::default(),
+            pin_text: String::new(),
+            model: None,
+            result: None,
+            pinned: None,
+            hover: None,
+            selection: None,
+            scroll: egui::Vec2::ZERO,
+            error: None,
+            notice: None,
+            progress: None,
+            show_shortcuts: false,
+            show_about: false,
+        }
+    }
+}
+
+/// Prompt of a first start.
+pub const DEFAULT_PROMPT: &str = "The Eiffel Tower is located in the city of Paris. The capital of France is";
+
+/// Most entries kept in a recent-files list.
+pub const MAX_RECENT: usize = 10;
+
+/// Moves `path` to the front of `list`.
+pub fn push_recent(list: &mut Vec<PathBuf>, path: PathBuf) {
+    list.retain(|p| p != &path);
+    list.insert(0, path);
+    list.truncate(MAX_RECENT);
+}

@@ -1,0 +1,247 @@
+//! [`ViewModel`]: everything the lens grids paint, derived once per result + settings change
+//! (compute, then paint: `ui()` only draws).
+
+use egui::Color32;
+use lens_model::report::LensReport;
+
+use super::state::{KlRef, LogitColor, Metric, PosWindow, RankTarget, ViewSettings};
+use super::theme::{self, ColorMap};
+use super::worker::{RunResult, VocabEntry};
+
+/// How values map to colours, and the colour bar that explains it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColorScale {
+    /// Colour map.
+    pub cmap: ColorMap,
+    /// Ticks along the bar: (t in 0..=1, label).
+    pub ticks: Vec<(f32, String)>,
+    /// Unit shown next to the bar.
+    pub unit: String,
+}
+
+/// One lens panel, ready to paint. Cell vectors are `[row * n_cols + col]` in display order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PanelModel {
+    /// Which metric.
+    pub metric: Metric,
+    /// Title, including the variant (e.g. "Ranks of next token").
+    pub title: String,
+    /// Cell colours.
+    pub colors: Vec<Color32>,
+    /// Cell text (the top-1 token for Logits, a short number otherwise).
+    pub labels: Vec<String>,
+    /// Cell values (NaN = missing), for tooltips.
+    pub values: Vec<f64>,
+    /// Colour scale.
+    pub scale: ColorScale,
+}
+
+/// The grids' shared geometry and labels, plus one [`PanelModel`] per metric.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewModel {
+    /// Visible sites (indices into `report.sites`), top row first.
+    pub rows: Vec<usize>,
+    /// Visible positions, left first.
+    pub cols: Vec<usize>,
+    /// Row labels (`embed`, `0.attn`, `0`, …) per display row.
+    pub row_labels: Vec<String>,
+    /// Input token text per display column.
+    pub input_labels: Vec<String>,
+    /// True next token per column and whether the final top-1 predicts it (`*`).
+    pub next_labels: Vec<(String, bool)>,
+    /// Whether the cell's top-1 equals the final top-1 at its position.
+    pub outline: Vec<bool>,
+    /// Panels in [`Metric::ALL`] order.
+    pub panels: Vec<PanelModel>,
+}
+
+fn at<T: Copy>(g: &[Vec<T>], s: usize, p: usize) -> Option<T> {
+    g.get(s)?.get(p).copied()
+}
+
+/// Layer of a site name (`embed` → None, `3.attn` → (3, true), `3` → (3, false)).
+pub fn parse_site(name: &str) -> Option<(usize, bool)> {
+    match name.strip_suffix(".attn") {
+        Some(l) => l.parse().ok().map(|l| (l, true)),
+        None => name.parse().ok().map(|l| (l, false)),
+    }
+}
+
+/// Visible sites in depth order (embed first), per the sub-block and layer-step settings.
+pub fn visible_sites(report: &LensReport, view: &ViewSettings) -> Vec<usize> {
+    let n_layers = report.model.n_layers.max(1);
+    let step = view.layer_step.max(1);
+    report
+        .sites
+        .iter()
+        .enumerate()
+        .filter(|(_, name)| match parse_site(name) {
+            None => true,
+            Some((l, attn)) => (l % step == 0 || l + 1 == n_layers) && (!attn || view.subblocks),
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Visible positions per the position window.
+pub fn visible_positions(n_pos: usize, window: PosWindow) -> Vec<usize> {
+    match window {
+        PosWindow::All => (0..n_pos).collect(),
+        PosWindow::LastN(n) => (n_pos.saturating_sub(n.max(1))..n_pos).collect(),
+        PosWindow::Range(a, b) => {
+            let hi = b.min(n_pos.saturating_sub(1));
+            if n_pos == 0 || a > hi { Vec::new() } else { (a..=hi).collect() }
+        }
+    }
+}
+
+/// Short number for a cell.
+fn short(v: f64) -> String {
+    if !v.is_finite() {
+        String::new()
+    } else if v.abs() >= 10_000.0 {
+        format!("{:.0}k", v / 1000.0)
+    } else if v.abs() >= 100.0 || v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The pinned-token grid of the first pin, if any // [site][pos]
+fn pinned_rank(report: &LensReport) -> Option<&Vec<Vec<u32>>> {
+    report.pinned.as_ref()?.rank.first()
+}
+
+impl ViewModel {
+    /// Derives everything the grids paint.
+    pub fn build(result: &RunResult, view: &ViewSettings, vocab: &[VocabEntry]) -> Self {
+        let r = &result.report;
+        let m = &r.metrics;
+        let mut rows = visible_sites(r, view);
+        if !view.flip {
+            rows.reverse(); // output on top
+        }
+        let cols = visible_positions(r.n_pos(), view.positions);
+        let final_site = r.sites.len().saturating_sub(1);
+        let row_labels = rows.iter().map(|&s| r.sites.get(s).cloned().unwrap_or_default()).collect();
+        let input_labels = cols.iter().map(|&p| r.tokens.get(p).map(|t| t.text.clone()).unwrap_or_default()).collect();
+        let next_labels = cols
+            .iter()
+            .map(|&p| match r.tokens.get(p + 1) {
+                Some(t) => (t.text.clone(), at(&m.top1_id, final_site, p) == Some(t.id)),
+                None => (String::new(), false),
+            })
+            .collect();
+        let cells = || rows.iter().flat_map(|&s| cols.iter().map(move |&p| (s, p)));
+        let outline = cells().map(|(s, p)| s != final_site && at(&m.top1_id, s, p).is_some() && at(&m.top1_id, s, p) == at(&m.top1_id, final_site, p)).collect();
+        let cmap = view.colormap;
+
+        // Logits
+        let logits = {
+            let (values, lo, hi, unit, title): (Vec<f64>, f64, f64, &str, &str) = match view.logit_color {
+                LogitColor::Probability => (cells().map(|(s, p)| at(&m.top1_prob, s, p).unwrap_or(f64::NAN)).collect(), 0.0, 1.0, "probability", "Top-1 token (colour: probability)"),
+                LogitColor::Logit => {
+                    let v: Vec<f64> = cells().map(|(s, p)| at(&m.top1_logit, s, p).map_or(f64::NAN, f64::from)).collect();
+                    let lo = v.iter().copied().filter(|x| x.is_finite()).fold(f64::INFINITY, f64::min);
+                    let hi = v.iter().copied().filter(|x| x.is_finite()).fold(f64::NEG_INFINITY, f64::max);
+                    let (lo, hi) = if lo.is_finite() && hi > lo { (lo, hi) } else { (0.0, 1.0) };
+                    (v, lo, hi, "logit", "Top-1 token (colour: logit)")
+                }
+            };
+            let colors = values.iter().map(|&v| cmap.at(((v - lo) / (hi - lo)) as f32)).collect();
+            let labels = cells().map(|(s, p)| at(&m.top1_id, s, p).map(|id| token_display(r, vocab, id)).unwrap_or_default()).collect();
+            let ticks = vec![(0.0, short(lo)), (0.5, short((lo + hi) / 2.0)), (1.0, short(hi))];
+            PanelModel { metric: Metric::Logits, title: title.into(), colors, labels, values, scale: ColorScale { cmap, ticks, unit: unit.into() } }
+        };
+
+        // Ranks (log scale, capped; bright = rank 1)
+        let ranks = {
+            let pin = pinned_rank(r);
+            let (target, title) = match (view.rank_target, pin) {
+                (RankTarget::Pinned, None) => (RankTarget::FinalTop1, "Rank of final top-1 (nothing pinned)".to_string()),
+                (RankTarget::Pinned, Some(_)) => {
+                    let name = r.pinned.as_ref().and_then(|p| p.tokens.first()).map(|t| t.text.clone()).unwrap_or_default();
+                    (RankTarget::Pinned, format!("Rank of pinned {name}"))
+                }
+                (t, _) => (t, format!("Rank of {}", t.name())),
+            };
+            let values: Vec<f64> = cells()
+                .map(|(s, p)| {
+                    let v = match target {
+                        RankTarget::FinalTop1 => at(&m.rank_of_final_top1, s, p),
+                        RankTarget::Next => at(&m.rank_of_next, s, p).flatten(),
+                        RankTarget::Input => at(&m.rank_of_input, s, p),
+                        RankTarget::Pinned => pin.and_then(|g| at(g, s, p)),
+                    };
+                    v.map_or(f64::NAN, f64::from)
+                })
+                .collect();
+            let cap = f64::from(view.rank_cap.max(2));
+            let colors = values.iter().map(|&v| if v.is_nan() { theme::MISSING } else { cmap.at(1.0 - (v.max(1.0).log10() / cap.log10()) as f32) }).collect();
+            let labels = values.iter().map(|&v| short(v)).collect();
+            let ticks = vec![(1.0, "1".into()), (1.0 - (10f64.log10() / cap.log10()) as f32, "10".into()), (0.0, format!("≥{}", short(cap)))];
+            let mut ticks: Vec<(f32, String)> = ticks;
+            if cap >= 1000.0 {
+                ticks.insert(1, (1.0 - (100f64.log10() / cap.log10()) as f32, "100".into()));
+            }
+            PanelModel { metric: Metric::Ranks, title, colors, labels, values, scale: ColorScale { cmap, ticks, unit: "rank (log)".into() } }
+        };
+
+        // KL (capped; bright = 0)
+        let kl = {
+            let (grid, title) = match view.kl_ref {
+                KlRef::Final => (&m.kl_to_final, "KL(final ‖ site)"),
+                KlRef::Input => (&m.kl_to_input, "KL(input ‖ site)"),
+            };
+            let cap = if view.kl_cap > 0.0 { view.kl_cap } else { 30.0 };
+            let values: Vec<f64> = cells().map(|(s, p)| at(grid, s, p).unwrap_or(f64::NAN)).collect();
+            let colors = values.iter().map(|&v| cmap.at(1.0 - (v / cap) as f32)).collect();
+            let labels = values.iter().map(|&v| short(v)).collect();
+            let ticks = vec![(1.0, "0".into()), (0.5, short(cap / 2.0)), (0.0, format!("≥{}", short(cap)))];
+            PanelModel { metric: Metric::Kl, title: title.into(), colors, labels, values, scale: ColorScale { cmap, ticks, unit: "nats".into() } }
+        };
+
+        // Entropy (bright = low)
+        let entropy = {
+            let max_h = (r.model.d_vocab.max(2) as f64).ln();
+            let values: Vec<f64> = cells().map(|(s, p)| at(&m.entropy, s, p).unwrap_or(f64::NAN)).collect();
+            let colors = values.iter().map(|&v| cmap.at(1.0 - (v / max_h) as f32)).collect();
+            let labels = values.iter().map(|&v| short(v)).collect();
+            let ticks = vec![(1.0, "0".into()), (0.0, format!("{max_h:.1} (uniform)"))];
+            PanelModel { metric: Metric::Entropy, title: "Entropy".into(), colors, labels, values, scale: ColorScale { cmap, ticks, unit: "nats".into() } }
+        };
+
+        Self { rows, cols, row_labels, input_labels, next_labels, outline, panels: vec![logits, ranks, kl, entropy] }
+    }
+
+    /// The panel of `metric`.
+    pub fn panel(&self, metric: Metric) -> Option<&PanelModel> {
+        self.panels.iter().find(|p| p.metric == metric)
+    }
+
+    /// Display (row, col) of a cell, when visible.
+    pub fn index_of(&self, site: usize, pos: usize) -> Option<(usize, usize)> {
+        Some((self.rows.iter().position(|&s| s == site)?, self.cols.iter().position(|&p| p == pos)?))
+    }
+}
+
+/// Display text of a token id: from the vocabulary, else from the report's own tokens.
+pub fn token_display(r: &LensReport, vocab: &[VocabEntry], id: u32) -> String {
+    match vocab.get(id as usize).filter(|e| e.id == id) {
+        Some(e) => e.display.clone(),
+        None => token_text(r, id),
+    }
+}
+
+/// Display text of any token id that appears in the report (input tokens, pins), else `#id`.
+pub fn token_text(r: &LensReport, id: u32) -> String {
+    r.tokens
+        .iter()
+        .find(|t| t.id == id)
+        .or_else(|| r.pinned.as_ref().and_then(|p| p.tokens.iter().find(|t| t.id == id)))
+        .map(|t| t.text.clone())
+        .unwrap_or_else(|| format!("#{id}"))
+}

@@ -1,0 +1,329 @@
+//! The one thread that owns the [`LensEngine`]: jobs in (each with an id and a cancellable
+//! [`Progress`]), outcomes out; it calls `ctx.request_repaint()` whenever something changes.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use lens_model::config::ModelShape;
+use lens_model::error::Progress;
+use lens_model::report::LensReport;
+use lens_model::runtime::{Device, init_runtime};
+use lens_model::trace::ResidualTrace;
+use lens_model::{LensEngine, LensError, LensOptions};
+
+use super::state::JobProgress;
+
+/// A vocabulary entry for pin autocompletion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VocabEntry {
+    /// Token id.
+    pub id: u32,
+    /// Decoded text (e.g. `" plasma"`).
+    pub text: String,
+    /// Display text (e.g. `␣plasma`).
+    pub display: String,
+}
+
+/// What the UI knows about the loaded model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSummary {
+    /// Bundle name.
+    pub name: String,
+    /// Bundle folder.
+    pub dir: PathBuf,
+    /// Shape.
+    pub shape: ModelShape,
+    /// Active execution provider.
+    pub provider: String,
+    /// Why other providers are not used.
+    pub provider_notes: Vec<String>,
+    /// Runtime library version.
+    pub runtime: String,
+    /// Vocabulary, sorted by id.
+    pub vocab: Arc<Vec<VocabEntry>>,
+}
+
+impl ModelSummary {
+    /// A summary from a report alone (tests, reports without an engine); no vocabulary.
+    pub fn from_report(report: &LensReport) -> Self {
+        let m = &report.model;
+        Self {
+            name: m.name.clone(),
+            dir: PathBuf::new(),
+            shape: ModelShape { n_layers: m.n_layers, d_model: m.d_model, n_heads: 0, d_mlp: 0, d_vocab: m.d_vocab, n_ctx: m.n_ctx, eps: 1e-5 },
+            provider: report.run.provider.clone(),
+            provider_notes: Vec::new(),
+            runtime: String::new(),
+            vocab: Arc::new(Vec::new()),
+        }
+    }
+
+    /// The vocabulary of an engine.
+    pub fn vocab_of(engine: &LensEngine) -> Vec<VocabEntry> {
+        (0..engine.bundle.shape.d_vocab as u32)
+            .map(|id| VocabEntry { id, text: String::from_utf8_lossy(&engine.tokenizer.token_bytes(id)).into_owned(), display: engine.tokenizer.display(id) })
+            .collect()
+    }
+}
+
+/// One lens result as the UI consumes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunResult {
+    /// The prompt it was computed for.
+    pub prompt: String,
+    /// The report (always computed with sub-block rows; the view hides them).
+    pub report: LensReport,
+    /// Direct logit attribution to the first pinned token // [component][pos]
+    pub pinned_dla: Option<Vec<Vec<f64>>>,
+}
+
+/// A job for the worker.
+#[derive(Debug, Clone)]
+pub enum JobKind {
+    /// Resolve (convert if needed) and open a model.
+    Load {
+        /// Folder (`None` = demo model).
+        model: Option<PathBuf>,
+        /// Execution provider.
+        device: Device,
+        /// Runtime library.
+        ort_lib: Option<PathBuf>,
+    },
+    /// Run the lens on a prompt.
+    Run {
+        /// Prompt text.
+        text: String,
+        /// Pinned token ids.
+        pinned: Vec<u32>,
+        /// Top-k.
+        k: usize,
+    },
+}
+
+impl JobKind {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Load { .. } => "loading the model",
+            Self::Run { .. } => "running the lens",
+        }
+    }
+}
+
+/// What came back.
+#[derive(Debug, Clone)]
+pub enum OutcomeKind {
+    /// The model is open.
+    Loaded(Arc<ModelSummary>),
+    /// A result.
+    Ran(Arc<RunResult>),
+    /// It failed; the previous model and result stay.
+    Failed(String),
+    /// The user cancelled it.
+    Cancelled,
+}
+
+/// An outcome with the id of its job.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Job id.
+    pub id: u64,
+    /// Whether the job was a load.
+    pub was_load: bool,
+    /// Result.
+    pub kind: OutcomeKind,
+}
+
+struct Job {
+    id: u64,
+    kind: JobKind,
+    progress: Progress,
+}
+
+struct InFlight {
+    id: u64,
+    progress: Progress,
+    is_run: bool,
+}
+
+/// Handle of the worker thread, owned by the UI.
+pub struct Worker {
+    jobs: Sender<Job>,
+    outcomes: Receiver<Outcome>,
+    next_id: u64,
+    in_flight: Vec<InFlight>,
+    progress: Arc<Mutex<Option<JobProgress>>>,
+    ctx: egui::Context,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("in_flight", &self.in_flight.len()).finish()
+    }
+}
+
+impl Worker {
+    /// Starts the worker thread.
+    pub fn spawn(ctx: egui::Context) -> anyhow::Result<Self> {
+        let (jobs, job_rx) = channel::<Job>();
+        let (out_tx, outcomes) = channel::<Outcome>();
+        let repaint = ctx.clone();
+        std::thread::Builder::new().name("lens-worker".into()).spawn(move || worker_loop(&job_rx, &out_tx, &repaint))?;
+        Ok(Self { jobs, outcomes, next_id: 1, in_flight: Vec::new(), progress: Arc::new(Mutex::new(None)), ctx })
+    }
+
+    /// Queues a job; returns its id. A new run cancels the runs still queued or in flight
+    /// (their results would be stale anyway).
+    pub fn submit(&mut self, kind: JobKind) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let is_run = matches!(kind, JobKind::Run { .. });
+        if is_run {
+            for f in self.in_flight.iter().filter(|f| f.is_run) {
+                f.progress.cancel();
+            }
+        }
+        let shared = Arc::clone(&self.progress);
+        let ctx = self.ctx.clone();
+        let what = kind.label().to_string();
+        let progress = Progress::new(move |stage, fraction| {
+            if let Ok(mut g) = shared.lock() {
+                *g = Some(JobProgress { what: what.clone(), stage: stage.to_string(), fraction });
+            }
+            ctx.request_repaint();
+        });
+        self.in_flight.push(InFlight { id, progress: progress.clone(), is_run });
+        if let Ok(mut g) = self.progress.lock() {
+            *g = Some(JobProgress { what: kind.label().to_string(), stage: "queued".into(), fraction: 0.0 });
+        }
+        let _ = self.jobs.send(Job { id, kind, progress });
+        id
+    }
+
+    /// Cancels every job queued or in flight.
+    pub fn cancel_all(&self) {
+        for f in &self.in_flight {
+            f.progress.cancel();
+        }
+    }
+
+    /// Whether a job is queued or in flight.
+    pub fn busy(&self) -> bool {
+        !self.in_flight.is_empty()
+    }
+
+    /// Progress of the job in flight, if any.
+    pub fn progress(&self) -> Option<JobProgress> {
+        if self.in_flight.is_empty() {
+            return None;
+        }
+        self.progress.lock().ok().and_then(|g| g.clone())
+    }
+
+    /// Outcomes that arrived since the last call.
+    pub fn poll(&mut self) -> Vec<Outcome> {
+        let mut out = Vec::new();
+        while let Ok(o) = self.outcomes.try_recv() {
+            self.in_flight.retain(|f| f.id != o.id);
+            out.push(o);
+        }
+        out
+    }
+}
+
+/// The engine and the last forward pass (reused when only the pins change).
+struct WorkerState {
+    engine: Option<LensEngine>,
+    last: Option<(Vec<u32>, ResidualTrace)>,
+}
+
+fn worker_loop(jobs: &Receiver<Job>, out: &Sender<Outcome>, ctx: &egui::Context) {
+    let mut st = WorkerState { engine: None, last: None };
+    let mut pending: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
+    loop {
+        if pending.is_empty() {
+            match jobs.recv() {
+                Ok(j) => pending.push_back(j),
+                Err(_) => return,
+            }
+        }
+        loop {
+            match jobs.try_recv() {
+                Ok(j) => pending.push_back(j),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return,
+            }
+        }
+        let Some(job) = pending.pop_front() else { continue };
+        let was_load = matches!(job.kind, JobKind::Load { .. });
+        // A run followed by another queued run is stale: skip it.
+        let superseded = !was_load && pending.iter().any(|j| matches!(j.kind, JobKind::Run { .. }));
+        let kind = if superseded || job.progress.is_cancelled() {
+            OutcomeKind::Cancelled
+        } else {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(&mut st, &job))) {
+                Ok(Ok(k)) => k,
+                Ok(Err(e)) => match e.downcast_ref::<LensError>() {
+                    Some(LensError::Cancelled) => OutcomeKind::Cancelled,
+                    _ => OutcomeKind::Failed(format!("{e:#}")),
+                },
+                Err(_) => OutcomeKind::Failed("internal error in the lens worker (see the terminal)".into()),
+            }
+        };
+        if out.send(Outcome { id: job.id, was_load, kind }).is_err() {
+            return;
+        }
+        ctx.request_repaint();
+    }
+}
+
+fn run_job(st: &mut WorkerState, job: &Job) -> anyhow::Result<OutcomeKind> {
+    use anyhow::Context as _;
+    match &job.kind {
+        JobKind::Load { model, device, ort_lib } => {
+            init_runtime(ort_lib.as_deref())?;
+            let dir = lens_model::resolve::resolve_model(model.as_deref(), &job.progress)?;
+            let engine = LensEngine::open(&dir, *device, &job.progress).with_context(|| format!("cannot open the model {}", dir.display()))?;
+            let summary = ModelSummary {
+                name: engine.bundle.name.clone(),
+                dir: dir.clone(),
+                shape: engine.bundle.shape.clone(),
+                provider: engine.provider.active.clone(),
+                provider_notes: engine.provider.notes.clone(),
+                runtime: engine.runtime.version.clone(),
+                vocab: Arc::new(ModelSummary::vocab_of(&engine)),
+            };
+            st.engine = Some(engine);
+            st.last = None;
+            Ok(OutcomeKind::Loaded(Arc::new(summary)))
+        }
+        JobKind::Run { text, pinned, k } => {
+            let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
+            let ids = engine.tokenize(text, false)?;
+            let t0 = Instant::now();
+            job.progress.report("forward", 0.0);
+            let reuse = matches!(&st.last, Some((last_ids, _)) if *last_ids == ids);
+            if !reuse {
+                st.last = None;
+                let trace = engine.trace(&ids)?;
+                st.last = Some((ids.clone(), trace));
+            }
+            let forward_ms = t0.elapsed().as_secs_f64() * 1e3;
+            job.progress.check()?;
+            let Some((_, trace)) = st.last.as_ref() else { anyhow::bail!("no forward pass") };
+            let opts = LensOptions { subblocks: true, k: (*k).max(1), pinned: pinned.clone(), ..LensOptions::default() };
+            let t1 = Instant::now();
+            let mut report = engine.lens(&ids, trace, &opts, &job.progress)?;
+            report.run.forward_ms = forward_ms;
+            report.run.lens_ms = t1.elapsed().as_secs_f64() * 1e3;
+            let pinned_dla = pinned.first().map(|&t| {
+                let per_pos: Vec<Vec<f64>> = (0..trace.n_pos).map(|p| lens_model::attribution::terms(trace, &engine.decoder, p, t)).collect();
+                // [pos][component] -> [component][pos]
+                let n_comp = per_pos.first().map_or(0, Vec::len);
+                (0..n_comp).map(|c| per_pos.iter().map(|row| row.get(c).copied().unwrap_or(f64::NAN)).collect()).collect()
+            });
+            Ok(OutcomeKind::Ran(Arc::new(RunResult { prompt: text.clone(), report, pinned_dla })))
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! `lens_app`: the `logit-lens` desktop app ([`gui`]) and command-line interface ([`cli`]).
+
+pub mod cli;
+pub mod gui;
