@@ -32,11 +32,13 @@ pub struct LensOptions {
     pub pinned: Vec<u32>,
     /// Vocabulary chunk of the kernel.
     pub chunk: usize,
+    /// Only the final site (e.g. to evaluate the model's loss cheaply).
+    pub final_only: bool,
 }
 
 impl Default for LensOptions {
     fn default() -> Self {
-        Self { subblocks: false, k: 10, decoder: DecoderKind::LogitLens, pinned: Vec::new(), chunk: 512 }
+        Self { subblocks: false, k: 10, decoder: DecoderKind::LogitLens, pinned: Vec::new(), chunk: 256, final_only: false }
     }
 }
 
@@ -188,7 +190,11 @@ impl LensEngine {
         }
         let mut dec = self.decoder.clone();
         dec.kind = opts.decoder;
-        let sites = site_list(shape.n_layers, opts.subblocks);
+        let sites = if opts.final_only {
+            vec![SiteKind::Block(shape.n_layers.saturating_sub(1))]
+        } else {
+            site_list(shape.n_layers, opts.subblocks)
+        };
         let n_sites = sites.len();
         let final_site = n_sites - 1;
         let d = shape.d_model;
@@ -252,7 +258,8 @@ impl LensEngine {
             rank_of_next: grid(&rows, n_pos, n_sites, |r, p| next.get(p).copied().flatten().and(r.target_rank.get(1).copied())),
             rank_of_input: grid(&rows, n_pos, n_sites, |r, _| r.target_rank.get(2).copied().unwrap_or(0)),
             kl_to_final: grid(&rows, n_pos, n_sites, |r, _| r.kl_to_final),
-            kl_to_input: grid(&rows, n_pos, n_sites, |r, _| r.kl_to_input),
+            // Without the embed row there is no input distribution: NaN, written as null.
+            kl_to_input: grid(&rows, n_pos, n_sites, |r, _| if opts.final_only { f64::NAN } else { r.kl_to_input }),
             entropy: grid(&rows, n_pos, n_sites, |r, _| r.entropy),
             nll_next: grid(&rows, n_pos, n_sites, |r, p| {
                 next.get(p).copied().flatten().and(r.target_logit.get(1)).map(|&l| r.lse - f64::from(l))

@@ -81,7 +81,7 @@ struct LensArgs {
     /// Add the `.attn` (resid_mid) rows.
     #[arg(long)]
     subblocks: bool,
-    /// Only the final site (the model's own predictions; e.g. for evaluating its loss).
+    /// Only the final site (the model's own predictions; e.g. for evaluating its loss). kl_to_input is null.
     #[arg(long, conflicts_with = "subblocks")]
     final_only: bool,
     /// Number of top tokens per cell.
