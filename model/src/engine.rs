@@ -75,21 +75,29 @@ impl LensEngine {
         let runtime = init_runtime(None)?.clone();
         progress.report("opening bundle", 0.05);
         let bundle = Bundle::open(dir)?;
-        let tokenizer = LensTokenizer::from_file(&bundle.tokenizer_path())?;
-        if let Some(max) = tokenizer.max_id() {
-            if max as usize >= bundle.shape.d_vocab {
-                return Err(LensError::bad_file(
-                    &bundle.tokenizer_path(),
-                    format!("the tokenizer does not match the model: it has ids up to {max}, the model's vocabulary has {} entries", bundle.shape.d_vocab),
-                ));
-            }
-        }
         progress.check()?;
-        progress.report("reading ln_final and W_U", 0.2);
-        let decoder = Decoder::from_bundle(&bundle, DecoderKind::LogitLens)?;
-        progress.check()?;
-        progress.report("creating the ONNX Runtime session", 0.4);
-        let (session, provider) = create_session(&bundle.model_path(), device, 0)?;
+        progress.report("creating the ONNX Runtime session", 0.2);
+        // The session (ORT reads and optimises the graph and weights) and our own reads (the
+        // tokenizer, ln_final and W_U) are independent: do them at the same time.
+        let (loaded, session) = std::thread::scope(|scope| {
+            let ours = scope.spawn(|| -> Result<(LensTokenizer, Decoder)> {
+                let tokenizer = LensTokenizer::from_file(&bundle.tokenizer_path())?;
+                if let Some(max) = tokenizer.max_id()
+                    && max as usize >= bundle.shape.d_vocab
+                {
+                    return Err(LensError::bad_file(
+                        &bundle.tokenizer_path(),
+                        format!("the tokenizer does not match the model: it has ids up to {max}, the model's vocabulary has {} entries", bundle.shape.d_vocab),
+                    ));
+                }
+                Ok((tokenizer, Decoder::from_bundle(&bundle, DecoderKind::LogitLens)?))
+            });
+            let session = create_session(&bundle.model_path(), device, 0);
+            let loaded = ours.join().unwrap_or_else(|_| Err(LensError::invalid("loading the tokenizer or W_U failed unexpectedly")));
+            (loaded, session)
+        });
+        let (tokenizer, decoder) = loaded?;
+        let (session, provider) = session?;
         let mut engine = Self { bundle, tokenizer, decoder, provider, runtime, session };
         progress.check()?;
         progress.report("checking the bundle's consistency", 0.8);
