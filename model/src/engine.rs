@@ -110,7 +110,7 @@ impl LensEngine {
     fn check_consistency(&mut self) -> Result<()> {
         let n = self.bundle.shape.n_ctx.min(4);
         let ids: Vec<u32> = (0..n as u32).map(|i| (i * 7919 + 13) % self.bundle.shape.d_vocab as u32).collect();
-        let trace = run_trace(&mut self.session, &self.bundle, &ids, true)?;
+        let trace = run_trace(&mut self.session, &self.bundle, &ids, true, &Progress::default())?;
         let (Some(last), Some(logits)) = (trace.final_resid(), trace.logits.as_ref()) else {
             return Err(LensError::invalid("the bundle produced no residuals"));
         };
@@ -169,14 +169,14 @@ impl LensEngine {
 
     /// Runs the forward pass only.
     pub fn trace(&mut self, ids: &[u32]) -> Result<ResidualTrace> {
-        run_trace(&mut self.session, &self.bundle, ids, false)
+        run_trace(&mut self.session, &self.bundle, ids, false, &Progress::default())
     }
 
     /// Runs the forward pass and the lens on `ids`.
     pub fn run_ids(&mut self, ids: &[u32], opts: &LensOptions, progress: &Progress) -> Result<LensReport> {
         let t0 = Instant::now();
         progress.report("forward", 0.0);
-        let trace = run_trace(&mut self.session, &self.bundle, ids, false)?;
+        let trace = run_trace(&mut self.session, &self.bundle, ids, false, progress)?;
         let forward_ms = t0.elapsed().as_secs_f64() * 1e3;
         progress.check()?;
         let t1 = Instant::now();

@@ -59,11 +59,15 @@ impl From<ort::Error> for LensError {
     }
 }
 
+type Sink = std::sync::Arc<dyn Fn(&str, f32) + Send + Sync>;
+type CancelHook = Box<dyn Fn() + Send + Sync>;
+
 /// A cooperative cancel flag plus a progress sink, passed to long operations.
 #[derive(Clone, Default)]
 pub struct Progress {
     cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    sink: Option<std::sync::Arc<dyn Fn(&str, f32) + Send + Sync>>,
+    sink: Option<Sink>,
+    hooks: std::sync::Arc<std::sync::Mutex<Vec<(u64, CancelHook)>>>,
 }
 
 impl std::fmt::Debug for Progress {
@@ -75,7 +79,7 @@ impl std::fmt::Debug for Progress {
 impl Progress {
     /// A progress that reports to `sink(stage, fraction in 0..=1)`.
     pub fn new(sink: impl Fn(&str, f32) + Send + Sync + 'static) -> Self {
-        Self { cancel: Default::default(), sink: Some(std::sync::Arc::new(sink)) }
+        Self { cancel: Default::default(), sink: Some(std::sync::Arc::new(sink)), hooks: Default::default() }
     }
     /// Reports progress of a stage.
     pub fn report(&self, stage: &str, fraction: f32) {
@@ -83,9 +87,29 @@ impl Progress {
             sink(stage, fraction.clamp(0.0, 1.0));
         }
     }
-    /// Asks the operation to stop at its next check.
+    /// Asks the operation to stop at its next check (and interrupts a running forward pass).
     pub fn cancel(&self) {
         self.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(hooks) = self.hooks.lock() {
+            for (_, h) in hooks.iter() {
+                h();
+            }
+        }
+    }
+
+    /// Runs `f` with `hook` registered to be called on [`Progress::cancel`] (used to terminate an
+    /// ONNX Runtime run from another thread).
+    pub fn with_cancel_hook<R>(&self, hook: CancelHook, f: impl FnOnce() -> R) -> R {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut hooks) = self.hooks.lock() {
+            hooks.push((id, hook));
+        }
+        let r = f();
+        if let Ok(mut hooks) = self.hooks.lock() {
+            hooks.retain(|(i, _)| *i != id);
+        }
+        r
     }
     /// Whether cancellation was requested.
     pub fn is_cancelled(&self) -> bool {

@@ -5,7 +5,7 @@ use ort::session::Session;
 use ort::value::Tensor;
 
 use crate::bundle::Bundle;
-use crate::error::{LensError, Result};
+use crate::error::{LensError, Progress, Result};
 use crate::graph::hook_name;
 use crate::sites::SiteKind;
 
@@ -60,8 +60,9 @@ fn extract(outputs: &mut ort::session::SessionOutputs<'_>, name: &str, n_pos: us
     Array2::from_shape_vec((n_pos, width), data.to_vec()).map_err(|e| LensError::Runtime(e.to_string()))
 }
 
-/// Runs the bundle's session on `ids` and collects every hook.
-pub fn run_trace(session: &mut Session, bundle: &Bundle, ids: &[u32], keep_logits: bool) -> Result<ResidualTrace> {
+/// Runs the bundle's session on `ids` and collects every hook. Cancelling `progress` terminates
+/// the ONNX Runtime run.
+pub fn run_trace(session: &mut Session, bundle: &Bundle, ids: &[u32], keep_logits: bool, progress: &Progress) -> Result<ResidualTrace> {
     let shape = &bundle.shape;
     let n_pos = ids.len();
     if n_pos == 0 {
@@ -75,7 +76,20 @@ pub fn run_trace(session: &mut Session, bundle: &Bundle, ids: &[u32], keep_logit
     }
     let input: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
     let tensor = Tensor::from_array(([1usize, n_pos], input))?;
-    let mut outputs = session.run(ort::inputs!["input_ids" => tensor])?;
+    progress.check()?;
+    let options = std::sync::Arc::new(ort::session::RunOptions::new()?);
+    let terminate = std::sync::Arc::clone(&options);
+    let run = progress.with_cancel_hook(
+        Box::new(move || {
+            let _ = terminate.terminate();
+        }),
+        || session.run_with_options(ort::inputs!["input_ids" => tensor], &options),
+    );
+    let mut outputs = match run {
+        Ok(o) => o,
+        Err(_) if progress.is_cancelled() => return Err(LensError::Cancelled),
+        Err(e) => return Err(e.into()),
+    };
     let d = shape.d_model;
     let embed = extract(&mut outputs, &hook_name(0, "resid_pre"), n_pos, d)?;
     let mut resid_mid = Vec::with_capacity(shape.n_layers);
