@@ -9,7 +9,8 @@ use crate::error::{LensError, Progress, Result};
 use crate::runtime::cache_dir;
 
 /// Where the bundled demo model may be, in order: `LOGIT_LENS_DEMO_MODEL`, next to the executable
-/// (`demo-model/`, `../share/logit-lens/demo-model/`), and the source tree's `assets/demo-model/`.
+/// (`demo-model/`, `../share/logit-lens/demo-model/`, `../Resources/demo-model/` in a macOS app),
+/// and the source tree's `assets/demo-model/`.
 pub fn demo_model_candidates() -> Vec<PathBuf> {
     let mut v = Vec::new();
     if let Some(p) = std::env::var_os("LOGIT_LENS_DEMO_MODEL").filter(|p| !p.is_empty()) {
@@ -18,6 +19,7 @@ pub fn demo_model_candidates() -> Vec<PathBuf> {
     if let Some(exe_dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)) {
         v.push(exe_dir.join("demo-model"));
         v.push(exe_dir.join("../share/logit-lens/demo-model"));
+        v.push(exe_dir.join("../Resources/demo-model")); // macOS .app bundle
     }
     v.push(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo-model")));
     v
