@@ -86,6 +86,7 @@ pub struct LogitLensApp {
     dialog_tx: Sender<AppCommand>,
     dialog_rx: Receiver<AppCommand>,
     screenshot: Option<ScreenshotPlan>,
+    scroll_to_selection: bool,
 }
 
 impl std::fmt::Debug for LogitLensApp {
@@ -147,6 +148,7 @@ impl LogitLensApp {
             dialog_tx,
             dialog_rx,
             screenshot,
+            scroll_to_selection: false,
         };
         if let Some(f) = app.opts.prompt_file.clone() {
             app.open_prompt_file(f, false);
@@ -336,7 +338,31 @@ impl LogitLensApp {
         let col = clamp(col, dc, vm.cols.len());
         if let (Some(&site), Some(&pos)) = (vm.rows.get(row), vm.cols.get(col)) {
             self.state.selection = Some(Cell { site, pos });
+            self.scroll_to_selection = true;
         }
+    }
+
+    /// Scrolls the grids so that the selected cell is visible (after keyboard moves and new results).
+    fn ensure_selection_visible(&mut self) {
+        if !std::mem::take(&mut self.scroll_to_selection) {
+            return;
+        }
+        let (Some(vm), Some(g), Some(sel)) = (&self.view_model, self.geometry.first(), self.state.selection) else { return };
+        let Some((row, col)) = vm.index_of(sel.site, sel.pos) else { return };
+        let cell = egui::Rect::from_min_size(egui::pos2(col as f32 * g.cell.x, row as f32 * g.cell.y), g.cell);
+        let view = g.cells.size();
+        let mut s = self.state.scroll;
+        if cell.left() < s.x {
+            s.x = cell.left();
+        } else if cell.right() > s.x + view.x {
+            s.x = cell.right() - view.x;
+        }
+        if cell.top() < s.y {
+            s.y = cell.top();
+        } else if cell.bottom() > s.y + view.y {
+            s.y = cell.bottom() - view.y;
+        }
+        self.state.scroll = s.max(egui::Vec2::ZERO);
     }
 
     /// Rebuilds the view model when the result or the settings that shape it changed.
@@ -395,7 +421,9 @@ impl LogitLensApp {
                     let n_pos = res.report.n_pos();
                     let ok = |c: &Cell| c.site < n_sites && c.pos < n_pos;
                     if !self.state.selection.as_ref().is_some_and(ok) {
-                        self.state.selection = None;
+                        // Start on the model's own prediction for the last token.
+                        self.state.selection = (n_sites > 0 && n_pos > 0).then(|| Cell { site: n_sites - 1, pos: n_pos - 1 });
+                        self.scroll_to_selection = true;
                     }
                     if !self.state.hover.as_ref().is_some_and(ok) {
                         self.state.hover = None;
@@ -662,14 +690,18 @@ impl LogitLensApp {
             prompt::toolbar_ui(ui, &self.state, &mut self.cmds);
         });
         if self.state.view.show_inspector {
-            egui::Panel::right("inspector").resizable(true).default_size(380.0).show(ui, |ui| {
+            egui::Panel::right("inspector").resizable(true).default_size(380.0).min_size(260.0).show(ui, |ui| {
                 egui::ScrollArea::vertical().show(ui, |ui| inspector::inspector_ui(ui, &self.state, &mut self.cmds));
             });
         }
         if self.state.view.show_contributions {
-            egui::Panel::bottom("contributions").resizable(true).default_size(230.0).show(ui, |ui| contributions::contributions_ui(ui, &self.state, &mut self.cmds));
+            egui::Panel::bottom("contributions").resizable(true).default_size(240.0).min_size(160.0).show(ui, |ui| contributions::contributions_ui(ui, &self.state, &mut self.cmds));
         }
         egui::CentralPanel::default().show(ui, |ui| self.lens_panels(ui));
+        if self.scroll_to_selection && !self.geometry.is_empty() {
+            self.ensure_selection_visible();
+            ui.ctx().request_repaint();
+        }
         let ctx = ui.ctx().clone();
         self.windows(&ctx);
         self.apply_pending();

@@ -121,12 +121,21 @@ pub fn diverging(v: f64, max: f64) -> Color32 {
     lerp_table(&DIVERGING, (0.5 + 0.5 * v / max) as f32)
 }
 
+/// Figures: text and frames.
+pub const FIGURE_INK: Color32 = Color32::from_rgb(0x1A, 0x1A, 0x1A);
+/// Figures: secondary text (subtitle).
+pub const FIGURE_DIM: Color32 = Color32::from_rgb(0x60, 0x60, 0x60);
+/// Figures: page background.
+pub const FIGURE_BG: Color32 = Color32::WHITE;
+
 /// Cells without a value (e.g. no next token at the last position).
 pub const MISSING: Color32 = Color32::from_rgb(0x30, 0x30, 0x30);
 /// Outline of cells whose top-1 equals the final top-1.
 pub const MATCH_OUTLINE: Color32 = Color32::from_rgb(0xFF, 0xFF, 0xFF);
 /// Hover crosshair.
 pub const HOVER: Color32 = Color32::from_rgba_premultiplied(0xFF, 0xFF, 0xFF, 0x50);
+/// Scroll position indicators of the grids.
+pub const SCROLL: Color32 = Color32::from_rgb(0x70, 0x70, 0x70);
 /// Selected cell outline.
 pub const SELECTION: Color32 = Color32::from_rgb(0xFF, 0x3B, 0x30);
 /// Error banner background.

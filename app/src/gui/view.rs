@@ -95,6 +95,19 @@ pub fn visible_positions(n_pos: usize, window: PosWindow) -> Vec<usize> {
     }
 }
 
+/// Token display text with markers the bundled fonts can draw: `␣` (space) becomes `·`,
+/// `↵` (newline) becomes `¶`, `⇥` (tab) becomes `→`.
+pub fn shown(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '␣' => '·',
+            '↵' => '¶',
+            '⇥' => '→',
+            c => c,
+        })
+        .collect()
+}
+
 /// Short number for a cell.
 fn short(v: f64) -> String {
     if !v.is_finite() {
@@ -127,11 +140,11 @@ impl ViewModel {
         let cols = visible_positions(r.n_pos(), view.positions);
         let final_site = r.sites.len().saturating_sub(1);
         let row_labels = rows.iter().map(|&s| r.sites.get(s).cloned().unwrap_or_default()).collect();
-        let input_labels = cols.iter().map(|&p| r.tokens.get(p).map(|t| t.text.clone()).unwrap_or_default()).collect();
+        let input_labels = cols.iter().map(|&p| r.tokens.get(p).map(|t| shown(&t.text)).unwrap_or_default()).collect();
         let next_labels = cols
             .iter()
             .map(|&p| match r.tokens.get(p + 1) {
-                Some(t) => (t.text.clone(), at(&m.top1_id, final_site, p) == Some(t.id)),
+                Some(t) => (shown(&t.text), at(&m.top1_id, final_site, p) == Some(t.id)),
                 None => (String::new(), false),
             })
             .collect();
@@ -163,7 +176,7 @@ impl ViewModel {
             let (target, title) = match (view.rank_target, pin) {
                 (RankTarget::Pinned, None) => (RankTarget::FinalTop1, "Rank of final top-1 (nothing pinned)".to_string()),
                 (RankTarget::Pinned, Some(_)) => {
-                    let name = r.pinned.as_ref().and_then(|p| p.tokens.first()).map(|t| t.text.clone()).unwrap_or_default();
+                    let name = r.pinned.as_ref().and_then(|p| p.tokens.first()).map(|t| shown(&t.text)).unwrap_or_default();
                     (RankTarget::Pinned, format!("Rank of pinned {name}"))
                 }
                 (t, _) => (t, format!("Rank of {}", t.name())),
@@ -193,8 +206,8 @@ impl ViewModel {
         // KL (capped; bright = 0)
         let kl = {
             let (grid, title) = match view.kl_ref {
-                KlRef::Final => (&m.kl_to_final, "KL(final ‖ site)"),
-                KlRef::Input => (&m.kl_to_input, "KL(input ‖ site)"),
+                KlRef::Final => (&m.kl_to_final, "KL(final || site)"),
+                KlRef::Input => (&m.kl_to_input, "KL(input || site)"),
             };
             let cap = if view.kl_cap > 0.0 { view.kl_cap } else { 30.0 };
             let values: Vec<f64> = cells().map(|(s, p)| at(grid, s, p).unwrap_or(f64::NAN)).collect();
@@ -231,8 +244,8 @@ impl ViewModel {
 /// Display text of a token id: from the vocabulary, else from the report's own tokens.
 pub fn token_display(r: &LensReport, vocab: &[VocabEntry], id: u32) -> String {
     match vocab.get(id as usize).filter(|e| e.id == id) {
-        Some(e) => e.display.clone(),
-        None => token_text(r, id),
+        Some(e) => shown(&e.display),
+        None => shown(&token_text(r, id)),
     }
 }
 

@@ -60,6 +60,19 @@ impl ModelSummary {
         }
     }
 
+    /// The summary of an opened engine (with its vocabulary).
+    pub fn of_engine(engine: &LensEngine, dir: &std::path::Path) -> Self {
+        Self {
+            name: engine.bundle.name.clone(),
+            dir: dir.to_path_buf(),
+            shape: engine.bundle.shape.clone(),
+            provider: engine.provider.active.clone(),
+            provider_notes: engine.provider.notes.clone(),
+            runtime: engine.runtime.version.clone(),
+            vocab: Arc::new(Self::vocab_of(engine)),
+        }
+    }
+
     /// The vocabulary of an engine.
     pub fn vocab_of(engine: &LensEngine) -> Vec<VocabEntry> {
         (0..engine.bundle.shape.d_vocab as u32)
@@ -285,15 +298,7 @@ fn run_job(st: &mut WorkerState, job: &Job) -> anyhow::Result<OutcomeKind> {
             init_runtime(ort_lib.as_deref())?;
             let dir = lens_model::resolve::resolve_model(model.as_deref(), &job.progress)?;
             let engine = LensEngine::open(&dir, *device, &job.progress).with_context(|| format!("cannot open the model {}", dir.display()))?;
-            let summary = ModelSummary {
-                name: engine.bundle.name.clone(),
-                dir: dir.clone(),
-                shape: engine.bundle.shape.clone(),
-                provider: engine.provider.active.clone(),
-                provider_notes: engine.provider.notes.clone(),
-                runtime: engine.runtime.version.clone(),
-                vocab: Arc::new(ModelSummary::vocab_of(&engine)),
-            };
+            let summary = ModelSummary::of_engine(&engine, &dir);
             st.engine = Some(engine);
             st.last = None;
             Ok(OutcomeKind::Loaded(Arc::new(summary)))

@@ -2,7 +2,7 @@
 //! cells painted from the precomputed [`PanelModel`], culled to the visible window. All panels
 //! share one hover, one selection and one scroll offset (they live in [`AppState`]).
 
-use egui::{Align2, Color32, FontId, Pos2, Rect, Sense, Shape, Stroke, Ui, Vec2, epaint::TextShape};
+use egui::{Align2, FontId, Pos2, Rect, Sense, Shape, Stroke, Ui, Vec2, epaint::TextShape};
 
 use crate::gui::command::AppCommand;
 use crate::gui::state::{AppState, Cell, KlRef, LogitColor, Metric, RankTarget, ViewSettings};
@@ -38,6 +38,20 @@ impl GridGeometry {
     }
 }
 
+/// Cell size: the zoom setting, grown to fill the panel when there are few rows or columns.
+pub fn cell_size(view: &ViewSettings, area: Vec2, n_rows: usize, n_cols: usize) -> (f32, f32) {
+    let cw = view.cell_w.clamp(4.0, 400.0);
+    let ch = view.cell_h.clamp(4.0, 200.0);
+    let fit_w = (area.x / n_cols.max(1) as f32).min(MAX_FIT_W);
+    let fit_h = (area.y / n_rows.max(1) as f32).min(MAX_FIT_H);
+    (cw.max(fit_w), ch.max(fit_h))
+}
+
+/// Widest a cell grows to fill the panel.
+pub const MAX_FIT_W: f32 = 120.0;
+/// Tallest a cell grows to fill the panel.
+pub const MAX_FIT_H: f32 = 36.0;
+
 /// Header: the panel's title, its own controls, the colour bar.
 fn header(ui: &mut Ui, panel: &PanelModel, view: &ViewSettings, cmds: &mut Vec<AppCommand>) {
     ui.horizontal(|ui| {
@@ -49,7 +63,7 @@ fn header(ui: &mut Ui, panel: &PanelModel, view: &ViewSettings, cmds: &mut Vec<A
                 ui.selectable_value(&mut v.logit_color, LogitColor::Logit, "logit");
             }
             Metric::Ranks => {
-                egui::ComboBox::from_id_salt("rank_target").selected_text(v.rank_target.name()).show_ui(ui, |ui| {
+                egui::ComboBox::new("rank_target", "target").selected_text(v.rank_target.name()).show_ui(ui, |ui| {
                     for t in RankTarget::ALL {
                         ui.selectable_value(&mut v.rank_target, t, t.name());
                     }
@@ -102,17 +116,18 @@ pub fn grid_ui(ui: &mut Ui, vm: &ViewModel, panel: &PanelModel, state: &AppState
     let avail = ui.available_rect_before_wrap();
     let full = Rect::from_min_size(avail.min, Vec2::new(avail.width().max(50.0), avail.height().max(50.0)));
     ui.allocate_rect(full, Sense::hover());
-    let cells = Rect::from_min_max(
-        Pos2::new(full.left() + ROW_LABEL_W, full.top() + TOP_LABEL_H),
-        Pos2::new(full.right() - 4.0, full.bottom() - BOTTOM_LABEL_H),
-    );
+    // Token strips shrink in short panels (stacked layout) so that the cells keep most of the room.
+    let top_h = TOP_LABEL_H.min(full.height() * 0.2);
+    let bottom_h = BOTTOM_LABEL_H.min(full.height() * 0.22);
+    let cells = Rect::from_min_max(Pos2::new(full.left() + ROW_LABEL_W, full.top() + top_h), Pos2::new(full.right() - 4.0, full.bottom() - bottom_h));
     if cells.width() < 8.0 || cells.height() < 8.0 {
         return None;
     }
-    let cw = view.cell_w.clamp(4.0, 400.0);
-    let ch = view.cell_h.clamp(4.0, 200.0);
     let n_rows = vm.rows.len();
     let n_cols = vm.cols.len();
+    let (cw, ch) = cell_size(view, cells.size(), n_rows, n_cols);
+    // Shrink the cell area to the content, so that the token strips hug the cells.
+    let cells = Rect::from_min_size(cells.min, Vec2::new(cells.width().min(n_cols as f32 * cw).max(8.0), cells.height().min(n_rows as f32 * ch).max(8.0)));
     let content = Vec2::new(n_cols as f32 * cw, n_rows as f32 * ch);
     let max_scroll = (content - cells.size()).max(Vec2::ZERO);
     let scroll = state.scroll.clamp(Vec2::ZERO, max_scroll);
@@ -221,7 +236,7 @@ pub fn grid_ui(ui: &mut Ui, vm: &ViewModel, panel: &PanelModel, state: &AppState
 
     // Column labels: true next tokens (top, `*` = final top-1 right), input tokens (bottom), tilted.
     let top_area = Rect::from_min_max(Pos2::new(cells.left(), full.top()), Pos2::new(cells.right(), cells.top()));
-    let bottom_area = Rect::from_min_max(Pos2::new(cells.left() - 30.0, cells.bottom()), Pos2::new(full.right(), full.bottom()));
+    let bottom_area = Rect::from_min_max(Pos2::new(cells.left() - 30.0, cells.bottom()), Pos2::new(full.right(), (cells.bottom() + bottom_h).min(full.bottom())));
     let top_painter = painter.with_clip_rect(top_area.expand2(Vec2::new(0.0, 0.0)));
     let bottom_painter = painter.with_clip_rect(bottom_area);
     let tok_font = FontId::monospace(11.0);
@@ -236,7 +251,7 @@ pub fn grid_ui(ui: &mut Ui, vm: &ViewModel, panel: &PanelModel, state: &AppState
         let x = cell_rect(0, col).center().x;
         if let Some(text) = vm.input_labels.get(col) {
             let color = if is_hover || is_sel { theme::TEXT } else { theme::DIM_TEXT };
-            let galley = bottom_painter.layout_no_wrap(clip_chars(text, 14), tok_font.clone(), color);
+            let galley = bottom_painter.layout_no_wrap(clip_chars(text, 16), tok_font.clone(), color);
             bottom_painter.add(Shape::Text(TextShape::new(Pos2::new(x - 3.0, cells.bottom() + 3.0), galley, color).with_angle(angle)));
         }
         if let Some((text, star)) = vm.next_labels.get(col) {
@@ -257,12 +272,12 @@ pub fn grid_ui(ui: &mut Ui, vm: &ViewModel, panel: &PanelModel, state: &AppState
     if max_scroll.x > 0.0 {
         let frac = cells.width() / content.x;
         let x0 = cells.left() + cells.width() * (scroll.x / content.x);
-        painter.rect_filled(Rect::from_min_size(Pos2::new(x0, cells.bottom() - 3.0), Vec2::new(cells.width() * frac, 3.0)), 1.0, theme::HOVER);
+        painter.rect_filled(Rect::from_min_size(Pos2::new(x0, cells.bottom() + 1.0), Vec2::new(cells.width() * frac, 2.0)), 1.0, theme::SCROLL);
     }
     if max_scroll.y > 0.0 {
         let frac = cells.height() / content.y;
         let y0 = cells.top() + cells.height() * (scroll.y / content.y);
-        painter.rect_filled(Rect::from_min_size(Pos2::new(cells.right() - 3.0, y0), Vec2::new(3.0, cells.height() * frac)), 1.0, theme::HOVER);
+        painter.rect_filled(Rect::from_min_size(Pos2::new(cells.right() + 1.0, y0), Vec2::new(2.0, cells.height() * frac)), 1.0, theme::SCROLL);
     }
 
     if let Some(h) = hovered {
@@ -292,9 +307,4 @@ fn cell_tooltip(ui: &mut Ui, vm: &ViewModel, panel: &PanelModel, h: Cell) {
 /// Paints nothing but a hint when there is no result yet.
 pub fn empty_hint(ui: &mut Ui, text: &str) {
     ui.centered_and_justified(|ui| ui.label(egui::RichText::new(text).color(theme::DIM_TEXT)));
-}
-
-/// Unused colour helper kept for the contributions heatmap.
-pub fn with_alpha(c: Color32, a: f32) -> Color32 {
-    c.gamma_multiply(a)
 }

@@ -7,7 +7,7 @@ use egui_plot::{Legend, Line, Plot, PlotPoints, VLine};
 use crate::gui::command::AppCommand;
 use crate::gui::state::{AppState, Cell, RankTarget};
 use crate::gui::theme;
-use crate::gui::view::{token_display, visible_sites};
+use crate::gui::view::{shown, token_display, visible_sites};
 
 fn at<T: Copy>(g: &[Vec<T>], s: usize, p: usize) -> Option<T> {
     g.get(s)?.get(p).copied()
@@ -50,10 +50,10 @@ pub fn inspector_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
     };
     let Cell { site, pos } = cell;
     let site_name = r.sites.get(site).cloned().unwrap_or_default();
-    let tok = r.tokens.get(pos).map(|t| t.text.clone()).unwrap_or_default();
+    let tok = r.tokens.get(pos).map(|t| shown(&t.text)).unwrap_or_default();
     ui.label(RichText::new(format!("site {site_name} · position {pos} · input {tok}")).strong());
     if let Some(next) = r.tokens.get(pos + 1) {
-        ui.label(format!("true next: {}", next.text));
+        ui.label(format!("true next: {}", shown(&next.text)));
     }
 
     // Top-k.
@@ -172,7 +172,7 @@ fn trajectory_ui(ui: &mut Ui, state: &AppState, pos: usize) {
         }
     });
     make("traj_kl", "KL nats").include_y(0.0).x_axis_formatter(xfmt).show(ui, |p| {
-        p.line(Line::new("KL(final ‖ site)", PlotPoints::from(kl_pts)).color(theme::LINE_KL).width(2.0));
+        p.line(Line::new("KL(final || site)", PlotPoints::from(kl_pts)).color(theme::LINE_KL).width(2.0));
         if let Some(x) = cursor_x {
             p.vline(VLine::new("", x).color(theme::CURSOR));
         }

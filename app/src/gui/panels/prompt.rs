@@ -5,6 +5,7 @@ use egui::{RichText, Ui};
 use crate::gui::command::AppCommand;
 use crate::gui::state::{AppState, Metric, PanelLayout, PosWindow};
 use crate::gui::theme::{self, ColorMap};
+use crate::gui::view::shown;
 use crate::gui::worker::VocabEntry;
 
 /// Most suggestions shown under the pin box.
@@ -42,7 +43,7 @@ pub fn prompt_ui(ui: &mut Ui, prompt: &mut String, busy: bool, cmds: &mut Vec<Ap
                     cmds.push(AppCommand::Cancel);
                 }
             }
-            if ui.button("▶ Run").on_hover_text("Ctrl+Enter").clicked() {
+            if ui.button("Run").on_hover_text("Ctrl+Enter").clicked() {
                 cmds.push(AppCommand::Run);
             }
         });
@@ -59,13 +60,13 @@ pub fn pin_ui(ui: &mut Ui, pin_text: &mut String, state: &AppState, cmds: &mut V
     let vocab: &[VocabEntry] = state.model.as_ref().map(|m| m.vocab.as_slice()).unwrap_or_default();
     ui.horizontal(|ui| {
         ui.label("Pin token");
-        let resp = ui.add(egui::TextEdit::singleline(pin_text).desired_width(120.0).hint_text("e.g. ␣Paris").id_salt("pin_box"));
+        let resp = ui.add(egui::TextEdit::singleline(pin_text).desired_width(120.0).hint_text("e.g. \" Paris\"").id_salt("pin_box"));
         let enter = resp.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
         if ui.button("Pin").clicked() || enter {
             cmds.push(AppCommand::Pin(pin_text.clone()));
         }
         if let Some(p) = state.result.as_ref().and_then(|r| r.report.pinned.as_ref()).and_then(|p| p.tokens.first()) {
-            ui.label(RichText::new(format!("pinned: {}", p.text)).color(theme::CORRECT));
+            ui.label(RichText::new(format!("pinned: {}", shown(&p.text))).color(theme::CORRECT));
             if ui.small_button("✕").on_hover_text("Unpin (Esc)").clicked() {
                 cmds.push(AppCommand::Unpin);
             }
@@ -73,7 +74,7 @@ pub fn pin_ui(ui: &mut Ui, pin_text: &mut String, state: &AppState, cmds: &mut V
         let shown_pin = state.result.as_ref().and_then(|r| r.report.pinned.as_ref()).and_then(|p| p.tokens.first()).map(|t| t.text.replace('␣', " "));
         if !pin_text.is_empty() && shown_pin.as_deref() != Some(pin_text.as_str()) {
             for e in suggestions(vocab, pin_text) {
-                if ui.small_button(RichText::new(&e.display).monospace()).on_hover_text(format!("id {}", e.id)).clicked() {
+                if ui.small_button(RichText::new(shown(&e.display)).monospace()).on_hover_text(format!("id {}", e.id)).clicked() {
                     *pin_text = e.text.clone();
                     cmds.push(AppCommand::PinId(e.id));
                 }
@@ -121,7 +122,7 @@ pub fn toolbar_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
         }
         ui.separator();
         ui.checkbox(&mut v.flip, "Input on top").on_hover_text("Flip the rows: embed at the top");
-        egui::ComboBox::from_id_salt("colormap").selected_text(v.colormap.name()).show_ui(ui, |ui| {
+        egui::ComboBox::new("colormap", "Colour map").selected_text(v.colormap.name()).show_ui(ui, |ui| {
             for c in ColorMap::ALL {
                 ui.selectable_value(&mut v.colormap, c, c.name());
             }

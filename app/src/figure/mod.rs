@@ -1,0 +1,10 @@
+//! Figures for papers: one drawing description ([`scene::Scene`]) built from the same
+//! [`ViewModel`](crate::gui::view::ViewModel) the on-screen panels paint, written as SVG (text
+//! stays text), PDF (fonts embedded) or PNG (any scale, pixel density recorded), each carrying its
+//! provenance so that `logit-lens render --from FIG` can regenerate it.
+
+pub mod output;
+pub mod provenance;
+pub mod scene;
+pub mod spec;
+pub mod svg;

@@ -1,0 +1,38 @@
+//! What a figure was made from: model, prompt, settings, program. Stored in every figure file.
+
+use serde::{Deserialize, Serialize};
+
+use super::spec::FigureSpec;
+
+/// Provenance of a figure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// Always `logit-lens/figure@1`.
+    pub schema: String,
+    /// Program and version.
+    pub program: String,
+    /// Model name.
+    pub model_name: String,
+    /// Where the model was loaded from (used by `render --from`).
+    pub model_path: String,
+    /// sha256 of the model's weights.
+    pub model_sha256: Option<String>,
+    /// The exact prompt.
+    pub prompt: String,
+    /// Figure settings.
+    pub spec: FigureSpec,
+}
+
+/// The schema tag of [`Provenance`].
+pub const SCHEMA: &str = "logit-lens/figure@1";
+
+/// Hex encoding (used where a container cannot hold arbitrary text, e.g. a PDF info string).
+pub fn to_hex(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reverses [`to_hex`].
+pub fn from_hex(h: &str) -> Option<String> {
+    let bytes: Option<Vec<u8>> = h.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).ok().and_then(|s| u8::from_str_radix(s, 16).ok())).collect();
+    String::from_utf8(bytes?).ok()
+}

@@ -1,0 +1,245 @@
+//! [`Scene`]: the one drawing description of a figure, in points (1/72 inch), laid out from the
+//! same [`ViewModel`] that the on-screen panels paint (cells, colours, labels, outlines, markers,
+//! colour-bar ticks and units), so screen and figure cannot drift apart.
+
+use egui::Color32;
+use lens_model::report::LensReport;
+
+use super::spec::{FigureSpec, FigureView};
+use crate::gui::theme::{self, ColorMap};
+use crate::gui::view::{ViewModel, shown};
+
+/// Horizontal text anchor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Anchor {
+    /// Text starts at x.
+    Start,
+    /// Text is centred on x.
+    Middle,
+    /// Text ends at x.
+    End,
+}
+
+/// One primitive.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    /// A rectangle (fill and/or stroke).
+    Rect {
+        /// Left.
+        x: f64,
+        /// Top.
+        y: f64,
+        /// Width.
+        w: f64,
+        /// Height.
+        h: f64,
+        /// Fill colour.
+        fill: Option<Color32>,
+        /// Stroke colour and width.
+        stroke: Option<(Color32, f64)>,
+    },
+    /// A line of text; (x, y) is the anchor on the baseline, rotated by `rotate` degrees about it.
+    Text {
+        /// Anchor x.
+        x: f64,
+        /// Baseline y.
+        y: f64,
+        /// Font size, pt.
+        size: f64,
+        /// The text.
+        text: String,
+        /// Horizontal anchor.
+        anchor: Anchor,
+        /// Rotation in degrees (clockwise, SVG convention).
+        rotate: f64,
+        /// Colour.
+        color: Color32,
+        /// Bold.
+        bold: bool,
+    },
+}
+
+/// A figure: size in points and its primitives in painting order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scene {
+    /// Width, pt.
+    pub width: f64,
+    /// Height, pt.
+    pub height: f64,
+    /// Primitives.
+    pub items: Vec<Item>,
+}
+
+const FONT: f64 = 7.0;
+const CHAR_W: f64 = 0.6; // average glyph advance of DejaVu Sans, in ems
+const INK: Color32 = theme::FIGURE_INK;
+
+fn text_width(s: &str, size: f64) -> f64 {
+    s.chars().count() as f64 * CHAR_W * size
+}
+
+fn short(v: f64) -> String {
+    if !v.is_finite() {
+        String::new()
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else if v.abs() >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The grid a figure shows: cells (row-major, top row first) and their axis labels.
+struct Grid {
+    title: String,
+    row_labels: Vec<String>,
+    top_labels: Vec<String>,
+    bottom_labels: Vec<String>,
+    colors: Vec<Color32>,
+    labels: Vec<String>,
+    outline: Vec<bool>,
+    bar: Vec<Color32>,
+    ticks: Vec<(f32, String)>,
+    unit: String,
+}
+
+fn lens_grid(vm: &ViewModel, spec: &FigureSpec) -> Option<Grid> {
+    let panel = vm.panel(spec.metric())?;
+    let cmap: ColorMap = panel.scale.cmap;
+    Some(Grid {
+        title: panel.title.clone(),
+        row_labels: vm.row_labels.clone(),
+        top_labels: vm.next_labels.iter().map(|(t, star)| if *star { format!("*{t}") } else { t.clone() }).collect(),
+        bottom_labels: vm.input_labels.clone(),
+        colors: panel.colors.clone(),
+        labels: panel.labels.clone(),
+        outline: vm.outline.clone(),
+        bar: (0..64).map(|i| cmap.at(i as f32 / 63.0)).collect(),
+        ticks: panel.scale.ticks.clone(),
+        unit: panel.scale.unit.clone(),
+    })
+}
+
+fn contributions_grid(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, token_text: &dyn Fn(u32) -> String) -> Grid {
+    let att = &report.attribution;
+    let next = spec.contrib_target == "next";
+    let value = |c: usize, p: usize| -> f64 {
+        if next {
+            att.next.get(c).and_then(|r| r.get(p)).copied().flatten().unwrap_or(f64::NAN)
+        } else {
+            att.final_top1.get(c).and_then(|r| r.get(p)).copied().unwrap_or(f64::NAN)
+        }
+    };
+    // Rows: embed at the bottom, ln_bias on top, as the lens grids put the output on top.
+    let comps: Vec<usize> = (0..att.components.len()).rev().collect();
+    let vals: Vec<f64> = comps.iter().flat_map(|&c| vm.cols.iter().map(move |&p| (c, p))).map(|(c, p)| value(c, p)).collect();
+    let max = vals.iter().copied().filter(|v| v.is_finite()).fold(0f64, |a, v| a.max(v.abs())).max(1e-9);
+    let top_labels = vm
+        .cols
+        .iter()
+        .map(|&p| {
+            if next {
+                report.tokens.get(p + 1).map(|t| shown(&t.text)).unwrap_or_default()
+            } else {
+                att.final_top1_ids.get(p).map(|&id| token_text(id)).unwrap_or_default()
+            }
+        })
+        .collect();
+    Grid {
+        title: format!("Direct logit attribution to the {}", if next { "next token" } else { "final top-1" }),
+        row_labels: comps.iter().map(|&c| att.components.get(c).cloned().unwrap_or_default()).collect(),
+        top_labels,
+        bottom_labels: vm.input_labels.clone(),
+        colors: vals.iter().map(|&v| theme::diverging(v, max)).collect(),
+        labels: vals.iter().map(|&v| short(v)).collect(),
+        outline: vec![false; vals.len()],
+        bar: (0..64).map(|i| theme::diverging((f64::from(i) / 63.0 * 2.0 - 1.0) * max, max)).collect(),
+        ticks: vec![(0.0, short(-max)), (0.5, "0".into()), (1.0, short(max))],
+        unit: "logit".into(),
+    }
+}
+
+/// Lays out the figure of `spec` from the view model (and the report, for contributions).
+pub fn build(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, subtitle: &str, token_text: &dyn Fn(u32) -> String) -> Option<Scene> {
+    let grid = if spec.view == FigureView::Contributions { contributions_grid(vm, report, spec, token_text) } else { lens_grid(vm, spec)? };
+    let n_rows = grid.row_labels.len();
+    let n_cols = grid.bottom_labels.len();
+    if n_rows == 0 || n_cols == 0 {
+        return None;
+    }
+    let width = spec.width_in * 72.0;
+    let max_chars = |v: &[String]| v.iter().map(|s| s.chars().count()).max().unwrap_or(0).min(18) as f64;
+    let left = max_chars(&grid.row_labels) * CHAR_W * FONT + 10.0;
+    let right = 62.0;
+    let cell_w = ((width - left - right) / n_cols as f64).max(1.0);
+    let cell_h = (cell_w * 0.5).clamp(7.0, 14.0);
+    let diag = std::f64::consts::FRAC_1_SQRT_2;
+    let label_font = FONT.min(cell_w * 0.9).max(3.0);
+    let top_band = (max_chars(&grid.top_labels) * CHAR_W * label_font * diag + 8.0).min(90.0);
+    let bottom_band = (max_chars(&grid.bottom_labels) * CHAR_W * label_font * diag + 8.0).min(90.0);
+    let title_h = 26.0;
+    let grid_top = title_h + top_band;
+    let grid_h = n_rows as f64 * cell_h;
+    let height = grid_top + grid_h + bottom_band + 4.0;
+    let mut items = Vec::new();
+    let mut text = |items: &mut Vec<Item>, x: f64, y: f64, size: f64, s: String, anchor: Anchor, rotate: f64, color: Color32, bold: bool| {
+        if !s.is_empty() {
+            items.push(Item::Text { x, y, size, text: s, anchor, rotate, color, bold });
+        }
+    };
+    items.push(Item::Rect { x: 0.0, y: 0.0, w: width, h: height, fill: Some(theme::FIGURE_BG), stroke: None });
+    let title = spec.title.clone().unwrap_or_else(|| grid.title.clone());
+    text(&mut items, left, 11.0, 9.0, title, Anchor::Start, 0.0, INK, true);
+    text(&mut items, left, 21.0, 6.0, subtitle.to_string(), Anchor::Start, 0.0, theme::FIGURE_DIM, false);
+
+    // Cells.
+    for r in 0..n_rows {
+        for c in 0..n_cols {
+            let i = r * n_cols + c;
+            let (x, y) = (left + c as f64 * cell_w, grid_top + r as f64 * cell_h);
+            let fill = grid.colors.get(i).copied().unwrap_or(theme::MISSING);
+            items.push(Item::Rect { x, y, w: cell_w, h: cell_h, fill: Some(fill), stroke: None });
+            if grid.outline.get(i).copied().unwrap_or(false) {
+                let t = 0.6;
+                items.push(Item::Rect { x: x + t / 2.0, y: y + t / 2.0, w: cell_w - t, h: cell_h - t, fill: None, stroke: Some((theme::MATCH_OUTLINE, t)) });
+            }
+            let label = grid.labels.get(i).map(|s| shown(s)).unwrap_or_default();
+            let fits = (cell_w * 0.92 / (label.chars().count().max(1) as f64 * CHAR_W)).min(cell_h * 0.62).min(FONT);
+            if fits >= 3.0 {
+                text(&mut items, x + cell_w / 2.0, y + cell_h / 2.0 + fits * 0.36, fits, label, Anchor::Middle, 0.0, theme::text_on(fill), false);
+            }
+        }
+    }
+    // Axis labels: rows on the left, tilted next tokens on top, tilted input tokens below.
+    for (r, l) in grid.row_labels.iter().enumerate() {
+        text(&mut items, left - 4.0, grid_top + (r as f64 + 0.5) * cell_h + FONT * 0.36, FONT, l.clone(), Anchor::End, 0.0, INK, false);
+    }
+    for c in 0..n_cols {
+        let cx = left + (c as f64 + 0.5) * cell_w;
+        if let Some(t) = grid.top_labels.get(c) {
+            text(&mut items, cx, grid_top - 3.0, label_font, shown(t), Anchor::Start, -45.0, INK, t.starts_with('*'));
+        }
+        if let Some(t) = grid.bottom_labels.get(c) {
+            text(&mut items, cx + label_font * 0.3, grid_top + grid_h + 4.0 + label_font * 0.3, label_font, shown(t), Anchor::End, -45.0, INK, false);
+        }
+    }
+    items.push(Item::Rect { x: left, y: grid_top, w: cell_w * n_cols as f64, h: grid_h, fill: None, stroke: Some((INK, 0.5)) });
+
+    // Colour bar with ticks and unit.
+    let bx = width - right + 10.0;
+    let bw = 9.0;
+    let seg = grid_h / grid.bar.len().max(1) as f64;
+    for (i, col) in grid.bar.iter().enumerate() {
+        let y = grid_top + grid_h - (i as f64 + 1.0) * seg;
+        items.push(Item::Rect { x: bx, y, w: bw, h: seg + 0.3, fill: Some(*col), stroke: None });
+    }
+    items.push(Item::Rect { x: bx, y: grid_top, w: bw, h: grid_h, fill: None, stroke: Some((INK, 0.5)) });
+    for (t, label) in &grid.ticks {
+        let y = grid_top + grid_h - f64::from(*t) * grid_h;
+        items.push(Item::Rect { x: bx + bw, y: y - 0.25, w: 2.5, h: 0.5, fill: Some(INK), stroke: None });
+        text(&mut items, bx + bw + 4.0, y + 2.2, 6.0, label.clone(), Anchor::Start, 0.0, INK, false);
+    }
+    text(&mut items, width - 6.0, grid_top + grid_h / 2.0, 6.5, grid.unit.clone(), Anchor::Middle, 90.0, INK, false);
+    Some(Scene { width, height, items })
+}

@@ -1,0 +1,325 @@
+//! The desktop app through egui_kittest (no display, no renderer): a report computed by the
+//! engine from a real tiny bundle; hover / selection / scrolling shared by all panels; every
+//! control changes what is shown; pinning; bad files keep the previous results.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use lens_app::gui::LogitLensApp;
+use lens_app::gui::app::{DialogKind, GuiOptions};
+use lens_app::gui::command::AppCommand;
+use lens_app::gui::state::{AppState, Cell, KlRef, Metric, PanelLayout, PosWindow, RankTarget};
+use lens_app::gui::theme::ColorMap;
+use lens_app::gui::worker::{ModelSummary, RunResult};
+use lens_model::error::Progress;
+use lens_model::runtime::{Device, init_runtime};
+use lens_model::{LensEngine, LensOptions};
+use lens_tests::fixture::{RandomGpt2, unique_temp_dir, write_checkpoint};
+
+const PROMPT: &str = "The cat sat on the mat.";
+
+/// One converted tiny bundle shared by the tests of this file.
+fn bundle() -> &'static Path {
+    static B: OnceLock<PathBuf> = OnceLock::new();
+    B.get_or_init(|| {
+        let hf = unique_temp_dir("gui-hf");
+        write_checkpoint(&hf, &RandomGpt2::tiny(5)).unwrap();
+        let b = unique_temp_dir("gui-bundle");
+        lens_model::convert::convert_hf_checkpoint(&hf, &b, &Progress::default()).unwrap();
+        b
+    })
+}
+
+/// The model summary and a result computed by the engine, as the worker would deliver them.
+fn engine_result(pinned: &[&str]) -> (ModelSummary, RunResult) {
+    init_runtime(None).unwrap();
+    let mut engine = LensEngine::open(bundle(), Device::Cpu, &Progress::default()).unwrap();
+    let ids = engine.tokenize(PROMPT, false).unwrap();
+    let pinned = pinned.iter().map(|p| engine.tokenizer.token_id(p).unwrap()).collect();
+    let report = engine.run_ids(&ids, &LensOptions { subblocks: true, k: 5, pinned, ..LensOptions::default() }, &Progress::default()).unwrap();
+    (ModelSummary::of_engine(&engine, bundle()), RunResult { prompt: PROMPT.into(), report, pinned_dla: None })
+}
+
+fn harness(state: AppState) -> Harness<'static, LogitLensApp> {
+    let (model, result) = engine_result(&[]);
+    let mut state = state;
+    state.prompt = PROMPT.into();
+    let app = LogitLensApp::with_result(state, model, result);
+    let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    h.step();
+    h.step();
+    h
+}
+
+fn side_by_side() -> AppState {
+    let mut s = AppState::default();
+    s.view.layout = PanelLayout::SideBySide;
+    s.view.cell_w = 120.0;
+    s
+}
+
+fn geometry(h: &Harness<'_, LogitLensApp>, m: Metric) -> lens_app::gui::panels::heatmap::GridGeometry {
+    *h.state().geometry.iter().find(|g| g.metric == m).unwrap_or_else(|| panic!("{m:?} not painted"))
+}
+
+/// Steps the harness (the worker runs on its own thread) until `done` or a timeout.
+fn step_until(h: &mut Harness<'_, LogitLensApp>, what: &str, done: impl Fn(&LogitLensApp) -> bool) {
+    let t0 = Instant::now();
+    while !done(h.state()) {
+        assert!(t0.elapsed() < Duration::from_secs(120), "timed out waiting for {what}; error: {:?}", h.state().state.error);
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.step();
+}
+
+#[test]
+fn hover_selection_and_scroll_are_shared_by_all_panels() {
+    let mut h = harness(side_by_side());
+    assert_eq!(h.state().geometry.len(), 4, "four panels side by side");
+    let vm = h.state().view_model.clone().unwrap();
+    let (row, col) = (1, 1);
+    let cell = Cell { site: vm.rows[row], pos: vm.cols[col] };
+
+    // Hover the same cell in each panel in turn: one shared hover.
+    for m in Metric::ALL {
+        h.hover_at(geometry(&h, m).center(row, col));
+        h.step();
+        h.step();
+        assert_eq!(h.state().state.hover, Some(cell), "hover in {m:?}");
+    }
+    // Click a cell in the Ranks panel: the selection is shared (and drives the inspector).
+    let other = Cell { site: vm.rows[0], pos: vm.cols[0] };
+    h.state_mut().apply(AppCommand::Select(Some(other)));
+    h.step();
+    assert_eq!(h.state().state.selection, Some(other));
+    assert!(h.query_all_by_label_contains(&format!("· position {} ·", other.pos)).next().is_some(), "inspector follows the selection");
+
+    // Scrolling over one panel scrolls them all.
+    let g = geometry(&h, Metric::Entropy);
+    h.hover_at(g.cells.center());
+    h.event(egui::Event::MouseWheel { unit: egui::MouseWheelUnit::Point, delta: egui::vec2(-150.0, 0.0), phase: egui::TouchPhase::Move, modifiers: egui::Modifiers::NONE, source: egui::MouseWheelSource::Wheel });
+    for _ in 0..20 {
+        h.step();
+    }
+    let scroll = h.state().state.scroll;
+    assert!(scroll.x > 0.0, "the wheel scrolled: {scroll:?}");
+    for m in Metric::ALL {
+        let g = geometry(&h, m);
+        assert!(((g.cells.min - g.origin) - scroll).length() < 0.5, "{m:?} scrolled with the others");
+    }
+}
+
+#[test]
+fn clicking_a_cell_selects_it_in_every_panel() {
+    let mut h = harness(side_by_side());
+    let vm = h.state().view_model.clone().unwrap();
+    let g = geometry(&h, Metric::Kl);
+    h.hover_at(g.center(2, 1));
+    h.step();
+    h.event(egui::Event::PointerButton { pos: g.center(2, 1), button: egui::PointerButton::Primary, pressed: true, modifiers: egui::Modifiers::NONE });
+    h.step();
+    h.event(egui::Event::PointerButton { pos: g.center(2, 1), button: egui::PointerButton::Primary, pressed: false, modifiers: egui::Modifiers::NONE });
+    h.step();
+    h.step();
+    assert_eq!(h.state().state.selection, Some(Cell { site: vm.rows[2], pos: vm.cols[1] }));
+}
+
+#[test]
+fn each_control_changes_what_is_shown() {
+    let mut h = harness(AppState::default());
+    let vm0 = h.state().view_model.clone().unwrap();
+    assert_eq!(vm0.rows.len(), 3, "embed, 0, 1 (tiny model, 2 layers)");
+    assert_eq!(vm0.rows[0], 4, "output on top by default");
+    assert_eq!(vm0.cols.len(), 7);
+
+    // Sub-block rows (checkbox).
+    h.get_by_label("Sub-block rows").click();
+    h.step();
+    h.step();
+    let vm = h.state().view_model.clone().unwrap();
+    assert_eq!(vm.row_labels, ["1", "1.attn", "0", "0.attn", "embed"]);
+
+    // Flip (checkbox).
+    h.get_by_label("Input on top").click();
+    h.step();
+    h.step();
+    assert_eq!(h.state().view_model.as_ref().unwrap().row_labels.first().map(String::as_str), Some("embed"));
+
+    // Position window (selectable "last N").
+    h.get_by_label("last N").click();
+    h.step();
+    h.step();
+    let mut v = h.state().state.view.clone();
+    assert!(matches!(v.positions, PosWindow::LastN(_)));
+    v.positions = PosWindow::LastN(3);
+    h.state_mut().apply(AppCommand::SetView(v.clone()));
+    h.step();
+    assert_eq!(h.state().view_model.as_ref().unwrap().cols, [4, 5, 6]);
+    v.positions = PosWindow::Range(1, 2);
+    h.state_mut().apply(AppCommand::SetView(v.clone()));
+    h.step();
+    assert_eq!(h.state().view_model.as_ref().unwrap().cols, [1, 2]);
+    v.positions = PosWindow::All;
+
+    // Layer step: every 2nd layer keeps layer 0 and the last one.
+    v.layer_step = 2;
+    v.subblocks = false;
+    h.state_mut().apply(AppCommand::SetView(v.clone()));
+    h.step();
+    assert_eq!(h.state().view_model.as_ref().unwrap().row_labels, ["embed", "0", "1"]);
+
+    // Colour map.
+    let before = h.state().view_model.as_ref().unwrap().panels[0].colors.clone();
+    v.colormap = ColorMap::Magma;
+    h.state_mut().apply(AppCommand::SetView(v.clone()));
+    h.step();
+    assert_ne!(h.state().view_model.as_ref().unwrap().panels[0].colors, before, "colour map changes the cells");
+
+    // Ranks: target; KL: reference and cap.
+    let ranks = |h: &Harness<'_, LogitLensApp>| h.state().view_model.as_ref().unwrap().panel(Metric::Ranks).unwrap().clone();
+    let r0 = ranks(&h);
+    v.rank_target = RankTarget::Input;
+    h.state_mut().apply(AppCommand::SetView(v.clone()));
+    h.step();
+    let r1 = ranks(&h);
+    assert_ne!(r0.title, r1.title);
+    assert_ne!(r0.values, r1.values);
+    let kl = |h: &Harness<'_, LogitLensApp>| h.state().view_model.as_ref().unwrap().panel(Metric::Kl).unwrap().clone();
+    let k0 = kl(&h);
+    v.kl_ref = KlRef::Input;
+    h.state_mut().apply(AppCommand::SetView(v.clone()));
+    h.step();
+    assert_ne!(kl(&h).values, k0.values);
+    v.kl_cap = 0.5;
+    h.state_mut().apply(AppCommand::SetView(v.clone()));
+    h.step();
+    assert_ne!(kl(&h).colors, k0.colors);
+
+    // Layout: stacked shows every panel, tabs one.
+    h.get_by_label("Stacked").click();
+    h.step();
+    h.step();
+    assert_eq!(h.state().geometry.len(), 4);
+    h.get_by_label("Tabs").click();
+    h.step();
+    h.step();
+    assert_eq!(h.state().geometry.len(), 1);
+    h.get_by_label("Entropy").click();
+    h.step();
+    h.step();
+    assert_eq!(h.state().geometry[0].metric, Metric::Entropy);
+}
+
+#[test]
+fn keyboard_moves_the_selection_and_ctrl_o_asks_for_a_dialog() {
+    let mut h = harness(AppState::default());
+    h.state_mut().apply(AppCommand::Select(None));
+    h.key_press(egui::Key::ArrowLeft);
+    h.step();
+    let vm = h.state().view_model.clone().unwrap();
+    let first = h.state().state.selection.unwrap();
+    assert_eq!(first, Cell { site: vm.rows[0], pos: vm.cols[vm.cols.len() - 2] });
+    h.key_press(egui::Key::ArrowDown);
+    h.step();
+    assert_eq!(h.state().state.selection, Some(Cell { site: vm.rows[1], pos: first.pos }));
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::O);
+    h.step();
+    assert_eq!(h.state().last_dialog_request, Some(DialogKind::Prompt), "the app raises the request (and opens no dialog in tests)");
+    h.key_press_modifiers(egui::Modifiers::COMMAND | egui::Modifiers::SHIFT, egui::Key::O);
+    h.step();
+    assert_eq!(h.state().last_dialog_request, Some(DialogKind::Model));
+}
+
+#[test]
+fn a_bad_prompt_file_shows_its_error_and_keeps_prompt_and_results() {
+    let mut h = harness(AppState::default());
+    let result_before = h.state().state.result.clone().unwrap();
+    let dir = unique_temp_dir("gui-bad");
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let binary = dir.join("binary.txt");
+    std::fs::write(&binary, [0x66, 0x6f, 0xff, 0xfe, 0x00]).unwrap();
+    h.state_mut().apply(AppCommand::OpenPromptFile(binary));
+    h.step();
+    let err = h.state().state.error.clone().unwrap();
+    assert!(err.contains("not UTF-8"), "{err}");
+    assert!(h.query_by_label_contains("not UTF-8").is_some(), "the error is on screen");
+    assert_eq!(h.state().state.prompt, PROMPT);
+    assert!(std::sync::Arc::ptr_eq(h.state().state.result.as_ref().unwrap(), &result_before));
+
+    let huge = dir.join("huge.txt");
+    std::fs::write(&huge, vec![b'a'; 10 * 1024 * 1024 + 1]).unwrap();
+    h.state_mut().apply(AppCommand::OpenPromptFile(huge));
+    h.step();
+    assert!(h.state().state.error.as_deref().unwrap().contains("limited to 10 MB"));
+    assert_eq!(h.state().state.prompt, PROMPT);
+
+    h.state_mut().apply(AppCommand::OpenModel(dir.join("no-such-folder")));
+    h.step();
+    assert!(h.state().state.error.as_deref().unwrap().contains("not a folder"));
+    assert!(h.state().view_model.is_some(), "results still shown");
+
+    // A good file replaces the prompt and clears the error.
+    let good = dir.join("good.txt");
+    std::fs::write(&good, "Hello world").unwrap();
+    h.state_mut().apply(AppCommand::DismissError);
+    h.state_mut().apply(AppCommand::OpenPromptFile(good.clone()));
+    h.step();
+    assert_eq!(h.state().state.prompt, "Hello world");
+    assert_eq!(h.state().state.recent_prompts.first(), Some(&good));
+}
+
+#[test]
+fn the_worker_loads_runs_pins_and_survives_a_bad_model_folder() {
+    let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, ..GuiOptions::default() };
+    let mut state = AppState::default();
+    state.prompt = PROMPT.into();
+    let app = LogitLensApp::new_for_test(state, opts);
+    let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    step_until(&mut h, "the first result", |a| a.state.result.is_some());
+    assert!(h.state().state.model.is_some());
+    assert_eq!(h.state().state.result.as_ref().unwrap().report.n_pos(), 7);
+    assert!(h.state().state.selection.is_some(), "the last position is selected at first");
+
+    // Pin " mat" by text: the lens re-runs with it; ranks follow it; its DLA is computed.
+    h.state_mut().apply(AppCommand::Pin(" mat".into()));
+    step_until(&mut h, "the pinned result", |a| a.state.result.as_ref().is_some_and(|r| r.report.pinned.is_some()));
+    let res = h.state().state.result.clone().unwrap();
+    assert_eq!(res.report.pinned.as_ref().unwrap().tokens[0].text, "␣mat");
+    assert!(res.pinned_dla.is_some());
+    let ranks = h.state().view_model.as_ref().unwrap().panel(Metric::Ranks).unwrap().title.clone();
+    assert!(ranks.contains("pinned"), "{ranks}");
+    assert!(h.query_by_label_contains("pinned: ·mat").is_some());
+
+    // A token that is not in the vocabulary is an error; the pin stays.
+    h.state_mut().apply(AppCommand::Pin(" notasingletokenatall".into()));
+    h.step();
+    assert!(h.state().state.error.as_deref().unwrap().contains("not a single token"));
+    assert!(h.state().state.pinned.is_some());
+
+    // Esc clears the pin and re-runs.
+    h.state_mut().apply(AppCommand::DismissError);
+    h.key_press(egui::Key::Escape);
+    step_until(&mut h, "the unpinned result", |a| a.state.result.as_ref().is_some_and(|r| r.report.pinned.is_none()));
+    assert_eq!(h.state().state.pinned, None);
+
+    // A folder that is not a model: a visible error; model and results stay.
+    let not_a_model = unique_temp_dir("gui-not-a-model");
+    std::fs::create_dir_all(&not_a_model).unwrap();
+    std::fs::write(not_a_model.join("readme.txt"), "hello").unwrap();
+    let before = h.state().state.result.clone().unwrap();
+    h.state_mut().apply(AppCommand::OpenModel(not_a_model));
+    step_until(&mut h, "the load error", |a| a.state.error.is_some());
+    assert!(h.state().state.model.is_some());
+    assert!(std::sync::Arc::ptr_eq(h.state().state.result.as_ref().unwrap(), &before));
+    assert_eq!(h.state().state.model_path.as_deref(), Some(bundle()));
+
+    // An edit re-runs after a pause.
+    h.state_mut().state.prompt = "The dog sat.".into();
+    h.state_mut().apply(AppCommand::PromptEdited);
+    step_until(&mut h, "the debounced re-run", |a| a.state.result.as_ref().is_some_and(|r| r.prompt == "The dog sat."));
+}
