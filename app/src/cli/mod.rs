@@ -62,6 +62,8 @@ enum Command {
     },
     /// Benchmark load, forward and lens; compare the lens's GFLOP/s with a plain GEMM of its shape.
     Bench(bench::BenchArgs),
+    /// Render a lens view as a figure (SVG, PDF or PNG) without a window.
+    Render(render::RenderArgs),
     /// Benchmark the UI: CPU time per frame of a synthetic GPT-2-XL-sized grid.
     #[command(hide = true)]
     BenchUi(bench_ui::BenchUiArgs),
@@ -199,6 +201,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Some(Command::Lens(args)) => lens(ort_lib, args),
         Some(Command::Bench(args)) => bench::run(ort_lib, &args),
+        Some(Command::Render(args)) => render::run(ort_lib, &args),
         Some(Command::BenchUi(args)) => bench_ui::run(&args),
     }
 }

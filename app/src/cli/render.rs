@@ -1,0 +1,223 @@
+//! `logit-lens render`: a figure from the command line, with no window, no GPU and no display;
+//! `--from FIG` regenerates a figure from the provenance stored in an exported file.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use lens_model::LensOptions;
+use lens_model::error::Progress;
+
+use crate::figure::output::{self, Format};
+use crate::figure::provenance::{Provenance, SCHEMA};
+use crate::figure::scene;
+use crate::figure::spec::{FigureSpec, FigureView, PRESETS, RankOf};
+use crate::gui::view::{ViewModel, token_display};
+use crate::gui::worker::{ModelSummary, RunResult};
+
+/// Options of `render`.
+#[derive(Args, Debug, Default)]
+pub struct RenderArgs {
+    /// A bundle or Hugging Face folder (default: the demo model; with --from: the one recorded).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// The prompt text.
+    #[arg(long, conflicts_with = "prompt_file")]
+    pub prompt: Option<String>,
+    /// A UTF-8 text file holding the prompt.
+    #[arg(long)]
+    pub prompt_file: Option<PathBuf>,
+    /// logits, probs, ranks, kl, entropy or contributions.
+    #[arg(long)]
+    pub view: Option<String>,
+    /// A preset reproducing a figure of the original write-up: top1-logit, rank-final-100, kl-final, kl-input, rank-input-1000.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Show the `.attn` rows.
+    #[arg(long)]
+    pub subblocks: bool,
+    /// Show every n-th layer (the last is always kept).
+    #[arg(long)]
+    pub layer_step: Option<usize>,
+    /// Only the last N positions.
+    #[arg(long, conflicts_with = "positions")]
+    pub last: Option<usize>,
+    /// Only positions A..B (inclusive, 0-based).
+    #[arg(long)]
+    pub positions: Option<String>,
+    /// Ranks of: final, next, input, or a token (e.g. " plasma").
+    #[arg(long)]
+    pub rank_of: Option<String>,
+    /// Rank colour cap (e.g. 100 or 1000).
+    #[arg(long)]
+    pub rank_cap: Option<u32>,
+    /// KL against: final or input.
+    #[arg(long)]
+    pub kl_vs: Option<String>,
+    /// KL colour cap in nats.
+    #[arg(long)]
+    pub kl_cap: Option<f64>,
+    /// viridis, magma or cividis.
+    #[arg(long)]
+    pub colormap: Option<String>,
+    /// Contributions to: final or next.
+    #[arg(long)]
+    pub contrib_target: Option<String>,
+    /// Figure width in inches.
+    #[arg(long)]
+    pub width_in: Option<f64>,
+    /// PNG resolution in dots per inch.
+    #[arg(long, conflicts_with = "scale")]
+    pub dpi: Option<f64>,
+    /// PNG pixels per point (1 = 72 dpi, 2 = 144 dpi, ...).
+    #[arg(long)]
+    pub scale: Option<f64>,
+    /// Figure title (default: the view's name).
+    #[arg(long)]
+    pub title: Option<String>,
+    /// auto, cpu, cuda or directml.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Regenerate from the provenance of an exported figure (other options override it).
+    #[arg(long)]
+    pub from: Option<PathBuf>,
+    /// Output: FIG.svg, FIG.pdf or FIG.png.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+fn parse_range(s: &str) -> Result<(usize, usize)> {
+    let (a, b) = s.split_once("..").ok_or_else(|| anyhow!("--positions {s:?}: expected A..B"))?;
+    let a: usize = a.trim().parse().with_context(|| format!("--positions {s:?}"))?;
+    let b: usize = b.trim().parse().with_context(|| format!("--positions {s:?}"))?;
+    if a > b {
+        bail!("--positions {s:?}: A must not exceed B");
+    }
+    Ok((a, b))
+}
+
+/// Applies the command-line options on top of `spec`.
+fn apply(spec: &mut FigureSpec, a: &RenderArgs) -> Result<()> {
+    if let Some(p) = &a.preset {
+        spec.preset(p).map_err(|e| anyhow!(e))?;
+    }
+    if let Some(v) = &a.view {
+        spec.view = v.parse::<FigureView>().map_err(|e| anyhow!(e))?;
+    }
+    if a.subblocks {
+        spec.subblocks = true;
+    }
+    if let Some(n) = a.layer_step {
+        spec.layer_step = n;
+    }
+    if let Some(n) = a.last {
+        spec.last = Some(n);
+        spec.positions = None;
+    }
+    if let Some(r) = &a.positions {
+        spec.positions = Some(parse_range(r)?);
+        spec.last = None;
+    }
+    if let Some(r) = &a.rank_of {
+        spec.rank_of = match r.as_str() {
+            "final" => RankOf::Final,
+            "next" => RankOf::Next,
+            "input" => RankOf::Input,
+            token => RankOf::Token(token.to_string()),
+        };
+    }
+    if let Some(c) = a.rank_cap {
+        spec.rank_cap = c;
+    }
+    if let Some(k) = &a.kl_vs {
+        spec.kl_vs = k.clone();
+    }
+    if let Some(c) = a.kl_cap {
+        spec.kl_cap = c;
+    }
+    if let Some(c) = &a.colormap {
+        spec.colormap = c.clone();
+    }
+    if let Some(c) = &a.contrib_target {
+        if c != "final" && c != "next" {
+            bail!("--contrib-target {c:?}: use final or next");
+        }
+        spec.contrib_target = c.clone();
+    }
+    if let Some(w) = a.width_in {
+        spec.width_in = w;
+    }
+    if let Some(d) = a.dpi {
+        spec.dpi = d;
+    }
+    if let Some(s) = a.scale {
+        spec.dpi = 72.0 * s;
+    }
+    if a.title.is_some() {
+        spec.title = a.title.clone();
+    }
+    Ok(())
+}
+
+/// Runs `render`.
+pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
+    Format::of(&a.out)?;
+    super::prompt::check_writable(&a.out)?;
+    let (mut spec, recorded) = match &a.from {
+        Some(fig) => {
+            let prov = output::read_provenance(fig)?;
+            (prov.spec.clone(), Some(prov))
+        }
+        None => (FigureSpec::default(), None),
+    };
+    apply(&mut spec, a)?;
+    let view = spec.view_settings().map_err(|e| anyhow!(e))?;
+    let prompt = match (&a.prompt, &a.prompt_file, &recorded) {
+        (Some(t), _, _) => t.clone(),
+        (None, Some(f), _) => super::prompt::read_prompt_file(f)?,
+        (None, None, Some(p)) => p.prompt.clone(),
+        (None, None, None) => bail!("give the prompt with --prompt TEXT or --prompt-file FILE (or regenerate with --from FIG)"),
+    };
+    if prompt.is_empty() {
+        bail!("the prompt is empty");
+    }
+    let model_arg = a.model.clone().or_else(|| recorded.as_ref().map(|p| PathBuf::from(&p.model_path)));
+    let mut engine = super::open_engine(ort_lib, model_arg.as_deref(), a.device.parse()?)?;
+    if let Some(p) = &recorded {
+        if a.model.is_none() && p.model_sha256.is_some() && p.model_sha256 != engine.bundle.weights_sha256 {
+            bail!("the model at {} is not the one the figure was made with (weights sha256 differs); pass --model", p.model_path);
+        }
+    }
+    let ids = engine.tokenize(&prompt, false)?;
+    let pinned = match &spec.rank_of {
+        RankOf::Token(t) => vec![engine.tokenizer.token_id(t).ok_or_else(|| anyhow!("--rank-of {t:?} is not a single token of this model"))?],
+        _ => Vec::new(),
+    };
+    let opts = LensOptions { subblocks: spec.subblocks, pinned, ..LensOptions::default() };
+    let report = engine.run_ids(&ids, &opts, &Progress::default())?;
+    let vocab = ModelSummary::vocab_of(&engine);
+    let result = RunResult { prompt: prompt.clone(), report, pinned_dla: None };
+    let vm = ViewModel::build(&result, &view, &vocab);
+    let report = &result.report;
+    let subtitle = format!("{} ({} layers, d_model {}) · {} tokens · {}", report.model.name, report.model.n_layers, report.model.d_model, report.n_pos(), report.decoder);
+    let scene = scene::build(&vm, report, &spec, &subtitle, &|id| token_display(report, &vocab, id)).ok_or_else(|| anyhow!("nothing to draw: the position window or layer step leaves no cells"))?;
+    let title = spec.title.clone().unwrap_or_else(|| vm.panel(spec.metric()).map(|p| p.title.clone()).unwrap_or_default());
+    let model_path = engine.bundle.dir.canonicalize().unwrap_or_else(|_| engine.bundle.dir.clone());
+    let prov = Provenance {
+        schema: SCHEMA.into(),
+        program: format!("logit-lens {}", env!("CARGO_PKG_VERSION")),
+        model_name: report.model.name.clone(),
+        model_path: model_path.display().to_string(),
+        model_sha256: engine.bundle.weights_sha256.clone(),
+        prompt,
+        spec,
+    };
+    output::write(&scene, &a.out, &title, &prov)?;
+    eprintln!("wrote {} ({:.1} x {:.1} in)", a.out.display(), scene.width / 72.0, scene.height / 72.0);
+    Ok(())
+}
+
+/// The presets, for `--help` texts.
+pub fn preset_names() -> String {
+    PRESETS.iter().map(|(n, d)| format!("{n}: {d}")).collect::<Vec<_>>().join("; ")
+}
