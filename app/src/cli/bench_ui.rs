@@ -47,6 +47,8 @@ pub fn run(args: &BenchUiArgs) -> Result<()> {
         state.view.layout = layout;
         state.view.cell_w = cell_w;
         state.view.cell_h = cell_h;
+        // A selected cell: the inspector (top-k, three trajectory plots) and the contributions draw too.
+        state.selection = Some(crate::gui::state::Cell { site: rows - 1, pos: args.positions.saturating_sub(1) });
         let mut app = LogitLensApp::with_result(state, summary.clone(), result.clone());
         let ctx = egui::Context::default();
         let screen = egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(args.width, args.height));
