@@ -3,6 +3,7 @@
 mod bench;
 mod bench_ui;
 pub mod prompt;
+mod render;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

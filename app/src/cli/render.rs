@@ -11,7 +11,7 @@ use lens_model::error::Progress;
 use crate::figure::output::{self, Format};
 use crate::figure::provenance::{Provenance, SCHEMA};
 use crate::figure::scene;
-use crate::figure::spec::{FigureSpec, FigureView, PRESETS, RankOf};
+use crate::figure::spec::{FigureSpec, FigureView, RankOf};
 use crate::gui::view::{ViewModel, token_display};
 use crate::gui::worker::{ModelSummary, RunResult};
 
@@ -215,9 +215,4 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
     output::write(&scene, &a.out, &title, &prov)?;
     eprintln!("wrote {} ({:.1} x {:.1} in)", a.out.display(), scene.width / 72.0, scene.height / 72.0);
     Ok(())
-}
-
-/// The presets, for `--help` texts.
-pub fn preset_names() -> String {
-    PRESETS.iter().map(|(n, d)| format!("{n}: {d}")).collect::<Vec<_>>().join("; ")
 }

@@ -74,10 +74,6 @@ const FONT: f64 = 7.0;
 const CHAR_W: f64 = 0.6; // average glyph advance of DejaVu Sans, in ems
 const INK: Color32 = theme::FIGURE_INK;
 
-fn text_width(s: &str, size: f64) -> f64 {
-    s.chars().count() as f64 * CHAR_W * size
-}
-
 fn short(v: f64) -> String {
     if !v.is_finite() {
         String::new()
@@ -183,7 +179,7 @@ pub fn build(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, subtitle: &
     let grid_h = n_rows as f64 * cell_h;
     let height = grid_top + grid_h + bottom_band + 4.0;
     let mut items = Vec::new();
-    let mut text = |items: &mut Vec<Item>, x: f64, y: f64, size: f64, s: String, anchor: Anchor, rotate: f64, color: Color32, bold: bool| {
+    let text = |items: &mut Vec<Item>, x: f64, y: f64, size: f64, s: String, anchor: Anchor, rotate: f64, color: Color32, bold: bool| {
         if !s.is_empty() {
             items.push(Item::Text { x, y, size, text: s, anchor, rotate, color, bold });
         }
@@ -204,8 +200,17 @@ pub fn build(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, subtitle: &
                 let t = 0.6;
                 items.push(Item::Rect { x: x + t / 2.0, y: y + t / 2.0, w: cell_w - t, h: cell_h - t, fill: None, stroke: Some((theme::MATCH_OUTLINE, t)) });
             }
-            let label = grid.labels.get(i).map(|s| shown(s)).unwrap_or_default();
-            let fits = (cell_w * 0.92 / (label.chars().count().max(1) as f64 * CHAR_W)).min(cell_h * 0.62).min(FONT);
+            let mut label = grid.labels.get(i).map(|s| shown(s)).unwrap_or_default();
+            let size_for = |n: usize| (cell_w * 0.92 / (n.max(1) as f64 * CHAR_W)).min(cell_h * 0.62).min(FONT);
+            let mut fits = size_for(label.chars().count());
+            if fits < 4.0 {
+                // Too long for the cell at a legible size: keep what fits at 4 pt, with an ellipsis.
+                let keep = ((cell_w * 0.92 / (4.0 * CHAR_W)).floor() as usize).saturating_sub(1);
+                if keep >= 1 {
+                    label = label.chars().take(keep).collect::<String>() + "…";
+                    fits = size_for(keep + 1);
+                }
+            }
             if fits >= 3.0 {
                 text(&mut items, x + cell_w / 2.0, y + cell_h / 2.0 + fits * 0.36, fits, label, Anchor::Middle, 0.0, theme::text_on(fill), false);
             }
