@@ -2,6 +2,8 @@
 //! must save a PNG of the window with the grids on it. Starts `Xvfb` itself when `DISPLAY` is unset
 //! (skipped, with the reason printed, when there is no display and no Xvfb).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

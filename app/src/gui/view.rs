@@ -258,3 +258,40 @@ pub fn token_text(r: &LensReport, id: u32) -> String {
         .map(|t| t.text.clone())
         .unwrap_or_else(|| format!("#{id}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gui::synthetic::synthetic_result;
+
+    #[test]
+    fn layer_step_keeps_embed_every_nth_and_the_last_layer() {
+        let res = synthetic_result(5, 4, 3);
+        let mut v = ViewSettings { layer_step: 2, ..ViewSettings::default() };
+        let names = |v: &ViewSettings| visible_sites(&res.report, v).iter().map(|&s| res.report.sites[s].clone()).collect::<Vec<_>>();
+        assert_eq!(names(&v), ["embed", "0", "2", "4"]);
+        v.subblocks = true;
+        v.layer_step = 3;
+        assert_eq!(names(&v), ["embed", "0.attn", "0", "3.attn", "3", "4.attn", "4"]);
+    }
+
+    #[test]
+    fn position_windows_clamp_to_the_prompt() {
+        assert_eq!(visible_positions(5, PosWindow::LastN(2)), [3, 4]);
+        assert_eq!(visible_positions(5, PosWindow::LastN(9)), [0, 1, 2, 3, 4]);
+        assert_eq!(visible_positions(5, PosWindow::Range(3, 99)), [3, 4]);
+        assert!(visible_positions(5, PosWindow::Range(7, 9)).is_empty());
+    }
+
+    #[test]
+    fn the_view_model_is_rows_by_columns_and_marks_visible_spaces() {
+        let res = synthetic_result(3, 6, 3);
+        let vm = ViewModel::build(&res, &ViewSettings::default(), &[]);
+        assert_eq!(vm.rows.len(), 4);
+        assert_eq!(vm.rows.first(), Some(&(res.report.sites.len() - 1)), "output on top");
+        for p in &vm.panels {
+            assert_eq!(p.colors.len(), vm.rows.len() * vm.cols.len());
+        }
+        assert_eq!(shown("␣Paris↵"), "·Paris¶");
+    }
+}

@@ -143,13 +143,13 @@ fn heatmap(ui: &mut Ui, state: &AppState, grid: &[Vec<f64>], comps: &[String], c
     painter.text(Pos2::new(lx + 13.0, cells.top()), Align2::LEFT_TOP, format!("+{max_abs:.2}"), FontId::proportional(9.0), theme::DIM_TEXT);
     painter.text(Pos2::new(lx + 13.0, cells.bottom() - 10.0), Align2::LEFT_BOTTOM, format!("−{max_abs:.2}"), FontId::proportional(9.0), theme::DIM_TEXT);
     painter.text(Pos2::new(lx + 13.0, cells.center().y), Align2::LEFT_CENTER, "logit", FontId::proportional(9.0), theme::DIM_TEXT);
-    if resp.clicked() {
-        if let Some(pt) = resp.interact_pointer_pos().filter(|p| cells.contains(*p)) {
-            let c = ((pt.x - cells.left() + scroll_x) / cw).floor() as usize;
-            if let Some(&p) = cols.get(c) {
-                let site = state.selection.map_or(res.report.sites.len().saturating_sub(1), |s| s.site);
-                cmds.push(AppCommand::Select(Some(Cell { site, pos: p })));
-            }
+    if resp.clicked()
+        && let Some(pt) = resp.interact_pointer_pos().filter(|p| cells.contains(*p))
+    {
+        let c = ((pt.x - cells.left() + scroll_x) / cw).floor() as usize;
+        if let Some(&p) = cols.get(c) {
+            let site = state.selection.map_or(res.report.sites.len().saturating_sub(1), |s| s.site);
+            cmds.push(AppCommand::Select(Some(Cell { site, pos: p })));
         }
     }
 }

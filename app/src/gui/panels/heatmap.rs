@@ -150,10 +150,10 @@ pub fn grid_ui(ui: &mut Ui, vm: &ViewModel, panel: &PanelModel, state: &AppState
         Some(Cell { site, pos: p })
     };
     let hovered = resp.hover_pos().and_then(cell_at);
-    if resp.clicked() {
-        if let Some(c) = resp.interact_pointer_pos().and_then(cell_at) {
-            cmds.push(AppCommand::Select(Some(c)));
-        }
+    if resp.clicked()
+        && let Some(c) = resp.interact_pointer_pos().and_then(cell_at)
+    {
+        cmds.push(AppCommand::Select(Some(c)));
     }
     let mut new_scroll = scroll;
     if resp.dragged() {
@@ -201,11 +201,9 @@ pub fn grid_ui(ui: &mut Ui, vm: &ViewModel, panel: &PanelModel, state: &AppState
             if vm.outline.get(i).copied().unwrap_or(false) {
                 cell_painter.rect_stroke(r.shrink(1.0), 0.0, Stroke::new(1.0, theme::MATCH_OUTLINE), egui::StrokeKind::Inside);
             }
-            if show_text {
-                if let Some(label) = panel.labels.get(i).filter(|l| !l.is_empty()) {
-                    let color = theme::text_on(panel.colors.get(i).copied().unwrap_or(theme::MISSING));
-                    cell_painter.with_clip_rect(r.shrink(1.0).intersect(cells)).text(Pos2::new(r.left() + 3.0, r.center().y), Align2::LEFT_CENTER, label, font.clone(), color);
-                }
+            if show_text && let Some(label) = panel.labels.get(i).filter(|l| !l.is_empty()) {
+                let color = theme::text_on(panel.colors.get(i).copied().unwrap_or(theme::MISSING));
+                cell_painter.with_clip_rect(r.shrink(1.0).intersect(cells)).text(Pos2::new(r.left() + 3.0, r.center().y), Align2::LEFT_CENTER, label, font.clone(), color);
             }
         }
     }

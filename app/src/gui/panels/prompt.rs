@@ -38,10 +38,8 @@ pub fn prompt_ui(ui: &mut Ui, prompt: &mut String, busy: bool, cmds: &mut Vec<Ap
         ui.strong("Prompt");
         ui.label(RichText::new("Ctrl+Enter runs · edits re-run after a pause · drop a text file or a model folder").small().color(theme::DIM_TEXT));
         ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
-            if busy {
-                if ui.button("Cancel").clicked() {
-                    cmds.push(AppCommand::Cancel);
-                }
+            if busy && ui.button("Cancel").clicked() {
+                cmds.push(AppCommand::Cancel);
             }
             if ui.button("Run").on_hover_text("Ctrl+Enter").clicked() {
                 cmds.push(AppCommand::Run);
