@@ -325,3 +325,49 @@ fn the_worker_loads_runs_pins_and_survives_a_bad_model_folder() {
     h.state_mut().apply(AppCommand::PromptEdited);
     step_until(&mut h, "the debounced re-run", |a| a.state.result.as_ref().is_some_and(|r| r.prompt == "The dog sat."));
 }
+
+#[test]
+fn export_figure_and_data_from_the_app() {
+    let mut h = harness(side_by_side());
+    // Ctrl+E opens the export window; the dialog is only requested, never opened in tests.
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::E);
+    h.step();
+    assert!(h.state().state.show_export);
+    let dir = unique_temp_dir("gui-export");
+    std::fs::create_dir_all(&dir).unwrap();
+    // The current panel as SVG: the same labels the screen shows, provenance inside.
+    let svg = dir.join("fig.svg");
+    h.state_mut().apply(AppCommand::ExportFigure(svg.clone()));
+    assert_eq!(h.state().state.error, None);
+    let text = std::fs::read_to_string(&svg).unwrap();
+    let vm = h.state().view_model.clone().unwrap();
+    let panel = vm.panel(h.state().state.view.tab).unwrap();
+    assert!(text.contains(&lens_app::figure::svg::escape(&panel.title)));
+    for row in &vm.row_labels {
+        assert!(text.contains(&format!(">{row}<")), "row label {row}");
+    }
+    let prov = lens_app::figure::output::read_provenance(&svg).unwrap();
+    assert_eq!(prov.prompt, PROMPT);
+    // All shown panels stacked, as PDF and PNG.
+    h.state_mut().state.export.all_panels = true;
+    for ext in ["pdf", "png"] {
+        let f = dir.join(format!("all.{ext}"));
+        h.state_mut().apply(AppCommand::ExportFigure(f.clone()));
+        assert_eq!(h.state().state.error, None);
+        assert!(std::fs::metadata(&f).unwrap().len() > 1000);
+        assert!(lens_app::figure::output::read_provenance(&f).is_ok());
+    }
+    // Data: JSON round-trips to the same report; CSV has one row per cell.
+    let json = dir.join("r.json");
+    h.state_mut().apply(AppCommand::ExportData(json.clone()));
+    let back = lens_model::LensReport::read_json(&json).unwrap();
+    assert_eq!(back.metrics, h.state().state.result.as_ref().unwrap().report.metrics);
+    let csv = dir.join("r.csv");
+    h.state_mut().apply(AppCommand::ExportData(csv.clone()));
+    let rows = std::fs::read_to_string(&csv).unwrap().lines().count();
+    assert_eq!(rows, 1 + back.sites.len() * back.n_pos());
+    // A bad path is an error in the banner, and the results stay.
+    h.state_mut().apply(AppCommand::ExportFigure(dir.join("fig.jpg")));
+    assert!(h.state().state.error.as_deref().unwrap_or_default().contains(".svg, .pdf or .png"));
+    assert!(h.state().state.result.is_some());
+}

@@ -248,3 +248,18 @@ pub fn build(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, subtitle: &
     text(&mut items, width - 6.0, grid_top + grid_h / 2.0, 6.5, grid.unit.clone(), Anchor::Middle, 90.0, INK, false);
     Some(Scene { width, height, items })
 }
+
+/// Stacks scenes vertically into one figure (e.g. all synchronized panels together).
+pub fn stack(scenes: Vec<Scene>) -> Scene {
+    let mut out = Scene { width: 0.0, height: 0.0, items: Vec::new() };
+    for s in scenes {
+        let dy = out.height;
+        out.width = out.width.max(s.width);
+        out.height += s.height;
+        out.items.extend(s.items.into_iter().map(|item| match item {
+            Item::Rect { x, y, w, h, fill, stroke } => Item::Rect { x, y: y + dy, w, h, fill, stroke },
+            Item::Text { x, y, size, text, anchor, rotate, color, bold } => Item::Text { x, y: y + dy, size, text, anchor, rotate, color, bold },
+        }));
+    }
+    out
+}

@@ -42,6 +42,10 @@ pub enum DialogKind {
     Prompt,
     /// Pick a model folder.
     Model,
+    /// Choose where to save a figure.
+    ExportFigure,
+    /// Choose where to save the report data.
+    ExportData,
 }
 
 /// Outcome of `--screenshot`, shared with the screenshot callback.
@@ -293,11 +297,49 @@ impl LogitLensApp {
             AppCommand::SetView(v) => self.state.view = v,
             AppCommand::Scroll(s) => self.state.scroll = s,
             AppCommand::DismissError => self.state.error = None,
+            AppCommand::ShowExport => self.state.show_export = true,
+            AppCommand::RequestExportFigureDialog => self.open_dialog(DialogKind::ExportFigure),
+            AppCommand::RequestExportDataDialog => self.open_dialog(DialogKind::ExportData),
+            AppCommand::ExportFigure(path) => self.export_figure(&path),
+            AppCommand::ExportData(path) => self.export_data(&path),
             AppCommand::Quit => {
                 if let Some(ctx) = &self.ctx {
                     ctx.send_viewport_cmd(egui::ViewportCommand::Close);
                 }
             }
+        }
+    }
+
+    /// Writes the current view as a figure (the format follows the file extension).
+    fn export_figure(&mut self, path: &std::path::Path) {
+        self.refresh_view_model();
+        let (Some(vm), Some(res)) = (self.view_model.as_ref(), self.state.result.as_ref()) else {
+            self.state.error = Some("nothing to export yet: run the lens first".into());
+            return;
+        };
+        let model = self.state.model.as_deref();
+        let pin = self.state.pinned.map(|_| self.state.pin_text.clone());
+        match crate::figure::export::figure_from_app(vm, res, &self.state.view, &self.state.export, model, pin, path) {
+            Ok(()) => {
+                self.state.notice = Some(format!("exported {}", path.display()));
+                self.state.error = None;
+            }
+            Err(e) => self.state.error = Some(format!("export failed: {e:#}")),
+        }
+    }
+
+    /// Writes the report as JSON or as a CSV table (by extension).
+    fn export_data(&mut self, path: &std::path::Path) {
+        let Some(res) = self.state.result.as_ref() else {
+            self.state.error = Some("nothing to export yet: run the lens first".into());
+            return;
+        };
+        match crate::figure::export::data(&res.report, path) {
+            Ok(()) => {
+                self.state.notice = Some(format!("exported {}", path.display()));
+                self.state.error = None;
+            }
+            Err(e) => self.state.error = Some(format!("export failed: {e:#}")),
         }
     }
 
@@ -312,11 +354,25 @@ impl LogitLensApp {
         }
         let tx = self.dialog_tx.clone();
         let ctx = self.ctx.clone();
+        let export_ext = self.state.export.format.clone();
         // rfd blocks until the user answers: never on the UI thread.
         let spawned = std::thread::Builder::new().name("file-dialog".into()).spawn(move || {
             let cmd = match kind {
                 DialogKind::Prompt => rfd::FileDialog::new().set_title("Open prompt").add_filter("Text", &["txt", "md", "text"]).add_filter("All files", &["*"]).pick_file().map(AppCommand::OpenPromptFile),
                 DialogKind::Model => rfd::FileDialog::new().set_title("Open model folder (lens bundle or Hugging Face checkpoint)").pick_folder().map(AppCommand::OpenModel),
+                DialogKind::ExportFigure => rfd::FileDialog::new()
+                    .set_title("Export figure")
+                    .set_file_name(format!("logit-lens.{export_ext}"))
+                    .add_filter("Figure", &["pdf", "svg", "png"])
+                    .save_file()
+                    .map(AppCommand::ExportFigure),
+                DialogKind::ExportData => rfd::FileDialog::new()
+                    .set_title("Export data")
+                    .set_file_name("logit-lens-report.json")
+                    .add_filter("JSON report", &["json"])
+                    .add_filter("CSV table", &["csv"])
+                    .save_file()
+                    .map(AppCommand::ExportData),
             };
             if let Some(cmd) = cmd {
                 let _ = tx.send(cmd);
@@ -453,12 +509,16 @@ impl LogitLensApp {
     }
 
     fn shortcuts(&mut self, ui: &mut Ui) {
-        let (model, prompt, run) = ui.input_mut(|i| {
+        let (model, prompt, run, export) = ui.input_mut(|i| {
             let model = i.consume_shortcut(&KeyboardShortcut::new(Modifiers::COMMAND | Modifiers::SHIFT, Key::O));
             let prompt = i.consume_shortcut(&KeyboardShortcut::new(Modifiers::COMMAND, Key::O));
             let run = i.consume_shortcut(&KeyboardShortcut::new(Modifiers::COMMAND, Key::Enter));
-            (model, prompt, run)
+            let export = i.consume_shortcut(&KeyboardShortcut::new(Modifiers::COMMAND, Key::E));
+            (model, prompt, run, export)
         });
+        if export {
+            self.cmds.push(AppCommand::ShowExport);
+        }
         if model {
             self.cmds.push(AppCommand::RequestModelDialog);
         }
@@ -522,6 +582,13 @@ impl LogitLensApp {
                     }
                 });
                 ui.separator();
+                if ui.add(egui::Button::new("Export figure…").shortcut_text("Ctrl+E")).clicked() {
+                    cmds.push(AppCommand::ShowExport);
+                }
+                if ui.button("Export data… (JSON / CSV)").clicked() {
+                    cmds.push(AppCommand::RequestExportDataDialog);
+                }
+                ui.separator();
                 if ui.add(egui::Button::new("Quit").shortcut_text("Ctrl+Q")).clicked() {
                     cmds.push(AppCommand::Quit);
                 }
@@ -573,6 +640,7 @@ impl LogitLensApp {
                     ("Ctrl+Enter", "run the lens on the prompt"),
                     ("Ctrl+O", "open a prompt file"),
                     ("Ctrl+Shift+O", "open a model folder"),
+                    ("Ctrl+E", "export the current view as a figure"),
                     ("← → ↑ ↓", "move the selected cell"),
                     ("Esc", "clear the pinned token"),
                     ("wheel / drag", "scroll the grids (together)"),
@@ -584,6 +652,37 @@ impl LogitLensApp {
                 }
             });
         });
+        let mut open = self.state.show_export;
+        let cmds = &mut self.cmds;
+        let export = &mut self.state.export;
+        egui::Window::new("Export figure").open(&mut open).resizable(false).show(ctx, |ui| {
+            egui::Grid::new("export").num_columns(2).show(ui, |ui| {
+                ui.label("Format");
+                ui.horizontal(|ui| {
+                    for f in ["pdf", "svg", "png"] {
+                        ui.radio_value(&mut export.format, f.to_string(), f.to_uppercase());
+                    }
+                });
+                ui.end_row();
+                ui.label("Width");
+                ui.add(egui::DragValue::new(&mut export.width_in).range(1.0..=40.0).speed(0.1).suffix(" in"));
+                ui.end_row();
+                ui.label("PNG resolution");
+                ui.add_enabled(export.format == "png", egui::DragValue::new(&mut export.dpi).range(36.0..=1200.0).speed(5.0).suffix(" dpi"));
+                ui.end_row();
+                ui.label("Panels");
+                ui.horizontal(|ui| {
+                    ui.radio_value(&mut export.all_panels, false, "current panel");
+                    ui.radio_value(&mut export.all_panels, true, "all shown panels");
+                });
+                ui.end_row();
+            });
+            ui.label(egui::RichText::new("The figure is the panel: same cells, colours, labels and colour bar; provenance is stored in the file.").small().color(theme::DIM_TEXT));
+            if ui.button("Save…").clicked() {
+                cmds.push(AppCommand::RequestExportFigureDialog);
+            }
+        });
+        self.state.show_export = open;
         egui::Window::new("About logit-lens").open(&mut self.state.show_about).resizable(false).show(ctx, |ui| {
             ui.label(format!("logit-lens {}", env!("CARGO_PKG_VERSION")));
             ui.label("Decode every layer and sub-block of a GPT-2 model with its own unembedding (ln_final + W_U).");

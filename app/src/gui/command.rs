@@ -40,6 +40,16 @@ pub enum AppCommand {
     Scroll(egui::Vec2),
     /// Dismiss the error banner.
     DismissError,
+    /// Show the Export figure window (Ctrl+E).
+    ShowExport,
+    /// Ask where to save the figure (file dialog).
+    RequestExportFigureDialog,
+    /// Write the figure of the current view to this file (.svg, .pdf or .png).
+    ExportFigure(PathBuf),
+    /// Ask where to save the data (file dialog).
+    RequestExportDataDialog,
+    /// Write the report to this file (.json or .csv).
+    ExportData(PathBuf),
     /// Quit the app.
     Quit,
 }

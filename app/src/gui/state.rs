@@ -259,6 +259,11 @@ pub struct AppState {
     /// About window open.
     #[serde(skip)]
     pub show_about: bool,
+    /// Figure export settings (format, size, resolution, which panels).
+    pub export: ExportSettings,
+    /// The Export figure window is open.
+    #[serde(skip)]
+    pub show_export: bool,
 }
 
 impl Default for AppState {
@@ -281,7 +286,29 @@ impl Default for AppState {
             progress: None,
             show_shortcuts: false,
             show_about: false,
+            export: ExportSettings::default(),
+            show_export: false,
         }
+    }
+}
+
+/// How figures are exported from the app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ExportSettings {
+    /// `svg`, `pdf` or `png`.
+    pub format: String,
+    /// Width in inches.
+    pub width_in: f64,
+    /// PNG dots per inch.
+    pub dpi: f64,
+    /// All shown panels stacked in one figure (else the current tab).
+    pub all_panels: bool,
+}
+
+impl Default for ExportSettings {
+    fn default() -> Self {
+        Self { format: "pdf".into(), width_in: 7.0, dpi: 300.0, all_panels: false }
     }
 }
 

@@ -1,0 +1,141 @@
+//! Exports from the app: the current view as a figure (the same scene code as `render`, fed by
+//! the app's own view model) and the report as JSON or CSV.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use lens_model::report::LensReport;
+
+use super::output;
+use super::provenance::{Provenance, SCHEMA};
+use super::scene::{self, Scene};
+use super::spec::{FigureSpec, FigureView, RankOf};
+use crate::gui::state::{ExportSettings, KlRef, LogitColor, Metric, PosWindow, RankTarget, ViewSettings};
+use crate::gui::view::{ViewModel, token_display};
+use crate::gui::worker::{ModelSummary, RunResult};
+
+/// The figure settings that describe what the app shows for `metric`.
+pub fn spec_from_view(view: &ViewSettings, metric: Metric, export: &ExportSettings, pin_text: Option<String>) -> FigureSpec {
+    FigureSpec {
+        view: match metric {
+            Metric::Logits if view.logit_color == LogitColor::Probability => FigureView::Probs,
+            Metric::Logits => FigureView::Logits,
+            Metric::Ranks => FigureView::Ranks,
+            Metric::Kl => FigureView::Kl,
+            Metric::Entropy => FigureView::Entropy,
+        },
+        subblocks: view.subblocks,
+        layer_step: view.layer_step,
+        last: match view.positions {
+            PosWindow::LastN(n) => Some(n),
+            _ => None,
+        },
+        positions: match view.positions {
+            PosWindow::Range(a, b) => Some((a, b)),
+            _ => None,
+        },
+        rank_of: match view.rank_target {
+            RankTarget::FinalTop1 => RankOf::Final,
+            RankTarget::Next => RankOf::Next,
+            RankTarget::Input => RankOf::Input,
+            RankTarget::Pinned => pin_text.map_or(RankOf::Final, RankOf::Token),
+        },
+        rank_cap: view.rank_cap,
+        kl_vs: if view.kl_ref == KlRef::Input { "input".into() } else { "final".into() },
+        kl_cap: view.kl_cap,
+        colormap: view.colormap.name().to_ascii_lowercase(),
+        contrib_target: "final".into(),
+        width_in: export.width_in,
+        dpi: export.dpi,
+        title: None,
+    }
+}
+
+/// Writes the app's current view (one panel, or all shown panels stacked) to `path`.
+pub fn figure_from_app(
+    vm: &ViewModel,
+    result: &RunResult,
+    view: &ViewSettings,
+    export: &ExportSettings,
+    model: Option<&ModelSummary>,
+    pin_text: Option<String>,
+    path: &Path,
+) -> Result<()> {
+    let report = &result.report;
+    let metrics: Vec<Metric> = if export.all_panels {
+        Metric::ALL.into_iter().zip(view.shown).filter(|(_, s)| *s).map(|(m, _)| m).collect()
+    } else {
+        vec![view.tab]
+    };
+    let empty = Vec::new();
+    let vocab = model.map_or(&empty, |m| m.vocab.as_ref());
+    let subtitle = format!("{} ({} layers, d_model {}) · {} tokens · {}", report.model.name, report.model.n_layers, report.model.d_model, report.n_pos(), report.decoder);
+    let mut scenes = Vec::new();
+    let mut specs = Vec::new();
+    for m in metrics {
+        let spec = spec_from_view(view, m, export, pin_text.clone());
+        let s = scene::build(vm, report, &spec, &subtitle, &|id| token_display(report, vocab, id)).ok_or_else(|| anyhow!("nothing to draw: no visible cells"))?;
+        scenes.push(s);
+        specs.push(spec);
+    }
+    let first = specs.first().cloned().ok_or_else(|| anyhow!("no panel is shown"))?;
+    let scene: Scene = scene::stack(scenes);
+    let title = vm.panel(view.tab).map(|p| p.title.clone()).unwrap_or_else(|| "logit lens".into());
+    let prov = Provenance {
+        schema: SCHEMA.into(),
+        program: format!("logit-lens {}", env!("CARGO_PKG_VERSION")),
+        model_name: report.model.name.clone(),
+        model_path: model.map(|m| m.dir.display().to_string()).unwrap_or_default(),
+        model_sha256: report.model.weights_sha256.clone(),
+        prompt: result.prompt.clone(),
+        spec: first,
+    };
+    output::write(&scene, path, &title, &prov)
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_default()
+}
+
+/// Writes the report: `.json` (DESIGN §3.4) or `.csv` (one row per site and position).
+pub fn data(report: &LensReport, path: &Path) -> Result<()> {
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("json") => Ok(report.write_json(path)?),
+        Some("csv") => {
+            let mut out = Vec::new();
+            writeln!(out, "site,pos,input_id,input_token,next_id,top1_id,top1_logit,top1_prob,rank_of_final_top1,rank_of_next,rank_of_input,kl_to_final,kl_to_input,entropy,nll_next")?;
+            let m = &report.metrics;
+            for (s, site) in report.sites.iter().enumerate() {
+                for (p, tok) in report.tokens.iter().enumerate() {
+                    let g = |v: &Vec<Vec<f64>>| v.get(s).and_then(|r| r.get(p)).map(|x| if x.is_finite() { x.to_string() } else { String::new() }).unwrap_or_default();
+                    writeln!(
+                        out,
+                        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                        csv_field(site),
+                        p,
+                        tok.id,
+                        csv_field(&tok.text),
+                        opt(report.tokens.get(p + 1).map(|t| t.id)),
+                        opt(m.top1_id.get(s).and_then(|r| r.get(p))),
+                        opt(m.top1_logit.get(s).and_then(|r| r.get(p))),
+                        g(&m.top1_prob),
+                        opt(m.rank_of_final_top1.get(s).and_then(|r| r.get(p))),
+                        opt(m.rank_of_next.get(s).and_then(|r| r.get(p)).copied().flatten()),
+                        opt(m.rank_of_input.get(s).and_then(|r| r.get(p))),
+                        g(&m.kl_to_final),
+                        g(&m.kl_to_input),
+                        g(&m.entropy),
+                        opt(m.nll_next.get(s).and_then(|r| r.get(p)).copied().flatten()),
+                    )?;
+                }
+            }
+            std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))
+        }
+        _ => bail!("{}: data files end in .json or .csv", path.display()),
+    }
+}
