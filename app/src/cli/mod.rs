@@ -17,8 +17,11 @@ use lens_model::{LensEngine, LensOptions};
 
 /// logit-lens: look inside GPT-2 models with the logit lens.
 #[derive(Parser, Debug)]
-#[command(name = "logit-lens", version, about, long_about = None)]
+#[command(name = "logit-lens", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Cli {
+    /// Desktop app: a prompt file to open (what the desktop entry passes for "Open with").
+    #[arg(value_name = "PROMPT_FILE", conflicts_with_all = ["prompt", "prompt_file"])]
+    file: Option<PathBuf>,
     /// Path of the ONNX Runtime library (else ORT_DYLIB_PATH, next to the executable, the cache, Python, PyPI).
     #[arg(long, global = true, value_name = "PATH")]
     ort_lib: Option<PathBuf>,
@@ -161,7 +164,7 @@ fn run(cli: Cli) -> Result<()> {
         None => crate::gui::run(crate::gui::GuiOptions {
             model: cli.model,
             prompt: cli.prompt,
-            prompt_file: cli.prompt_file,
+            prompt_file: cli.prompt_file.or(cli.file),
             screenshot: cli.screenshot,
             device: device(&cli.device)?,
             ort_lib: ort_lib.map(Path::to_path_buf),
