@@ -99,6 +99,7 @@ def export(ckpt_path):
     sd = {k: v.detach().to(torch.float16).contiguous() for k, v in st["model"].items()}
     assert "lm_head.weight" not in sd
     save_file(sd, os.path.join(HERE, "model.safetensors"), metadata={"format": "pt"})
+    os.chmod(os.path.join(HERE, "model.safetensors"), 0o644)
     json.dump(cfg, open(os.path.join(HERE, "config.json"), "w"), indent=2)
     # tokenizer.json: the shared GPT-2 tokenizer with its stray truncation (max_length 50) removed
     raw = open(SHARED_TOK, encoding="utf-8").read()

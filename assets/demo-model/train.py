@@ -1,16 +1,20 @@
 #!/usr/bin/env python3
 """Train the bundled demo GPT-2 on CPU. Resumable: re-running the same command continues from the latest
-checkpoint in --run_dir (the batch for step s is a pure function of (seed, s), so a resumed run sees exactly
-the data an uninterrupted run would).
+checkpoint in --run_dir (the batch for step s is a pure function of (seed, s), and every schedule below is
+keyed by step, so a resumed run sees exactly the data and settings an uninterrupted run would; only
+floating-point summation order can differ, e.g. with the thread count).
 
-Data mixture (per training row of n_ctx+1 tokens, drawn with probability --mix): random windows of the
-train splits made by prepare_data.py. A fraction --copy_frac of rows are "copy rows": a natural-text chunk
-of 24..96 tokens in which ~15% of the tokens are replaced by tokens drawn uniformly from the whole
-50257-token vocabulary, repeated until the row is full; the loss on the first copy's replaced tokens is
-masked (they are unpredictable). This teaches in-context copying (induction) of *any* token, including the
-~14k GPT-2 tokens that never occur in the corpus (e.g. " plasma"), and gives every embedding row training.
+Data mixture (per training row of n_ctx+1 tokens, source drawn with probability --mix / --mix_sched):
+random windows of the train splits made by prepare_data.py. A fraction (--copy_frac / --copy_sched) of rows
+are "copy rows": a natural-text chunk of 24..96 tokens in which ~15% of the tokens are replaced by tokens
+drawn uniformly from the whole 50257-token vocabulary, repeated until the row is full; the loss on the first
+copy's replaced tokens is masked (they are unpredictable). They are there to teach in-context copying
+(induction) of *any* token, including the ~14k GPT-2 tokens that never occur in the corpus (e.g. " plasma").
 
-Loss: always the exact softmax over the full 50257-token vocabulary (tied unembedding).
+Loss: always the exact softmax over the full 50257-token vocabulary (tied unembedding); bf16 autocast for
+the matmuls, fp32 master weights, AdamW. Schedule: linear warmup, constant, linear decay (see --decay_steps).
+One-off interventions at fixed steps: --wpe_sinusoid_at, --absent_noise_at (see their help).
+The exact command used for the shipped model is in retrain.sh.
 """
 import argparse, json, math, os, time, glob
 import numpy as np
@@ -42,7 +46,23 @@ def get_args(argv=None):
     ap.add_argument("--wd", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--mix", default="0.25,0.15,0.10,0.50", help="weights for " + ",".join(SOURCES))
+    ap.add_argument("--mix_sched", default="",
+                    help="piecewise-constant source mixture, 'STEP:w1/w2/w3/w4,...' (from STEP on; overrides --mix)")
+    ap.add_argument("--wpe_sinusoid_at", type=int, default=-1,
+                    help="at this step replace transformer.wpe by the standard sinusoidal table scaled to std "
+                         "--wpe_sinusoid_std (and reset its Adam state); it stays a learned parameter. The random "
+                         "0.02-std init left positions invisible next to the grown token embeddings.")
+    ap.add_argument("--wpe_sinusoid_std", type=float, default=0.1)
+    ap.add_argument("--absent_noise_at", type=int, default=-1,
+                    help="at this step add N(0, absent_noise_std^2) noise (seeded) to the embedding rows of tokens "
+                         "that never occur in the natural training text: under Adam those rows all drift along one "
+                         "shared 'never predict me' direction and become identical, which makes them impossible to "
+                         "copy in context; the noise makes them distinguishable again")
+    ap.add_argument("--absent_noise_std", type=float, default=0.044)
     ap.add_argument("--copy_frac", type=float, default=0.125)
+    ap.add_argument("--copy_sched", default="",
+                    help="piecewise-constant copy-row fraction, 'STEP:FRAC,STEP:FRAC,...' (from STEP on; overrides "
+                         "--copy_frac from the first listed STEP)")
     ap.add_argument("--bf16", type=int, default=1, help="bf16 autocast for matmuls (fp32 master weights)")
     ap.add_argument("--threads", type=int, default=2,
                     help="max torch threads; with --adaptive_threads the run switches between 1 and this many "
@@ -59,8 +79,17 @@ class Batcher:
     def __init__(self, a):
         self.a = a
         self.data = [np.load(os.path.join(a.data_dir, f"{s}.train.npy")).astype(np.int64) for s in SOURCES]
-        w = np.array([float(x) for x in a.mix.split(",")])
-        self.w = w / w.sum()
+        norm = lambda w: np.array(w, dtype=np.float64) / np.sum(w)
+        self.w = norm([float(x) for x in a.mix.split(",")])
+        self.sched = [(int(it.split(":")[0]), norm([float(x) for x in it.split(":")[1].split("/")]))
+                      for it in filter(None, a.mix_sched.split(","))]
+
+    def weights(self, step):
+        w = self.w
+        for s0, w0 in self.sched:
+            if step >= s0:
+                w = w0
+        return w
 
     def batch(self, step):
         a = self.a
@@ -68,9 +97,14 @@ class Batcher:
         T = a.n_ctx + 1
         x = np.empty((a.batch, T), dtype=np.int64)
         mask = np.ones((a.batch, a.n_ctx), dtype=bool)
-        n_copy = int(round(a.batch * a.copy_frac))
+        frac = a.copy_frac
+        for item in filter(None, a.copy_sched.split(",")):
+            s0, f0 = item.split(":")
+            if step >= int(s0):
+                frac = float(f0)
+        n_copy = int(round(a.batch * frac))
         for r in range(a.batch):
-            src = self.data[rng.choice(len(self.data), p=self.w)]
+            src = self.data[rng.choice(len(self.data), p=self.weights(step))]
             if r < n_copy:
                 L = int(rng.integers(24, 97))
                 o = int(rng.integers(0, len(src) - L))
@@ -170,6 +204,23 @@ def main():
     ema = None
     end = a.steps if not a.bench else a.bench
     while step < end:
+        if step == a.wpe_sinusoid_at:
+            wpe = model.transformer.wpe.weight
+            pos = torch.arange(a.n_ctx, dtype=torch.float64).unsqueeze(1)
+            inv = torch.pow(10000.0, -torch.arange(0, a.n_embd, 2, dtype=torch.float64) / a.n_embd)
+            pe = torch.zeros(a.n_ctx, a.n_embd, dtype=torch.float64)
+            pe[:, 0::2] = torch.sin(pos * inv); pe[:, 1::2] = torch.cos(pos * inv)
+            with torch.no_grad():
+                wpe.copy_((pe / pe.std() * a.wpe_sinusoid_std).float())
+            opt.state.pop(wpe, None)
+            P(f"step {step}: wpe replaced by sinusoidal table, std {wpe.std().item():.4f}")
+        if step == a.absent_noise_at:
+            absent = torch.from_numpy(np.load(os.path.join(a.data_dir, "train_counts.npy")) == 0)
+            g = torch.Generator().manual_seed(a.seed + 1)
+            noise = torch.randn(int(absent.sum()), a.n_embd, generator=g) * a.absent_noise_std
+            with torch.no_grad():
+                model.transformer.wte.weight[absent] += noise
+            P(f"step {step}: added N(0,{a.absent_noise_std}^2) noise to {int(absent.sum())} absent-token rows")
         t0 = time.time()
         lr = lr_at(a, step)
         for g in opt.param_groups:
