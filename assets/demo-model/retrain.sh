@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 DATA=${DATA:-/work/train-run/data}
 RUN=${RUN:-/work/train-run/run}
-python prepare_data.py --out "$DATA"          # tokenize + split; checks nothing, prints sha256s (compare with README)
+python prepare_data.py --out "$DATA"   # tokenize + split; prints the inputs' sha256s (compare ../shared/corpus/SOURCES.md)
 nice -n 15 python train.py --data_dir "$DATA" --run_dir "$RUN" \
   --n_layer 6 --n_embd 256 --n_head 8 --n_ctx 256 --batch 16 --steps 920 --decay_steps 150 --lr 2e-3 \
   --warmup 60 --seed 1234 --mix 0.18,0.14,0.10,0.58 --mix_sched 416:0.35/0.25/0.05/0.35 --copy_frac 0.125 \
