@@ -64,7 +64,10 @@ pub fn convert_hf_checkpoint(src: &Path, dst: &Path, progress: &Progress) -> Res
     let parent = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| LensError::io(parent, e))?;
     let file_name = dst.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "bundle".into());
-    let tmp = parent.join(format!(".{file_name}.partial-{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let unique = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let tmp = parent.join(format!(".{file_name}.partial-{}-{nanos}-{unique}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| LensError::io(&tmp, e))?;
     let name = src

@@ -70,11 +70,18 @@ pub fn resolve_model(arg: Option<&Path>, progress: &Progress) -> Result<PathBuf>
         let key = cache_key(&dir)?;
         let name = dir.canonicalize().ok().and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned())).unwrap_or_else(|| "model".into());
         let target = cache_dir().join("bundles").join(format!("{name}-{key}"));
+        // One conversion at a time in this process; another process may race us to the same
+        // cache entry, in which case its finished bundle is used.
+        static CONVERTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _guard = CONVERTING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if target.join(MODEL_FILE).is_file() {
             return Ok(target);
         }
-        convert_hf_checkpoint(&dir, &target, progress)?;
-        return Ok(target);
+        return match convert_hf_checkpoint(&dir, &target, progress) {
+            Ok(_) => Ok(target),
+            Err(_) if target.join(MODEL_FILE).is_file() => Ok(target),
+            Err(e) => Err(e),
+        };
     }
     Err(LensError::bad_file(&dir, "not a model: expected a lens bundle (model.onnx + tokenizer.json) or a Hugging Face GPT-2 folder (config.json + model.safetensors)"))
 }
