@@ -46,10 +46,12 @@ fn usvg_tree(svg_text: &str) -> Result<usvg::Tree> {
     usvg::Tree::from_str(svg_text, &options).context("the figure's SVG did not parse")
 }
 
-/// Renders SVG text to RGBA pixels at `scale` pixels per point.
-pub fn rasterize(svg_text: &str, scale: f64) -> Result<(u32, u32, Vec<u8>)> {
+/// Renders SVG text to RGBA pixels at `px_per_pt` pixels per point (1 = 72 dpi).
+pub fn rasterize(svg_text: &str, px_per_pt: f64) -> Result<(u32, u32, Vec<u8>)> {
     let tree = usvg_tree(svg_text)?;
     let size = tree.size();
+    // usvg sizes a `pt` document in CSS pixels (96 per inch): 1 pt = 4/3 px.
+    let scale = px_per_pt * 0.75;
     let w = (f64::from(size.width()) * scale).round().max(1.0) as u32;
     let h = (f64::from(size.height()) * scale).round().max(1.0) as u32;
     if u64::from(w) * u64::from(h) > 400_000_000 {

@@ -1,0 +1,183 @@
+//! `logit-lens render`: every view in every format from the demo model. The SVG parses and
+//! rasterises (usvg/resvg), the PNG decodes with its pixel density, the PDF rasterises with
+//! pdftoppm; the rasters match committed reference images within a tolerance (regenerate them
+//! with `UPDATE_FIGURES=1`); the provenance round-trips through `--from` in every format.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use lens_app::figure::output::{rasterize, read_provenance};
+use lens_tests::fixture::unique_temp_dir;
+
+const VIEWS: [&str; 6] = ["logits", "probs", "ranks", "kl", "entropy", "contributions"];
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_logit-lens"))
+}
+
+fn prompt_file() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/prompts/plasma.txt"))
+}
+
+fn render(out: &Path, extra: &[&str]) {
+    let o = bin().arg("render").arg("--prompt-file").arg(prompt_file()).args(["--device", "cpu"]).args(extra).arg("--out").arg(out).output().unwrap();
+    assert!(o.status.success(), "render {extra:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn decode_png(path: &Path) -> (u32, u32, Vec<u8>, Option<png::PixelDimensions>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgba, "{}", path.display());
+    buf.truncate(info.buffer_size());
+    let dims = reader.info().pixel_dims;
+    (info.width, info.height, buf, dims)
+}
+
+fn distinct_colours(rgba: &[u8]) -> usize {
+    let mut set = std::collections::HashSet::new();
+    for px in rgba.chunks_exact(4).step_by(7) {
+        set.insert([px[0] / 8, px[1] / 8, px[2] / 8]);
+    }
+    set.len()
+}
+
+/// Mean absolute channel difference, and the fraction of pixels that differ by more than 64.
+fn compare(a: &[u8], b: &[u8]) -> (f64, f64) {
+    let mut sum = 0u64;
+    let mut big = 0usize;
+    for (pa, pb) in a.chunks_exact(4).zip(b.chunks_exact(4)) {
+        let d: Vec<u32> = pa.iter().zip(pb).map(|(x, y)| u32::from(x.abs_diff(*y))).collect();
+        sum += u64::from(d.iter().sum::<u32>());
+        big += usize::from(d.iter().any(|&v| v > 64));
+    }
+    (sum as f64 / a.len() as f64, big as f64 / (a.len() / 4) as f64)
+}
+
+fn check_reference(name: &str, w: u32, h: u32, rgba: &[u8]) {
+    let reference = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/figures")).join(format!("{name}.png"));
+    if std::env::var_os("UPDATE_FIGURES").is_some() {
+        let f = std::fs::File::create(&reference).unwrap();
+        let mut enc = png::Encoder::new(std::io::BufWriter::new(f), w, h);
+        enc.set_color(png::ColorType::Rgba);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.write_header().unwrap().write_image_data(rgba).unwrap();
+        return;
+    }
+    let (rw, rh, ref_rgba, _) = decode_png(&reference);
+    assert_eq!((rw, rh), (w, h), "{name}: size differs from the reference image");
+    let (mean, frac) = compare(rgba, &ref_rgba);
+    assert!(mean < 3.0 && frac < 0.02, "{name}: differs from tests/figures/{name}.png (mean {mean:.2}, {:.1}% pixels)", frac * 100.0);
+}
+
+fn pdftoppm_available() -> bool {
+    let ok = Command::new("pdftoppm").arg("-v").output().is_ok();
+    assert!(ok || std::env::var_os("CI").is_none(), "pdftoppm is missing (poppler-utils); .ci/run installs it");
+    ok
+}
+
+#[test]
+fn every_view_in_every_format() {
+    let dir = unique_temp_dir("figures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let have_pdftoppm = pdftoppm_available();
+    for view in VIEWS {
+        let extra = ["--view", view, "--subblocks", "--dpi", "72"];
+        // SVG: parses, rasterises, keeps text as text with the font named.
+        let svg_path = dir.join(format!("{view}.svg"));
+        render(&svg_path, &extra);
+        let svg = std::fs::read_to_string(&svg_path).unwrap();
+        assert!(svg.contains("font-family=\"DejaVu Sans\"") && svg.contains("<text"), "{view}: text must stay text");
+        assert!(svg.contains("plasma"), "{view}: the prompt's tokens are labelled");
+        assert!(svg.contains("embed") && svg.contains("0.attn"), "{view}: row labels");
+        let (w, h, rgba) = rasterize(&svg, 1.0).unwrap();
+        assert!(w == 504 && h > 100, "{view}: {w} x {h}");
+        assert!(distinct_colours(&rgba) > 12, "{view}: the figure is nearly blank");
+        check_reference(view, w, h, &rgba);
+
+        // PNG: decodes, 7 in at 72 dpi, density recorded, same picture as the SVG.
+        let png_path = dir.join(format!("{view}.png"));
+        render(&png_path, &extra);
+        let (pw, ph, prgba, dims) = decode_png(&png_path);
+        assert_eq!((pw, ph), (w, h));
+        let dims = dims.expect("pHYs");
+        assert_eq!((dims.xppu, dims.unit), ((72.0f64 / 0.0254).round() as u32, png::Unit::Meter));
+        assert_eq!(compare(&prgba, &rgba).0, 0.0, "{view}: PNG and rasterised SVG are the same drawing");
+
+        // PDF: rasterises with pdftoppm to the same size.
+        let pdf_path = dir.join(format!("{view}.pdf"));
+        render(&pdf_path, &extra);
+        let pdf = std::fs::read(&pdf_path).unwrap();
+        assert!(pdf.starts_with(b"%PDF-"));
+        assert!(pdf.windows(9).any(|w| w == b"FontFile2"), "{view}: the PDF embeds its font");
+        if have_pdftoppm {
+            let prefix = dir.join(format!("{view}-pdf"));
+            let o = Command::new("pdftoppm").args(["-png", "-r", "72", "-singlefile"]).arg(&pdf_path).arg(&prefix).output().unwrap();
+            assert!(o.status.success(), "pdftoppm: {}", String::from_utf8_lossy(&o.stderr));
+            let (xw, xh, xrgba) = {
+                let p = prefix.with_extension("png");
+                let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&p).unwrap()));
+                let mut reader = decoder.read_info().unwrap();
+                let mut buf = vec![0; reader.output_buffer_size()];
+                let info = reader.next_frame(&mut buf).unwrap();
+                buf.truncate(info.buffer_size());
+                (info.width, info.height, buf)
+            };
+            assert!((i64::from(xw) - i64::from(w)).abs() <= 1 && (i64::from(xh) - i64::from(h)).abs() <= 1, "{view}: PDF page {xw} x {xh}");
+            let channels = xrgba.len() / (xw as usize * xh as usize);
+            let rgba_pdf: Vec<u8> = xrgba.chunks_exact(channels).flat_map(|p| [p[0], p[1 % channels], p[2 % channels], 255]).collect();
+            assert!(distinct_colours(&rgba_pdf) > 12, "{view}: the PDF rasterises to a nearly blank page");
+        }
+    }
+}
+
+#[test]
+fn provenance_round_trips_through_from() {
+    let dir = unique_temp_dir("figures-from");
+    std::fs::create_dir_all(&dir).unwrap();
+    let original = dir.join("orig.svg");
+    render(&original, &["--preset", "rank-input-1000", "--last", "12", "--colormap", "cividis", "--title", "Ranks of the input token"]);
+    let want = std::fs::read(&original).unwrap();
+    for ext in ["svg", "png", "pdf"] {
+        let fig = dir.join(format!("fig.{ext}"));
+        render(&fig, &["--preset", "rank-input-1000", "--last", "12", "--colormap", "cividis", "--title", "Ranks of the input token"]);
+        let prov = read_provenance(&fig).unwrap();
+        assert_eq!(prov.prompt, std::fs::read_to_string(prompt_file()).unwrap());
+        assert_eq!(prov.spec.rank_cap, 1000);
+        assert_eq!(prov.spec.last, Some(12));
+        assert!(prov.model_sha256.is_some());
+        let again = dir.join(format!("again-from-{ext}.svg"));
+        let o = bin().arg("render").arg("--from").arg(&fig).args(["--device", "cpu"]).arg("--out").arg(&again).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(std::fs::read(&again).unwrap(), want, "--from {ext} regenerates the identical figure");
+    }
+}
+
+#[test]
+fn presets_and_bad_options() {
+    let dir = unique_temp_dir("figures-presets");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (preset, needle) in [("top1-logit", "colour: logit"), ("rank-final-100", "≥100"), ("kl-final", "KL(final || site)"), ("kl-input", "KL(input || site)"), ("rank-input-1000", "≥1000")] {
+        let out = dir.join(format!("{preset}.svg"));
+        render(&out, &["--preset", preset]);
+        let svg = std::fs::read_to_string(&out).unwrap();
+        assert!(svg.contains(&lens_app::figure::svg::escape(needle)), "{preset}: lacks {needle:?}");
+        assert!(svg.contains(">embed<"), "{preset}: the input row is included");
+    }
+    let fail = |args: &[&str], needle: &str| {
+        let o = bin().arg("render").arg("--prompt-file").arg(prompt_file()).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
+    };
+    fail(&["--out", dir.join("x.jpg").to_str().unwrap()], "must end in .svg, .pdf or .png");
+    fail(&["--view", "bogus", "--out", dir.join("x.svg").to_str().unwrap()], "unknown view");
+    fail(&["--preset", "bogus", "--out", dir.join("x.svg").to_str().unwrap()], "unknown preset");
+    fail(&["--colormap", "jet", "--out", dir.join("x.svg").to_str().unwrap()], "unknown colour map");
+    fail(&["--positions", "9..3", "--out", dir.join("x.svg").to_str().unwrap()], "must not exceed");
+    fail(&["--rank-of", "two words", "--out", dir.join("x.svg").to_str().unwrap()], "not a single token");
+    let not_a_figure = dir.join("plain.svg");
+    std::fs::write(&not_a_figure, "<svg xmlns=\"http://www.w3.org/2000/svg\"/>").unwrap();
+    let o = bin().arg("render").arg("--from").arg(&not_a_figure).arg("--out").arg(dir.join("y.svg")).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("carries no logit-lens provenance"));
+}
