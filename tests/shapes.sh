@@ -9,7 +9,7 @@ bin=target/release
 scratch=${SCRATCH:-/tmp}/lens-shapes
 mkdir -p "$scratch"
 prompt=$(head -c 300 assets/demo-model/heldout.txt 2>/dev/null || echo "The logit lens applies the final LayerNorm and unembedding to every layer.")
-printf '| shape | params | fp32 weights | convert s | convert peak RSS | ratio | lens s (cold, %s) | lens peak RSS |\n|---|---|---|---|---|---|---|---|\n' "64 tok"
+printf '| shape | params | fp32 weights | convert s | convert peak RSS | ratio | lens s (cold, %s) | lens peak RSS |\n|---|---|---|---|---|---|---|---|\n' "first 300 bytes of heldout.txt"
 for shape in "${@:-distilgpt2 gpt2 gpt2-medium gpt2-large gpt2-xl}"; do
   for s in $shape; do
     rm -rf "$scratch/$s-hf" "$scratch/$s-bundle"

@@ -149,11 +149,10 @@ impl Bundle {
         for o in &graph.output {
             let Some(name) = o.name.as_deref() else { continue };
             let want = if name == "logits" { shape.d_vocab } else if name.starts_with("blocks.") { shape.d_model } else { continue };
-            if let Some(last) = declared_last_dim(o) {
-                if last != want as i64 {
+            if let Some(last) = declared_last_dim(o)
+                && last != want as i64 {
                     return Err(LensError::bad_file(&model_path, format!("output {name} has last dimension {last}, metadata says {want}")));
                 }
-            }
         }
 
         // External data must stay inside the bundle; check before anything reads it.

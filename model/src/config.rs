@@ -48,16 +48,14 @@ impl ModelShape {
         let text = std::fs::read_to_string(path).map_err(|e| LensError::io(path, e))?;
         let cfg: HfConfig = serde_json::from_str(&text)
             .map_err(|e| LensError::bad_file(path, format!("not a valid config.json: {e}")))?;
-        if let Some(t) = &cfg.model_type {
-            if t != "gpt2" {
+        if let Some(t) = &cfg.model_type
+            && t != "gpt2" {
                 return Err(LensError::bad_file(path, format!("model_type is {t:?}; only GPT-2 (\"gpt2\") is supported")));
             }
-        }
-        if let Some(act) = &cfg.activation_function {
-            if act != "gelu_new" && act != "gelu_pytorch_tanh" {
+        if let Some(act) = &cfg.activation_function
+            && act != "gelu_new" && act != "gelu_pytorch_tanh" {
                 return Err(LensError::bad_file(path, format!("activation_function {act:?} is not supported (GPT-2 uses gelu_new)")));
             }
-        }
         let need = |v: Option<usize>, name: &str| -> Result<usize> {
             match v {
                 Some(x) if x > 0 => Ok(x),

@@ -108,7 +108,7 @@ pub fn run_kernel(prepared: &[f32], targets: &[u32], dec: &Decoder, spec: &Kerne
             let ts = targets.get(p0 * spec.n_targets..p1 * spec.n_targets).unwrap_or_default();
             run_block(xs, ts, p1 - p0, dec, spec, progress, &|| {
                 let done = steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                if done % 8 == 0 || done == total_steps {
+                if done.is_multiple_of(8) || done == total_steps {
                     progress.report("lens", done as f32 / total_steps as f32);
                 }
             })

@@ -114,11 +114,10 @@ fn python() -> String {
 
 /// The per-user cache folder of logit-lens (converted models, the runtime library).
 pub fn cache_dir() -> PathBuf {
-    if let Ok(p) = std::env::var("LOGIT_LENS_CACHE") {
-        if !p.is_empty() {
+    if let Ok(p) = std::env::var("LOGIT_LENS_CACHE")
+        && !p.is_empty() {
             return PathBuf::from(p);
         }
-    }
     dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("logit-lens")
 }
 

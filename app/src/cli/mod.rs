@@ -133,12 +133,11 @@ pub fn stderr_progress() -> Progress {
     let last = std::sync::Mutex::new((String::new(), -1i32));
     Progress::new(move |stage, f| {
         let pct = (f * 100.0) as i32;
-        if let Ok(mut l) = last.lock() {
-            if l.0 != stage || pct / 10 != l.1 / 10 {
+        if let Ok(mut l) = last.lock()
+            && (l.0 != stage || pct / 10 != l.1 / 10) {
                 eprintln!("{stage}: {pct}%");
                 *l = (stage.to_string(), pct);
             }
-        }
     })
 }
 

@@ -183,11 +183,10 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
     }
     let model_arg = a.model.clone().or_else(|| recorded.as_ref().map(|p| PathBuf::from(&p.model_path)));
     let mut engine = super::open_engine(ort_lib, model_arg.as_deref(), a.device.parse()?)?;
-    if let Some(p) = &recorded {
-        if a.model.is_none() && p.model_sha256.is_some() && p.model_sha256 != engine.bundle.weights_sha256 {
+    if let Some(p) = &recorded
+        && a.model.is_none() && p.model_sha256.is_some() && p.model_sha256 != engine.bundle.weights_sha256 {
             bail!("the model at {} is not the one the figure was made with (weights sha256 differs); pass --model", p.model_path);
         }
-    }
     let ids = engine.tokenize(&prompt, false)?;
     let pinned = match &spec.rank_of {
         RankOf::Token(t) => vec![engine.tokenizer.token_id(t).ok_or_else(|| anyhow!("--rank-of {t:?} is not a single token of this model"))?],

@@ -261,6 +261,7 @@ pub fn token_text(r: &LensReport, id: u32) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing, clippy::unwrap_used)]
     use super::*;
     use crate::gui::synthetic::synthetic_result;
 
