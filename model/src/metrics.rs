@@ -95,8 +95,11 @@ pub fn run_kernel(prepared: &[f32], targets: &[u32], dec: &Decoder, spec: &Kerne
         return Ok(Vec::new());
     }
     let threads = rayon::current_num_threads().max(1);
-    // Blocks of whole positions: enough blocks for every core, at most ~4096 rows each.
-    let per_block = spec.n_pos.div_ceil(threads).min((4096 / s_n).max(1)).max(1);
+    // Blocks of whole positions: enough blocks for every core, at most ~1024 rows each (so that a
+    // block's chunk of logits, 1024 x 256 f32 = 1 MiB, stays in L2 between the GEMM and the fold;
+    // LENS_BLOCK_ROWS overrides it for tuning).
+    let max_rows = std::env::var("LENS_BLOCK_ROWS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(1024);
+    let per_block = spec.n_pos.div_ceil(threads).min((max_rows / s_n).max(1)).max(1);
     let blocks: Vec<(usize, usize)> = (0..spec.n_pos).step_by(per_block).map(|p0| (p0, (p0 + per_block).min(spec.n_pos))).collect();
     let n_chunks = dec.d_vocab.div_ceil(spec.chunk);
     let total_steps = (blocks.len() * n_chunks).max(1);
