@@ -99,7 +99,9 @@ pub fn run_kernel(prepared: &[f32], targets: &[u32], dec: &Decoder, spec: &Kerne
     // block's chunk of logits, 1024 x 256 f32 = 1 MiB, stays in L2 between the GEMM and the fold;
     // LENS_BLOCK_ROWS overrides it for tuning).
     let max_rows = std::env::var("LENS_BLOCK_ROWS").ok().and_then(|v| v.parse::<usize>().ok()).unwrap_or(1024);
-    let per_block = spec.n_pos.div_ceil(threads).min((max_rows / s_n).max(1)).max(1);
+    // A multiple of the thread count, so that every core gets the same amount of work.
+    let n_blocks = threads * rows.div_ceil(threads * max_rows.max(1)).max(1);
+    let per_block = spec.n_pos.div_ceil(n_blocks).max(1);
     let blocks: Vec<(usize, usize)> = (0..spec.n_pos).step_by(per_block).map(|p0| (p0, (p0 + per_block).min(spec.n_pos))).collect();
     let n_chunks = dec.d_vocab.div_ceil(spec.chunk);
     let total_steps = (blocks.len() * n_chunks).max(1);
