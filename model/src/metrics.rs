@@ -13,6 +13,9 @@ use crate::error::{LensError, Progress, Result};
 use crate::lens::Decoder;
 use crate::simd;
 
+/// Width of the groups the running top-k skips at once.
+const TOPK_GROUP: usize = 32;
+
 /// Marks "no target here" in a target list.
 pub const NO_TARGET: u32 = u32::MAX;
 
@@ -186,9 +189,20 @@ fn run_block(xs: &[f32], ts: &[u32], n_pos: usize, dec: &Decoder, spec: &KernelS
                 st.s += s;
                 let full = st.top.len() >= spec.k;
                 if spec.k > 0 && (!full || st.top.last().is_some_and(|&(tv, _)| mx > tv)) {
-                    for (j, &v) in l.iter().enumerate() {
-                        if st.top.len() < spec.k || st.top.last().is_some_and(|&(tv, _)| v > tv) {
-                            insert_top(&mut st.top, spec.k, v, (v0 + j) as u32);
+                    // Only the 16-wide groups that hold a value above the current k-th best are
+                    // looked at element by element (a vectorised count finds them).
+                    let mut thr = if full { st.top.last().map_or(f32::NEG_INFINITY, |t| t.0) } else { f32::NEG_INFINITY };
+                    for (g, group) in l.chunks(TOPK_GROUP).enumerate() {
+                        if st.top.len() >= spec.k && simd::count_greater(group, thr) == 0 {
+                            continue;
+                        }
+                        for (j, &v) in group.iter().enumerate() {
+                            if st.top.len() < spec.k || v > thr {
+                                insert_top(&mut st.top, spec.k, v, (v0 + g * TOPK_GROUP + j) as u32);
+                                if st.top.len() >= spec.k {
+                                    thr = st.top.last().map_or(f32::NEG_INFINITY, |t| t.0);
+                                }
+                            }
                         }
                     }
                 }
