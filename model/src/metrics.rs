@@ -184,7 +184,9 @@ fn run_block(xs: &[f32], ts: &[u32], n_pos: usize, dec: &Decoder, spec: &KernelS
                     st.z *= scale;
                     st.m = mx;
                 }
-                let (z, s) = simd::exp_sums(l, st.m, e);
+                // The first three targets are counted in the exp pass; more (pins) separately.
+                let fused: [f32; 3] = std::array::from_fn(|t| st.tlogit.get(t).copied().unwrap_or(f32::NAN));
+                let (z, s, fused_counts) = simd::exp_sums_counts(l, st.m, e, fused);
                 st.z += z;
                 st.s += s;
                 let full = st.top.len() >= spec.k;
@@ -211,7 +213,10 @@ fn run_block(xs: &[f32], ts: &[u32], n_pos: usize, dec: &Decoder, spec: &KernelS
                     if thr.is_nan() {
                         continue;
                     }
-                    let mut n = simd::count_greater(l, thr);
+                    let mut n = match fused_counts.get(t) {
+                        Some(&n) => n,
+                        None => simd::count_greater(l, thr),
+                    };
                     if (v0..v0 + c).contains(&(id as usize)) && l.get(id as usize - v0).is_some_and(|&x| x > thr) {
                         n -= 1; // the target itself never counts against its own rank
                     }

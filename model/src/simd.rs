@@ -8,6 +8,7 @@ const LANES: usize = 16;
 pub fn exp_nonpos(x: f32) -> f32 {
     let x = x.max(-87.0);
     let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    // 2^n from the bits of n + 1.5·2^23 (n is an integer in -126..=0): no float-to-int conversion.
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -16,8 +17,8 @@ pub fn exp_nonpos(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5e-1;
     let y = p * r * r + r + 1.0;
-    let bits = ((n as i32 + 127) as u32) << 23;
-    y * f32::from_bits(bits)
+    let biased = (n + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127);
+    y * f32::from_bits(biased << 23)
 }
 
 #[inline(always)]
@@ -61,6 +62,49 @@ fn exp_sums_impl(l: &[f32], m: f32, e: &mut [f32]) -> (f64, f64) {
         t1 += f64::from(x * d);
     }
     (t0 + s0.iter().map(|&v| f64::from(v)).sum::<f64>(), t1 + s1.iter().map(|&v| f64::from(v)).sum::<f64>())
+}
+
+/// Like [`exp_sums_impl`], and also counts the elements strictly greater than each of `thr`.
+#[inline(always)]
+fn exp_sums_counts_impl(l: &[f32], m: f32, e: &mut [f32], thr: [f32; 3]) -> (f64, f64, [u32; 3]) {
+    let mut s0 = [0f32; LANES];
+    let mut s1 = [0f32; LANES];
+    let mut c0 = [0u32; LANES];
+    let mut c1 = [0u32; LANES];
+    let mut c2 = [0u32; LANES];
+    let mut li = l.chunks_exact(LANES);
+    let mut ei = e.chunks_exact_mut(LANES);
+    for (lc, ec) in (&mut li).zip(&mut ei) {
+        for i in 0..LANES {
+            let (Some(&v), Some(o)) = (lc.get(i), ec.get_mut(i)) else { continue };
+            let d = v - m;
+            let x = exp_nonpos(d);
+            *o = x;
+            if let (Some(a0), Some(a1), Some(k0), Some(k1), Some(k2)) = (s0.get_mut(i), s1.get_mut(i), c0.get_mut(i), c1.get_mut(i), c2.get_mut(i)) {
+                *a0 += x;
+                *a1 += x * d;
+                *k0 += u32::from(v > thr[0]);
+                *k1 += u32::from(v > thr[1]);
+                *k2 += u32::from(v > thr[2]);
+            }
+        }
+    }
+    let (mut t0, mut t1) = (0f64, 0f64);
+    let mut counts = [0u32; 3];
+    for (&v, o) in li.remainder().iter().zip(ei.into_remainder().iter_mut()) {
+        let d = v - m;
+        let x = exp_nonpos(d);
+        *o = x;
+        t0 += f64::from(x);
+        t1 += f64::from(x * d);
+        for (c, t) in counts.iter_mut().zip(thr) {
+            *c += u32::from(v > t);
+        }
+    }
+    for (c, lanes) in counts.iter_mut().zip([c0, c1, c2]) {
+        *c += lanes.iter().sum::<u32>();
+    }
+    (t0 + s0.iter().map(|&v| f64::from(v)).sum::<f64>(), t1 + s1.iter().map(|&v| f64::from(v)).sum::<f64>(), counts)
 }
 
 #[inline(always)]
@@ -125,6 +169,10 @@ dispatch!(
 dispatch!(
     /// Writes `e = exp(l - m)` and returns `(Σ e, Σ e·(l - m))` (f32 lanes, f64 total).
     exp_sums, exp_sums_impl, exp_sums_avx2, (l: &[f32], m: f32, e: &mut [f32]) -> (f64, f64));
+dispatch!(
+    /// [`exp_sums`] plus the number of elements strictly greater than each of three thresholds
+    /// (NaN thresholds count nothing), in the same pass.
+    exp_sums_counts, exp_sums_counts_impl, exp_sums_counts_avx2, (l: &[f32], m: f32, e: &mut [f32], thr: [f32; 3]) -> (f64, f64, [u32; 3]));
 dispatch!(
     /// Number of elements strictly greater than `thr`.
     count_greater, count_greater_impl, count_greater_avx2, (l: &[f32], thr: f32) -> u32);
