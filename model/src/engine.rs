@@ -121,12 +121,7 @@ impl LensEngine {
         }
         let v = self.decoder.d_vocab;
         let mut ours = vec![0f32; n * v];
-        {
-            let lhs = faer::MatRef::from_row_major_slice(&prepared, n, d);
-            let rhs = faer::MatRef::from_row_major_slice(&self.decoder.w_u, v, d);
-            let dst = faer::MatMut::from_row_major_slice_mut(&mut ours, n, v);
-            faer::linalg::matmul::matmul(dst, faer::Accum::Replace, lhs, rhs.transpose(), 1.0f32, faer::Par::rayon(0));
-        }
+        crate::lens::logits_block(&prepared, &self.decoder.w_u, d, &mut ours, true)?;
         let bias = self.decoder.b_u.clone().unwrap_or_else(|| vec![0.0; v]);
         let mut worst = 0f32;
         for (row_ours, row_model) in ours.chunks_exact(v).zip(logits.rows()) {

@@ -131,3 +131,20 @@ impl Decoder {
         (0..self.d_vocab as u32).map(|t| self.logit(&prepared, t)).collect()
     }
 }
+
+/// Logits of a block of prepared rows against a block of unembedding rows:
+/// `out[r, c] = Σ_j x[r, j] · w[c, j]` (f32 GEMM, faer) // x: [rows, d], w: [cols, d], out: [rows, cols]
+///
+/// `parallel` uses every core for this one product; the lens kernel runs one product per core instead.
+pub fn logits_block(x: &[f32], w: &[f32], d: usize, out: &mut [f32], parallel: bool) -> Result<()> {
+    if d == 0 || x.len() % d != 0 || w.len() % d != 0 || out.len() != (x.len() / d) * (w.len() / d) {
+        return Err(LensError::invalid("logits_block: inconsistent sizes"));
+    }
+    let (rows, cols) = (x.len() / d, w.len() / d);
+    let lhs = faer::MatRef::from_row_major_slice(x, rows, d);
+    let rhs = faer::MatRef::from_row_major_slice(w, cols, d);
+    let dst = faer::MatMut::from_row_major_slice_mut(out, rows, cols);
+    let par = if parallel { faer::Par::rayon(0) } else { faer::Par::Seq };
+    faer::linalg::matmul::matmul(dst, faer::Accum::Replace, lhs, rhs.transpose(), 1.0f32, par);
+    Ok(())
+}

@@ -151,18 +151,13 @@ fn run_block(xs: &[f32], ts: &[u32], n_pos: usize, dec: &Decoder, spec: &KernelS
         .collect();
     let mut buf = vec![0f32; rb * c_max];
     let mut e_all = vec![0f32; s_n * c_max];
-    let lhs = faer::MatRef::from_row_major_slice(xs, rb, d);
     let mut v0 = 0usize;
     while v0 < dec.d_vocab {
         progress.check()?;
         let c = c_max.min(dec.d_vocab - v0);
         let w = dec.w_u.get(v0 * d..(v0 + c) * d).ok_or_else(|| LensError::invalid("unembedding too short"))?;
-        let rhs = faer::MatRef::from_row_major_slice(w, c, d);
         let out = buf.get_mut(..rb * c).ok_or_else(|| LensError::invalid("kernel buffer"))?;
-        {
-            let dst = faer::MatMut::from_row_major_slice_mut(out, rb, c);
-            faer::linalg::matmul::matmul(dst, faer::Accum::Replace, lhs, rhs.transpose(), 1.0f32, faer::Par::Seq);
-        }
+        crate::lens::logits_block(xs, w, d, out, false)?;
         if let Some(b) = dec.b_u.as_ref().and_then(|b| b.get(v0..v0 + c)) {
             for row in out.chunks_exact_mut(c) {
                 for (x, &bb) in row.iter_mut().zip(b) {

@@ -92,15 +92,7 @@ pub fn run(ort_lib: Option<&Path>, args: &BenchArgs) -> Result<()> {
         while v0 < v {
             let c = block.min(v - v0);
             let w = w_u.get(v0 * d..(v0 + c) * d).unwrap_or_default();
-            let dst = faer::MatMut::from_row_major_slice_mut(out.get_mut(..rows * c).unwrap_or_default(), rows, c);
-            faer::linalg::matmul::matmul(
-                dst,
-                faer::Accum::Replace,
-                faer::MatRef::from_row_major_slice(&lhs, rows, d),
-                faer::MatRef::from_row_major_slice(w, c, d).transpose(),
-                1.0f32,
-                faer::Par::rayon(0),
-            );
+            lens_model::lens::logits_block(&lhs, w, d, out.get_mut(..rows * c).unwrap_or_default(), true)?;
             v0 += c;
         }
         Ok(())
