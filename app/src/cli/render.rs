@@ -9,7 +9,7 @@ use lens_model::LensOptions;
 use lens_model::error::Progress;
 
 use crate::figure::output::{self, Format};
-use crate::figure::provenance::{Provenance, SCHEMA};
+use crate::figure::provenance::Provenance;
 use crate::figure::scene;
 use crate::figure::spec::{FigureSpec, FigureView, RankOf};
 use crate::gui::view::{ViewModel, token_display};
@@ -198,19 +198,11 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
     let result = RunResult { prompt: prompt.clone(), report, pinned_dla: None };
     let vm = ViewModel::build(&result, &view, &vocab);
     let report = &result.report;
-    let subtitle = format!("{} ({} layers, d_model {}) · {} tokens · {}", report.model.name, report.model.n_layers, report.model.d_model, report.n_pos(), report.decoder);
+    let subtitle = scene::subtitle(report);
     let scene = scene::build(&vm, report, &spec, &subtitle, &|id| token_display(report, &vocab, id)).ok_or_else(|| anyhow!("nothing to draw: the position window or layer step leaves no cells"))?;
     let title = spec.title.clone().unwrap_or_else(|| vm.panel(spec.metric()).map(|p| p.title.clone()).unwrap_or_default());
     let model_path = engine.bundle.dir.canonicalize().unwrap_or_else(|_| engine.bundle.dir.clone());
-    let prov = Provenance {
-        schema: SCHEMA.into(),
-        program: format!("logit-lens {}", env!("CARGO_PKG_VERSION")),
-        model_name: report.model.name.clone(),
-        model_path: model_path.display().to_string(),
-        model_sha256: engine.bundle.weights_sha256.clone(),
-        prompt,
-        spec,
-    };
+    let prov = Provenance::new(report, model_path.display().to_string(), prompt, spec);
     output::write(&scene, &a.out, &title, &prov)?;
     eprintln!("wrote {} ({:.1} x {:.1} in)", a.out.display(), scene.width / 72.0, scene.height / 72.0);
     Ok(())

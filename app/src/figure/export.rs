@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use lens_model::report::LensReport;
 
 use super::output;
-use super::provenance::{Provenance, SCHEMA};
+use super::provenance::Provenance;
 use super::scene::{self, Scene};
 use super::spec::{FigureSpec, FigureView, RankOf};
 use crate::gui::state::{ExportSettings, KlRef, LogitColor, Metric, PosWindow, RankTarget, ViewSettings};
@@ -70,7 +70,7 @@ pub fn figure_from_app(
     };
     let empty = Vec::new();
     let vocab = model.map_or(&empty, |m| m.vocab.as_ref());
-    let subtitle = format!("{} ({} layers, d_model {}) · {} tokens · {}", report.model.name, report.model.n_layers, report.model.d_model, report.n_pos(), report.decoder);
+    let subtitle = scene::subtitle(report);
     let mut scenes = Vec::new();
     let mut specs = Vec::new();
     for m in metrics {
@@ -82,15 +82,7 @@ pub fn figure_from_app(
     let first = specs.first().cloned().ok_or_else(|| anyhow!("no panel is shown"))?;
     let scene: Scene = scene::stack(scenes);
     let title = vm.panel(view.tab).map(|p| p.title.clone()).unwrap_or_else(|| "logit lens".into());
-    let prov = Provenance {
-        schema: SCHEMA.into(),
-        program: format!("logit-lens {}", env!("CARGO_PKG_VERSION")),
-        model_name: report.model.name.clone(),
-        model_path: model.map(|m| m.dir.display().to_string()).unwrap_or_default(),
-        model_sha256: report.model.weights_sha256.clone(),
-        prompt: result.prompt.clone(),
-        spec: first,
-    };
+    let prov = Provenance::new(report, model.map(|m| m.dir.display().to_string()).unwrap_or_default(), result.prompt.clone(), first);
     output::write(&scene, path, &title, &prov)
 }
 

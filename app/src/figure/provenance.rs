@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use lens_model::report::LensReport;
+
 use super::spec::FigureSpec;
 
 /// Provenance of a figure.
@@ -21,6 +23,21 @@ pub struct Provenance {
     pub prompt: String,
     /// Figure settings.
     pub spec: FigureSpec,
+}
+
+impl Provenance {
+    /// The provenance of a figure of `report` (model from the report, this program's version).
+    pub fn new(report: &LensReport, model_path: String, prompt: String, spec: FigureSpec) -> Self {
+        Self {
+            schema: SCHEMA.into(),
+            program: format!("logit-lens {}", env!("CARGO_PKG_VERSION")),
+            model_name: report.model.name.clone(),
+            model_path,
+            model_sha256: report.model.weights_sha256.clone(),
+            prompt,
+            spec,
+        }
+    }
 }
 
 /// The schema tag of [`Provenance`].

@@ -156,6 +156,11 @@ fn contributions_grid(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, to
     }
 }
 
+/// The line under a figure's title: model, shape, token count and decoder.
+pub fn subtitle(report: &LensReport) -> String {
+    format!("{} ({} layers, d_model {}) · {} tokens · {}", report.model.name, report.model.n_layers, report.model.d_model, report.n_pos(), report.decoder)
+}
+
 /// Lays out the figure of `spec` from the view model (and the report, for contributions).
 pub fn build(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, subtitle: &str, token_text: &dyn Fn(u32) -> String) -> Option<Scene> {
     let grid = if spec.view == FigureView::Contributions { contributions_grid(vm, report, spec, token_text) } else { lens_grid(vm, spec)? };
