@@ -25,6 +25,8 @@ from gpt2 import GPT2LMHeadModel, load_shipped
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED_TOK = os.path.join(HERE, "../../../shared/gpt2-tokenizer/tokenizer.json")
+if not os.path.exists(SHARED_TOK):  # e.g. on a training machine that has only the repository
+    SHARED_TOK = os.path.join(HERE, "tokenizer.json")
 PROMPTS = os.path.join(HERE, "../prompts")
 WIN = 256
 
@@ -104,9 +106,14 @@ def export(ckpt_path):
     # tokenizer.json: the shared GPT-2 tokenizer with its stray truncation (max_length 50) removed
     raw = open(SHARED_TOK, encoding="utf-8").read()
     new, n = re.subn(r'"truncation":\s*\{[^{}]*\}', '"truncation": null', raw, count=1)
-    assert n == 1
-    open(os.path.join(HERE, "tokenizer.json"), "w", encoding="utf-8").write(new)
-    return {"step": st["step"], "tokens": st["tokens"], "train_time_s": st["elapsed"], "args": st["args"]}
+    assert n == 1 or '"truncation": null' in raw
+    if os.path.abspath(SHARED_TOK) != os.path.join(HERE, "tokenizer.json"):
+        open(os.path.join(HERE, "tokenizer.json"), "w", encoding="utf-8").write(new)
+    info = {"step": st["step"], "tokens": st["tokens"], "train_time_s": st["elapsed"], "args": st["args"]}
+    for k in ("device", "torch_version", "evals"):
+        if k in st:
+            info[k] = st[k]
+    return info
 
 
 def main():

@@ -47,16 +47,18 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, d, n_head, eps):
+    def __init__(self, d, n_head, eps, pdrop=0.0):
         super().__init__()
         self.ln_1 = nn.LayerNorm(d, eps=eps)
         self.attn = Attention(d, n_head)
         self.ln_2 = nn.LayerNorm(d, eps=eps)
         self.mlp = MLP(d)
+        self.pdrop = pdrop  # residual dropout (HF resid_pdrop), training only; no parameters
 
     def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
+        p = self.pdrop if self.training else 0.0
+        x = x + F.dropout(self.attn(self.ln_1(x)), p, self.training)
+        return x + F.dropout(self.mlp(self.ln_2(x)), p, self.training)
 
 
 class Transformer(nn.Module):
@@ -65,7 +67,9 @@ class Transformer(nn.Module):
         d = cfg["n_embd"]
         self.wte = nn.Embedding(cfg["vocab_size"], d)
         self.wpe = nn.Embedding(cfg["n_positions"], d)
-        self.h = nn.ModuleList([Block(d, cfg["n_head"], cfg["layer_norm_epsilon"]) for _ in range(cfg["n_layer"])])
+        self.h = nn.ModuleList([Block(d, cfg["n_head"], cfg["layer_norm_epsilon"], cfg.get("resid_pdrop", 0.0) or 0.0)
+                                for _ in range(cfg["n_layer"])])
+        self.pdrop = cfg.get("embd_pdrop", 0.0) or 0.0
         self.ln_f = nn.LayerNorm(d, eps=cfg["layer_norm_epsilon"])
 
 
@@ -94,6 +98,8 @@ class GPT2LMHeadModel(nn.Module):
         t = self.transformer
         pos = torch.arange(idx.shape[1], device=idx.device)
         x = t.wte(idx) + t.wpe(pos)
+        if self.training and t.pdrop > 0:
+            x = F.dropout(x, t.pdrop, True)
         for b in t.h:
             x = b(x)
         return t.ln_f(x)
@@ -103,12 +109,12 @@ class GPT2LMHeadModel(nn.Module):
         return self.hidden(idx) @ self.transformer.wte.weight.t()
 
 
-def hf_config(n_layer, n_embd, n_head, n_ctx):
+def hf_config(n_layer, n_embd, n_head, n_ctx, pdrop=0.0):
     return {
         "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": 50257,
         "n_positions": n_ctx, "n_ctx": n_ctx, "n_embd": n_embd, "n_layer": n_layer, "n_head": n_head,
         "n_inner": None, "layer_norm_epsilon": 1e-5, "activation_function": "gelu_new",
-        "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "initializer_range": 0.02,
+        "resid_pdrop": pdrop, "embd_pdrop": pdrop, "attn_pdrop": 0.0, "initializer_range": 0.02,
         "scale_attn_weights": True, "bos_token_id": 50256, "eos_token_id": 50256,
         "tie_word_embeddings": True, "torch_dtype": "float16",
     }

@@ -110,6 +110,10 @@ def main():
     ho_ids = tok.encode(heldout_txt, add_special_tokens=False).ids
     manifest["heldout_txt"] = {"bytes": len(heldout_txt.encode()), "tokens": len(ho_ids),
                                "sha256": hashlib.sha256(heldout_txt.encode()).hexdigest()}
+    # the copy-case prompt, for train_gpu.py's periodic probe
+    plasma = open(os.path.join(HERE, "../prompts/plasma.txt"), encoding="utf-8").read()
+    with open(os.path.join(args.out, "plasma_ids.json"), "w") as f:
+        json.dump(tok.encode(plasma, add_special_tokens=False).ids, f)
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     print(json.dumps(manifest, indent=1))

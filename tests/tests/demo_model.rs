@@ -4,7 +4,8 @@
 //! * the final top-1 accuracy on the held-out text matches the card and is at least 30 %;
 //! * on the example prompts the mean KL(final || site) falls from the first block to the last;
 //! * the copy case: the rank of " plasma" where the prompt repeats it equals the model card's
-//!   (and, once the model copies, is within the top 5: `copy_case_predicts_plasma`);
+//!   and is within the top 5, and at the last position (after the second " plasma") the model
+//!   predicts "," — what followed " plasma" the first time (in-context copying, induction);
 //! * our final-position logits match the PyTorch reference outputs committed with the model.
 
 use std::path::PathBuf;
@@ -54,7 +55,8 @@ fn heldout_loss_and_accuracy_match_the_model_card() {
     assert_eq!(n as u64, card["n_predicted"].as_u64().unwrap());
     assert!((mean - card_nll).abs() < 1e-3, "mean NLL {mean} vs model card {card_nll}");
     assert!((acc - card_acc).abs() < 1e-3, "top-1 accuracy {acc} vs model card {card_acc}");
-    assert!(acc >= 0.30, "top-1 accuracy {acc}");
+    // The shipped model gets about half of the held-out tokens right (0.4956, eval.json).
+    assert!(acc >= 0.45, "top-1 accuracy {acc}");
 }
 
 #[test]
@@ -109,11 +111,23 @@ fn copy_case_rank_matches_the_model_card() {
 }
 
 #[test]
-#[ignore = "the shipped demo model does not copy yet (rank ~45,000; see assets/demo-model/README.md)"]
 fn copy_case_predicts_plasma() {
     let mut engine = engine();
-    let (rank, _, _) = copy_case(&mut engine);
-    assert!(rank <= 5, "' plasma' has rank {rank} at the end of the copy prompt");
+    let (rank, by_site, _) = copy_case(&mut engine);
+    assert!(rank <= 5, "' plasma' has rank {rank} after the second ' say'");
+    // As in the original write-up, the copied token is not there at the bottom of the stack:
+    // the embedding row ranks it far down, the final layer near the top.
+    assert!(by_site[0] > 1000, "' plasma' already ranks {} at the embedding", by_site[0]);
+    // After the second " plasma" the model continues with what followed it the first time.
+    let text = std::fs::read_to_string(assets().join("prompts/plasma.txt")).unwrap();
+    let ids = engine.tokenize(&text, false).unwrap();
+    let comma = engine.tokenizer.token_id(",").unwrap();
+    let r = engine.run_ids(&ids, &LensOptions::default(), &Progress::default()).unwrap();
+    let last_site = r.sites.len() - 1;
+    let last = ids.len() - 1;
+    assert_eq!(r.metrics.top1_id[last_site][last], comma);
+    let p = r.metrics.top1_prob[last_site][last];
+    assert!(p > 0.9, "p(',') = {p} after the second ' plasma'");
 }
 
 #[test]
