@@ -371,3 +371,25 @@ fn export_figure_and_data_from_the_app() {
     assert!(h.state().state.error.as_deref().unwrap_or_default().contains(".svg, .pdf or .png"));
     assert!(h.state().state.result.is_some());
 }
+
+#[test]
+fn a_run_shows_partial_results_that_end_in_the_whole_report() {
+    // Two positions per piece: the 7-token prompt arrives as 2, 4, 6 positions, then all 7.
+    let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, piece_positions: Some(2), ..GuiOptions::default() };
+    let mut state = AppState::default();
+    state.prompt = PROMPT.into();
+    let app = LogitLensApp::new_for_test(state, opts);
+    let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    step_until(&mut h, "the whole result", |a| a.state.result.as_ref().is_some_and(|r| r.report.n_pos() == 7) && a.state.progress.is_none());
+    assert_eq!(h.state().partials_shown, 3);
+    assert!(h.state().state.selection.is_some(), "the last position is selected once the whole result is there");
+    // The joined pieces are the report the engine computes in one piece.
+    let (_, whole) = engine_result(&[]);
+    let got = &h.state().state.result.as_ref().unwrap().report;
+    assert_eq!(got.tokens, whole.report.tokens);
+    assert_eq!(got.metrics.top1_id, whole.report.metrics.top1_id);
+    assert_eq!(got.metrics.rank_of_next, whole.report.metrics.rank_of_next);
+    for (a, b) in got.metrics.kl_to_final.iter().flatten().zip(whole.report.metrics.kl_to_final.iter().flatten()) {
+        assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+    }
+}

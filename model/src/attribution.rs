@@ -61,23 +61,25 @@ pub fn terms(trace: &ResidualTrace, dec: &Decoder, pos: usize, token: u32) -> Ve
     out
 }
 
-/// Attribution to the final top-1 and to the next token at every position.
-pub fn attribute(trace: &ResidualTrace, dec: &Decoder, n_layers: usize, final_top1: &[u32], next: &[Option<u32>]) -> Attribution {
+/// Attribution to the final top-1 and to the next token at the positions `range` of the trace;
+/// `final_top1` and `next` are indexed from `range.start` (entry `i` is position `range.start + i`).
+pub fn attribute(trace: &ResidualTrace, dec: &Decoder, n_layers: usize, range: std::ops::Range<usize>, final_top1: &[u32], next: &[Option<u32>]) -> Attribution {
     let components = component_names(n_layers);
     let n_c = components.len();
-    let mut top = vec![vec![0.0; trace.n_pos]; n_c];
-    let mut nxt = vec![vec![None; trace.n_pos]; n_c];
-    for pos in 0..trace.n_pos {
-        if let Some(&t) = final_top1.get(pos) {
+    let n = range.len();
+    let mut top = vec![vec![0.0; n]; n_c];
+    let mut nxt = vec![vec![None; n]; n_c];
+    for (i, pos) in range.enumerate() {
+        if let Some(&t) = final_top1.get(i) {
             for (c, v) in terms(trace, dec, pos, t).into_iter().enumerate() {
-                if let Some(slot) = top.get_mut(c).and_then(|r| r.get_mut(pos)) {
+                if let Some(slot) = top.get_mut(c).and_then(|r| r.get_mut(i)) {
                     *slot = v;
                 }
             }
         }
-        if let Some(Some(t)) = next.get(pos) {
+        if let Some(Some(t)) = next.get(i) {
             for (c, v) in terms(trace, dec, pos, *t).into_iter().enumerate() {
-                if let Some(slot) = nxt.get_mut(c).and_then(|r| r.get_mut(pos)) {
+                if let Some(slot) = nxt.get_mut(c).and_then(|r| r.get_mut(i)) {
                     *slot = Some(v);
                 }
             }

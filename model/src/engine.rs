@@ -183,11 +183,23 @@ impl LensEngine {
 
     /// Applies the lens to a trace.
     pub fn lens(&self, ids: &[u32], trace: &ResidualTrace, opts: &LensOptions, progress: &Progress) -> Result<LensReport> {
+        self.lens_range(ids, trace, opts, 0..trace.n_pos, progress)
+    }
+
+    /// Applies the lens to the positions `range` of a trace only: the report's positions are
+    /// `range` (its `tokens` are `ids[range]`). Every position's metrics depend on that position
+    /// alone, so reports of consecutive ranges joined with [`LensReport::append_positions`] equal
+    /// the report of the whole range; the desktop app shows them as they arrive.
+    pub fn lens_range(&self, ids: &[u32], trace: &ResidualTrace, opts: &LensOptions, range: std::ops::Range<usize>, progress: &Progress) -> Result<LensReport> {
         let shape = &self.bundle.shape;
-        let n_pos = trace.n_pos;
-        if ids.len() != n_pos {
+        if ids.len() != trace.n_pos {
             return Err(LensError::invalid("token count does not match the trace"));
         }
+        if range.start >= range.end || range.end > trace.n_pos {
+            return Err(LensError::invalid(format!("position range {}..{} is not inside 0..{}", range.start, range.end, trace.n_pos)));
+        }
+        let start = range.start;
+        let n_pos = range.len();
         if let Some(bad) = opts.pinned.iter().find(|&&t| t as usize >= shape.d_vocab) {
             return Err(LensError::invalid(format!("pinned token id {bad} is outside the vocabulary")));
         }
@@ -202,18 +214,19 @@ impl LensEngine {
         let final_site = n_sites - 1;
         let d = shape.d_model;
         let mut prepared = vec![0f32; n_pos * n_sites * d];
-        for (p, block) in prepared.chunks_exact_mut(n_sites * d).enumerate() {
+        for (i, block) in prepared.chunks_exact_mut(n_sites * d).enumerate() {
             for (site, out) in sites.iter().zip(block.chunks_exact_mut(d)) {
                 let x = trace.site(*site).ok_or_else(|| LensError::invalid("missing site in trace"))?;
-                dec.prepare_row(x.row(p).as_slice().unwrap_or_default(), out);
+                dec.prepare_row(x.row(start + i).as_slice().unwrap_or_default(), out);
             }
         }
         // Targets per position: [final top-1 (candidate from the model's logits), next, input, pinned...]
         let n_t = 3 + opts.pinned.len();
         let make_targets = |top1: &[u32]| -> Vec<u32> {
             let mut t = Vec::with_capacity(n_pos * n_t);
-            for p in 0..n_pos {
-                t.push(top1.get(p).copied().unwrap_or(NO_TARGET));
+            for i in 0..n_pos {
+                let p = start + i;
+                t.push(top1.get(i).copied().unwrap_or(NO_TARGET));
                 t.push(ids.get(p + 1).copied().unwrap_or(NO_TARGET));
                 t.push(ids.get(p).copied().unwrap_or(NO_TARGET));
                 t.extend(&opts.pinned);
@@ -221,7 +234,7 @@ impl LensEngine {
             t
         };
         let spec = KernelSpec { n_pos, n_sites, final_site, input_site: 0, k: opts.k.max(1), n_targets: n_t, chunk: opts.chunk.max(16) };
-        let mut candidates = trace.logits_top1.clone();
+        let mut candidates = trace.logits_top1.get(range.clone()).unwrap_or_default().to_vec();
         let mut rows = run_kernel(&prepared, &make_targets(&candidates), &dec, &spec, progress)?;
         // The model's argmax is only a candidate: where the decoded final site disagrees (a near
         // tie, or the raw decoder), recompute those positions with the exact final top-1.
@@ -252,7 +265,7 @@ impl LensEngine {
             }
         }
         let k = opts.k;
-        let next: Vec<Option<u32>> = (0..n_pos).map(|p| ids.get(p + 1).copied()).collect();
+        let next: Vec<Option<u32>> = range.clone().map(|p| ids.get(p + 1).copied()).collect();
         let metrics = Metrics {
             top1_id: grid(&rows, n_pos, n_sites, |r, _| r.top.first().map_or(0, |t| t.0)),
             top1_logit: grid(&rows, n_pos, n_sites, |r, _| r.top.first().map_or(f32::NAN, |t| t.1)),
@@ -283,7 +296,7 @@ impl LensEngine {
             logit: (0..opts.pinned.len()).map(|i| grid(&rows, n_pos, n_sites, |r, _| r.target_logit.get(3 + i).copied().unwrap_or(f32::NAN))).collect(),
         });
         let final_top1: Vec<u32> = (0..n_pos).map(|p| rows.get(p * n_sites + final_site).and_then(|r| r.top.first()).map_or(0, |t| t.0)).collect();
-        let attribution = attribute(trace, &dec, shape.n_layers, &final_top1, &next);
+        let attribution = attribute(trace, &dec, shape.n_layers, range.clone(), &final_top1, &next);
         Ok(LensReport {
             schema: SCHEMA.into(),
             model: ModelInfo {
@@ -296,7 +309,7 @@ impl LensEngine {
                 weights_sha256: self.bundle.weights_sha256.clone(),
             },
             decoder: dec.kind.name().into(),
-            tokens: self.tokenizer.tokens(ids),
+            tokens: self.tokenizer.tokens(ids.get(range.clone()).unwrap_or_default()),
             sites: sites.iter().map(|s: &SiteKind| s.label()).collect(),
             metrics,
             top_k,

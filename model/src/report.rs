@@ -129,6 +129,57 @@ impl LensReport {
         self.tokens.len()
     }
 
+    /// Appends the positions of `other` (the report of the positions right after this one's, from
+    /// the same model, prompt and options; see `LensEngine::lens_range`).
+    pub fn append_positions(&mut self, other: Self) -> Result<()> {
+        let same = self.sites == other.sites
+            && self.model == other.model
+            && self.decoder == other.decoder
+            && self.top_k.k == other.top_k.k
+            && self.attribution.components == other.attribution.components
+            && self.pinned.as_ref().map(|p| &p.tokens) == other.pinned.as_ref().map(|p| &p.tokens);
+        if !same {
+            return Err(LensError::invalid("cannot join reports of different models, sites or options"));
+        }
+        fn join<T>(a: &mut [Vec<T>], b: Vec<Vec<T>>) {
+            for (x, y) in a.iter_mut().zip(b) {
+                x.extend(y);
+            }
+        }
+        self.tokens.extend(other.tokens);
+        let (m, o) = (&mut self.metrics, other.metrics);
+        join(&mut m.top1_id, o.top1_id);
+        join(&mut m.top1_logit, o.top1_logit);
+        join(&mut m.top1_prob, o.top1_prob);
+        join(&mut m.rank_of_final_top1, o.rank_of_final_top1);
+        join(&mut m.rank_of_next, o.rank_of_next);
+        join(&mut m.rank_of_input, o.rank_of_input);
+        join(&mut m.kl_to_final, o.kl_to_final);
+        join(&mut m.kl_to_input, o.kl_to_input);
+        join(&mut m.entropy, o.entropy);
+        join(&mut m.nll_next, o.nll_next);
+        join(&mut self.top_k.ids, other.top_k.ids);
+        join(&mut self.top_k.logits, other.top_k.logits);
+        join(&mut self.top_k.probs, other.top_k.probs);
+        self.attribution.final_top1_ids.extend(other.attribution.final_top1_ids);
+        join(&mut self.attribution.final_top1, other.attribution.final_top1);
+        join(&mut self.attribution.next, other.attribution.next);
+        if let (Some(p), Some(q)) = (self.pinned.as_mut(), other.pinned) {
+            for (a, b) in p.rank.iter_mut().zip(q.rank) {
+                join(a, b);
+            }
+            for (a, b) in p.prob.iter_mut().zip(q.prob) {
+                join(a, b);
+            }
+            for (a, b) in p.logit.iter_mut().zip(q.logit) {
+                join(a, b);
+            }
+        }
+        self.run.forward_ms = self.run.forward_ms.max(other.run.forward_ms);
+        self.run.lens_ms += other.run.lens_ms;
+        Ok(())
+    }
+
     /// Serialises to JSON text.
     pub fn to_json(&self) -> Result<String> {
         serde_json::to_string(self).map_err(|e| LensError::invalid(format!("cannot serialise the report: {e}")))

@@ -149,3 +149,50 @@ fn final_logits_match_the_pytorch_reference() {
     let top1: Vec<u32> = reference["top1_id_per_position"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
     assert_eq!(r.metrics.top1_id[last_site], top1);
 }
+
+/// The desktop app shows big runs piece by piece (`LensEngine::lens_range` joined with
+/// `LensReport::append_positions`): the joined pieces are the report of the whole prompt.
+#[test]
+fn lens_pieces_join_to_the_whole_report() {
+    let mut engine = engine();
+    let text = std::fs::read_to_string(assets().join("prompts/plasma.txt")).unwrap();
+    let ids = engine.tokenize(&text, false).unwrap();
+    let plasma = engine.tokenizer.token_id(" plasma").unwrap();
+    let opts = LensOptions { subblocks: true, k: 5, pinned: vec![plasma], ..LensOptions::default() };
+    let trace = engine.trace(&ids).unwrap();
+    let whole = engine.lens(&ids, &trace, &opts, &Progress::default()).unwrap();
+    let mut joined = engine.lens_range(&ids, &trace, &opts, 0..7, &Progress::default()).unwrap();
+    assert_eq!(joined.n_pos(), 7);
+    for r in [7..8, 8..ids.len()] {
+        let piece = engine.lens_range(&ids, &trace, &opts, r, &Progress::default()).unwrap();
+        joined.append_positions(piece).unwrap();
+    }
+    joined.run = whole.run.clone();
+    assert_eq!(joined.tokens, whole.tokens);
+    let (a, b) = (&joined.metrics, &whole.metrics);
+    assert_eq!(a.top1_id, b.top1_id);
+    assert_eq!(a.rank_of_final_top1, b.rank_of_final_top1);
+    assert_eq!(a.rank_of_next, b.rank_of_next);
+    assert_eq!(a.rank_of_input, b.rank_of_input);
+    assert_eq!(joined.top_k.ids, whole.top_k.ids);
+    assert_eq!(joined.pinned.as_ref().unwrap().rank, whole.pinned.as_ref().unwrap().rank);
+    assert_eq!(joined.attribution.final_top1_ids, whole.attribution.final_top1_ids);
+    let close = |x: &[Vec<f64>], y: &[Vec<f64>], what: &str| {
+        for (rx, ry) in x.iter().zip(y) {
+            assert_eq!(rx.len(), ry.len(), "{what}");
+            for (u, v) in rx.iter().zip(ry) {
+                assert!((u - v).abs() <= 1e-9 * (1.0 + v.abs()), "{what}: {u} vs {v}");
+            }
+        }
+    };
+    close(&a.kl_to_final, &b.kl_to_final, "kl_to_final");
+    close(&a.kl_to_input, &b.kl_to_input, "kl_to_input");
+    close(&a.entropy, &b.entropy, "entropy");
+    close(&a.top1_prob, &b.top1_prob, "top1_prob");
+    close(&joined.attribution.final_top1, &whole.attribution.final_top1, "attribution");
+    assert_eq!(joined.attribution.next.iter().map(|r| r.iter().map(Option::is_some).collect::<Vec<_>>()).collect::<Vec<_>>(),
+        whole.attribution.next.iter().map(|r| r.iter().map(Option::is_some).collect::<Vec<_>>()).collect::<Vec<_>>());
+    // A range outside the prompt is an error, not a panic.
+    assert!(engine.lens_range(&ids, &trace, &opts, 20..30, &Progress::default()).is_err());
+    assert!(engine.lens_range(&ids, &trace, &opts, 3..3, &Progress::default()).is_err());
+}

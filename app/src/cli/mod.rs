@@ -167,6 +167,7 @@ fn run(cli: Cli) -> Result<()> {
             screenshot: cli.screenshot,
             device: device(&cli.device)?,
             ort_lib: ort_lib.map(Path::to_path_buf),
+            piece_positions: None,
         }),
         Some(Command::Convert { hf_dir, bundle_dir }) => {
             let summary = lens_model::convert::convert_hf_checkpoint(&hf_dir, &bundle_dir, &stderr_progress())?;

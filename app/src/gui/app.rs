@@ -33,6 +33,9 @@ pub struct GuiOptions {
     pub device: Device,
     /// ONNX Runtime library.
     pub ort_lib: Option<PathBuf>,
+    /// Positions per partial result (default: by the model's size, see
+    /// [`super::worker::positions_per_piece`]; tests set a small number).
+    pub piece_positions: Option<usize>,
 }
 
 /// Which file dialog the UI asked for.
@@ -76,6 +79,8 @@ pub struct LogitLensApp {
     pub geometry: Vec<heatmap::GridGeometry>,
     /// The last file dialog the UI asked for (tests read this instead of opening dialogs).
     pub last_dialog_request: Option<DialogKind>,
+    /// Partial results shown (first positions of a run still being computed) since the start.
+    pub partials_shown: usize,
     opts: GuiOptions,
     worker: Option<Worker>,
     ctx: Option<egui::Context>,
@@ -138,6 +143,7 @@ impl LogitLensApp {
             view_model: None,
             geometry: Vec::new(),
             last_dialog_request: None,
+            partials_shown: 0,
             opts,
             worker: None,
             ctx: None,
@@ -180,7 +186,7 @@ impl LogitLensApp {
     fn worker(&mut self) -> Option<&mut Worker> {
         if self.worker.is_none() {
             let ctx = self.ctx.clone()?;
-            match Worker::spawn(ctx) {
+            match Worker::spawn(ctx, self.opts.piece_positions) {
                 Ok(w) => self.worker = Some(w),
                 Err(e) => {
                     self.state.error = Some(format!("cannot start the worker thread: {e:#}"));
@@ -457,6 +463,7 @@ impl LogitLensApp {
             if o.id != latest {
                 continue; // stale
             }
+            let complete = !matches!(o.kind, OutcomeKind::Partial(_));
             match o.kind {
                 OutcomeKind::Loaded(summary) => {
                     if let Some((_, Some(p))) = self.loading_path.take() {
@@ -472,11 +479,13 @@ impl LogitLensApp {
                         self.run();
                     }
                 }
-                OutcomeKind::Ran(res) => {
+                OutcomeKind::Ran(res) | OutcomeKind::Partial(res) => {
+                    // A partial result (the first positions of a big model's run) is shown at
+                    // once; the selection defaults only once the whole prompt is there.
                     let n_sites = res.report.sites.len();
                     let n_pos = res.report.n_pos();
                     let ok = |c: &Cell| c.site < n_sites && c.pos < n_pos;
-                    if !self.state.selection.as_ref().is_some_and(ok) {
+                    if !self.state.selection.as_ref().is_some_and(ok) && (complete || self.state.selection.is_some()) {
                         // Start on the model's own prediction for the last token.
                         self.state.selection = (n_sites > 0 && n_pos > 0).then(|| Cell { site: n_sites - 1, pos: n_pos - 1 });
                         self.scroll_to_selection = true;
@@ -487,6 +496,7 @@ impl LogitLensApp {
                     self.state.notice = None;
                     self.state.error = None;
                     self.state.result = Some(res);
+                    self.partials_shown += usize::from(!complete);
                 }
                 OutcomeKind::Failed(msg) => {
                     if o.was_load {

@@ -131,6 +131,9 @@ pub enum OutcomeKind {
     Loaded(Arc<ModelSummary>),
     /// A result.
     Ran(Arc<RunResult>),
+    /// The first positions of a result that is still being computed (big models): shown at
+    /// once, replaced by the next `Partial` and finally by `Ran`.
+    Partial(Arc<RunResult>),
     /// It failed; the previous model and result stay.
     Failed(String),
     /// The user cancelled it.
@@ -178,11 +181,12 @@ impl std::fmt::Debug for Worker {
 
 impl Worker {
     /// Starts the worker thread.
-    pub fn spawn(ctx: egui::Context) -> anyhow::Result<Self> {
+    /// `piece_positions`: positions per partial result (`None`: by the model's size).
+    pub fn spawn(ctx: egui::Context, piece_positions: Option<usize>) -> anyhow::Result<Self> {
         let (jobs, job_rx) = channel::<Job>();
         let (out_tx, outcomes) = channel::<Outcome>();
         let repaint = ctx.clone();
-        std::thread::Builder::new().name("lens-worker".into()).spawn(move || worker_loop(&job_rx, &out_tx, &repaint))?;
+        std::thread::Builder::new().name("lens-worker".into()).spawn(move || worker_loop(&job_rx, &out_tx, &repaint, piece_positions))?;
         Ok(Self { jobs, outcomes, next_id: 1, in_flight: Vec::new(), progress: Arc::new(Mutex::new(None)), ctx })
     }
 
@@ -238,7 +242,9 @@ impl Worker {
     pub fn poll(&mut self) -> Vec<Outcome> {
         let mut out = Vec::new();
         while let Ok(o) = self.outcomes.try_recv() {
-            self.in_flight.retain(|f| f.id != o.id);
+            if !matches!(o.kind, OutcomeKind::Partial(_)) {
+                self.in_flight.retain(|f| f.id != o.id);
+            }
             out.push(o);
         }
         out
@@ -249,10 +255,11 @@ impl Worker {
 struct WorkerState {
     engine: Option<LensEngine>,
     last: Option<(Vec<u32>, ResidualTrace)>,
+    piece_positions: Option<usize>,
 }
 
-fn worker_loop(jobs: &Receiver<Job>, out: &Sender<Outcome>, ctx: &egui::Context) {
-    let mut st = WorkerState { engine: None, last: None };
+fn worker_loop(jobs: &Receiver<Job>, out: &Sender<Outcome>, ctx: &egui::Context, piece_positions: Option<usize>) {
+    let mut st = WorkerState { engine: None, last: None, piece_positions };
     let mut pending: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
     loop {
         if pending.is_empty() {
@@ -275,7 +282,11 @@ fn worker_loop(jobs: &Receiver<Job>, out: &Sender<Outcome>, ctx: &egui::Context)
         let kind = if superseded || job.progress.is_cancelled() {
             OutcomeKind::Cancelled
         } else {
-            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(&mut st, &job))) {
+            let emit = |partial: Arc<RunResult>| {
+                let _ = out.send(Outcome { id: job.id, was_load, kind: OutcomeKind::Partial(partial) });
+                ctx.request_repaint();
+            };
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(&mut st, &job, &emit))) {
                 Ok(Ok(k)) => k,
                 Ok(Err(e)) => match e.downcast_ref::<LensError>() {
                     Some(LensError::Cancelled) => OutcomeKind::Cancelled,
@@ -291,7 +302,18 @@ fn worker_loop(jobs: &Receiver<Job>, out: &Sender<Outcome>, ctx: &egui::Context)
     }
 }
 
-fn run_job(st: &mut WorkerState, job: &Job) -> anyhow::Result<OutcomeKind> {
+/// Lens work per partial result: about this many floating-point operations (~0.5-1 s here), so
+/// that small models finish in one piece and big ones (GPT-2 large/XL, long prompts) show their
+/// first positions after about a second and grow from there.
+pub const PARTIAL_FLOP: f64 = 3e11;
+
+/// Positions per piece of the lens for a model of this shape with `n_sites` rows.
+pub fn positions_per_piece(n_sites: usize, d_model: usize, d_vocab: usize) -> usize {
+    let per_pos = 2.0 * (n_sites * d_model * d_vocab) as f64;
+    ((PARTIAL_FLOP / per_pos.max(1.0)).ceil() as usize).max(8)
+}
+
+fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(Arc<RunResult>)) -> anyhow::Result<OutcomeKind> {
     use anyhow::Context as _;
     match &job.kind {
         JobKind::Load { model, device, ort_lib } => {
@@ -319,16 +341,42 @@ fn run_job(st: &mut WorkerState, job: &Job) -> anyhow::Result<OutcomeKind> {
             let Some((_, trace)) = st.last.as_ref() else { anyhow::bail!("no forward pass") };
             let opts = LensOptions { subblocks: true, k: (*k).max(1), pinned: pinned.clone(), ..LensOptions::default() };
             let t1 = Instant::now();
-            let mut report = engine.lens(&ids, trace, &opts, &job.progress)?;
-            report.run.forward_ms = forward_ms;
-            report.run.lens_ms = t1.elapsed().as_secs_f64() * 1e3;
-            let pinned_dla = pinned.first().map(|&t| {
-                let per_pos: Vec<Vec<f64>> = (0..trace.n_pos).map(|p| lens_model::attribution::terms(trace, &engine.decoder, p, t)).collect();
-                // [pos][component] -> [component][pos]
-                let n_comp = per_pos.first().map_or(0, Vec::len);
-                (0..n_comp).map(|c| per_pos.iter().map(|row| row.get(c).copied().unwrap_or(f64::NAN)).collect()).collect()
-            });
-            Ok(OutcomeKind::Ran(Arc::new(RunResult { prompt: text.clone(), report, pinned_dla })))
+            let shape = &engine.bundle.shape;
+            let n_sites = lens_model::sites::site_list(shape.n_layers, true).len();
+            let step = st.piece_positions.unwrap_or_else(|| positions_per_piece(n_sites, shape.d_model, shape.d_vocab)).max(1);
+            let n_pos = trace.n_pos;
+            let mut report: Option<lens_model::report::LensReport> = None;
+            let mut start = 0;
+            while start < n_pos {
+                let end = (start + step).min(n_pos);
+                // The kernel reports progress per piece; scale it to the whole prompt.
+                let piece_progress = job.progress.part(start as f32 / n_pos as f32, (end - start) as f32 / n_pos as f32);
+                let piece = engine.lens_range(&ids, trace, &opts, start..end, &piece_progress)?;
+                match report.as_mut() {
+                    Some(r) => r.append_positions(piece)?,
+                    None => report = Some(piece),
+                }
+                start = end;
+                let Some(r) = report.as_mut() else { anyhow::bail!("no lens result") };
+                r.run.forward_ms = forward_ms;
+                r.run.lens_ms = t1.elapsed().as_secs_f64() * 1e3;
+                let res = Arc::new(RunResult { prompt: text.clone(), report: r.clone(), pinned_dla: pinned_dla(engine, trace, pinned.first().copied(), end) });
+                if start < n_pos {
+                    emit(res);
+                } else {
+                    return Ok(OutcomeKind::Ran(res));
+                }
+            }
+            anyhow::bail!("the prompt has no tokens")
         }
     }
+}
+
+/// Direct logit attribution to `token` at the first `n_pos` positions // [component][pos]
+fn pinned_dla(engine: &LensEngine, trace: &ResidualTrace, token: Option<u32>, n_pos: usize) -> Option<Vec<Vec<f64>>> {
+    let t = token?;
+    let per_pos: Vec<Vec<f64>> = (0..n_pos.min(trace.n_pos)).map(|p| lens_model::attribution::terms(trace, &engine.decoder, p, t)).collect();
+    // [pos][component] -> [component][pos]
+    let n_comp = per_pos.first().map_or(0, Vec::len);
+    Some((0..n_comp).map(|c| per_pos.iter().map(|row| row.get(c).copied().unwrap_or(f64::NAN)).collect()).collect())
 }
