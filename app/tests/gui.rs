@@ -393,3 +393,43 @@ fn a_run_shows_partial_results_that_end_in_the_whole_report() {
         assert!((a - b).abs() < 1e-9, "{a} vs {b}");
     }
 }
+
+/// Token text in scripts egui's own fonts lack (Hebrew, Armenian, Georgian, maths, the visible
+/// space / newline / tab markers): the bundled fallback font draws them. The harness panics on a
+/// missing glyph, so this fails without the fallback (see the next test).
+const OTHER_SCRIPTS: &str = "שלום Հայերեն ქართული ∀∂∑≈ ␣↵⇥";
+
+#[test]
+fn tokens_in_other_scripts_have_glyphs() {
+    let mut h = Harness::builder().with_context_setup(lens_app::gui::fonts::install_bundled).build_ui(|ui| {
+        ui.label(OTHER_SCRIPTS);
+    });
+    h.run();
+    assert!(h.query_by_label(OTHER_SCRIPTS).is_some());
+}
+
+#[test]
+#[should_panic(expected = "glyph")]
+fn without_the_fallback_font_those_glyphs_are_missing() {
+    let mut h = Harness::builder().build_ui(|ui| {
+        ui.label(OTHER_SCRIPTS);
+    });
+    h.run();
+}
+
+#[test]
+fn system_fallback_fonts_are_the_first_existing_file_per_script() {
+    let dir = unique_temp_dir("gui-fonts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (a, b) = (dir.join("a.ttf"), dir.join("b.ttf"));
+    std::fs::write(&a, b"font a").unwrap();
+    std::fs::write(&b, b"font b").unwrap();
+    let missing = dir.join("missing.ttf");
+    let (a, b, missing) = (a.to_str().unwrap(), b.to_str().unwrap(), missing.to_str().unwrap());
+    let paths1 = [missing, a, b];
+    let paths2 = [missing];
+    let found = lens_app::gui::fonts::find_system_fonts(&[("CJK", &paths1), ("Thai", &paths2)]);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].0, format!("CJK: {a}"));
+    assert_eq!(found[0].1, b"font a");
+}

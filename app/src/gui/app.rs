@@ -109,6 +109,7 @@ impl LogitLensApp {
     pub fn new(cc: &eframe::CreationContext<'_>, opts: GuiOptions) -> Self {
         let state: AppState = cc.storage.and_then(|s| eframe::get_value(s, eframe::APP_KEY)).unwrap_or_default();
         cc.egui_ctx.set_theme(egui::Theme::Dark);
+        super::fonts::install(&cc.egui_ctx);
         let mut app = Self::build(state, opts, true);
         app.start(&cc.egui_ctx);
         app
