@@ -675,11 +675,11 @@ impl LogitLensApp {
                     }
                 });
                 ui.end_row();
-                ui.label("Width");
-                ui.add(egui::DragValue::new(&mut export.width_in).range(1.0..=40.0).speed(0.1).suffix(" in"));
+                let width = ui.label("Width");
+                ui.add(egui::DragValue::new(&mut export.width_in).range(1.0..=40.0).speed(0.1).suffix(" in")).labelled_by(width.id);
                 ui.end_row();
-                ui.label("PNG resolution");
-                ui.add_enabled(export.format == "png", egui::DragValue::new(&mut export.dpi).range(36.0..=1200.0).speed(5.0).suffix(" dpi"));
+                let dpi = ui.label("PNG resolution");
+                ui.add_enabled(export.format == "png", egui::DragValue::new(&mut export.dpi).range(36.0..=1200.0).speed(5.0).suffix(" dpi")).labelled_by(dpi.id);
                 ui.end_row();
                 ui.label("Panels");
                 ui.horizontal(|ui| {

@@ -75,8 +75,8 @@ fn header(ui: &mut Ui, panel: &PanelModel, view: &ViewSettings, cmds: &mut Vec<A
             Metric::Kl => {
                 ui.selectable_value(&mut v.kl_ref, KlRef::Final, "to final");
                 ui.selectable_value(&mut v.kl_ref, KlRef::Input, "to input");
-                ui.label("cap");
-                ui.add(egui::DragValue::new(&mut v.kl_cap).range(0.1..=100.0).speed(0.5).suffix(" nats"));
+                let cap = ui.label("cap");
+                ui.add(egui::DragValue::new(&mut v.kl_cap).range(0.1..=100.0).speed(0.5).suffix(" nats")).labelled_by(cap.id);
             }
             Metric::Entropy => {}
         }

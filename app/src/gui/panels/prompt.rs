@@ -88,8 +88,8 @@ pub fn toolbar_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
     let n_layers = state.result.as_ref().map_or(1, |r| r.report.model.n_layers).max(1);
     ui.horizontal_wrapped(|ui| {
         ui.checkbox(&mut v.subblocks, "Sub-block rows").on_hover_text("Show the .attn (resid_mid) rows");
-        ui.label("Layer step");
-        ui.add(egui::DragValue::new(&mut v.layer_step).range(1..=n_layers.max(1))).on_hover_text("Every n-th layer (the last is always kept)");
+        let step_label = ui.label("Layer step");
+        ui.add(egui::DragValue::new(&mut v.layer_step).range(1..=n_layers.max(1))).labelled_by(step_label.id).on_hover_text("Every n-th layer (the last is always kept)");
         ui.separator();
         ui.label("Positions");
         let mut mode = match v.positions {
@@ -98,8 +98,8 @@ pub fn toolbar_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
             PosWindow::Range(..) => 2,
         };
         ui.selectable_value(&mut mode, 0, "all");
-        ui.selectable_value(&mut mode, 1, "last N");
-        ui.selectable_value(&mut mode, 2, "range");
+        let last_n = ui.selectable_value(&mut mode, 1, "last N");
+        let range = ui.selectable_value(&mut mode, 2, "range");
         v.positions = match (mode, v.positions) {
             (0, _) => PosWindow::All,
             (1, PosWindow::LastN(n)) => PosWindow::LastN(n),
@@ -110,12 +110,12 @@ pub fn toolbar_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
         match &mut v.positions {
             PosWindow::All => {}
             PosWindow::LastN(n) => {
-                ui.add(egui::DragValue::new(n).range(1..=n_pos.max(1)));
+                ui.add(egui::DragValue::new(n).range(1..=n_pos.max(1))).labelled_by(last_n.id);
             }
             PosWindow::Range(a, b) => {
-                ui.add(egui::DragValue::new(a).range(0..=n_pos.saturating_sub(1)));
-                ui.label("–");
-                ui.add(egui::DragValue::new(b).range(0..=n_pos.saturating_sub(1)));
+                ui.add(egui::DragValue::new(a).range(0..=n_pos.saturating_sub(1))).labelled_by(range.id).on_hover_text("First position");
+                let dash = ui.label("–");
+                ui.add(egui::DragValue::new(b).range(0..=n_pos.saturating_sub(1))).labelled_by(dash.id).on_hover_text("Last position");
             }
         }
         ui.separator();

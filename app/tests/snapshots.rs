@@ -1,0 +1,248 @@
+//! egui_kittest snapshot tests of every panel of the desktop app, on a report the engine computes
+//! from the bundled demo model (the copy prompt, " plasma" pinned).
+//!
+//! kittest needs a renderer to turn egui's output into pixels. Its own is wgpu (a GPU or a
+//! software Vulkan); this file has a small, deterministic CPU rasteriser instead (`SoftRenderer`:
+//! egui's tessellated triangles, premultiplied-alpha blending in gamma space as egui's own
+//! backends do, bilinear texture sampling, scissor rectangles), checked against hand-computed
+//! pixels first. Images are compared with `tests/snapshots/*.png`; regenerate them with
+//! `UPDATE_SNAPSHOTS=1` after a deliberate change (and look at them).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+
+use std::collections::HashMap;
+
+use egui::epaint::{ClippedPrimitive, Primitive, Vertex};
+use egui::{Color32, TextureId, TexturesDelta};
+use egui_kittest::{Harness, SnapshotOptions, TestRenderer};
+use lens_app::gui::LogitLensApp;
+use lens_app::gui::state::{AppState, Cell, Metric, PanelLayout, PosWindow, RankTarget};
+use lens_app::gui::worker::{ModelSummary, RunResult};
+use lens_model::error::Progress;
+use lens_model::runtime::{Device, init_runtime};
+use lens_model::{LensEngine, LensOptions};
+
+struct Texture {
+    size: [usize; 2],
+    pixels: Vec<Color32>,
+    linear: bool,
+}
+
+/// A CPU rasteriser for egui's output (see the file's doc).
+#[derive(Default)]
+struct SoftRenderer {
+    textures: HashMap<TextureId, Texture>,
+}
+
+impl SoftRenderer {
+    fn sample(&self, id: TextureId, uv: egui::Pos2) -> [f32; 4] {
+        let Some(t) = self.textures.get(&id) else { return [1.0; 4] };
+        let (w, h) = (t.size[0], t.size[1]);
+        let texel = |x: isize, y: isize| -> [f32; 4] {
+            let x = x.clamp(0, w as isize - 1) as usize;
+            let y = y.clamp(0, h as isize - 1) as usize;
+            let c = t.pixels[y * w + x];
+            [f32::from(c.r()) / 255.0, f32::from(c.g()) / 255.0, f32::from(c.b()) / 255.0, f32::from(c.a()) / 255.0]
+        };
+        let (fx, fy) = (uv.x * w as f32 - 0.5, uv.y * h as f32 - 0.5);
+        if !t.linear {
+            return texel(fx.round() as isize, fy.round() as isize);
+        }
+        let (x0, y0) = (fx.floor(), fy.floor());
+        let (tx, ty) = (fx - x0, fy - y0);
+        let (x0, y0) = (x0 as isize, y0 as isize);
+        let (a, b, c, d) = (texel(x0, y0), texel(x0 + 1, y0), texel(x0, y0 + 1), texel(x0 + 1, y0 + 1));
+        let mut out = [0.0; 4];
+        for i in 0..4 {
+            out[i] = (a[i] * (1.0 - tx) + b[i] * tx) * (1.0 - ty) + (c[i] * (1.0 - tx) + d[i] * tx) * ty;
+        }
+        out
+    }
+
+    fn triangle(&self, img: &mut [[f32; 4]], (w, h): (usize, usize), clip: [usize; 4], tex: TextureId, v: [&Vertex; 3], ppp: f32) {
+        // One orientation for every triangle, so that an edge shared by two triangles is walked
+        // in opposite directions and the tie rule below gives its pixels to exactly one of them.
+        let mut v = v;
+        let cross = |v: &[&Vertex; 3]| (v[1].pos.x - v[0].pos.x) * (v[2].pos.y - v[0].pos.y) - (v[2].pos.x - v[0].pos.x) * (v[1].pos.y - v[0].pos.y);
+        if cross(&v) < 0.0 {
+            v.swap(1, 2);
+        }
+        let p: Vec<(f32, f32)> = v.iter().map(|v| (v.pos.x * ppp, v.pos.y * ppp)).collect();
+        let area = (p[1].0 - p[0].0) * (p[2].1 - p[0].1) - (p[2].0 - p[0].0) * (p[1].1 - p[0].1);
+        if area.abs() < 1e-12 {
+            return;
+        }
+        // A pixel centre exactly on an edge belongs to the triangle that walks the edge "downwards"
+        // (or rightwards when horizontal): a top-left style fill rule, no double painting.
+        let owns = |a: (f32, f32), b: (f32, f32)| b.1 > a.1 || (b.1 == a.1 && b.0 > a.0);
+        let inside = |w: f32, a: (f32, f32), b: (f32, f32)| w > 0.0 || (w == 0.0 && owns(a, b));
+        let min_x = p.iter().map(|q| q.0).fold(f32::INFINITY, f32::min).floor().max(clip[0] as f32) as usize;
+        let max_x = (p.iter().map(|q| q.0).fold(f32::NEG_INFINITY, f32::max).ceil() as usize).min(clip[2]).min(w);
+        let min_y = p.iter().map(|q| q.1).fold(f32::INFINITY, f32::min).floor().max(clip[1] as f32) as usize;
+        let max_y = (p.iter().map(|q| q.1).fold(f32::NEG_INFINITY, f32::max).ceil() as usize).min(clip[3]).min(h);
+        let col = |c: Color32| [f32::from(c.r()) / 255.0, f32::from(c.g()) / 255.0, f32::from(c.b()) / 255.0, f32::from(c.a()) / 255.0];
+        let cs = [col(v[0].color), col(v[1].color), col(v[2].color)];
+        for y in min_y..max_y {
+            for x in min_x..max_x {
+                let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
+                let e = |a: (f32, f32), b: (f32, f32)| (b.0 - a.0) * (py - a.1) - (b.1 - a.1) * (px - a.0);
+                let (w0, w1, w2) = (e(p[1], p[2]) / area, e(p[2], p[0]) / area, e(p[0], p[1]) / area);
+                if !(inside(w0, p[1], p[2]) && inside(w1, p[2], p[0]) && inside(w2, p[0], p[1])) {
+                    continue;
+                }
+                let uv = egui::pos2(w0 * v[0].uv.x + w1 * v[1].uv.x + w2 * v[2].uv.x, w0 * v[0].uv.y + w1 * v[1].uv.y + w2 * v[2].uv.y);
+                let t = self.sample(tex, uv);
+                let dst = &mut img[y * w + x];
+                let mut src = [0.0; 4];
+                for i in 0..4 {
+                    src[i] = (w0 * cs[0][i] + w1 * cs[1][i] + w2 * cs[2][i]) * t[i];
+                }
+                for i in 0..4 {
+                    dst[i] = src[i] + dst[i] * (1.0 - src[3]);
+                }
+            }
+        }
+    }
+
+    fn paint(&self, prims: &[ClippedPrimitive], (w, h): (usize, usize), ppp: f32) -> Vec<[f32; 4]> {
+        let mut img = vec![[0.0f32; 4]; w * h];
+        for cp in prims {
+            let Primitive::Mesh(mesh) = &cp.primitive else { continue };
+            let r = cp.clip_rect;
+            let clip = [(r.min.x * ppp).round().max(0.0) as usize, (r.min.y * ppp).round().max(0.0) as usize, (r.max.x * ppp).round().max(0.0) as usize, (r.max.y * ppp).round().max(0.0) as usize];
+            for tri in mesh.indices.chunks_exact(3) {
+                let v = [&mesh.vertices[tri[0] as usize], &mesh.vertices[tri[1] as usize], &mesh.vertices[tri[2] as usize]];
+                self.triangle(&mut img, (w, h), clip, mesh.texture_id, v, ppp);
+            }
+        }
+        img
+    }
+}
+
+impl TestRenderer for SoftRenderer {
+    fn handle_delta(&mut self, delta: &mut TexturesDelta) {
+        for (id, d) in delta.set.iter().flat_map(|(id, ds)| ds.iter().map(move |d| (id, d))) {
+            let egui::ImageData::Color(img) = &d.image;
+            let linear = d.options.magnification == egui::TextureFilter::Linear;
+            match d.pos {
+                None => {
+                    self.textures.insert(*id, Texture { size: img.size, pixels: img.pixels.clone(), linear });
+                }
+                Some([x0, y0]) => {
+                    if let Some(t) = self.textures.get_mut(id) {
+                        for y in 0..img.size[1] {
+                            for x in 0..img.size[0] {
+                                t.pixels[(y0 + y) * t.size[0] + x0 + x] = img.pixels[y * img.size[0] + x];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for id in &delta.free {
+            self.textures.remove(id);
+        }
+    }
+
+    fn render(&mut self, ctx: &egui::Context, output: &egui::FullOutput) -> Result<image::RgbaImage, String> {
+        let ppp = output.pixels_per_point;
+        let screen = ctx.content_rect();
+        let (w, h) = ((screen.width() * ppp).round() as usize, (screen.height() * ppp).round() as usize);
+        let prims = ctx.tessellate(output.shapes.clone(), ppp);
+        let img = self.paint(&prims, (w, h), ppp);
+        let bytes: Vec<u8> = img.iter().flat_map(|p| p.map(|c| (c.clamp(0.0, 1.0) * 255.0).round() as u8)).collect();
+        image::RgbaImage::from_raw(w as u32, h as u32, bytes).ok_or_else(|| "bad image size".to_string())
+    }
+}
+
+#[test]
+fn the_soft_renderer_paints_what_egui_asks_for() {
+    // A dark background, one opaque red square and one half-transparent white square over it:
+    // the pixels are known without any renderer.
+    let mut h = Harness::builder().with_size(egui::vec2(60.0, 40.0)).renderer(SoftRenderer::default()).build_ui(|ui| {
+        let p = ui.ctx().layer_painter(egui::LayerId::background());
+        p.rect_filled(ui.ctx().content_rect(), 0.0, Color32::from_rgb(10, 20, 30));
+        p.rect_filled(egui::Rect::from_min_size(egui::pos2(5.0, 5.0), egui::vec2(10.0, 10.0)), 0.0, Color32::from_rgb(200, 0, 0));
+        p.rect_filled(egui::Rect::from_min_size(egui::pos2(30.0, 5.0), egui::vec2(10.0, 10.0)), 0.0, Color32::from_rgba_premultiplied(100, 100, 100, 128));
+        p.text(egui::pos2(5.0, 20.0), egui::Align2::LEFT_TOP, "Hi", egui::FontId::proportional(14.0), Color32::WHITE);
+    });
+    h.run();
+    let img = h.render().unwrap();
+    assert_eq!(img.dimensions(), (60, 40));
+    assert_eq!(img.get_pixel(1, 1).0, [10, 20, 30, 255], "background");
+    assert_eq!(img.get_pixel(10, 10).0, [200, 0, 0, 255], "opaque square");
+    // premultiplied grey 100 at alpha 128 over the background: 100 + c * (1 - 128/255)
+    let over = |c: u8| (100.0 + f32::from(c) * (1.0 - 128.0 / 255.0)).round() as u8;
+    assert_eq!(img.get_pixel(35, 10).0, [over(10), over(20), over(30), 255], "translucent square");
+    // The text is drawn: some pixels in its box are much lighter than the background.
+    let lit = (5..25).flat_map(|x| (20..36).map(move |y| (x, y))).filter(|&(x, y)| img.get_pixel(x, y).0[0] > 120).count();
+    assert!(lit > 10, "only {lit} lit pixels where 'Hi' is drawn");
+}
+
+/// The demo model's report on the copy prompt, " plasma" pinned, as the worker would deliver it.
+fn demo_result() -> (ModelSummary, RunResult, String) {
+    init_runtime(None).unwrap();
+    let dir = lens_model::resolve::resolve_model(None, &Progress::default()).unwrap();
+    let mut engine = LensEngine::open(&dir, Device::Cpu, &Progress::default()).unwrap();
+    let prompt = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/prompts/plasma.txt")).unwrap();
+    let ids = engine.tokenize(&prompt, false).unwrap();
+    let plasma = engine.tokenizer.token_id(" plasma").unwrap();
+    let opts = LensOptions { subblocks: true, k: 10, pinned: vec![plasma], ..LensOptions::default() };
+    let mut report = engine.run_ids(&ids, &opts, &Progress::default()).unwrap();
+    report.run.forward_ms = 0.0; // timings are shown in the status bar: keep the pictures stable
+    report.run.lens_ms = 0.0;
+    let trace = engine.trace(&ids).unwrap();
+    let dla: Vec<Vec<f64>> = (0..ids.len()).map(|p| lens_model::attribution::terms(&trace, &engine.decoder, p, plasma)).collect();
+    let dla = (0..dla[0].len()).map(|c| dla.iter().map(|row| row[c]).collect()).collect();
+    (ModelSummary::of_engine(&engine, &dir), RunResult { prompt: prompt.clone(), report, pinned_dla: Some(dla) }, prompt)
+}
+
+fn snapshot_of(metric: Metric, name: &str) {
+    let (model, result, prompt) = demo_result();
+    let mut state = AppState::default();
+    state.prompt = prompt;
+    state.view.layout = PanelLayout::Tabs;
+    state.view.tab = metric;
+    state.view.subblocks = true;
+    state.view.show_inspector = true;
+    state.view.show_contributions = true;
+    state.pinned = result.report.pinned.as_ref().map(|p| p.tokens[0].id);
+    // The copy case: the last 12 positions, the cell at the second " say" (whose next token is
+    // " plasma") selected in the final row, ranks of the pinned " plasma".
+    state.view.positions = PosWindow::LastN(12);
+    state.view.rank_target = RankTarget::Pinned;
+    state.selection = Some(Cell { site: result.report.sites.len() - 1, pos: result.report.n_pos() - 2 });
+    let mut app = LogitLensApp::with_result(state, model, result);
+    app.state.model.as_mut().map(|m| std::sync::Arc::make_mut(m).dir = std::path::PathBuf::from("assets/demo-model"));
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .with_context_setup(lens_app::gui::fonts::install_bundled)
+        .allow_missing_glyphs()
+        .renderer(SoftRenderer::default())
+        .build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    for _ in 0..4 {
+        h.step();
+    }
+    assert!(h.state().geometry.iter().any(|g| g.metric == metric), "{metric:?} is painted");
+    h.snapshot_options(name, &SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")));
+}
+
+#[test]
+fn snapshot_logits_panel() {
+    snapshot_of(Metric::Logits, "panel_logits");
+}
+
+#[test]
+fn snapshot_ranks_panel() {
+    snapshot_of(Metric::Ranks, "panel_ranks");
+}
+
+#[test]
+fn snapshot_kl_panel() {
+    snapshot_of(Metric::Kl, "panel_kl");
+}
+
+#[test]
+fn snapshot_entropy_panel() {
+    snapshot_of(Metric::Entropy, "panel_entropy");
+}
