@@ -213,7 +213,9 @@ fn snapshot_of(metric: Metric, name: &str) {
     state.view.rank_target = RankTarget::Pinned;
     state.selection = Some(Cell { site: result.report.sites.len() - 1, pos: result.report.n_pos() - 2 });
     let mut app = LogitLensApp::with_result(state, model, result);
-    app.state.model.as_mut().map(|m| std::sync::Arc::make_mut(m).dir = std::path::PathBuf::from("assets/demo-model"));
+    if let Some(m) = app.state.model.as_mut() {
+        std::sync::Arc::make_mut(m).dir = std::path::PathBuf::from("assets/demo-model");
+    }
     let mut h = Harness::builder()
         .with_size(egui::vec2(1280.0, 800.0))
         .with_context_setup(lens_app::gui::fonts::install_bundled)

@@ -137,7 +137,7 @@ impl Decoder {
 ///
 /// `parallel` uses every core for this one product; the lens kernel runs one product per core instead.
 pub fn logits_block(x: &[f32], w: &[f32], d: usize, out: &mut [f32], parallel: bool) -> Result<()> {
-    if d == 0 || x.len() % d != 0 || w.len() % d != 0 || out.len() != (x.len() / d) * (w.len() / d) {
+    if d == 0 || !x.len().is_multiple_of(d) || !w.len().is_multiple_of(d) || out.len() != (x.len() / d) * (w.len() / d) {
         return Err(LensError::invalid("logits_block: inconsistent sizes"));
     }
     let (rows, cols) = (x.len() / d, w.len() / d);

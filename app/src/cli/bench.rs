@@ -87,7 +87,7 @@ pub fn run(ort_lib: Option<&Path>, args: &BenchArgs) -> Result<()> {
     let block = 4096usize;
     let mut out = vec![0f32; rows * block];
     let w_u = &engine.decoder.w_u;
-    let (ref_s, ()) = best_of(args.repeat, || {
+    let mut reference = || -> Result<()> {
         let mut v0 = 0;
         while v0 < v {
             let c = block.min(v - v0);
@@ -96,7 +96,21 @@ pub fn run(ort_lib: Option<&Path>, args: &BenchArgs) -> Result<()> {
             v0 += c;
         }
         Ok(())
-    })?;
+    };
+    let (ref_s, ()) = best_of(args.repeat, &mut reference)?;
+    // Paired runs: the lens and the reference back to back, the ratio of each pair. On a shared
+    // machine whose speed drifts, the median of the pairs is steadier than the ratio of two bests.
+    let mut pairs = Vec::with_capacity(args.repeat.max(1));
+    for _ in 0..args.repeat.max(1) {
+        let t = Instant::now();
+        engine.lens(&ids, &trace, &opts, &Progress::default())?;
+        let a = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        reference()?;
+        pairs.push(t.elapsed().as_secs_f64() / a);
+    }
+    pairs.sort_by(f64::total_cmp);
+    let median = pairs.get(pairs.len() / 2).copied().unwrap_or(f64::NAN);
     let lens_gflops = flops / lens_s / 1e9;
     let ref_gflops = flops / ref_s / 1e9;
     println!("model            {} ({} layers, d_model {}, d_vocab {})", engine.bundle.name, shape.n_layers, d, v);
@@ -107,7 +121,14 @@ pub fn run(ort_lib: Option<&Path>, args: &BenchArgs) -> Result<()> {
     println!("forward          {:.1} ms", fwd_s * 1e3);
     println!("lens             {:.1} ms  ({:.1} GFLOP/s)", lens_s * 1e3, lens_gflops);
     println!("reference GEMM   {:.1} ms  ({:.1} GFLOP/s, same shape, faer, all cores)", ref_s * 1e3, ref_gflops);
-    println!("lens / reference {:.3}", lens_gflops / ref_gflops);
+    println!("lens / reference {:.3} (best of {} each)", lens_gflops / ref_gflops, args.repeat.max(1));
+    println!(
+        "paired ratio     {:.3} (median of {} back-to-back pairs; range {:.3}..{:.3})",
+        median,
+        pairs.len(),
+        pairs.first().copied().unwrap_or(f64::NAN),
+        pairs.last().copied().unwrap_or(f64::NAN)
+    );
     if let Some(r) = rss_lens {
         println!("peak RSS         {r:.0} MiB (before the reference GEMM)");
     }
