@@ -110,11 +110,8 @@ pub fn run_trace(session: &mut Session, bundle: &Bundle, ids: &[u32], keep_logit
         resid_mid.push(mid);
         resid_post.push(post);
     }
-    let logits = extract(&mut outputs, "logits", n_pos, shape.d_vocab)?;
-    let logits_top1 = logits
-        .rows()
-        .into_iter()
-        .map(|row| {
+    let argmax = |rows: &mut dyn Iterator<Item = &[f32]>| -> Vec<u32> {
+        rows.map(|row| {
             let mut best = (0u32, f32::NEG_INFINITY);
             for (i, &v) in row.iter().enumerate() {
                 if v > best.1 {
@@ -123,6 +120,26 @@ pub fn run_trace(session: &mut Session, bundle: &Bundle, ids: &[u32], keep_logit
             }
             best.0
         })
-        .collect();
-    Ok(ResidualTrace { n_pos, embed, resid_mid, resid_post, attn_out, mlp_out, logits_top1, logits: keep_logits.then_some(logits) })
+        .collect()
+    };
+    let (logits_top1, logits) = if keep_logits {
+        let logits = extract(&mut outputs, "logits", n_pos, shape.d_vocab)?;
+        let top1 = argmax(&mut logits.rows().into_iter().map(|r| r.to_slice().unwrap_or_default()));
+        (top1, Some(logits))
+    } else {
+        // Only the argmax is needed: read it from ORT's own output buffer instead of copying the
+        // [pos, d_vocab] logits (51 MB at 256 tokens of GPT-2) next to it.
+        let value = outputs.remove("logits").ok_or_else(|| LensError::Runtime("the model did not return output logits".into()))?;
+        let (dims, data) = value.try_extract_tensor::<f32>().map_err(|e| LensError::Runtime(format!("output logits: {e}")))?;
+        let dims: Vec<i64> = dims.iter().copied().collect();
+        if dims != [1, n_pos as i64, shape.d_vocab as i64] {
+            return Err(LensError::Runtime(format!("output logits has shape {dims:?}, expected [1, {n_pos}, {}]", shape.d_vocab)));
+        }
+        if data.iter().any(|v| !v.is_finite()) {
+            return Err(LensError::Runtime("output logits contains NaN or infinite values".into()));
+        }
+        (argmax(&mut data.chunks_exact(shape.d_vocab)), None)
+    };
+    drop(outputs);
+    Ok(ResidualTrace { n_pos, embed, resid_mid, resid_post, attn_out, mlp_out, logits_top1, logits })
 }
