@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Train the bundled demo GPT-2 on one CUDA GPU (the shipped model was made with this script on an H100).
 
-Same model (gpt2.py, Hugging Face GPT2LMHeadModel layout) and data (prepare_data.py) as train.py, but with
-copying taught from step 0 and a wall-clock budget:
+The model is gpt2.py (Hugging Face GPT2LMHeadModel layout), the data prepare_data.py's splits; copying is
+taught from step 0, and training can run to a wall-clock budget:
 
 * Rows of n_ctx+1 tokens. A fraction --copy_frac of rows are "copy rows": a chunk of 24..96 tokens, repeated
   until the row is full. Of those, a fraction --random_frac are chunks of tokens drawn uniformly from the whole
@@ -20,7 +20,8 @@ copying taught from step 0 and a wall-clock budget:
   in step count (the batch for step s is a pure function of (seed, s)).
 * bf16 autocast, fp32 master weights, fused AdamW (beta 0.9/0.95, wd 0.1 on matrices and embeddings).
 
-Writes RUN_DIR/ckpt_final.pt in train.py's checkpoint format (export_eval.py --ckpt takes it).
+Writes RUN_DIR/ckpt_final.pt (model state, config, step, tokens, time, args, periodic evaluations), which
+export_eval.py --ckpt turns into the shipped files.
 """
 import argparse, json, math, os, time
 import numpy as np
