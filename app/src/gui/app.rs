@@ -96,6 +96,8 @@ pub struct LogitLensApp {
     dialog_rx: Receiver<AppCommand>,
     screenshot: Option<ScreenshotPlan>,
     scroll_to_selection: bool,
+    /// The result shown is a partial one (its run is still going).
+    showing_partial: bool,
 }
 
 impl std::fmt::Debug for LogitLensApp {
@@ -160,6 +162,7 @@ impl LogitLensApp {
             dialog_rx,
             screenshot,
             scroll_to_selection: false,
+            showing_partial: false,
         };
         if let Some(f) = app.opts.prompt_file.clone() {
             app.open_prompt_file(f, false);
@@ -498,25 +501,42 @@ impl LogitLensApp {
                     self.state.error = None;
                     self.state.result = Some(res);
                     self.partials_shown += usize::from(!complete);
+                    self.showing_partial = !complete;
                 }
                 OutcomeKind::Failed(msg) => {
                     if o.was_load {
                         self.loading_path = None;
                         self.run_after_load = false;
                     }
-                    self.state.error = Some(msg);
+                    self.state.error = Some(match self.partial_note(o.was_load) {
+                        Some(note) => format!("{msg} ({note})"),
+                        None => msg,
+                    });
                 }
                 OutcomeKind::Cancelled => {
                     if o.was_load {
                         self.loading_path = None;
                     }
-                    self.state.notice = Some("cancelled".into());
+                    self.state.notice = Some(match self.partial_note(o.was_load) {
+                        Some(note) => format!("cancelled: {note}"),
+                        None => "cancelled".into(),
+                    });
                 }
             }
         }
         while let Ok(cmd) = self.dialog_rx.try_recv() {
             self.cmds.push(cmd);
         }
+    }
+
+    /// When a run that had shown partial results ends without its whole result: what the grids
+    /// still show.
+    fn partial_note(&mut self, was_load: bool) -> Option<String> {
+        if was_load || !std::mem::take(&mut self.showing_partial) {
+            return None;
+        }
+        let n = self.state.result.as_ref().map_or(0, |r| r.report.n_pos());
+        Some(format!("the grids show the first {n} positions only"))
     }
 
     fn shortcuts(&mut self, ui: &mut Ui) {
