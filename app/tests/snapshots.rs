@@ -226,7 +226,11 @@ fn snapshot_of(metric: Metric, name: &str) {
         h.step();
     }
     assert!(h.state().geometry.iter().any(|g| g.metric == metric), "{metric:?} is painted");
-    h.snapshot_options(name, &SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")));
+    // Up to 0.5 % of the pixels may differ: ONNX Runtime's kernels differ between CPUs (AVX2 or
+    // AVX-512) in the last bits, which can change a rounded number in a cell; a missing or broken
+    // panel changes far more.
+    let options = SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels(1280 * 800 / 200);
+    h.snapshot_options(name, &options);
 }
 
 #[test]
