@@ -82,6 +82,13 @@ pub fn contributions_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand
                 .allow_zoom(false)
                 .allow_drag(false)
                 .y_axis_label("logit")
+                // A mark under every bar; egui_plot labels the coarsest steps that fit (every 8th,
+                // 4th, 2nd bar or all, as the width allows). Hovering a bar names it.
+                .x_grid_spacer(move |input| {
+                    let (lo, hi) = (input.bounds.0.ceil().max(0.0) as usize, input.bounds.1.floor().max(0.0) as usize);
+                    let step = |i: usize| [8usize, 4, 2].into_iter().find(|s| i.is_multiple_of(*s)).unwrap_or(1) as f64;
+                    (lo..=hi).map(|i| egui_plot::GridMark { value: i as f64, step_size: step(i) }).collect()
+                })
                 .x_axis_formatter(move |m, _| {
                     let v = m.value;
                     if (v - v.round()).abs() < 1e-6 && v >= 0.0 { names.get(v.round() as usize).cloned().unwrap_or_default() } else { String::new() }
