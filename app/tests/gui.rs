@@ -42,7 +42,7 @@ fn engine_result(pinned: &[&str]) -> (ModelSummary, RunResult) {
     let ids = engine.tokenize(PROMPT, false).unwrap();
     let pinned = pinned.iter().map(|p| engine.tokenizer.token_id(p).unwrap()).collect();
     let report = engine.run_ids(&ids, &LensOptions { subblocks: true, k: 5, pinned, ..LensOptions::default() }, &Progress::default()).unwrap();
-    (ModelSummary::of_engine(&engine, bundle()), RunResult { prompt: PROMPT.into(), report, pinned_dla: None })
+    (ModelSummary::of_engine(&engine, bundle()), RunResult { prompt: PROMPT.into(), total_positions: report.n_pos(), report, pinned_dla: None })
 }
 
 fn harness(state: AppState) -> Harness<'static, LogitLensApp> {
@@ -380,7 +380,16 @@ fn a_run_shows_partial_results_that_end_in_the_whole_report() {
     state.prompt = PROMPT.into();
     let app = LogitLensApp::new_for_test(state, opts);
     let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    // The first piece is shown with the prompt's full length known.
+    step_until(&mut h, "a partial result", |a| a.state.result.is_some());
+    let first = h.state().state.result.clone().unwrap();
+    assert_eq!(first.total_positions, 7);
+    assert!(first.report.n_pos() >= 2, "{} positions", first.report.n_pos());
+    if first.report.n_pos() < 7 {
+        assert!(h.query_by_label_contains("lens shown for the first").is_some(), "the status bar says the result is partial");
+    }
     step_until(&mut h, "the whole result", |a| a.state.result.as_ref().is_some_and(|r| r.report.n_pos() == 7) && a.state.progress.is_none());
+    assert!(h.query_by_label_contains("lens shown for the first").is_none());
     assert_eq!(h.state().partials_shown, 3);
     assert!(h.state().state.selection.is_some(), "the last position is selected once the whole result is there");
     // The joined pieces are the report the engine computes in one piece.

@@ -195,7 +195,7 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
     let opts = LensOptions { subblocks: spec.subblocks, pinned, ..LensOptions::default() };
     let report = engine.run_ids(&ids, &opts, &Progress::default())?;
     let vocab = ModelSummary::vocab_of(&engine);
-    let result = RunResult { prompt: prompt.clone(), report, pinned_dla: None };
+    let result = RunResult { prompt: prompt.clone(), total_positions: report.n_pos(), report, pinned_dla: None };
     let vm = ViewModel::build(&result, &view, &vocab);
     let report = &result.report;
     let subtitle = scene::subtitle(report);

@@ -64,5 +64,5 @@ pub fn synthetic_result(n_layers: usize, n_pos: usize, k: usize) -> RunResult {
         pinned: None,
         run: RunInfo { provider: "synthetic".into(), forward_ms: 0.0, lens_ms: 0.0, program: String::new() },
     };
-    RunResult { prompt: String::new(), report, pinned_dla: None }
+    RunResult { prompt: String::new(), total_positions: report.n_pos(), report, pinned_dla: None }
 }

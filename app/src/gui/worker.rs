@@ -90,6 +90,8 @@ pub struct RunResult {
     pub report: LensReport,
     /// Direct logit attribution to the first pinned token // [component][pos]
     pub pinned_dla: Option<Vec<Vec<f64>>>,
+    /// Positions of the whole prompt: more than the report's while it is a partial result.
+    pub total_positions: usize,
 }
 
 /// A job for the worker.
@@ -360,7 +362,7 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(Arc<RunResult>)) -> an
                 let Some(r) = report.as_mut() else { anyhow::bail!("no lens result") };
                 r.run.forward_ms = forward_ms;
                 r.run.lens_ms = t1.elapsed().as_secs_f64() * 1e3;
-                let res = Arc::new(RunResult { prompt: text.clone(), report: r.clone(), pinned_dla: pinned_dla(engine, trace, pinned.first().copied(), end) });
+                let res = Arc::new(RunResult { prompt: text.clone(), report: r.clone(), pinned_dla: pinned_dla(engine, trace, pinned.first().copied(), end), total_positions: n_pos });
                 if start < n_pos {
                     emit(res);
                 } else {

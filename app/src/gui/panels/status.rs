@@ -28,7 +28,11 @@ pub fn status_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
             let r = &res.report;
             ui.separator();
             let n_ctx = state.model.as_ref().map_or(r.model.n_ctx, |m| m.shape.n_ctx);
-            ui.label(format!("{} / {} tokens", r.n_pos(), n_ctx));
+            let total = res.total_positions.max(r.n_pos());
+            ui.label(format!("{total} / {n_ctx} tokens"));
+            if r.n_pos() < total {
+                ui.label(RichText::new(format!("· lens shown for the first {} so far", r.n_pos())).color(theme::CURSOR));
+            }
             ui.separator();
             ui.label(format!("forward {:.0} ms · lens {:.0} ms", r.run.forward_ms, r.run.lens_ms));
         }
