@@ -46,9 +46,13 @@ impl ResidualTrace {
     }
 }
 
-/// Moves one output out of ORT's outputs (so that its memory is freed as soon as it is copied).
-fn extract(outputs: &mut ort::session::SessionOutputs<'_>, name: &str, n_pos: usize, width: usize) -> Result<Array2<f32>> {
-    let value = outputs.remove(name).ok_or_else(|| LensError::Runtime(format!("the model did not return output {name}")))?;
+/// Moves one output out of ORT's outputs.
+fn take_output(outputs: &mut ort::session::SessionOutputs<'_>, name: &str) -> Result<ort::value::DynValue> {
+    outputs.remove(name).ok_or_else(|| LensError::Runtime(format!("the model did not return output {name}")))
+}
+
+/// The data of an output of shape `[1, n_pos, width]` with finite values only.
+fn checked<'v>(value: &'v ort::value::DynValue, name: &str, n_pos: usize, width: usize) -> Result<&'v [f32]> {
     let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| LensError::Runtime(format!("output {name}: {e}")))?;
     let dims: Vec<i64> = shape.iter().copied().collect();
     if dims != [1, n_pos as i64, width as i64] {
@@ -57,7 +61,25 @@ fn extract(outputs: &mut ort::session::SessionOutputs<'_>, name: &str, n_pos: us
     if data.iter().any(|v| !v.is_finite()) {
         return Err(LensError::Runtime(format!("output {name} contains NaN or infinite values")));
     }
+    Ok(data)
+}
+
+/// Copies one output out of ORT's outputs (its ORT memory is freed as soon as it is copied).
+fn extract(outputs: &mut ort::session::SessionOutputs<'_>, name: &str, n_pos: usize, width: usize) -> Result<Array2<f32>> {
+    let value = take_output(outputs, name)?;
+    let data = checked(&value, name, n_pos, width)?;
     Array2::from_shape_vec((n_pos, width), data.to_vec()).map_err(|e| LensError::Runtime(e.to_string()))
+}
+
+/// Index of the largest value (the lowest index on ties).
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = (0u32, f32::NEG_INFINITY);
+    for (i, &v) in row.iter().enumerate() {
+        if v > best.1 {
+            best = (i as u32, v);
+        }
+    }
+    best.0
 }
 
 /// Runs the bundle's session on `ids` and collects every hook. Cancelling `progress` terminates
@@ -110,36 +132,11 @@ pub fn run_trace(session: &mut Session, bundle: &Bundle, ids: &[u32], keep_logit
         resid_mid.push(mid);
         resid_post.push(post);
     }
-    let argmax = |rows: &mut dyn Iterator<Item = &[f32]>| -> Vec<u32> {
-        rows.map(|row| {
-            let mut best = (0u32, f32::NEG_INFINITY);
-            for (i, &v) in row.iter().enumerate() {
-                if v > best.1 {
-                    best = (i as u32, v);
-                }
-            }
-            best.0
-        })
-        .collect()
-    };
-    let (logits_top1, logits) = if keep_logits {
-        let logits = extract(&mut outputs, "logits", n_pos, shape.d_vocab)?;
-        let top1 = argmax(&mut logits.rows().into_iter().map(|r| r.to_slice().unwrap_or_default()));
-        (top1, Some(logits))
-    } else {
-        // Only the argmax is needed: read it from ORT's own output buffer instead of copying the
-        // [pos, d_vocab] logits (51 MB at 256 tokens of GPT-2) next to it.
-        let value = outputs.remove("logits").ok_or_else(|| LensError::Runtime("the model did not return output logits".into()))?;
-        let (dims, data) = value.try_extract_tensor::<f32>().map_err(|e| LensError::Runtime(format!("output logits: {e}")))?;
-        let dims: Vec<i64> = dims.iter().copied().collect();
-        if dims != [1, n_pos as i64, shape.d_vocab as i64] {
-            return Err(LensError::Runtime(format!("output logits has shape {dims:?}, expected [1, {n_pos}, {}]", shape.d_vocab)));
-        }
-        if data.iter().any(|v| !v.is_finite()) {
-            return Err(LensError::Runtime("output logits contains NaN or infinite values".into()));
-        }
-        (argmax(&mut data.chunks_exact(shape.d_vocab)), None)
-    };
-    drop(outputs);
+    // The argmax is read from ORT's own buffer; the [pos, d_vocab] logits (51 MB at 256 tokens of
+    // GPT-2) are copied only when asked for.
+    let value = take_output(&mut outputs, "logits")?;
+    let data = checked(&value, "logits", n_pos, shape.d_vocab)?;
+    let logits_top1 = data.chunks_exact(shape.d_vocab).map(argmax).collect();
+    let logits = if keep_logits { Some(Array2::from_shape_vec((n_pos, shape.d_vocab), data.to_vec()).map_err(|e| LensError::Runtime(e.to_string()))?) } else { None };
     Ok(ResidualTrace { n_pos, embed, resid_mid, resid_post, attn_out, mlp_out, logits_top1, logits })
 }

@@ -96,8 +96,6 @@ pub struct LogitLensApp {
     dialog_rx: Receiver<AppCommand>,
     screenshot: Option<ScreenshotPlan>,
     scroll_to_selection: bool,
-    /// The result shown is a partial one (its run is still going).
-    showing_partial: bool,
 }
 
 impl std::fmt::Debug for LogitLensApp {
@@ -162,7 +160,6 @@ impl LogitLensApp {
             dialog_rx,
             screenshot,
             scroll_to_selection: false,
-            showing_partial: false,
         };
         if let Some(f) = app.opts.prompt_file.clone() {
             app.open_prompt_file(f, false);
@@ -501,7 +498,6 @@ impl LogitLensApp {
                     self.state.error = None;
                     self.state.result = Some(res);
                     self.partials_shown += usize::from(!complete);
-                    self.showing_partial = !complete;
                 }
                 OutcomeKind::Failed(msg) => {
                     if o.was_load {
@@ -529,14 +525,11 @@ impl LogitLensApp {
         }
     }
 
-    /// When a run that had shown partial results ends without its whole result: what the grids
+    /// When a run ends without its whole result while a partial one is shown: what the grids
     /// still show.
-    fn partial_note(&mut self, was_load: bool) -> Option<String> {
-        if was_load || !std::mem::take(&mut self.showing_partial) {
-            return None;
-        }
-        let n = self.state.result.as_ref().map_or(0, |r| r.report.n_pos());
-        Some(format!("the grids show the first {n} positions only"))
+    fn partial_note(&self, was_load: bool) -> Option<String> {
+        let res = self.state.result.as_ref().filter(|r| !was_load && r.report.n_pos() < r.total_positions)?;
+        Some(format!("the grids show the first {} positions only", res.report.n_pos()))
     }
 
     fn shortcuts(&mut self, ui: &mut Ui) {

@@ -348,21 +348,29 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(Arc<RunResult>)) -> an
             let step = st.piece_positions.unwrap_or_else(|| positions_per_piece(n_sites, shape.d_model, shape.d_vocab)).max(1);
             let n_pos = trace.n_pos;
             let mut report: Option<lens_model::report::LensReport> = None;
+            // Direct logit attribution to the first pinned token, per position // [pos][component]
+            let mut dla_rows: Vec<Vec<f64>> = Vec::new();
             let mut start = 0;
             while start < n_pos {
                 let end = (start + step).min(n_pos);
                 // The kernel reports progress per piece; scale it to the whole prompt.
                 let piece_progress = job.progress.part(start as f32 / n_pos as f32, (end - start) as f32 / n_pos as f32);
                 let piece = engine.lens_range(&ids, trace, &opts, start..end, &piece_progress)?;
-                match report.as_mut() {
-                    Some(r) => r.append_positions(piece)?,
-                    None => report = Some(piece),
-                }
-                start = end;
-                let Some(r) = report.as_mut() else { anyhow::bail!("no lens result") };
+                let r = match report.as_mut() {
+                    Some(r) => {
+                        r.append_positions(piece)?;
+                        r
+                    }
+                    None => report.insert(piece),
+                };
                 r.run.forward_ms = forward_ms;
                 r.run.lens_ms = t1.elapsed().as_secs_f64() * 1e3;
-                let res = Arc::new(RunResult { prompt: text.clone(), report: r.clone(), pinned_dla: pinned_dla(engine, trace, pinned.first().copied(), end), total_positions: n_pos });
+                if let Some(&t) = pinned.first() {
+                    dla_rows.extend((start..end).map(|p| lens_model::attribution::terms(trace, &engine.decoder, p, t)));
+                }
+                let pinned_dla = pinned.first().map(|_| transpose(&dla_rows));
+                let res = Arc::new(RunResult { prompt: text.clone(), report: r.clone(), pinned_dla, total_positions: n_pos });
+                start = end;
                 if start < n_pos {
                     emit(res);
                 } else {
@@ -374,11 +382,8 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(Arc<RunResult>)) -> an
     }
 }
 
-/// Direct logit attribution to `token` at the first `n_pos` positions // [component][pos]
-fn pinned_dla(engine: &LensEngine, trace: &ResidualTrace, token: Option<u32>, n_pos: usize) -> Option<Vec<Vec<f64>>> {
-    let t = token?;
-    let per_pos: Vec<Vec<f64>> = (0..n_pos.min(trace.n_pos)).map(|p| lens_model::attribution::terms(trace, &engine.decoder, p, t)).collect();
-    // [pos][component] -> [component][pos]
-    let n_comp = per_pos.first().map_or(0, Vec::len);
-    Some((0..n_comp).map(|c| per_pos.iter().map(|row| row.get(c).copied().unwrap_or(f64::NAN)).collect()).collect())
+/// `[pos][component]` -> `[component][pos]`.
+fn transpose(rows: &[Vec<f64>]) -> Vec<Vec<f64>> {
+    let n_comp = rows.first().map_or(0, Vec::len);
+    (0..n_comp).map(|c| rows.iter().map(|row| row.get(c).copied().unwrap_or(f64::NAN)).collect()).collect()
 }
