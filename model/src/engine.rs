@@ -203,7 +203,7 @@ impl LensEngine {
         if let Some(bad) = opts.pinned.iter().find(|&&t| t as usize >= shape.d_vocab) {
             return Err(LensError::invalid(format!("pinned token id {bad} is outside the vocabulary")));
         }
-        let mut dec = self.decoder.clone();
+        let mut dec = self.decoder.clone(); // cheap: W_U is shared, not copied
         dec.kind = opts.decoder;
         let sites = if opts.final_only {
             vec![SiteKind::Block(shape.n_layers.saturating_sub(1))]

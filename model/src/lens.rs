@@ -41,8 +41,9 @@ pub struct Decoder {
     pub gamma: Vec<f32>,
     /// ln_final β // [d_model]
     pub beta: Vec<f32>,
-    /// The unembedding, one row per token // [d_vocab, d_model]
-    pub w_u: Vec<f32>,
+    /// The unembedding, one row per token, shared: a decoder with another `kind` is a cheap clone
+    /// (GPT-2's is 154 MB) // [d_vocab, d_model]
+    pub w_u: std::sync::Arc<[f32]>,
     /// The unembedding bias, if any // [d_vocab]
     pub b_u: Option<Vec<f32>>,
 }
@@ -83,7 +84,7 @@ impl Decoder {
             }
             None => None,
         };
-        Ok(Self { kind, d_model: d, d_vocab: v, eps: bundle.shape.eps, gamma, beta, w_u, b_u })
+        Ok(Self { kind, d_model: d, d_vocab: v, eps: bundle.shape.eps, gamma, beta, w_u: w_u.into(), b_u })
     }
 
     /// The LayerNorm scale σ = sqrt(var(x) + eps) of `x`, and its mean.
