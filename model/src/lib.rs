@@ -8,6 +8,7 @@ pub mod attribution;
 pub mod bundle;
 pub mod config;
 pub mod convert;
+pub mod cuda_libs;
 pub mod engine;
 pub mod error;
 pub mod graph;

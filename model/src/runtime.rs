@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use ort::ep::{self, ExecutionProvider};
 use ort::session::Session;
 
+use crate::cuda_libs;
 use crate::error::{LensError, Result};
 
 /// The `onnxruntime` wheel version that the cache is filled with.
@@ -272,6 +273,54 @@ fn environment() -> Result<&'static ort::environment::Environment> {
     }
 }
 
+/// A CUDA build of ONNX Runtime in the Python environment (`onnxruntime-gpu`: the CUDA provider
+/// library beside it), other than the one loaded; looked up once per process. The cache or a copy
+/// next to the executable is found first, so a later `pip install onnxruntime-gpu` is named here.
+fn python_cuda_runtime() -> Option<&'static PathBuf> {
+    static FOUND: OnceLock<Option<PathBuf>> = OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            let loaded = match RUNTIME.get() {
+                Some(Ok(l)) => Some(l.info.library.clone()),
+                _ => None,
+            };
+            let p = python_env_lib()?;
+            let has_cuda = p.parent().is_some_and(|d| d.join(if cfg!(windows) { "onnxruntime_providers_cuda.dll" } else { "libonnxruntime_providers_cuda.so" }).is_file());
+            (has_cuda && loaded.as_ref() != Some(&p)).then_some(p)
+        })
+        .as_ref()
+}
+
+/// Loads, once per process, the CUDA/cuDNN libraries of a pip-installed `onnxruntime-gpu[cuda,cudnn]`
+/// (see [`cuda_libs`]) and returns what it did, as notes for the provider report.
+fn preload_cuda_libraries() -> &'static [String] {
+    static DONE: OnceLock<Vec<String>> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let Some(Ok(l)) = RUNTIME.get() else { return Vec::new() };
+        if !cfg!(target_os = "linux") || std::env::var_os("LOGIT_LENS_NO_CUDA_PRELOAD").is_some() {
+            return Vec::new();
+        }
+        let major = cuda_libs::cuda_major(&l.info.library);
+        let mut dirs = cuda_libs::nvidia_dirs(&l.info.library, &[]);
+        if cuda_libs::candidates(&dirs, major).is_empty() {
+            dirs = cuda_libs::nvidia_dirs(&l.info.library, &cuda_libs::python_nvidia_dirs(&python()));
+        }
+        let files = cuda_libs::candidates(&dirs, major);
+        if files.is_empty() {
+            return Vec::new();
+        }
+        let (loaded, failed) = cuda_libs::preload(&files);
+        let mut notes = Vec::new();
+        if !loaded.is_empty() {
+            let names: Vec<String> = loaded.iter().filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).collect();
+            let from: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+            notes.push(format!("CUDA: loaded the CUDA {major} libraries {} from {}", names.join(", "), from.join(", ")));
+        }
+        notes.extend(failed.into_iter().map(|f| format!("CUDA: could not load {f}")));
+        notes
+    })
+}
+
 /// Creates a session for `model` on `device`, registering providers with `error_on_failure`.
 pub fn create_session(model: &Path, device: Device, threads: usize) -> Result<(Session, ProviderReport)> {
     init_runtime(None)?;
@@ -289,8 +338,17 @@ pub fn create_session(model: &Path, device: Device, threads: usize) -> Result<(S
             _ => (ep::DirectML::is_available().unwrap_or(false), ep::DirectML::default().build().error_on_failure()),
         };
         if !available {
-            report.notes.push(format!("{name}: this ONNX Runtime was built without {name} (for CUDA install the onnxruntime-gpu wheel; DirectML is Windows-only)"));
+            let mut note = format!("{name}: this ONNX Runtime was built without {name} (for CUDA install the onnxruntime-gpu wheel; DirectML is Windows-only)");
+            if name == "CUDA"
+                && let Some(p) = python_cuda_runtime()
+            {
+                note.push_str(&format!("; the Python environment has a CUDA build: pass --ort-lib {} (or set ORT_DYLIB_PATH to it)", p.display()));
+            }
+            report.notes.push(note);
             continue;
+        }
+        if name == "CUDA" {
+            report.notes.extend(preload_cuda_libraries().iter().cloned());
         }
         let attempt = Session::builder(env)
             .map_err(LensError::from)
@@ -301,7 +359,14 @@ pub fn create_session(model: &Path, device: Device, threads: usize) -> Result<(S
                 report.active = name.into();
                 return Ok((s, report));
             }
-            Err(e) => report.notes.push(format!("{name}: could not be registered: {e}")),
+            Err(e) => {
+                let e = e.to_string();
+                let hint = if name == "CUDA" { RUNTIME.get().and_then(|r| r.as_ref().ok()).and_then(|l| cuda_libs::explain_provider_failure(&e, cuda_libs::cuda_major(&l.info.library))) } else { None };
+                match hint {
+                    Some(h) => report.notes.push(format!("{name}: could not be registered: {h}")),
+                    None => report.notes.push(format!("{name}: could not be registered: {e}")),
+                }
+            }
         }
     }
     if device != Device::Auto && device != Device::Cpu {

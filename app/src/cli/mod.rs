@@ -147,12 +147,19 @@ fn device(s: &str) -> Result<Device> {
 
 /// Loads the runtime, resolves `--model` and opens the engine.
 pub fn open_engine(ort_lib: Option<&Path>, model: Option<&Path>, device: Device) -> Result<LensEngine> {
+    open_engine_notes(ort_lib, model, device, true)
+}
+
+/// [`open_engine`], printing the provider notes to stderr or not (`info` prints them itself).
+fn open_engine_notes(ort_lib: Option<&Path>, model: Option<&Path>, device: Device, print_notes: bool) -> Result<LensEngine> {
     init_runtime(ort_lib)?;
     let progress = stderr_progress();
     let dir = lens_model::resolve::resolve_model(model, &progress)?;
     let engine = LensEngine::open(&dir, device, &Progress::default()).with_context(|| format!("cannot open the model {}", dir.display()))?;
-    for note in &engine.provider.notes {
-        eprintln!("note: {note}");
+    if print_notes {
+        for note in &engine.provider.notes {
+            eprintln!("note: {note}");
+        }
     }
     Ok(engine)
 }
@@ -189,7 +196,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("ONNX Runtime {} at {}", rt.version, rt.library.display());
             println!("  found by: {}", rt.found_by);
             println!("  providers compiled in: {}", rt.compiled_providers.join(", "));
-            let engine = open_engine(ort_lib, model.as_deref(), device(&dev)?)?;
+            let engine = open_engine_notes(ort_lib, model.as_deref(), device(&dev)?, false)?;
             let s = &engine.bundle.shape;
             println!("model {} ({})", engine.bundle.name, engine.bundle.dir.display());
             println!("  n_layers {}, d_model {}, n_heads {}, d_mlp {}, d_vocab {}, n_ctx {}, eps {:e}", s.n_layers, s.d_model, s.n_heads, s.d_mlp, s.d_vocab, s.n_ctx, s.eps);
