@@ -128,7 +128,8 @@ fn ort_cache_dir() -> PathBuf {
 
 fn python_env_lib() -> Option<PathBuf> {
     let out = std::process::Command::new(python())
-        .args(["-c", "import os, onnxruntime; print(os.path.join(os.path.dirname(onnxruntime.__file__), 'capi'))"])
+        // find_spec locates the package without importing it (an import takes ~0.3 s).
+        .args(["-c", "import importlib.util as u, os; s = u.find_spec('onnxruntime'); print(os.path.join(s.submodule_search_locations[0], 'capi'))"])
         .stderr(std::process::Stdio::null())
         .output()
         .ok()?;
@@ -339,7 +340,10 @@ pub fn create_session(model: &Path, device: Device, threads: usize) -> Result<(S
         };
         if !available {
             let mut note = format!("{name}: this ONNX Runtime was built without {name} (for CUDA install the onnxruntime-gpu wheel; DirectML is Windows-only)");
+            // Only when CUDA was asked for by name: looking costs a Python start, which `auto` on a
+            // CPU build should not pay on every run.
             if name == "CUDA"
+                && device == Device::Cuda
                 && let Some(p) = python_cuda_runtime()
             {
                 note.push_str(&format!("; the Python environment has a CUDA build: pass --ort-lib {} (or set ORT_DYLIB_PATH to it)", p.display()));
