@@ -33,19 +33,21 @@ pub fn component_names(n_layers: usize) -> Vec<String> {
 pub fn terms(trace: &ResidualTrace, dec: &Decoder, pos: usize, token: u32) -> Vec<f64> {
     let w = dec.unembed_row(token);
     let bias_u = dec.b_u.as_ref().and_then(|b| b.get(token as usize)).copied().map_or(0.0, f64::from);
-    let sigma = match (dec.kind, trace.final_resid()) {
-        (DecoderKind::LogitLens, Some(f)) => dec.mean_sigma(f.row(pos).as_slice().unwrap_or_default()).1,
+    // The final logit is decomposed through the final norm for every decoder but `raw` (the
+    // last-block decoders leave the final site as the model's own output).
+    let normed = dec.kind != DecoderKind::Raw;
+    let sigma = match (normed, trace.final_resid()) {
+        (true, Some(f)) => dec.mean_sigma(f.row(pos).as_slice().unwrap_or_default()).1,
         _ => 1.0,
     };
     let term = |o: &ndarray::Array2<f32>| -> f64 {
         let row = o.row(pos);
         let x = row.as_slice().unwrap_or_default();
-        match dec.kind {
-            DecoderKind::LogitLens => {
+        if normed {
                 let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / x.len().max(1) as f64;
                 x.iter().zip(&dec.gamma).zip(w).map(|((&o, &g), &u)| (f64::from(o) - mean) * f64::from(g) * f64::from(u)).sum::<f64>() / sigma
-            }
-            DecoderKind::Raw => x.iter().zip(w).map(|(&o, &u)| f64::from(o) * f64::from(u)).sum(),
+        } else {
+            x.iter().zip(w).map(|(&o, &u)| f64::from(o) * f64::from(u)).sum()
         }
     };
     let mut out = vec![term(&trace.embed)];
@@ -53,10 +55,7 @@ pub fn terms(trace: &ResidualTrace, dec: &Decoder, pos: usize, token: u32) -> Ve
         out.push(term(a));
         out.push(term(m));
     }
-    let ln_bias = match dec.kind {
-        DecoderKind::LogitLens => dec.beta.iter().zip(w).map(|(&b, &u)| f64::from(b) * f64::from(u)).sum::<f64>(),
-        DecoderKind::Raw => 0.0,
-    };
+    let ln_bias = if normed { dec.beta.iter().zip(w).map(|(&b, &u)| f64::from(b) * f64::from(u)).sum::<f64>() } else { 0.0 };
     out.push(ln_bias + bias_u);
     out
 }

@@ -6,6 +6,7 @@ use std::path::{Component, Path, PathBuf};
 
 use prost::Message;
 
+use crate::arch::{Family, Residual};
 use crate::config::ModelShape;
 use crate::convert::{MODEL_FILE, TOKENIZER_FILE};
 use crate::error::{LensError, Result};
@@ -26,29 +27,45 @@ pub enum UnembedLayout {
 pub struct Bundle {
     /// The bundle folder.
     pub dir: PathBuf,
+    /// Bundle format version (1: GPT-2 only, the first release; 2: every family).
+    pub format_version: u32,
     /// Model name (from metadata, else the folder name).
     pub name: String,
-    /// Model family (`gpt2`).
+    /// Model family (`gpt2`, `gpt_neo`, …).
     pub family: String,
     /// The model's shape.
     pub shape: ModelShape,
+    /// Residual layout: sequential blocks have a `resid_mid`, parallel ones do not.
+    pub residual: Residual,
     /// Whether the graph outputs `hook_attn_out` / `hook_mlp_out` (else they are derived).
     pub has_subblock_outputs: bool,
-    /// Initializer name of ln_final's weight.
+    /// Whether the graph outputs `hook_resid_mid` (else it is derived as resid_pre + attn_out).
+    pub has_resid_mid: bool,
+    /// Initializer name of the final norm's weight.
     pub ln_final_weight: String,
-    /// Initializer name of ln_final's bias.
-    pub ln_final_bias: String,
+    /// Initializer name of the final norm's bias, if it has one.
+    pub ln_final_bias: Option<String>,
     /// Initializer name of the unembedding.
     pub unembed: String,
     /// Layout of the unembedding.
     pub unembed_layout: UnembedLayout,
     /// Optional initializer name of the unembedding bias `b_U`.
     pub unembed_bias: Option<String>,
+    /// The last-block graph (`last-block` / `last-mlp` decoders), if the bundle has one.
+    pub last_block: Option<PathBuf>,
     /// sha256 of the weights, when the bundle records it.
     pub weights_sha256: Option<String>,
     /// All `metadata_props`.
     pub metadata: BTreeMap<String, String>,
     initializers: BTreeMap<String, TensorProto>,
+}
+
+/// The format version of the bundle in `dir` (reads only the graph file's metadata), or `None`
+/// when it is not a readable bundle.
+pub fn format_version_of(dir: &Path) -> Option<u32> {
+    let bytes = std::fs::read(dir.join(MODEL_FILE)).ok()?;
+    let model = ModelProto::decode(bytes.as_slice()).ok()?;
+    model.metadata_props.iter().find(|p| p.key.as_deref() == Some("lens.format_version")).and_then(|p| p.value.as_deref()?.parse().ok())
 }
 
 fn check_external_location(dir: &Path, location: &str, model_path: &Path) -> Result<PathBuf> {
@@ -94,15 +111,35 @@ impl Bundle {
             v.parse::<usize>().ok().filter(|x| *x > 0).ok_or_else(|| LensError::bad_file(&model_path, format!("metadata {k} = {v:?} is not a positive integer")))
         };
         let version = meta("lens.format_version")?;
-        if version != "1" {
-            return Err(LensError::bad_file(&model_path, format!("bundle format version {version} is not supported by this logit-lens (supports 1)")));
-        }
+        let format_version: u32 = match version.as_str() {
+            "1" => 1,
+            "2" => 2,
+            other => {
+                return Err(LensError::bad_file(&model_path, format!("bundle format version {other} is not supported by this logit-lens (it reads 1 and 2); update logit-lens or convert the checkpoint again")));
+            }
+        };
         let family = meta("lens.family")?.clone();
-        if family != "gpt2" {
-            return Err(LensError::bad_file(&model_path, format!("model family {family:?} is not supported (only gpt2)")));
+        if Family::from_model_type(&family).is_none() || (format_version == 1 && family != "gpt2") {
+            return Err(LensError::bad_file(&model_path, format!("model family {family:?} is not supported; this logit-lens reads {}", Family::supported_list())));
         }
-        let eps_s = meta("lens.ln_eps")?;
-        let eps: f64 = eps_s.parse().ok().filter(|e: &f64| *e > 0.0 && *e < 1.0).ok_or_else(|| LensError::bad_file(&model_path, format!("metadata lens.ln_eps = {eps_s:?} is not a valid epsilon")))?;
+        // Format 1 (GPT-2 only) named the final LayerNorm `ln_final`; format 2 names the norm's kind.
+        let (eps_key, norm_w_key, norm_b_key) = if format_version == 1 {
+            ("lens.ln_eps", "lens.ln_final.weight", "lens.ln_final.bias")
+        } else {
+            match meta("lens.final_norm")?.as_str() {
+                "layer_norm" => {}
+                other => return Err(LensError::bad_file(&model_path, format!("final norm {other:?} is not supported by this logit-lens (layer_norm)"))),
+            }
+            ("lens.final_norm.eps", "lens.final_norm.weight", "lens.final_norm.bias")
+        };
+        let residual = if format_version == 1 {
+            Residual::Sequential
+        } else {
+            let r = meta("lens.residual")?;
+            Residual::parse(r).ok_or_else(|| LensError::bad_file(&model_path, format!("metadata lens.residual = {r:?} is not sequential or parallel")))?
+        };
+        let eps_s = meta(eps_key)?;
+        let eps: f64 = eps_s.parse().ok().filter(|e: &f64| *e > 0.0 && *e < 1.0).ok_or_else(|| LensError::bad_file(&model_path, format!("metadata {eps_key} = {eps_s:?} is not a valid epsilon")))?;
         let d_model = num("lens.d_model")?;
         let shape = ModelShape {
             n_layers: num("lens.n_layers")?,
@@ -125,12 +162,16 @@ impl Bundle {
             return Err(LensError::bad_file(&model_path, "the graph has no input named input_ids"));
         }
         let outputs: std::collections::BTreeSet<&str> = graph.output.iter().filter_map(|o| o.name.as_deref()).collect();
+        let has = |l: usize, hook: &str| outputs.contains(hook_name(l, hook).as_str());
+        let all = |hook: &str| (0..shape.n_layers).all(|l| has(l, hook));
+        let has_resid_mid = all("resid_mid");
+        let has_subblock_outputs = all("attn_out") && all("mlp_out");
         let mut missing = Vec::new();
         for l in 0..shape.n_layers {
-            for hook in ["resid_pre", "resid_mid", "resid_post"] {
-                let n = hook_name(l, hook);
-                if !outputs.contains(n.as_str()) {
-                    missing.push(n);
+            let mid_or_attn = if residual == Residual::Sequential && !has_subblock_outputs { "resid_mid" } else { "attn_out" };
+            for hook in ["resid_post", mid_or_attn] {
+                if !has(l, hook) {
+                    missing.push(hook_name(l, hook));
                 }
             }
         }
@@ -141,10 +182,6 @@ impl Bundle {
             let shown: Vec<_> = missing.iter().take(4).cloned().collect();
             return Err(LensError::bad_file(&model_path, format!("the graph lacks {} required outputs, e.g. {}", missing.len(), shown.join(", "))));
         }
-        let sub_count = (0..shape.n_layers)
-            .filter(|&l| outputs.contains(hook_name(l, "attn_out").as_str()) && outputs.contains(hook_name(l, "mlp_out").as_str()))
-            .count();
-        let has_subblock_outputs = sub_count == shape.n_layers;
         // Declared shapes of outputs, where given, must match the metadata.
         for o in &graph.output {
             let Some(name) = o.name.as_deref() else { continue };
@@ -164,15 +201,26 @@ impl Bundle {
         }
         let initializers: BTreeMap<String, TensorProto> =
             graph.initializer.into_iter().filter_map(|t| Some((t.name.clone()?, t))).collect();
-        let ln_final_weight = meta("lens.ln_final.weight")?.clone();
-        let ln_final_bias = meta("lens.ln_final.bias")?.clone();
+        let ln_final_weight = meta(norm_w_key)?.clone();
+        // Format 1 always had a bias; format 2 names one where the norm has it.
+        let ln_final_bias = if format_version == 1 { Some(meta(norm_b_key)?.clone()) } else { metadata.get(norm_b_key).cloned() };
         let unembed = meta("lens.unembed")?.clone();
         let unembed_bias = metadata.get("lens.unembed.bias").cloned();
-        for n in [&ln_final_weight, &ln_final_bias, &unembed].into_iter().chain(unembed_bias.as_ref()) {
+        for n in [&ln_final_weight, &unembed].into_iter().chain(ln_final_bias.as_ref()).chain(unembed_bias.as_ref()) {
             if !initializers.contains_key(n) {
                 return Err(LensError::bad_file(&model_path, format!("metadata names initializer {n:?}, which the graph does not have")));
             }
         }
+        let last_block = match metadata.get("lens.last_block") {
+            Some(f) => {
+                let p = check_external_location(dir, f, &model_path)?;
+                if !p.is_file() {
+                    return Err(LensError::bad_file(dir, format!("the bundle names {f} but it is missing (incomplete copy?)")));
+                }
+                Some(p)
+            }
+            None => None,
+        };
         let name = metadata
             .get("lens.name")
             .cloned()
@@ -180,15 +228,19 @@ impl Bundle {
             .unwrap_or_else(|| "model".into());
         let bundle = Self {
             dir: dir.to_path_buf(),
+            format_version,
             name,
             family,
             shape,
+            residual,
             has_subblock_outputs,
+            has_resid_mid,
             ln_final_weight,
             ln_final_bias,
             unembed,
             unembed_layout,
             unembed_bias,
+            last_block,
             weights_sha256: metadata.get("lens.weights_sha256").cloned(),
             metadata,
             initializers,
@@ -198,6 +250,15 @@ impl Bundle {
             bundle.external_range(t)?;
         }
         Ok(bundle)
+    }
+
+    /// Number of parameters: the elements of every weight initializer.
+    pub fn n_params(&self) -> usize {
+        self.initializers
+            .values()
+            .filter(|t| t.data_location == Some(tensor_proto::DataLocation::External as i32))
+            .map(|t| t.dims.iter().map(|&d| d.max(0) as usize).product::<usize>())
+            .sum()
     }
 
     /// Path of the ONNX graph.

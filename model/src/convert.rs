@@ -1,29 +1,35 @@
-//! Hugging Face GPT-2 checkpoint folder -> lens bundle (DESIGN §3.1).
+//! Hugging Face checkpoint folder -> lens bundle (DESIGN §3.1), generic over the family.
 //!
-//! The weights are streamed tensor by tensor from a memory-mapped safetensors file into the
-//! external data file `model.onnx.data` as f32, so memory stays near the size of the largest
-//! tensor (plus the page cache of the source); the ONNX proto itself only holds the graph.
+//! The family file ([`crate::arch`]) gives the one tensor plan; the converter reads each entry
+//! from the memory-mapped checkpoint, converts it to f32 (picking rows or columns, transposing
+//! `nn.Linear` weights) and appends it to the external data file `model.onnx.data`. Whole-tensor
+//! copies (the embedding) are streamed in 1 MiB pieces, so memory stays near the size of the
+//! largest transformed matrix. Then the lens graph (`model.onnx`) and the last-block graph
+//! (`last_block.onnx`) are written; both point into the same data file.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use prost::Message;
-use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
+use crate::arch::{Arch, Family, Pick, Source, TensorPlan, names};
+use crate::checkpoint::{Checkpoint, PYTORCH_FILE, TensorRef, decode_f32, has_weights};
 use crate::config::ModelShape;
 use crate::error::{LensError, Progress, Result};
-use crate::graph::{ExternalTensor, block_weight_names, build_gpt2_lens_model};
+use crate::graph::{ExternalTensor, build_last_block_model, build_lens_model, hooks_of};
 
 /// File name of the ONNX graph in a bundle.
 pub const MODEL_FILE: &str = "model.onnx";
+/// File name of the last-block graph (the `last-block` / `last-mlp` decoders) in a bundle.
+pub const LAST_BLOCK_FILE: &str = "last_block.onnx";
 /// File name of the external weight data in a bundle.
 pub const DATA_FILE: &str = "model.onnx.data";
 /// File name of the tokenizer in a bundle.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// The bundle format version written into `metadata_props`.
-pub const FORMAT_VERSION: &str = "1";
+pub const FORMAT_VERSION: &str = "2";
 const ALIGN: u64 = 4096;
 
 /// What a conversion produced.
@@ -31,30 +37,30 @@ const ALIGN: u64 = 4096;
 pub struct ConvertSummary {
     /// The bundle folder.
     pub bundle: PathBuf,
+    /// The model's family.
+    pub family: Family,
     /// The model's shape.
     pub shape: ModelShape,
     /// sha256 of the f32 weight data.
     pub weights_sha256: String,
 }
 
-/// Whether `dir` looks like a Hugging Face checkpoint folder (has `config.json` and safetensors).
+/// Whether `dir` looks like a Hugging Face checkpoint folder (`config.json` and weights; a
+/// `pytorch_model.bin` counts, so that converting it says what to do).
 pub fn is_hf_checkpoint(dir: &Path) -> bool {
-    dir.join("config.json").is_file() && dir.join("model.safetensors").is_file()
+    dir.join("config.json").is_file() && (has_weights(dir) || dir.join(PYTORCH_FILE).is_file())
 }
 
-/// Converts the Hugging Face GPT-2 checkpoint in `src` into a lens bundle at `dst`.
+/// Converts the Hugging Face checkpoint in `src` into a lens bundle at `dst`.
 ///
 /// `dst` must not exist or be an empty folder. The bundle is written into a temporary sibling
 /// folder and renamed into place at the end, so a failed or cancelled conversion leaves nothing.
 pub fn convert_hf_checkpoint(src: &Path, dst: &Path, progress: &Progress) -> Result<ConvertSummary> {
     if !src.is_dir() {
-        return Err(LensError::bad_file(src, "not a folder; expected a Hugging Face GPT-2 checkpoint folder (config.json + model.safetensors)"));
+        return Err(LensError::bad_file(src, "not a folder; expected a Hugging Face checkpoint folder (config.json + model.safetensors)"));
     }
-    let shape = ModelShape::from_hf_config(&src.join("config.json"))?;
-    let st_path = src.join("model.safetensors");
-    if !st_path.is_file() {
-        return Err(LensError::bad_file(src, "no model.safetensors in this folder (PyTorch .bin checkpoints are not supported; save with safe_serialization=True)"));
-    }
+    let arch = Arch::from_hf_config(&src.join("config.json"))?;
+    let ckpt = Checkpoint::open(src, arch.family.base_prefix())?;
     if dst.exists() {
         let empty = std::fs::read_dir(dst).map_err(|e| LensError::io(dst, e))?.next().is_none();
         if !empty {
@@ -74,15 +80,15 @@ pub fn convert_hf_checkpoint(src: &Path, dst: &Path, progress: &Progress) -> Res
         .canonicalize()
         .ok()
         .and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "gpt2".into());
-    let result = convert_into(src, &st_path, &tmp, &shape, &name, progress);
+        .unwrap_or_else(|| arch.family.model_type().into());
+    let result = convert_into(src, &ckpt, &tmp, &arch, &name, progress);
     match result {
         Ok(sha) => {
             if dst.exists() {
                 let _ = std::fs::remove_dir(dst);
             }
             std::fs::rename(&tmp, dst).map_err(|e| LensError::io(dst, e))?;
-            Ok(ConvertSummary { bundle: dst.to_path_buf(), shape, weights_sha256: sha })
+            Ok(ConvertSummary { bundle: dst.to_path_buf(), family: arch.family, shape: arch.shape.clone(), weights_sha256: sha })
         }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -91,127 +97,204 @@ pub fn convert_hf_checkpoint(src: &Path, dst: &Path, progress: &Progress) -> Res
     }
 }
 
-fn convert_into(src: &Path, st_path: &Path, out: &Path, shape: &ModelShape, name: &str, progress: &Progress) -> Result<String> {
-    let file = File::open(st_path).map_err(|e| LensError::io(st_path, e))?;
-    // SAFETY: the file is opened read-only; we only read from the mapping and never hand out
-    // references that outlive it. A concurrent writer could change bytes under us, which would at
-    // worst produce wrong weights, not memory unsafety for f32/f16 reads.
-    let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| LensError::io(st_path, e))?;
-    let st = SafeTensors::deserialize(&mmap)
-        .map_err(|e| LensError::bad_file(st_path, format!("not a valid safetensors file (truncated or corrupted?): {e}")))?;
-    let has_prefix = st.names().iter().any(|n| n.starts_with("transformer."));
-    let lookup = |n: &str| -> Result<safetensors::tensor::TensorView<'_>> {
-        let full = if has_prefix { format!("transformer.{n}") } else { n.to_string() };
-        st.tensor(&full).map_err(|_| LensError::bad_file(st_path, format!("missing tensor {full:?}; is this a GPT-2 checkpoint?")))
-    };
-    let d = shape.d_model;
-    let mut plan: Vec<(String, Vec<usize>)> = vec![
-        ("wte.weight".into(), vec![shape.d_vocab, d]),
-        ("wpe.weight".into(), vec![shape.n_ctx, d]),
-    ];
-    for l in 0..shape.n_layers {
-        let names = block_weight_names(l);
-        let dims = [vec![d], vec![d], vec![d, 3 * d], vec![3 * d], vec![d, d], vec![d], vec![d], vec![d], vec![d, shape.d_mlp], vec![shape.d_mlp], vec![shape.d_mlp, d], vec![d]];
-        plan.extend(names.into_iter().zip(dims));
-    }
-    plan.push(("ln_f.weight".into(), vec![d]));
-    plan.push(("ln_f.bias".into(), vec![d]));
-    // An untied lm_head is written as its own initializer; a tied one (equal to wte) is skipped.
-    let lm_head = st.tensor("lm_head.weight").ok();
-    let untied = match &lm_head {
-        Some(lm) => {
-            let wte = lookup("wte.weight")?;
-            lm.data() != wte.data()
+/// Whether the unembedding is the token embedding: `lm_head` absent (and the config ties them),
+/// or present and bit-identical to the embedding.
+fn is_tied(arch: &Arch, ckpt: &Checkpoint) -> Result<bool> {
+    let embed_key = arch
+        .tensors(true)
+        .into_iter()
+        .find(|t| t.name == names::EMBED)
+        .and_then(|t| match t.source {
+            Source::Checkpoint { key, .. } => Some(key),
+            Source::Sinusoidal => None,
+        })
+        .ok_or_else(|| LensError::invalid("internal: the tensor plan has no embedding"))?;
+    if !ckpt.contains(arch.unembed_key) {
+        if arch.tie_word_embeddings {
+            return Ok(true);
         }
-        None => false,
-    };
-    if untied {
-        plan.push(("lm_head.weight".into(), vec![shape.d_vocab, d]));
+        return Err(LensError::bad_file(
+            ckpt.first_path(),
+            format!("missing tensor {:?}: config.json says the unembedding is not tied to the embedding", arch.unembed_key),
+        ));
     }
+    let (e, u) = (ckpt.tensor(&embed_key)?, ckpt.tensor(arch.unembed_key)?);
+    Ok(e.dtype == u.dtype && e.shape == u.shape && e.data == u.data)
+}
 
+/// The f32 values of one planned tensor that needs picking or transposing (held in memory).
+fn materialize(t: TensorRef<'_>, key: &str, pick: &Pick, transpose: bool, want: &[usize], path: &Path) -> Result<Vec<f32>> {
+    let (rows, cols, two_d) = match t.shape {
+        [r] => (*r, 1, false),
+        [r, c] => (*r, *c, true),
+        other => return Err(LensError::bad_file(path, format!("tensor {key} has shape {other:?}; expected a vector or a matrix"))),
+    };
+    let mut vals = Vec::with_capacity(rows * cols);
+    decode_f32(t.dtype, t.data, &mut vals).map_err(|m| LensError::bad_file(path, format!("tensor {key} {m}")))?;
+    let shape_err = || LensError::bad_file(path, format!("tensor {key} has shape {:?}, config.json implies {want:?}", t.shape));
+    let (picked, pr, pc) = match pick {
+        Pick::All => (vals, rows, cols),
+        Pick::Rows(ranges) => {
+            let mut out = Vec::new();
+            let mut n = 0;
+            for r in ranges {
+                out.extend_from_slice(vals.get(r.start * cols..r.end * cols).ok_or_else(shape_err)?);
+                n += r.len();
+            }
+            (out, n, cols)
+        }
+        Pick::Cols(range) => {
+            if !two_d || range.end > cols {
+                return Err(shape_err());
+            }
+            let mut out = Vec::with_capacity(rows * range.len());
+            for row in vals.chunks_exact(cols) {
+                out.extend_from_slice(row.get(range.clone()).ok_or_else(shape_err)?);
+            }
+            (out, rows, range.len())
+        }
+    };
+    let (out, dims) = if transpose {
+        if !two_d {
+            return Err(shape_err());
+        }
+        let mut tr = vec![0f32; picked.len()];
+        for (i, row) in picked.chunks_exact(pc).enumerate() {
+            for (j, &x) in row.iter().enumerate() {
+                if let Some(slot) = tr.get_mut(j * pr + i) {
+                    *slot = x;
+                }
+            }
+        }
+        (tr, vec![pc, pr])
+    } else if two_d {
+        (picked, vec![pr, pc])
+    } else {
+        (picked, vec![pr])
+    };
+    if dims != want {
+        return Err(shape_err());
+    }
+    Ok(out)
+}
+
+/// Appends f32 values to the data file, hashing them.
+struct DataWriter<'p> {
+    path: &'p Path,
+    w: BufWriter<File>,
+    hasher: Sha256,
+    offset: u64,
+}
+
+impl DataWriter<'_> {
+    fn align(&mut self) -> Result<()> {
+        let pad = (ALIGN - self.offset % ALIGN) % ALIGN;
+        if pad > 0 {
+            self.w.write_all(&vec![0u8; pad as usize]).map_err(|e| LensError::io(self.path, e))?;
+            self.offset += pad;
+        }
+        Ok(())
+    }
+    fn write(&mut self, vals: &[f32]) -> Result<()> {
+        let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.hasher.update(&bytes);
+        self.w.write_all(&bytes).map_err(|e| LensError::io(self.path, e))?;
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &str, progress: &Progress) -> Result<String> {
+    let tied = is_tied(arch, ckpt)?;
+    let plan = arch.tensors(tied);
     let data_path = out.join(DATA_FILE);
     let data_file = File::create(&data_path).map_err(|e| LensError::io(&data_path, e))?;
-    let mut w = BufWriter::with_capacity(1 << 20, data_file);
-    let mut hasher = Sha256::new();
-    let mut offset = 0u64;
+    let mut dw = DataWriter { path: &data_path, w: BufWriter::with_capacity(1 << 20, data_file), hasher: Sha256::new(), offset: 0 };
     let mut tensors = Vec::with_capacity(plan.len());
-    let total: usize = plan.iter().map(|(_, dims)| dims.iter().product::<usize>()).sum();
+    let total: usize = plan.iter().map(|t| t.dims.iter().product::<usize>()).sum();
     let mut done = 0usize;
-    let mut buf: Vec<u8> = Vec::new();
-    for (tname, dims) in &plan {
+    let ckpt_path = ckpt.first_path().to_path_buf();
+    for TensorPlan { name: tname, dims, source } in &plan {
         progress.check()?;
-        let view = if tname == "lm_head.weight" {
-            st.tensor("lm_head.weight").map_err(|e| LensError::bad_file(st_path, e.to_string()))?
-        } else {
-            lookup(tname)?
-        };
-        if view.shape() != dims.as_slice() {
-            return Err(LensError::bad_file(st_path, format!("tensor {tname} has shape {:?}, config.json implies {:?}", view.shape(), dims)));
-        }
-        let pad = (ALIGN - offset % ALIGN) % ALIGN;
-        if pad > 0 {
-            let zeros = vec![0u8; pad as usize];
-            w.write_all(&zeros).map_err(|e| LensError::io(&data_path, e))?;
-            offset += pad;
-        }
+        dw.align()?;
+        let start = dw.offset;
         let count: usize = dims.iter().product();
-        let bytes = view.data();
-        let elem = match view.dtype() {
-            Dtype::F32 => 4,
-            Dtype::F16 | Dtype::BF16 => 2,
-            other => return Err(LensError::bad_file(st_path, format!("tensor {tname} has dtype {other:?}; expected F32, F16 or BF16"))),
-        };
-        // Stream in pieces so memory stays small even for the 50257 x 1600 embedding.
-        const PIECE: usize = 1 << 20;
-        for piece in bytes.chunks(PIECE * elem) {
-            buf.clear();
-            for raw in piece.chunks_exact(elem) {
-                let v = match (view.dtype(), raw) {
-                    (Dtype::F32, &[a, b, c, d]) => f32::from_le_bytes([a, b, c, d]),
-                    (Dtype::F16, &[a, b]) => half::f16::from_le_bytes([a, b]).to_f32(),
-                    (Dtype::BF16, &[a, b]) => half::bf16::from_le_bytes([a, b]).to_f32(),
-                    _ => f32::NAN,
-                };
-                if !v.is_finite() {
-                    return Err(LensError::bad_file(st_path, format!("tensor {tname} contains NaN or infinite values")));
-                }
-                buf.extend_from_slice(&v.to_le_bytes());
+        match source {
+            Source::Sinusoidal => {
+                let [n_ctx, d] = dims.as_slice() else { return Err(LensError::invalid("internal: sinusoidal table is not 2-D")) };
+                dw.write(&crate::arch::ctrl::sinusoidal_table(*n_ctx, *d))?;
             }
-            hasher.update(&buf);
-            w.write_all(&buf).map_err(|e| LensError::io(&data_path, e))?;
-            done += piece.len() / elem;
-            progress.report("converting weights", done as f32 / total.max(1) as f32);
-            progress.check()?;
+            Source::Checkpoint { key, pick: Pick::All, transpose: false } => {
+                let view = ckpt.tensor(key)?;
+                if view.shape != dims.as_slice() {
+                    return Err(LensError::bad_file(&ckpt_path, format!("tensor {key} has shape {:?}, config.json implies {dims:?}", view.shape)));
+                }
+                // Stream in pieces so memory stays small even for a 50257 x 1600 embedding.
+                const PIECE: usize = 1 << 20;
+                let mut buf = Vec::with_capacity(PIECE);
+                let mut streamed = 0usize;
+                for piece in view.data.chunks(PIECE * view.dtype.size()) {
+                    buf.clear();
+                    decode_f32(view.dtype, piece, &mut buf).map_err(|m| LensError::bad_file(&ckpt_path, format!("tensor {key} {m}")))?;
+                    dw.write(&buf)?;
+                    streamed += buf.len();
+                    progress.report("converting weights", (done + streamed) as f32 / total.max(1) as f32);
+                    progress.check()?;
+                }
+            }
+            Source::Checkpoint { key, pick, transpose } => {
+                let view = ckpt.tensor(key)?;
+                let vals = materialize(view, key, pick, *transpose, dims, &ckpt_path)?;
+                dw.write(&vals)?;
+            }
         }
-        let length = (count * 4) as u64;
-        tensors.push(ExternalTensor { name: tname.clone(), dims: dims.clone(), offset, length });
-        offset += length;
+        done += count;
+        progress.report("converting weights", done as f32 / total.max(1) as f32);
+        let length = dw.offset - start;
+        if length != (count * 4) as u64 {
+            return Err(LensError::invalid(format!("internal: wrote {length} bytes for {tname}, expected {}", count * 4)));
+        }
+        tensors.push(ExternalTensor { name: tname.clone(), dims: dims.clone(), offset: start, length });
     }
-    w.flush().map_err(|e| LensError::io(&data_path, e))?;
+    dw.w.flush().map_err(|e| LensError::io(&data_path, e))?;
+    let DataWriter { w, hasher, .. } = dw;
     drop(w);
     let sha = format!("{:x}", hasher.finalize());
 
-    let unembed = if untied { "lm_head.weight" } else { "wte.weight" };
-    let meta: Vec<(String, String)> = vec![
+    let s = &arch.shape;
+    let mut meta: Vec<(String, String)> = vec![
         ("lens.format_version".into(), FORMAT_VERSION.into()),
-        ("lens.family".into(), "gpt2".into()),
+        ("lens.family".into(), arch.family.model_type().into()),
         ("lens.name".into(), name.into()),
-        ("lens.n_layers".into(), shape.n_layers.to_string()),
-        ("lens.d_model".into(), shape.d_model.to_string()),
-        ("lens.n_heads".into(), shape.n_heads.to_string()),
-        ("lens.d_mlp".into(), shape.d_mlp.to_string()),
-        ("lens.d_vocab".into(), shape.d_vocab.to_string()),
-        ("lens.n_ctx".into(), shape.n_ctx.to_string()),
-        ("lens.ln_eps".into(), format!("{:e}", shape.eps)),
-        ("lens.ln_final.weight".into(), "ln_f.weight".into()),
-        ("lens.ln_final.bias".into(), "ln_f.bias".into()),
-        ("lens.unembed".into(), unembed.into()),
+        ("lens.n_layers".into(), s.n_layers.to_string()),
+        ("lens.d_model".into(), s.d_model.to_string()),
+        ("lens.n_heads".into(), s.n_heads.to_string()),
+        ("lens.d_mlp".into(), s.d_mlp.to_string()),
+        ("lens.d_vocab".into(), s.d_vocab.to_string()),
+        ("lens.n_ctx".into(), s.n_ctx.to_string()),
+        ("lens.residual".into(), arch.residual.name().into()),
+        ("lens.hooks".into(), hooks_of(arch.residual).join(",")),
+        ("lens.final_norm".into(), "layer_norm".into()),
+        ("lens.final_norm.eps".into(), format!("{:e}", s.eps)),
+        ("lens.final_norm.weight".into(), names::LN_FINAL_W.into()),
+        ("lens.final_norm.bias".into(), names::LN_FINAL_B.into()),
+        ("lens.unembed".into(), Arch::unembed_name(tied).into()),
         ("lens.unembed.layout".into(), "vocab_model".into()),
+        ("lens.last_block".into(), LAST_BLOCK_FILE.into()),
         ("lens.weights_sha256".into(), sha.clone()),
     ];
-    let model = build_gpt2_lens_model(shape, &tensors, DATA_FILE, unembed, &meta);
+    if arch.unembed_bias_key.is_some() {
+        meta.push(("lens.unembed.bias".into(), names::UNEMBED_BIAS.into()));
+    }
+    if let Ok(canon) = src.canonicalize() {
+        meta.push(("lens.source".into(), canon.to_string_lossy().into_owned()));
+    }
+    let model = build_lens_model(arch, &tensors, DATA_FILE, tied, &meta)?;
     let model_path = out.join(MODEL_FILE);
     std::fs::write(&model_path, model.encode_to_vec()).map_err(|e| LensError::io(&model_path, e))?;
+    let last = build_last_block_model(arch, &tensors, DATA_FILE)?;
+    let last_path = out.join(LAST_BLOCK_FILE);
+    std::fs::write(&last_path, last.encode_to_vec()).map_err(|e| LensError::io(&last_path, e))?;
 
     progress.report("tokenizer", 1.0);
     write_tokenizer(src, &out.join(TOKENIZER_FILE))?;

@@ -8,6 +8,7 @@ use ort::session::Session;
 use crate::attribution::attribute;
 use crate::bundle::Bundle;
 use crate::error::{LensError, Progress, Result};
+use crate::last_block::LastBlockRunner;
 use crate::lens::{Decoder, DecoderKind};
 use crate::metrics::{KernelSpec, NO_TARGET, RowMetrics, run_kernel};
 use crate::report::{LensReport, Metrics, ModelInfo, Pinned, RunInfo, SCHEMA, TopK};
@@ -55,6 +56,7 @@ pub struct LensEngine {
     /// The runtime library.
     pub runtime: RuntimeInfo,
     session: Session,
+    last_block: LastBlockRunner,
 }
 
 impl std::fmt::Debug for LensEngine {
@@ -98,7 +100,8 @@ impl LensEngine {
         });
         let (tokenizer, decoder) = loaded?;
         let (session, provider) = session?;
-        let mut engine = Self { bundle, tokenizer, decoder, provider, runtime, session };
+        let last_block = LastBlockRunner::new(bundle.last_block.clone(), device, bundle.shape.n_heads);
+        let mut engine = Self { bundle, tokenizer, decoder, provider, runtime, session, last_block };
         progress.check()?;
         progress.report("checking the bundle's consistency", 0.8);
         engine.check_consistency()?;
@@ -213,11 +216,22 @@ impl LensEngine {
         let n_sites = sites.len();
         let final_site = n_sites - 1;
         let d = shape.d_model;
+        // Every site but the final one (the model's own output) may first go through the last block.
+        let (_, below_final) = sites.split_last().ok_or_else(|| LensError::invalid("no sites"))?;
+        let transformed = if dec.kind.uses_last_block() { self.last_block.inputs(trace, below_final, dec.kind, progress)? } else { Vec::new() };
+        let mut inputs = Vec::with_capacity(n_sites);
+        for (i, site) in sites.iter().enumerate() {
+            inputs.push(match transformed.get(i) {
+                Some(t) => t.as_ref(),
+                None => trace.site(*site).ok_or_else(|| LensError::invalid("missing site in trace"))?,
+            });
+        }
         let mut prepared = vec![0f32; n_pos * n_sites * d];
         for (i, block) in prepared.chunks_exact_mut(n_sites * d).enumerate() {
-            for (site, out) in sites.iter().zip(block.chunks_exact_mut(d)) {
-                let x = trace.site(*site).ok_or_else(|| LensError::invalid("missing site in trace"))?;
-                dec.prepare_row(x.row(start + i).as_slice().unwrap_or_default(), out);
+            for (x, out) in inputs.iter().zip(block.chunks_exact_mut(d)) {
+                let row = x.row(start + i);
+                let row = row.as_slice().ok_or_else(|| LensError::invalid("internal: a residual row is not contiguous"))?;
+                dec.prepare_row(row, out);
             }
         }
         // Targets per position: [final top-1 (candidate from the model's logits), next, input, pinned...]
@@ -302,6 +316,7 @@ impl LensEngine {
             model: ModelInfo {
                 name: self.bundle.name.clone(),
                 family: self.bundle.family.clone(),
+                residual: Some(self.bundle.residual.name().into()),
                 n_layers: shape.n_layers,
                 d_model: shape.d_model,
                 d_vocab: shape.d_vocab,
@@ -310,7 +325,7 @@ impl LensEngine {
             },
             decoder: dec.kind.name().into(),
             tokens: self.tokenizer.tokens(ids.get(range.clone()).unwrap_or_default()),
-            sites: sites.iter().map(|s: &SiteKind| s.label()).collect(),
+            sites: sites.iter().map(|s: &SiteKind| s.label_in(self.bundle.residual)).collect(),
             metrics,
             top_k,
             attribution,

@@ -6,7 +6,7 @@ use crate::bundle::{Bundle, UnembedLayout};
 use crate::error::{LensError, Result};
 
 /// Which decoder the lens applies at every site.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DecoderKind {
     /// ln_final (with the row's own mean and variance) then W_U: the logit lens.
@@ -14,15 +14,46 @@ pub enum DecoderKind {
     LogitLens,
     /// W_U applied to the raw residual, no LayerNorm.
     Raw,
+    /// The last transformer block applied to the site's whole sequence, then ln_final and W_U
+    /// (the original write-up's decoder for GPT-Neo). The final site stays the model's output.
+    LastBlock,
+    /// `x + mlp(norm(x))` with the last block's MLP, then ln_final and W_U.
+    LastMlp,
 }
 
 impl DecoderKind {
+    /// Every decoder, in the order a menu lists them.
+    pub const ALL: [Self; 4] = [Self::LogitLens, Self::LastBlock, Self::LastMlp, Self::Raw];
+
     /// Name used in reports.
     pub fn name(self) -> &'static str {
         match self {
             Self::LogitLens => "logit_lens",
             Self::Raw => "raw",
+            Self::LastBlock => "last_block",
+            Self::LastMlp => "last_mlp",
         }
+    }
+
+    /// Parses a name (`logit_lens`, `last-block`, …; `-` and `_` alike).
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.replace('-', "_");
+        Self::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    /// A short label for menus and figure subtitles.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::LogitLens => "logit lens",
+            Self::Raw => "raw (W_U only)",
+            Self::LastBlock => "last block",
+            Self::LastMlp => "last MLP",
+        }
+    }
+
+    /// Whether sites are first passed through the last block (or its MLP).
+    pub fn uses_last_block(self) -> bool {
+        matches!(self, Self::LastBlock | Self::LastMlp)
     }
 }
 
@@ -39,7 +70,7 @@ pub struct Decoder {
     pub eps: f64,
     /// ln_final γ // [d_model]
     pub gamma: Vec<f32>,
-    /// ln_final β // [d_model]
+    /// ln_final β (zeros where the norm has no bias) // [d_model]
     pub beta: Vec<f32>,
     /// The unembedding, one row per token, shared: a decoder with another `kind` is a cheap clone
     /// (GPT-2's is 154 MB) // [d_vocab, d_model]
@@ -54,7 +85,10 @@ impl Decoder {
         let (d, v) = (bundle.shape.d_model, bundle.shape.d_vocab);
         let path = bundle.model_path();
         let (gd, gamma) = bundle.read_initializer(&bundle.ln_final_weight)?;
-        let (bd, beta) = bundle.read_initializer(&bundle.ln_final_bias)?;
+        let (bd, beta) = match &bundle.ln_final_bias {
+            Some(b) => bundle.read_initializer(b)?,
+            None => (vec![d], vec![0.0; d]),
+        };
         if gd != [d] || bd != [d] {
             return Err(LensError::bad_file(&path, format!("ln_final has shape {gd:?}/{bd:?}, expected [{d}]")));
         }
@@ -95,7 +129,8 @@ impl Decoder {
         (mean, (var + self.eps).sqrt())
     }
 
-    /// Writes the decoder's input for `x` into `out`: LN_final(x) (own statistics) or `x` itself.
+    /// Writes the decoder's input for `x` into `out`: LN_final(x) (own statistics) or `x` itself
+    /// (raw). For the last-block decoders `x` is already the block's output.
     pub fn prepare_row(&self, x: &[f32], out: &mut [f32]) {
         match self.kind {
             DecoderKind::Raw => {
@@ -103,7 +138,7 @@ impl Decoder {
                     *o = v;
                 }
             }
-            DecoderKind::LogitLens => {
+            DecoderKind::LogitLens | DecoderKind::LastBlock | DecoderKind::LastMlp => {
                 let (mean, sigma) = self.mean_sigma(x);
                 for (((o, &v), &g), &b) in out.iter_mut().zip(x).zip(&self.gamma).zip(&self.beta) {
                     *o = ((f64::from(v) - mean) / sigma * f64::from(g) + f64::from(b)) as f32;

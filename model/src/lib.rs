@@ -1,17 +1,20 @@
 //! `lens_model`: everything in logit-lens that is not UI.
 //!
-//! GPT-2 checkpoints are converted into *lens bundles* (an ONNX graph that exposes every residual
+//! Hugging Face checkpoints (GPT-2, GPT-Neo, CTRL, GPT-NeoX/Pythia, GPT-J) are converted into *lens bundles* (an ONNX graph that exposes every residual
 //! hook point as an output), run through ONNX Runtime, and decoded at every site by a streaming
 //! metric kernel into a [`report::LensReport`]. See `DESIGN.md` §1–§4 for the contracts.
 
+pub mod arch;
 pub mod attribution;
 pub mod bundle;
+pub mod checkpoint;
 pub mod config;
 pub mod convert;
 pub mod cuda_libs;
 pub mod engine;
 pub mod error;
 pub mod graph;
+pub mod last_block;
 pub mod lens;
 pub mod metrics;
 pub mod onnx;

@@ -16,8 +16,11 @@ pub const SCHEMA: &str = "logit-lens/report@1";
 pub struct ModelInfo {
     /// Name.
     pub name: String,
-    /// Family (`gpt2`).
+    /// Family (`gpt2`, `gpt_neo`, `ctrl`, `gpt_neox`, `gptj`).
     pub family: String,
+    /// Residual layout (`sequential` / `parallel`; absent in reports of the first release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub residual: Option<String>,
     /// Number of blocks.
     pub n_layers: usize,
     /// Residual width.

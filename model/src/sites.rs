@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::arch::Residual;
+
 /// Where in the residual stream a row is read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum SiteKind {
@@ -23,12 +25,21 @@ impl SiteKind {
         }
     }
 
-    /// Parses a label produced by [`SiteKind::label`].
+    /// The label in a model with this residual layout: a parallel block has no `resid_mid`, so its
+    /// sub-block row is the derived `resid_pre + attn_out`, labelled `3.pre+attn`.
+    pub fn label_in(self, residual: Residual) -> String {
+        match (self, residual) {
+            (Self::Attn(l), Residual::Parallel) => format!("{l}.pre+attn"),
+            _ => self.label(),
+        }
+    }
+
+    /// Parses a label produced by [`SiteKind::label`] or [`SiteKind::label_in`].
     pub fn parse(label: &str) -> Option<Self> {
         if label == "embed" {
             return Some(Self::Embed);
         }
-        if let Some(l) = label.strip_suffix(".attn") {
+        if let Some(l) = label.strip_suffix(".attn").or_else(|| label.strip_suffix(".pre+attn")) {
             return l.parse().ok().map(Self::Attn);
         }
         label.parse().ok().map(Self::Block)

@@ -7,6 +7,7 @@ use ort::value::Tensor;
 use crate::bundle::Bundle;
 use crate::error::{LensError, Progress, Result};
 use crate::graph::hook_name;
+use crate::lens::DecoderKind;
 use crate::sites::SiteKind;
 
 /// Hook tensors of one forward pass, each `[pos, d_model]`, plus the model's own top-1.
@@ -16,7 +17,8 @@ pub struct ResidualTrace {
     pub n_pos: usize,
     /// `blocks.0.hook_resid_pre` // [pos, d_model]
     pub embed: Array2<f32>,
-    /// `blocks.{l}.hook_resid_mid` per layer // [layer][pos, d_model]
+    /// `blocks.{l}.hook_resid_mid` per layer; for parallel blocks, which have none, the derived
+    /// `resid_pre + attn_out` (shown as the `l.pre+attn` row) // [layer][pos, d_model]
     pub resid_mid: Vec<Array2<f32>>,
     /// `blocks.{l}.hook_resid_post` per layer // [layer][pos, d_model]
     pub resid_post: Vec<Array2<f32>>,
@@ -28,7 +30,13 @@ pub struct ResidualTrace {
     pub logits_top1: Vec<u32>,
     /// The model's full `logits` when requested // [pos, d_vocab]
     pub logits: Option<Array2<f32>>,
+    /// Sites already passed through the last block (filled by the `last-block` decoders, shared
+    /// by clones, so the pieces of one run compute them once).
+    pub decoded: DecodedCache,
 }
+
+/// Decoder inputs computed from a trace, per decoder and site // each [pos, d_model]
+pub type DecodedCache = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<(DecoderKind, SiteKind), std::sync::Arc<Array2<f32>>>>>;
 
 impl ResidualTrace {
     /// The residual stream at `site` // [pos, d_model]
@@ -98,6 +106,15 @@ pub fn run_trace(session: &mut Session, bundle: &Bundle, ids: &[u32], keep_logit
     }
     let input: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
     let tensor = Tensor::from_array(([1usize, n_pos], input))?;
+    run_cancellable(progress, |options| {
+        let mut outputs = session.run_with_options(ort::inputs!["input_ids" => tensor], options)?;
+        collect(&mut outputs, bundle, n_pos, keep_logits)
+    })
+}
+
+/// Runs `f` (an ONNX Runtime run with the given options) so that cancelling `progress`
+/// terminates it; a run that fails after a cancel is reported as [`LensError::Cancelled`].
+pub(crate) fn run_cancellable<T>(progress: &Progress, f: impl FnOnce(&ort::session::RunOptions) -> Result<T>) -> Result<T> {
     progress.check()?;
     let options = std::sync::Arc::new(ort::session::RunOptions::new()?);
     let terminate = std::sync::Arc::clone(&options);
@@ -105,38 +122,53 @@ pub fn run_trace(session: &mut Session, bundle: &Bundle, ids: &[u32], keep_logit
         Box::new(move || {
             let _ = terminate.terminate();
         }),
-        || session.run_with_options(ort::inputs!["input_ids" => tensor], &options),
+        || f(&options),
     );
-    let mut outputs = match run {
-        Ok(o) => o,
-        Err(_) if progress.is_cancelled() => return Err(LensError::Cancelled),
-        Err(e) => return Err(e.into()),
-    };
+    match run {
+        Err(_) if progress.is_cancelled() => Err(LensError::Cancelled),
+        other => other,
+    }
+}
+
+/// Every hook of one run's outputs, derived where the graph does not output it.
+fn collect(outputs: &mut ort::session::SessionOutputs<'_>, bundle: &Bundle, n_pos: usize, keep_logits: bool) -> Result<ResidualTrace> {
+    let shape = &bundle.shape;
     let d = shape.d_model;
-    let embed = extract(&mut outputs, &hook_name(0, "resid_pre"), n_pos, d)?;
+    let embed = extract(outputs, &hook_name(0, "resid_pre"), n_pos, d)?;
     let mut resid_mid = Vec::with_capacity(shape.n_layers);
     let mut resid_post = Vec::with_capacity(shape.n_layers);
     let mut attn_out = Vec::with_capacity(shape.n_layers);
     let mut mlp_out = Vec::with_capacity(shape.n_layers);
+    let opt = |outputs: &mut ort::session::SessionOutputs<'_>, l: usize, hook: &str, present: bool| -> Result<Option<Array2<f32>>> {
+        if present { extract(outputs, &hook_name(l, hook), n_pos, d).map(Some) } else { Ok(None) }
+    };
     for l in 0..shape.n_layers {
-        let mid = extract(&mut outputs, &hook_name(l, "resid_mid"), n_pos, d)?;
-        let post = extract(&mut outputs, &hook_name(l, "resid_post"), n_pos, d)?;
-        if bundle.has_subblock_outputs {
-            attn_out.push(extract(&mut outputs, &hook_name(l, "attn_out"), n_pos, d)?);
-            mlp_out.push(extract(&mut outputs, &hook_name(l, "mlp_out"), n_pos, d)?);
-        } else {
-            let pre = if l == 0 { &embed } else { resid_post.last().unwrap_or(&embed) };
-            attn_out.push(&mid - pre);
-            mlp_out.push(&post - &mid);
-        }
+        let post = extract(outputs, &hook_name(l, "resid_post"), n_pos, d)?;
+        let mid = opt(outputs, l, "resid_mid", bundle.has_resid_mid)?;
+        let attn = opt(outputs, l, "attn_out", bundle.has_subblock_outputs)?;
+        let mlp = opt(outputs, l, "mlp_out", bundle.has_subblock_outputs)?;
+        let pre = resid_post.last().unwrap_or(&embed);
+        // What the graph does not output is derived; Bundle::open guarantees enough is there.
+        let (mid, attn, mlp) = match (mid, attn, mlp) {
+            (Some(mid), Some(a), Some(m)) => (mid, a, m),
+            (None, Some(a), Some(m)) => (pre + &a, a, m),
+            (Some(mid), _, _) => (mid.clone(), &mid - pre, &post - &mid),
+            (None, Some(a), None) => {
+                let m = &post - pre - &a;
+                (pre + &a, a, m)
+            }
+            (None, None, _) => return Err(LensError::Runtime(format!("the bundle outputs neither resid_mid nor attn_out of layer {l}"))),
+        };
         resid_mid.push(mid);
         resid_post.push(post);
+        attn_out.push(attn);
+        mlp_out.push(mlp);
     }
     // The argmax is read from ORT's own buffer; the [pos, d_vocab] logits (51 MB at 256 tokens of
     // GPT-2) are copied only when asked for.
-    let value = take_output(&mut outputs, "logits")?;
+    let value = take_output(outputs, "logits")?;
     let data = checked(&value, "logits", n_pos, shape.d_vocab)?;
     let logits_top1 = data.chunks_exact(shape.d_vocab).map(argmax).collect();
     let logits = if keep_logits { Some(Array2::from_shape_vec((n_pos, shape.d_vocab), data.to_vec()).map_err(|e| LensError::Runtime(e.to_string()))?) } else { None };
-    Ok(ResidualTrace { n_pos, embed, resid_mid, resid_post, attn_out, mlp_out, logits_top1, logits })
+    Ok(ResidualTrace { n_pos, embed, resid_mid, resid_post, attn_out, mlp_out, logits_top1, logits, decoded: DecodedCache::default() })
 }

@@ -71,7 +71,7 @@ fn converter_errors_name_the_file() {
     cfg["model_type"] = serde_json::json!("llama");
     std::fs::write(other.join("config.json"), cfg.to_string()).unwrap();
     let e = err_of(convert_hf_checkpoint(&other, &unique_temp_dir("o4"), &Progress::default()));
-    assert!(e.contains("only GPT-2"), "{e}");
+    assert!(e.contains("\"llama\" is not supported") && e.contains("gpt2, gpt_neo, ctrl, gpt_neox, gptj"), "{e}");
 
     // Not a folder at all.
     let e = err_of(convert_hf_checkpoint(&hf.join("config.json"), &unique_temp_dir("o5"), &Progress::default()));
@@ -138,8 +138,8 @@ fn inconsistent_bundle_and_mismatched_tokenizer_are_rejected() {
     copy_dir(&bundle, &b1);
     edit_model(&b1, |m| {
         for p in &mut m.metadata_props {
-            if p.key.as_deref() == Some("lens.ln_final.weight") {
-                p.value = Some("h.0.ln_1.weight".into());
+            if p.key.as_deref() == Some("lens.final_norm.weight") {
+                p.value = Some("blocks.0.ln1.w".into());
             }
         }
     });

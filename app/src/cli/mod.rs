@@ -93,7 +93,8 @@ struct LensArgs {
     /// Number of top tokens per cell.
     #[arg(long, default_value_t = 10)]
     top_k: usize,
-    /// Decoder: logit_lens (ln_final + W_U) or raw (W_U only).
+    /// Decoder: logit_lens (final norm + W_U), last_block (the last block, then the logit lens),
+    /// last_mlp (x + the last block's MLP, then the logit lens) or raw (W_U only).
     #[arg(long, default_value = "logit_lens")]
     decoder: String,
     /// Tokens to follow through the layers (text of a single token, e.g. " plasma"); repeatable.
@@ -180,8 +181,9 @@ fn run(cli: Cli) -> Result<()> {
             let summary = lens_model::convert::convert_hf_checkpoint(&hf_dir, &bundle_dir, &stderr_progress())?;
             let s = &summary.shape;
             println!(
-                "wrote {} ({} layers, d_model {}, {} heads, d_vocab {}, n_ctx {}; weights sha256 {})",
+                "wrote {} ({}, {} layers, d_model {}, {} heads, d_vocab {}, n_ctx {}; weights sha256 {})",
                 summary.bundle.display(),
+                summary.family.model_type(),
                 s.n_layers,
                 s.d_model,
                 s.n_heads,
@@ -200,7 +202,7 @@ fn run(cli: Cli) -> Result<()> {
             let s = &engine.bundle.shape;
             println!("model {} ({})", engine.bundle.name, engine.bundle.dir.display());
             println!("  n_layers {}, d_model {}, n_heads {}, d_mlp {}, d_vocab {}, n_ctx {}, eps {:e}", s.n_layers, s.d_model, s.n_heads, s.d_mlp, s.d_vocab, s.n_ctx, s.eps);
-            println!("  parameters {}", s.n_params());
+            println!("  family {}, {} residual, parameters {}", engine.bundle.family, engine.bundle.residual.name(), engine.bundle.n_params());
             if let Some(h) = &engine.bundle.weights_sha256 {
                 println!("  weights sha256 {h}");
             }
@@ -231,10 +233,8 @@ fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
         Some("left") => true,
         Some(other) => bail!("--truncate {other:?} is not supported; use --truncate left"),
     };
-    let decoder = match args.decoder.as_str() {
-        "logit_lens" | "logit-lens" => DecoderKind::LogitLens,
-        "raw" => DecoderKind::Raw,
-        other => bail!("unknown decoder {other:?}; use logit_lens or raw"),
+    let Some(decoder) = DecoderKind::parse(&args.decoder) else {
+        bail!("unknown decoder {:?}; use one of {}", args.decoder, DecoderKind::ALL.map(DecoderKind::name).join(", "));
     };
     prompt::check_writable(&args.json)?;
     let mut engine = open_engine(ort_lib, args.model.as_deref(), device(&args.device)?)?;

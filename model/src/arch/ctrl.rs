@@ -1,0 +1,109 @@
+//! CTRL (`ctrl`): sinusoidal positions (computed by the converter, as `CTRLModel` does), token
+//! embedding × sqrt(d_model), ReLU MLP, sequential pre-LN blocks, a final LayerNorm, and `lm_head`
+//! with a bias on the tied weight.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::{Activation, Arch, Family, Positions, Residual, Source, TensorPlan, all_global, names, need};
+use crate::config::ModelShape;
+use crate::error::Result;
+use crate::graph::{BlockOut, GraphCtx, ops};
+
+/// `config.json` of `CTRLLMHeadModel`.
+#[derive(Debug, Deserialize)]
+pub struct CtrlConfig {
+    n_layer: Option<usize>,
+    n_embd: Option<usize>,
+    n_head: Option<usize>,
+    dff: Option<usize>,
+    vocab_size: Option<usize>,
+    n_positions: Option<usize>,
+    /// The training context, where the config gives it (CTRL: 512, with `n_positions` 50000).
+    n_ctx: Option<usize>,
+    layer_norm_epsilon: Option<f64>,
+}
+
+/// The internal shape of a CTRL config. The context is `min(n_positions, n_ctx)`: the released
+/// CTRL's 50000 positions would be a 256 MB table for a model trained on 512.
+pub fn arch(c: CtrlConfig, path: &Path) -> Result<Arch> {
+    let d_model = need(path, c.n_embd, "n_embd")?;
+    let n_heads = need(path, c.n_head, "n_head")?;
+    let n_layers = need(path, c.n_layer, "n_layer")?;
+    let n_positions = need(path, c.n_positions, "n_positions")?;
+    let shape = ModelShape {
+        n_layers,
+        d_model,
+        n_heads,
+        d_mlp: need(path, c.dff, "dff")?,
+        d_vocab: need(path, c.vocab_size, "vocab_size")?,
+        n_ctx: c.n_ctx.filter(|&n| n > 0).map_or(n_positions, |n| n.min(n_positions)),
+        eps: c.layer_norm_epsilon.unwrap_or(1e-6),
+    };
+    Ok(Arch {
+        family: Family::Ctrl,
+        shape,
+        residual: Residual::Sequential,
+        shared_norm: false,
+        activation: Activation::Relu,
+        positions: Positions::Sinusoidal,
+        // transformers' CTRL builds its block norms with eps 1e-6 whatever the config says.
+        block_eps: 1e-6,
+        embed_scale: Some((d_model as f64).sqrt()),
+        attn_scale: 1.0 / ((d_model / n_heads.max(1)) as f64).sqrt(),
+        windows: all_global(n_layers),
+        qkv_bias: true,
+        attn_out_bias: true,
+        tie_word_embeddings: true,
+        unembed_key: "lm_head.weight",
+        unembed_bias_key: Some("lm_head.bias"),
+    })
+}
+
+/// CTRL's tensors; the position table is computed, not read.
+pub fn tensors(a: &Arch) -> Vec<TensorPlan> {
+    let s = &a.shape;
+    let (d, m) = (s.d_model, s.d_mlp);
+    let t = "transformer.";
+    let mut v = vec![
+        TensorPlan::copy(names::EMBED, vec![s.d_vocab, d], format!("{t}w.weight")),
+        TensorPlan { name: names::POS_EMBED.into(), dims: vec![s.n_ctx, d], source: Source::Sinusoidal },
+    ];
+    for l in 0..s.n_layers {
+        let n = names::BlockNames::of(l);
+        let h = |r: &str| format!("{t}h.{l}.{r}");
+        v.push(TensorPlan::copy(&n.ln1.0, vec![d], h("layernorm1.weight")));
+        v.push(TensorPlan::copy(&n.ln1.1, vec![d], h("layernorm1.bias")));
+        for (w, b, key) in [(&n.w_q, &n.b_q, "Wq"), (&n.w_k, &n.b_k, "Wk"), (&n.w_v, &n.b_v, "Wv"), (&n.w_o, &n.b_o, "dense")] {
+            v.push(TensorPlan::linear(w, d, d, h(&format!("multi_head_attention.{key}.weight"))));
+            v.push(TensorPlan::copy(b, vec![d], h(&format!("multi_head_attention.{key}.bias"))));
+        }
+        v.push(TensorPlan::copy(&n.ln2.0, vec![d], h("layernorm2.weight")));
+        v.push(TensorPlan::copy(&n.ln2.1, vec![d], h("layernorm2.bias")));
+        v.push(TensorPlan::linear(&n.w_in, d, m, h("ffn.0.weight")));
+        v.push(TensorPlan::copy(&n.b_in, vec![m], h("ffn.0.bias")));
+        v.push(TensorPlan::linear(&n.w_out, m, d, h("ffn.2.weight")));
+        v.push(TensorPlan::copy(&n.b_out, vec![d], h("ffn.2.bias")));
+    }
+    v.push(TensorPlan::copy(names::LN_FINAL_W, vec![d], format!("{t}layernorm.weight")));
+    v.push(TensorPlan::copy(names::LN_FINAL_B, vec![d], format!("{t}layernorm.bias")));
+    v
+}
+
+/// CTRL's sinusoidal table `[n_ctx, d_model]`, as `transformers`' `positional_encoding`: angle
+/// `pos / 10000^(2⌊i/2⌋/d)`; the sines of the even columns, then the cosines of the odd ones.
+pub fn sinusoidal_table(n_ctx: usize, d: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n_ctx * d);
+    for pos in 0..n_ctx {
+        let angle = |i: usize| pos as f64 / 10000f64.powf((2 * (i / 2)) as f64 / d as f64);
+        out.extend((0..d).step_by(2).map(|i| angle(i).sin() as f32));
+        out.extend((1..d).step_by(2).map(|i| angle(i).cos() as f32));
+    }
+    out
+}
+
+/// CTRL's block: sequential, pre-LN.
+pub fn block(g: &mut GraphCtx<'_>, l: usize, x: &str) -> BlockOut {
+    ops::sequential_block(g, l, x)
+}

@@ -1,0 +1,117 @@
+//! GPT-Neo (`gpt_neo`): learned positions, separate `q/k/v_proj` without bias and without the
+//! 1/sqrt(d_head) scaling, global and local attention per `attention_types` with `window_size`,
+//! sequential blocks, tied unembedding.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::{Arch, Family, Positions, Residual, TensorPlan, activation, names, need};
+use crate::config::ModelShape;
+use crate::error::{LensError, Result};
+use crate::graph::{BlockOut, GraphCtx, ops};
+
+/// `config.json` of `GPTNeoForCausalLM`.
+#[derive(Debug, Deserialize)]
+pub struct GptNeoConfig {
+    num_layers: Option<usize>,
+    hidden_size: Option<usize>,
+    num_heads: Option<usize>,
+    intermediate_size: Option<usize>,
+    vocab_size: Option<usize>,
+    max_position_embeddings: Option<usize>,
+    layer_norm_epsilon: Option<f64>,
+    activation_function: Option<String>,
+    window_size: Option<usize>,
+    /// Expanded per layer (`["global", "local", …]`), as `GPTNeoConfig` saves it.
+    attention_layers: Option<Vec<String>>,
+    /// Compact form `[[["global", "local"], 12]]`.
+    attention_types: Option<Vec<(Vec<String>, usize)>>,
+    tie_word_embeddings: Option<bool>,
+}
+
+/// The internal shape of a GPT-Neo config.
+pub fn arch(c: GptNeoConfig, path: &Path) -> Result<Arch> {
+    let d_model = need(path, c.hidden_size, "hidden_size")?;
+    let n_layers = need(path, c.num_layers, "num_layers")?;
+    let kinds: Vec<String> = match (c.attention_layers, c.attention_types) {
+        (Some(l), _) => l,
+        (None, Some(t)) => t.into_iter().flat_map(|(kinds, times)| std::iter::repeat_n(kinds, times).flatten()).collect(),
+        (None, None) => vec!["global".into(); n_layers],
+    };
+    if kinds.len() != n_layers {
+        return Err(LensError::bad_file(path, format!("attention types name {} layers, num_layers is {n_layers}", kinds.len())));
+    }
+    let window = c.window_size.unwrap_or(256);
+    let windows = kinds
+        .iter()
+        .map(|k| match k.as_str() {
+            "global" => Ok(None),
+            "local" => Ok(Some(window)),
+            other => Err(LensError::bad_file(path, format!("attention type {other:?} is not global or local"))),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let shape = ModelShape {
+        n_layers,
+        d_model,
+        n_heads: need(path, c.num_heads, "num_heads")?,
+        d_mlp: c.intermediate_size.unwrap_or(4 * d_model),
+        d_vocab: need(path, c.vocab_size, "vocab_size")?,
+        n_ctx: need(path, c.max_position_embeddings, "max_position_embeddings")?,
+        eps: c.layer_norm_epsilon.unwrap_or(1e-5),
+    };
+    let block_eps = shape.eps;
+    Ok(Arch {
+        family: Family::GptNeo,
+        shape,
+        residual: Residual::Sequential,
+        shared_norm: false,
+        activation: activation(path, c.activation_function.as_deref(), "gelu_new")?,
+        positions: Positions::Learned,
+        block_eps,
+        embed_scale: None,
+        attn_scale: 1.0,
+        windows,
+        qkv_bias: false,
+        attn_out_bias: true,
+        tie_word_embeddings: c.tie_word_embeddings.unwrap_or(true),
+        unembed_key: "lm_head.weight",
+        unembed_bias_key: None,
+    })
+}
+
+/// GPT-Neo's tensors (`nn.Linear` weights are transposed to `[in, out]`).
+pub fn tensors(a: &Arch) -> Vec<TensorPlan> {
+    let s = &a.shape;
+    let (d, m) = (s.d_model, s.d_mlp);
+    let t = "transformer.";
+    let mut v = vec![
+        TensorPlan::copy(names::EMBED, vec![s.d_vocab, d], format!("{t}wte.weight")),
+        TensorPlan::copy(names::POS_EMBED, vec![s.n_ctx, d], format!("{t}wpe.weight")),
+    ];
+    for l in 0..s.n_layers {
+        let n = names::BlockNames::of(l);
+        let h = |r: &str| format!("{t}h.{l}.{r}");
+        v.push(TensorPlan::copy(&n.ln1.0, vec![d], h("ln_1.weight")));
+        v.push(TensorPlan::copy(&n.ln1.1, vec![d], h("ln_1.bias")));
+        v.push(TensorPlan::linear(&n.w_q, d, d, h("attn.attention.q_proj.weight")));
+        v.push(TensorPlan::linear(&n.w_k, d, d, h("attn.attention.k_proj.weight")));
+        v.push(TensorPlan::linear(&n.w_v, d, d, h("attn.attention.v_proj.weight")));
+        v.push(TensorPlan::linear(&n.w_o, d, d, h("attn.attention.out_proj.weight")));
+        v.push(TensorPlan::copy(&n.b_o, vec![d], h("attn.attention.out_proj.bias")));
+        v.push(TensorPlan::copy(&n.ln2.0, vec![d], h("ln_2.weight")));
+        v.push(TensorPlan::copy(&n.ln2.1, vec![d], h("ln_2.bias")));
+        v.push(TensorPlan::linear(&n.w_in, d, m, h("mlp.c_fc.weight")));
+        v.push(TensorPlan::copy(&n.b_in, vec![m], h("mlp.c_fc.bias")));
+        v.push(TensorPlan::linear(&n.w_out, m, d, h("mlp.c_proj.weight")));
+        v.push(TensorPlan::copy(&n.b_out, vec![d], h("mlp.c_proj.bias")));
+    }
+    v.push(TensorPlan::copy(names::LN_FINAL_W, vec![d], format!("{t}ln_f.weight")));
+    v.push(TensorPlan::copy(names::LN_FINAL_B, vec![d], format!("{t}ln_f.bias")));
+    v
+}
+
+/// GPT-Neo's block: sequential, pre-LN; the layer's window is applied by the shared attention.
+pub fn block(g: &mut GraphCtx<'_>, l: usize, x: &str) -> BlockOut {
+    ops::sequential_block(g, l, x)
+}

@@ -1,0 +1,92 @@
+//! GPT-J (`gptj`): interleaved rotary over the first `rotary_dim` of each head, `q/k/v/out_proj`
+//! without biases, a parallel residual where one `ln_1` feeds attention and the MLP, and an untied
+//! `lm_head` with a bias.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::{Arch, Family, Positions, Residual, Rotary, TensorPlan, activation, all_global, names, need};
+use crate::config::ModelShape;
+use crate::error::Result;
+use crate::graph::{BlockOut, GraphCtx, ops};
+
+/// `config.json` of `GPTJForCausalLM`.
+#[derive(Debug, Deserialize)]
+pub struct GptjConfig {
+    n_layer: Option<usize>,
+    n_embd: Option<usize>,
+    n_head: Option<usize>,
+    n_inner: Option<usize>,
+    vocab_size: Option<usize>,
+    n_positions: Option<usize>,
+    rotary_dim: Option<usize>,
+    layer_norm_epsilon: Option<f64>,
+    activation_function: Option<String>,
+    tie_word_embeddings: Option<bool>,
+}
+
+/// The internal shape of a GPT-J config.
+pub fn arch(c: GptjConfig, path: &Path) -> Result<Arch> {
+    let d_model = need(path, c.n_embd, "n_embd")?;
+    let n_heads = need(path, c.n_head, "n_head")?;
+    let n_layers = need(path, c.n_layer, "n_layer")?;
+    let d_head = d_model / n_heads.max(1);
+    let shape = ModelShape {
+        n_layers,
+        d_model,
+        n_heads,
+        d_mlp: c.n_inner.unwrap_or(4 * d_model),
+        d_vocab: need(path, c.vocab_size, "vocab_size")?,
+        n_ctx: need(path, c.n_positions, "n_positions")?,
+        eps: c.layer_norm_epsilon.unwrap_or(1e-5),
+    };
+    let block_eps = shape.eps;
+    Ok(Arch {
+        family: Family::Gptj,
+        shape,
+        residual: Residual::Parallel,
+        shared_norm: true,
+        activation: activation(path, c.activation_function.as_deref(), "gelu_new")?,
+        positions: Positions::Rotary(Rotary { dim: c.rotary_dim.unwrap_or(d_head), base: 10000.0, interleaved: true }),
+        block_eps,
+        embed_scale: None,
+        attn_scale: 1.0 / (d_head as f64).sqrt(),
+        windows: all_global(n_layers),
+        qkv_bias: false,
+        attn_out_bias: false,
+        tie_word_embeddings: c.tie_word_embeddings.unwrap_or(false),
+        unembed_key: "lm_head.weight",
+        unembed_bias_key: Some("lm_head.bias"),
+    })
+}
+
+/// GPT-J's tensors (no `ln_2`: the block has one norm).
+pub fn tensors(a: &Arch) -> Vec<TensorPlan> {
+    let s = &a.shape;
+    let (d, m) = (s.d_model, s.d_mlp);
+    let t = "transformer.";
+    let mut v = vec![TensorPlan::copy(names::EMBED, vec![s.d_vocab, d], format!("{t}wte.weight"))];
+    for l in 0..s.n_layers {
+        let n = names::BlockNames::of(l);
+        let h = |r: &str| format!("{t}h.{l}.{r}");
+        v.push(TensorPlan::copy(&n.ln1.0, vec![d], h("ln_1.weight")));
+        v.push(TensorPlan::copy(&n.ln1.1, vec![d], h("ln_1.bias")));
+        v.push(TensorPlan::linear(&n.w_q, d, d, h("attn.q_proj.weight")));
+        v.push(TensorPlan::linear(&n.w_k, d, d, h("attn.k_proj.weight")));
+        v.push(TensorPlan::linear(&n.w_v, d, d, h("attn.v_proj.weight")));
+        v.push(TensorPlan::linear(&n.w_o, d, d, h("attn.out_proj.weight")));
+        v.push(TensorPlan::linear(&n.w_in, d, m, h("mlp.fc_in.weight")));
+        v.push(TensorPlan::copy(&n.b_in, vec![m], h("mlp.fc_in.bias")));
+        v.push(TensorPlan::linear(&n.w_out, m, d, h("mlp.fc_out.weight")));
+        v.push(TensorPlan::copy(&n.b_out, vec![d], h("mlp.fc_out.bias")));
+    }
+    v.push(TensorPlan::copy(names::LN_FINAL_W, vec![d], format!("{t}ln_f.weight")));
+    v.push(TensorPlan::copy(names::LN_FINAL_B, vec![d], format!("{t}ln_f.bias")));
+    v
+}
+
+/// GPT-J's block: parallel, one shared norm.
+pub fn block(g: &mut GraphCtx<'_>, l: usize, x: &str) -> BlockOut {
+    ops::parallel_block(g, l, x)
+}

@@ -1,0 +1,330 @@
+//! One file per architecture (candle's `models/*.rs`, TransformerLens's weight conversions).
+//!
+//! Each family file holds three things: its Hugging Face `config.json` (serde) turned into an
+//! [`Arch`]; the ONE list of bundle initializers and where each comes from in the checkpoint
+//! ([`TensorPlan`], used by the converter and checked by the graph builder); and the graph of its
+//! block, written with the shared ops of [`crate::graph::ops`]. Adding a family = one file here,
+//! one line in [`Family`], and its reference test (see `model/DESIGN-NOTES.md`).
+
+pub mod ctrl;
+pub mod gpt2;
+pub mod gpt_neo;
+pub mod gpt_neox;
+pub mod gptj;
+pub mod names;
+
+use std::path::Path;
+
+use crate::config::ModelShape;
+use crate::error::{LensError, Result};
+
+/// A supported model family (the Hugging Face `model_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// GPT-2 (`gpt2`).
+    Gpt2,
+    /// GPT-Neo (`gpt_neo`): global and local attention, no 1/sqrt(d_head) scaling.
+    GptNeo,
+    /// CTRL (`ctrl`): sinusoidal positions, scaled embedding, ReLU MLP.
+    Ctrl,
+    /// GPT-NeoX / Pythia (`gpt_neox`): partial rotary, parallel (or sequential) residual.
+    GptNeox,
+    /// GPT-J (`gptj`): interleaved rotary, parallel residual with one shared norm.
+    Gptj,
+}
+
+/// Every family this build can convert, in the order they are listed to the user.
+pub const FAMILIES: [Family; 5] = [Family::Gpt2, Family::GptNeo, Family::Ctrl, Family::GptNeox, Family::Gptj];
+
+impl Family {
+    /// The Hugging Face `model_type` (also the bundle's `lens.family`).
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Self::Gpt2 => "gpt2",
+            Self::GptNeo => "gpt_neo",
+            Self::Ctrl => "ctrl",
+            Self::GptNeox => "gpt_neox",
+            Self::Gptj => "gptj",
+        }
+    }
+
+    /// The family of a `model_type` / `lens.family` string.
+    pub fn from_model_type(s: &str) -> Option<Self> {
+        FAMILIES.into_iter().find(|f| f.model_type() == s)
+    }
+
+    /// `gpt2, gpt_neo, ctrl, gpt_neox, gptj`: for error messages.
+    pub fn supported_list() -> String {
+        FAMILIES.iter().map(|f| f.model_type()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// Checkpoint key prefix of the base model inside `*ForCausalLM` (`transformer.`, `gpt_neox.`).
+    pub fn base_prefix(self) -> &'static str {
+        match self {
+            Self::GptNeox => "gpt_neox.",
+            _ => "transformer.",
+        }
+    }
+}
+
+/// How a block adds its sub-blocks to the residual stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Residual {
+    /// `x + attn(ln1(x))`, then `+ mlp(ln2(resid_mid))`: there is a `resid_mid`.
+    Sequential,
+    /// `x + attn(ln1(x)) + mlp(ln2(x))`: both read `resid_pre`; the model has no `resid_mid`.
+    Parallel,
+}
+
+impl Residual {
+    /// `sequential` / `parallel` (bundle metadata and report).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sequential => "sequential",
+            Self::Parallel => "parallel",
+        }
+    }
+
+    /// Parses [`Residual::name`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "sequential" => Some(Self::Sequential),
+            "parallel" => Some(Self::Parallel),
+            _ => None,
+        }
+    }
+}
+
+/// The MLP's activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `gelu_new` / `gelu_pytorch_tanh`: 0.5 x (1 + tanh(sqrt(2/π)(x + 0.044715 x³))).
+    GeluTanh,
+    /// `gelu`: 0.5 x (1 + erf(x / sqrt 2)).
+    GeluErf,
+    /// `relu`.
+    Relu,
+}
+
+impl Activation {
+    /// Parses a Hugging Face activation name.
+    pub fn from_hf(name: &str) -> Option<Self> {
+        match name {
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Self::GeluTanh),
+            "gelu" => Some(Self::GeluErf),
+            "relu" => Some(Self::Relu),
+            _ => None,
+        }
+    }
+}
+
+/// Rotary position embedding of the queries and keys.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rotary {
+    /// Rotated dimensions of each head (the first `dim`; the rest pass through).
+    pub dim: usize,
+    /// Frequency base (`rope_theta`).
+    pub base: f64,
+    /// GPT-J's pairs (0,1), (2,3), … instead of NeoX's halves (i, i + dim/2).
+    pub interleaved: bool,
+}
+
+/// Where a block's positional information comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Positions {
+    /// A learned table `pos_embed.W_pos` added to the token embedding.
+    Learned,
+    /// A fixed sinusoidal table (CTRL), written by the converter as `pos_embed.W_pos`.
+    Sinusoidal,
+    /// Rotary embedding inside attention.
+    Rotary(Rotary),
+}
+
+/// Everything the graph builder and the lens need to know about a model, beyond its
+/// [`ModelShape`]. Built once from `config.json` by the family file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Arch {
+    /// The family.
+    pub family: Family,
+    /// Sizes.
+    pub shape: ModelShape,
+    /// Residual layout.
+    pub residual: Residual,
+    /// One norm (`ln1`) feeds both attention and the MLP (GPT-J); else the MLP reads `ln2`.
+    pub shared_norm: bool,
+    /// MLP activation.
+    pub activation: Activation,
+    /// Positions.
+    pub positions: Positions,
+    /// Epsilon of the norms inside the blocks (the final norm's is `shape.eps`; they differ only
+    /// in CTRL, whose block norms hard-code 1e-6).
+    pub block_eps: f64,
+    /// The token embedding is multiplied by this (CTRL: sqrt(d_model)).
+    pub embed_scale: Option<f64>,
+    /// Attention scores are multiplied by this (1/sqrt(d_head), or 1 for GPT-Neo).
+    pub attn_scale: f64,
+    /// Per layer: `None` = global causal attention, `Some(w)` = each position sees the last `w`.
+    pub windows: Vec<Option<usize>>,
+    /// Biases on the query/key/value projections.
+    pub qkv_bias: bool,
+    /// Bias on the attention output projection.
+    pub attn_out_bias: bool,
+    /// Whether `config.json` says the unembedding is the token embedding.
+    pub tie_word_embeddings: bool,
+    /// Checkpoint key of the untied unembedding (`lm_head.weight`, `embed_out.weight`).
+    pub unembed_key: &'static str,
+    /// Checkpoint key of the unembedding bias, if the family has one.
+    pub unembed_bias_key: Option<&'static str>,
+}
+
+/// Which rows or columns of a 2-D checkpoint tensor (or which elements of a 1-D one) to take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pick {
+    /// The whole tensor.
+    All,
+    /// These rows (1-D: elements), in order.
+    Rows(Vec<std::ops::Range<usize>>),
+    /// These columns (2-D only).
+    Cols(std::ops::Range<usize>),
+}
+
+/// Where one bundle initializer comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A checkpoint tensor (full key as `*ForCausalLM` saves it; the converter also tries it
+    /// without the family's base prefix), picked, then transposed if asked.
+    Checkpoint {
+        /// The key.
+        key: String,
+        /// Part of it.
+        pick: Pick,
+        /// Transpose the picked 2-D block (`nn.Linear` `[out, in]` -> MatMul's `[in, out]`).
+        transpose: bool,
+    },
+    /// CTRL's sinusoidal position table, `[n_ctx, d_model]`.
+    Sinusoidal,
+}
+
+/// One bundle initializer: its canonical name (see [`names`]), its dims in the bundle, its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorPlan {
+    /// Canonical initializer name.
+    pub name: String,
+    /// Dimensions in the bundle.
+    pub dims: Vec<usize>,
+    /// Where the values come from.
+    pub source: Source,
+}
+
+impl TensorPlan {
+    /// A checkpoint tensor copied as it is.
+    pub fn copy(name: impl Into<String>, dims: Vec<usize>, key: impl Into<String>) -> Self {
+        Self { name: name.into(), dims, source: Source::Checkpoint { key: key.into(), pick: Pick::All, transpose: false } }
+    }
+    /// An `nn.Linear` weight `[out, in]` stored as `[in, out]`.
+    pub fn linear(name: impl Into<String>, d_in: usize, d_out: usize, key: impl Into<String>) -> Self {
+        Self { name: name.into(), dims: vec![d_in, d_out], source: Source::Checkpoint { key: key.into(), pick: Pick::All, transpose: true } }
+    }
+    /// A picked (and maybe transposed) part of a checkpoint tensor.
+    pub fn picked(name: impl Into<String>, dims: Vec<usize>, key: impl Into<String>, pick: Pick, transpose: bool) -> Self {
+        Self { name: name.into(), dims, source: Source::Checkpoint { key: key.into(), pick, transpose } }
+    }
+}
+
+impl Arch {
+    /// Reads `config.json` and builds the family's [`Arch`]. An unknown `model_type` is one clear
+    /// error that names the supported ones.
+    pub fn from_hf_config(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| LensError::io(path, e))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| LensError::bad_file(path, format!("not a valid config.json: {e}")))?;
+        let model_type = value.get("model_type").and_then(|v| v.as_str()).unwrap_or("gpt2").to_string();
+        let family = Family::from_model_type(&model_type).ok_or_else(|| {
+            LensError::bad_file(
+                path,
+                format!("model_type {model_type:?} is not supported; this logit-lens converts {}", Family::supported_list()),
+            )
+        })?;
+        let bad = |e: serde_json::Error| LensError::bad_file(path, format!("config.json does not describe a {model_type} model: {e}"));
+        let arch = match family {
+            Family::Gpt2 => gpt2::arch(serde_json::from_value(value).map_err(bad)?, path)?,
+            Family::GptNeo => gpt_neo::arch(serde_json::from_value(value).map_err(bad)?, path)?,
+            Family::Ctrl => ctrl::arch(serde_json::from_value(value).map_err(bad)?, path)?,
+            Family::GptNeox => gpt_neox::arch(serde_json::from_value(value).map_err(bad)?, path)?,
+            Family::Gptj => gptj::arch(serde_json::from_value(value).map_err(bad)?, path)?,
+        };
+        arch.check(path)?;
+        Ok(arch)
+    }
+
+    fn check(&self, path: &Path) -> Result<()> {
+        let s = &self.shape;
+        if s.d_model % s.n_heads != 0 {
+            return Err(LensError::bad_file(path, format!("the width {} is not divisible by the {} heads", s.d_model, s.n_heads)));
+        }
+        for eps in [s.eps, self.block_eps] {
+            if !(eps > 0.0 && eps < 1.0) {
+                return Err(LensError::bad_file(path, format!("the norm epsilon {eps} is out of range")));
+            }
+        }
+        if self.windows.len() != s.n_layers {
+            return Err(LensError::bad_file(path, format!("{} attention types for {} layers", self.windows.len(), s.n_layers)));
+        }
+        if let Positions::Rotary(r) = self.positions
+            && (r.dim == 0 || r.dim % 2 != 0 || r.dim > s.d_model / s.n_heads)
+        {
+            return Err(LensError::bad_file(path, format!("rotary dimension {} must be even and at most the head size {}", r.dim, s.d_model / s.n_heads)));
+        }
+        Ok(())
+    }
+
+    /// Width of one attention head.
+    pub fn d_head(&self) -> usize {
+        self.shape.d_model / self.shape.n_heads.max(1)
+    }
+
+    /// The ONE list of bundle initializers, in the order they are written. `tied`: the
+    /// unembedding is the token embedding (decided by the converter from the checkpoint).
+    pub fn tensors(&self, tied: bool) -> Vec<TensorPlan> {
+        let mut v = match self.family {
+            Family::Gpt2 => gpt2::tensors(self),
+            Family::GptNeo => gpt_neo::tensors(self),
+            Family::Ctrl => ctrl::tensors(self),
+            Family::GptNeox => gpt_neox::tensors(self),
+            Family::Gptj => gptj::tensors(self),
+        };
+        let (d, vocab) = (self.shape.d_model, self.shape.d_vocab);
+        if !tied {
+            v.push(TensorPlan::copy(names::UNEMBED, vec![vocab, d], self.unembed_key));
+        }
+        if let Some(key) = self.unembed_bias_key {
+            v.push(TensorPlan::copy(names::UNEMBED_BIAS, vec![vocab], key));
+        }
+        v
+    }
+
+    /// The initializer that holds the unembedding `[d_vocab, d_model]`.
+    pub fn unembed_name(tied: bool) -> &'static str {
+        if tied { names::EMBED } else { names::UNEMBED }
+    }
+}
+
+/// Reads an optional positive size from a config field.
+pub(crate) fn need(path: &Path, v: Option<usize>, name: &str) -> Result<usize> {
+    match v {
+        Some(x) if x > 0 => Ok(x),
+        Some(_) => Err(LensError::bad_file(path, format!("{name} must be positive"))),
+        None => Err(LensError::bad_file(path, format!("missing {name}"))),
+    }
+}
+
+/// The activation named by `config.json`, or a clear error.
+pub(crate) fn activation(path: &Path, name: Option<&str>, default: &str) -> Result<Activation> {
+    let name = name.unwrap_or(default);
+    Activation::from_hf(name).ok_or_else(|| LensError::bad_file(path, format!("activation {name:?} is not supported (gelu_new, gelu, relu)")))
+}
+
+/// Every global window: `n` layers of causal attention.
+pub(crate) fn all_global(n: usize) -> Vec<Option<usize>> {
+    vec![None; n]
+}

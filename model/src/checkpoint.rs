@@ -1,0 +1,209 @@
+//! Checkpoint files as the Hugging Face hub ships them: `model.safetensors`, or shards listed in
+//! `model.safetensors.index.json`; f32, f16 or bf16. Files are memory-mapped; a tensor's bytes are
+//! read only when it is converted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{LensError, Result};
+
+/// Single-file safetensors checkpoint name.
+pub const SAFETENSORS_FILE: &str = "model.safetensors";
+/// Sharded safetensors index name.
+pub const SAFETENSORS_INDEX: &str = "model.safetensors.index.json";
+/// PyTorch pickle checkpoint name (refused with a message; see [`Checkpoint::open`]).
+pub const PYTORCH_FILE: &str = "pytorch_model.bin";
+
+/// Element type of a checkpoint tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElemType {
+    /// f32.
+    F32,
+    /// f16.
+    F16,
+    /// bf16.
+    BF16,
+}
+
+impl ElemType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 | Self::BF16 => 2,
+        }
+    }
+}
+
+/// One tensor of a checkpoint: its type, shape and little-endian bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorRef<'a> {
+    /// Element type.
+    pub dtype: ElemType,
+    /// Shape.
+    pub shape: &'a [usize],
+    /// Raw little-endian bytes.
+    pub data: &'a [u8],
+}
+
+struct Entry {
+    file: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    start: usize,
+    end: usize,
+}
+
+struct MappedFile {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    data_start: usize,
+}
+
+/// An opened checkpoint (one or more memory-mapped safetensors files).
+pub struct Checkpoint {
+    files: Vec<MappedFile>,
+    entries: HashMap<String, Entry>,
+    /// The family's base-model prefix (`transformer.`), tried off when a full key is missing.
+    prefix: String,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint").field("files", &self.files.iter().map(|m| &m.path).collect::<Vec<_>>()).field("tensors", &self.entries.len()).finish()
+    }
+}
+
+/// Whether `dir` holds weights this build can read.
+pub fn has_weights(dir: &Path) -> bool {
+    dir.join(SAFETENSORS_FILE).is_file() || dir.join(SAFETENSORS_INDEX).is_file()
+}
+
+fn map_file(path: &Path) -> Result<(memmap2::Mmap, usize, safetensors::tensor::Metadata)> {
+    let file = File::open(path).map_err(|e| LensError::io(path, e))?;
+    // SAFETY: the file is opened read-only and only read through the mapping; a concurrent writer
+    // could change bytes under us, which would at worst give wrong weights (all bit patterns of
+    // the float types are valid), never memory unsafety.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| LensError::io(path, e))?;
+    let (n, meta) = SafeTensors::read_metadata(&map)
+        .map_err(|e| LensError::bad_file(path, format!("not a valid safetensors file (truncated or corrupted?): {e}")))?;
+    Ok((map, 8 + n, meta))
+}
+
+impl Checkpoint {
+    /// Opens the checkpoint in `dir`. `prefix` is the family's base prefix (`transformer.`).
+    pub fn open(dir: &Path, prefix: &str) -> Result<Self> {
+        let single = dir.join(SAFETENSORS_FILE);
+        let index = dir.join(SAFETENSORS_INDEX);
+        let shard_names: Vec<String> = if single.is_file() {
+            vec![SAFETENSORS_FILE.to_string()]
+        } else if index.is_file() {
+            shards_of(&index)?
+        } else if dir.join(PYTORCH_FILE).is_file() {
+            return Err(LensError::bad_file(
+                &dir.join(PYTORCH_FILE),
+                "PyTorch pickle checkpoints are not read by this build; convert it once to safetensors (python -c \"from transformers import AutoModelForCausalLM as M; M.from_pretrained('DIR').save_pretrained('DIR', safe_serialization=True)\")",
+            ));
+        } else {
+            return Err(LensError::bad_file(dir, format!("no weights: expected {SAFETENSORS_FILE} or {SAFETENSORS_INDEX}")));
+        };
+        let mut files = Vec::with_capacity(shard_names.len());
+        let mut entries = HashMap::new();
+        for (i, name) in shard_names.iter().enumerate() {
+            let path = dir.join(name);
+            if !path.is_file() {
+                return Err(LensError::bad_file(&index, format!("lists shard {name}, which is not in the folder (incomplete download?)")));
+            }
+            let (map, data_start, meta) = map_file(&path)?;
+            for (key, info) in meta.tensors() {
+                let (start, end) = info.data_offsets;
+                entries.insert(key, Entry { file: i, dtype: info.dtype, shape: info.shape.clone(), start: data_start + start, end: data_start + end });
+            }
+            files.push(MappedFile { path, map, data_start });
+        }
+        Ok(Self { files, entries, prefix: prefix.to_string() })
+    }
+
+    /// Every tensor key.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    fn entry(&self, key: &str) -> Option<(&str, &Entry)> {
+        if let Some((k, e)) = self.entries.get_key_value(key) {
+            return Some((k.as_str(), e));
+        }
+        let bare = key.strip_prefix(self.prefix.as_str())?;
+        self.entries.get_key_value(bare).map(|(k, e)| (k.as_str(), e))
+    }
+
+    /// Whether the checkpoint holds `key` (or `key` without the base prefix).
+    pub fn contains(&self, key: &str) -> bool {
+        self.entry(key).is_some()
+    }
+
+    /// The tensor `key` (or `key` without the base prefix), or a clear error naming it.
+    pub fn tensor(&self, key: &str) -> Result<TensorRef<'_>> {
+        let (found, e) = self.entry(key).ok_or_else(|| {
+            LensError::bad_file(self.first_path(), format!("missing tensor {key:?}; is this checkpoint of the model type its config.json names?"))
+        })?;
+        let file = self.files.get(e.file).ok_or_else(|| LensError::invalid("checkpoint shard index out of range"))?;
+        let dtype = match e.dtype {
+            Dtype::F32 => ElemType::F32,
+            Dtype::F16 => ElemType::F16,
+            Dtype::BF16 => ElemType::BF16,
+            other => return Err(LensError::bad_file(&file.path, format!("tensor {found} has dtype {other:?}; expected F32, F16 or BF16"))),
+        };
+        let data = file
+            .map
+            .get(e.start..e.end)
+            .filter(|_| e.start >= file.data_start)
+            .ok_or_else(|| LensError::bad_file(&file.path, format!("tensor {found} lies outside the file (truncated?)")))?;
+        let count: usize = e.shape.iter().product();
+        if data.len() != count * dtype.size() {
+            return Err(LensError::bad_file(&file.path, format!("tensor {found} has {} bytes, its shape {:?} needs {}", data.len(), e.shape, count * dtype.size())));
+        }
+        Ok(TensorRef { dtype, shape: &e.shape, data })
+    }
+
+    /// The first file (for messages).
+    pub fn first_path(&self) -> &Path {
+        self.files.first().map_or(Path::new("."), |f| f.path.as_path())
+    }
+}
+
+fn shards_of(index: &Path) -> Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: BTreeMap<String, String>,
+    }
+    let text = std::fs::read_to_string(index).map_err(|e| LensError::io(index, e))?;
+    let idx: Index = serde_json::from_str(&text).map_err(|e| LensError::bad_file(index, format!("not a valid safetensors index: {e}")))?;
+    let mut shards: Vec<String> = idx.weight_map.into_values().collect();
+    shards.sort();
+    shards.dedup();
+    if let Some(bad) = shards.iter().find(|s| s.contains('/') || s.contains('\\') || s.starts_with('.')) {
+        return Err(LensError::bad_file(index, format!("shard name {bad:?} leaves the folder")));
+    }
+    if shards.is_empty() {
+        return Err(LensError::bad_file(index, "lists no shards"));
+    }
+    Ok(shards)
+}
+
+/// Decodes little-endian elements of `dtype` into f32, refusing NaN and infinities.
+pub fn decode_f32(dtype: ElemType, bytes: &[u8], out: &mut Vec<f32>) -> std::result::Result<(), &'static str> {
+    let before = out.len();
+    match dtype {
+        ElemType::F32 => out.extend(bytes.as_chunks::<4>().0.iter().map(|c| f32::from_le_bytes(*c))),
+        ElemType::F16 => out.extend(bytes.as_chunks::<2>().0.iter().map(|c| half::f16::from_le_bytes(*c).to_f32())),
+        ElemType::BF16 => out.extend(bytes.as_chunks::<2>().0.iter().map(|c| half::bf16::from_le_bytes(*c).to_f32())),
+    }
+    if out.get(before..).is_some_and(|s| s.iter().any(|v| !v.is_finite())) {
+        return Err("contains NaN or infinite values");
+    }
+    Ok(())
+}

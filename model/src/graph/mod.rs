@@ -1,0 +1,368 @@
+//! The lens graphs (ONNX, opset 17), built with prost from the vendored `onnx.proto`.
+//!
+//! [`build_lens_model`] builds the model itself with every TransformerLens hook point as an
+//! output; [`build_last_block_model`] builds the second, small graph that runs the last block (and
+//! its MLP alone) on other inputs than its own, for the `last-block` / `last-mlp` decoders. Both
+//! reference the same external weight file. The block of each family is written in its own file
+//! under [`crate::arch`] with the shared ops of [`ops`].
+
+pub mod ops;
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::arch::{Arch, Family, Positions, Residual, names};
+use crate::error::{LensError, Result};
+use crate::onnx::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto, tensor_proto, tensor_shape_proto, type_proto,
+    DT_FLOAT, DT_INT64,
+};
+
+/// Where one weight tensor lives in the external data file.
+#[derive(Debug, Clone)]
+pub struct ExternalTensor {
+    /// Initializer name (see [`crate::arch::names`]).
+    pub name: String,
+    /// Dimensions.
+    pub dims: Vec<usize>,
+    /// Byte offset in the data file.
+    pub offset: u64,
+    /// Byte length in the data file.
+    pub length: u64,
+}
+
+/// Hook names of one block, in TransformerLens spelling.
+pub fn hook_name(layer: usize, hook: &str) -> String {
+    format!("blocks.{layer}.hook_{hook}")
+}
+
+/// Input of the last-block graph: residual streams `[sites, pos, d_model]`.
+pub const LAST_BLOCK_INPUT: &str = "resid";
+/// Output of the last-block graph: the last block applied to each input sequence.
+pub const LAST_BLOCK_OUTPUT: &str = "last_block";
+/// Output of the last-block graph: `x + mlp(norm(x))` with the last block's MLP.
+pub const LAST_MLP_OUTPUT: &str = "last_mlp";
+
+/// Accumulates nodes and constant initializers of a graph.
+#[derive(Default)]
+pub struct Builder {
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+    counter: usize,
+}
+
+/// An integer attribute.
+pub fn attr_int(name: &str, v: i64) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), r#type: Some(attribute_proto::AttributeType::Int as i32), i: Some(v), ..Default::default() }
+}
+/// A float attribute.
+pub fn attr_float(name: &str, v: f32) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), r#type: Some(attribute_proto::AttributeType::Float as i32), f: Some(v), ..Default::default() }
+}
+/// An integer-list attribute.
+pub fn attr_ints(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), r#type: Some(attribute_proto::AttributeType::Ints as i32), ints: v.to_vec(), ..Default::default() }
+}
+
+impl Builder {
+    fn fresh(&mut self, hint: &str) -> String {
+        self.counter += 1;
+        format!("/{hint}_{}", self.counter)
+    }
+    /// Adds a node with one output named `out` (or a fresh name) and returns that name.
+    pub fn op(&mut self, op: &str, inputs: &[&str], out: Option<&str>, attrs: Vec<AttributeProto>) -> String {
+        let out = out.map_or_else(|| self.fresh(op), str::to_string);
+        self.push(op, inputs, vec![out.clone()], attrs);
+        out
+    }
+    /// Adds a node with `N` fresh outputs.
+    pub fn op_multi<const N: usize>(&mut self, op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> [String; N] {
+        let outs: [String; N] = std::array::from_fn(|_| self.fresh(op));
+        self.push(op, inputs, outs.to_vec(), attrs);
+        outs
+    }
+    fn push(&mut self, op: &str, inputs: &[&str], output: Vec<String>, attribute: Vec<AttributeProto>) {
+        let name = self.fresh(&format!("{op}_node"));
+        self.nodes.push(NodeProto {
+            op_type: Some(op.into()),
+            name: Some(name),
+            input: inputs.iter().map(|s| (*s).to_string()).collect(),
+            output,
+            attribute,
+            ..Default::default()
+        });
+    }
+    /// An int64 constant.
+    pub fn const_i64(&mut self, hint: &str, dims: &[i64], values: &[i64]) -> String {
+        let name = self.fresh(hint);
+        self.inits.push(TensorProto {
+            name: Some(name.clone()),
+            dims: dims.to_vec(),
+            data_type: Some(DT_INT64),
+            raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            ..Default::default()
+        });
+        name
+    }
+    /// An f32 constant tensor.
+    pub fn const_f32s(&mut self, hint: &str, dims: &[i64], values: &[f32]) -> String {
+        let name = self.fresh(hint);
+        self.inits.push(TensorProto {
+            name: Some(name.clone()),
+            dims: dims.to_vec(),
+            data_type: Some(DT_FLOAT),
+            raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            ..Default::default()
+        });
+        name
+    }
+    /// An f32 scalar constant.
+    pub fn const_f32(&mut self, hint: &str, value: f32) -> String {
+        self.const_f32s(hint, &[], &[value])
+    }
+}
+
+fn external_init(t: &ExternalTensor, data_file: &str) -> TensorProto {
+    let kv = |k: &str, v: String| StringStringEntryProto { key: Some(k.into()), value: Some(v) };
+    TensorProto {
+        name: Some(t.name.clone()),
+        dims: t.dims.iter().map(|&d| d as i64).collect(),
+        data_type: Some(DT_FLOAT),
+        data_location: Some(tensor_proto::DataLocation::External as i32),
+        external_data: vec![kv("location", data_file.into()), kv("offset", t.offset.to_string()), kv("length", t.length.to_string())],
+        ..Default::default()
+    }
+}
+
+fn value_info(name: &str, elem: i32, dims: &[std::result::Result<usize, &str>]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| tensor_shape_proto::Dimension {
+            value: Some(match d {
+                Ok(v) => tensor_shape_proto::dimension::Value::DimValue(*v as i64),
+                Err(p) => tensor_shape_proto::dimension::Value::DimParam((*p).to_string()),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: Some(elem), shape: Some(TensorShapeProto { dim }) })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The outputs of one block graph.
+#[derive(Debug, Clone)]
+pub struct BlockOut {
+    /// `hook_attn_out`.
+    pub attn_out: String,
+    /// `hook_resid_mid` (sequential blocks only).
+    pub resid_mid: Option<String>,
+    /// `hook_mlp_out`.
+    pub mlp_out: String,
+    /// `hook_resid_post`.
+    pub resid_post: String,
+}
+
+/// A graph under construction: the builder, the model, the weights it may use and the shared
+/// per-sequence constants (positions, masks, rotary tables), each built once.
+pub struct GraphCtx<'a> {
+    /// The model.
+    pub arch: &'a Arch,
+    /// The nodes so far.
+    pub b: Builder,
+    known: BTreeSet<String>,
+    used: BTreeSet<String>,
+    missing: Vec<String>,
+    /// Positions `0..pos` as int64 `[pos]`.
+    pub range: String,
+    masks: HashMap<Option<usize>, String>,
+    rope: Option<(String, String)>,
+    name_hooks: bool,
+    /// `[0, 0, n_heads, d_head]` for Reshape.
+    pub heads_shape: String,
+    /// `[0, 0, d_model]` for Reshape.
+    pub model_shape: String,
+}
+
+impl<'a> GraphCtx<'a> {
+    /// A context whose sequence length is axis 1 of `x` (`input_ids` `[1, pos]` or a residual
+    /// `[batch, pos, d_model]`). `name_hooks`: give hook outputs their TransformerLens names.
+    fn new(arch: &'a Arch, known: BTreeSet<String>, x: &str, name_hooks: bool) -> Self {
+        let mut b = Builder::default();
+        let shp = b.op("Shape", &[x], None, vec![]);
+        let one_idx = b.const_i64("idx1", &[], &[1]);
+        let n = b.op("Gather", &[&shp, &one_idx], None, vec![attr_int("axis", 0)]);
+        let zero = b.const_i64("zero", &[], &[0]);
+        let one = b.const_i64("one", &[], &[1]);
+        let range = b.op("Range", &[&zero, &n, &one], None, vec![]);
+        let (h, dh, d) = (arch.shape.n_heads as i64, arch.d_head() as i64, arch.shape.d_model as i64);
+        let heads_shape = b.const_i64("heads_shape", &[4], &[0, 0, h, dh]);
+        let model_shape = b.const_i64("model_shape", &[3], &[0, 0, d]);
+        Self { arch, b, known, used: BTreeSet::new(), missing: Vec::new(), range, masks: HashMap::new(), rope: None, name_hooks, heads_shape, model_shape }
+    }
+
+    /// A weight by canonical name. A name that the tensor plan lacks is recorded and reported
+    /// when the graph is finished (the plan and the graph must agree).
+    pub fn w(&mut self, name: &str) -> String {
+        if self.known.contains(name) {
+            self.used.insert(name.to_string());
+        } else {
+            self.missing.push(name.to_string());
+        }
+        name.to_string()
+    }
+
+    /// Gives `value` the hook name `blocks.{l}.hook_{hook}` (main graph) or leaves it (last-block graph).
+    pub fn hook(&mut self, l: usize, hook: &str, value: String) -> String {
+        if self.name_hooks { self.b.op("Identity", &[&value], Some(&hook_name(l, hook)), vec![]) } else { value }
+    }
+
+    /// The boolean mask `[pos, pos]`, true where attention is not allowed: the future, and with a
+    /// window `w` also keys `w` or more positions back.
+    pub fn mask(&mut self, window: Option<usize>) -> String {
+        if let Some(m) = self.masks.get(&window) {
+            return m.clone();
+        }
+        let b = &mut self.b;
+        let ax1 = b.const_i64("ax1", &[1], &[1]);
+        let ax0 = b.const_i64("ax0", &[1], &[0]);
+        let rows = b.op("Unsqueeze", &[&self.range, &ax1], None, vec![]);
+        let cols = b.op("Unsqueeze", &[&self.range, &ax0], None, vec![]);
+        let diff = b.op("Sub", &[&rows, &cols], None, vec![]);
+        let zero = b.const_i64("izero", &[], &[0]);
+        let mut masked = b.op("Less", &[&diff, &zero], None, vec![]);
+        if let Some(w) = window {
+            let last = b.const_i64("window_last", &[], &[w.saturating_sub(1) as i64]);
+            let far = b.op("Greater", &[&diff, &last], None, vec![]);
+            masked = b.op("Or", &[&masked, &far], None, vec![]);
+        }
+        self.masks.insert(window, masked.clone());
+        masked
+    }
+
+    /// Rotary `(cos, sin)` of every position and frequency `[pos, dim/2]` (interleaved: `[pos, dim/2, 1]`).
+    pub fn rope(&mut self) -> Option<(String, String)> {
+        let Positions::Rotary(r) = self.arch.positions else { return None };
+        if let Some(cs) = &self.rope {
+            return Some(cs.clone());
+        }
+        let half = r.dim / 2;
+        let inv: Vec<f32> = (0..half).map(|i| (1.0 / r.base.powf((2 * i) as f64 / r.dim as f64)) as f32).collect();
+        let b = &mut self.b;
+        let inv = b.const_f32s("inv_freq", &[1, half as i64], &inv);
+        let pos = b.op("Cast", &[&self.range], None, vec![attr_int("to", i64::from(DT_FLOAT))]);
+        let ax1 = b.const_i64("ax1", &[1], &[1]);
+        let pos = b.op("Unsqueeze", &[&pos, &ax1], None, vec![]);
+        let mut freqs = b.op("Mul", &[&pos, &inv], None, vec![]);
+        if r.interleaved {
+            let axl = b.const_i64("axlast", &[1], &[2]);
+            freqs = b.op("Unsqueeze", &[&freqs, &axl], None, vec![]);
+        }
+        let cos = b.op("Cos", &[&freqs], None, vec![]);
+        let sin = b.op("Sin", &[&freqs], None, vec![]);
+        self.rope = Some((cos.clone(), sin.clone()));
+        Some((cos, sin))
+    }
+
+    fn finish(self, name: &str, inputs: Vec<ValueInfoProto>, outputs: Vec<ValueInfoProto>, weights: &[ExternalTensor], data_file: &str, metadata: &[(String, String)]) -> Result<ModelProto> {
+        if !self.missing.is_empty() {
+            let mut m = self.missing;
+            m.sort();
+            m.dedup();
+            return Err(LensError::invalid(format!("internal: the {name} graph uses initializers that the tensor plan does not write: {}", m.join(", "))));
+        }
+        let mut initializer: Vec<TensorProto> = weights.iter().filter(|t| self.used.contains(&t.name)).map(|t| external_init(t, data_file)).collect();
+        initializer.extend(self.b.inits);
+        let graph = GraphProto { name: Some(name.into()), node: self.b.nodes, initializer, input: inputs, output: outputs, ..Default::default() };
+        Ok(ModelProto {
+            ir_version: Some(8),
+            producer_name: Some("logit-lens".into()),
+            producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+            opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
+            graph: Some(graph),
+            metadata_props: metadata.iter().map(|(k, v)| StringStringEntryProto { key: Some(k.clone()), value: Some(v.clone()) }).collect(),
+            ..Default::default()
+        })
+    }
+}
+
+/// The block of layer `l` of the arch's family, from its own file.
+fn family_block(g: &mut GraphCtx<'_>, l: usize, x: &str) -> BlockOut {
+    match g.arch.family {
+        Family::Gpt2 => crate::arch::gpt2::block(g, l, x),
+        Family::GptNeo => crate::arch::gpt_neo::block(g, l, x),
+        Family::Ctrl => crate::arch::ctrl::block(g, l, x),
+        Family::GptNeox => crate::arch::gpt_neox::block(g, l, x),
+        Family::Gptj => crate::arch::gptj::block(g, l, x),
+    }
+}
+
+/// The hook outputs a bundle of `arch` has per layer, in order.
+pub fn hooks_of(residual: Residual) -> &'static [&'static str] {
+    match residual {
+        Residual::Sequential => &["resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"],
+        Residual::Parallel => &["resid_pre", "attn_out", "mlp_out", "resid_post"],
+    }
+}
+
+/// Builds the lens model: input `input_ids` `[1, pos]`; outputs every hook `[1, pos, d_model]`
+/// and `logits` `[1, pos, d_vocab]`. `weights` are the converter's written tensors; `tied`: the
+/// unembedding is `embed.W_E`.
+pub fn build_lens_model(arch: &Arch, weights: &[ExternalTensor], data_file: &str, tied: bool, metadata: &[(String, String)]) -> Result<ModelProto> {
+    let known: BTreeSet<String> = weights.iter().map(|t| t.name.clone()).collect();
+    let mut g = GraphCtx::new(arch, known, "input_ids", true);
+    let x0 = ops::embed(&mut g, "input_ids");
+    let mut x = g.b.op("Identity", &[&x0], Some(&hook_name(0, "resid_pre")), vec![]);
+    for l in 0..arch.shape.n_layers {
+        if l > 0 {
+            x = g.b.op("Identity", &[&x], Some(&hook_name(l, "resid_pre")), vec![]);
+        }
+        x = family_block(&mut g, l, &x).resid_post;
+    }
+    let lnf = ops::layer_norm(&mut g, &x, names::LN_FINAL_W, Some(names::LN_FINAL_B), arch.shape.eps);
+    let d = arch.shape.d_model as i64;
+    let flat_shape = g.b.const_i64("flat_shape", &[2], &[-1, d]);
+    let flat = g.b.op("Reshape", &[&lnf, &flat_shape], None, vec![]);
+    let unembed = g.w(Arch::unembed_name(tied));
+    let mut gemm_in = vec![flat.as_str(), unembed.as_str()];
+    let bias = arch.unembed_bias_key.map(|_| g.w(names::UNEMBED_BIAS));
+    if let Some(b) = &bias {
+        gemm_in.push(b);
+    }
+    let logits2 = g.b.op("Gemm", &gemm_in, None, vec![attr_int("transB", 1)]);
+    let logits_shape = g.b.const_i64("logits_shape", &[3], &[1, -1, arch.shape.d_vocab as i64]);
+    g.b.op("Reshape", &[&logits2, &logits_shape], Some("logits"), vec![]);
+
+    let mut outputs = Vec::new();
+    let resid: [std::result::Result<usize, &str>; 3] = [Ok(1), Err("pos"), Ok(arch.shape.d_model)];
+    for l in 0..arch.shape.n_layers {
+        for hook in hooks_of(arch.residual) {
+            outputs.push(value_info(&hook_name(l, hook), DT_FLOAT, &resid));
+        }
+    }
+    outputs.push(value_info("logits", DT_FLOAT, &[Ok(1), Err("pos"), Ok(arch.shape.d_vocab)]));
+    let inputs = vec![value_info("input_ids", DT_INT64, &[Ok(1), Err("pos")])];
+    g.finish(&format!("{}_lens", arch.family.model_type()), inputs, outputs, weights, data_file, metadata)
+}
+
+/// Builds the last-block graph: input [`LAST_BLOCK_INPUT`] `[sites, pos, d_model]`, outputs
+/// [`LAST_BLOCK_OUTPUT`] (the last block applied to each sequence, positions `0..pos`, its own
+/// mask and window) and [`LAST_MLP_OUTPUT`] (`x + mlp(norm(x))` with the last block's MLP).
+pub fn build_last_block_model(arch: &Arch, weights: &[ExternalTensor], data_file: &str) -> Result<ModelProto> {
+    let known: BTreeSet<String> = weights.iter().map(|t| t.name.clone()).collect();
+    let mut g = GraphCtx::new(arch, known, LAST_BLOCK_INPUT, false);
+    let last = arch.shape.n_layers.saturating_sub(1);
+    let out = family_block(&mut g, last, LAST_BLOCK_INPUT);
+    g.b.op("Identity", &[&out.resid_post], Some(LAST_BLOCK_OUTPUT), vec![]);
+    let mlp = ops::mlp_residual(&mut g, last, LAST_BLOCK_INPUT);
+    g.b.op("Identity", &[&mlp], Some(LAST_MLP_OUTPUT), vec![]);
+    let dims: [std::result::Result<usize, &str>; 3] = [Err("sites"), Err("pos"), Ok(arch.shape.d_model)];
+    let inputs = vec![value_info(LAST_BLOCK_INPUT, DT_FLOAT, &dims)];
+    let outputs = vec![value_info(LAST_BLOCK_OUTPUT, DT_FLOAT, &dims), value_info(LAST_MLP_OUTPUT, DT_FLOAT, &dims)];
+    g.finish(&format!("{}_last_block", arch.family.model_type()), inputs, outputs, weights, data_file, &[])
+}

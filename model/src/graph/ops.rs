@@ -1,0 +1,221 @@
+//! Shared graph pieces, written once: embedding and positions, LayerNorm, linear layers,
+//! attention with its options (scale, causal or local window, rotary full or partial, half-split
+//! or interleaved), activations, the MLP, and the sequential and parallel blocks.
+
+use super::{BlockOut, GraphCtx, attr_float, attr_int, attr_ints};
+use crate::arch::{Activation, Positions, Residual, names};
+
+/// Token embedding (scaled if the family scales it) plus the position table where there is one:
+/// `[1, pos, d_model]`.
+pub fn embed(g: &mut GraphCtx<'_>, input_ids: &str) -> String {
+    let w_e = g.w(names::EMBED);
+    let mut x = g.b.op("Gather", &[&w_e, input_ids], None, vec![attr_int("axis", 0)]);
+    if let Some(s) = g.arch.embed_scale {
+        let c = g.b.const_f32("embed_scale", s as f32);
+        x = g.b.op("Mul", &[&x, &c], None, vec![]);
+    }
+    if matches!(g.arch.positions, Positions::Learned | Positions::Sinusoidal) {
+        let w_pos = g.w(names::POS_EMBED);
+        let range = g.range.clone();
+        let pe = g.b.op("Gather", &[&w_pos, &range], None, vec![attr_int("axis", 0)]);
+        x = g.b.op("Add", &[&x, &pe], None, vec![]);
+    }
+    x
+}
+
+/// LayerNorm over the last axis with the row's own statistics (the bias is optional).
+pub fn layer_norm(g: &mut GraphCtx<'_>, x: &str, w: &str, b: Option<&str>, eps: f64) -> String {
+    let eps = eps as f32;
+    let w = g.w(w);
+    let mut inputs = vec![x.to_string(), w];
+    if let Some(b) = b {
+        inputs.push(g.w(b));
+    }
+    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    g.b.op("LayerNormalization", &refs, None, vec![attr_int("axis", -1), attr_float("epsilon", eps)])
+}
+
+/// `x · W (+ b)` with `W` stored `[in, out]`.
+pub fn linear(g: &mut GraphCtx<'_>, x: &str, w: &str, b: Option<&str>) -> String {
+    let w = g.w(w);
+    let y = g.b.op("MatMul", &[x, &w], None, vec![]);
+    match b {
+        Some(b) => {
+            let b = g.w(b);
+            g.b.op("Add", &[&y, &b], None, vec![])
+        }
+        None => y,
+    }
+}
+
+/// `[batch, pos, d_model]` -> `[batch, heads, pos, d_head]`.
+fn split_heads(g: &mut GraphCtx<'_>, x: &str) -> String {
+    let shape = g.heads_shape.clone();
+    let r = g.b.op("Reshape", &[x, &shape], None, vec![]);
+    g.b.op("Transpose", &[&r], None, vec![attr_ints("perm", &[0, 2, 1, 3])])
+}
+
+/// Rotary embedding of `x` `[batch, heads, pos, d_head]` over its first `dim` features.
+fn rotate(g: &mut GraphCtx<'_>, x: &str) -> String {
+    let Positions::Rotary(r) = g.arch.positions else { return x.to_string() };
+    let Some((cos, sin)) = g.rope() else { return x.to_string() };
+    let dh = g.arch.d_head() as i64;
+    let (rot, half) = (r.dim as i64, (r.dim / 2) as i64);
+    let (x_rot, x_pass) = if rot < dh {
+        let split = g.b.const_i64("rot_split", &[2], &[rot, dh - rot]);
+        let [a, p] = g.b.op_multi("Split", &[x, &split], vec![attr_int("axis", -1)]);
+        (a, Some(p))
+    } else {
+        (x.to_string(), None)
+    };
+    let rotated = if r.interleaved {
+        // GPT-J: pairs (2i, 2i+1) rotate by the angle of frequency i.
+        let pairs_shape = g.b.const_i64("pairs_shape", &[5], &[0, 0, 0, half, 2]);
+        let pairs = g.b.op("Reshape", &[&x_rot, &pairs_shape], None, vec![]);
+        let one_one = g.b.const_i64("split11", &[2], &[1, 1]);
+        let [even, odd] = g.b.op_multi("Split", &[&pairs, &one_one], vec![attr_int("axis", -1)]);
+        let new_even = rot_pair(g, &even, &odd, &cos, &sin, false);
+        let new_odd = rot_pair(g, &odd, &even, &cos, &sin, true);
+        let joined = g.b.op("Concat", &[&new_even, &new_odd], None, vec![attr_int("axis", -1)]);
+        let back = g.b.const_i64("rot_shape", &[4], &[0, 0, 0, rot]);
+        g.b.op("Reshape", &[&joined, &back], None, vec![])
+    } else {
+        // GPT-NeoX: feature i rotates with feature i + dim/2.
+        let halves = g.b.const_i64("split_half", &[2], &[half, half]);
+        let [x1, x2] = g.b.op_multi("Split", &[&x_rot, &halves], vec![attr_int("axis", -1)]);
+        let o1 = rot_pair(g, &x1, &x2, &cos, &sin, false);
+        let o2 = rot_pair(g, &x2, &x1, &cos, &sin, true);
+        g.b.op("Concat", &[&o1, &o2], None, vec![attr_int("axis", -1)])
+    };
+    match x_pass {
+        Some(p) => g.b.op("Concat", &[&rotated, &p], None, vec![attr_int("axis", -1)]),
+        None => rotated,
+    }
+}
+
+/// `a·cos − b·sin` (`plus` false) or `a·cos + b·sin` (`plus` true).
+fn rot_pair(g: &mut GraphCtx<'_>, a: &str, b: &str, cos: &str, sin: &str, plus: bool) -> String {
+    let ac = g.b.op("Mul", &[a, cos], None, vec![]);
+    let bs = g.b.op("Mul", &[b, sin], None, vec![]);
+    g.b.op(if plus { "Add" } else { "Sub" }, &[&ac, &bs], None, vec![])
+}
+
+/// Multi-head attention of layer `l` on the normalised input `x` `[batch, pos, d_model]`:
+/// projections, rotary (if any), scaled scores, the layer's causal or local mask, softmax,
+/// values, output projection.
+pub fn attention(g: &mut GraphCtx<'_>, l: usize, x: &str) -> String {
+    let n = names::BlockNames::of(l);
+    let arch = g.arch;
+    let qkv_bias = |b: &str| arch.qkv_bias.then(|| b.to_string());
+    let q = linear(g, x, &n.w_q, qkv_bias(&n.b_q).as_deref());
+    let k = linear(g, x, &n.w_k, qkv_bias(&n.b_k).as_deref());
+    let v = linear(g, x, &n.w_v, qkv_bias(&n.b_v).as_deref());
+    let q = split_heads(g, &q);
+    let k = split_heads(g, &k);
+    let v = split_heads(g, &v);
+    let q = rotate(g, &q);
+    let k = rotate(g, &k);
+    let kt = g.b.op("Transpose", &[&k], None, vec![attr_ints("perm", &[0, 1, 3, 2])]);
+    let mut scores = g.b.op("MatMul", &[&q, &kt], None, vec![]);
+    if arch.attn_scale != 1.0 {
+        let c = g.b.const_f32("attn_scale", arch.attn_scale as f32);
+        scores = g.b.op("Mul", &[&scores, &c], None, vec![]);
+    }
+    let mask = g.mask(arch.windows.get(l).copied().flatten());
+    let neg = g.b.const_f32("neg_big", f32::MIN);
+    let scores = g.b.op("Where", &[&mask, &neg, &scores], None, vec![]);
+    let probs = g.b.op("Softmax", &[&scores], None, vec![attr_int("axis", -1)]);
+    let ctx = g.b.op("MatMul", &[&probs, &v], None, vec![]);
+    let ctx = g.b.op("Transpose", &[&ctx], None, vec![attr_ints("perm", &[0, 2, 1, 3])]);
+    let shape = g.model_shape.clone();
+    let ctx = g.b.op("Reshape", &[&ctx, &shape], None, vec![]);
+    linear(g, &ctx, &n.w_o, arch.attn_out_bias.then_some(n.b_o.as_str()))
+}
+
+/// The family's activation.
+pub fn activation(g: &mut GraphCtx<'_>, x: &str) -> String {
+    match g.arch.activation {
+        Activation::Relu => g.b.op("Relu", &[x], None, vec![]),
+        Activation::GeluTanh => {
+            // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+            let c_k = g.b.const_f32("gelu_k", 0.044715);
+            let c_s = g.b.const_f32("gelu_s", (2.0f64 / std::f64::consts::PI).sqrt() as f32);
+            let x2 = g.b.op("Mul", &[x, x], None, vec![]);
+            let x3 = g.b.op("Mul", &[&x2, x], None, vec![]);
+            let kx3 = g.b.op("Mul", &[&x3, &c_k], None, vec![]);
+            let inner = g.b.op("Add", &[x, &kx3], None, vec![]);
+            let inner = g.b.op("Mul", &[&inner, &c_s], None, vec![]);
+            let th = g.b.op("Tanh", &[&inner], None, vec![]);
+            half_x_times_one_plus(g, x, &th)
+        }
+        Activation::GeluErf => {
+            // 0.5 x (1 + erf(x / sqrt 2))
+            let c = g.b.const_f32("inv_sqrt2", std::f64::consts::FRAC_1_SQRT_2 as f32);
+            let xs = g.b.op("Mul", &[x, &c], None, vec![]);
+            let e = g.b.op("Erf", &[&xs], None, vec![]);
+            half_x_times_one_plus(g, x, &e)
+        }
+    }
+}
+
+fn half_x_times_one_plus(g: &mut GraphCtx<'_>, x: &str, t: &str) -> String {
+    let c_one = g.b.const_f32("fone", 1.0);
+    let c_half = g.b.const_f32("half", 0.5);
+    let t1 = g.b.op("Add", &[t, &c_one], None, vec![]);
+    let hx = g.b.op("Mul", &[x, &c_half], None, vec![]);
+    g.b.op("Mul", &[&hx, &t1], None, vec![])
+}
+
+/// The MLP of layer `l` on the normalised input `x`.
+pub fn mlp(g: &mut GraphCtx<'_>, l: usize, x: &str) -> String {
+    let n = names::BlockNames::of(l);
+    let h = linear(g, x, &n.w_in, Some(&n.b_in));
+    let a = activation(g, &h);
+    linear(g, &a, &n.w_out, Some(&n.b_out))
+}
+
+/// The norm that feeds layer `l`'s MLP: `ln2`, or `ln1` where the family shares it.
+fn mlp_norm(g: &mut GraphCtx<'_>, l: usize, x: &str) -> String {
+    let n = names::BlockNames::of(l);
+    let (w, b) = if g.arch.shared_norm { n.ln1 } else { n.ln2 };
+    layer_norm(g, x, &w, Some(&b), g.arch.block_eps)
+}
+
+/// `x + attn(ln1(x))`, then `+ mlp(ln2(resid_mid))` (GPT-2, GPT-Neo, CTRL, sequential NeoX).
+pub fn sequential_block(g: &mut GraphCtx<'_>, l: usize, x: &str) -> BlockOut {
+    let n = names::BlockNames::of(l);
+    let h = layer_norm(g, x, &n.ln1.0, Some(&n.ln1.1), g.arch.block_eps);
+    let a = attention(g, l, &h);
+    let attn_out = g.hook(l, "attn_out", a);
+    let mid = g.b.op("Add", &[x, &attn_out], None, vec![]);
+    let mid = g.hook(l, "resid_mid", mid);
+    let h2 = mlp_norm(g, l, &mid);
+    let m = mlp(g, l, &h2);
+    let mlp_out = g.hook(l, "mlp_out", m);
+    let post = g.b.op("Add", &[&mid, &mlp_out], None, vec![]);
+    let resid_post = g.hook(l, "resid_post", post);
+    BlockOut { attn_out, resid_mid: Some(mid), mlp_out, resid_post }
+}
+
+/// `x + attn(ln1(x)) + mlp(ln2(x))` (NeoX) or `… + mlp(ln1(x))` (GPT-J, shared norm).
+pub fn parallel_block(g: &mut GraphCtx<'_>, l: usize, x: &str) -> BlockOut {
+    debug_assert_eq!(g.arch.residual, Residual::Parallel);
+    let n = names::BlockNames::of(l);
+    let h = layer_norm(g, x, &n.ln1.0, Some(&n.ln1.1), g.arch.block_eps);
+    let a = attention(g, l, &h);
+    let attn_out = g.hook(l, "attn_out", a);
+    let h2 = if g.arch.shared_norm { h } else { mlp_norm(g, l, x) };
+    let m = mlp(g, l, &h2);
+    let mlp_out = g.hook(l, "mlp_out", m);
+    let sum = g.b.op("Add", &[&attn_out, &mlp_out], None, vec![]);
+    let post = g.b.op("Add", &[x, &sum], None, vec![]);
+    let resid_post = g.hook(l, "resid_post", post);
+    BlockOut { attn_out, resid_mid: None, mlp_out, resid_post }
+}
+
+/// `x + mlp(norm(x))` with layer `l`'s MLP and the norm that feeds it (the `last-mlp` decoder).
+pub fn mlp_residual(g: &mut GraphCtx<'_>, l: usize, x: &str) -> String {
+    let h = mlp_norm(g, l, x);
+    let m = mlp(g, l, &h);
+    g.b.op("Add", &[x, &m], None, vec![])
+}
