@@ -1,0 +1,231 @@
+//! Every family end to end (converter + ONNX Runtime + lens + decoders) against `transformers`
+//! in float64: the fixtures in `tests/fixtures/families/` were made by `make_fixtures.py` there
+//! (random checkpoints with odd shapes, perturbed norms and biases, f32/f16/bf16; hooks, logits
+//! and the last-block / last-MLP decoder inputs captured with forward hooks on the real modules).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use lens_model::LensOptions;
+use lens_model::error::Progress;
+use lens_model::lens::DecoderKind;
+use lens_tests::fixture::unique_temp_dir;
+use lens_tests::reference::{self, RefSiteMetrics, read_safetensors_f64};
+
+/// The prompt the fixtures were computed on (`PROMPT` in `make_fixtures.py`).
+const PROMPT: &str = "Sometimes, when people say plasma, they mean a state of matter.";
+/// Hooks, logits and metrics agree with the float64 reference to this.
+const TOL: f64 = 1e-4;
+
+fn fixture(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/families").join(case)
+}
+
+struct Reference {
+    ids: Vec<u32>,
+    t: HashMap<String, (Vec<usize>, Vec<f64>)>,
+}
+
+impl Reference {
+    fn load(case: &str) -> Self {
+        let path = fixture(case).join("reference.safetensors");
+        let bytes = std::fs::read(&path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let ids_view = st.tensor("input_ids").unwrap();
+        assert_eq!(ids_view.dtype(), safetensors::Dtype::I64);
+        let ids = ids_view.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32).collect();
+        Reference { ids, t: read_safetensors_f64(&path) }
+    }
+    fn get(&self, name: &str) -> &(Vec<usize>, Vec<f64>) {
+        self.t.get(name).unwrap_or_else(|| panic!("reference lacks {name}"))
+    }
+    /// A `[rows, width]` tensor (or row `i` of a 3-D one) as rows.
+    fn rows(&self, name: &str, i: Option<usize>) -> Vec<Vec<f64>> {
+        let (dims, v) = self.get(name);
+        let width = *dims.last().unwrap();
+        let n = dims[dims.len() - 2];
+        let start = i.map_or(0, |i| i * n * width);
+        v[start..start + n * width].chunks(width).map(<[f64]>::to_vec).collect()
+    }
+    fn has(&self, name: &str) -> bool {
+        self.t.contains_key(name)
+    }
+    /// The naive f64 decoder: LayerNorm (own statistics) · unembedᵀ + bias.
+    fn decode(&self, x: &[f64]) -> Vec<f64> {
+        let w = &self.get("decoder.norm_weight").1;
+        let b = &self.get("decoder.norm_bias").1;
+        let eps = self.get("decoder.norm_eps").1[0];
+        let h = reference::layer_norm(x, w, b, eps);
+        let (ud, u) = self.get("decoder.unembed");
+        let bias = &self.get("decoder.unembed_bias").1;
+        (0..ud[0]).map(|t| u[t * ud[1]..(t + 1) * ud[1]].iter().zip(&h).map(|(a, b)| a * b).sum::<f64>() + bias[t]).collect()
+    }
+}
+
+fn max_diff(a: &ndarray::Array2<f32>, b: &[Vec<f64>]) -> f64 {
+    common::max_diff_2d(a, b)
+}
+
+/// Converts the fixture, runs the lens with every decoder and compares with the reference.
+fn check_case(case: &str, family: &str, parallel: bool) {
+    let bundle = unique_temp_dir(&format!("fam-{case}"));
+    let summary = lens_model::convert::convert_hf_checkpoint(&fixture(case), &bundle, &Progress::default()).unwrap();
+    assert_eq!(summary.family.model_type(), family);
+    let mut engine = common::open(&bundle);
+    assert_eq!(engine.bundle.family, family);
+    assert_eq!(engine.bundle.residual.name(), if parallel { "parallel" } else { "sequential" });
+    let r = Reference::load(case);
+    let ids = engine.tokenize(PROMPT, false).unwrap();
+    assert_eq!(ids, r.ids, "{case}: our tokenization of the prompt differs from the fixture's");
+    let trace = engine.trace(&ids).unwrap();
+    let n_layers = engine.bundle.shape.n_layers;
+    let n = ids.len();
+
+    // Every hook within TOL of transformers.
+    for l in 0..n_layers {
+        let pre = if l == 0 { &trace.embed } else { &trace.resid_post[l - 1] };
+        let mut hooks = vec![("resid_pre", pre), ("attn_out", &trace.attn_out[l]), ("mlp_out", &trace.mlp_out[l]), ("resid_post", &trace.resid_post[l])];
+        if !parallel {
+            hooks.push(("resid_mid", &trace.resid_mid[l]));
+        } else {
+            assert!(!r.has(&format!("blocks.{l}.hook_resid_mid")));
+        }
+        for (hook, ours) in hooks {
+            let d = max_diff(ours, &r.rows(&format!("blocks.{l}.hook_{hook}"), None));
+            assert!(d < TOL, "{case}: blocks.{l}.hook_{hook} differs by {d}");
+        }
+    }
+    // The naive decoder reproduces the model's logits (so it is the model's decoder).
+    let logits = r.rows("logits", None);
+    let last = r.rows(&format!("blocks.{}.hook_resid_post", n_layers - 1), None);
+    for p in 0..n {
+        let ours = r.decode(&last[p]);
+        let worst = ours.iter().zip(&logits[p]).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-9, "{case}: naive decoder vs logits {worst}");
+    }
+
+    // Sites in sub-block order, as the reference stores the decoder inputs.
+    let mut site_rows: Vec<Vec<Vec<f64>>> = vec![r.rows("blocks.0.hook_resid_pre", None)];
+    for l in 0..n_layers {
+        let pre = r.rows(&format!("blocks.{l}.hook_resid_pre"), None);
+        let attn = r.rows(&format!("blocks.{l}.hook_attn_out"), None);
+        site_rows.push(pre.iter().zip(&attn).map(|(a, b)| a.iter().zip(b).map(|(x, y)| x + y).collect()).collect());
+        site_rows.push(r.rows(&format!("blocks.{l}.hook_resid_post"), None));
+    }
+    let n_sites = 2 * n_layers + 1;
+    let k = 5;
+    for (decoder, stored) in [(DecoderKind::LogitLens, None), (DecoderKind::LastBlock, Some("last_block_resid")), (DecoderKind::LastMlp, Some("last_mlp_resid"))] {
+        let opts = LensOptions { subblocks: true, k, decoder, ..LensOptions::default() };
+        let report = engine.lens(&ids, &trace, &opts, &Progress::default()).unwrap();
+        assert_eq!(report.decoder, decoder.name());
+        assert_eq!(report.sites.len(), n_sites);
+        let sub = if parallel { "pre+attn" } else { "attn" };
+        assert_eq!(report.sites[1], format!("0.{sub}"), "{case}: sub-block row label");
+        // Reference logits per site: the final site is the model's own output under every decoder.
+        let want: Vec<Vec<RefSiteMetrics>> = (0..n_sites)
+            .map(|s| {
+                let inputs = match stored {
+                    Some(name) if s + 1 < n_sites => r.rows(name, Some(s)),
+                    _ => site_rows[s].clone(),
+                };
+                inputs.iter().map(|x| RefSiteMetrics::new(r.decode(x), k)).collect()
+            })
+            .collect();
+        let m = &report.metrics;
+        for s in 0..n_sites {
+            for p in 0..n {
+                let at = format!("{case} {} site {} pos {p}", decoder.name(), report.sites[s]);
+                let w = &want[s][p];
+                let fin = &want[n_sites - 1][p];
+                let emb = &want[0][p];
+                // Top-1 (a near-tie within TOL may flip), its logit and probability.
+                if w.top_logits[0] - w.top_logits[1] > TOL {
+                    assert_eq!(m.top1_id[s][p], w.top_ids[0], "top-1 at {at}");
+                    assert_eq!(report.top_k.ids[s][p][0], w.top_ids[0], "top-k at {at}");
+                }
+                assert!((f64::from(m.top1_logit[s][p]) - w.top_logits[0]).abs() < TOL, "top-1 logit at {at}: {} vs {}", m.top1_logit[s][p], w.top_logits[0]);
+                assert!((m.top1_prob[s][p] - w.top_probs[0]).abs() < TOL, "top-1 prob at {at}");
+                let kl_f = reference::kl_log_probs(&fin.log_probs, &w.log_probs);
+                assert!((m.kl_to_final[s][p] - kl_f).abs() < TOL, "KL(final) at {at}: {} vs {kl_f}", m.kl_to_final[s][p]);
+                let kl_i = reference::kl_log_probs(&emb.log_probs, &w.log_probs);
+                assert!((m.kl_to_input[s][p] - kl_i).abs() < TOL, "KL(input) at {at}: {} vs {kl_i}", m.kl_to_input[s][p]);
+                assert!((m.entropy[s][p] - w.entropy).abs() < TOL, "entropy at {at}");
+                match m.nll_next[s][p] {
+                    Some(v) => assert!((v - w.nll(ids[p + 1])).abs() < TOL, "nll at {at}"),
+                    None => assert_eq!(p + 1, n),
+                }
+                // Ranks exact outside near-ties: within the band of tokens as close as TOL.
+                let in_band = |ours: u32, t: u32| {
+                    let lt = w.logits[t as usize];
+                    let lo = 1 + w.logits.iter().filter(|&&v| v > lt + TOL).count();
+                    let hi = 1 + w.logits.iter().enumerate().filter(|&(i, &v)| i != t as usize && v > lt - TOL).count();
+                    (lo..=hi).contains(&(ours as usize))
+                };
+                assert!(in_band(m.rank_of_input[s][p], ids[p]), "rank of input at {at}");
+                if let Some(rk) = m.rank_of_next[s][p] {
+                    assert!(in_band(rk, ids[p + 1]), "rank of next at {at}");
+                }
+                assert!(in_band(m.rank_of_final_top1[s][p], fin.top_ids[0]), "rank of final top-1 at {at}");
+            }
+        }
+        // The lens is not trivial here: the embed row disagrees with the final one.
+        let mean_kl: f64 = m.kl_to_final[0].iter().sum::<f64>() / n as f64;
+        assert!(mean_kl > 0.05, "{case}: {} embed KL {mean_kl}", decoder.name());
+
+        // Direct logit attribution sums to the model's final logit.
+        let att = &report.attribution;
+        assert_eq!(att.components.len(), 2 * n_layers + 2);
+        for p in 0..n {
+            let t = att.final_top1_ids[p] as usize;
+            let sum: f64 = att.final_top1.iter().map(|row| row[p]).sum();
+            assert!((sum - logits[p][t]).abs() < 1e-3, "{case}: DLA sum {sum} vs logit {} at {p}", logits[p][t]);
+        }
+    }
+    // The decoders differ where they should: the last-block rows are not the plain lens.
+    let plain = engine.lens(&ids, &trace, &LensOptions { k, ..LensOptions::default() }, &Progress::default()).unwrap();
+    let lb = engine.lens(&ids, &trace, &LensOptions { k, decoder: DecoderKind::LastBlock, ..LensOptions::default() }, &Progress::default()).unwrap();
+    assert_ne!(plain.metrics.kl_to_final[0], lb.metrics.kl_to_final[0]);
+    assert_eq!(plain.metrics.kl_to_final.last(), lb.metrics.kl_to_final.last(), "the final site is the model's output under every decoder");
+}
+
+#[test]
+fn gpt_neo_f32_local_and_global_attention() {
+    check_case("gpt_neo_f32", "gpt_neo", false);
+}
+
+#[test]
+fn gpt_neo_bf16() {
+    check_case("gpt_neo_bf16", "gpt_neo", false);
+}
+
+#[test]
+fn ctrl_f32_sinusoidal_scaled_embedding_relu_lm_head_bias() {
+    check_case("ctrl_f32", "ctrl", false);
+}
+
+#[test]
+fn ctrl_f16() {
+    check_case("ctrl_f16", "ctrl", false);
+}
+
+#[test]
+fn gpt_neox_parallel_partial_rotary_padded_vocab() {
+    check_case("gpt_neox_parallel_f32", "gpt_neox", true);
+}
+
+#[test]
+fn gpt_neox_sequential_f16() {
+    check_case("gpt_neox_sequential_f16", "gpt_neox", false);
+}
+
+#[test]
+fn gptj_f32_interleaved_rotary_shared_norm() {
+    check_case("gptj_f32", "gptj", true);
+}
+
+#[test]
+fn gptj_bf16() {
+    check_case("gptj_bf16", "gptj", true);
+}
