@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::bundle::format_version_of;
 use crate::convert::{MODEL_FILE, convert_hf_checkpoint, is_hf_checkpoint};
 use crate::error::{LensError, Progress, Result};
 use crate::runtime::cache_dir;
@@ -34,7 +35,7 @@ fn cache_key(dir: &Path) -> Result<String> {
     let canon = dir.canonicalize().map_err(|e| LensError::io(dir, e))?;
     let mut h = Sha256::new();
     h.update(canon.to_string_lossy().as_bytes());
-    for f in ["config.json", "model.safetensors", "tokenizer.json", "vocab.json", "merges.txt"] {
+    for f in ["config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "tokenizer.json", "vocab.json", "merges.txt"] {
         let p = dir.join(f);
         if let Ok(meta) = std::fs::metadata(&p) {
             h.update(f.as_bytes());
@@ -75,7 +76,11 @@ pub fn resolve_model(arg: Option<&Path>, progress: &Progress) -> Result<PathBuf>
         static CONVERTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _guard = CONVERTING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if target.join(MODEL_FILE).is_file() {
-            return Ok(target);
+            // A bundle made by an older logit-lens (format 1) is converted again from its source.
+            if format_version_of(&target).is_some_and(|v| v >= 2) {
+                return Ok(target);
+            }
+            std::fs::remove_dir_all(&target).map_err(|e| LensError::io(&target, e))?;
         }
         return match convert_hf_checkpoint(&dir, &target, progress) {
             Ok(_) => Ok(target),
@@ -83,5 +88,5 @@ pub fn resolve_model(arg: Option<&Path>, progress: &Progress) -> Result<PathBuf>
             Err(e) => Err(e),
         };
     }
-    Err(LensError::bad_file(&dir, "not a model: expected a lens bundle (model.onnx + tokenizer.json) or a Hugging Face GPT-2 folder (config.json + model.safetensors)"))
+    Err(LensError::bad_file(&dir, "not a model: expected a lens bundle (model.onnx + tokenizer.json) or a Hugging Face checkpoint folder (config.json + model.safetensors)"))
 }

@@ -1,0 +1,107 @@
+//! Bundle formats: a format-1 bundle (the first release, GPT-2 only) still opens and gives the
+//! same lens; one in the conversion cache is converted again from its source; an unknown family
+//! or format is a clear error. (This file sets `LOGIT_LENS_CACHE` for its own process.)
+
+mod common;
+
+use std::path::Path;
+
+use lens_model::LensOptions;
+use lens_model::bundle::{Bundle, format_version_of};
+use lens_model::error::Progress;
+use lens_model::lens::DecoderKind;
+use lens_model::onnx::{ModelProto, StringStringEntryProto};
+use lens_model::runtime::init_runtime;
+use lens_tests::fixture::{RandomGpt2, unique_temp_dir, write_checkpoint};
+use prost::Message;
+
+fn edit_model(bundle: &Path, f: impl FnOnce(&mut ModelProto)) {
+    let path = bundle.join("model.onnx");
+    let mut m = ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
+    f(&mut m);
+    std::fs::write(&path, m.encode_to_vec()).unwrap();
+}
+
+fn set(m: &mut ModelProto, key: &str, value: &str) {
+    m.metadata_props.retain(|p| p.key.as_deref() != Some(key));
+    m.metadata_props.push(StringStringEntryProto { key: Some(key.into()), value: Some(value.into()) });
+}
+
+/// Rewrites a format-2 GPT-2 bundle's metadata the way the first release wrote it (format 1:
+/// `lens.ln_eps`, `lens.ln_final.*`; no residual, hooks, final-norm kind or last-block graph).
+fn downgrade_to_format_1(bundle: &Path) {
+    edit_model(bundle, |m| {
+        let get = |m: &ModelProto, k: &str| m.metadata_props.iter().find(|p| p.key.as_deref() == Some(k)).and_then(|p| p.value.clone()).unwrap();
+        let (eps, w, b) = (get(m, "lens.final_norm.eps"), get(m, "lens.final_norm.weight"), get(m, "lens.final_norm.bias"));
+        m.metadata_props.retain(|p| {
+            let k = p.key.as_deref().unwrap_or("");
+            !(k.starts_with("lens.final_norm") || k == "lens.residual" || k == "lens.hooks" || k == "lens.last_block")
+        });
+        set(m, "lens.format_version", "1");
+        set(m, "lens.ln_eps", &eps);
+        set(m, "lens.ln_final.weight", &w);
+        set(m, "lens.ln_final.bias", &b);
+    });
+    std::fs::remove_file(bundle.join("last_block.onnx")).unwrap();
+}
+
+#[test]
+fn format_1_bundle_opens_and_gives_the_same_lens() {
+    let (_hf, bundle) = common::make_bundle("fmt1", &RandomGpt2::tiny(21));
+    let old = unique_temp_dir("fmt1-old");
+    std::fs::create_dir_all(&old).unwrap();
+    for e in std::fs::read_dir(&bundle).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), old.join(e.file_name())).unwrap();
+    }
+    downgrade_to_format_1(&old);
+    let b = Bundle::open(&old).unwrap();
+    assert_eq!((b.format_version, b.family.as_str(), b.residual.name()), (1, "gpt2", "sequential"));
+    assert!(b.last_block.is_none());
+
+    let mut new_engine = common::open(&bundle);
+    let mut old_engine = common::open(&old);
+    let ids = new_engine.tokenize("Sometimes, when people say plasma, they mean", false).unwrap();
+    let opts = LensOptions { subblocks: true, ..LensOptions::default() };
+    let a = new_engine.run_ids(&ids, &opts, &Progress::default()).unwrap();
+    let c = old_engine.run_ids(&ids, &opts, &Progress::default()).unwrap();
+    assert_eq!(a.metrics.top1_id, c.metrics.top1_id);
+    assert_eq!(a.metrics.kl_to_final, c.metrics.kl_to_final);
+    assert_eq!(a.sites, c.sites);
+
+    // The last-block decoders need the graph a format-1 bundle lacks: a message says what to do.
+    let trace = old_engine.trace(&ids).unwrap();
+    let e = old_engine.lens(&ids, &trace, &LensOptions { decoder: DecoderKind::LastBlock, ..LensOptions::default() }, &Progress::default()).unwrap_err().to_string();
+    assert!(e.contains("older logit-lens") && e.contains("convert the checkpoint again"), "{e}");
+}
+
+#[test]
+fn format_1_bundle_in_the_cache_is_converted_again() {
+    init_runtime(None).unwrap();
+    // SAFETY: set before any other test of this binary resolves a model; the runtime is loaded.
+    unsafe { std::env::set_var("LOGIT_LENS_CACHE", unique_temp_dir("fmt1-cache")) };
+    let hf = unique_temp_dir("fmt1-src");
+    write_checkpoint(&hf, &RandomGpt2::tiny(22)).unwrap();
+    let target = lens_model::resolve::resolve_model(Some(&hf), &Progress::default()).unwrap();
+    assert_eq!(format_version_of(&target), Some(2));
+    downgrade_to_format_1(&target);
+    assert_eq!(format_version_of(&target), Some(1));
+    let again = lens_model::resolve::resolve_model(Some(&hf), &Progress::default()).unwrap();
+    assert_eq!(again, target);
+    assert_eq!(format_version_of(&again), Some(2));
+    assert!(again.join("last_block.onnx").is_file());
+}
+
+#[test]
+fn unknown_family_or_format_is_a_clear_error() {
+    let (_hf, bundle) = common::make_bundle("fmt-unknown", &RandomGpt2::tiny(23));
+    edit_model(&bundle, |m| set(m, "lens.family", "bloom"));
+    let e = Bundle::open(&bundle).unwrap_err().to_string();
+    assert!(e.contains("\"bloom\" is not supported") && e.contains("gpt_neo"), "{e}");
+    edit_model(&bundle, |m| {
+        set(m, "lens.family", "gpt2");
+        set(m, "lens.format_version", "3");
+    });
+    let e = Bundle::open(&bundle).unwrap_err().to_string();
+    assert!(e.contains("format version 3") && e.contains("update logit-lens"), "{e}");
+}
