@@ -15,7 +15,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 
 use crate::arch::{Arch, Family, Pick, Source, TensorPlan, names};
-use crate::checkpoint::{Checkpoint, PYTORCH_FILE, TensorRef, decode_f32, has_weights};
+use crate::checkpoint::{Checkpoint, TensorRef, decode_f32, has_weights};
 use crate::config::ModelShape;
 use crate::error::{LensError, Progress, Result};
 use crate::graph::{ExternalTensor, build_last_block_model, build_lens_model, hooks_of};
@@ -45,10 +45,10 @@ pub struct ConvertSummary {
     pub weights_sha256: String,
 }
 
-/// Whether `dir` looks like a Hugging Face checkpoint folder (`config.json` and weights; a
-/// `pytorch_model.bin` counts, so that converting it says what to do).
+/// Whether `dir` looks like a Hugging Face checkpoint folder (`config.json` and weights:
+/// safetensors, sharded or not, or a `pytorch_model.bin`).
 pub fn is_hf_checkpoint(dir: &Path) -> bool {
-    dir.join("config.json").is_file() && (has_weights(dir) || dir.join(PYTORCH_FILE).is_file())
+    dir.join("config.json").is_file() && has_weights(dir)
 }
 
 /// Converts the Hugging Face checkpoint in `src` into a lens bundle at `dst`.
@@ -130,7 +130,7 @@ fn materialize(t: TensorRef<'_>, key: &str, pick: &Pick, transpose: bool, want: 
         other => return Err(LensError::bad_file(path, format!("tensor {key} has shape {other:?}; expected a vector or a matrix"))),
     };
     let mut vals = Vec::with_capacity(rows * cols);
-    decode_f32(t.dtype, t.data, &mut vals).map_err(|m| LensError::bad_file(path, format!("tensor {key} {m}")))?;
+    decode_f32(t.dtype, &t.data, &mut vals).map_err(|m| LensError::bad_file(path, format!("tensor {key} {m}")))?;
     let shape_err = || LensError::bad_file(path, format!("tensor {key} has shape {:?}, config.json implies {want:?}", t.shape));
     let (picked, pr, pc) = match pick {
         Pick::All => (vals, rows, cols),

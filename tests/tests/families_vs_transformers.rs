@@ -70,8 +70,13 @@ fn max_diff(a: &ndarray::Array2<f32>, b: &[Vec<f64>]) -> f64 {
 
 /// Converts the fixture, runs the lens with every decoder and compares with the reference.
 fn check_case(case: &str, family: &str, parallel: bool) {
-    let bundle = unique_temp_dir(&format!("fam-{case}"));
-    let summary = lens_model::convert::convert_hf_checkpoint(&fixture(case), &bundle, &Progress::default()).unwrap();
+    check_checkpoint(case, case, family, parallel);
+}
+
+/// [`check_case`] for the checkpoint in fixture folder `dir`, against the reference of `case`.
+fn check_checkpoint(dir: &str, case: &str, family: &str, parallel: bool) {
+    let bundle = unique_temp_dir(&format!("fam-{dir}"));
+    let summary = lens_model::convert::convert_hf_checkpoint(&fixture(dir), &bundle, &Progress::default()).unwrap();
     assert_eq!(summary.family.model_type(), family);
     let mut engine = common::open(&bundle);
     assert_eq!(engine.bundle.family, family);
@@ -228,4 +233,25 @@ fn gptj_f32_interleaved_rotary_shared_norm() {
 #[test]
 fn gptj_bf16() {
     check_case("gptj_bf16", "gptj", true);
+}
+
+/// The same CTRL weights saved as `pytorch_model.bin` (torch.save, zip, pickle protocol 2, with the
+/// tied `lm_head.weight` as old Hub files carry it) give the same results.
+#[test]
+fn ctrl_f16_from_pytorch_model_bin() {
+    assert!(!fixture("ctrl_f16_bin").join("model.safetensors").exists());
+    check_checkpoint("ctrl_f16_bin", "ctrl_f16", "ctrl", false);
+}
+
+/// A `pytorch_model.bin` whose pickle calls `os.system` is refused before anything is read, and
+/// the failed conversion leaves nothing behind.
+#[test]
+fn pytorch_model_bin_calling_os_system_is_refused() {
+    let out = unique_temp_dir("evil-bin");
+    let evil = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/evil_bin");
+    let e = lens_model::convert::convert_hf_checkpoint(&evil, &out, &Progress::default()).unwrap_err().to_string();
+    assert!(e.contains("pytorch_model.bin") && e.contains("os.system") && e.contains("refused"), "{e}");
+    assert!(!out.exists());
+    let parent_entries: Vec<_> = std::fs::read_dir(out.parent().unwrap()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("evil-bin")).collect();
+    assert!(parent_entries.is_empty(), "left behind: {parent_entries:?}");
 }

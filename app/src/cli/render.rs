@@ -7,6 +7,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use lens_model::LensOptions;
 use lens_model::error::Progress;
+use lens_model::lens::DecoderKind;
 
 use crate::figure::output::{self, Format};
 use crate::figure::provenance::Provenance;
@@ -36,6 +37,9 @@ pub struct RenderArgs {
     /// Show the `.attn` rows.
     #[arg(long)]
     pub subblocks: bool,
+    /// Decoder: logit_lens, last_block, last_mlp or raw.
+    #[arg(long)]
+    pub decoder: Option<String>,
     /// Show every n-th layer (the last is always kept).
     #[arg(long)]
     pub layer_step: Option<usize>,
@@ -106,6 +110,10 @@ fn apply(spec: &mut FigureSpec, a: &RenderArgs) -> Result<()> {
     }
     if a.subblocks {
         spec.subblocks = true;
+    }
+    if let Some(d) = &a.decoder {
+        let kind = DecoderKind::parse(d).ok_or_else(|| anyhow!("--decoder {d:?}: use one of {}", DecoderKind::ALL.map(DecoderKind::name).join(", ")))?;
+        spec.decoder = kind.name().into();
     }
     if let Some(n) = a.layer_step {
         spec.layer_step = n;
@@ -192,7 +200,8 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
         RankOf::Token(t) => vec![engine.tokenizer.token_id(t).ok_or_else(|| anyhow!("--rank-of {t:?} is not a single token of this model"))?],
         _ => Vec::new(),
     };
-    let opts = LensOptions { subblocks: spec.subblocks, pinned, ..LensOptions::default() };
+    let decoder = DecoderKind::parse(&spec.decoder).ok_or_else(|| anyhow!("unknown decoder {:?} in the figure settings", spec.decoder))?;
+    let opts = LensOptions { subblocks: spec.subblocks, pinned, decoder, ..LensOptions::default() };
     let report = engine.run_ids(&ids, &opts, &Progress::default())?;
     let vocab = ModelSummary::vocab_of(&engine);
     let result = RunResult { prompt: prompt.clone(), total_positions: report.n_pos(), report, pinned_dla: None };

@@ -26,6 +26,7 @@ pub fn spec_from_view(view: &ViewSettings, metric: Metric, export: &ExportSettin
             Metric::Entropy => FigureView::Entropy,
         },
         subblocks: view.subblocks,
+        decoder: view.decoder.name().into(),
         layer_step: view.layer_step,
         last: match view.positions {
             PosWindow::LastN(n) => Some(n),

@@ -84,6 +84,8 @@ pub struct FigureSpec {
     pub dpi: f64,
     /// Title (default: derived from the view).
     pub title: Option<String>,
+    /// The decoder (`logit_lens`, `last_block`, `last_mlp`, `raw`).
+    pub decoder: String,
 }
 
 impl Default for FigureSpec {
@@ -103,6 +105,7 @@ impl Default for FigureSpec {
             width_in: 7.0,
             dpi: 300.0,
             title: None,
+            decoder: "logit_lens".into(),
         }
     }
 }

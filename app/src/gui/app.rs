@@ -217,7 +217,7 @@ impl LogitLensApp {
             self.state.error = Some("no model is loaded: open one with File → Open model… (Ctrl+Shift+O)".into());
             return;
         }
-        let job = JobKind::Run { text: self.state.prompt.clone(), pinned: self.state.pinned.into_iter().collect(), k: self.state.view.top_k };
+        let job = JobKind::Run { text: self.state.prompt.clone(), pinned: self.state.pinned.into_iter().collect(), k: self.state.view.top_k, decoder: self.state.view.decoder };
         if let Some(w) = self.worker() {
             self.latest_run = w.submit(job);
         }
@@ -301,7 +301,15 @@ impl LogitLensApp {
                     self.run();
                 }
             }
-            AppCommand::SetView(v) => self.state.view = v,
+            AppCommand::SetView(v) => {
+                // A run setting (top-k, decoder) re-runs the lens on the prompt shown; the
+                // worker reuses the forward pass.
+                let rerun = self.state.view.run_differs(&v) && self.state.result.is_some() && !self.state.prompt.is_empty();
+                self.state.view = v;
+                if rerun {
+                    self.run();
+                }
+            }
             AppCommand::Scroll(s) => self.state.scroll = s,
             AppCommand::DismissError => self.state.error = None,
             AppCommand::ShowExport => self.state.show_export = true,
@@ -631,6 +639,11 @@ impl LogitLensApp {
                 ui.menu_button("Colour map", |ui| {
                     for c in theme::ColorMap::ALL {
                         ui.radio_value(&mut v.colormap, c, c.name());
+                    }
+                });
+                ui.menu_button("Decoder", |ui| {
+                    for d in lens_model::lens::DecoderKind::ALL {
+                        ui.radio_value(&mut v.decoder, d, d.label());
                     }
                 });
                 ui.menu_button("Top-k", |ui| {

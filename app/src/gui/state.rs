@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use lens_model::lens::DecoderKind;
 use serde::{Deserialize, Serialize};
 
 use super::theme::ColorMap;
@@ -167,8 +168,17 @@ pub struct ViewSettings {
     pub show_inspector: bool,
     /// Show the contributions (bottom).
     pub show_contributions: bool,
-    /// Top-k computed per cell.
+    /// Top-k computed per cell (a run setting: changing it runs the lens again).
     pub top_k: usize,
+    /// The decoder applied at every site (a run setting: changing it runs the lens again).
+    pub decoder: DecoderKind,
+}
+
+impl ViewSettings {
+    /// Whether going from `self` to `other` changes what the lens computes (not only the painting).
+    pub fn run_differs(&self, other: &Self) -> bool {
+        self.top_k != other.top_k || self.decoder != other.decoder
+    }
 }
 
 impl Default for ViewSettings {
@@ -193,6 +203,7 @@ impl Default for ViewSettings {
             show_inspector: true,
             show_contributions: true,
             top_k: 10,
+            decoder: DecoderKind::LogitLens,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use lens_model::config::ModelShape;
+use lens_model::lens::DecoderKind;
 use lens_model::error::Progress;
 use lens_model::report::LensReport;
 use lens_model::runtime::{Device, init_runtime};
@@ -35,6 +36,10 @@ pub struct ModelSummary {
     pub dir: PathBuf,
     /// Shape.
     pub shape: ModelShape,
+    /// Family (`gpt2`, `gpt_neo`, …) and residual layout (`sequential` / `parallel`).
+    pub family: String,
+    /// `sequential` or `parallel`.
+    pub residual: String,
     /// Active execution provider.
     pub provider: String,
     /// Why other providers are not used.
@@ -53,6 +58,8 @@ impl ModelSummary {
             name: m.name.clone(),
             dir: PathBuf::new(),
             shape: ModelShape { n_layers: m.n_layers, d_model: m.d_model, n_heads: 0, d_mlp: 0, d_vocab: m.d_vocab, n_ctx: m.n_ctx, eps: 1e-5 },
+            family: m.family.clone(),
+            residual: m.residual.clone().unwrap_or_else(|| "sequential".into()),
             provider: report.run.provider.clone(),
             provider_notes: Vec::new(),
             runtime: String::new(),
@@ -66,6 +73,8 @@ impl ModelSummary {
             name: engine.bundle.name.clone(),
             dir: dir.to_path_buf(),
             shape: engine.bundle.shape.clone(),
+            family: engine.bundle.family.clone(),
+            residual: engine.bundle.residual.name().into(),
             provider: engine.provider.active.clone(),
             provider_notes: engine.provider.notes.clone(),
             runtime: engine.runtime.version.clone(),
@@ -114,6 +123,8 @@ pub enum JobKind {
         pinned: Vec<u32>,
         /// Top-k.
         k: usize,
+        /// Decoder.
+        decoder: DecoderKind,
     },
 }
 
@@ -327,7 +338,7 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(Arc<RunResult>)) -> an
             st.last = None;
             Ok(OutcomeKind::Loaded(Arc::new(summary)))
         }
-        JobKind::Run { text, pinned, k } => {
+        JobKind::Run { text, pinned, k, decoder } => {
             let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
             let ids = engine.tokenize(text, false)?;
             let t0 = Instant::now();
@@ -341,7 +352,7 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(Arc<RunResult>)) -> an
             let forward_ms = t0.elapsed().as_secs_f64() * 1e3;
             job.progress.check()?;
             let Some((_, trace)) = st.last.as_ref() else { anyhow::bail!("no forward pass") };
-            let opts = LensOptions { subblocks: true, k: (*k).max(1), pinned: pinned.clone(), ..LensOptions::default() };
+            let opts = LensOptions { subblocks: true, k: (*k).max(1), pinned: pinned.clone(), decoder: *decoder, ..LensOptions::default() };
             let t1 = Instant::now();
             let shape = &engine.bundle.shape;
             let n_sites = lens_model::sites::site_list(shape.n_layers, true).len();

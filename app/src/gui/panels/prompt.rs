@@ -87,7 +87,19 @@ pub fn toolbar_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
     let n_pos = state.result.as_ref().map_or(0, |r| r.report.n_pos());
     let n_layers = state.result.as_ref().map_or(1, |r| r.report.model.n_layers).max(1);
     ui.horizontal_wrapped(|ui| {
-        ui.checkbox(&mut v.subblocks, "Sub-block rows").on_hover_text("Show the .attn (resid_mid) rows");
+        ui.checkbox(&mut v.subblocks, "Sub-block rows").on_hover_text("Show the .attn rows (resid_mid; for parallel blocks the derived resid_pre + attn_out, labelled .pre+attn)");
+        let dec_label = ui.label("Decoder");
+        egui::ComboBox::from_id_salt("decoder")
+            .selected_text(v.decoder.label())
+            .show_ui(ui, |ui| {
+                for d in lens_model::lens::DecoderKind::ALL {
+                    ui.selectable_value(&mut v.decoder, d, d.label());
+                }
+            })
+            .response
+            .labelled_by(dec_label.id)
+            .on_hover_text("How every site is decoded: the logit lens (final norm + unembedding), the last block or its MLP first (the original write-up's decoders for GPT-Neo), or the unembedding alone");
+        ui.separator();
         let step_label = ui.label("Layer step");
         ui.add(egui::DragValue::new(&mut v.layer_step).range(1..=n_layers.max(1))).labelled_by(step_label.id).on_hover_text("Every n-th layer (the last is always kept)");
         ui.separator();

@@ -1,7 +1,12 @@
 //! Checkpoint files as the Hugging Face hub ships them: `model.safetensors`, or shards listed in
-//! `model.safetensors.index.json`; f32, f16 or bf16. Files are memory-mapped; a tensor's bytes are
-//! read only when it is converted.
+//! `model.safetensors.index.json`, or a `pytorch_model.bin` (read with pytorch-reader, which never
+//! runs code, after [`pickle_globals`] has refused any global but the tensor rebuilds); f32, f16
+//! or bf16. Safetensors files are memory-mapped; a tensor's bytes are read only when it is
+//! converted.
 
+pub mod pickle_globals;
+
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -14,7 +19,7 @@ use crate::error::{LensError, Result};
 pub const SAFETENSORS_FILE: &str = "model.safetensors";
 /// Sharded safetensors index name.
 pub const SAFETENSORS_INDEX: &str = "model.safetensors.index.json";
-/// PyTorch pickle checkpoint name (refused with a message; see [`Checkpoint::open`]).
+/// PyTorch pickle checkpoint name.
 pub const PYTORCH_FILE: &str = "pytorch_model.bin";
 
 /// Element type of a checkpoint tensor.
@@ -38,15 +43,16 @@ impl ElemType {
     }
 }
 
-/// One tensor of a checkpoint: its type, shape and little-endian bytes.
-#[derive(Debug, Clone, Copy)]
+/// One tensor of a checkpoint: its type, shape and little-endian bytes (borrowed from the
+/// mapping, or read from a `.bin` file).
+#[derive(Debug, Clone)]
 pub struct TensorRef<'a> {
     /// Element type.
     pub dtype: ElemType,
     /// Shape.
     pub shape: &'a [usize],
     /// Raw little-endian bytes.
-    pub data: &'a [u8],
+    pub data: Cow<'a, [u8]>,
 }
 
 struct Entry {
@@ -63,23 +69,50 @@ struct MappedFile {
     data_start: usize,
 }
 
-/// An opened checkpoint (one or more memory-mapped safetensors files).
+/// An opened checkpoint (memory-mapped safetensors files, or a `.bin` read on demand).
 pub struct Checkpoint {
     files: Vec<MappedFile>,
     entries: HashMap<String, Entry>,
+    /// The tensors of a `pytorch_model.bin` (empty for safetensors).
+    pytorch: Option<(PathBuf, HashMap<String, pytorch_reader::Tensor>)>,
     /// The family's base-model prefix (`transformer.`), tried off when a full key is missing.
     prefix: String,
 }
 
 impl std::fmt::Debug for Checkpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Checkpoint").field("files", &self.files.iter().map(|m| &m.path).collect::<Vec<_>>()).field("tensors", &self.entries.len()).finish()
+        f.debug_struct("Checkpoint").field("files", &self.files.iter().map(|m| &m.path).collect::<Vec<_>>()).field("tensors", &self.entries.len()).field("pytorch", &self.pytorch.as_ref().map(|p| &p.0)).finish()
     }
 }
 
 /// Whether `dir` holds weights this build can read.
 pub fn has_weights(dir: &Path) -> bool {
-    dir.join(SAFETENSORS_FILE).is_file() || dir.join(SAFETENSORS_INDEX).is_file()
+    dir.join(SAFETENSORS_FILE).is_file() || dir.join(SAFETENSORS_INDEX).is_file() || dir.join(PYTORCH_FILE).is_file()
+}
+
+/// Opens a `pytorch_model.bin`: checks the globals of its pickle, then lists its tensors.
+fn open_pytorch(path: &Path) -> Result<HashMap<String, pytorch_reader::Tensor>> {
+    let file = File::open(path).map_err(|e| LensError::io(path, e))?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| {
+        LensError::bad_file(path, format!("not a zip-format PyTorch checkpoint ({e}); files saved before PyTorch 1.6 are not read: save it again with a current PyTorch, or as safetensors"))
+    })?;
+    let pkl_name = zip
+        .file_names()
+        .filter_map(|n| n.ok().map(|c| c.into_owned()))
+        .find(|n| n == "data.pkl" || n.ends_with("/data.pkl"))
+        .ok_or_else(|| LensError::bad_file(path, "no data.pkl in this zip: not a PyTorch checkpoint"))?;
+    let mut pickle = Vec::new();
+    {
+        use std::io::Read as _;
+        let mut entry = zip.by_name(&pkl_name).map_err(|e| LensError::bad_file(path, format!("cannot read {pkl_name}: {e}")))?;
+        if entry.size() > 64 << 20 {
+            return Err(LensError::bad_file(path, format!("{pkl_name} is {} bytes; a state dict's pickle is far smaller", entry.size())));
+        }
+        entry.read_to_end(&mut pickle).map_err(|e| LensError::io(path, e))?;
+    }
+    pickle_globals::check(&pickle).map_err(|r| LensError::bad_file(path, format!("refused: {r}; only plain state dicts of tensors are read (convert it with transformers to safetensors if you trust it)")))?;
+    let reader = pytorch_reader::PytorchReader::new(path).map_err(|e| LensError::bad_file(path, format!("cannot read this PyTorch checkpoint: {e}")))?;
+    Ok(reader.into_tensors())
 }
 
 fn map_file(path: &Path) -> Result<(memmap2::Mmap, usize, safetensors::tensor::Metadata)> {
@@ -103,10 +136,9 @@ impl Checkpoint {
         } else if index.is_file() {
             shards_of(&index)?
         } else if dir.join(PYTORCH_FILE).is_file() {
-            return Err(LensError::bad_file(
-                &dir.join(PYTORCH_FILE),
-                "PyTorch pickle checkpoints are not read by this build; convert it once to safetensors (python -c \"from transformers import AutoModelForCausalLM as M; M.from_pretrained('DIR').save_pretrained('DIR', safe_serialization=True)\")",
-            ));
+            let path = dir.join(PYTORCH_FILE);
+            let tensors = open_pytorch(&path)?;
+            return Ok(Self { files: Vec::new(), entries: HashMap::new(), pytorch: Some((path, tensors)), prefix: prefix.to_string() });
         } else {
             return Err(LensError::bad_file(dir, format!("no weights: expected {SAFETENSORS_FILE} or {SAFETENSORS_INDEX}")));
         };
@@ -124,32 +156,47 @@ impl Checkpoint {
             }
             files.push(MappedFile { path, map, data_start });
         }
-        Ok(Self { files, entries, prefix: prefix.to_string() })
+        Ok(Self { files, entries, pytorch: None, prefix: prefix.to_string() })
     }
 
-    /// Every tensor key.
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.entries.keys().map(String::as_str)
-    }
-
-    fn entry(&self, key: &str) -> Option<(&str, &Entry)> {
-        if let Some((k, e)) = self.entries.get_key_value(key) {
+    /// `key` if present, else `key` without the base prefix if that is present.
+    fn find<'k, V>(&self, map: &'k HashMap<String, V>, key: &str) -> Option<(&'k str, &'k V)> {
+        if let Some((k, e)) = map.get_key_value(key) {
             return Some((k.as_str(), e));
         }
         let bare = key.strip_prefix(self.prefix.as_str())?;
-        self.entries.get_key_value(bare).map(|(k, e)| (k.as_str(), e))
+        map.get_key_value(bare).map(|(k, e)| (k.as_str(), e))
     }
 
     /// Whether the checkpoint holds `key` (or `key` without the base prefix).
     pub fn contains(&self, key: &str) -> bool {
-        self.entry(key).is_some()
+        match &self.pytorch {
+            Some((_, t)) => self.find(t, key).is_some(),
+            None => self.find(&self.entries, key).is_some(),
+        }
+    }
+
+    fn missing(&self, key: &str) -> LensError {
+        LensError::bad_file(self.first_path(), format!("missing tensor {key:?}; is this checkpoint of the model type its config.json names?"))
     }
 
     /// The tensor `key` (or `key` without the base prefix), or a clear error naming it.
     pub fn tensor(&self, key: &str) -> Result<TensorRef<'_>> {
-        let (found, e) = self.entry(key).ok_or_else(|| {
-            LensError::bad_file(self.first_path(), format!("missing tensor {key:?}; is this checkpoint of the model type its config.json names?"))
-        })?;
+        if let Some((path, tensors)) = &self.pytorch {
+            let (found, t) = self.find(tensors, key).ok_or_else(|| self.missing(key))?;
+            let dtype = match t.dtype() {
+                pytorch_reader::DType::F32 => ElemType::F32,
+                pytorch_reader::DType::F16 => ElemType::F16,
+                pytorch_reader::DType::BF16 => ElemType::BF16,
+                other => return Err(LensError::bad_file(path, format!("tensor {found} has dtype {other:?}; expected float32, float16 or bfloat16"))),
+            };
+            let data = t.read().map_err(|e| LensError::bad_file(path, format!("cannot read tensor {found}: {e}")))?;
+            if data.len() != t.num_elements() * dtype.size() {
+                return Err(LensError::bad_file(path, format!("tensor {found} has {} bytes, its shape {:?} needs {}", data.len(), t.shape(), t.num_elements() * dtype.size())));
+            }
+            return Ok(TensorRef { dtype, shape: t.shape(), data: Cow::Owned(data) });
+        }
+        let (found, e) = self.find(&self.entries, key).ok_or_else(|| self.missing(key))?;
         let file = self.files.get(e.file).ok_or_else(|| LensError::invalid("checkpoint shard index out of range"))?;
         let dtype = match e.dtype {
             Dtype::F32 => ElemType::F32,
@@ -166,12 +213,15 @@ impl Checkpoint {
         if data.len() != count * dtype.size() {
             return Err(LensError::bad_file(&file.path, format!("tensor {found} has {} bytes, its shape {:?} needs {}", data.len(), e.shape, count * dtype.size())));
         }
-        Ok(TensorRef { dtype, shape: &e.shape, data })
+        Ok(TensorRef { dtype, shape: &e.shape, data: Cow::Borrowed(data) })
     }
 
     /// The first file (for messages).
     pub fn first_path(&self) -> &Path {
-        self.files.first().map_or(Path::new("."), |f| f.path.as_path())
+        match &self.pytorch {
+            Some((p, _)) => p,
+            None => self.files.first().map_or(Path::new("."), |f| f.path.as_path()),
+        }
     }
 }
 
