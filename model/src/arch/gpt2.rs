@@ -77,7 +77,7 @@ pub fn tensors(a: &Arch) -> Vec<TensorPlan> {
         v.push(TensorPlan::copy(&n.ln1.1, vec![d], h("ln_1.bias")));
         for (i, (w, b)) in [(&n.w_q, &n.b_q), (&n.w_k, &n.b_k), (&n.w_v, &n.b_v)].into_iter().enumerate() {
             v.push(TensorPlan::picked(w, vec![d, d], h("attn.c_attn.weight"), Pick::Cols(i * d..(i + 1) * d), false));
-            v.push(TensorPlan::picked(b, vec![d], h("attn.c_attn.bias"), Pick::Rows(vec![i * d..(i + 1) * d]), false));
+            v.push(TensorPlan::picked(b, vec![d], h("attn.c_attn.bias"), Pick::rows(i * d..(i + 1) * d), false));
         }
         v.push(TensorPlan::copy(&n.w_o, vec![d, d], h("attn.c_proj.weight")));
         v.push(TensorPlan::copy(&n.b_o, vec![d], h("attn.c_proj.bias")));

@@ -188,6 +188,14 @@ pub enum Pick {
     Cols(std::ops::Range<usize>),
 }
 
+impl Pick {
+    /// One range of rows (elements of a vector).
+    #[allow(clippy::single_range_in_vec_init)]
+    pub fn rows(r: std::ops::Range<usize>) -> Self {
+        Self::Rows(vec![r])
+    }
+}
+
 /// Where one bundle initializer comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -259,7 +267,7 @@ impl Arch {
 
     fn check(&self, path: &Path) -> Result<()> {
         let s = &self.shape;
-        if s.d_model % s.n_heads != 0 {
+        if !s.d_model.is_multiple_of(s.n_heads) {
             return Err(LensError::bad_file(path, format!("the width {} is not divisible by the {} heads", s.d_model, s.n_heads)));
         }
         for eps in [s.eps, self.block_eps] {

@@ -201,7 +201,7 @@ mod tests {
     fn a_state_dict_pickle_passes_and_os_system_is_refused() {
         // pickle.dumps(OrderedDict(), protocol=2)
         let ok = b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01.";
-        assert_eq!(check(ok).unwrap(), vec!["collections.OrderedDict".to_string()]);
+        assert_eq!(check(ok), Ok(vec!["collections.OrderedDict".to_string()]));
         let evil = b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01X\x14\x00\x00\x00transformer.w.weightq\x02cos\nsystem\nq\x03X\n\x00\x00\x00echo pwnedq\x04\x85q\x05Rq\x06s.";
         assert_eq!(check(evil), Err(Refusal::Global("os.system".into())));
         // Protocol 4: STACK_GLOBAL on two short strings.
