@@ -59,11 +59,12 @@ fn at<T: Copy>(g: &[Vec<T>], s: usize, p: usize) -> Option<T> {
     g.get(s)?.get(p).copied()
 }
 
-/// Layer of a site name (`embed` → None, `3.attn` → (3, true), `3` → (3, false)).
+/// Layer of a site name (`embed` → None, `3.attn` or `3.pre+attn` → (3, true), `3` → (3, false)).
 pub fn parse_site(name: &str) -> Option<(usize, bool)> {
-    match name.strip_suffix(".attn") {
-        Some(l) => l.parse().ok().map(|l| (l, true)),
-        None => name.parse().ok().map(|l| (l, false)),
+    match lens_model::sites::SiteKind::parse(name)? {
+        lens_model::sites::SiteKind::Embed => None,
+        lens_model::sites::SiteKind::Attn(l) => Some((l, true)),
+        lens_model::sites::SiteKind::Block(l) => Some((l, false)),
     }
 }
 
@@ -274,6 +275,10 @@ mod tests {
         v.subblocks = true;
         v.layer_step = 3;
         assert_eq!(names(&v), ["embed", "0.attn", "0", "3.attn", "3", "4.attn", "4"]);
+        // Parallel blocks' sub-block rows are `l.pre+attn`: hidden and shown like `l.attn`.
+        assert_eq!(parse_site("3.pre+attn"), Some((3, true)));
+        assert_eq!(parse_site("12"), Some((12, false)));
+        assert_eq!(parse_site("embed"), None);
     }
 
     #[test]

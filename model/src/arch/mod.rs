@@ -4,7 +4,7 @@
 //! [`Arch`]; the ONE list of bundle initializers and where each comes from in the checkpoint
 //! ([`TensorPlan`], used by the converter and checked by the graph builder); and the graph of its
 //! block, written with the shared ops of [`crate::graph::ops`]. Adding a family = one file here,
-//! one line in [`Family`], and its reference test (see `model/DESIGN-NOTES.md`).
+//! one line in [`Family`], and its reference test (see `DESIGN.md`, "Adding a family").
 
 pub mod ctrl;
 pub mod gpt2;

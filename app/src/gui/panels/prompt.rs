@@ -78,7 +78,28 @@ pub fn pin_ui(ui: &mut Ui, pin_text: &mut String, state: &AppState, cmds: &mut V
                 }
             }
         }
+        ui.separator();
+        decoder_ui(ui, state, cmds);
     });
+}
+
+/// The decoder choice (a run setting: changing it runs the lens again on the cached forward pass).
+fn decoder_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
+    let mut v = state.view.clone();
+    let label = ui.label("Decoder");
+    egui::ComboBox::from_id_salt("decoder")
+        .selected_text(v.decoder.label())
+        .show_ui(ui, |ui| {
+            for d in lens_model::lens::DecoderKind::ALL {
+                ui.selectable_value(&mut v.decoder, d, d.label());
+            }
+        })
+        .response
+        .labelled_by(label.id)
+        .on_hover_text("How every site is decoded: the logit lens (final norm + unembedding), the last block or its MLP first (the original write-up's decoders for GPT-Neo), or the unembedding alone. The top row stays the model's output.");
+    if v != state.view {
+        cmds.push(AppCommand::SetView(v));
+    }
 }
 
 /// The view toolbar: rows, positions, orientation, colour map, layout.
@@ -88,18 +109,6 @@ pub fn toolbar_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
     let n_layers = state.result.as_ref().map_or(1, |r| r.report.model.n_layers).max(1);
     ui.horizontal_wrapped(|ui| {
         ui.checkbox(&mut v.subblocks, "Sub-block rows").on_hover_text("Show the .attn rows (resid_mid; for parallel blocks the derived resid_pre + attn_out, labelled .pre+attn)");
-        let dec_label = ui.label("Decoder");
-        egui::ComboBox::from_id_salt("decoder")
-            .selected_text(v.decoder.label())
-            .show_ui(ui, |ui| {
-                for d in lens_model::lens::DecoderKind::ALL {
-                    ui.selectable_value(&mut v.decoder, d, d.label());
-                }
-            })
-            .response
-            .labelled_by(dec_label.id)
-            .on_hover_text("How every site is decoded: the logit lens (final norm + unembedding), the last block or its MLP first (the original write-up's decoders for GPT-Neo), or the unembedding alone");
-        ui.separator();
         let step_label = ui.label("Layer step");
         ui.add(egui::DragValue::new(&mut v.layer_step).range(1..=n_layers.max(1))).labelled_by(step_label.id).on_hover_text("Every n-th layer (the last is always kept)");
         ui.separator();
