@@ -40,6 +40,15 @@ struct Cli {
     /// Desktop app: execution provider (auto, cpu, cuda, directml).
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Desktop app: the decoder to start with (logit_lens, last_block, last_mlp, raw).
+    #[arg(long)]
+    decoder: Option<String>,
+    /// Desktop app: start with the sub-block rows shown.
+    #[arg(long)]
+    subblocks: bool,
+    /// Desktop app: initial window size, WIDTHxHEIGHT in points (e.g. 1280x800).
+    #[arg(long, value_name = "WxH")]
+    window_size: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -142,6 +151,15 @@ pub fn stderr_progress() -> Progress {
     })
 }
 
+/// Parses `WIDTHxHEIGHT` (points).
+fn window_size(s: &str) -> Result<[f32; 2]> {
+    let parsed = s.split_once('x').and_then(|(w, h)| Some([w.trim().parse::<f32>().ok()?, h.trim().parse::<f32>().ok()?]));
+    match parsed {
+        Some([w, h]) if (400.0..=10000.0).contains(&w) && (300.0..=10000.0).contains(&h) => Ok([w, h]),
+        _ => bail!("--window-size {s:?}: expected WIDTHxHEIGHT in points, e.g. 1280x800"),
+    }
+}
+
 fn device(s: &str) -> Result<Device> {
     Ok(s.parse::<Device>()?)
 }
@@ -176,6 +194,15 @@ fn run(cli: Cli) -> Result<()> {
             device: device(&cli.device)?,
             ort_lib: ort_lib.map(Path::to_path_buf),
             piece_positions: None,
+            decoder: match cli.decoder.as_deref() {
+                None => None,
+                Some(d) => Some(DecoderKind::parse(d).ok_or_else(|| anyhow::anyhow!("unknown decoder {d:?}; use one of {}", DecoderKind::ALL.map(DecoderKind::name).join(", ")))?),
+            },
+            subblocks: cli.subblocks,
+            window_size: match cli.window_size.as_deref() {
+                None => None,
+                Some(s) => Some(window_size(s)?),
+            },
         }),
         Some(Command::Convert { hf_dir, bundle_dir }) => {
             let summary = lens_model::convert::convert_hf_checkpoint(&hf_dir, &bundle_dir, &stderr_progress())?;

@@ -36,6 +36,12 @@ pub struct GuiOptions {
     /// Positions per partial result (default: by the model's size, see
     /// [`super::worker::positions_per_piece`]; tests set a small number).
     pub piece_positions: Option<usize>,
+    /// Decoder to start with (overrides the remembered one).
+    pub decoder: Option<lens_model::lens::DecoderKind>,
+    /// Start with the sub-block rows shown.
+    pub subblocks: bool,
+    /// Initial window size in points (default 1500 x 940).
+    pub window_size: Option<[f32; 2]>,
 }
 
 /// Which file dialog the UI asked for.
@@ -131,6 +137,12 @@ impl LogitLensApp {
     }
 
     fn build(mut state: AppState, opts: GuiOptions, dialogs_enabled: bool) -> Self {
+        if let Some(d) = opts.decoder {
+            state.view.decoder = d;
+        }
+        if opts.subblocks {
+            state.view.subblocks = true;
+        }
         if let Some(p) = &opts.prompt {
             state.prompt.clone_from(p);
         }

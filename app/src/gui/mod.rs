@@ -20,7 +20,11 @@ pub use app::{GuiOptions, LogitLensApp};
 pub fn run(opts: GuiOptions) -> Result<()> {
     let screenshot = opts.screenshot.is_some();
     let native = eframe::NativeOptions {
-        viewport: egui::ViewportBuilder::default().with_title("logit-lens").with_inner_size([1500.0, 940.0]).with_min_inner_size([800.0, 500.0]).with_drag_and_drop(true),
+        viewport: egui::ViewportBuilder::default()
+            .with_title("logit-lens")
+            .with_inner_size(opts.window_size.unwrap_or([1500.0, 940.0]))
+            .with_min_inner_size([800.0, 500.0])
+            .with_drag_and_drop(true),
         persist_window: !screenshot,
         ..Default::default()
     };
