@@ -15,7 +15,7 @@ use lens_model::lens::DecoderKind;
 use lens_model::runtime::{Device, init_runtime};
 use lens_model::{LensEngine, LensOptions};
 
-/// logit-lens: look inside GPT-2 models with the logit lens.
+/// logit-lens: look inside GPT-2, GPT-Neo, CTRL, GPT-NeoX/Pythia and GPT-J models with the logit lens.
 #[derive(Parser, Debug)]
 #[command(name = "logit-lens", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -55,7 +55,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Convert a Hugging Face GPT-2 checkpoint folder into a lens bundle.
+    /// Convert a Hugging Face checkpoint folder (gpt2, gpt_neo, ctrl, gpt_neox, gptj) into a lens bundle.
     Convert {
         /// Folder with config.json, model.safetensors and tokenizer.json (or vocab.json + merges.txt).
         hf_dir: PathBuf,

@@ -734,7 +734,7 @@ impl LogitLensApp {
         self.state.show_export = open;
         egui::Window::new("About logit-lens").open(&mut self.state.show_about).resizable(false).show(ctx, |ui| {
             ui.label(format!("logit-lens {}", env!("CARGO_PKG_VERSION")));
-            ui.label("Decode every layer and sub-block of a GPT-2 model with its own unembedding (ln_final + W_U).");
+            ui.label("Decode every layer and sub-block of a GPT-2, GPT-Neo, CTRL, GPT-NeoX/Pythia or GPT-J model with its own final norm and unembedding (or through its last block first).");
             if let Some(m) = &self.state.model {
                 ui.label(format!("ONNX Runtime {} · {}", m.runtime, m.provider));
             }

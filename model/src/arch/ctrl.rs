@@ -73,21 +73,16 @@ pub fn tensors(a: &Arch) -> Vec<TensorPlan> {
     for l in 0..s.n_layers {
         let n = names::BlockNames::of(l);
         let h = |r: &str| format!("{t}h.{l}.{r}");
-        v.push(TensorPlan::copy(&n.ln1.0, vec![d], h("layernorm1.weight")));
-        v.push(TensorPlan::copy(&n.ln1.1, vec![d], h("layernorm1.bias")));
+        v.extend(TensorPlan::norm(&n.ln1, d, &h("layernorm1")));
         for (w, b, key) in [(&n.w_q, &n.b_q, "Wq"), (&n.w_k, &n.b_k, "Wk"), (&n.w_v, &n.b_v, "Wv"), (&n.w_o, &n.b_o, "dense")] {
             v.push(TensorPlan::linear(w, d, d, h(&format!("multi_head_attention.{key}.weight"))));
             v.push(TensorPlan::copy(b, vec![d], h(&format!("multi_head_attention.{key}.bias"))));
         }
-        v.push(TensorPlan::copy(&n.ln2.0, vec![d], h("layernorm2.weight")));
-        v.push(TensorPlan::copy(&n.ln2.1, vec![d], h("layernorm2.bias")));
-        v.push(TensorPlan::linear(&n.w_in, d, m, h("ffn.0.weight")));
-        v.push(TensorPlan::copy(&n.b_in, vec![m], h("ffn.0.bias")));
-        v.push(TensorPlan::linear(&n.w_out, m, d, h("ffn.2.weight")));
-        v.push(TensorPlan::copy(&n.b_out, vec![d], h("ffn.2.bias")));
+        v.extend(TensorPlan::norm(&n.ln2, d, &h("layernorm2")));
+        v.extend(TensorPlan::linear_bias(&n.w_in, &n.b_in, d, m, &h("ffn.0")));
+        v.extend(TensorPlan::linear_bias(&n.w_out, &n.b_out, m, d, &h("ffn.2")));
     }
-    v.push(TensorPlan::copy(names::LN_FINAL_W, vec![d], format!("{t}layernorm.weight")));
-    v.push(TensorPlan::copy(names::LN_FINAL_B, vec![d], format!("{t}layernorm.bias")));
+    v.extend(TensorPlan::norm(&names::final_norm(), d, &format!("{t}layernorm")));
     v
 }
 

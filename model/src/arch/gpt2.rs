@@ -73,23 +73,20 @@ pub fn tensors(a: &Arch) -> Vec<TensorPlan> {
     for l in 0..s.n_layers {
         let n = names::BlockNames::of(l);
         let h = |r: &str| format!("{t}h.{l}.{r}");
-        v.push(TensorPlan::copy(&n.ln1.0, vec![d], h("ln_1.weight")));
-        v.push(TensorPlan::copy(&n.ln1.1, vec![d], h("ln_1.bias")));
+        v.extend(TensorPlan::norm(&n.ln1, d, &h("ln_1")));
         for (i, (w, b)) in [(&n.w_q, &n.b_q), (&n.w_k, &n.b_k), (&n.w_v, &n.b_v)].into_iter().enumerate() {
             v.push(TensorPlan::picked(w, vec![d, d], h("attn.c_attn.weight"), Pick::Cols(i * d..(i + 1) * d), false));
             v.push(TensorPlan::picked(b, vec![d], h("attn.c_attn.bias"), Pick::rows(i * d..(i + 1) * d), false));
         }
         v.push(TensorPlan::copy(&n.w_o, vec![d, d], h("attn.c_proj.weight")));
         v.push(TensorPlan::copy(&n.b_o, vec![d], h("attn.c_proj.bias")));
-        v.push(TensorPlan::copy(&n.ln2.0, vec![d], h("ln_2.weight")));
-        v.push(TensorPlan::copy(&n.ln2.1, vec![d], h("ln_2.bias")));
+        v.extend(TensorPlan::norm(&n.ln2, d, &h("ln_2")));
         v.push(TensorPlan::copy(&n.w_in, vec![d, m], h("mlp.c_fc.weight")));
         v.push(TensorPlan::copy(&n.b_in, vec![m], h("mlp.c_fc.bias")));
         v.push(TensorPlan::copy(&n.w_out, vec![m, d], h("mlp.c_proj.weight")));
         v.push(TensorPlan::copy(&n.b_out, vec![d], h("mlp.c_proj.bias")));
     }
-    v.push(TensorPlan::copy(names::LN_FINAL_W, vec![d], format!("{t}ln_f.weight")));
-    v.push(TensorPlan::copy(names::LN_FINAL_B, vec![d], format!("{t}ln_f.bias")));
+    v.extend(TensorPlan::norm(&names::final_norm(), d, &format!("{t}ln_f")));
     v
 }
 

@@ -92,22 +92,16 @@ pub fn tensors(a: &Arch) -> Vec<TensorPlan> {
     for l in 0..s.n_layers {
         let n = names::BlockNames::of(l);
         let h = |r: &str| format!("{t}h.{l}.{r}");
-        v.push(TensorPlan::copy(&n.ln1.0, vec![d], h("ln_1.weight")));
-        v.push(TensorPlan::copy(&n.ln1.1, vec![d], h("ln_1.bias")));
+        v.extend(TensorPlan::norm(&n.ln1, d, &h("ln_1")));
         v.push(TensorPlan::linear(&n.w_q, d, d, h("attn.attention.q_proj.weight")));
         v.push(TensorPlan::linear(&n.w_k, d, d, h("attn.attention.k_proj.weight")));
         v.push(TensorPlan::linear(&n.w_v, d, d, h("attn.attention.v_proj.weight")));
-        v.push(TensorPlan::linear(&n.w_o, d, d, h("attn.attention.out_proj.weight")));
-        v.push(TensorPlan::copy(&n.b_o, vec![d], h("attn.attention.out_proj.bias")));
-        v.push(TensorPlan::copy(&n.ln2.0, vec![d], h("ln_2.weight")));
-        v.push(TensorPlan::copy(&n.ln2.1, vec![d], h("ln_2.bias")));
-        v.push(TensorPlan::linear(&n.w_in, d, m, h("mlp.c_fc.weight")));
-        v.push(TensorPlan::copy(&n.b_in, vec![m], h("mlp.c_fc.bias")));
-        v.push(TensorPlan::linear(&n.w_out, m, d, h("mlp.c_proj.weight")));
-        v.push(TensorPlan::copy(&n.b_out, vec![d], h("mlp.c_proj.bias")));
+        v.extend(TensorPlan::linear_bias(&n.w_o, &n.b_o, d, d, &h("attn.attention.out_proj")));
+        v.extend(TensorPlan::norm(&n.ln2, d, &h("ln_2")));
+        v.extend(TensorPlan::linear_bias(&n.w_in, &n.b_in, d, m, &h("mlp.c_fc")));
+        v.extend(TensorPlan::linear_bias(&n.w_out, &n.b_out, m, d, &h("mlp.c_proj")));
     }
-    v.push(TensorPlan::copy(names::LN_FINAL_W, vec![d], format!("{t}ln_f.weight")));
-    v.push(TensorPlan::copy(names::LN_FINAL_B, vec![d], format!("{t}ln_f.bias")));
+    v.extend(TensorPlan::norm(&names::final_norm(), d, &format!("{t}ln_f")));
     v
 }
 

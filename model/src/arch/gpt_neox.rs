@@ -89,8 +89,7 @@ pub fn tensors(a: &Arch) -> Vec<TensorPlan> {
     for l in 0..s.n_layers {
         let n = names::BlockNames::of(l);
         let h = |r: &str| format!("{t}layers.{l}.{r}");
-        v.push(TensorPlan::copy(&n.ln1.0, vec![d], h("input_layernorm.weight")));
-        v.push(TensorPlan::copy(&n.ln1.1, vec![d], h("input_layernorm.bias")));
+        v.extend(TensorPlan::norm(&n.ln1, d, &h("input_layernorm")));
         for (part, (w, b)) in [(&n.w_q, &n.b_q), (&n.w_k, &n.b_k), (&n.w_v, &n.b_v)].into_iter().enumerate() {
             let rows: Vec<_> = (0..s.n_heads).map(|head| (head * 3 + part) * dh..(head * 3 + part + 1) * dh).collect();
             v.push(TensorPlan::picked(w, vec![d, d], h("attention.query_key_value.weight"), Pick::Rows(rows.clone()), true));
@@ -102,15 +101,11 @@ pub fn tensors(a: &Arch) -> Vec<TensorPlan> {
         if a.attn_out_bias {
             v.push(TensorPlan::copy(&n.b_o, vec![d], h("attention.dense.bias")));
         }
-        v.push(TensorPlan::copy(&n.ln2.0, vec![d], h("post_attention_layernorm.weight")));
-        v.push(TensorPlan::copy(&n.ln2.1, vec![d], h("post_attention_layernorm.bias")));
-        v.push(TensorPlan::linear(&n.w_in, d, m, h("mlp.dense_h_to_4h.weight")));
-        v.push(TensorPlan::copy(&n.b_in, vec![m], h("mlp.dense_h_to_4h.bias")));
-        v.push(TensorPlan::linear(&n.w_out, m, d, h("mlp.dense_4h_to_h.weight")));
-        v.push(TensorPlan::copy(&n.b_out, vec![d], h("mlp.dense_4h_to_h.bias")));
+        v.extend(TensorPlan::norm(&n.ln2, d, &h("post_attention_layernorm")));
+        v.extend(TensorPlan::linear_bias(&n.w_in, &n.b_in, d, m, &h("mlp.dense_h_to_4h")));
+        v.extend(TensorPlan::linear_bias(&n.w_out, &n.b_out, m, d, &h("mlp.dense_4h_to_h")));
     }
-    v.push(TensorPlan::copy(names::LN_FINAL_W, vec![d], format!("{t}final_layer_norm.weight")));
-    v.push(TensorPlan::copy(names::LN_FINAL_B, vec![d], format!("{t}final_layer_norm.bias")));
+    v.extend(TensorPlan::norm(&names::final_norm(), d, &format!("{t}final_layer_norm")));
     v
 }
 

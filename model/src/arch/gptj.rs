@@ -70,19 +70,15 @@ pub fn tensors(a: &Arch) -> Vec<TensorPlan> {
     for l in 0..s.n_layers {
         let n = names::BlockNames::of(l);
         let h = |r: &str| format!("{t}h.{l}.{r}");
-        v.push(TensorPlan::copy(&n.ln1.0, vec![d], h("ln_1.weight")));
-        v.push(TensorPlan::copy(&n.ln1.1, vec![d], h("ln_1.bias")));
+        v.extend(TensorPlan::norm(&n.ln1, d, &h("ln_1")));
         v.push(TensorPlan::linear(&n.w_q, d, d, h("attn.q_proj.weight")));
         v.push(TensorPlan::linear(&n.w_k, d, d, h("attn.k_proj.weight")));
         v.push(TensorPlan::linear(&n.w_v, d, d, h("attn.v_proj.weight")));
         v.push(TensorPlan::linear(&n.w_o, d, d, h("attn.out_proj.weight")));
-        v.push(TensorPlan::linear(&n.w_in, d, m, h("mlp.fc_in.weight")));
-        v.push(TensorPlan::copy(&n.b_in, vec![m], h("mlp.fc_in.bias")));
-        v.push(TensorPlan::linear(&n.w_out, m, d, h("mlp.fc_out.weight")));
-        v.push(TensorPlan::copy(&n.b_out, vec![d], h("mlp.fc_out.bias")));
+        v.extend(TensorPlan::linear_bias(&n.w_in, &n.b_in, d, m, &h("mlp.fc_in")));
+        v.extend(TensorPlan::linear_bias(&n.w_out, &n.b_out, m, d, &h("mlp.fc_out")));
     }
-    v.push(TensorPlan::copy(names::LN_FINAL_W, vec![d], format!("{t}ln_f.weight")));
-    v.push(TensorPlan::copy(names::LN_FINAL_B, vec![d], format!("{t}ln_f.bias")));
+    v.extend(TensorPlan::norm(&names::final_norm(), d, &format!("{t}ln_f")));
     v
 }
 

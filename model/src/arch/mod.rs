@@ -233,6 +233,14 @@ impl TensorPlan {
     pub fn linear(name: impl Into<String>, d_in: usize, d_out: usize, key: impl Into<String>) -> Self {
         Self { name: name.into(), dims: vec![d_in, d_out], source: Source::Checkpoint { key: key.into(), pick: Pick::All, transpose: true } }
     }
+    /// A norm's weight and bias, `{key}.weight` and `{key}.bias`, each `[d]`.
+    pub fn norm(names: &(String, String), d: usize, key: &str) -> [Self; 2] {
+        [Self::copy(&names.0, vec![d], format!("{key}.weight")), Self::copy(&names.1, vec![d], format!("{key}.bias"))]
+    }
+    /// An `nn.Linear` `{key}.weight` (stored `[d_in, d_out]`) and its bias `{key}.bias`.
+    pub fn linear_bias(w: &str, b: &str, d_in: usize, d_out: usize, key: &str) -> [Self; 2] {
+        [Self::linear(w, d_in, d_out, format!("{key}.weight")), Self::copy(b, vec![d_out], format!("{key}.bias"))]
+    }
     /// A picked (and maybe transposed) part of a checkpoint tensor.
     pub fn picked(name: impl Into<String>, dims: Vec<usize>, key: impl Into<String>, pick: Pick, transpose: bool) -> Self {
         Self { name: name.into(), dims, source: Source::Checkpoint { key: key.into(), pick, transpose } }

@@ -16,6 +16,11 @@ pub const UNEMBED: &str = "unembed.W_U";
 /// Unembedding bias `[d_vocab]`.
 pub const UNEMBED_BIAS: &str = "unembed.b_U";
 
+/// The final norm's weight and bias.
+pub fn final_norm() -> (String, String) {
+    (LN_FINAL_W.into(), LN_FINAL_B.into())
+}
+
 /// `blocks.{l}.{rest}`: e.g. `block(3, "attn.W_Q")`.
 pub fn block(l: usize, rest: &str) -> String {
     format!("blocks.{l}.{rest}")

@@ -140,7 +140,7 @@ impl Checkpoint {
             let tensors = open_pytorch(&path)?;
             return Ok(Self { files: Vec::new(), entries: HashMap::new(), pytorch: Some((path, tensors)), prefix: prefix.to_string() });
         } else {
-            return Err(LensError::bad_file(dir, format!("no weights: expected {SAFETENSORS_FILE} or {SAFETENSORS_INDEX}")));
+            return Err(LensError::bad_file(dir, format!("no weights: expected {SAFETENSORS_FILE}, {SAFETENSORS_INDEX} or {PYTORCH_FILE}")));
         };
         let mut files = Vec::with_capacity(shard_names.len());
         let mut entries = HashMap::new();

@@ -217,9 +217,10 @@ impl<'a> GraphCtx<'a> {
         name.to_string()
     }
 
-    /// Gives `value` the hook name `blocks.{l}.hook_{hook}` (main graph) or leaves it (last-block graph).
-    pub fn hook(&mut self, l: usize, hook: &str, value: String) -> String {
-        if self.name_hooks { self.b.op("Identity", &[&value], Some(&hook_name(l, hook)), vec![]) } else { value }
+    /// The output name of hook `blocks.{l}.hook_{hook}` in the main graph; `None` (a fresh name)
+    /// in the last-block graph. The node that computes the hook writes it directly (no copy).
+    pub fn hook(&self, l: usize, hook: &str) -> Option<String> {
+        self.name_hooks.then(|| hook_name(l, hook))
     }
 
     /// The boolean mask `[pos, pos]`, true where attention is not allowed: the future, and with a

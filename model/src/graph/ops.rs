@@ -35,16 +35,16 @@ pub fn layer_norm(g: &mut GraphCtx<'_>, x: &str, w: &str, b: Option<&str>, eps: 
     g.b.op("LayerNormalization", &refs, None, vec![attr_int("axis", -1), attr_float("epsilon", eps)])
 }
 
-/// `x · W (+ b)` with `W` stored `[in, out]`.
-pub fn linear(g: &mut GraphCtx<'_>, x: &str, w: &str, b: Option<&str>) -> String {
+/// `x · W (+ b)` with `W` stored `[in, out]`, its result named `out` (or a fresh name).
+pub fn linear(g: &mut GraphCtx<'_>, x: &str, w: &str, b: Option<&str>, out: Option<&str>) -> String {
     let w = g.w(w);
-    let y = g.b.op("MatMul", &[x, &w], None, vec![]);
     match b {
         Some(b) => {
+            let y = g.b.op("MatMul", &[x, &w], None, vec![]);
             let b = g.w(b);
-            g.b.op("Add", &[&y, &b], None, vec![])
+            g.b.op("Add", &[&y, &b], out, vec![])
         }
-        None => y,
+        None => g.b.op("MatMul", &[x, &w], out, vec![]),
     }
 }
 
@@ -102,20 +102,27 @@ fn rot_pair(g: &mut GraphCtx<'_>, a: &str, b: &str, cos: &str, sin: &str, plus: 
 
 /// Multi-head attention of layer `l` on the normalised input `x` `[batch, pos, d_model]`:
 /// projections, rotary (if any), scaled scores, the layer's causal or local mask, softmax,
-/// values, output projection.
-pub fn attention(g: &mut GraphCtx<'_>, l: usize, x: &str) -> String {
+/// values, output projection (named `out`).
+pub fn attention(g: &mut GraphCtx<'_>, l: usize, x: &str, out: Option<&str>) -> String {
     let n = names::BlockNames::of(l);
     let arch = g.arch;
     let qkv_bias = |b: &str| arch.qkv_bias.then(|| b.to_string());
-    let q = linear(g, x, &n.w_q, qkv_bias(&n.b_q).as_deref());
-    let k = linear(g, x, &n.w_k, qkv_bias(&n.b_k).as_deref());
-    let v = linear(g, x, &n.w_v, qkv_bias(&n.b_v).as_deref());
+    let q = linear(g, x, &n.w_q, qkv_bias(&n.b_q).as_deref(), None);
+    let k = linear(g, x, &n.w_k, qkv_bias(&n.b_k).as_deref(), None);
+    let v = linear(g, x, &n.w_v, qkv_bias(&n.b_v).as_deref(), None);
     let q = split_heads(g, &q);
-    let k = split_heads(g, &k);
     let v = split_heads(g, &v);
     let q = rotate(g, &q);
-    let k = rotate(g, &k);
-    let kt = g.b.op("Transpose", &[&k], None, vec![attr_ints("perm", &[0, 1, 3, 2])]);
+    // Kᵀ `[batch, heads, d_head, pos]`: one transpose from the projection when nothing rotates.
+    let kt = if matches!(arch.positions, Positions::Rotary(_)) {
+        let k = split_heads(g, &k);
+        let k = rotate(g, &k);
+        g.b.op("Transpose", &[&k], None, vec![attr_ints("perm", &[0, 1, 3, 2])])
+    } else {
+        let shape = g.heads_shape.clone();
+        let r = g.b.op("Reshape", &[&k, &shape], None, vec![]);
+        g.b.op("Transpose", &[&r], None, vec![attr_ints("perm", &[0, 2, 3, 1])])
+    };
     let mut scores = g.b.op("MatMul", &[&q, &kt], None, vec![]);
     if arch.attn_scale != 1.0 {
         let c = g.b.const_f32("attn_scale", arch.attn_scale as f32);
@@ -129,7 +136,7 @@ pub fn attention(g: &mut GraphCtx<'_>, l: usize, x: &str) -> String {
     let ctx = g.b.op("Transpose", &[&ctx], None, vec![attr_ints("perm", &[0, 2, 1, 3])]);
     let shape = g.model_shape.clone();
     let ctx = g.b.op("Reshape", &[&ctx, &shape], None, vec![]);
-    linear(g, &ctx, &n.w_o, arch.attn_out_bias.then_some(n.b_o.as_str()))
+    linear(g, &ctx, &n.w_o, arch.attn_out_bias.then_some(n.b_o.as_str()), out)
 }
 
 /// The family's activation.
@@ -166,12 +173,12 @@ fn half_x_times_one_plus(g: &mut GraphCtx<'_>, x: &str, t: &str) -> String {
     g.b.op("Mul", &[&hx, &t1], None, vec![])
 }
 
-/// The MLP of layer `l` on the normalised input `x`.
-pub fn mlp(g: &mut GraphCtx<'_>, l: usize, x: &str) -> String {
+/// The MLP of layer `l` on the normalised input `x`, its output named `out`.
+pub fn mlp(g: &mut GraphCtx<'_>, l: usize, x: &str, out: Option<&str>) -> String {
     let n = names::BlockNames::of(l);
-    let h = linear(g, x, &n.w_in, Some(&n.b_in));
+    let h = linear(g, x, &n.w_in, Some(&n.b_in), None);
     let a = activation(g, &h);
-    linear(g, &a, &n.w_out, Some(&n.b_out))
+    linear(g, &a, &n.w_out, Some(&n.b_out), out)
 }
 
 /// The norm that feeds layer `l`'s MLP: `ln2`, or `ln1` where the family shares it.
@@ -185,15 +192,11 @@ fn mlp_norm(g: &mut GraphCtx<'_>, l: usize, x: &str) -> String {
 pub fn sequential_block(g: &mut GraphCtx<'_>, l: usize, x: &str) -> BlockOut {
     let n = names::BlockNames::of(l);
     let h = layer_norm(g, x, &n.ln1.0, Some(&n.ln1.1), g.arch.block_eps);
-    let a = attention(g, l, &h);
-    let attn_out = g.hook(l, "attn_out", a);
-    let mid = g.b.op("Add", &[x, &attn_out], None, vec![]);
-    let mid = g.hook(l, "resid_mid", mid);
+    let attn_out = attention(g, l, &h, g.hook(l, "attn_out").as_deref());
+    let mid = g.b.op("Add", &[x, &attn_out], g.hook(l, "resid_mid").as_deref(), vec![]);
     let h2 = mlp_norm(g, l, &mid);
-    let m = mlp(g, l, &h2);
-    let mlp_out = g.hook(l, "mlp_out", m);
-    let post = g.b.op("Add", &[&mid, &mlp_out], None, vec![]);
-    let resid_post = g.hook(l, "resid_post", post);
+    let mlp_out = mlp(g, l, &h2, g.hook(l, "mlp_out").as_deref());
+    let resid_post = g.b.op("Add", &[&mid, &mlp_out], g.hook(l, "resid_post").as_deref(), vec![]);
     BlockOut { attn_out, resid_mid: Some(mid), mlp_out, resid_post }
 }
 
@@ -202,20 +205,17 @@ pub fn parallel_block(g: &mut GraphCtx<'_>, l: usize, x: &str) -> BlockOut {
     debug_assert_eq!(g.arch.residual, Residual::Parallel);
     let n = names::BlockNames::of(l);
     let h = layer_norm(g, x, &n.ln1.0, Some(&n.ln1.1), g.arch.block_eps);
-    let a = attention(g, l, &h);
-    let attn_out = g.hook(l, "attn_out", a);
+    let attn_out = attention(g, l, &h, g.hook(l, "attn_out").as_deref());
     let h2 = if g.arch.shared_norm { h } else { mlp_norm(g, l, x) };
-    let m = mlp(g, l, &h2);
-    let mlp_out = g.hook(l, "mlp_out", m);
+    let mlp_out = mlp(g, l, &h2, g.hook(l, "mlp_out").as_deref());
     let sum = g.b.op("Add", &[&attn_out, &mlp_out], None, vec![]);
-    let post = g.b.op("Add", &[x, &sum], None, vec![]);
-    let resid_post = g.hook(l, "resid_post", post);
+    let resid_post = g.b.op("Add", &[x, &sum], g.hook(l, "resid_post").as_deref(), vec![]);
     BlockOut { attn_out, resid_mid: None, mlp_out, resid_post }
 }
 
 /// `x + mlp(norm(x))` with layer `l`'s MLP and the norm that feeds it (the `last-mlp` decoder).
 pub fn mlp_residual(g: &mut GraphCtx<'_>, l: usize, x: &str) -> String {
     let h = mlp_norm(g, l, x);
-    let m = mlp(g, l, &h);
+    let m = mlp(g, l, &h, None);
     g.b.op("Add", &[x, &m], None, vec![])
 }
