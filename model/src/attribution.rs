@@ -44,7 +44,7 @@ pub fn terms(trace: &ResidualTrace, dec: &Decoder, pos: usize, token: u32) -> Ve
         let row = o.row(pos);
         let x = row.as_slice().unwrap_or_default();
         if normed {
-                let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / x.len().max(1) as f64;
+                let mean = if dec.centres() { x.iter().map(|&v| f64::from(v)).sum::<f64>() / x.len().max(1) as f64 } else { 0.0 };
                 x.iter().zip(&dec.gamma).zip(w).map(|((&o, &g), &u)| (f64::from(o) - mean) * f64::from(g) * f64::from(u)).sum::<f64>() / sigma
         } else {
             x.iter().zip(w).map(|(&o, &u)| f64::from(o) * f64::from(u)).sum()

@@ -6,7 +6,7 @@ use std::path::{Component, Path, PathBuf};
 
 use prost::Message;
 
-use crate::arch::{Family, Residual};
+use crate::arch::{Family, Norm, Residual};
 use crate::config::ModelShape;
 use crate::convert::{MODEL_FILE, TOKENIZER_FILE};
 use crate::error::{LensError, Result};
@@ -37,6 +37,8 @@ pub struct Bundle {
     pub shape: ModelShape,
     /// Residual layout: sequential blocks have a `resid_mid`, parallel ones do not.
     pub residual: Residual,
+    /// The final norm's kind (LayerNorm or RMSNorm).
+    pub final_norm: Norm,
     /// Whether the graph outputs `hook_attn_out` / `hook_mlp_out` (else they are derived).
     pub has_subblock_outputs: bool,
     /// Whether the graph outputs `hook_resid_mid` (else it is derived as resid_pre + attn_out).
@@ -126,11 +128,13 @@ impl Bundle {
         let (eps_key, norm_w_key, norm_b_key) = if format_version == 1 {
             ("lens.ln_eps", "lens.ln_final.weight", "lens.ln_final.bias")
         } else {
-            match meta("lens.final_norm")?.as_str() {
-                "layer_norm" => {}
-                other => return Err(LensError::bad_file(&model_path, format!("final norm {other:?} is not supported by this logit-lens (layer_norm)"))),
-            }
             ("lens.final_norm.eps", "lens.final_norm.weight", "lens.final_norm.bias")
+        };
+        let final_norm = if format_version == 1 {
+            Norm::LayerNorm
+        } else {
+            let n = meta("lens.final_norm")?;
+            Norm::parse(n).ok_or_else(|| LensError::bad_file(&model_path, format!("final norm {n:?} is not supported by this logit-lens (layer_norm, rms_norm)")))?
         };
         let residual = if format_version == 1 {
             Residual::Sequential
@@ -233,6 +237,7 @@ impl Bundle {
             family,
             shape,
             residual,
+            final_norm,
             has_subblock_outputs,
             has_resid_mid,
             ln_final_weight,

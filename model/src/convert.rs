@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use sha2::{Digest, Sha256};
 
-use crate::arch::{Arch, Family, Pick, Source, TensorPlan, names};
+use crate::arch::{Arch, Family, Norm, Pick, Source, TensorPlan, names};
 use crate::checkpoint::{Checkpoint, TensorRef, decode_f32, has_weights};
 use crate::config::ModelShape;
 use crate::error::{LensError, Progress, Result};
@@ -274,15 +274,17 @@ fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &s
         ("lens.n_ctx".into(), s.n_ctx.to_string()),
         ("lens.residual".into(), arch.residual.name().into()),
         ("lens.hooks".into(), hooks_of(arch.residual).join(",")),
-        ("lens.final_norm".into(), "layer_norm".into()),
+        ("lens.final_norm".into(), arch.norm.name().into()),
         ("lens.final_norm.eps".into(), format!("{:e}", s.eps)),
         ("lens.final_norm.weight".into(), names::LN_FINAL_W.into()),
-        ("lens.final_norm.bias".into(), names::LN_FINAL_B.into()),
         ("lens.unembed".into(), Arch::unembed_name(tied).into()),
         ("lens.unembed.layout".into(), "vocab_model".into()),
         ("lens.last_block".into(), LAST_BLOCK_FILE.into()),
         ("lens.weights_sha256".into(), sha.clone()),
     ];
+    if arch.norm == Norm::LayerNorm {
+        meta.push(("lens.final_norm.bias".into(), names::LN_FINAL_B.into()));
+    }
     if arch.unembed_bias_key.is_some() {
         meta.push(("lens.unembed.bias".into(), names::UNEMBED_BIAS.into()));
     }

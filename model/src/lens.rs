@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::arch::Norm;
 use crate::bundle::{Bundle, UnembedLayout};
 use crate::error::{LensError, Result};
 
@@ -66,8 +67,10 @@ pub struct Decoder {
     pub d_model: usize,
     /// Vocabulary size.
     pub d_vocab: usize,
-    /// LayerNorm epsilon.
+    /// Final norm epsilon.
     pub eps: f64,
+    /// The final norm: LayerNorm (centred) or RMSNorm (not centred, no bias).
+    pub norm: Norm,
     /// ln_final γ // [d_model]
     pub gamma: Vec<f32>,
     /// ln_final β (zeros where the norm has no bias) // [d_model]
@@ -118,15 +121,25 @@ impl Decoder {
             }
             None => None,
         };
-        Ok(Self { kind, d_model: d, d_vocab: v, eps: bundle.shape.eps, gamma, beta, w_u: w_u.into(), b_u })
+        Ok(Self { kind, d_model: d, d_vocab: v, eps: bundle.shape.eps, norm: bundle.final_norm, gamma, beta, w_u: w_u.into(), b_u })
     }
 
-    /// The LayerNorm scale σ = sqrt(var(x) + eps) of `x`, and its mean.
+    /// The final norm's centre and scale of `x`: LayerNorm (mean, sqrt(var + eps)); RMSNorm
+    /// (0, sqrt(mean(x²) + eps)).
     pub fn mean_sigma(&self, x: &[f32]) -> (f64, f64) {
         let n = x.len().max(1) as f64;
-        let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let mean = match self.norm {
+            Norm::LayerNorm => x.iter().map(|&v| f64::from(v)).sum::<f64>() / n,
+            Norm::RmsNorm => 0.0,
+        };
         let var = x.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
         (mean, (var + self.eps).sqrt())
+    }
+
+    /// Whether the final norm subtracts the mean (LayerNorm) — what the attribution removes from
+    /// each term.
+    pub fn centres(&self) -> bool {
+        self.norm == Norm::LayerNorm
     }
 
     /// Writes the decoder's input for `x` into `out`: LN_final(x) (own statistics) or `x` itself

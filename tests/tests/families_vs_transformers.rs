@@ -52,12 +52,18 @@ impl Reference {
     fn has(&self, name: &str) -> bool {
         self.t.contains_key(name)
     }
-    /// The naive f64 decoder: LayerNorm (own statistics) · unembedᵀ + bias.
+    /// The naive f64 decoder: LayerNorm or RMSNorm (own statistics) · unembedᵀ + bias.
     fn decode(&self, x: &[f64]) -> Vec<f64> {
         let w = &self.get("decoder.norm_weight").1;
         let b = &self.get("decoder.norm_bias").1;
         let eps = self.get("decoder.norm_eps").1[0];
-        let h = reference::layer_norm(x, w, b, eps);
+        let rms = self.t.get("decoder.norm_rms").is_some_and(|(_, v)| v[0] == 1.0);
+        let h = if rms {
+            let s = (x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64 + eps).sqrt();
+            x.iter().zip(w).map(|(v, g)| v / s * g).collect()
+        } else {
+            reference::layer_norm(x, w, b, eps)
+        };
         let (ud, u) = self.get("decoder.unembed");
         let bias = &self.get("decoder.unembed_bias").1;
         (0..ud[0]).map(|t| u[t * ud[1]..(t + 1) * ud[1]].iter().zip(&h).map(|(a, b)| a * b).sum::<f64>() + bias[t]).collect()

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{Activation, Arch, Family, Positions, Residual, Source, TensorPlan, all_global, names, need};
+use super::{Norm, head_dim_of, Activation, Arch, Family, Positions, Residual, Source, TensorPlan, all_global, names, need};
 use crate::config::ModelShape;
 use crate::error::Result;
 use crate::graph::{BlockOut, GraphCtx, ops};
@@ -41,10 +41,18 @@ pub fn arch(c: CtrlConfig, path: &Path) -> Result<Arch> {
         n_ctx: c.n_ctx.filter(|&n| n > 0).map_or(n_positions, |n| n.min(n_positions)),
         eps: c.layer_norm_epsilon.unwrap_or(1e-6),
     };
+    let head_dim = head_dim_of(path, d_model, n_heads)?;
+    let n_kv_heads = n_heads;
     Ok(Arch {
         family: Family::Ctrl,
         shape,
         residual: Residual::Sequential,
+        norm: Norm::LayerNorm,
+        gated_mlp: false,
+        mlp_bias: true,
+        head_dim,
+        n_kv_heads,
+        qk_norm: false,
         shared_norm: false,
         activation: Activation::Relu,
         positions: Positions::Sinusoidal,

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{Arch, Family, Pick, Positions, Residual, TensorPlan, activation, all_global, names, need};
+use super::{Norm, head_dim_of, Arch, Family, Pick, Positions, Residual, TensorPlan, activation, all_global, names, need};
 use crate::config::ModelShape;
 use crate::error::Result;
 use crate::graph::{BlockOut, GraphCtx, ops};
@@ -42,11 +42,19 @@ pub fn arch(c: Gpt2Config, path: &Path) -> Result<Arch> {
         eps: c.layer_norm_epsilon.unwrap_or(1e-5),
     };
     let block_eps = shape.eps;
+    let head_dim = head_dim_of(path, shape.d_model, shape.n_heads)?;
+    let n_kv_heads = shape.n_heads;
     Ok(Arch {
         family: Family::Gpt2,
         attn_scale: 1.0 / ((d_model / n_heads.max(1)) as f64).sqrt(),
         shape,
         residual: Residual::Sequential,
+        norm: Norm::LayerNorm,
+        gated_mlp: false,
+        mlp_bias: true,
+        head_dim,
+        n_kv_heads,
+        qk_norm: false,
         shared_norm: false,
         activation: activation(path, c.activation_function.as_deref(), "gelu_new")?,
         positions: Positions::Learned,

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{Arch, Family, Positions, Residual, TensorPlan, activation, names, need};
+use super::{Norm, head_dim_of, Arch, Family, Positions, Residual, TensorPlan, activation, names, need};
 use crate::config::ModelShape;
 use crate::error::{LensError, Result};
 use crate::graph::{BlockOut, GraphCtx, ops};
@@ -61,10 +61,18 @@ pub fn arch(c: GptNeoConfig, path: &Path) -> Result<Arch> {
         eps: c.layer_norm_epsilon.unwrap_or(1e-5),
     };
     let block_eps = shape.eps;
+    let head_dim = head_dim_of(path, shape.d_model, shape.n_heads)?;
+    let n_kv_heads = shape.n_heads;
     Ok(Arch {
         family: Family::GptNeo,
         shape,
         residual: Residual::Sequential,
+        norm: Norm::LayerNorm,
+        gated_mlp: false,
+        mlp_bias: true,
+        head_dim,
+        n_kv_heads,
+        qk_norm: false,
         shared_norm: false,
         activation: activation(path, c.activation_function.as_deref(), "gelu_new")?,
         positions: Positions::Learned,

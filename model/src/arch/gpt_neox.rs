@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{Arch, Family, Pick, Positions, Residual, Rotary, TensorPlan, activation, all_global, names, need};
+use super::{Norm, head_dim_of, Arch, Family, Pick, Positions, Residual, Rotary, TensorPlan, activation, all_global, names, need};
 use crate::config::ModelShape;
 use crate::error::Result;
 use crate::graph::{BlockOut, GraphCtx, ops};
@@ -59,15 +59,23 @@ pub fn arch(c: GptNeoxConfig, path: &Path) -> Result<Arch> {
         eps: c.layer_norm_eps.unwrap_or(1e-5),
     };
     let block_eps = shape.eps;
+    let head_dim = head_dim_of(path, shape.d_model, shape.n_heads)?;
+    let n_kv_heads = shape.n_heads;
     let bias = c.attention_bias.unwrap_or(true);
     Ok(Arch {
         family: Family::GptNeox,
         shape,
         residual: if c.use_parallel_residual.unwrap_or(true) { Residual::Parallel } else { Residual::Sequential },
+        norm: Norm::LayerNorm,
+        gated_mlp: false,
+        mlp_bias: true,
+        head_dim,
+        n_kv_heads,
+        qk_norm: false,
         shared_norm: false,
         activation: activation(path, c.hidden_act.as_deref(), "gelu")?,
         // As transformers: int(head_size * rotary_pct).
-        positions: Positions::Rotary(Rotary { dim: (d_head as f64 * pct) as usize, base, interleaved: false }),
+        positions: Positions::Rotary(Rotary { dim: (d_head as f64 * pct) as usize, base, interleaved: false, llama3: None }),
         block_eps,
         embed_scale: None,
         attn_scale: 1.0 / (d_head as f64).sqrt(),

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{Arch, Family, Positions, Residual, Rotary, TensorPlan, activation, all_global, names, need};
+use super::{Norm, head_dim_of, Arch, Family, Positions, Residual, Rotary, TensorPlan, activation, all_global, names, need};
 use crate::config::ModelShape;
 use crate::error::Result;
 use crate::graph::{BlockOut, GraphCtx, ops};
@@ -42,13 +42,21 @@ pub fn arch(c: GptjConfig, path: &Path) -> Result<Arch> {
         eps: c.layer_norm_epsilon.unwrap_or(1e-5),
     };
     let block_eps = shape.eps;
+    let head_dim = head_dim_of(path, shape.d_model, shape.n_heads)?;
+    let n_kv_heads = shape.n_heads;
     Ok(Arch {
         family: Family::Gptj,
         shape,
         residual: Residual::Parallel,
+        norm: Norm::LayerNorm,
+        gated_mlp: false,
+        mlp_bias: true,
+        head_dim,
+        n_kv_heads,
+        qk_norm: false,
         shared_norm: true,
         activation: activation(path, c.activation_function.as_deref(), "gelu_new")?,
-        positions: Positions::Rotary(Rotary { dim: c.rotary_dim.unwrap_or(d_head), base: 10000.0, interleaved: true }),
+        positions: Positions::Rotary(Rotary { dim: c.rotary_dim.unwrap_or(d_head), base: 10000.0, interleaved: true, llama3: None }),
         block_eps,
         embed_scale: None,
         attn_scale: 1.0 / (d_head as f64).sqrt(),

@@ -11,7 +11,9 @@ pub mod gpt2;
 pub mod gpt_neo;
 pub mod gpt_neox;
 pub mod gptj;
+pub mod llama;
 pub mod names;
+pub mod qwen;
 
 use std::path::Path;
 
@@ -31,10 +33,19 @@ pub enum Family {
     GptNeox,
     /// GPT-J (`gptj`): interleaved rotary, parallel residual with one shared norm.
     Gptj,
+    /// Llama 2/3 (`llama`): RMSNorm, SwiGLU, grouped-query attention, RoPE (llama3 scaling).
+    Llama,
+    /// Mistral (`mistral`): Llama with a sliding window.
+    Mistral,
+    /// Qwen2 / Qwen2.5 (`qwen2`): Llama with query/key/value biases.
+    Qwen2,
+    /// Qwen3 (`qwen3`): Llama with per-head query/key RMSNorm and an explicit head_dim.
+    Qwen3,
 }
 
 /// Every family this build can convert, in the order they are listed to the user.
-pub const FAMILIES: [Family; 5] = [Family::Gpt2, Family::GptNeo, Family::Ctrl, Family::GptNeox, Family::Gptj];
+pub const FAMILIES: [Family; 9] =
+    [Family::Gpt2, Family::GptNeo, Family::Ctrl, Family::GptNeox, Family::Gptj, Family::Llama, Family::Mistral, Family::Qwen2, Family::Qwen3];
 
 impl Family {
     /// The Hugging Face `model_type` (also the bundle's `lens.family`).
@@ -45,6 +56,10 @@ impl Family {
             Self::Ctrl => "ctrl",
             Self::GptNeox => "gpt_neox",
             Self::Gptj => "gptj",
+            Self::Llama => "llama",
+            Self::Mistral => "mistral",
+            Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
         }
     }
 
@@ -58,10 +73,11 @@ impl Family {
         FAMILIES.iter().map(|f| f.model_type()).collect::<Vec<_>>().join(", ")
     }
 
-    /// Checkpoint key prefix of the base model inside `*ForCausalLM` (`transformer.`, `gpt_neox.`).
+    /// Checkpoint key prefix of the base model inside `*ForCausalLM` (`transformer.`, `gpt_neox.`, `model.`).
     pub fn base_prefix(self) -> &'static str {
         match self {
             Self::GptNeox => "gpt_neox.",
+            Self::Llama | Self::Mistral | Self::Qwen2 | Self::Qwen3 => "model.",
             _ => "transformer.",
         }
     }
@@ -104,6 +120,8 @@ pub enum Activation {
     GeluErf,
     /// `relu`.
     Relu,
+    /// `silu` / `swish`: x · sigmoid(x).
+    Silu,
 }
 
 impl Activation {
@@ -113,6 +131,7 @@ impl Activation {
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Self::GeluTanh),
             "gelu" => Some(Self::GeluErf),
             "relu" => Some(Self::Relu),
+            "silu" | "swish" => Some(Self::Silu),
             _ => None,
         }
     }
@@ -127,6 +146,68 @@ pub struct Rotary {
     pub base: f64,
     /// GPT-J's pairs (0,1), (2,3), … instead of NeoX's halves (i, i + dim/2).
     pub interleaved: bool,
+    /// Llama 3's frequency scaling (`rope_type` `llama3`), if any.
+    pub llama3: Option<Llama3Scaling>,
+}
+
+/// Llama 3.1's RoPE frequency scaling.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Llama3Scaling {
+    /// `factor`.
+    pub factor: f64,
+    /// `low_freq_factor`.
+    pub low_freq_factor: f64,
+    /// `high_freq_factor`.
+    pub high_freq_factor: f64,
+    /// `original_max_position_embeddings`.
+    pub original_max_position_embeddings: f64,
+}
+
+impl Rotary {
+    /// The inverse frequencies `[dim/2]`, as `transformers` computes them (with llama3 scaling).
+    pub fn inv_freq(&self) -> Vec<f64> {
+        let half = self.dim / 2;
+        let base: Vec<f64> = (0..half).map(|i| 1.0 / self.base.powf((2 * i) as f64 / self.dim as f64)).collect();
+        let Some(s) = self.llama3 else { return base };
+        let low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
+        let high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
+        base.into_iter()
+            .map(|f| {
+                let wavelen = 2.0 * std::f64::consts::PI / f;
+                if wavelen < high_wavelen {
+                    f
+                } else if wavelen > low_wavelen {
+                    f / s.factor
+                } else {
+                    let smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+                    (1.0 - smooth) * f / s.factor + smooth * f
+                }
+            })
+            .collect()
+    }
+}
+
+/// The norm every block (and the final norm) uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Norm {
+    /// LayerNorm: centred, scaled, weight and bias.
+    LayerNorm,
+    /// RMSNorm: x / sqrt(mean(x²) + eps) · w, no centring, no bias.
+    RmsNorm,
+}
+
+impl Norm {
+    /// `layer_norm` / `rms_norm` (bundle metadata).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::LayerNorm => "layer_norm",
+            Self::RmsNorm => "rms_norm",
+        }
+    }
+    /// Parses [`Norm::name`].
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::LayerNorm, Self::RmsNorm].into_iter().find(|n| n.name() == s)
+    }
 }
 
 /// Where a block's positional information comes from.
@@ -152,6 +233,18 @@ pub struct Arch {
     pub residual: Residual,
     /// One norm (`ln1`) feeds both attention and the MLP (GPT-J); else the MLP reads `ln2`.
     pub shared_norm: bool,
+    /// LayerNorm or RMSNorm (blocks and final norm alike).
+    pub norm: Norm,
+    /// Gated MLP (`act(x·W_gate) ⊙ (x·W_in)`, SwiGLU) instead of `act(x·W_in)`.
+    pub gated_mlp: bool,
+    /// Biases on the MLP's projections.
+    pub mlp_bias: bool,
+    /// Width of one attention head (`head_dim`; usually d_model / n_heads).
+    pub head_dim: usize,
+    /// Key/value heads (grouped-query attention; = n_heads without it).
+    pub n_kv_heads: usize,
+    /// Per-head RMSNorm of queries and keys before the rotary (Qwen3).
+    pub qk_norm: bool,
     /// MLP activation.
     pub activation: Activation,
     /// Positions.
@@ -268,6 +361,8 @@ impl Arch {
             Family::Ctrl => ctrl::arch(serde_json::from_value(value).map_err(bad)?, path)?,
             Family::GptNeox => gpt_neox::arch(serde_json::from_value(value).map_err(bad)?, path)?,
             Family::Gptj => gptj::arch(serde_json::from_value(value).map_err(bad)?, path)?,
+            Family::Llama | Family::Mistral => llama::arch(family, serde_json::from_value(value).map_err(bad)?, path)?,
+            Family::Qwen2 | Family::Qwen3 => qwen::arch(family, serde_json::from_value(value).map_err(bad)?, path)?,
         };
         arch.check(path)?;
         Ok(arch)
@@ -275,8 +370,11 @@ impl Arch {
 
     fn check(&self, path: &Path) -> Result<()> {
         let s = &self.shape;
-        if !s.d_model.is_multiple_of(s.n_heads) {
-            return Err(LensError::bad_file(path, format!("the width {} is not divisible by the {} heads", s.d_model, s.n_heads)));
+        if self.head_dim == 0 {
+            return Err(LensError::bad_file(path, "the head size is 0"));
+        }
+        if self.n_kv_heads == 0 || !s.n_heads.is_multiple_of(self.n_kv_heads) {
+            return Err(LensError::bad_file(path, format!("{} attention heads are not a multiple of {} key/value heads", s.n_heads, self.n_kv_heads)));
         }
         for eps in [s.eps, self.block_eps] {
             if !(eps > 0.0 && eps < 1.0) {
@@ -287,16 +385,16 @@ impl Arch {
             return Err(LensError::bad_file(path, format!("{} attention types for {} layers", self.windows.len(), s.n_layers)));
         }
         if let Positions::Rotary(r) = self.positions
-            && (r.dim == 0 || r.dim % 2 != 0 || r.dim > s.d_model / s.n_heads)
+            && (r.dim == 0 || r.dim % 2 != 0 || r.dim > self.head_dim)
         {
-            return Err(LensError::bad_file(path, format!("rotary dimension {} must be even and at most the head size {}", r.dim, s.d_model / s.n_heads)));
+            return Err(LensError::bad_file(path, format!("rotary dimension {} must be even and at most the head size {}", r.dim, self.head_dim)));
         }
         Ok(())
     }
 
     /// Width of one attention head.
     pub fn d_head(&self) -> usize {
-        self.shape.d_model / self.shape.n_heads.max(1)
+        self.head_dim
     }
 
     /// The ONE list of bundle initializers, in the order they are written. `tied`: the
@@ -308,6 +406,7 @@ impl Arch {
             Family::Ctrl => ctrl::tensors(self),
             Family::GptNeox => gpt_neox::tensors(self),
             Family::Gptj => gptj::tensors(self),
+            Family::Llama | Family::Mistral | Family::Qwen2 | Family::Qwen3 => llama::tensors(self),
         };
         let (d, vocab) = (self.shape.d_model, self.shape.d_vocab);
         if !tied {
@@ -332,6 +431,14 @@ pub(crate) fn need(path: &Path, v: Option<usize>, name: &str) -> Result<usize> {
         Some(_) => Err(LensError::bad_file(path, format!("{name} must be positive"))),
         None => Err(LensError::bad_file(path, format!("missing {name}"))),
     }
+}
+
+/// The head size `d_model / n_heads`, or a clear error when it does not divide.
+pub(crate) fn head_dim_of(path: &Path, d_model: usize, n_heads: usize) -> Result<usize> {
+    if n_heads == 0 || !d_model.is_multiple_of(n_heads) {
+        return Err(LensError::bad_file(path, format!("the width {d_model} is not divisible by the {n_heads} heads")));
+    }
+    Ok(d_model / n_heads)
 }
 
 /// The activation named by `config.json`, or a clear error.

@@ -49,6 +49,14 @@ pub struct BlockNames {
     pub w_o: String,
     /// See `w_o`.
     pub b_o: String,
+    /// Gate of a gated MLP `[d_model, d_mlp]`, bias `[d_mlp]`.
+    pub w_gate: String,
+    /// See `w_gate`.
+    pub b_gate: String,
+    /// Per-head RMSNorm weights of queries and keys `[d_head]` (Qwen3).
+    pub q_norm: String,
+    /// See `q_norm`.
+    pub k_norm: String,
     /// MLP in `[d_model, d_mlp]`, bias `[d_mlp]`.
     pub w_in: String,
     /// See `w_in`.
@@ -74,6 +82,10 @@ impl BlockNames {
             b_v: b("attn.b_V"),
             w_o: b("attn.W_O"),
             b_o: b("attn.b_O"),
+            w_gate: b("mlp.W_gate"),
+            b_gate: b("mlp.b_gate"),
+            q_norm: b("attn.q_norm.w"),
+            k_norm: b("attn.k_norm.w"),
             w_in: b("mlp.W_in"),
             b_in: b("mlp.b_in"),
             w_out: b("mlp.W_out"),

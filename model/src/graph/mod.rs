@@ -185,8 +185,10 @@ pub struct GraphCtx<'a> {
     name_hooks: bool,
     /// `[0, 0, n_heads, d_head]` for Reshape.
     pub heads_shape: String,
-    /// `[0, 0, d_model]` for Reshape.
-    pub model_shape: String,
+    /// `[0, 0, n_kv_heads, d_head]` for Reshape.
+    pub kv_heads_shape: String,
+    /// `[0, 0, n_heads · d_head]` for Reshape.
+    pub attn_shape: String,
 }
 
 impl<'a> GraphCtx<'a> {
@@ -200,10 +202,11 @@ impl<'a> GraphCtx<'a> {
         let zero = b.const_i64("zero", &[], &[0]);
         let one = b.const_i64("one", &[], &[1]);
         let range = b.op("Range", &[&zero, &n, &one], None, vec![]);
-        let (h, dh, d) = (arch.shape.n_heads as i64, arch.d_head() as i64, arch.shape.d_model as i64);
+        let (h, kv, dh) = (arch.shape.n_heads as i64, arch.n_kv_heads as i64, arch.d_head() as i64);
         let heads_shape = b.const_i64("heads_shape", &[4], &[0, 0, h, dh]);
-        let model_shape = b.const_i64("model_shape", &[3], &[0, 0, d]);
-        Self { arch, b, known, used: BTreeSet::new(), missing: Vec::new(), range, masks: HashMap::new(), rope: None, name_hooks, heads_shape, model_shape }
+        let kv_heads_shape = b.const_i64("kv_heads_shape", &[4], &[0, 0, kv, dh]);
+        let attn_shape = b.const_i64("attn_shape", &[3], &[0, 0, h * dh]);
+        Self { arch, b, known, used: BTreeSet::new(), missing: Vec::new(), range, masks: HashMap::new(), rope: None, name_hooks, heads_shape, kv_heads_shape, attn_shape }
     }
 
     /// A weight by canonical name. A name that the tensor plan lacks is recorded and reported
@@ -253,7 +256,7 @@ impl<'a> GraphCtx<'a> {
             return Some(cs.clone());
         }
         let half = r.dim / 2;
-        let inv: Vec<f32> = (0..half).map(|i| (1.0 / r.base.powf((2 * i) as f64 / r.dim as f64)) as f32).collect();
+        let inv: Vec<f32> = r.inv_freq().into_iter().map(|f| f as f32).collect();
         let b = &mut self.b;
         let inv = b.const_f32s("inv_freq", &[1, half as i64], &inv);
         let pos = b.op("Cast", &[&self.range], None, vec![attr_int("to", i64::from(DT_FLOAT))]);
@@ -300,6 +303,7 @@ fn family_block(g: &mut GraphCtx<'_>, l: usize, x: &str) -> BlockOut {
         Family::Ctrl => crate::arch::ctrl::block(g, l, x),
         Family::GptNeox => crate::arch::gpt_neox::block(g, l, x),
         Family::Gptj => crate::arch::gptj::block(g, l, x),
+        Family::Llama | Family::Mistral | Family::Qwen2 | Family::Qwen3 => crate::arch::llama::block(g, l, x),
     }
 }
 
@@ -325,7 +329,7 @@ pub fn build_lens_model(arch: &Arch, weights: &[ExternalTensor], data_file: &str
         }
         x = family_block(&mut g, l, &x).resid_post;
     }
-    let lnf = ops::layer_norm(&mut g, &x, names::LN_FINAL_W, Some(names::LN_FINAL_B), arch.shape.eps);
+    let lnf = ops::norm(&mut g, &x, &names::final_norm(), arch.shape.eps);
     let d = arch.shape.d_model as i64;
     let flat_shape = g.b.const_i64("flat_shape", &[2], &[-1, d]);
     let flat = g.b.op("Reshape", &[&lnf, &flat_shape], None, vec![]);

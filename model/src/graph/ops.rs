@@ -3,7 +3,7 @@
 //! or interleaved), activations, the MLP, and the sequential and parallel blocks.
 
 use super::{BlockOut, GraphCtx, attr_float, attr_int, attr_ints};
-use crate::arch::{Activation, Positions, Residual, names};
+use crate::arch::{Activation, Norm, Positions, Residual, names};
 
 /// Token embedding (scaled if the family scales it) plus the position table where there is one:
 /// `[1, pos, d_model]`.
@@ -35,6 +35,27 @@ pub fn layer_norm(g: &mut GraphCtx<'_>, x: &str, w: &str, b: Option<&str>, eps: 
     g.b.op("LayerNormalization", &refs, None, vec![attr_int("axis", -1), attr_float("epsilon", eps)])
 }
 
+/// The family's norm over the last axis: LayerNorm (weight and bias `names`) or RMSNorm
+/// (weight only; `x / sqrt(mean(x²) + eps) · w`, as transformers computes it).
+pub fn norm(g: &mut GraphCtx<'_>, x: &str, names: &(String, String), eps: f64) -> String {
+    match g.arch.norm {
+        Norm::LayerNorm => layer_norm(g, x, &names.0, Some(&names.1), eps),
+        Norm::RmsNorm => rms_norm(g, x, &names.0, eps),
+    }
+}
+
+/// RMSNorm over the last axis: `x / sqrt(mean(x²) + eps) · w`.
+pub fn rms_norm(g: &mut GraphCtx<'_>, x: &str, w: &str, eps: f64) -> String {
+    let w = g.w(w);
+    let sq = g.b.op("Mul", &[x, x], None, vec![]);
+    let ms = g.b.op("ReduceMean", &[&sq], None, vec![attr_ints("axes", &[-1]), attr_int("keepdims", 1)]);
+    let e = g.b.const_f32("rms_eps", eps as f32);
+    let ms = g.b.op("Add", &[&ms, &e], None, vec![]);
+    let rms = g.b.op("Sqrt", &[&ms], None, vec![]);
+    let y = g.b.op("Div", &[x, &rms], None, vec![]);
+    g.b.op("Mul", &[&y, &w], None, vec![])
+}
+
 /// `x · W (+ b)` with `W` stored `[in, out]`, its result named `out` (or a fresh name).
 pub fn linear(g: &mut GraphCtx<'_>, x: &str, w: &str, b: Option<&str>, out: Option<&str>) -> String {
     let w = g.w(w);
@@ -48,11 +69,26 @@ pub fn linear(g: &mut GraphCtx<'_>, x: &str, w: &str, b: Option<&str>, out: Opti
     }
 }
 
-/// `[batch, pos, d_model]` -> `[batch, heads, pos, d_head]`.
-fn split_heads(g: &mut GraphCtx<'_>, x: &str) -> String {
-    let shape = g.heads_shape.clone();
+/// `[batch, pos, heads·d_head]` -> `[batch, heads, pos, d_head]` (`kv`: the key/value heads).
+fn split_heads(g: &mut GraphCtx<'_>, x: &str, kv: bool) -> String {
+    let shape = if kv { g.kv_heads_shape.clone() } else { g.heads_shape.clone() };
     let r = g.b.op("Reshape", &[x, &shape], None, vec![]);
     g.b.op("Transpose", &[&r], None, vec![attr_ints("perm", &[0, 2, 1, 3])])
+}
+
+/// Grouped-query attention: each key/value head serves `n_heads / n_kv_heads` query heads, in
+/// order (`transformers`' `repeat_kv`) // [batch, kv, pos, d_head] -> [batch, heads, pos, d_head]
+fn repeat_kv(g: &mut GraphCtx<'_>, x: &str) -> String {
+    let groups = g.arch.shape.n_heads / g.arch.n_kv_heads.max(1);
+    if groups <= 1 {
+        return x.to_string();
+    }
+    let ax2 = g.b.const_i64("ax2", &[1], &[2]);
+    let u = g.b.op("Unsqueeze", &[x, &ax2], None, vec![]);
+    let copies: Vec<&str> = std::iter::repeat_n(u.as_str(), groups).collect();
+    let rep = g.b.op("Concat", &copies, None, vec![attr_int("axis", 2)]);
+    let shape = g.b.const_i64("rep_shape", &[4], &[0, g.arch.shape.n_heads as i64, -1, g.arch.d_head() as i64]);
+    g.b.op("Reshape", &[&rep, &shape], None, vec![])
 }
 
 /// Rotary embedding of `x` `[batch, heads, pos, d_head]` over its first `dim` features.
@@ -110,13 +146,22 @@ pub fn attention(g: &mut GraphCtx<'_>, l: usize, x: &str, out: Option<&str>) -> 
     let q = linear(g, x, &n.w_q, qkv_bias(&n.b_q).as_deref(), None);
     let k = linear(g, x, &n.w_k, qkv_bias(&n.b_k).as_deref(), None);
     let v = linear(g, x, &n.w_v, qkv_bias(&n.b_v).as_deref(), None);
-    let q = split_heads(g, &q);
-    let v = split_heads(g, &v);
+    let gqa = arch.n_kv_heads != arch.shape.n_heads;
+    let mut q = split_heads(g, &q, false);
+    let v = split_heads(g, &v, true);
+    let v = repeat_kv(g, &v);
+    if arch.qk_norm {
+        q = rms_norm(g, &q, &n.q_norm, arch.block_eps);
+    }
     let q = rotate(g, &q);
-    // Kᵀ `[batch, heads, d_head, pos]`: one transpose from the projection when nothing rotates.
-    let kt = if matches!(arch.positions, Positions::Rotary(_)) {
-        let k = split_heads(g, &k);
+    // Kᵀ `[batch, heads, d_head, pos]`: one transpose from the projection when nothing else applies.
+    let kt = if matches!(arch.positions, Positions::Rotary(_)) || gqa || arch.qk_norm {
+        let mut k = split_heads(g, &k, true);
+        if arch.qk_norm {
+            k = rms_norm(g, &k, &n.k_norm, arch.block_eps);
+        }
         let k = rotate(g, &k);
+        let k = repeat_kv(g, &k);
         g.b.op("Transpose", &[&k], None, vec![attr_ints("perm", &[0, 1, 3, 2])])
     } else {
         let shape = g.heads_shape.clone();
@@ -134,7 +179,7 @@ pub fn attention(g: &mut GraphCtx<'_>, l: usize, x: &str, out: Option<&str>) -> 
     let probs = g.b.op("Softmax", &[&scores], None, vec![attr_int("axis", -1)]);
     let ctx = g.b.op("MatMul", &[&probs, &v], None, vec![]);
     let ctx = g.b.op("Transpose", &[&ctx], None, vec![attr_ints("perm", &[0, 2, 1, 3])]);
-    let shape = g.model_shape.clone();
+    let shape = g.attn_shape.clone();
     let ctx = g.b.op("Reshape", &[&ctx, &shape], None, vec![]);
     linear(g, &ctx, &n.w_o, arch.attn_out_bias.then_some(n.b_o.as_str()), out)
 }
@@ -143,6 +188,10 @@ pub fn attention(g: &mut GraphCtx<'_>, l: usize, x: &str, out: Option<&str>) -> 
 pub fn activation(g: &mut GraphCtx<'_>, x: &str) -> String {
     match g.arch.activation {
         Activation::Relu => g.b.op("Relu", &[x], None, vec![]),
+        Activation::Silu => {
+            let s = g.b.op("Sigmoid", &[x], None, vec![]);
+            g.b.op("Mul", &[x, &s], None, vec![])
+        }
         Activation::GeluTanh => {
             // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
             let c_k = g.b.const_f32("gelu_k", 0.044715);
@@ -173,25 +222,33 @@ fn half_x_times_one_plus(g: &mut GraphCtx<'_>, x: &str, t: &str) -> String {
     g.b.op("Mul", &[&hx, &t1], None, vec![])
 }
 
-/// The MLP of layer `l` on the normalised input `x`, its output named `out`.
+/// The MLP of layer `l` on the normalised input `x`, its output named `out`: `act(x·W_in)·W_out`,
+/// or gated (SwiGLU) `(act(x·W_gate) ⊙ x·W_in)·W_out`.
 pub fn mlp(g: &mut GraphCtx<'_>, l: usize, x: &str, out: Option<&str>) -> String {
     let n = names::BlockNames::of(l);
-    let h = linear(g, x, &n.w_in, Some(&n.b_in), None);
-    let a = activation(g, &h);
-    linear(g, &a, &n.w_out, Some(&n.b_out), out)
+    let bias = g.arch.mlp_bias;
+    let h = linear(g, x, &n.w_in, bias.then_some(n.b_in.as_str()), None);
+    let a = if g.arch.gated_mlp {
+        let gate = linear(g, x, &n.w_gate, bias.then_some(n.b_gate.as_str()), None);
+        let act = activation(g, &gate);
+        g.b.op("Mul", &[&act, &h], None, vec![])
+    } else {
+        activation(g, &h)
+    };
+    linear(g, &a, &n.w_out, bias.then_some(n.b_out.as_str()), out)
 }
 
 /// The norm that feeds layer `l`'s MLP: `ln2`, or `ln1` where the family shares it.
 fn mlp_norm(g: &mut GraphCtx<'_>, l: usize, x: &str) -> String {
     let n = names::BlockNames::of(l);
-    let (w, b) = if g.arch.shared_norm { n.ln1 } else { n.ln2 };
-    layer_norm(g, x, &w, Some(&b), g.arch.block_eps)
+    let names = if g.arch.shared_norm { n.ln1 } else { n.ln2 };
+    norm(g, x, &names, g.arch.block_eps)
 }
 
 /// `x + attn(ln1(x))`, then `+ mlp(ln2(resid_mid))` (GPT-2, GPT-Neo, CTRL, sequential NeoX).
 pub fn sequential_block(g: &mut GraphCtx<'_>, l: usize, x: &str) -> BlockOut {
     let n = names::BlockNames::of(l);
-    let h = layer_norm(g, x, &n.ln1.0, Some(&n.ln1.1), g.arch.block_eps);
+    let h = norm(g, x, &n.ln1, g.arch.block_eps);
     let attn_out = attention(g, l, &h, g.hook(l, "attn_out").as_deref());
     let mid = g.b.op("Add", &[x, &attn_out], g.hook(l, "resid_mid").as_deref(), vec![]);
     let h2 = mlp_norm(g, l, &mid);
@@ -204,7 +261,7 @@ pub fn sequential_block(g: &mut GraphCtx<'_>, l: usize, x: &str) -> BlockOut {
 pub fn parallel_block(g: &mut GraphCtx<'_>, l: usize, x: &str) -> BlockOut {
     debug_assert_eq!(g.arch.residual, Residual::Parallel);
     let n = names::BlockNames::of(l);
-    let h = layer_norm(g, x, &n.ln1.0, Some(&n.ln1.1), g.arch.block_eps);
+    let h = norm(g, x, &n.ln1, g.arch.block_eps);
     let attn_out = attention(g, l, &h, g.hook(l, "attn_out").as_deref());
     let h2 = if g.arch.shared_norm { h } else { mlp_norm(g, l, x) };
     let mlp_out = mlp(g, l, &h2, g.hook(l, "mlp_out").as_deref());
