@@ -269,6 +269,8 @@ fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &s
         ("lens.n_layers".into(), s.n_layers.to_string()),
         ("lens.d_model".into(), s.d_model.to_string()),
         ("lens.n_heads".into(), s.n_heads.to_string()),
+        ("lens.n_kv_heads".into(), arch.n_kv_heads.to_string()),
+        ("lens.d_head".into(), arch.head_dim.to_string()),
         ("lens.d_mlp".into(), s.d_mlp.to_string()),
         ("lens.d_vocab".into(), s.d_vocab.to_string()),
         ("lens.n_ctx".into(), s.n_ctx.to_string()),

@@ -106,9 +106,11 @@ impl LensTokenizer {
         self.inner.get_vocab(true).values().copied().max()
     }
 
-    /// Encodes `text` exactly (no special tokens added).
+    /// Encodes `text` as the model's tokenizer does (its post-processor's special tokens, e.g. a BOS, included).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, false).map_err(|e| LensError::Tokenizer(e.to_string()))?;
+        // As the model's own tokenizer does: its post-processor adds a BOS where the model wants
+        // one (Llama, Qwen templates); GPT-2's byte-level post-processor adds nothing.
+        let enc = self.inner.encode(text, true).map_err(|e| LensError::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 
