@@ -278,8 +278,7 @@ fn a_bad_prompt_file_shows_its_error_and_keeps_prompt_and_results() {
 #[test]
 fn the_worker_loads_runs_pins_and_survives_a_bad_model_folder() {
     let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, ..GuiOptions::default() };
-    let mut state = AppState::default();
-    state.prompt = PROMPT.into();
+    let state = AppState { prompt: PROMPT.into(), ..AppState::default() };
     let app = LogitLensApp::new_for_test(state, opts);
     let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
     step_until(&mut h, "the first result", |a| a.state.result.is_some());
@@ -376,8 +375,7 @@ fn export_figure_and_data_from_the_app() {
 fn a_run_shows_partial_results_that_end_in_the_whole_report() {
     // Two positions per piece: the 7-token prompt arrives as 2, 4, 6 positions, then all 7.
     let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, piece_positions: Some(2), ..GuiOptions::default() };
-    let mut state = AppState::default();
-    state.prompt = PROMPT.into();
+    let state = AppState { prompt: PROMPT.into(), ..AppState::default() };
     let app = LogitLensApp::new_for_test(state, opts);
     let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
     // The first piece is shown with the prompt's full length known.

@@ -199,8 +199,7 @@ fn demo_result() -> (ModelSummary, RunResult, String) {
 
 fn snapshot_of(metric: Metric, name: &str) {
     let (model, result, prompt) = demo_result();
-    let mut state = AppState::default();
-    state.prompt = prompt;
+    let mut state = AppState { prompt, ..AppState::default() };
     state.view.layout = PanelLayout::Tabs;
     state.view.tab = metric;
     state.view.subblocks = true;

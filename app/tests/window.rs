@@ -22,10 +22,10 @@ impl Drop for Xvfb {
 }
 
 fn display() -> Result<(String, Option<Xvfb>), String> {
-    if let Ok(d) = std::env::var("DISPLAY") {
-        if !d.is_empty() {
-            return Ok((d, None));
-        }
+    if let Ok(d) = std::env::var("DISPLAY")
+        && !d.is_empty()
+    {
+        return Ok((d, None));
     }
     // A display number unlikely to clash with parallel runs.
     let n = 90 + (std::process::id() % 400);

@@ -46,6 +46,7 @@ fn check_model(tag: &str, spec: &RandomGpt2, subblocks: bool) {
         .iter()
         .map(|(_, rows)| rows.iter().map(|x| reference.decode(x)).collect())
         .collect();
+    #[allow(clippy::needless_range_loop)] // s and p index several parallel grids
     for s in 0..n_sites {
         for p in 0..ids.len() {
             let at = format!("{tag} site {} pos {p}", report.sites[s]);

@@ -54,6 +54,7 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process; boxing would only obscure clap's derive
 enum Command {
     /// Convert a Hugging Face checkpoint folder (gpt2, gpt_neo, ctrl, gpt_neox, gptj) into a lens bundle.
     Convert {

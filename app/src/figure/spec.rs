@@ -160,9 +160,7 @@ impl FigureSpec {
 
     /// The GUI view settings that show the same thing (so screen and figure share one view model).
     pub fn view_settings(&self) -> Result<ViewSettings, String> {
-        let mut v = ViewSettings::default();
-        v.subblocks = self.subblocks;
-        v.layer_step = self.layer_step.max(1);
+        let mut v = ViewSettings { subblocks: self.subblocks, layer_step: self.layer_step.max(1), ..ViewSettings::default() };
         v.positions = match (self.last, self.positions) {
             (Some(n), None) => PosWindow::LastN(n),
             (None, Some((a, b))) => PosWindow::Range(a, b),
@@ -186,7 +184,7 @@ impl FigureSpec {
             "input" => KlRef::Input,
             other => return Err(format!("--kl-vs {other:?}: use final or input")),
         };
-        if !(self.kl_cap > 0.0) {
+        if self.kl_cap.is_nan() || self.kl_cap <= 0.0 {
             return Err("--kl-cap must be positive".into());
         }
         v.kl_cap = self.kl_cap;
