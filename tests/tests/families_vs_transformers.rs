@@ -76,13 +76,13 @@ fn max_diff(a: &ndarray::Array2<f32>, b: &[Vec<f64>]) -> f64 {
 
 /// Converts the fixture, runs the lens with every decoder and compares with the reference.
 fn check_case(case: &str, family: &str, parallel: bool) {
-    check_checkpoint(case, case, family, parallel);
+    check_checkpoint(&fixture(case), case, family, parallel);
 }
 
-/// [`check_case`] for the checkpoint in fixture folder `dir`, against the reference of `case`.
-fn check_checkpoint(dir: &str, case: &str, family: &str, parallel: bool) {
-    let bundle = unique_temp_dir(&format!("fam-{dir}"));
-    let summary = lens_model::convert::convert_hf_checkpoint(&fixture(dir), &bundle, &Progress::default()).unwrap();
+/// [`check_case`] for the checkpoint in folder `dir`, against the reference of `case`.
+fn check_checkpoint(dir: &Path, case: &str, family: &str, parallel: bool) {
+    let bundle = unique_temp_dir(&format!("fam-{case}"));
+    let summary = lens_model::convert::convert_hf_checkpoint(dir, &bundle, &Progress::default()).unwrap();
     assert_eq!(summary.family.model_type(), family);
     let mut engine = common::open(&bundle);
     assert_eq!(engine.bundle.family, family);
@@ -248,7 +248,7 @@ fn gptj_bf16() {
 #[test]
 fn ctrl_f16_from_pytorch_model_bin() {
     assert!(!fixture("ctrl_f16_bin").join("model.safetensors").exists());
-    check_checkpoint("ctrl_f16_bin", "ctrl_f16", "ctrl", false);
+    check_checkpoint(&fixture("ctrl_f16_bin"), "ctrl_f16", "ctrl", false);
 }
 
 /// A `pytorch_model.bin` whose pickle calls `os.system` is refused before anything is read, and
@@ -287,4 +287,33 @@ fn qwen2_f16_qkv_bias_padded_vocab() {
 #[test]
 fn qwen3_f32_qk_norm_explicit_head_dim() {
     check_case("qwen3_f32", "qwen3", false);
+}
+
+/// The same Llama checkpoint cut into two shards with a `model.safetensors.index.json`, as the
+/// hub ships big models, gives the same results.
+#[test]
+fn llama_f32_sharded_safetensors() {
+    let src = fixture("llama_f32");
+    let dst = unique_temp_dir("llama-sharded");
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    let (a, b) = names.split_at(names.len() / 2);
+    let mut weight_map = serde_json::Map::new();
+    for (shard, part) in [("model-00001-of-00002.safetensors", a), ("model-00002-of-00002.safetensors", b)] {
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = part.iter().map(|n| (n.clone(), st.tensor(n).unwrap())).collect();
+        safetensors::serialize_to_file(views, None, &dst.join(shard)).unwrap();
+        for n in part {
+            weight_map.insert(n.clone(), serde_json::Value::String(shard.into()));
+        }
+    }
+    let index = serde_json::json!({"metadata": {"total_size": bytes.len()}, "weight_map": weight_map});
+    std::fs::write(dst.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    assert!(!dst.join("model.safetensors").exists());
+    check_checkpoint(&dst, "llama_f32", "llama", false);
 }
