@@ -50,11 +50,63 @@ fn cache_key(dir: &Path) -> Result<String> {
     Ok(hex.chars().take(20).collect())
 }
 
-/// Resolves `--model`: a bundle folder is used as is; a Hugging Face checkpoint folder is converted
-/// once into the per-user cache; `None` means the bundled demo model.
+/// The Hugging Face hub cache, as `huggingface_hub` finds it: `HF_HUB_CACHE`, else
+/// `HF_HOME/hub`, else `$XDG_CACHE_HOME/huggingface/hub` (`~/.cache/huggingface/hub`).
+pub fn hf_hub_cache() -> PathBuf {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(p) = var("HF_HUB_CACHE").or_else(|| var("HUGGINGFACE_HUB_CACHE")) {
+        return p;
+    }
+    if let Some(p) = var("HF_HOME") {
+        return p.join("hub");
+    }
+    let base = var("XDG_CACHE_HOME").or_else(|| dirs::home_dir().map(|h| h.join(".cache"))).unwrap_or_else(std::env::temp_dir);
+    base.join("huggingface").join("hub")
+}
+
+/// Whether `arg` reads as a hub id (`org/name`, optionally `@revision`) rather than a path.
+pub fn is_hub_id(arg: &str) -> bool {
+    let id = arg.split_once('@').map_or(arg, |(id, _)| id);
+    let ok = |s: &str| !s.is_empty() && !s.starts_with('.') && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    matches!(id.split_once('/'), Some((org, name)) if ok(org) && ok(name))
+}
+
+/// The snapshot folder of hub id `org/name[@revision]` in the local hub cache
+/// (`models--org--name/snapshots/REV/`, REV from `refs/{revision or main}` or given as a commit
+/// hash), as `transformers` leaves it. Nothing is downloaded.
+pub fn resolve_hub_id(arg: &str) -> Result<PathBuf> {
+    let (id, revision) = arg.split_once('@').map_or((arg, "main"), |(i, r)| (i, r));
+    let cache = hf_hub_cache();
+    let repo = cache.join(format!("models--{}", id.replace('/', "--")));
+    let not_cached = || {
+        LensError::invalid(format!(
+            "{id} is not in the Hugging Face cache ({}); download it first with `huggingface-cli download {id}` (or `python -c \"import transformers as t; t.AutoModelForCausalLM.from_pretrained('{id}')\"`), or pass a folder. logit-lens does not download models itself yet",
+            cache.display()
+        ))
+    };
+    if !repo.is_dir() {
+        return Err(not_cached());
+    }
+    let rev = match std::fs::read_to_string(repo.join("refs").join(revision)) {
+        Ok(r) => r.trim().to_string(),
+        Err(_) => revision.to_string(),
+    };
+    let snap = repo.join("snapshots").join(&rev);
+    if !snap.join("config.json").is_file() {
+        return Err(not_cached());
+    }
+    Ok(snap)
+}
+
+/// Resolves `--model`: a bundle folder is used as is; a Hugging Face checkpoint folder (or a hub
+/// id found in the local hub cache) is converted once into the per-user cache; `None` means the
+/// bundled demo model.
 pub fn resolve_model(arg: Option<&Path>, progress: &Progress) -> Result<PathBuf> {
     let dir = match arg {
-        Some(p) => p.to_path_buf(),
+        Some(p) => match p.to_str() {
+            Some(id) if !p.exists() && is_hub_id(id) => resolve_hub_id(id)?,
+            _ => p.to_path_buf(),
+        },
         None => demo_model().ok_or_else(|| {
             LensError::invalid("no --model given and the bundled demo model was not found (looked in: ".to_string()
                 + &demo_model_candidates().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
