@@ -39,6 +39,8 @@ pub struct Bundle {
     pub residual: Residual,
     /// The final norm's kind (LayerNorm or RMSNorm).
     pub final_norm: Norm,
+    /// The logits' soft cap `cap · tanh(logits / cap)`, if the model has one (Gemma 2).
+    pub final_softcap: Option<f64>,
     /// Whether the graph outputs `hook_attn_out` / `hook_mlp_out` (else they are derived).
     pub has_subblock_outputs: bool,
     /// Whether the graph outputs `hook_resid_mid` (else it is derived as resid_pre + attn_out).
@@ -135,6 +137,10 @@ impl Bundle {
         } else {
             let n = meta("lens.final_norm")?;
             Norm::parse(n).ok_or_else(|| LensError::bad_file(&model_path, format!("final norm {n:?} is not supported by this logit-lens (layer_norm, rms_norm)")))?
+        };
+        let final_softcap = match metadata.get("lens.final_softcap") {
+            Some(v) => Some(v.parse::<f64>().ok().filter(|c| *c > 0.0 && c.is_finite()).ok_or_else(|| LensError::bad_file(&model_path, format!("metadata lens.final_softcap = {v:?} is not a positive number")))?),
+            None => None,
         };
         let residual = if format_version == 1 {
             Residual::Sequential
@@ -238,6 +244,7 @@ impl Bundle {
             shape,
             residual,
             final_norm,
+            final_softcap,
             has_subblock_outputs,
             has_resid_mid,
             ln_final_weight,

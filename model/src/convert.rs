@@ -106,7 +106,7 @@ fn is_tied(arch: &Arch, ckpt: &Checkpoint) -> Result<bool> {
         .find(|t| t.name == names::EMBED)
         .and_then(|t| match t.source {
             Source::Checkpoint { key, .. } => Some(key),
-            Source::Sinusoidal => None,
+            Source::Sinusoidal | Source::PlusOne { .. } => None,
         })
         .ok_or_else(|| LensError::invalid("internal: the tensor plan has no embedding"))?;
     if !ckpt.contains(arch.unembed_key) {
@@ -247,6 +247,11 @@ fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &s
                 let vals = materialize(view, key, pick, *transpose, dims, &ckpt_path)?;
                 dw.write(&vals)?;
             }
+            Source::PlusOne { key } => {
+                let view = ckpt.tensor(key)?;
+                let vals: Vec<f32> = materialize(view, key, &Pick::All, false, dims, &ckpt_path)?.into_iter().map(|w| 1.0 + w).collect();
+                dw.write(&vals)?;
+            }
         }
         done += count;
         progress.report("converting weights", done as f32 / total.max(1) as f32);
@@ -286,6 +291,9 @@ fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &s
     ];
     if arch.norm == Norm::LayerNorm {
         meta.push(("lens.final_norm.bias".into(), names::LN_FINAL_B.into()));
+    }
+    if let Some(cap) = arch.final_softcap {
+        meta.push(("lens.final_softcap".into(), format!("{cap:e}")));
     }
     if arch.unembed_bias_key.is_some() {
         meta.push(("lens.unembed.bias".into(), names::UNEMBED_BIAS.into()));

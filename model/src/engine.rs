@@ -129,7 +129,7 @@ impl LensEngine {
         let mut worst = 0f32;
         for (row_ours, row_model) in ours.chunks_exact(v).zip(logits.rows()) {
             for ((a, b), bb) in row_ours.iter().zip(row_model.iter()).zip(&bias) {
-                worst = worst.max((a + bb - b).abs());
+                worst = worst.max((self.decoder.cap(a + bb) - b).abs());
             }
         }
         if worst.is_nan() || worst > CONSISTENCY_TOLERANCE {

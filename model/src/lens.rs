@@ -71,6 +71,8 @@ pub struct Decoder {
     pub eps: f64,
     /// The final norm: LayerNorm (centred) or RMSNorm (not centred, no bias).
     pub norm: Norm,
+    /// The logits' soft cap (Gemma 2): `cap · tanh(logit / cap)` after the bias.
+    pub softcap: Option<f32>,
     /// ln_final γ // [d_model]
     pub gamma: Vec<f32>,
     /// ln_final β (zeros where the norm has no bias) // [d_model]
@@ -121,7 +123,7 @@ impl Decoder {
             }
             None => None,
         };
-        Ok(Self { kind, d_model: d, d_vocab: v, eps: bundle.shape.eps, norm: bundle.final_norm, gamma, beta, w_u: w_u.into(), b_u })
+        Ok(Self { kind, d_model: d, d_vocab: v, eps: bundle.shape.eps, norm: bundle.final_norm, softcap: bundle.final_softcap.map(|c| c as f32), gamma, beta, w_u: w_u.into(), b_u })
     }
 
     /// The final norm's centre and scale of `x`: LayerNorm (mean, sqrt(var + eps)); RMSNorm
@@ -170,7 +172,15 @@ impl Decoder {
     pub fn logit(&self, prepared: &[f32], t: u32) -> f32 {
         let dot: f64 = prepared.iter().zip(self.unembed_row(t)).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
         let bias = self.b_u.as_ref().and_then(|b| b.get(t as usize)).copied().unwrap_or(0.0);
-        (dot + f64::from(bias)) as f32
+        self.cap((dot + f64::from(bias)) as f32)
+    }
+
+    /// The soft cap applied to a logit (identity without one).
+    pub fn cap(&self, x: f32) -> f32 {
+        match self.softcap {
+            Some(c) => c * (x / c).tanh(),
+            None => x,
+        }
     }
 
     /// Every logit of one residual vector (slow path used for validation) // [d_vocab]

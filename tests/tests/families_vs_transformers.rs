@@ -66,7 +66,14 @@ impl Reference {
         };
         let (ud, u) = self.get("decoder.unembed");
         let bias = &self.get("decoder.unembed_bias").1;
-        (0..ud[0]).map(|t| u[t * ud[1]..(t + 1) * ud[1]].iter().zip(&h).map(|(a, b)| a * b).sum::<f64>() + bias[t]).collect()
+        (0..ud[0]).map(|t| self.cap(u[t * ud[1]..(t + 1) * ud[1]].iter().zip(&h).map(|(a, b)| a * b).sum::<f64>() + bias[t])).collect()
+    }
+    /// Gemma 2's final soft cap `cap · tanh(x / cap)` (identity without one).
+    fn cap(&self, x: f64) -> f64 {
+        match self.t.get("decoder.final_softcap").map(|(_, v)| v[0]) {
+            Some(c) if c > 0.0 => c * (x / c).tanh(),
+            _ => x,
+        }
     }
 }
 
@@ -187,12 +194,13 @@ fn check_checkpoint(dir: &Path, case: &str, family: &str, parallel: bool) {
         let mean_kl: f64 = m.kl_to_final[0].iter().sum::<f64>() / n as f64;
         assert!(mean_kl > 0.05, "{case}: {} embed KL {mean_kl}", decoder.name());
 
-        // Direct logit attribution sums to the model's final logit.
+        // Direct logit attribution sums to the model's final logit (before a soft cap, which is
+        // not linear: the capped sum is the logit).
         let att = &report.attribution;
         assert_eq!(att.components.len(), 2 * n_layers + 2);
         for p in 0..n {
             let t = att.final_top1_ids[p] as usize;
-            let sum: f64 = att.final_top1.iter().map(|row| row[p]).sum();
+            let sum: f64 = r.cap(att.final_top1.iter().map(|row| row[p]).sum());
             assert!((sum - logits[p][t]).abs() < 1e-3, "{case}: DLA sum {sum} vs logit {} at {p}", logits[p][t]);
         }
     }

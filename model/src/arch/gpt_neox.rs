@@ -72,6 +72,10 @@ pub fn arch(c: GptNeoxConfig, path: &Path) -> Result<Arch> {
         head_dim,
         n_kv_heads,
         qk_norm: false,
+        post_norms: false,
+        attn_softcap: None,
+        final_softcap: None,
+        local_rope_base: None,
         shared_norm: false,
         activation: activation(path, c.hidden_act.as_deref(), "gelu")?,
         // As transformers: int(head_size * rotary_pct).

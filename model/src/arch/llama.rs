@@ -24,6 +24,13 @@ pub struct RopeParams {
     original_max_position_embeddings: Option<f64>,
 }
 
+impl RopeParams {
+    /// The base (`rope_theta`).
+    pub fn theta(&self) -> Option<f64> {
+        self.rope_theta
+    }
+}
+
 /// `config.json` of `LlamaForCausalLM` / `MistralForCausalLM` (and the fields Qwen shares).
 #[derive(Debug, Deserialize)]
 pub struct LlamaConfig {
@@ -95,6 +102,10 @@ pub(crate) fn llama_like(family: Family, c: LlamaConfig, path: &Path, qkv_bias: 
         head_dim,
         n_kv_heads: c.num_key_value_heads.unwrap_or(n_heads),
         qk_norm,
+        post_norms: false,
+        attn_softcap: None,
+        final_softcap: None,
+        local_rope_base: None,
         activation,
         positions: Positions::Rotary(Rotary { dim: head_dim, base, interleaved: false, llama3 }),
         embed_scale: None,
@@ -116,40 +127,46 @@ pub fn arch(family: Family, c: LlamaConfig, path: &Path) -> Result<Arch> {
 /// The tensors of the Llama-shaped families (`model.layers.{l}.self_attn.*`, `mlp.gate/up/down_proj`).
 pub fn tensors(a: &Arch) -> Vec<TensorPlan> {
     let s = &a.shape;
-    let (d, m) = (s.d_model, s.d_mlp);
-    let (q_width, kv_width) = (s.n_heads * a.head_dim, a.n_kv_heads * a.head_dim);
+    let d = s.d_model;
     let t = "model.";
     let mut v = vec![TensorPlan::copy(names::EMBED, vec![s.d_vocab, d], format!("{t}embed_tokens.weight"))];
     for l in 0..s.n_layers {
         let n = names::BlockNames::of(l);
         let h = |r: &str| format!("{t}layers.{l}.{r}");
         v.push(TensorPlan::copy(&n.ln1.0, vec![d], h("input_layernorm.weight")));
-        for (w, b, width, key) in [(&n.w_q, &n.b_q, q_width, "q_proj"), (&n.w_k, &n.b_k, kv_width, "k_proj"), (&n.w_v, &n.b_v, kv_width, "v_proj")] {
-            if a.qkv_bias {
-                v.extend(TensorPlan::linear_bias(w, b, d, width, &h(&format!("self_attn.{key}"))));
-            } else {
-                v.push(TensorPlan::linear(w, d, width, h(&format!("self_attn.{key}.weight"))));
-            }
-        }
-        if a.attn_out_bias {
-            v.extend(TensorPlan::linear_bias(&n.w_o, &n.b_o, q_width, d, &h("self_attn.o_proj")));
-        } else {
-            v.push(TensorPlan::linear(&n.w_o, q_width, d, h("self_attn.o_proj.weight")));
-        }
-        if a.qk_norm {
-            v.push(TensorPlan::copy(&n.q_norm, vec![a.head_dim], h("self_attn.q_norm.weight")));
-            v.push(TensorPlan::copy(&n.k_norm, vec![a.head_dim], h("self_attn.k_norm.weight")));
-        }
         v.push(TensorPlan::copy(&n.ln2.0, vec![d], h("post_attention_layernorm.weight")));
-        for (w, b, d_in, d_out, key) in [(&n.w_gate, &n.b_gate, d, m, "gate_proj"), (&n.w_in, &n.b_in, d, m, "up_proj"), (&n.w_out, &n.b_out, m, d, "down_proj")] {
-            if a.mlp_bias {
-                v.extend(TensorPlan::linear_bias(w, b, d_in, d_out, &h(&format!("mlp.{key}"))));
-            } else {
-                v.push(TensorPlan::linear(w, d_in, d_out, h(&format!("mlp.{key}.weight"))));
-            }
-        }
+        v.extend(attn_mlp_tensors(a, l, &h, |name: &str, dh: usize, key: String| TensorPlan::copy(name, vec![dh], key)));
     }
     v.push(TensorPlan::copy(names::LN_FINAL_W, vec![d], format!("{t}norm.weight")));
+    v
+}
+
+/// Layer `l`'s `self_attn.{q,k,v,o}_proj` (with biases where the arch has them), the q/k norms
+/// (made by `qk_norm(name, d_head, key)`) and `mlp.{gate,up,down}_proj`; `h` makes a layer key.
+pub(crate) fn attn_mlp_tensors(a: &Arch, l: usize, h: &dyn Fn(&str) -> String, qk_norm: impl Fn(&str, usize, String) -> TensorPlan) -> Vec<TensorPlan> {
+    let s = &a.shape;
+    let (d, m) = (s.d_model, s.d_mlp);
+    let (q_width, kv_width) = (s.n_heads * a.head_dim, a.n_kv_heads * a.head_dim);
+    let n = names::BlockNames::of(l);
+    let mut v = Vec::new();
+    let mut proj = |w: &str, b: &str, d_in: usize, d_out: usize, key: &str, bias: bool| {
+        if bias {
+            v.extend(TensorPlan::linear_bias(w, b, d_in, d_out, &h(key)));
+        } else {
+            v.push(TensorPlan::linear(w, d_in, d_out, h(&format!("{key}.weight"))));
+        }
+    };
+    proj(&n.w_q, &n.b_q, d, q_width, "self_attn.q_proj", a.qkv_bias);
+    proj(&n.w_k, &n.b_k, d, kv_width, "self_attn.k_proj", a.qkv_bias);
+    proj(&n.w_v, &n.b_v, d, kv_width, "self_attn.v_proj", a.qkv_bias);
+    proj(&n.w_o, &n.b_o, q_width, d, "self_attn.o_proj", a.attn_out_bias);
+    proj(&n.w_gate, &n.b_gate, d, m, "mlp.gate_proj", a.mlp_bias);
+    proj(&n.w_in, &n.b_in, d, m, "mlp.up_proj", a.mlp_bias);
+    proj(&n.w_out, &n.b_out, m, d, "mlp.down_proj", a.mlp_bias);
+    if a.qk_norm {
+        v.push(qk_norm(&n.q_norm, a.head_dim, h("self_attn.q_norm.weight")));
+        v.push(qk_norm(&n.k_norm, a.head_dim, h("self_attn.k_norm.weight")));
+    }
     v
 }
 

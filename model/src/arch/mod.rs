@@ -7,6 +7,7 @@
 //! one line in [`Family`], and its reference test (see `DESIGN.md`, "Adding a family").
 
 pub mod ctrl;
+pub mod gemma;
 pub mod gpt2;
 pub mod gpt_neo;
 pub mod gpt_neox;
@@ -41,11 +42,27 @@ pub enum Family {
     Qwen2,
     /// Qwen3 (`qwen3`): Llama with per-head query/key RMSNorm and an explicit head_dim.
     Qwen3,
+    /// Gemma 2 (`gemma2`): RMSNorm (1 + w), scaled embedding, pre- and post-norms, GeGLU,
+    /// sliding and global layers, attention and final logit softcapping.
+    Gemma2,
+    /// Gemma 3 text (`gemma3_text`): Gemma 2 with q/k norms and a local RoPE base.
+    Gemma3,
 }
 
 /// Every family this build can convert, in the order they are listed to the user.
-pub const FAMILIES: [Family; 9] =
-    [Family::Gpt2, Family::GptNeo, Family::Ctrl, Family::GptNeox, Family::Gptj, Family::Llama, Family::Mistral, Family::Qwen2, Family::Qwen3];
+pub const FAMILIES: [Family; 11] = [
+    Family::Gpt2,
+    Family::GptNeo,
+    Family::Ctrl,
+    Family::GptNeox,
+    Family::Gptj,
+    Family::Llama,
+    Family::Mistral,
+    Family::Qwen2,
+    Family::Qwen3,
+    Family::Gemma2,
+    Family::Gemma3,
+];
 
 impl Family {
     /// The Hugging Face `model_type` (also the bundle's `lens.family`).
@@ -60,6 +77,8 @@ impl Family {
             Self::Mistral => "mistral",
             Self::Qwen2 => "qwen2",
             Self::Qwen3 => "qwen3",
+            Self::Gemma2 => "gemma2",
+            Self::Gemma3 => "gemma3_text",
         }
     }
 
@@ -77,7 +96,7 @@ impl Family {
     pub fn base_prefix(self) -> &'static str {
         match self {
             Self::GptNeox => "gpt_neox.",
-            Self::Llama | Self::Mistral | Self::Qwen2 | Self::Qwen3 => "model.",
+            Self::Llama | Self::Mistral | Self::Qwen2 | Self::Qwen3 | Self::Gemma2 | Self::Gemma3 => "model.",
             _ => "transformer.",
         }
     }
@@ -243,8 +262,17 @@ pub struct Arch {
     pub head_dim: usize,
     /// Key/value heads (grouped-query attention; = n_heads without it).
     pub n_kv_heads: usize,
-    /// Per-head RMSNorm of queries and keys before the rotary (Qwen3).
+    /// Per-head RMSNorm of queries and keys before the rotary (Qwen3, Gemma 3).
     pub qk_norm: bool,
+    /// Norms after attention and after the MLP, inside the residual branch (Gemma): a sub-block's
+    /// output is taken after its post-norm.
+    pub post_norms: bool,
+    /// Attention scores are soft-capped: `cap · tanh(scores / cap)` (Gemma 2).
+    pub attn_softcap: Option<f64>,
+    /// The logits are soft-capped (Gemma 2); the lens decoder caps as the model does.
+    pub final_softcap: Option<f64>,
+    /// RoPE base of the sliding-window layers, where it differs from the global one (Gemma 3).
+    pub local_rope_base: Option<f64>,
     /// MLP activation.
     pub activation: Activation,
     /// Positions.
@@ -304,6 +332,11 @@ pub enum Source {
     },
     /// CTRL's sinusoidal position table, `[n_ctx, d_model]`.
     Sinusoidal,
+    /// A Gemma norm weight `w`, stored as the multiplier `1 + w` it is used as.
+    PlusOne {
+        /// The key.
+        key: String,
+    },
 }
 
 /// One bundle initializer: its canonical name (see [`names`]), its dims in the bundle, its source.
@@ -334,6 +367,10 @@ impl TensorPlan {
     pub fn linear_bias(w: &str, b: &str, d_in: usize, d_out: usize, key: &str) -> [Self; 2] {
         [Self::linear(w, d_in, d_out, format!("{key}.weight")), Self::copy(b, vec![d_out], format!("{key}.bias"))]
     }
+    /// A Gemma RMSNorm weight, stored as `1 + w`.
+    pub fn plus_one(name: impl Into<String>, d: usize, key: impl Into<String>) -> Self {
+        Self { name: name.into(), dims: vec![d], source: Source::PlusOne { key: key.into() } }
+    }
     /// A picked (and maybe transposed) part of a checkpoint tensor.
     pub fn picked(name: impl Into<String>, dims: Vec<usize>, key: impl Into<String>, pick: Pick, transpose: bool) -> Self {
         Self { name: name.into(), dims, source: Source::Checkpoint { key: key.into(), pick, transpose } }
@@ -363,6 +400,7 @@ impl Arch {
             Family::Gptj => gptj::arch(serde_json::from_value(value).map_err(bad)?, path)?,
             Family::Llama | Family::Mistral => llama::arch(family, serde_json::from_value(value).map_err(bad)?, path)?,
             Family::Qwen2 | Family::Qwen3 => qwen::arch(family, serde_json::from_value(value).map_err(bad)?, path)?,
+            Family::Gemma2 | Family::Gemma3 => gemma::arch(family, serde_json::from_value(value).map_err(bad)?, path)?,
         };
         arch.check(path)?;
         Ok(arch)
@@ -407,6 +445,7 @@ impl Arch {
             Family::GptNeox => gpt_neox::tensors(self),
             Family::Gptj => gptj::tensors(self),
             Family::Llama | Family::Mistral | Family::Qwen2 | Family::Qwen3 => llama::tensors(self),
+            Family::Gemma2 | Family::Gemma3 => gemma::tensors(self),
         };
         let (d, vocab) = (self.shape.d_model, self.shape.d_vocab);
         if !tied {

@@ -33,6 +33,10 @@ pub struct BlockNames {
     pub ln1: (String, String),
     /// Norm before the MLP (unused where the family shares `ln1`): weight, bias.
     pub ln2: (String, String),
+    /// Norms after attention and after the MLP (Gemma): weight, bias.
+    pub ln1_post: (String, String),
+    /// See `ln1_post`.
+    pub ln2_post: (String, String),
     /// Query, key, value projections `[d_model, d_model]` and their biases.
     pub w_q: String,
     /// See `w_q`.
@@ -74,6 +78,8 @@ impl BlockNames {
         Self {
             ln1: (b("ln1.w"), b("ln1.b")),
             ln2: (b("ln2.w"), b("ln2.b")),
+            ln1_post: (b("ln1_post.w"), b("ln1_post.b")),
+            ln2_post: (b("ln2_post.w"), b("ln2_post.b")),
             w_q: b("attn.W_Q"),
             w_k: b("attn.W_K"),
             w_v: b("attn.W_V"),

@@ -181,7 +181,7 @@ pub struct GraphCtx<'a> {
     /// Positions `0..pos` as int64 `[pos]`.
     pub range: String,
     masks: HashMap<Option<usize>, String>,
-    rope: Option<(String, String)>,
+    rope: HashMap<u64, (String, String)>,
     name_hooks: bool,
     /// `[0, 0, n_heads, d_head]` for Reshape.
     pub heads_shape: String,
@@ -206,7 +206,7 @@ impl<'a> GraphCtx<'a> {
         let heads_shape = b.const_i64("heads_shape", &[4], &[0, 0, h, dh]);
         let kv_heads_shape = b.const_i64("kv_heads_shape", &[4], &[0, 0, kv, dh]);
         let attn_shape = b.const_i64("attn_shape", &[3], &[0, 0, h * dh]);
-        Self { arch, b, known, used: BTreeSet::new(), missing: Vec::new(), range, masks: HashMap::new(), rope: None, name_hooks, heads_shape, kv_heads_shape, attn_shape }
+        Self { arch, b, known, used: BTreeSet::new(), missing: Vec::new(), range, masks: HashMap::new(), rope: HashMap::new(), name_hooks, heads_shape, kv_heads_shape, attn_shape }
     }
 
     /// A weight by canonical name. A name that the tensor plan lacks is recorded and reported
@@ -249,10 +249,14 @@ impl<'a> GraphCtx<'a> {
         masked
     }
 
-    /// Rotary `(cos, sin)` of every position and frequency `[pos, dim/2]` (interleaved: `[pos, dim/2, 1]`).
-    pub fn rope(&mut self) -> Option<(String, String)> {
-        let Positions::Rotary(r) = self.arch.positions else { return None };
-        if let Some(cs) = &self.rope {
+    /// Rotary `(cos, sin)` of every position and frequency `[pos, dim/2]` (interleaved: `[pos, dim/2, 1]`)
+    /// for layer `l` (Gemma 3's sliding layers use their own base).
+    pub fn rope(&mut self, l: usize) -> Option<(String, String)> {
+        let Positions::Rotary(mut r) = self.arch.positions else { return None };
+        if let (Some(local), Some(Some(_))) = (self.arch.local_rope_base, self.arch.windows.get(l)) {
+            r.base = local;
+        }
+        if let Some(cs) = self.rope.get(&r.base.to_bits()) {
             return Some(cs.clone());
         }
         let half = r.dim / 2;
@@ -269,7 +273,7 @@ impl<'a> GraphCtx<'a> {
         }
         let cos = b.op("Cos", &[&freqs], None, vec![]);
         let sin = b.op("Sin", &[&freqs], None, vec![]);
-        self.rope = Some((cos.clone(), sin.clone()));
+        self.rope.insert(r.base.to_bits(), (cos.clone(), sin.clone()));
         Some((cos, sin))
     }
 
@@ -304,6 +308,7 @@ fn family_block(g: &mut GraphCtx<'_>, l: usize, x: &str) -> BlockOut {
         Family::GptNeox => crate::arch::gpt_neox::block(g, l, x),
         Family::Gptj => crate::arch::gptj::block(g, l, x),
         Family::Llama | Family::Mistral | Family::Qwen2 | Family::Qwen3 => crate::arch::llama::block(g, l, x),
+        Family::Gemma2 | Family::Gemma3 => crate::arch::gemma::block(g, l, x),
     }
 }
 
@@ -339,7 +344,10 @@ pub fn build_lens_model(arch: &Arch, weights: &[ExternalTensor], data_file: &str
     if let Some(b) = &bias {
         gemm_in.push(b);
     }
-    let logits2 = g.b.op("Gemm", &gemm_in, None, vec![attr_int("transB", 1)]);
+    let mut logits2 = g.b.op("Gemm", &gemm_in, None, vec![attr_int("transB", 1)]);
+    if let Some(cap) = arch.final_softcap {
+        logits2 = ops::softcap(&mut g, &logits2, cap);
+    }
     let logits_shape = g.b.const_i64("logits_shape", &[3], &[1, -1, arch.shape.d_vocab as i64]);
     g.b.op("Reshape", &[&logits2, &logits_shape], Some("logits"), vec![]);
 

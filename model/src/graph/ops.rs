@@ -38,14 +38,37 @@ pub fn layer_norm(g: &mut GraphCtx<'_>, x: &str, w: &str, b: Option<&str>, eps: 
 /// The family's norm over the last axis: LayerNorm (weight and bias `names`) or RMSNorm
 /// (weight only; `x / sqrt(mean(x²) + eps) · w`, as transformers computes it).
 pub fn norm(g: &mut GraphCtx<'_>, x: &str, names: &(String, String), eps: f64) -> String {
+    norm_to(g, x, names, eps, None)
+}
+
+/// [`norm`], its result named `out`.
+fn norm_to(g: &mut GraphCtx<'_>, x: &str, names: &(String, String), eps: f64, out: Option<&str>) -> String {
     match g.arch.norm {
-        Norm::LayerNorm => layer_norm(g, x, &names.0, Some(&names.1), eps),
-        Norm::RmsNorm => rms_norm(g, x, &names.0, eps),
+        Norm::LayerNorm => {
+            let y = layer_norm(g, x, &names.0, Some(&names.1), eps);
+            match out {
+                Some(o) => g.b.op("Identity", &[&y], Some(o), vec![]),
+                None => y,
+            }
+        }
+        Norm::RmsNorm => rms_norm_to(g, x, &names.0, eps, out),
     }
+}
+
+/// `cap · tanh(x / cap)` (Gemma 2's soft-capping of attention scores and logits).
+pub fn softcap(g: &mut GraphCtx<'_>, x: &str, cap: f64) -> String {
+    let c = g.b.const_f32("softcap", cap as f32);
+    let d = g.b.op("Div", &[x, &c], None, vec![]);
+    let t = g.b.op("Tanh", &[&d], None, vec![]);
+    g.b.op("Mul", &[&t, &c], None, vec![])
 }
 
 /// RMSNorm over the last axis: `x / sqrt(mean(x²) + eps) · w`.
 pub fn rms_norm(g: &mut GraphCtx<'_>, x: &str, w: &str, eps: f64) -> String {
+    rms_norm_to(g, x, w, eps, None)
+}
+
+fn rms_norm_to(g: &mut GraphCtx<'_>, x: &str, w: &str, eps: f64, out: Option<&str>) -> String {
     let w = g.w(w);
     let sq = g.b.op("Mul", &[x, x], None, vec![]);
     let ms = g.b.op("ReduceMean", &[&sq], None, vec![attr_ints("axes", &[-1]), attr_int("keepdims", 1)]);
@@ -53,7 +76,7 @@ pub fn rms_norm(g: &mut GraphCtx<'_>, x: &str, w: &str, eps: f64) -> String {
     let ms = g.b.op("Add", &[&ms, &e], None, vec![]);
     let rms = g.b.op("Sqrt", &[&ms], None, vec![]);
     let y = g.b.op("Div", &[x, &rms], None, vec![]);
-    g.b.op("Mul", &[&y, &w], None, vec![])
+    g.b.op("Mul", &[&y, &w], out, vec![])
 }
 
 /// `x · W (+ b)` with `W` stored `[in, out]`, its result named `out` (or a fresh name).
@@ -91,10 +114,10 @@ fn repeat_kv(g: &mut GraphCtx<'_>, x: &str) -> String {
     g.b.op("Reshape", &[&rep, &shape], None, vec![])
 }
 
-/// Rotary embedding of `x` `[batch, heads, pos, d_head]` over its first `dim` features.
-fn rotate(g: &mut GraphCtx<'_>, x: &str) -> String {
+/// Rotary embedding of `x` `[batch, heads, pos, d_head]` over its first `dim` features (layer `l`).
+fn rotate(g: &mut GraphCtx<'_>, x: &str, l: usize) -> String {
     let Positions::Rotary(r) = g.arch.positions else { return x.to_string() };
-    let Some((cos, sin)) = g.rope() else { return x.to_string() };
+    let Some((cos, sin)) = g.rope(l) else { return x.to_string() };
     let dh = g.arch.d_head() as i64;
     let (rot, half) = (r.dim as i64, (r.dim / 2) as i64);
     let (x_rot, x_pass) = if rot < dh {
@@ -153,14 +176,14 @@ pub fn attention(g: &mut GraphCtx<'_>, l: usize, x: &str, out: Option<&str>) -> 
     if arch.qk_norm {
         q = rms_norm(g, &q, &n.q_norm, arch.block_eps);
     }
-    let q = rotate(g, &q);
+    let q = rotate(g, &q, l);
     // Kᵀ `[batch, heads, d_head, pos]`: one transpose from the projection when nothing else applies.
     let kt = if matches!(arch.positions, Positions::Rotary(_)) || gqa || arch.qk_norm {
         let mut k = split_heads(g, &k, true);
         if arch.qk_norm {
             k = rms_norm(g, &k, &n.k_norm, arch.block_eps);
         }
-        let k = rotate(g, &k);
+        let k = rotate(g, &k, l);
         let k = repeat_kv(g, &k);
         g.b.op("Transpose", &[&k], None, vec![attr_ints("perm", &[0, 1, 3, 2])])
     } else {
@@ -172,6 +195,9 @@ pub fn attention(g: &mut GraphCtx<'_>, l: usize, x: &str, out: Option<&str>) -> 
     if arch.attn_scale != 1.0 {
         let c = g.b.const_f32("attn_scale", arch.attn_scale as f32);
         scores = g.b.op("Mul", &[&scores, &c], None, vec![]);
+    }
+    if let Some(cap) = arch.attn_softcap {
+        scores = softcap(g, &scores, cap);
     }
     let mask = g.mask(arch.windows.get(l).copied().flatten());
     let neg = g.b.const_f32("neg_big", f32::MIN);
@@ -249,10 +275,10 @@ fn mlp_norm(g: &mut GraphCtx<'_>, l: usize, x: &str) -> String {
 pub fn sequential_block(g: &mut GraphCtx<'_>, l: usize, x: &str) -> BlockOut {
     let n = names::BlockNames::of(l);
     let h = norm(g, x, &n.ln1, g.arch.block_eps);
-    let attn_out = attention(g, l, &h, g.hook(l, "attn_out").as_deref());
+    let attn_out = post_normed(g, l, "attn_out", &n.ln1_post, |g, out| attention(g, l, &h, out));
     let mid = g.b.op("Add", &[x, &attn_out], g.hook(l, "resid_mid").as_deref(), vec![]);
     let h2 = mlp_norm(g, l, &mid);
-    let mlp_out = mlp(g, l, &h2, g.hook(l, "mlp_out").as_deref());
+    let mlp_out = post_normed(g, l, "mlp_out", &n.ln2_post, |g, out| mlp(g, l, &h2, out));
     let resid_post = g.b.op("Add", &[&mid, &mlp_out], g.hook(l, "resid_post").as_deref(), vec![]);
     BlockOut { attn_out, resid_mid: Some(mid), mlp_out, resid_post }
 }
@@ -270,9 +296,23 @@ pub fn parallel_block(g: &mut GraphCtx<'_>, l: usize, x: &str) -> BlockOut {
     BlockOut { attn_out, resid_mid: None, mlp_out, resid_post }
 }
 
-/// `x + mlp(norm(x))` with layer `l`'s MLP and the norm that feeds it (the `last-mlp` decoder).
+/// `x + mlp(norm(x))` with layer `l`'s MLP and the norm that feeds it (and its post-norm, where
+/// the family has one): the `last-mlp` decoder.
 pub fn mlp_residual(g: &mut GraphCtx<'_>, l: usize, x: &str) -> String {
+    let n = names::BlockNames::of(l);
     let h = mlp_norm(g, l, x);
-    let m = mlp(g, l, &h, None);
+    let m = post_normed(g, l, "", &n.ln2_post, |g, out| mlp(g, l, &h, out));
     g.b.op("Add", &[x, &m], None, vec![])
+}
+
+/// A sub-block's output: `branch` itself, or its post-norm where the family has them (Gemma);
+/// the result is hook `hook` of layer `l` (none when `hook` is empty).
+fn post_normed(g: &mut GraphCtx<'_>, l: usize, hook: &str, post: &(String, String), branch: impl FnOnce(&mut GraphCtx<'_>, Option<&str>) -> String) -> String {
+    let name = if hook.is_empty() { None } else { g.hook(l, hook) };
+    if g.arch.post_norms {
+        let raw = branch(g, None);
+        norm_to(g, &raw, post, g.arch.block_eps, name.as_deref())
+    } else {
+        branch(g, name.as_deref())
+    }
 }
