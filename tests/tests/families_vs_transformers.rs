@@ -325,3 +325,13 @@ fn llama_f32_sharded_safetensors() {
     assert!(!dst.join("model.safetensors").exists());
     check_checkpoint(&dst, "llama_f32", "llama", false);
 }
+
+#[test]
+fn gemma2_f32_softcaps_post_norms_sliding_layers() {
+    check_case("gemma2_f32", "gemma2", false);
+}
+
+#[test]
+fn gemma3_bf16_qk_norm_local_rope_base() {
+    check_case("gemma3_bf16", "gemma3_text", false);
+}
