@@ -14,6 +14,7 @@ pub mod cuda_libs;
 pub mod engine;
 pub mod error;
 pub mod graph;
+pub mod hub;
 pub mod last_block;
 pub mod lens;
 pub mod metrics;

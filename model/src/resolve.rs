@@ -73,14 +73,30 @@ pub fn is_hub_id(arg: &str) -> bool {
 
 /// The snapshot folder of hub id `org/name[@revision]` in the local hub cache
 /// (`models--org--name/snapshots/REV/`, REV from `refs/{revision or main}` or given as a commit
-/// hash), as `transformers` leaves it. Nothing is downloaded.
-pub fn resolve_hub_id(arg: &str) -> Result<PathBuf> {
+/// hash), as `transformers` leaves it. When it is not there it is downloaded into that cache
+/// ([`crate::hub`]), unless `HF_HUB_OFFLINE=1` / `LOGIT_LENS_NO_DOWNLOAD=1`.
+pub fn resolve_hub_id(arg: &str, progress: &Progress) -> Result<PathBuf> {
+    match cached_hub_id(arg) {
+        Ok(p) => Ok(p),
+        Err(e) if crate::hub::offline() => Err(e),
+        Err(e) => {
+            let (id, revision) = arg.split_once('@').map_or((arg, "main"), |(i, r)| (i, r));
+            crate::hub::download(&hf_hub_cache(), id, revision, progress).map_err(|d| match d {
+                LensError::Cancelled => d,
+                d => LensError::invalid(format!("{e}\ndownloading it from {} failed: {d}", crate::hub::endpoint())),
+            })
+        }
+    }
+}
+
+/// [`resolve_hub_id`] without downloading.
+pub fn cached_hub_id(arg: &str) -> Result<PathBuf> {
     let (id, revision) = arg.split_once('@').map_or((arg, "main"), |(i, r)| (i, r));
     let cache = hf_hub_cache();
     let repo = cache.join(format!("models--{}", id.replace('/', "--")));
     let not_cached = || {
         LensError::invalid(format!(
-            "{id} is not in the Hugging Face cache ({}); download it first with `huggingface-cli download {id}` (or `python -c \"import transformers as t; t.AutoModelForCausalLM.from_pretrained('{id}')\"`), or pass a folder. logit-lens does not download models itself yet",
+            "{id} is not in the Hugging Face cache ({}); download it with `huggingface-cli download {id}` (or let logit-lens download it: it does unless HF_HUB_OFFLINE=1), or pass a folder",
             cache.display()
         ))
     };
@@ -104,7 +120,7 @@ pub fn resolve_hub_id(arg: &str) -> Result<PathBuf> {
 pub fn resolve_model(arg: Option<&Path>, progress: &Progress) -> Result<PathBuf> {
     let dir = match arg {
         Some(p) => match p.to_str() {
-            Some(id) if !p.exists() && is_hub_id(id) => resolve_hub_id(id)?,
+            Some(id) if !p.exists() && is_hub_id(id) => resolve_hub_id(id, progress)?,
             _ => p.to_path_buf(),
         },
         None => demo_model().ok_or_else(|| {

@@ -20,6 +20,7 @@ fn hub_ids_resolve_from_the_local_cache_and_convert() {
     let hub = unique_temp_dir("hf-hub");
     // SAFETY: set before anything in this process reads them; the runtime is already loaded.
     unsafe {
+        std::env::set_var("HF_HUB_OFFLINE", "1");
         std::env::set_var("HF_HUB_CACHE", &hub);
         std::env::set_var("LOGIT_LENS_CACHE", unique_temp_dir("hub-bundles"));
     }
@@ -36,14 +37,14 @@ fn hub_ids_resolve_from_the_local_cache_and_convert() {
     }
     assert!(is_hub_id("tiny-org/llama-test") && is_hub_id("Qwen/Qwen2.5-0.5B@main"));
     assert!(!is_hub_id("./a/b") && !is_hub_id("a/b/c") && !is_hub_id("plain"));
-    let snap = resolve_hub_id("tiny-org/llama-test").unwrap();
+    let snap = resolve_hub_id("tiny-org/llama-test", &Progress::default()).unwrap();
     assert_eq!(snap, repo.join("snapshots").join(rev));
-    assert_eq!(resolve_hub_id(&format!("tiny-org/llama-test@{rev}")).unwrap(), snap);
+    assert_eq!(resolve_hub_id(&format!("tiny-org/llama-test@{rev}"), &Progress::default()).unwrap(), snap);
 
     let bundle = resolve_model(Some(Path::new("tiny-org/llama-test")), &Progress::default()).unwrap();
     let b = lens_model::bundle::Bundle::open(&bundle).unwrap();
     assert_eq!((b.family.as_str(), b.shape.n_layers), ("llama", 3));
 
     let e = resolve_model(Some(Path::new("nobody/not-downloaded")), &Progress::default()).unwrap_err().to_string();
-    assert!(e.contains("nobody/not-downloaded is not in the Hugging Face cache") && e.contains("huggingface-cli download"), "{e}");
+    assert!(e.contains("nobody/not-downloaded is not in the Hugging Face cache") && e.contains("huggingface-cli download") && e.contains("HF_HUB_OFFLINE"), "{e}");
 }

@@ -225,7 +225,7 @@ impl Checkpoint {
     }
 }
 
-fn shards_of(index: &Path) -> Result<Vec<String>> {
+pub(crate) fn shards_of(index: &Path) -> Result<Vec<String>> {
     #[derive(serde::Deserialize)]
     struct Index {
         weight_map: BTreeMap<String, String>,
