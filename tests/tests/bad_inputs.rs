@@ -68,10 +68,10 @@ fn converter_errors_name_the_file() {
     let other = unique_temp_dir("bad-type");
     copy_dir(&hf, &other);
     cfg = serde_json::from_str(&std::fs::read_to_string(other.join("config.json")).unwrap()).unwrap();
-    cfg["model_type"] = serde_json::json!("llama");
+    cfg["model_type"] = serde_json::json!("bloom");
     std::fs::write(other.join("config.json"), cfg.to_string()).unwrap();
     let e = err_of(convert_hf_checkpoint(&other, &unique_temp_dir("o4"), &Progress::default()));
-    assert!(e.contains("\"llama\" is not supported") && e.contains("gpt2, gpt_neo, ctrl, gpt_neox, gptj"), "{e}");
+    assert!(e.contains("\"bloom\" is not supported") && e.contains("gpt2, gpt_neo, ctrl, gpt_neox, gptj, llama, mistral, qwen2, qwen3, gemma2, gemma3_text"), "{e}");
 
     // Not a folder at all.
     let e = err_of(convert_hf_checkpoint(&hf.join("config.json"), &unique_temp_dir("o5"), &Progress::default()));
