@@ -319,6 +319,28 @@ fn the_worker_loads_runs_pins_and_survives_a_bad_model_folder() {
     assert!(std::sync::Arc::ptr_eq(h.state().state.result.as_ref().unwrap(), &before));
     assert_eq!(h.state().state.model_path.as_deref(), Some(bundle()));
 
+    // A Hugging Face id that is not cached, with downloads forbidden: an error that names it and
+    // says what to do; model and results stay. Neither a folder nor an id: refused at once.
+    // SAFETY: no other test of this binary reads these variables.
+    unsafe {
+        std::env::set_var("HF_HUB_OFFLINE", "1");
+        std::env::set_var("HF_HUB_CACHE", unique_temp_dir("gui-hub"));
+    }
+    h.state_mut().apply(AppCommand::DismissError);
+    h.state_mut().state.show_open_id = true;
+    h.step();
+    h.step();
+    assert!(h.query_by_label_contains("taken from the local Hugging Face cache").is_some(), "the Open Hugging Face model window shows");
+    h.state_mut().apply(AppCommand::OpenModel("nobody/not-cached".into()));
+    assert!(!h.state().state.show_open_id, "opening closes the window");
+    step_until(&mut h, "the hub error", |a| a.state.error.as_deref().is_some_and(|e| e.contains("nobody/not-cached is not in the Hugging Face cache")));
+    assert!(h.state().state.model.is_some());
+    assert!(std::sync::Arc::ptr_eq(h.state().state.result.as_ref().unwrap(), &before));
+    h.state_mut().apply(AppCommand::DismissError);
+    h.state_mut().apply(AppCommand::OpenModel("/no/such/folder".into()));
+    assert!(h.state().state.error.as_deref().unwrap().contains("not a folder or a Hugging Face id"));
+    h.state_mut().apply(AppCommand::DismissError);
+
     // An edit re-runs after a pause.
     h.state_mut().state.prompt = "The dog sat.".into();
     h.state_mut().apply(AppCommand::PromptEdited);

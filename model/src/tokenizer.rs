@@ -13,6 +13,9 @@ pub struct Token {
     pub id: u32,
     /// Display text: spaces as `␣`, newlines as `↵`, tabs as `⇥`, partial UTF-8 bytes as `<0xNN>`.
     pub text: String,
+    /// A special token of the tokenizer (a BOS such as `<s>`, `<bos>`, `<|begin_of_text|>`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub special: bool,
 }
 
 /// The tokenizer of a model.
@@ -131,7 +134,8 @@ impl LensTokenizer {
 
     /// Token and display text for each id.
     pub fn tokens(&self, ids: &[u32]) -> Vec<Token> {
-        ids.iter().map(|&id| Token { id, text: self.display(id) }).collect()
+        let added = self.inner.get_added_tokens_decoder();
+        ids.iter().map(|&id| Token { id, text: self.display(id), special: added.get(&id).is_some_and(|t| t.special) }).collect()
     }
 
     /// Looks up the id of a token given as plain text (e.g. `" plasma"`), if it is a single token.

@@ -40,6 +40,9 @@ pub struct RenderArgs {
     /// Decoder: logit_lens, last_block, last_mlp or raw.
     #[arg(long)]
     pub decoder: Option<String>,
+    /// Leave out the first column when it is the tokenizer's BOS (a special token).
+    #[arg(long)]
+    pub hide_bos: bool,
     /// Show every n-th layer (the last is always kept).
     #[arg(long)]
     pub layer_step: Option<usize>,
@@ -110,6 +113,9 @@ fn apply(spec: &mut FigureSpec, a: &RenderArgs) -> Result<()> {
     }
     if a.subblocks {
         spec.subblocks = true;
+    }
+    if a.hide_bos {
+        spec.hide_bos = true;
     }
     if let Some(d) = &a.decoder {
         let kind = DecoderKind::parse(d).ok_or_else(|| anyhow!("--decoder {d:?}: use one of {}", DecoderKind::ALL.map(DecoderKind::name).join(", ")))?;

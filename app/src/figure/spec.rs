@@ -86,6 +86,8 @@ pub struct FigureSpec {
     pub title: Option<String>,
     /// The decoder (`logit_lens`, `last_block`, `last_mlp`, `raw`).
     pub decoder: String,
+    /// Leave out a leading special token (the BOS column).
+    pub hide_bos: bool,
 }
 
 impl Default for FigureSpec {
@@ -106,6 +108,7 @@ impl Default for FigureSpec {
             dpi: 300.0,
             title: None,
             decoder: "logit_lens".into(),
+            hide_bos: false,
         }
     }
 }
@@ -160,7 +163,7 @@ impl FigureSpec {
 
     /// The GUI view settings that show the same thing (so screen and figure share one view model).
     pub fn view_settings(&self) -> Result<ViewSettings, String> {
-        let mut v = ViewSettings { subblocks: self.subblocks, layer_step: self.layer_step.max(1), ..ViewSettings::default() };
+        let mut v = ViewSettings { subblocks: self.subblocks, layer_step: self.layer_step.max(1), hide_bos: self.hide_bos, ..ViewSettings::default() };
         v.positions = match (self.last, self.positions) {
             (Some(n), None) => PosWindow::LastN(n),
             (None, Some((a, b))) => PosWindow::Range(a, b),

@@ -275,10 +275,12 @@ impl LogitLensApp {
             AppCommand::PromptEdited => self.edited_at = Some(self.now()),
             AppCommand::OpenPromptFile(p) => self.open_prompt_file(p, true),
             AppCommand::OpenModel(p) => {
-                if p.is_dir() {
+                let hub_id = !p.exists() && p.to_str().is_some_and(lens_model::resolve::is_hub_id);
+                if p.is_dir() || hub_id {
+                    self.state.show_open_id = false;
                     self.load(Some(p));
                 } else {
-                    self.state.error = Some(format!("{} is not a folder: open a lens bundle folder or a Hugging Face checkpoint folder", p.display()));
+                    self.state.error = Some(format!("{} is not a folder or a Hugging Face id (org/name): open a lens bundle folder, a Hugging Face checkpoint folder or an id", p.display()));
                 }
             }
             AppCommand::RequestPromptDialog => self.open_dialog(DialogKind::Prompt),
@@ -605,6 +607,9 @@ impl LogitLensApp {
                 if ui.add(egui::Button::new("Open model…").shortcut_text("Ctrl+Shift+O")).clicked() {
                     cmds.push(AppCommand::RequestModelDialog);
                 }
+                if ui.button("Open Hugging Face model…").clicked() {
+                    state.show_open_id = true;
+                }
                 ui.menu_button("Recent prompts", |ui| {
                     if state.recent_prompts.is_empty() {
                         ui.label("none");
@@ -683,6 +688,24 @@ impl LogitLensApp {
     }
 
     fn windows(&mut self, ctx: &egui::Context) {
+        let mut open_id = self.state.show_open_id;
+        let id_text = &mut self.state.open_id_text;
+        let cmds = &mut self.cmds;
+        egui::Window::new("Open Hugging Face model").open(&mut open_id).resizable(false).show(ctx, |ui| {
+            ui.label("A model id such as Qwen/Qwen2.5-0.5B (optionally @revision): taken from the local Hugging Face cache, or downloaded into it (HF_TOKEN for gated models).");
+            ui.horizontal(|ui| {
+                let label = ui.label("Id");
+                let resp = ui.add(egui::TextEdit::singleline(id_text).hint_text("org/name").desired_width(260.0)).labelled_by(label.id);
+                let enter = resp.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+                let valid = lens_model::resolve::is_hub_id(id_text.trim());
+                if (ui.add_enabled(valid, egui::Button::new("Open")).clicked() || (enter && valid)) && valid {
+                    cmds.push(AppCommand::OpenModel(PathBuf::from(id_text.trim())));
+                }
+            });
+        });
+        if !open_id {
+            self.state.show_open_id = false;
+        }
         egui::Window::new("Keyboard shortcuts").open(&mut self.state.show_shortcuts).resizable(false).show(ctx, |ui| {
             egui::Grid::new("keys").striped(true).show(ui, |ui| {
                 for (k, what) in [

@@ -172,6 +172,8 @@ pub struct ViewSettings {
     pub top_k: usize,
     /// The decoder applied at every site (a run setting: changing it runs the lens again).
     pub decoder: DecoderKind,
+    /// Hide a leading special token (the BOS column: its lens is degenerate, an attention sink).
+    pub hide_bos: bool,
 }
 
 impl ViewSettings {
@@ -204,6 +206,7 @@ impl Default for ViewSettings {
             show_contributions: true,
             top_k: 10,
             decoder: DecoderKind::LogitLens,
+            hide_bos: false,
         }
     }
 }
@@ -270,6 +273,12 @@ pub struct AppState {
     /// About window open.
     #[serde(skip)]
     pub show_about: bool,
+    /// The "Open Hugging Face model" window is open.
+    #[serde(skip)]
+    pub show_open_id: bool,
+    /// The id typed there (`org/name`).
+    #[serde(skip)]
+    pub open_id_text: String,
     /// Figure export settings (format, size, resolution, which panels).
     pub export: ExportSettings,
     /// The Export figure window is open.
@@ -297,6 +306,8 @@ impl Default for AppState {
             progress: None,
             show_shortcuts: false,
             show_about: false,
+            show_open_id: false,
+            open_id_text: String::new(),
             export: ExportSettings::default(),
             show_export: false,
         }

@@ -51,7 +51,7 @@ pub fn synthetic_result(n_layers: usize, n_pos: usize, k: usize) -> RunResult {
         next: (0..n_comp).map(|c| (0..n_pos).map(|p| (p + 1 < n_pos).then(|| noise(c * 7 + p) - 0.5)).collect()).collect(),
         components,
     };
-    let tokens = (0..n_pos).map(|p| Token { id: (p as u32 * 31 + 7) % 1000, text: format!("␣tok{p}") }).collect();
+    let tokens = (0..n_pos).map(|p| Token { id: (p as u32 * 31 + 7) % 1000, text: format!("␣tok{p}"), special: false }).collect();
     let report = LensReport {
         schema: SCHEMA.into(),
         model: ModelInfo { name: format!("synthetic-{n_layers}L"), family: "gpt2".into(), residual: None, n_layers, d_model: 1600, d_vocab, n_ctx: 1024, weights_sha256: None },

@@ -84,6 +84,16 @@ pub fn visible_sites(report: &LensReport, view: &ViewSettings) -> Vec<usize> {
         .collect()
 }
 
+/// Visible positions of a report: the position window, without a leading special token (BOS)
+/// when `hide_bos` is set.
+pub fn visible_positions_of(report: &LensReport, view: &ViewSettings) -> Vec<usize> {
+    let mut cols = visible_positions(report.n_pos(), view.positions);
+    if view.hide_bos && report.tokens.first().is_some_and(|t| t.special) {
+        cols.retain(|&p| p != 0);
+    }
+    cols
+}
+
 /// Visible positions per the position window.
 pub fn visible_positions(n_pos: usize, window: PosWindow) -> Vec<usize> {
     match window {
@@ -138,7 +148,7 @@ impl ViewModel {
         if !view.flip {
             rows.reverse(); // output on top
         }
-        let cols = visible_positions(r.n_pos(), view.positions);
+        let cols = visible_positions_of(r, view);
         let final_site = r.sites.len().saturating_sub(1);
         let row_labels = rows.iter().map(|&s| r.sites.get(s).cloned().unwrap_or_default()).collect();
         let input_labels = cols.iter().map(|&p| r.tokens.get(p).map(|t| shown(&t.text)).unwrap_or_default()).collect();
@@ -279,6 +289,18 @@ mod tests {
         assert_eq!(parse_site("3.pre+attn"), Some((3, true)));
         assert_eq!(parse_site("12"), Some((12, false)));
         assert_eq!(parse_site("embed"), None);
+    }
+
+    #[test]
+    fn a_leading_special_token_is_hidden_on_request() {
+        let mut res = synthetic_result(2, 5, 3);
+        let v = ViewSettings { hide_bos: true, ..ViewSettings::default() };
+        assert_eq!(visible_positions_of(&res.report, &v), [0, 1, 2, 3, 4], "an ordinary first token stays");
+        res.report.tokens[0].special = true;
+        assert_eq!(visible_positions_of(&res.report, &v), [1, 2, 3, 4]);
+        assert_eq!(visible_positions_of(&res.report, &ViewSettings::default()), [0, 1, 2, 3, 4], "shown unless hidden");
+        let vm = ViewModel::build(&res, &v, &[]);
+        assert_eq!(vm.cols, [1, 2, 3, 4]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use egui_plot::{Bar, BarChart, Plot};
 use crate::gui::command::AppCommand;
 use crate::gui::state::{AppState, Cell, ContribTarget};
 use crate::gui::theme;
-use crate::gui::view::{token_display, visible_positions};
+use crate::gui::view::{token_display, visible_positions_of};
 
 /// The attribution grid for the target // [component][pos], NaN where unknown.
 pub fn attribution_grid(state: &AppState) -> Option<(Vec<Vec<f64>>, &'static str)> {
@@ -103,7 +103,7 @@ pub fn contributions_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand
 /// Components × positions heatmap (diverging colours, symmetric around 0).
 fn heatmap(ui: &mut Ui, state: &AppState, grid: &[Vec<f64>], comps: &[String], cmds: &mut Vec<AppCommand>) {
     let Some(res) = state.result.as_ref() else { return };
-    let cols = visible_positions(res.report.n_pos(), state.view.positions);
+    let cols = visible_positions_of(&res.report, &state.view);
     let avail = ui.available_rect_before_wrap();
     let (full, resp) = ui.allocate_exact_size(avail.size().max(Vec2::new(100.0, 60.0)), Sense::click());
     let label_w = 52.0;
