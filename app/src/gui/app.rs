@@ -698,7 +698,8 @@ impl LogitLensApp {
                 let resp = ui.add(egui::TextEdit::singleline(id_text).hint_text("org/name").desired_width(260.0)).labelled_by(label.id);
                 let enter = resp.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
                 let valid = lens_model::resolve::is_hub_id(id_text.trim());
-                if (ui.add_enabled(valid, egui::Button::new("Open")).clicked() || (enter && valid)) && valid {
+                let clicked = ui.add_enabled(valid, egui::Button::new("Open")).clicked();
+                if valid && (clicked || enter) {
                     cmds.push(AppCommand::OpenModel(PathBuf::from(id_text.trim())));
                 }
             });
