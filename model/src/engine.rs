@@ -317,6 +317,7 @@ impl LensEngine {
                 name: self.bundle.name.clone(),
                 family: self.bundle.family.clone(),
                 residual: Some(self.bundle.residual.name().into()),
+                final_softcap: self.bundle.final_softcap,
                 n_layers: shape.n_layers,
                 d_model: shape.d_model,
                 d_vocab: shape.d_vocab,

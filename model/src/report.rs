@@ -21,6 +21,10 @@ pub struct ModelInfo {
     /// Residual layout (`sequential` / `parallel`; absent in reports of the first release).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub residual: Option<String>,
+    /// The logits' soft cap (Gemma 2), if the model has one: the attribution terms then sum to
+    /// the logit before the cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_softcap: Option<f64>,
     /// Number of blocks.
     pub n_layers: usize,
     /// Residual width.

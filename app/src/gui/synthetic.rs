@@ -54,7 +54,7 @@ pub fn synthetic_result(n_layers: usize, n_pos: usize, k: usize) -> RunResult {
     let tokens = (0..n_pos).map(|p| Token { id: (p as u32 * 31 + 7) % 1000, text: format!("␣tok{p}"), special: false }).collect();
     let report = LensReport {
         schema: SCHEMA.into(),
-        model: ModelInfo { name: format!("synthetic-{n_layers}L"), family: "gpt2".into(), residual: None, n_layers, d_model: 1600, d_vocab, n_ctx: 1024, weights_sha256: None },
+        model: ModelInfo { name: format!("synthetic-{n_layers}L"), family: "gpt2".into(), residual: None, final_softcap: None, n_layers, d_model: 1600, d_vocab, n_ctx: 1024, weights_sha256: None },
         decoder: "logit_lens".into(),
         tokens,
         sites,

@@ -61,7 +61,8 @@ pub fn contributions_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand
         if v != state.view {
             cmds.push(AppCommand::SetView(v));
         }
-        ui.label(format!("· position {pos}: {target_text} ({what}); sum = logit {total:.2}"));
+        let sum = if res.report.model.final_softcap.is_some() { "sum = the logit before the soft cap" } else { "sum = logit" };
+        ui.label(format!("· position {pos}: {target_text} ({what}); {sum} {total:.2}"));
     });
     let h = ui.available_height();
     ui.horizontal_top(|ui| {
