@@ -120,7 +120,10 @@ pub fn cached_hub_id(arg: &str) -> Result<PathBuf> {
 pub fn resolve_model(arg: Option<&Path>, progress: &Progress) -> Result<PathBuf> {
     let dir = match arg {
         Some(p) => match p.to_str() {
-            Some(id) if !p.exists() && is_hub_id(id) => resolve_hub_id(id, progress)?,
+            Some(id) if !p.exists() && is_hub_id(id) => resolve_hub_id(id, progress).map_err(|e| match e {
+                LensError::Cancelled => e,
+                e => LensError::invalid(format!("there is no folder {id}; read as a Hugging Face id: {e}")),
+            })?,
             _ => p.to_path_buf(),
         },
         None => demo_model().ok_or_else(|| {
