@@ -193,7 +193,8 @@ fn fetch_file(agent: &ureq::Agent, repo: &Path, snap: &Path, id: &str, sha: &str
             match body.read(&mut buf) {
                 Ok(0) => break Ok(()),
                 Ok(n) => {
-                    out.write_all(buf.get(..n).unwrap_or_default()).map_err(|e| LensError::io(&partial, e))?;
+                    let piece = buf.get(..n).ok_or_else(|| LensError::invalid("internal: a read returned more than its buffer"))?;
+                    out.write_all(piece).map_err(|e| LensError::io(&partial, e))?;
                     got += n as u64;
                     if let Some(t) = total {
                         progress.report(&format!("downloading {file}"), got as f32 / t.max(1) as f32);
