@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{Norm, head_dim_of, Activation, Arch, Family, Positions, Residual, Source, TensorPlan, all_global, names, need};
+use super::{Activation, Arch, Family, Positions, Source, TensorPlan, head_dim_of, names, need};
 use crate::config::ModelShape;
 use crate::error::Result;
 use crate::graph::{BlockOut, GraphCtx, ops};
@@ -42,34 +42,14 @@ pub fn arch(c: CtrlConfig, path: &Path) -> Result<Arch> {
         eps: c.layer_norm_epsilon.unwrap_or(1e-6),
     };
     let head_dim = head_dim_of(path, d_model, n_heads)?;
-    let n_kv_heads = n_heads;
     Ok(Arch {
-        family: Family::Ctrl,
-        shape,
-        residual: Residual::Sequential,
-        norm: Norm::LayerNorm,
-        gated_mlp: false,
-        mlp_bias: true,
-        head_dim,
-        n_kv_heads,
-        qk_norm: false,
-        post_norms: false,
-        attn_softcap: None,
-        final_softcap: None,
-        local_rope_base: None,
-        shared_norm: false,
         activation: Activation::Relu,
         positions: Positions::Sinusoidal,
         // transformers' CTRL builds its block norms with eps 1e-6 whatever the config says.
         block_eps: 1e-6,
         embed_scale: Some((d_model as f64).sqrt()),
-        attn_scale: 1.0 / ((d_model / n_heads.max(1)) as f64).sqrt(),
-        windows: all_global(n_layers),
-        qkv_bias: true,
-        attn_out_bias: true,
-        tie_word_embeddings: true,
-        unembed_key: "lm_head.weight",
         unembed_bias_key: Some("lm_head.bias"),
+        ..Arch::base(Family::Ctrl, shape, head_dim)
     })
 }
 

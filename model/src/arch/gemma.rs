@@ -10,7 +10,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::llama::RopeParams;
-use super::{Arch, Family, Norm, Positions, Residual, Rotary, TensorPlan, activation, names, need};
+use super::{Arch, Family, Norm, Positions, Rotary, TensorPlan, activation, names, need};
 use crate::config::ModelShape;
 use crate::error::{LensError, Result};
 use crate::graph::{BlockOut, GraphCtx, ops};
@@ -91,15 +91,9 @@ pub fn arch(family: Family, c: GemmaConfig, path: &Path) -> Result<Arch> {
     };
     let gemma3 = family == Family::Gemma3;
     Ok(Arch {
-        family,
-        block_eps: shape.eps,
-        shape,
-        residual: Residual::Sequential,
-        shared_norm: false,
         norm: Norm::RmsNorm,
         gated_mlp: true,
         mlp_bias: false,
-        head_dim,
         n_kv_heads: c.num_key_value_heads.unwrap_or(n_heads),
         qk_norm: gemma3,
         post_norms: true,
@@ -113,9 +107,7 @@ pub fn arch(family: Family, c: GemmaConfig, path: &Path) -> Result<Arch> {
         windows,
         qkv_bias: false,
         attn_out_bias: false,
-        tie_word_embeddings: true,
-        unembed_key: "lm_head.weight",
-        unembed_bias_key: None,
+        ..Arch::base(family, shape, head_dim)
     })
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{Norm, head_dim_of, Arch, Family, Pick, Positions, Residual, TensorPlan, activation, all_global, names, need};
+use super::{Arch, Family, Pick, TensorPlan, activation, head_dim_of, names, need};
 use crate::config::ModelShape;
 use crate::error::Result;
 use crate::graph::{BlockOut, GraphCtx, ops};
@@ -41,36 +41,8 @@ pub fn arch(c: Gpt2Config, path: &Path) -> Result<Arch> {
         n_ctx: need(path, c.n_positions, "n_positions")?,
         eps: c.layer_norm_epsilon.unwrap_or(1e-5),
     };
-    let block_eps = shape.eps;
     let head_dim = head_dim_of(path, shape.d_model, shape.n_heads)?;
-    let n_kv_heads = shape.n_heads;
-    Ok(Arch {
-        family: Family::Gpt2,
-        attn_scale: 1.0 / ((d_model / n_heads.max(1)) as f64).sqrt(),
-        shape,
-        residual: Residual::Sequential,
-        norm: Norm::LayerNorm,
-        gated_mlp: false,
-        mlp_bias: true,
-        head_dim,
-        n_kv_heads,
-        qk_norm: false,
-        post_norms: false,
-        attn_softcap: None,
-        final_softcap: None,
-        local_rope_base: None,
-        shared_norm: false,
-        activation: activation(path, c.activation_function.as_deref(), "gelu_new")?,
-        positions: Positions::Learned,
-        block_eps,
-        embed_scale: None,
-        windows: all_global(n_layers),
-        qkv_bias: true,
-        attn_out_bias: true,
-        tie_word_embeddings: true,
-        unembed_key: "lm_head.weight",
-        unembed_bias_key: None,
-    })
+    Ok(Arch { activation: activation(path, c.activation_function.as_deref(), "gelu_new")?, ..Arch::base(Family::Gpt2, shape, head_dim) })
 }
 
 /// GPT-2's tensors: `c_attn` `[d, 3d]` is cut into `W_Q`, `W_K`, `W_V` by columns.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{Norm, head_dim_of, Arch, Family, Positions, Residual, TensorPlan, activation, names, need};
+use super::{Arch, Family, TensorPlan, activation, head_dim_of, names, need};
 use crate::config::ModelShape;
 use crate::error::{LensError, Result};
 use crate::graph::{BlockOut, GraphCtx, ops};
@@ -60,35 +60,14 @@ pub fn arch(c: GptNeoConfig, path: &Path) -> Result<Arch> {
         n_ctx: need(path, c.max_position_embeddings, "max_position_embeddings")?,
         eps: c.layer_norm_epsilon.unwrap_or(1e-5),
     };
-    let block_eps = shape.eps;
     let head_dim = head_dim_of(path, shape.d_model, shape.n_heads)?;
-    let n_kv_heads = shape.n_heads;
     Ok(Arch {
-        family: Family::GptNeo,
-        shape,
-        residual: Residual::Sequential,
-        norm: Norm::LayerNorm,
-        gated_mlp: false,
-        mlp_bias: true,
-        head_dim,
-        n_kv_heads,
-        qk_norm: false,
-        post_norms: false,
-        attn_softcap: None,
-        final_softcap: None,
-        local_rope_base: None,
-        shared_norm: false,
         activation: activation(path, c.activation_function.as_deref(), "gelu_new")?,
-        positions: Positions::Learned,
-        block_eps,
-        embed_scale: None,
         attn_scale: 1.0,
         windows,
         qkv_bias: false,
-        attn_out_bias: true,
         tie_word_embeddings: c.tie_word_embeddings.unwrap_or(true),
-        unembed_key: "lm_head.weight",
-        unembed_bias_key: None,
+        ..Arch::base(Family::GptNeo, shape, head_dim)
     })
 }
 

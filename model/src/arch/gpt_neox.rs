@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{Norm, head_dim_of, Arch, Family, Pick, Positions, Residual, Rotary, TensorPlan, activation, all_global, names, need};
+use super::{Arch, Family, Pick, Positions, Residual, Rotary, TensorPlan, activation, head_dim_of, names, need};
 use crate::config::ModelShape;
 use crate::error::Result;
 use crate::graph::{BlockOut, GraphCtx, ops};
@@ -45,7 +45,7 @@ pub fn arch(c: GptNeoxConfig, path: &Path) -> Result<Arch> {
     let d_model = need(path, c.hidden_size, "hidden_size")?;
     let n_heads = need(path, c.num_attention_heads, "num_attention_heads")?;
     let n_layers = need(path, c.num_hidden_layers, "num_hidden_layers")?;
-    let d_head = d_model / n_heads.max(1);
+
     let rope = c.rope_parameters.unwrap_or_default();
     let pct = rope.partial_rotary_factor.or(c.rotary_pct).unwrap_or(0.25);
     let base = rope.rope_theta.or(c.rotary_emb_base).unwrap_or(10000.0);
@@ -58,37 +58,18 @@ pub fn arch(c: GptNeoxConfig, path: &Path) -> Result<Arch> {
         n_ctx: need(path, c.max_position_embeddings, "max_position_embeddings")?,
         eps: c.layer_norm_eps.unwrap_or(1e-5),
     };
-    let block_eps = shape.eps;
     let head_dim = head_dim_of(path, shape.d_model, shape.n_heads)?;
-    let n_kv_heads = shape.n_heads;
     let bias = c.attention_bias.unwrap_or(true);
     Ok(Arch {
-        family: Family::GptNeox,
-        shape,
         residual: if c.use_parallel_residual.unwrap_or(true) { Residual::Parallel } else { Residual::Sequential },
-        norm: Norm::LayerNorm,
-        gated_mlp: false,
-        mlp_bias: true,
-        head_dim,
-        n_kv_heads,
-        qk_norm: false,
-        post_norms: false,
-        attn_softcap: None,
-        final_softcap: None,
-        local_rope_base: None,
-        shared_norm: false,
         activation: activation(path, c.hidden_act.as_deref(), "gelu")?,
         // As transformers: int(head_size * rotary_pct).
-        positions: Positions::Rotary(Rotary { dim: (d_head as f64 * pct) as usize, base, interleaved: false, llama3: None }),
-        block_eps,
-        embed_scale: None,
-        attn_scale: 1.0 / (d_head as f64).sqrt(),
-        windows: all_global(n_layers),
+        positions: Positions::Rotary(Rotary { dim: (head_dim as f64 * pct) as usize, base, interleaved: false, llama3: None }),
         qkv_bias: bias,
         attn_out_bias: bias,
         tie_word_embeddings: c.tie_word_embeddings.unwrap_or(false),
         unembed_key: "embed_out.weight",
-        unembed_bias_key: None,
+        ..Arch::base(Family::GptNeox, shape, head_dim)
     })
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{Norm, head_dim_of, Arch, Family, Positions, Residual, Rotary, TensorPlan, activation, all_global, names, need};
+use super::{Arch, Family, Positions, Residual, Rotary, TensorPlan, activation, head_dim_of, names, need};
 use crate::config::ModelShape;
 use crate::error::Result;
 use crate::graph::{BlockOut, GraphCtx, ops};
@@ -31,7 +31,7 @@ pub fn arch(c: GptjConfig, path: &Path) -> Result<Arch> {
     let d_model = need(path, c.n_embd, "n_embd")?;
     let n_heads = need(path, c.n_head, "n_head")?;
     let n_layers = need(path, c.n_layer, "n_layer")?;
-    let d_head = d_model / n_heads.max(1);
+
     let shape = ModelShape {
         n_layers,
         d_model,
@@ -41,35 +41,17 @@ pub fn arch(c: GptjConfig, path: &Path) -> Result<Arch> {
         n_ctx: need(path, c.n_positions, "n_positions")?,
         eps: c.layer_norm_epsilon.unwrap_or(1e-5),
     };
-    let block_eps = shape.eps;
     let head_dim = head_dim_of(path, shape.d_model, shape.n_heads)?;
-    let n_kv_heads = shape.n_heads;
     Ok(Arch {
-        family: Family::Gptj,
-        shape,
         residual: Residual::Parallel,
-        norm: Norm::LayerNorm,
-        gated_mlp: false,
-        mlp_bias: true,
-        head_dim,
-        n_kv_heads,
-        qk_norm: false,
-        post_norms: false,
-        attn_softcap: None,
-        final_softcap: None,
-        local_rope_base: None,
         shared_norm: true,
         activation: activation(path, c.activation_function.as_deref(), "gelu_new")?,
-        positions: Positions::Rotary(Rotary { dim: c.rotary_dim.unwrap_or(d_head), base: 10000.0, interleaved: true, llama3: None }),
-        block_eps,
-        embed_scale: None,
-        attn_scale: 1.0 / (d_head as f64).sqrt(),
-        windows: all_global(n_layers),
+        positions: Positions::Rotary(Rotary { dim: c.rotary_dim.unwrap_or(head_dim), base: 10000.0, interleaved: true, llama3: None }),
         qkv_bias: false,
         attn_out_bias: false,
         tie_word_embeddings: c.tie_word_embeddings.unwrap_or(false),
-        unembed_key: "lm_head.weight",
         unembed_bias_key: Some("lm_head.bias"),
+        ..Arch::base(Family::Gptj, shape, head_dim)
     })
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{Activation, Arch, Family, Llama3Scaling, Norm, Positions, Residual, Rotary, TensorPlan, activation, all_global, names, need};
+use super::{Activation, Arch, Family, Llama3Scaling, Norm, Positions, Rotary, TensorPlan, activation, all_global, names, need};
 use crate::config::ModelShape;
 use crate::error::{LensError, Result};
 use crate::graph::{BlockOut, GraphCtx, ops};
@@ -91,31 +91,18 @@ pub(crate) fn llama_like(family: Family, c: LlamaConfig, path: &Path, qkv_bias: 
     };
     let activation: Activation = activation(path, c.hidden_act.as_deref(), "silu")?;
     Ok(Arch {
-        family,
-        block_eps: shape.eps,
-        shape,
-        residual: Residual::Sequential,
-        shared_norm: false,
         norm: Norm::RmsNorm,
         gated_mlp: true,
         mlp_bias: c.mlp_bias.unwrap_or(false),
-        head_dim,
         n_kv_heads: c.num_key_value_heads.unwrap_or(n_heads),
         qk_norm,
-        post_norms: false,
-        attn_softcap: None,
-        final_softcap: None,
-        local_rope_base: None,
         activation,
         positions: Positions::Rotary(Rotary { dim: head_dim, base, interleaved: false, llama3 }),
-        embed_scale: None,
-        attn_scale: 1.0 / (head_dim as f64).sqrt(),
         windows,
         qkv_bias: qkv_bias || c.attention_bias.unwrap_or(false),
         attn_out_bias: c.attention_bias.unwrap_or(false),
         tie_word_embeddings: c.tie_word_embeddings.unwrap_or(false),
-        unembed_key: "lm_head.weight",
-        unembed_bias_key: None,
+        ..Arch::base(family, shape, head_dim)
     })
 }
 

@@ -430,6 +430,40 @@ impl Arch {
         Ok(())
     }
 
+    /// A GPT-2-like model of `family` and `shape`, from which each family file changes what
+    /// differs: LayerNorm, a plain MLP with biases (gelu tanh), learned positions, global causal
+    /// attention scaled by 1/sqrt(head_dim) with q/k/v and output biases, sequential blocks, one
+    /// epsilon, and an unembedding tied to the embedding unless `lm_head.weight` says otherwise.
+    pub(crate) fn base(family: Family, shape: ModelShape, head_dim: usize) -> Self {
+        Self {
+            family,
+            block_eps: shape.eps,
+            n_kv_heads: shape.n_heads,
+            windows: all_global(shape.n_layers),
+            shape,
+            residual: Residual::Sequential,
+            shared_norm: false,
+            norm: Norm::LayerNorm,
+            gated_mlp: false,
+            mlp_bias: true,
+            head_dim,
+            qk_norm: false,
+            post_norms: false,
+            attn_softcap: None,
+            final_softcap: None,
+            local_rope_base: None,
+            activation: Activation::GeluTanh,
+            positions: Positions::Learned,
+            embed_scale: None,
+            attn_scale: 1.0 / (head_dim.max(1) as f64).sqrt(),
+            qkv_bias: true,
+            attn_out_bias: true,
+            tie_word_embeddings: true,
+            unembed_key: "lm_head.weight",
+            unembed_bias_key: None,
+        }
+    }
+
     /// Width of one attention head.
     pub fn d_head(&self) -> usize {
         self.head_dim
