@@ -64,9 +64,14 @@ pub fn hf_hub_cache() -> PathBuf {
     base.join("huggingface").join("hub")
 }
 
+/// `org/name@rev` -> (`org/name`, `rev`); without `@`, the revision is `main`.
+fn split_revision(arg: &str) -> (&str, &str) {
+    arg.split_once('@').unwrap_or((arg, "main"))
+}
+
 /// Whether `arg` reads as a hub id (`org/name`, optionally `@revision`) rather than a path.
 pub fn is_hub_id(arg: &str) -> bool {
-    let id = arg.split_once('@').map_or(arg, |(id, _)| id);
+    let (id, _) = split_revision(arg);
     let ok = |s: &str| !s.is_empty() && !s.starts_with('.') && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     matches!(id.split_once('/'), Some((org, name)) if ok(org) && ok(name))
 }
@@ -80,7 +85,7 @@ pub fn resolve_hub_id(arg: &str, progress: &Progress) -> Result<PathBuf> {
         Ok(p) => Ok(p),
         Err(e) if crate::hub::offline() => Err(e),
         Err(e) => {
-            let (id, revision) = arg.split_once('@').map_or((arg, "main"), |(i, r)| (i, r));
+            let (id, revision) = split_revision(arg);
             crate::hub::download(&hf_hub_cache(), id, revision, progress).map_err(|d| match d {
                 LensError::Cancelled => d,
                 d => LensError::invalid(format!("{e}\ndownloading it from {} failed: {d}", crate::hub::endpoint())),
@@ -91,7 +96,7 @@ pub fn resolve_hub_id(arg: &str, progress: &Progress) -> Result<PathBuf> {
 
 /// [`resolve_hub_id`] without downloading.
 pub fn cached_hub_id(arg: &str) -> Result<PathBuf> {
-    let (id, revision) = arg.split_once('@').map_or((arg, "main"), |(i, r)| (i, r));
+    let (id, revision) = split_revision(arg);
     let cache = hf_hub_cache();
     let repo = cache.join(format!("models--{}", id.replace('/', "--")));
     let not_cached = || {

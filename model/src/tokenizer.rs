@@ -22,6 +22,8 @@ pub struct Token {
 pub struct LensTokenizer {
     inner: tokenizers::Tokenizer,
     byte_decoder: std::collections::HashMap<char, u8>,
+    /// Ids of the tokenizer's special added tokens (BOS, EOS, …), read once.
+    special: std::collections::HashSet<u32>,
 }
 
 impl std::fmt::Debug for LensTokenizer {
@@ -96,7 +98,8 @@ impl LensTokenizer {
             .map_err(|e| LensError::Tokenizer(format!("cannot disable truncation: {e}")))?;
         inner.with_padding(None);
         let byte_decoder = bytes_to_unicode().into_iter().map(|(b, c)| (c, b)).collect();
-        Ok(Self { inner, byte_decoder })
+        let special = inner.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, _)| id).collect();
+        Ok(Self { inner, byte_decoder, special })
     }
 
     /// Number of ids, including added tokens.
@@ -134,8 +137,7 @@ impl LensTokenizer {
 
     /// Token and display text for each id.
     pub fn tokens(&self, ids: &[u32]) -> Vec<Token> {
-        let added = self.inner.get_added_tokens_decoder();
-        ids.iter().map(|&id| Token { id, text: self.display(id), special: added.get(&id).is_some_and(|t| t.special) }).collect()
+        ids.iter().map(|&id| Token { id, text: self.display(id), special: self.special.contains(&id) }).collect()
     }
 
     /// Looks up the id of a token given as plain text (e.g. `" plasma"`), if it is a single token.

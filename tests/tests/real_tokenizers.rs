@@ -32,5 +32,8 @@ fn real_tokenizers_encode_as_transformers_does() {
         }
         let tok = LensTokenizer::from_file(&path).unwrap();
         assert_eq!(tok.encode(TEXT).unwrap(), want, "{name}");
+        // The leading BOS (Llama 2, Gemma 3) is marked special; an ordinary first token is not.
+        let first = &tok.tokens(want)[0];
+        assert_eq!(first.special, matches!(name, "llama2" | "gemma3"), "{name}: {first:?}");
     }
 }
