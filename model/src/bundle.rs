@@ -305,6 +305,11 @@ impl Bundle {
         Ok(Some((path, offset, length)))
     }
 
+    /// Whether initializer `name` exists and is stored as f32.
+    pub fn initializer_is_f32(&self, name: &str) -> bool {
+        self.initializers.get(name).is_some_and(|t| t.data_type == Some(DT_FLOAT))
+    }
+
     /// Reads a float initializer as f32 values with its dimensions.
     pub fn read_initializer(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         let model_path = self.model_path();

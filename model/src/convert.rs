@@ -313,8 +313,15 @@ fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &s
     Ok(sha)
 }
 
-/// Copies `tokenizer.json`, or builds one from `vocab.json` + `merges.txt` (GPT-2 byte-level BPE).
+/// Copies `tokenizer.json`, or builds one from `vocab.json` + `merges.txt` (GPT-2 byte-level BPE),
+/// and the BOS keys of `tokenizer_config.json` when it asks for a BOS.
 fn write_tokenizer(src: &Path, dst: &Path) -> Result<()> {
+    let config = crate::tokenizer::BosConfig::read(&src.join(crate::tokenizer::TOKENIZER_CONFIG_FILE))?;
+    if config.add_bos_token == Some(true) {
+        let path = dst.with_file_name(crate::tokenizer::TOKENIZER_CONFIG_FILE);
+        let text = serde_json::to_string_pretty(&config).map_err(|e| LensError::invalid(e.to_string()))?;
+        std::fs::write(&path, text).map_err(|e| LensError::io(&path, e))?;
+    }
     let tj = src.join(TOKENIZER_FILE);
     if tj.is_file() {
         // Parse it first so that a broken tokenizer is reported now, naming the file.

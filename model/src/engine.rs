@@ -79,10 +79,10 @@ impl LensEngine {
         let bundle = Bundle::open(dir)?;
         progress.check()?;
         progress.report("creating the ONNX Runtime session", 0.2);
-        // The session (ORT reads and optimises the graph and weights) and our own reads (the
-        // tokenizer, ln_final and W_U) are independent: do them at the same time.
-        let (loaded, session) = std::thread::scope(|scope| {
-            let ours = scope.spawn(|| -> Result<(LensTokenizer, Decoder)> {
+        // W_U first: the session then uses our buffer as its unembedding initializer instead of
+        // reading a second copy (see `lens::Unembedding`). The tokenizer loads meanwhile.
+        let (tokenizer, decoder, session) = std::thread::scope(|scope| -> Result<_> {
+            let tok = scope.spawn(|| -> Result<LensTokenizer> {
                 let tokenizer = LensTokenizer::from_file(&bundle.tokenizer_path())?;
                 if let Some(max) = tokenizer.max_id()
                     && max as usize >= bundle.shape.d_vocab
@@ -92,14 +92,18 @@ impl LensEngine {
                         format!("the tokenizer does not match the model: it has ids up to {max}, the model's vocabulary has {} entries", bundle.shape.d_vocab),
                     ));
                 }
-                Ok((tokenizer, Decoder::from_bundle(&bundle, DecoderKind::LogitLens)?))
+                Ok(tokenizer)
             });
-            let session = create_session(&bundle.model_path(), device, 0);
-            let loaded = ours.join().unwrap_or_else(|_| Err(LensError::invalid("loading the tokenizer or W_U failed unexpectedly")));
-            (loaded, session)
-        });
-        let (tokenizer, decoder) = loaded?;
-        let (session, provider) = session?;
+            let decoder = Decoder::from_bundle(&bundle, DecoderKind::LogitLens);
+            let session = match &decoder {
+                Ok(d) => create_session(&bundle.model_path(), device, 0, &d.w_u.initializer().into_iter().collect::<Vec<_>>()),
+                // Not reached as an error: `decoder?` below reports the real cause first.
+                Err(_) => Err(LensError::invalid("the session was not created: the unembedding could not be read")),
+            };
+            let tokenizer = tok.join().unwrap_or_else(|_| Err(LensError::invalid("loading the tokenizer failed unexpectedly")));
+            Ok((tokenizer?, decoder?, session?))
+        })?;
+        let (session, provider) = session;
         let last_block = LastBlockRunner::new(bundle.last_block.clone(), device, bundle.shape.n_heads);
         let mut engine = Self { bundle, tokenizer, decoder, provider, runtime, session, last_block };
         progress.check()?;
@@ -124,7 +128,7 @@ impl LensEngine {
         }
         let v = self.decoder.d_vocab;
         let mut ours = vec![0f32; n * v];
-        crate::lens::logits_block(&prepared, &self.decoder.w_u, d, &mut ours, true)?;
+        crate::lens::logits_block(&prepared, self.decoder.w_u.as_slice(), d, &mut ours, true)?;
         let bias = self.decoder.b_u.clone().unwrap_or_else(|| vec![0.0; v]);
         let mut worst = 0f32;
         for (row_ours, row_model) in ours.chunks_exact(v).zip(logits.rows()) {

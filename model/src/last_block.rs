@@ -55,7 +55,7 @@ impl LastBlockRunner {
         let mut guard = self.session.lock().map_err(|_| LensError::invalid("the last-block session was poisoned by an earlier failure"))?;
         if guard.is_none() {
             progress.report("loading the last block", 0.0);
-            *guard = Some(create_session(&path, self.device, 0)?.0);
+            *guard = Some(create_session(&path, self.device, 0, &[])?.0);
         }
         let session = guard.as_mut().ok_or_else(|| LensError::invalid("internal: no last-block session"))?;
         let (n, d) = (trace.n_pos, trace.embed.ncols());

@@ -78,8 +78,8 @@ pub struct Decoder {
     /// ln_final β (zeros where the norm has no bias) // [d_model]
     pub beta: Vec<f32>,
     /// The unembedding, one row per token, shared: a decoder with another `kind` is a cheap clone
-    /// (GPT-2's is 154 MB) // [d_vocab, d_model]
-    pub w_u: std::sync::Arc<[f32]>,
+    /// (GPT-2's is 154 MB), and the lens session's own `Gemm` reads the same buffer // [d_vocab, d_model]
+    pub w_u: Unembedding,
     /// The unembedding bias, if any // [d_vocab]
     pub b_u: Option<Vec<f32>>,
 }
@@ -123,7 +123,12 @@ impl Decoder {
             }
             None => None,
         };
-        Ok(Self { kind, d_model: d, d_vocab: v, eps: bundle.shape.eps, norm: bundle.final_norm, softcap: bundle.final_softcap.map(|c| c as f32), gamma, beta, w_u: w_u.into(), b_u })
+        // Where the graph's unembedding initializer holds exactly these f32 values in this layout,
+        // the buffer becomes an ONNX Runtime tensor that the session uses in place of reading its own
+        // copy (see [`Unembedding`]).
+        let shareable = bundle.unembed_layout == UnembedLayout::VocabModel && bundle.initializer_is_f32(&bundle.unembed);
+        let w_u = if shareable { Unembedding::shared(&bundle.unembed, v, d, w_u)? } else { Unembedding::from(w_u) };
+        Ok(Self { kind, d_model: d, d_vocab: v, eps: bundle.shape.eps, norm: bundle.final_norm, softcap: bundle.final_softcap.map(|c| c as f32), gamma, beta, w_u, b_u })
     }
 
     /// The final norm's centre and scale of `x`: LayerNorm (mean, sqrt(var + eps)); RMSNorm
@@ -165,7 +170,8 @@ impl Decoder {
     /// Row `t` of W_U (the token's unembedding vector) // [d_model]
     pub fn unembed_row(&self, t: u32) -> &[f32] {
         let start = t as usize * self.d_model;
-        self.w_u.get(start..start + self.d_model).unwrap_or_default()
+        // Callers pass ids below `d_vocab` (checked where ids enter); an id past the end has no row.
+        self.w_u.as_slice().get(start..start + self.d_model).unwrap_or(&[])
     }
 
     /// The logit of token `t` for a prepared row (f64 accumulation).
@@ -191,10 +197,112 @@ impl Decoder {
     }
 }
 
+/// The unembedding matrix `[d_vocab, d_model]`, held once for the whole process.
+///
+/// For a bundle whose graph multiplies by the same f32 matrix (every bundle our converter writes:
+/// `Gemm(ln_final(x), W, transB=1)`), the values live in an ONNX Runtime tensor that is handed to
+/// the session as the initializer of that name ([`Unembedding::initializer`]); ORT then uses the
+/// buffer instead of loading its own copy from `model.onnx.data`. The lens kernel reads the same
+/// memory, so the largest matrix of the model (0.54 GB for Qwen2-0.5B, 1.05 GB for Llama-3.2-1B in
+/// f32) is in memory once instead of twice.
+#[derive(Clone)]
+pub struct Unembedding {
+    storage: UnembedStorage,
+}
+
+#[derive(Clone)]
+enum UnembedStorage {
+    /// Our own buffer (the graph's copy, if any, is ORT's).
+    Plain(std::sync::Arc<[f32]>),
+    /// A buffer owned by an ORT tensor; `ptr`/`len` point into it.
+    Ort { name: String, value: std::sync::Arc<ort::value::DynValue>, ptr: *const f32, len: usize },
+}
+
+// SAFETY: `ptr` points into the heap buffer owned by `value` (an `Arc`, so it lives as long as any
+// clone of this storage); nothing writes to it after construction (ONNX Runtime never writes to an
+// initializer, and we only read), so sharing it across threads is sharing an immutable `[f32]`.
+unsafe impl Send for UnembedStorage {}
+// SAFETY: as above: the buffer is immutable after construction.
+unsafe impl Sync for UnembedStorage {}
+
+impl std::fmt::Debug for Unembedding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, len) = match &self.storage {
+            UnembedStorage::Plain(v) => ("plain", v.len()),
+            UnembedStorage::Ort { len, .. } => ("shared with the session", *len),
+        };
+        f.debug_struct("Unembedding").field("storage", &kind).field("len", &len).finish()
+    }
+}
+
+impl From<Vec<f32>> for Unembedding {
+    fn from(v: Vec<f32>) -> Self {
+        Self { storage: UnembedStorage::Plain(v.into()) }
+    }
+}
+
+impl Unembedding {
+    /// Moves `values` (`[d_vocab, d_model]`, row-major) into an ONNX Runtime tensor that the lens
+    /// session will use as its initializer `name`. Needs the ONNX Runtime library loaded.
+    pub fn shared(name: &str, d_vocab: usize, d_model: usize, values: Vec<f32>) -> Result<Self> {
+        if values.len() != d_vocab * d_model {
+            return Err(LensError::invalid(format!("unembedding holds {} values, [{d_vocab}, {d_model}] needs {}", values.len(), d_vocab * d_model)));
+        }
+        let tensor = ort::value::Tensor::from_array(([d_vocab, d_model], values.into_boxed_slice())).map_err(|e| LensError::Runtime(e.to_string()))?;
+        let value: std::sync::Arc<ort::value::DynValue> = std::sync::Arc::new(tensor.into_dyn());
+        let (ptr, len) = {
+            let (_, data) = value.try_extract_tensor::<f32>().map_err(|e| LensError::Runtime(e.to_string()))?;
+            (data.as_ptr(), data.len())
+        };
+        if len != d_vocab * d_model {
+            return Err(LensError::Runtime(format!("ONNX Runtime's unembedding tensor holds {len} values, expected {}", d_vocab * d_model)));
+        }
+        Ok(Self { storage: UnembedStorage::Ort { name: name.to_owned(), value, ptr, len } })
+    }
+
+    /// The values, row-major `[d_vocab, d_model]`.
+    pub fn as_slice(&self) -> &[f32] {
+        match &self.storage {
+            UnembedStorage::Plain(v) => v,
+            // SAFETY: see the `Send`/`Sync` impls: `ptr..ptr+len` is the live, immutable buffer of
+            // `value`, checked at construction to hold `len` f32 values.
+            UnembedStorage::Ort { ptr, len, .. } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
+        }
+    }
+
+    /// The initializer to hand to the lens session (its name in the graph and the tensor), when
+    /// this buffer is shared.
+    pub fn initializer(&self) -> Option<(String, std::sync::Arc<ort::value::DynValue>)> {
+        match &self.storage {
+            UnembedStorage::Plain(_) => None,
+            UnembedStorage::Ort { name, value, .. } => Some((name.clone(), value.clone())),
+        }
+    }
+
+    /// Whether the session shares this buffer.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.storage, UnembedStorage::Ort { .. })
+    }
+}
+
+impl std::ops::Deref for Unembedding {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        self.as_slice()
+    }
+}
+
+/// Largest slice of unembedding rows one GEMM call packs, in bytes. The GEMM backend packs the
+/// right-hand side into a per-thread buffer sized to the L3 cache it detects (315 MB per thread on
+/// some virtual machines); a product over a whole 152k-row unembedding then keeps ~300 MB of packed
+/// copy resident for the rest of the process. Slices this size cost nothing measurable in speed.
+const RHS_SLICE_BYTES: usize = 16 << 20;
+
 /// Logits of a block of prepared rows against a block of unembedding rows:
 /// `out[r, c] = Σ_j x[r, j] · w[c, j]` (f32 GEMM, faer) // x: [rows, d], w: [cols, d], out: [rows, cols]
 ///
 /// `parallel` uses every core for this one product; the lens kernel runs one product per core instead.
+/// The product is taken over slices of at most [`RHS_SLICE_BYTES`] of `w`.
 pub fn logits_block(x: &[f32], w: &[f32], d: usize, out: &mut [f32], parallel: bool) -> Result<()> {
     if d == 0 || !x.len().is_multiple_of(d) || !w.len().is_multiple_of(d) || out.len() != (x.len() / d) * (w.len() / d) {
         return Err(LensError::invalid("logits_block: inconsistent sizes"));
@@ -202,8 +310,15 @@ pub fn logits_block(x: &[f32], w: &[f32], d: usize, out: &mut [f32], parallel: b
     let (rows, cols) = (x.len() / d, w.len() / d);
     let lhs = faer::MatRef::from_row_major_slice(x, rows, d);
     let rhs = faer::MatRef::from_row_major_slice(w, cols, d);
-    let dst = faer::MatMut::from_row_major_slice_mut(out, rows, cols);
+    let mut dst = faer::MatMut::from_row_major_slice_mut(out, rows, cols);
     let par = if parallel { faer::Par::rayon(0) } else { faer::Par::Seq };
-    faer::linalg::matmul::matmul(dst, faer::Accum::Replace, lhs, rhs.transpose(), 1.0f32, par);
+    let slice = (RHS_SLICE_BYTES / (4 * d)).max(64);
+    let mut c0 = 0;
+    while c0 < cols {
+        let n = slice.min(cols - c0);
+        let part = faer::reborrow::ReborrowMut::rb_mut(&mut dst).submatrix_mut(0, c0, rows, n);
+        faer::linalg::matmul::matmul(part, faer::Accum::Replace, lhs, rhs.subrows(c0, n).transpose(), 1.0f32, par);
+        c0 += n;
+    }
     Ok(())
 }

@@ -35,7 +35,7 @@ fn cache_key(dir: &Path) -> Result<String> {
     let canon = dir.canonicalize().map_err(|e| LensError::io(dir, e))?;
     let mut h = Sha256::new();
     h.update(canon.to_string_lossy().as_bytes());
-    for f in ["config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "tokenizer.json", "vocab.json", "merges.txt"] {
+    for f in ["config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"] {
         let p = dir.join(f);
         if let Ok(meta) = std::fs::metadata(&p) {
             h.update(f.as_bytes());

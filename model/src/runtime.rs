@@ -322,8 +322,20 @@ fn preload_cuda_libraries() -> &'static [String] {
     })
 }
 
-/// Creates a session for `model` on `device`, registering providers with `error_on_failure`.
-pub fn create_session(model: &Path, device: Device, threads: usize) -> Result<(Session, ProviderReport)> {
+/// An initializer handed to a session in place of the one the model file names (the session uses
+/// the tensor's buffer; it does not read or copy its own).
+pub type SharedInitializer = (String, std::sync::Arc<ort::value::DynValue>);
+
+fn with_initializers(mut builder: ort::session::builder::SessionBuilder, initializers: &[SharedInitializer]) -> Result<ort::session::builder::SessionBuilder> {
+    for (name, value) in initializers {
+        builder = builder.with_initializer(name, value.clone()).map_err(|e| LensError::Runtime(format!("cannot share initializer {name:?} with the session: {e}")))?;
+    }
+    Ok(builder)
+}
+
+/// Creates a session for `model` on `device`, registering providers with `error_on_failure`;
+/// `initializers` replace the model's initializers of the same names.
+pub fn create_session(model: &Path, device: Device, threads: usize, initializers: &[SharedInitializer]) -> Result<(Session, ProviderReport)> {
     init_runtime(None)?;
     let env = environment()?;
     let mut report = ProviderReport::default();
@@ -357,6 +369,7 @@ pub fn create_session(model: &Path, device: Device, threads: usize) -> Result<(S
         let attempt = Session::builder(env)
             .map_err(LensError::from)
             .and_then(|b| b.with_execution_providers([dispatch]).map_err(|e| LensError::Runtime(e.to_string())))
+            .and_then(|b| with_initializers(b, initializers))
             .and_then(|mut b| b.commit_from_file(model).map_err(LensError::from));
         match attempt {
             Ok(s) => {
@@ -388,6 +401,7 @@ pub fn create_session(model: &Path, device: Device, threads: usize) -> Result<(S
     if threads > 0 {
         builder = builder.with_intra_threads(threads).map_err(|e| LensError::Runtime(e.to_string()))?;
     }
+    builder = with_initializers(builder, initializers)?;
     let session = builder.commit_from_file(model).map_err(|e| LensError::Runtime(format!("cannot load {}: {e}", model.display())))?;
     report.active = "CPU".into();
     if device == Device::Auto && !report.notes.is_empty() {

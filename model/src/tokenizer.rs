@@ -18,12 +18,55 @@ pub struct Token {
     pub special: bool,
 }
 
+/// File beside `tokenizer.json` that may ask for a BOS its post-processor does not add.
+pub const TOKENIZER_CONFIG_FILE: &str = "tokenizer_config.json";
+
+/// The BOS keys of `tokenizer_config.json` (the only ones the lens reads).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BosConfig {
+    /// `add_bos_token`: `true` asks for a BOS before every prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add_bos_token: Option<bool>,
+    /// `bos_token`: its text (the file may give a string or an added-token object).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "token_text")]
+    pub bos_token: Option<String>,
+}
+
+fn token_text<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Text {
+        Plain(String),
+        Added { content: String },
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match Option::<Text>::deserialize(d)? {
+        Some(Text::Plain(s)) | Some(Text::Added { content: s }) => Some(s),
+        Some(Text::Other(_)) | None => None,
+    })
+}
+
+impl BosConfig {
+    /// Reads the BOS keys of a `tokenizer_config.json`; a missing file means no keys. A file that
+    /// is not JSON is an error naming it.
+    pub fn read(path: &Path) -> Result<Self> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).map_err(|e| LensError::bad_file(path, format!("not a valid tokenizer_config.json: {e}"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(LensError::io(path, e)),
+        }
+    }
+}
+
 /// The tokenizer of a model.
 pub struct LensTokenizer {
     inner: tokenizers::Tokenizer,
     byte_decoder: std::collections::HashMap<char, u8>,
     /// Ids of the tokenizer's special added tokens (BOS, EOS, …), read once.
     special: std::collections::HashSet<u32>,
+    /// The BOS to put first when `tokenizer_config.json` asks for one and the post-processor does
+    /// not add it.
+    forced_bos: Option<u32>,
 }
 
 impl std::fmt::Debug for LensTokenizer {
@@ -89,8 +132,25 @@ fn push_visible(out: &mut String, s: &str) {
 }
 
 impl LensTokenizer {
-    /// Loads `tokenizer.json`, disabling any truncation or padding it carries.
+    /// Loads `tokenizer.json`, disabling any truncation or padding it carries, with the BOS
+    /// request of a `tokenizer_config.json` beside it (see [`LensTokenizer::encode`]).
     pub fn from_file(path: &Path) -> Result<Self> {
+        let config_path = path.with_file_name(TOKENIZER_CONFIG_FILE);
+        let config = BosConfig::read(&config_path)?;
+        let mut tok = Self::from_tokenizer_file(path)?;
+        if config.add_bos_token == Some(true) {
+            let Some(text) = &config.bos_token else {
+                return Err(LensError::bad_file(&config_path, "add_bos_token is true but no bos_token is named"));
+            };
+            let Some(id) = tok.inner.token_to_id(text) else {
+                return Err(LensError::bad_file(&config_path, format!("bos_token {text:?} is not in the tokenizer's vocabulary")));
+            };
+            tok.forced_bos = Some(id);
+        }
+        Ok(tok)
+    }
+
+    fn from_tokenizer_file(path: &Path) -> Result<Self> {
         let mut inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| LensError::bad_file(path, format!("not a valid tokenizer.json: {e}")))?;
         inner
@@ -99,7 +159,7 @@ impl LensTokenizer {
         inner.with_padding(None);
         let byte_decoder = bytes_to_unicode().into_iter().map(|(b, c)| (c, b)).collect();
         let special = inner.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, _)| id).collect();
-        Ok(Self { inner, byte_decoder, special })
+        Ok(Self { inner, byte_decoder, special, forced_bos: None })
     }
 
     /// Number of ids, including added tokens.
@@ -112,12 +172,26 @@ impl LensTokenizer {
         self.inner.get_vocab(true).values().copied().max()
     }
 
-    /// Encodes `text` as the model's tokenizer does (its post-processor's special tokens, e.g. a BOS, included).
+    /// Encodes `text` as the model's tokenizer does: its post-processor's special tokens included
+    /// (the BOS of Llama's and Gemma's templates; GPT-2's and Qwen's add none), and a BOS first
+    /// where `tokenizer_config.json` sets `add_bos_token: true` and the post-processor did not add
+    /// it (what transformers 4's Llama and Gemma tokenizers do on loading such a config).
+    /// `add_bos_token: false` does not remove a BOS the post-processor adds (transformers 5 keeps
+    /// it too).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        // As the model's own tokenizer does: its post-processor adds a BOS where the model wants
-        // one (Llama, Qwen templates); GPT-2's byte-level post-processor adds nothing.
         let enc = self.inner.encode(text, true).map_err(|e| LensError::Tokenizer(e.to_string()))?;
-        Ok(enc.get_ids().to_vec())
+        let mut ids = enc.get_ids().to_vec();
+        if let Some(bos) = self.forced_bos
+            && ids.first() != Some(&bos)
+        {
+            ids.insert(0, bos);
+        }
+        Ok(ids)
+    }
+
+    /// The BOS that `tokenizer_config.json` asks for, if it does.
+    pub fn forced_bos(&self) -> Option<u32> {
+        self.forced_bos
     }
 
     /// The raw bytes of a token (GPT-2 byte-level tokens are decoded exactly).
@@ -142,8 +216,10 @@ impl LensTokenizer {
 
     /// Looks up the id of a token given as plain text (e.g. `" plasma"`), if it is a single token.
     pub fn token_id(&self, text: &str) -> Option<u32> {
-        let ids = self.encode(text).ok()?;
-        match ids.as_slice() {
+        // Without the template's or the config's BOS: the text's own tokens.
+        let enc = self.inner.encode(text, false).ok()?;
+        let ids = enc.get_ids();
+        match ids {
             [id] => Some(*id),
             _ => None,
         }

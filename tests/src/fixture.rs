@@ -156,6 +156,30 @@ pub fn unique_temp_dir(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("lens-{tag}-{}-{nanos}-{n}", std::process::id()))
 }
 
+/// A created temporary folder that is removed, with its contents, when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `{temp}/lens-{tag}-…` (see [`unique_temp_dir`]).
+    pub fn new(tag: &str) -> std::io::Result<Self> {
+        let p = unique_temp_dir(tag);
+        std::fs::create_dir_all(&p)?;
+        Ok(Self(p))
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The HF GPT-2 `config.json` for `spec`.
 pub fn config_json(spec: &RandomGpt2) -> serde_json::Value {
     serde_json::json!({

@@ -326,6 +326,29 @@ fn llama_f32_sharded_safetensors() {
     check_checkpoint(&dst, "llama_f32", "llama", false);
 }
 
+/// A checkpoint whose `tokenizer_config.json` asks for a BOS (`add_bos_token: true`) that its
+/// tokenizer.json's post-processor does not add: the bundle keeps the request, and every prompt
+/// starts with that token (here `!`, id 0 of the fixture's GPT-2-style vocabulary).
+#[test]
+fn tokenizer_config_bos_is_kept_by_the_converter() {
+    let src = fixture("llama_f32");
+    let dst = lens_tests::fixture::TempDir::new("llama-bos").unwrap();
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dst.path().join(f)).unwrap();
+    }
+    std::fs::write(dst.path().join("tokenizer_config.json"), r#"{"add_bos_token": true, "bos_token": "!", "model_max_length": 128}"#).unwrap();
+    let bundle = lens_tests::fixture::TempDir::new("llama-bos-bundle").unwrap();
+    let out = bundle.path().join("b");
+    lens_model::convert::convert_hf_checkpoint(dst.path(), &out, &Progress::default()).unwrap();
+    let kept: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("tokenizer_config.json")).unwrap()).unwrap();
+    assert_eq!(kept, serde_json::json!({"add_bos_token": true, "bos_token": "!"}));
+    let engine = common::open(&out);
+    let r = Reference::load("llama_f32");
+    let ids = engine.tokenize(PROMPT, false).unwrap();
+    assert_eq!(ids[0], 0);
+    assert_eq!(ids[1..], r.ids[..]);
+}
+
 #[test]
 fn gemma2_f32_softcaps_post_norms_sliding_layers() {
     check_case("gemma2_f32", "gemma2", false);
