@@ -462,3 +462,53 @@ fn system_fallback_fonts_are_the_first_existing_file_per_script() {
     assert_eq!(found[0].0, format!("CJK: {a}"));
     assert_eq!(found[0].1, b"font a");
 }
+
+/// A model whose tokenizer puts a BOS first shows the BOS column at first; hiding it is
+/// remembered with the model in Recent models (beside its family), and comes back when the model
+/// is opened again after another one. Settings of older versions (bare paths) still load.
+#[test]
+fn the_bos_choice_is_remembered_per_model_in_recent_models() {
+    use lens_app::gui::state::RecentModel;
+    let hf = unique_temp_dir("gui-bos-hf");
+    write_checkpoint(&hf, &RandomGpt2::tiny(6)).unwrap();
+    std::fs::write(hf.join("tokenizer_config.json"), r#"{"add_bos_token": true, "bos_token": "<|endoftext|>"}"#).unwrap();
+    let bos_bundle = unique_temp_dir("gui-bos-bundle");
+    lens_model::convert::convert_hf_checkpoint(&hf, &bos_bundle, &Progress::default()).unwrap();
+
+    let opts = GuiOptions { model: Some(bos_bundle.clone()), device: Device::Cpu, ..GuiOptions::default() };
+    let app = LogitLensApp::new_for_test(AppState { prompt: PROMPT.into(), ..AppState::default() }, opts);
+    let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    step_until(&mut h, "the first result", |a| a.state.result.is_some());
+    let first = h.state().state.result.as_ref().unwrap().report.tokens[0].clone();
+    assert_eq!((first.id, first.special), (50256, true), "the BOS leads the prompt");
+    assert!(!h.state().state.view.hide_bos, "the BOS column shows at first");
+    assert_eq!(h.state().state.recent_models[0], RecentModel { source: bos_bundle.clone(), family: Some("gpt2".into()), adds_bos: true, hide_bos: false });
+    assert!(h.query_by_label_contains("Hide BOS").is_some(), "one click hides it");
+
+    // Hide it, as the toolbar's checkbox does.
+    let mut v = h.state().state.view.clone();
+    v.hide_bos = true;
+    h.state_mut().apply(AppCommand::SetView(v));
+    assert!(h.state().state.recent_models[0].hide_bos);
+    let label = h.state().state.recent_models[0].label();
+    assert!(label.contains("gpt2") && label.contains("BOS hidden"), "{label}");
+
+    // Another model (no BOS): nothing hidden there.
+    h.state_mut().apply(AppCommand::OpenModel(bundle().to_path_buf()));
+    step_until(&mut h, "the second model", |a| a.state.model_source.as_deref() == Some(bundle()));
+    assert!(!h.state().state.view.hide_bos);
+    let recent = h.state().state.recent_models.clone();
+    assert_eq!((recent[0].source.as_path(), recent[0].adds_bos), (bundle(), false));
+    assert_eq!((&recent[1].source, recent[1].hide_bos), (&bos_bundle, true));
+
+    // Back to the first: hidden again.
+    h.state_mut().apply(AppCommand::OpenModel(bos_bundle.clone()));
+    step_until(&mut h, "the first model again", |a| a.state.model_source.as_deref() == Some(bos_bundle.as_path()));
+    assert!(h.state().state.view.hide_bos);
+
+    let old: AppState = serde_json::from_str(r#"{"recent_models": ["/a/folder", "Qwen/Qwen2.5-0.5B"]}"#).unwrap();
+    assert_eq!(old.recent_models, vec![RecentModel::bare("/a/folder".into()), RecentModel::bare("Qwen/Qwen2.5-0.5B".into())]);
+    assert!(old.recent_models[1].is_hub_id() && !old.recent_models[0].label().contains('·'));
+    let _ = std::fs::remove_dir_all(&hf);
+    let _ = std::fs::remove_dir_all(&bos_bundle);
+}

@@ -60,7 +60,7 @@ pub fn convert_hf_checkpoint(src: &Path, dst: &Path, progress: &Progress) -> Res
         return Err(LensError::bad_file(src, "not a folder; expected a Hugging Face checkpoint folder (config.json + model.safetensors)"));
     }
     let arch = Arch::from_hf_config(&src.join("config.json"))?;
-    let ckpt = Checkpoint::open(src, arch.family.base_prefix())?;
+    let ckpt = Checkpoint::open(src, arch.family.base_prefix(), arch.key_prefixes)?;
     if dst.exists() {
         let empty = std::fs::read_dir(dst).map_err(|e| LensError::io(dst, e))?.next().is_none();
         if !empty {

@@ -84,7 +84,9 @@ impl LensEngine {
         let (tokenizer, decoder, session) = std::thread::scope(|scope| -> Result<_> {
             let tok = scope.spawn(|| -> Result<LensTokenizer> {
                 let tokenizer = LensTokenizer::from_file(&bundle.tokenizer_path())?;
-                if let Some(max) = tokenizer.max_id()
+                // The tokenizer's own vocabulary must fit the model; added tokens past the
+                // model's rows are allowed (a prompt that uses one is refused by name).
+                if let Some(max) = tokenizer.max_base_id()
                     && max as usize >= bundle.shape.d_vocab
                 {
                     return Err(LensError::bad_file(
@@ -154,6 +156,13 @@ impl LensEngine {
         let mut ids = self.tokenizer.encode(text)?;
         if ids.is_empty() {
             return Err(LensError::invalid("the prompt has no tokens"));
+        }
+        let d_vocab = self.bundle.shape.d_vocab;
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= d_vocab) {
+            return Err(LensError::invalid(format!(
+                "the prompt contains the token {:?} (id {bad}), which the tokenizer adds but the model has no row for (its vocabulary has {d_vocab} entries); remove it from the prompt",
+                self.tokenizer.display(bad)
+            )));
         }
         let n_ctx = self.bundle.shape.n_ctx;
         if ids.len() > n_ctx {

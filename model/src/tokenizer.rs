@@ -172,6 +172,12 @@ impl LensTokenizer {
         self.inner.get_vocab(true).values().copied().max()
     }
 
+    /// Largest id of the tokenizer's own vocabulary, leaving out added tokens (Gemma 3's
+    /// tokenizer adds `<image_soft_token>` at 262144, past the text model's 262,144 rows).
+    pub fn max_base_id(&self) -> Option<u32> {
+        self.inner.get_vocab(false).values().copied().max()
+    }
+
     /// Encodes `text` as the model's tokenizer does: its post-processor's special tokens included
     /// (the BOS of Llama's and Gemma's templates; GPT-2's and Qwen's add none), and a BOS first
     /// where `tokenizer_config.json` sets `add_bos_token: true` and the post-processor did not add
@@ -187,6 +193,11 @@ impl LensTokenizer {
             ids.insert(0, bos);
         }
         Ok(ids)
+    }
+
+    /// Whether every prompt starts with a special token (a BOS) of the tokenizer's own.
+    pub fn adds_bos(&self) -> bool {
+        self.encode("a").ok().and_then(|ids| ids.first().copied()).is_some_and(|id| self.special.contains(&id) || self.forced_bos == Some(id))
     }
 
     /// The BOS that `tokenizer_config.json` asks for, if it does.

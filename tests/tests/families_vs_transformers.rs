@@ -93,6 +93,8 @@ fn check_checkpoint(dir: &Path, case: &str, family: &str, parallel: bool) {
     assert_eq!(summary.family.model_type(), family);
     let mut engine = common::open(&bundle);
     assert_eq!(engine.bundle.family, family);
+    // The session reads its unembedding from the decoder's buffer: one copy in memory.
+    assert!(engine.decoder.w_u.is_shared(), "{case}: the unembedding is not shared with the session");
     assert_eq!(engine.bundle.residual.name(), if parallel { "parallel" } else { "sequential" });
     let r = Reference::load(case);
     let ids = engine.tokenize(PROMPT, false).unwrap();
@@ -349,6 +351,30 @@ fn tokenizer_config_bos_is_kept_by_the_converter() {
     assert_eq!(ids[1..], r.ids[..]);
 }
 
+/// Gemma 3's tokenizer adds `<image_soft_token>` at id 262144, one past the text model's rows:
+/// such a bundle opens (its own vocabulary fits), and a prompt holding that token is refused by
+/// name instead of indexing past the unembedding.
+#[test]
+fn added_token_past_the_vocabulary_opens_and_is_refused_in_a_prompt() {
+    let src = fixture("llama_f32");
+    let dst = lens_tests::fixture::TempDir::new("llama-added").unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), dst.path().join(f)).unwrap();
+    }
+    let mut tj: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("tokenizer.json")).unwrap()).unwrap();
+    let n = tj["model"]["vocab"].as_object().unwrap().len();
+    tj["added_tokens"] = serde_json::json!([{"id": n, "content": "<image_soft_token>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}]);
+    std::fs::write(dst.path().join("tokenizer.json"), tj.to_string()).unwrap();
+    let out = dst.path().join("bundle");
+    lens_model::convert::convert_hf_checkpoint(dst.path(), &out, &Progress::default()).unwrap();
+    let engine = common::open(&out);
+    assert_eq!(engine.bundle.shape.d_vocab, n);
+    let r = Reference::load("llama_f32");
+    assert_eq!(engine.tokenize(PROMPT, false).unwrap(), r.ids);
+    let e = engine.tokenize(&format!("{PROMPT}<image_soft_token>"), false).unwrap_err().to_string();
+    assert!(e.contains("<image_soft_token>") && e.contains(&format!("id {n}")), "{e}");
+}
+
 #[test]
 fn gemma2_f32_softcaps_post_norms_sliding_layers() {
     check_case("gemma2_f32", "gemma2", false);
@@ -357,4 +383,22 @@ fn gemma2_f32_softcaps_post_norms_sliding_layers() {
 #[test]
 fn gemma3_bf16_qk_norm_local_rope_base() {
     check_case("gemma3_bf16", "gemma3_text", false);
+}
+
+/// A Gemma 3 config as transformers 4.50 wrote it and the hub still ships it (gemma-3-1b-pt): no
+/// `layer_types` but `sliding_window_pattern` (3 here: layers 0, 1, 3 slide, 2 is global), and
+/// `rope_scaling` linear (factor 4) on the global layers only, the sliding layers at
+/// `rope_local_base_freq`.
+#[test]
+fn gemma3_transformers_450_config_pattern_and_linear_rope() {
+    check_case("gemma3_v450_f32", "gemma3_text", false);
+}
+
+/// An image-text Gemma 3 checkpoint (`gemma3`, Gemma3ForConditionalGeneration, the layout of
+/// gemma-3-4b-pt and larger): its text model is read from `text_config` — sparse, with
+/// transformers' defaults for every key it leaves out (`query_pre_attn_scalar` 256, the pattern 6,
+/// the rope bases) — and from the `language_model.model.` keys; the vision tower is ignored.
+#[test]
+fn gemma3_multimodal_checkpoint_gives_its_text_model() {
+    check_case("gemma3_multimodal_f32", "gemma3_text", false);
 }

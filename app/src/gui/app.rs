@@ -10,7 +10,7 @@ use lens_model::runtime::Device;
 
 use super::command::AppCommand;
 use super::panels::{contributions, heatmap, inspector, prompt, status};
-use super::state::{AppState, Cell, Metric, PanelLayout, push_recent};
+use super::state::{AppState, Cell, Metric, PanelLayout, RecentModel, push_recent, push_recent_model};
 use super::theme;
 use super::view::ViewModel;
 use super::worker::{JobKind, ModelSummary, OutcomeKind, RunResult, Worker};
@@ -319,6 +319,12 @@ impl LogitLensApp {
                 // A run setting (top-k, decoder) re-runs the lens on the prompt shown; the
                 // worker reuses the forward pass.
                 let rerun = self.state.view.run_differs(&v) && self.state.result.is_some() && !self.state.prompt.is_empty();
+                if v.hide_bos != self.state.view.hide_bos
+                    && let Some(src) = &self.state.model_source
+                    && let Some(m) = self.state.recent_models.iter_mut().find(|m| &m.source == src)
+                {
+                    m.hide_bos = v.hide_bos;
+                }
                 self.state.view = v;
                 if rerun {
                     self.run();
@@ -489,10 +495,20 @@ impl LogitLensApp {
             let complete = !matches!(o.kind, OutcomeKind::Partial(_));
             match o.kind {
                 OutcomeKind::Loaded(summary) => {
-                    if let Some((_, Some(p))) = self.loading_path.take() {
-                        self.state.model_path = Some(p.clone());
-                        push_recent(&mut self.state.recent_models, p);
-                    }
+                    // What was opened (the demo model: its folder), remembered with its family and
+                    // BOS choice; a model opened before gets its BOS choice back.
+                    let opened = match self.loading_path.take() {
+                        Some((_, Some(p))) => {
+                            self.state.model_path = Some(p.clone());
+                            p
+                        }
+                        _ => summary.dir.clone(),
+                    };
+                    let hide_bos = self.state.recent_models.iter().find(|m| m.source == opened).is_some_and(|m| m.hide_bos);
+                    self.state.view.hide_bos = hide_bos && summary.adds_bos;
+                    let entry = RecentModel { source: opened.clone(), family: Some(summary.family.clone()), adds_bos: summary.adds_bos, hide_bos: self.state.view.hide_bos };
+                    push_recent_model(&mut self.state.recent_models, entry);
+                    self.state.model_source = Some(opened);
                     self.loading_path = None;
                     self.state.notice = Some(format!("loaded {}", summary.name));
                     self.state.model = Some(summary);
@@ -624,9 +640,10 @@ impl LogitLensApp {
                     if state.recent_models.is_empty() {
                         ui.label("none");
                     }
-                    for p in &state.recent_models {
-                        if ui.button(p.display().to_string()).clicked() {
-                            cmds.push(AppCommand::OpenModel(p.clone()));
+                    for m in &state.recent_models {
+                        let kind = if m.is_hub_id() { "Hugging Face id" } else { "folder" };
+                        if ui.button(m.label()).on_hover_text(format!("{kind}: {}", m.source.display())).clicked() {
+                            cmds.push(AppCommand::OpenModel(m.source.clone()));
                         }
                     }
                 });
@@ -690,6 +707,7 @@ impl LogitLensApp {
     fn windows(&mut self, ctx: &egui::Context) {
         let mut open_id = self.state.show_open_id;
         let id_text = &mut self.state.open_id_text;
+        let recent = &self.state.recent_models;
         let cmds = &mut self.cmds;
         egui::Window::new("Open Hugging Face model").open(&mut open_id).resizable(false).show(ctx, |ui| {
             ui.label("A model id such as Qwen/Qwen2.5-0.5B (optionally @revision): taken from the local Hugging Face cache, or downloaded into it (HF_TOKEN for gated models).");
@@ -703,6 +721,17 @@ impl LogitLensApp {
                     cmds.push(AppCommand::OpenModel(PathBuf::from(id_text.trim())));
                 }
             });
+            // Models opened before, ids and folders, with their family and BOS choice.
+            if !recent.is_empty() {
+                ui.separator();
+                ui.label("Recent");
+                for m in recent {
+                    let kind = if m.is_hub_id() { "Hugging Face id" } else { "folder" };
+                    if ui.button(m.label()).on_hover_text(format!("{kind}: {}", m.source.display())).clicked() {
+                        cmds.push(AppCommand::OpenModel(m.source.clone()));
+                    }
+                }
+            }
         });
         if !open_id {
             self.state.show_open_id = false;

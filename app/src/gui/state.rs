@@ -233,8 +233,9 @@ pub struct AppState {
     pub model_path: Option<PathBuf>,
     /// Recently opened prompt files, newest first.
     pub recent_prompts: Vec<PathBuf>,
-    /// Recently opened models, newest first.
-    pub recent_models: Vec<PathBuf>,
+    /// Recently opened models, newest first (older settings stored bare paths; they still load).
+    #[serde(deserialize_with = "recent_models_compat")]
+    pub recent_models: Vec<RecentModel>,
     /// View settings.
     pub view: ViewSettings,
     /// Text of the pinned token (e.g. `" plasma"`), restored with the prompt.
@@ -243,6 +244,10 @@ pub struct AppState {
     /// The loaded model.
     #[serde(skip)]
     pub model: Option<Arc<ModelSummary>>,
+    /// What was opened to load it: a folder or a Hugging Face id (the demo model's folder for the
+    /// demo); its entry in `recent_models` keeps the BOS choice.
+    #[serde(skip)]
+    pub model_source: Option<PathBuf>,
     /// The latest result.
     #[serde(skip)]
     pub result: Option<Arc<RunResult>>,
@@ -296,6 +301,7 @@ impl Default for AppState {
             view: ViewSettings::default(),
             pin_text: String::new(),
             model: None,
+            model_source: None,
             result: None,
             pinned: None,
             hover: None,
@@ -345,4 +351,69 @@ pub fn push_recent(list: &mut Vec<PathBuf>, path: PathBuf) {
     list.retain(|p| p != &path);
     list.insert(0, path);
     list.truncate(MAX_RECENT);
+}
+
+/// A recently opened model: what was opened (a folder or a Hugging Face id), what it turned out to
+/// be, and the BOS choice made for it (restored when it is opened again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentModel {
+    /// The folder or the Hugging Face id (`org/name[@revision]`) as opened.
+    pub source: PathBuf,
+    /// Its family (`gpt2`, `llama`, …), once it has been loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// Its tokenizer puts a BOS first.
+    #[serde(default)]
+    pub adds_bos: bool,
+    /// The BOS column is hidden for it.
+    #[serde(default)]
+    pub hide_bos: bool,
+}
+
+impl RecentModel {
+    /// A model known only by its path or id (settings of older versions).
+    pub fn bare(source: PathBuf) -> Self {
+        Self { source, family: None, adds_bos: false, hide_bos: false }
+    }
+
+    /// Whether `source` is a Hugging Face id rather than a folder.
+    pub fn is_hub_id(&self) -> bool {
+        !self.source.exists() && self.source.to_str().is_some_and(lens_model::resolve::is_hub_id)
+    }
+
+    /// The menu label: the id or folder, the family, the BOS state.
+    pub fn label(&self) -> String {
+        let mut s = self.source.display().to_string();
+        if let Some(f) = &self.family {
+            s.push_str(&format!("  ·  {f}"));
+        }
+        if self.adds_bos {
+            s.push_str(if self.hide_bos { "  ·  BOS hidden" } else { "  ·  BOS shown" });
+        }
+        s
+    }
+}
+
+/// Moves `entry` to the front of `list` (replacing the entry of the same source).
+pub fn push_recent_model(list: &mut Vec<RecentModel>, entry: RecentModel) {
+    list.retain(|m| m.source != entry.source);
+    list.insert(0, entry);
+    list.truncate(MAX_RECENT);
+}
+
+fn recent_models_compat<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<RecentModel>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Entry(RecentModel),
+        Path(PathBuf),
+    }
+    let stored = Vec::<Stored>::deserialize(d)?;
+    Ok(stored
+        .into_iter()
+        .map(|s| match s {
+            Stored::Entry(e) => e,
+            Stored::Path(p) => RecentModel::bare(p),
+        })
+        .collect())
 }

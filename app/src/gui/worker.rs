@@ -48,6 +48,8 @@ pub struct ModelSummary {
     pub runtime: String,
     /// Vocabulary, sorted by id.
     pub vocab: Arc<Vec<VocabEntry>>,
+    /// The tokenizer puts a BOS (a special token) before every prompt.
+    pub adds_bos: bool,
 }
 
 impl ModelSummary {
@@ -64,6 +66,7 @@ impl ModelSummary {
             provider_notes: Vec::new(),
             runtime: String::new(),
             vocab: Arc::new(Vec::new()),
+            adds_bos: report.tokens.first().is_some_and(|t| t.special),
         }
     }
 
@@ -79,6 +82,7 @@ impl ModelSummary {
             provider_notes: engine.provider.notes.clone(),
             runtime: engine.runtime.version.clone(),
             vocab: Arc::new(Self::vocab_of(engine)),
+            adds_bos: engine.tokenizer.adds_bos(),
         }
     }
 

@@ -38,6 +38,48 @@ pub struct GemmaConfig {
     rope_local_base_freq: Option<f64>,
     /// transformers 5: a dict, or per layer type (`full_attention` / `sliding_attention`).
     rope_parameters: Option<serde_json::Value>,
+    /// transformers 4 (the hub's Gemma 3 configs): the global layers' scaling (`linear`).
+    rope_scaling: Option<RopeParams>,
+    /// transformers 4 (Gemma 3): every `n`-th layer is global, the others slide, when
+    /// `layer_types` is absent. transformers 5 writes `_sliding_window_pattern` (read as this).
+    sliding_window_pattern: Option<usize>,
+}
+
+/// Where an image-text Gemma 3 checkpoint keeps its text model, in place of `model.`.
+pub const MULTIMODAL_PREFIXES: &[&str] = &["language_model.model.", "model.language_model."];
+
+/// `config` with the defaults of transformers' `Gemma2Config` / `Gemma3TextConfig` for every key
+/// it does not name (a key set to `null` stays `null`, as in transformers). The hub's image-text
+/// Gemma 3 configs name only what differs from these (gemma-3-4b-pt's `text_config` has six
+/// keys).
+pub fn with_defaults(family: Family, config: serde_json::Value) -> serde_json::Value {
+    let defaults = match family {
+        Family::Gemma2 => serde_json::json!({
+            "vocab_size": 256000, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+            "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
+            "max_position_embeddings": 8192, "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "query_pre_attn_scalar": 256,
+            "sliding_window": 4096, "final_logit_softcapping": 30.0, "attn_logit_softcapping": 50.0
+        }),
+        _ => serde_json::json!({
+            "vocab_size": 262208, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+            "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
+            "max_position_embeddings": 131072, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
+            "query_pre_attn_scalar": 256, "sliding_window": 4096, "sliding_window_pattern": 6,
+            "final_logit_softcapping": null, "attn_logit_softcapping": null
+        }),
+    };
+    let (serde_json::Value::Object(mut merged), serde_json::Value::Object(mut given)) = (defaults, config.clone()) else { return config };
+    if let Some(p) = given.remove("_sliding_window_pattern") {
+        given.entry("sliding_window_pattern").or_insert(p);
+    }
+    // transformers 5 configs carry their rope in `rope_parameters`: the 4.x keys' defaults must not
+    // compete with it.
+    if given.contains_key("rope_parameters") {
+        merged.remove("rope_theta");
+        merged.remove("rope_local_base_freq");
+    }
+    merged.extend(given);
+    serde_json::Value::Object(merged)
 }
 
 fn rope_base(v: &serde_json::Value) -> Option<f64> {
@@ -51,10 +93,18 @@ pub fn arch(family: Family, c: GemmaConfig, path: &Path) -> Result<Arch> {
     let n_layers = need(path, c.num_hidden_layers, "num_hidden_layers")?;
     let head_dim = need(path, c.head_dim, "head_dim")?;
     let window = c.sliding_window.filter(|&w| w > 0);
+    // Without `layer_types`: every `pattern`-th layer is global (Gemma 2: 2, even layers slide;
+    // Gemma 3: `sliding_window_pattern`, 6), as transformers derives them.
+    let pattern = match family {
+        Family::Gemma2 => 2,
+        _ => c.sliding_window_pattern.unwrap_or(6),
+    };
+    if pattern == 0 {
+        return Err(LensError::bad_file(path, "sliding_window_pattern is 0"));
+    }
     let kinds: Vec<String> = match c.layer_types {
         Some(k) => k,
-        // Gemma 2's pattern: even layers slide.
-        None => (0..n_layers).map(|l| if l % 2 == 0 { "sliding_attention".into() } else { "full_attention".into() }).collect(),
+        None => (0..n_layers).map(|l| if (l + 1) % pattern != 0 { "sliding_attention".into() } else { "full_attention".into() }).collect(),
     };
     if kinds.len() != n_layers {
         return Err(LensError::bad_file(path, format!("layer_types names {} layers, num_hidden_layers is {n_layers}", kinds.len())));
@@ -70,15 +120,28 @@ pub fn arch(family: Family, c: GemmaConfig, path: &Path) -> Result<Arch> {
         .collect::<Result<Vec<_>>>()?;
     // RoPE bases: transformers 5 keys them by layer type; older configs use rope_theta and
     // rope_local_base_freq.
+    // The global layers' scaling: `rope_scaling` (4.x) or the full-attention `rope_parameters`.
     let (mut global, mut local) = (c.rope_theta, c.rope_local_base_freq);
+    let mut global_params = c.rope_scaling.clone();
     if let Some(p) = &c.rope_parameters {
         if let Some(f) = p.get("full_attention") {
             global = rope_base(f).or(global);
             local = p.get("sliding_attention").and_then(rope_base).or(local);
+            global_params = serde_json::from_value(f.clone()).ok();
+            if let Some(sl) = p.get("sliding_attention").and_then(|v| serde_json::from_value::<RopeParams>(v.clone()).ok())
+                && super::llama::scaling(&sl, path)? != (None, None)
+            {
+                return Err(LensError::bad_file(path, "scaled RoPE on the sliding layers is not supported (only on the global layers, as Gemma 3 uses it)"));
+            }
         } else {
             global = rope_base(p).or(global);
+            global_params = serde_json::from_value(p.clone()).ok();
         }
     }
+    let (llama3, linear) = match &global_params {
+        Some(p) => super::llama::scaling(p, path)?,
+        None => (None, None),
+    };
     let global = global.unwrap_or(10000.0);
     let shape = ModelShape {
         n_layers,
@@ -99,9 +162,10 @@ pub fn arch(family: Family, c: GemmaConfig, path: &Path) -> Result<Arch> {
         post_norms: true,
         attn_softcap: c.attn_logit_softcapping.filter(|&x| x > 0.0),
         final_softcap: c.final_logit_softcapping.filter(|&x| x > 0.0),
-        local_rope_base: local.filter(|&l| l != global),
+        // Gemma 3's sliding layers: their own base and never the global layers' scaling.
+        local_rope_base: if gemma3 { Some(local.unwrap_or(global)) } else { local.filter(|&l| l != global) },
         activation: activation(path, c.hidden_activation.as_deref().or(c.hidden_act.as_deref()), "gelu_pytorch_tanh")?,
-        positions: Positions::Rotary(Rotary { dim: head_dim, base: global, interleaved: false, llama3: None }),
+        positions: Positions::Rotary(Rotary { dim: head_dim, base: global, interleaved: false, llama3, linear }),
         embed_scale: Some((d_model as f64).sqrt()),
         attn_scale: c.query_pre_attn_scalar.unwrap_or(head_dim as f64).powf(-0.5),
         windows,

@@ -64,7 +64,7 @@ pub fn arch(c: GptNeoxConfig, path: &Path) -> Result<Arch> {
         residual: if c.use_parallel_residual.unwrap_or(true) { Residual::Parallel } else { Residual::Sequential },
         activation: activation(path, c.hidden_act.as_deref(), "gelu")?,
         // As transformers: int(head_size * rotary_pct).
-        positions: Positions::Rotary(Rotary { dim: (head_dim as f64 * pct) as usize, base, interleaved: false, llama3: None }),
+        positions: Positions::Rotary(Rotary { dim: (head_dim as f64 * pct) as usize, base, interleaved: false, llama3: None, linear: None }),
         qkv_bias: bias,
         attn_out_bias: bias,
         tie_word_embeddings: c.tie_word_embeddings.unwrap_or(false),

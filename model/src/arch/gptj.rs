@@ -46,7 +46,7 @@ pub fn arch(c: GptjConfig, path: &Path) -> Result<Arch> {
         residual: Residual::Parallel,
         shared_norm: true,
         activation: activation(path, c.activation_function.as_deref(), "gelu_new")?,
-        positions: Positions::Rotary(Rotary { dim: c.rotary_dim.unwrap_or(head_dim), base: 10000.0, interleaved: true, llama3: None }),
+        positions: Positions::Rotary(Rotary { dim: c.rotary_dim.unwrap_or(head_dim), base: 10000.0, interleaved: true, llama3: None, linear: None }),
         qkv_bias: false,
         attn_out_bias: false,
         tie_word_embeddings: c.tie_word_embeddings.unwrap_or(false),

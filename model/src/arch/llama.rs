@@ -31,6 +31,28 @@ impl RopeParams {
     }
 }
 
+/// The frequency scaling `rope` names: `llama3` or `linear` (or none for `default`); any other
+/// type is a clear error.
+pub fn scaling(rope: &RopeParams, path: &Path) -> Result<(Option<Llama3Scaling>, Option<f64>)> {
+    match rope.rope_type.as_deref() {
+        None | Some("default") => Ok((None, None)),
+        Some("llama3") => Ok((
+            Some(Llama3Scaling {
+                factor: rope.factor.unwrap_or(8.0),
+                low_freq_factor: rope.low_freq_factor.unwrap_or(1.0),
+                high_freq_factor: rope.high_freq_factor.unwrap_or(4.0),
+                original_max_position_embeddings: rope.original_max_position_embeddings.unwrap_or(8192.0),
+            }),
+            None,
+        )),
+        Some("linear") => match rope.factor {
+            Some(f) if f > 0.0 => Ok((None, Some(f))),
+            _ => Err(LensError::bad_file(path, "linear RoPE scaling without a positive factor")),
+        },
+        Some(other) => Err(LensError::bad_file(path, format!("rope type {other:?} is not supported (default, linear, llama3)"))),
+    }
+}
+
 /// `config.json` of `LlamaForCausalLM` / `MistralForCausalLM` (and the fields Qwen shares).
 #[derive(Debug, Deserialize)]
 pub struct LlamaConfig {
@@ -65,16 +87,7 @@ pub(crate) fn llama_like(family: Family, c: LlamaConfig, path: &Path, qkv_bias: 
     };
     let rope = c.rope_parameters.clone().or(c.rope_scaling.clone()).unwrap_or_default();
     let base = rope.rope_theta.or(c.rope_theta).unwrap_or(10000.0);
-    let llama3 = match rope.rope_type.as_deref() {
-        None | Some("default") => None,
-        Some("llama3") => Some(Llama3Scaling {
-            factor: rope.factor.unwrap_or(8.0),
-            low_freq_factor: rope.low_freq_factor.unwrap_or(1.0),
-            high_freq_factor: rope.high_freq_factor.unwrap_or(4.0),
-            original_max_position_embeddings: rope.original_max_position_embeddings.unwrap_or(8192.0),
-        }),
-        Some(other) => return Err(LensError::bad_file(path, format!("rope type {other:?} is not supported (default, llama3)"))),
-    };
+    let (llama3, linear) = scaling(&rope, path)?;
     let shape = ModelShape {
         n_layers,
         d_model,
@@ -97,7 +110,7 @@ pub(crate) fn llama_like(family: Family, c: LlamaConfig, path: &Path, qkv_bias: 
         n_kv_heads: c.num_key_value_heads.unwrap_or(n_heads),
         qk_norm,
         activation,
-        positions: Positions::Rotary(Rotary { dim: head_dim, base, interleaved: false, llama3 }),
+        positions: Positions::Rotary(Rotary { dim: head_dim, base, interleaved: false, llama3, linear }),
         windows,
         qkv_bias: qkv_bias || c.attention_bias.unwrap_or(false),
         attn_out_bias: c.attention_bias.unwrap_or(false),

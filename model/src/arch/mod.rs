@@ -87,12 +87,15 @@ impl Family {
         FAMILIES.into_iter().find(|f| f.model_type() == s)
     }
 
-    /// `gpt2, gpt_neo, ctrl, gpt_neox, gptj`: for error messages.
+    /// `gpt2, gpt_neo, …, gemma3_text, gemma3 (its text model)`: for error messages.
     pub fn supported_list() -> String {
-        FAMILIES.iter().map(|f| f.model_type()).collect::<Vec<_>>().join(", ")
+        let mut v: Vec<&str> = FAMILIES.iter().map(|f| f.model_type()).collect();
+        v.push("gemma3 (its text model)");
+        v.join(", ")
     }
 
-    /// Checkpoint key prefix of the base model inside `*ForCausalLM` (`transformer.`, `gpt_neox.`, `model.`).
+    /// Checkpoint key prefix of the base model inside `*ForCausalLM` (`transformer.`, `gpt_neox.`, `model.`);
+    /// see also [`Arch::key_prefixes`].
     pub fn base_prefix(self) -> &'static str {
         match self {
             Self::GptNeox => "gpt_neox.",
@@ -167,6 +170,9 @@ pub struct Rotary {
     pub interleaved: bool,
     /// Llama 3's frequency scaling (`rope_type` `llama3`), if any.
     pub llama3: Option<Llama3Scaling>,
+    /// Linear scaling (`rope_type` `linear`: every frequency divided by `factor`; Gemma 3's global
+    /// layers), if any.
+    pub linear: Option<f64>,
 }
 
 /// Llama 3.1's RoPE frequency scaling.
@@ -183,10 +189,12 @@ pub struct Llama3Scaling {
 }
 
 impl Rotary {
-    /// The inverse frequencies `[dim/2]`, as `transformers` computes them (with llama3 scaling).
+    /// The inverse frequencies `[dim/2]`, as `transformers` computes them (with llama3 or linear
+    /// scaling).
     pub fn inv_freq(&self) -> Vec<f64> {
         let half = self.dim / 2;
-        let base: Vec<f64> = (0..half).map(|i| 1.0 / self.base.powf((2 * i) as f64 / self.dim as f64)).collect();
+        let factor = self.linear.unwrap_or(1.0);
+        let base: Vec<f64> = (0..half).map(|i| 1.0 / self.base.powf((2 * i) as f64 / self.dim as f64) / factor).collect();
         let Some(s) = self.llama3 else { return base };
         let low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
         let high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
@@ -286,6 +294,10 @@ pub struct Arch {
     pub attn_scale: f64,
     /// Per layer: `None` = global causal attention, `Some(w)` = each position sees the last `w`.
     pub windows: Vec<Option<usize>>,
+    /// Other prefixes the checkpoint may put in place of the base prefix (`model.`): an image-text
+    /// Gemma 3 keeps its text model under `language_model.model.` (as the hub ships it) or
+    /// `model.language_model.` (as transformers 5 saves it).
+    pub key_prefixes: &'static [&'static str],
     /// Biases on the query/key/value projections.
     pub qkv_bias: bool,
     /// Bias on the attention output projection.
@@ -384,7 +396,19 @@ impl Arch {
         let text = std::fs::read_to_string(path).map_err(|e| LensError::io(path, e))?;
         let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| LensError::bad_file(path, format!("not a valid config.json: {e}")))?;
-        let model_type = value.get("model_type").and_then(|v| v.as_str()).unwrap_or("gpt2").to_string();
+        let mut model_type = value.get("model_type").and_then(|v| v.as_str()).unwrap_or("gpt2").to_string();
+        let mut value = value;
+        // Gemma 3 4B and larger ship as image-text models (`gemma3`, Gemma3ForConditionalGeneration):
+        // the lens reads their text model, `text_config`, under `language_model.`.
+        let mut key_prefixes: &'static [&'static str] = &[];
+        if model_type == "gemma3" {
+            let Some(text) = value.get("text_config").cloned() else {
+                return Err(LensError::bad_file(path, "model_type \"gemma3\" without a text_config: expected a Gemma 3 image-text config"));
+            };
+            value = text;
+            model_type = "gemma3_text".into();
+            key_prefixes = gemma::MULTIMODAL_PREFIXES;
+        }
         let family = Family::from_model_type(&model_type).ok_or_else(|| {
             LensError::bad_file(
                 path,
@@ -400,8 +424,9 @@ impl Arch {
             Family::Gptj => gptj::arch(serde_json::from_value(value).map_err(bad)?, path)?,
             Family::Llama | Family::Mistral => llama::arch(family, serde_json::from_value(value).map_err(bad)?, path)?,
             Family::Qwen2 | Family::Qwen3 => qwen::arch(family, serde_json::from_value(value).map_err(bad)?, path)?,
-            Family::Gemma2 | Family::Gemma3 => gemma::arch(family, serde_json::from_value(value).map_err(bad)?, path)?,
+            Family::Gemma2 | Family::Gemma3 => gemma::arch(family, serde_json::from_value(gemma::with_defaults(family, value)).map_err(bad)?, path)?,
         };
+        let arch = Arch { key_prefixes, ..arch };
         arch.check(path)?;
         Ok(arch)
     }
@@ -440,6 +465,7 @@ impl Arch {
             block_eps: shape.eps,
             n_kv_heads: shape.n_heads,
             windows: all_global(shape.n_layers),
+            key_prefixes: &[],
             shape,
             residual: Residual::Sequential,
             shared_norm: false,

@@ -77,6 +77,8 @@ pub struct Checkpoint {
     pytorch: Option<(PathBuf, HashMap<String, pytorch_reader::Tensor>)>,
     /// The family's base-model prefix (`transformer.`), tried off when a full key is missing.
     prefix: String,
+    /// Prefixes tried in place of `prefix` (an image-text model's `language_model.model.`).
+    alternates: Vec<String>,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -127,8 +129,15 @@ fn map_file(path: &Path) -> Result<(memmap2::Mmap, usize, safetensors::tensor::M
 }
 
 impl Checkpoint {
-    /// Opens the checkpoint in `dir`. `prefix` is the family's base prefix (`transformer.`).
-    pub fn open(dir: &Path, prefix: &str) -> Result<Self> {
+    /// Opens the checkpoint in `dir`. `prefix` is the family's base prefix (`transformer.`);
+    /// `alternates` are tried in its place when a key is missing.
+    pub fn open(dir: &Path, prefix: &str, alternates: &[&str]) -> Result<Self> {
+        let mut c = Self::open_with_prefix(dir, prefix)?;
+        c.alternates = alternates.iter().map(|a| (*a).to_string()).collect();
+        Ok(c)
+    }
+
+    fn open_with_prefix(dir: &Path, prefix: &str) -> Result<Self> {
         let single = dir.join(SAFETENSORS_FILE);
         let index = dir.join(SAFETENSORS_INDEX);
         let shard_names: Vec<String> = if single.is_file() {
@@ -138,7 +147,7 @@ impl Checkpoint {
         } else if dir.join(PYTORCH_FILE).is_file() {
             let path = dir.join(PYTORCH_FILE);
             let tensors = open_pytorch(&path)?;
-            return Ok(Self { files: Vec::new(), entries: HashMap::new(), pytorch: Some((path, tensors)), prefix: prefix.to_string() });
+            return Ok(Self { files: Vec::new(), entries: HashMap::new(), pytorch: Some((path, tensors)), prefix: prefix.to_string(), alternates: Vec::new() });
         } else {
             return Err(LensError::bad_file(dir, format!("no weights: expected {SAFETENSORS_FILE}, {SAFETENSORS_INDEX} or {PYTORCH_FILE}")));
         };
@@ -156,15 +165,21 @@ impl Checkpoint {
             }
             files.push(MappedFile { path, map, data_start });
         }
-        Ok(Self { files, entries, pytorch: None, prefix: prefix.to_string() })
+        Ok(Self { files, entries, pytorch: None, prefix: prefix.to_string(), alternates: Vec::new() })
     }
 
-    /// `key` if present, else `key` without the base prefix if that is present.
+    /// `key` if present, else `key` with an alternate prefix in place of the base prefix, else
+    /// `key` without the base prefix.
     fn find<'k, V>(&self, map: &'k HashMap<String, V>, key: &str) -> Option<(&'k str, &'k V)> {
         if let Some((k, e)) = map.get_key_value(key) {
             return Some((k.as_str(), e));
         }
         let bare = key.strip_prefix(self.prefix.as_str())?;
+        for alt in &self.alternates {
+            if let Some((k, e)) = map.get_key_value(&format!("{alt}{bare}")) {
+                return Some((k.as_str(), e));
+            }
+        }
         map.get_key_value(bare).map(|(k, e)| (k.as_str(), e))
     }
 

@@ -181,7 +181,8 @@ pub struct GraphCtx<'a> {
     /// Positions `0..pos` as int64 `[pos]`.
     pub range: String,
     masks: HashMap<Option<usize>, String>,
-    rope: HashMap<u64, (String, String)>,
+    /// Per (base, linear factor, llama3 scaling): the `(cos, sin)` values.
+    rope: HashMap<(u64, Option<u64>, bool), (String, String)>,
     name_hooks: bool,
     /// `[0, 0, n_heads, d_head]` for Reshape.
     pub heads_shape: String,
@@ -254,9 +255,13 @@ impl<'a> GraphCtx<'a> {
     pub fn rope(&mut self, l: usize) -> Option<(String, String)> {
         let Positions::Rotary(mut r) = self.arch.positions else { return None };
         if let (Some(local), Some(Some(_))) = (self.arch.local_rope_base, self.arch.windows.get(l)) {
+            // Gemma 3's sliding layers: their own base, never scaled.
             r.base = local;
+            r.llama3 = None;
+            r.linear = None;
         }
-        if let Some(cs) = self.rope.get(&r.base.to_bits()) {
+        let key = (r.base.to_bits(), r.linear.map(f64::to_bits), r.llama3.is_some());
+        if let Some(cs) = self.rope.get(&key) {
             return Some(cs.clone());
         }
         let half = r.dim / 2;
@@ -273,7 +278,7 @@ impl<'a> GraphCtx<'a> {
         }
         let cos = b.op("Cos", &[&freqs], None, vec![]);
         let sin = b.op("Sin", &[&freqs], None, vec![]);
-        self.rope.insert(r.base.to_bits(), (cos.clone(), sin.clone()));
+        self.rope.insert(key, (cos.clone(), sin.clone()));
         Some((cos, sin))
     }
 
