@@ -251,3 +251,37 @@ fn snapshot_kl_panel() {
 fn snapshot_entropy_panel() {
     snapshot_of(Metric::Entropy, "panel_entropy");
 }
+
+/// File → Open Hugging Face model…: the id box and the models opened before, ids and folders,
+/// each with its family and BOS state.
+#[test]
+fn snapshot_open_hugging_face_model_window() {
+    use egui_kittest::kittest::Queryable as _;
+    use lens_app::gui::state::RecentModel;
+    let (model, result, prompt) = demo_result();
+    let mut state = AppState { prompt, ..AppState::default() };
+    state.show_open_id = true;
+    state.open_id_text = "Qwen/Qwen2.5-0.5B".into();
+    state.recent_models = vec![
+        RecentModel { source: "meta-llama/Llama-3.2-1B".into(), family: Some("llama".into()), adds_bos: true, hide_bos: true },
+        RecentModel { source: "Qwen/Qwen2.5-0.5B".into(), family: Some("qwen2".into()), adds_bos: false, hide_bos: false },
+        RecentModel { source: "assets/demo-model".into(), family: Some("gpt2".into()), adds_bos: false, hide_bos: false },
+    ];
+    let mut app = LogitLensApp::with_result(state, model, result);
+    if let Some(m) = app.state.model.as_mut() {
+        std::sync::Arc::make_mut(m).dir = std::path::PathBuf::from("assets/demo-model");
+    }
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1280.0, 800.0))
+        .with_context_setup(lens_app::gui::fonts::install_bundled)
+        .allow_missing_glyphs()
+        .renderer(SoftRenderer::default())
+        .build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    for _ in 0..4 {
+        h.step();
+    }
+    assert!(h.query_by_label_contains("meta-llama/Llama-3.2-1B  ·  llama  ·  BOS hidden").is_some());
+    assert!(h.query_by_label_contains("Qwen/Qwen2.5-0.5B  ·  qwen2").is_some());
+    let options = SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels(1280 * 800 / 200);
+    h.snapshot_options("window_open_hf_model", &options);
+}

@@ -56,7 +56,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 #[allow(clippy::large_enum_variant)] // parsed once per process; boxing would only obscure clap's derive
 enum Command {
-    /// Convert a Hugging Face checkpoint folder (gpt2, gpt_neo, ctrl, gpt_neox, gptj) into a lens bundle.
+    /// Convert a Hugging Face checkpoint folder (GPT-2, GPT-Neo, CTRL, GPT-NeoX, GPT-J, Llama, Mistral, Qwen2/3, Gemma 2/3) into a lens bundle.
     Convert {
         /// Folder with config.json, model.safetensors and tokenizer.json (or vocab.json + merges.txt).
         hf_dir: PathBuf,
