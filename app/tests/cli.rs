@@ -58,7 +58,9 @@ fn lens_writes_the_report_json() {
     assert_eq!(n_pos, 7);
     assert_eq!(r["tokens"][1]["text"], "␣cat");
     assert_eq!(r["sites"], serde_json::json!(["embed", "0.attn", "0", "1.attn", "1"]));
-    for key in ["top1_id", "top1_logit", "top1_prob", "rank_of_final_top1", "rank_of_next", "rank_of_input", "kl_to_final", "kl_to_input", "entropy", "nll_next"] {
+    for key in
+        ["top1_id", "top1_logit", "top1_prob", "rank_of_final_top1", "rank_of_next", "rank_of_input", "kl_to_final", "kl_to_input", "entropy", "nll_next"]
+    {
         let grid = r["metrics"][key].as_array().unwrap_or_else(|| panic!("{key}"));
         assert_eq!(grid.len(), 5, "{key}");
         assert!(grid.iter().all(|row| row.as_array().unwrap().len() == n_pos), "{key}");

@@ -160,7 +160,13 @@ fn provenance_round_trips_through_from() {
 fn presets_and_bad_options() {
     let dir = unique_temp_dir("figures-presets");
     std::fs::create_dir_all(&dir).unwrap();
-    for (preset, needle) in [("top1-logit", "colour: logit"), ("rank-final-100", "≥100"), ("kl-final", "KL(final || site)"), ("kl-input", "KL(input || site)"), ("rank-input-1000", "≥1000")] {
+    for (preset, needle) in [
+        ("top1-logit", "colour: logit"),
+        ("rank-final-100", "≥100"),
+        ("kl-final", "KL(final || site)"),
+        ("kl-input", "KL(input || site)"),
+        ("rank-input-1000", "≥1000"),
+    ] {
         let out = dir.join(format!("{preset}.svg"));
         render(&out, &["--preset", preset]);
         let svg = std::fs::read_to_string(&out).unwrap();

@@ -103,7 +103,13 @@ fn hover_selection_and_scroll_are_shared_by_all_panels() {
     // Scrolling over one panel scrolls them all.
     let g = geometry(&h, Metric::Entropy);
     h.hover_at(g.cells.center());
-    h.event(egui::Event::MouseWheel { unit: egui::MouseWheelUnit::Point, delta: egui::vec2(-150.0, 0.0), phase: egui::TouchPhase::Move, modifiers: egui::Modifiers::NONE, source: egui::MouseWheelSource::Wheel });
+    h.event(egui::Event::MouseWheel {
+        unit: egui::MouseWheelUnit::Point,
+        delta: egui::vec2(-150.0, 0.0),
+        phase: egui::TouchPhase::Move,
+        modifiers: egui::Modifiers::NONE,
+        source: egui::MouseWheelSource::Wheel,
+    });
     for _ in 0..20 {
         h.step();
     }

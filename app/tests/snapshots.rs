@@ -109,7 +109,12 @@ impl SoftRenderer {
         for cp in prims {
             let Primitive::Mesh(mesh) = &cp.primitive else { continue };
             let r = cp.clip_rect;
-            let clip = [(r.min.x * ppp).round().max(0.0) as usize, (r.min.y * ppp).round().max(0.0) as usize, (r.max.x * ppp).round().max(0.0) as usize, (r.max.y * ppp).round().max(0.0) as usize];
+            let clip = [
+                (r.min.x * ppp).round().max(0.0) as usize,
+                (r.min.y * ppp).round().max(0.0) as usize,
+                (r.max.x * ppp).round().max(0.0) as usize,
+                (r.max.y * ppp).round().max(0.0) as usize,
+            ];
             for tri in mesh.indices.chunks_exact(3) {
                 let v = [&mesh.vertices[tri[0] as usize], &mesh.vertices[tri[1] as usize], &mesh.vertices[tri[2] as usize]];
                 self.triangle(&mut img, (w, h), clip, mesh.texture_id, v, ppp);

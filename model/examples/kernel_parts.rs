@@ -26,7 +26,18 @@ fn main() -> lens_model::Result<()> {
         (seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5
     };
     let w_u: Vec<f32> = (0..v * d).map(|_| rnd() * 0.2).collect();
-    let dec = Decoder { kind: DecoderKind::Raw, d_model: d, d_vocab: v, eps: 1e-5, norm: lens_model::arch::Norm::LayerNorm, softcap: None, gamma: vec![1.0; d], beta: vec![0.0; d], w_u: w_u.into(), b_u: None };
+    let dec = Decoder {
+        kind: DecoderKind::Raw,
+        d_model: d,
+        d_vocab: v,
+        eps: 1e-5,
+        norm: lens_model::arch::Norm::LayerNorm,
+        softcap: None,
+        gamma: vec![1.0; d],
+        beta: vec![0.0; d],
+        w_u: w_u.into(),
+        b_u: None,
+    };
     let xs: Vec<f32> = (0..rows * d).map(|_| rnd()).collect();
     let targets: Vec<u32> = (0..n_pos * 3).map(|i| (i * 7919 % v) as u32).collect();
     let spec = KernelSpec { n_pos, n_sites: s_n, final_site: s_n - 1, input_site: 0, k: 10, n_targets: 3, chunk };

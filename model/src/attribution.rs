@@ -44,8 +44,8 @@ pub fn terms(trace: &ResidualTrace, dec: &Decoder, pos: usize, token: u32) -> Ve
         let row = o.row(pos);
         let x = row.as_slice().unwrap_or_default();
         if normed {
-                let mean = if dec.centres() { x.iter().map(|&v| f64::from(v)).sum::<f64>() / x.len().max(1) as f64 } else { 0.0 };
-                x.iter().zip(&dec.gamma).zip(w).map(|((&o, &g), &u)| (f64::from(o) - mean) * f64::from(g) * f64::from(u)).sum::<f64>() / sigma
+            let mean = if dec.centres() { x.iter().map(|&v| f64::from(v)).sum::<f64>() / x.len().max(1) as f64 } else { 0.0 };
+            x.iter().zip(&dec.gamma).zip(w).map(|((&o, &g), &u)| (f64::from(o) - mean) * f64::from(g) * f64::from(u)).sum::<f64>() / sigma
         } else {
             x.iter().zip(w).map(|(&o, &u)| f64::from(o) * f64::from(u)).sum()
         }
@@ -62,7 +62,14 @@ pub fn terms(trace: &ResidualTrace, dec: &Decoder, pos: usize, token: u32) -> Ve
 
 /// Attribution to the final top-1 and to the next token at the positions `range` of the trace;
 /// `final_top1` and `next` are indexed from `range.start` (entry `i` is position `range.start + i`).
-pub fn attribute(trace: &ResidualTrace, dec: &Decoder, n_layers: usize, range: std::ops::Range<usize>, final_top1: &[u32], next: &[Option<u32>]) -> Attribution {
+pub fn attribute(
+    trace: &ResidualTrace,
+    dec: &Decoder,
+    n_layers: usize,
+    range: std::ops::Range<usize>,
+    final_top1: &[u32],
+    next: &[Option<u32>],
+) -> Attribution {
     let components = component_names(n_layers);
     let n_c = components.len();
     let n = range.len();

@@ -74,10 +74,7 @@ pub fn format_version_of(dir: &Path) -> Option<u32> {
 
 fn check_external_location(dir: &Path, location: &str, model_path: &Path) -> Result<PathBuf> {
     let rel = Path::new(location);
-    let ok = !location.is_empty()
-        && rel.components().all(|c| matches!(c, Component::Normal(_)))
-        && !location.contains('\\')
-        && !location.contains(':');
+    let ok = !location.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_))) && !location.contains('\\') && !location.contains(':');
     if !ok {
         return Err(LensError::bad_file(
             model_path,
@@ -105,26 +102,41 @@ impl Bundle {
             .map_err(|e| LensError::bad_file(&model_path, format!("not a valid ONNX model (truncated or corrupted?): {e}")))?;
         drop(bytes);
         let graph = model.graph.ok_or_else(|| LensError::bad_file(&model_path, "ONNX model has no graph (truncated or corrupted?)"))?;
-        let metadata: BTreeMap<String, String> =
-            model.metadata_props.iter().filter_map(|e| Some((e.key.clone()?, e.value.clone()?))).collect();
+        let metadata: BTreeMap<String, String> = model.metadata_props.iter().filter_map(|e| Some((e.key.clone()?, e.value.clone()?))).collect();
         let meta = |k: &str| -> Result<&String> {
-            metadata.get(k).ok_or_else(|| LensError::bad_file(&model_path, format!("missing metadata {k:?}; this ONNX file was not made for logit-lens (convert the checkpoint with `logit-lens convert`)")))
+            metadata.get(k).ok_or_else(|| {
+                LensError::bad_file(
+                    &model_path,
+                    format!("missing metadata {k:?}; this ONNX file was not made for logit-lens (convert the checkpoint with `logit-lens convert`)"),
+                )
+            })
         };
         let num = |k: &str| -> Result<usize> {
             let v = meta(k)?;
-            v.parse::<usize>().ok().filter(|x| *x > 0).ok_or_else(|| LensError::bad_file(&model_path, format!("metadata {k} = {v:?} is not a positive integer")))
+            v.parse::<usize>()
+                .ok()
+                .filter(|x| *x > 0)
+                .ok_or_else(|| LensError::bad_file(&model_path, format!("metadata {k} = {v:?} is not a positive integer")))
         };
         let version = meta("lens.format_version")?;
         let format_version: u32 = match version.as_str() {
             "1" => 1,
             "2" => 2,
             other => {
-                return Err(LensError::bad_file(&model_path, format!("bundle format version {other} is not supported by this logit-lens (it reads 1 and 2); update logit-lens or convert the checkpoint again")));
+                return Err(LensError::bad_file(
+                    &model_path,
+                    format!(
+                        "bundle format version {other} is not supported by this logit-lens (it reads 1 and 2); update logit-lens or convert the checkpoint again"
+                    ),
+                ));
             }
         };
         let family = meta("lens.family")?.clone();
         if Family::from_model_type(&family).is_none() || (format_version == 1 && family != "gpt2") {
-            return Err(LensError::bad_file(&model_path, format!("model family {family:?} is not supported; this logit-lens reads {}", Family::supported_list())));
+            return Err(LensError::bad_file(
+                &model_path,
+                format!("model family {family:?} is not supported; this logit-lens reads {}", Family::supported_list()),
+            ));
         }
         // Format 1 (GPT-2 only) named the final LayerNorm `ln_final`; format 2 names the norm's kind.
         let (eps_key, norm_w_key, norm_b_key) = if format_version == 1 {
@@ -136,10 +148,16 @@ impl Bundle {
             Norm::LayerNorm
         } else {
             let n = meta("lens.final_norm")?;
-            Norm::parse(n).ok_or_else(|| LensError::bad_file(&model_path, format!("final norm {n:?} is not supported by this logit-lens (layer_norm, rms_norm)")))?
+            Norm::parse(n)
+                .ok_or_else(|| LensError::bad_file(&model_path, format!("final norm {n:?} is not supported by this logit-lens (layer_norm, rms_norm)")))?
         };
         let final_softcap = match metadata.get("lens.final_softcap") {
-            Some(v) => Some(v.parse::<f64>().ok().filter(|c| *c > 0.0 && c.is_finite()).ok_or_else(|| LensError::bad_file(&model_path, format!("metadata lens.final_softcap = {v:?} is not a positive number")))?),
+            Some(v) => Some(
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|c| *c > 0.0 && c.is_finite())
+                    .ok_or_else(|| LensError::bad_file(&model_path, format!("metadata lens.final_softcap = {v:?} is not a positive number")))?,
+            ),
             None => None,
         };
         let residual = if format_version == 1 {
@@ -149,7 +167,11 @@ impl Bundle {
             Residual::parse(r).ok_or_else(|| LensError::bad_file(&model_path, format!("metadata lens.residual = {r:?} is not sequential or parallel")))?
         };
         let eps_s = meta(eps_key)?;
-        let eps: f64 = eps_s.parse().ok().filter(|e: &f64| *e > 0.0 && *e < 1.0).ok_or_else(|| LensError::bad_file(&model_path, format!("metadata {eps_key} = {eps_s:?} is not a valid epsilon")))?;
+        let eps: f64 = eps_s
+            .parse()
+            .ok()
+            .filter(|e: &f64| *e > 0.0 && *e < 1.0)
+            .ok_or_else(|| LensError::bad_file(&model_path, format!("metadata {eps_key} = {eps_s:?} is not a valid epsilon")))?;
         let d_model = num("lens.d_model")?;
         let shape = ModelShape {
             n_layers: num("lens.n_layers")?,
@@ -195,11 +217,18 @@ impl Bundle {
         // Declared shapes of outputs, where given, must match the metadata.
         for o in &graph.output {
             let Some(name) = o.name.as_deref() else { continue };
-            let want = if name == "logits" { shape.d_vocab } else if name.starts_with("blocks.") { shape.d_model } else { continue };
+            let want = if name == "logits" {
+                shape.d_vocab
+            } else if name.starts_with("blocks.") {
+                shape.d_model
+            } else {
+                continue;
+            };
             if let Some(last) = declared_last_dim(o)
-                && last != want as i64 {
-                    return Err(LensError::bad_file(&model_path, format!("output {name} has last dimension {last}, metadata says {want}")));
-                }
+                && last != want as i64
+            {
+                return Err(LensError::bad_file(&model_path, format!("output {name} has last dimension {last}, metadata says {want}")));
+            }
         }
 
         // External data must stay inside the bundle; check before anything reads it.
@@ -209,8 +238,7 @@ impl Bundle {
                 check_external_location(dir, &loc, &model_path)?;
             }
         }
-        let initializers: BTreeMap<String, TensorProto> =
-            graph.initializer.into_iter().filter_map(|t| Some((t.name.clone()?, t))).collect();
+        let initializers: BTreeMap<String, TensorProto> = graph.initializer.into_iter().filter_map(|t| Some((t.name.clone()?, t))).collect();
         let ln_final_weight = meta(norm_w_key)?.clone();
         // Format 1 always had a bias; format 2 names one where the norm has it.
         let ln_final_bias = if format_version == 1 { Some(meta(norm_b_key)?.clone()) } else { metadata.get(norm_b_key).cloned() };
@@ -231,11 +259,7 @@ impl Bundle {
             }
             None => None,
         };
-        let name = metadata
-            .get("lens.name")
-            .cloned()
-            .or_else(|| dir.file_name().map(|s| s.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "model".into());
+        let name = metadata.get("lens.name").cloned().or_else(|| dir.file_name().map(|s| s.to_string_lossy().into_owned())).unwrap_or_else(|| "model".into());
         let bundle = Self {
             dir: dir.to_path_buf(),
             format_version,
@@ -299,7 +323,11 @@ impl Bundle {
         if offset.checked_add(length).is_none_or(|end| end > size) {
             return Err(LensError::bad_file(
                 &path,
-                format!("too short for initializer {:?} (needs bytes {offset}..{}, file has {size}); truncated?", t.name.as_deref().unwrap_or("?"), offset.saturating_add(length)),
+                format!(
+                    "too short for initializer {:?} (needs bytes {offset}..{}, file has {size}); truncated?",
+                    t.name.as_deref().unwrap_or("?"),
+                    offset.saturating_add(length)
+                ),
             ));
         }
         Ok(Some((path, offset, length)))

@@ -76,11 +76,7 @@ pub fn convert_hf_checkpoint(src: &Path, dst: &Path, progress: &Progress) -> Res
     let tmp = parent.join(format!(".{file_name}.partial-{}-{nanos}-{unique}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| LensError::io(&tmp, e))?;
-    let name = src
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| arch.family.model_type().into());
+    let name = src.canonicalize().ok().and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned())).unwrap_or_else(|| arch.family.model_type().into());
     let result = convert_into(src, &ckpt, &tmp, &arch, &name, progress);
     match result {
         Ok(sha) => {

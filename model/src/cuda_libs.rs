@@ -63,18 +63,12 @@ pub fn nvidia_dirs(ort_lib: &Path, extra: &[PathBuf]) -> Vec<PathBuf> {
 
 /// The existing library files under `dirs`, in load order, each the first found for its name.
 pub fn candidates(dirs: &[PathBuf], major: u32) -> Vec<PathBuf> {
-    library_files(major)
-        .into_iter()
-        .filter_map(|(pkg, file)| dirs.iter().map(|d| d.join(pkg).join("lib").join(&file)).find(|p| p.is_file()))
-        .collect()
+    library_files(major).into_iter().filter_map(|(pkg, file)| dirs.iter().map(|d| d.join(pkg).join("lib").join(&file)).find(|p| p.is_file())).collect()
 }
 
 /// The `nvidia` namespace folders of the Python environment (`LOGIT_LENS_PYTHON` or `python3`), if any.
 pub fn python_nvidia_dirs(python: &str) -> Vec<PathBuf> {
-    let out = std::process::Command::new(python)
-        .args(["-c", "import nvidia; print('\\n'.join(nvidia.__path__))"])
-        .stderr(std::process::Stdio::null())
-        .output();
+    let out = std::process::Command::new(python).args(["-c", "import nvidia; print('\\n'.join(nvidia.__path__))"]).stderr(std::process::Stdio::null()).output();
     match out {
         Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).lines().filter(|l| !l.is_empty()).map(PathBuf::from).collect(),
         _ => Vec::new(),

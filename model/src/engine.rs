@@ -66,9 +66,7 @@ impl std::fmt::Debug for LensEngine {
 }
 
 fn grid<T: Clone>(rows: &[RowMetrics], n_pos: usize, n_sites: usize, f: impl Fn(&RowMetrics, usize) -> T) -> Vec<Vec<T>> {
-    (0..n_sites)
-        .map(|s| (0..n_pos).filter_map(|p| rows.get(p * n_sites + s).map(|r| f(r, p))).collect())
-        .collect()
+    (0..n_sites).map(|s| (0..n_pos).filter_map(|p| rows.get(p * n_sites + s).map(|r| f(r, p))).collect()).collect()
 }
 
 impl LensEngine {
@@ -141,7 +139,9 @@ impl LensEngine {
         if worst.is_nan() || worst > CONSISTENCY_TOLERANCE {
             return Err(LensError::bad_file(
                 &self.bundle.model_path(),
-                format!("inconsistent bundle: decoding the last site with ln_final and W_U differs from the model's logits by {worst:.3e} (> {CONSISTENCY_TOLERANCE:e})"),
+                format!(
+                    "inconsistent bundle: decoding the last site with ln_final and W_U differs from the model's logits by {worst:.3e} (> {CONSISTENCY_TOLERANCE:e})"
+                ),
             ));
         }
         Ok(())
@@ -221,11 +221,7 @@ impl LensEngine {
         }
         let mut dec = self.decoder.clone(); // cheap: W_U is shared, not copied
         dec.kind = opts.decoder;
-        let sites = if opts.final_only {
-            vec![SiteKind::Block(shape.n_layers.saturating_sub(1))]
-        } else {
-            site_list(shape.n_layers, opts.subblocks)
-        };
+        let sites = if opts.final_only { vec![SiteKind::Block(shape.n_layers.saturating_sub(1))] } else { site_list(shape.n_layers, opts.subblocks) };
         let n_sites = sites.len();
         let final_site = n_sites - 1;
         let d = shape.d_model;
@@ -265,9 +261,8 @@ impl LensEngine {
         let mut rows = run_kernel(&prepared, &make_targets(&candidates), &dec, &spec, progress)?;
         // The model's argmax is only a candidate: where the decoded final site disagrees (a near
         // tie, or the raw decoder), recompute those positions with the exact final top-1.
-        let redo: Vec<usize> = (0..n_pos)
-            .filter(|&p| rows.get(p * n_sites + final_site).and_then(|r| r.top.first()).map(|t| t.0) != candidates.get(p).copied())
-            .collect();
+        let redo: Vec<usize> =
+            (0..n_pos).filter(|&p| rows.get(p * n_sites + final_site).and_then(|r| r.top.first()).map(|t| t.0) != candidates.get(p).copied()).collect();
         if !redo.is_empty() {
             for &p in &redo {
                 if let (Some(slot), Some(t)) = (candidates.get_mut(p), rows.get(p * n_sites + final_site).and_then(|r| r.top.first())) {
@@ -304,9 +299,7 @@ impl LensEngine {
             // Without the embed row there is no input distribution: NaN, written as null.
             kl_to_input: grid(&rows, n_pos, n_sites, |r, _| if opts.final_only { f64::NAN } else { r.kl_to_input }),
             entropy: grid(&rows, n_pos, n_sites, |r, _| r.entropy),
-            nll_next: grid(&rows, n_pos, n_sites, |r, p| {
-                next.get(p).copied().flatten().and(r.target_logit.get(1)).map(|&l| r.lse - f64::from(l))
-            }),
+            nll_next: grid(&rows, n_pos, n_sites, |r, p| next.get(p).copied().flatten().and(r.target_logit.get(1)).map(|&l| r.lse - f64::from(l))),
         };
         let top_k = TopK {
             k,
@@ -317,9 +310,7 @@ impl LensEngine {
         let pinned = (!opts.pinned.is_empty()).then(|| Pinned {
             tokens: self.tokenizer.tokens(&opts.pinned),
             rank: (0..opts.pinned.len()).map(|i| grid(&rows, n_pos, n_sites, |r, _| r.target_rank.get(3 + i).copied().unwrap_or(0))).collect(),
-            prob: (0..opts.pinned.len())
-                .map(|i| grid(&rows, n_pos, n_sites, |r, _| r.target_logit.get(3 + i).map_or(f64::NAN, |&l| r.prob(l))))
-                .collect(),
+            prob: (0..opts.pinned.len()).map(|i| grid(&rows, n_pos, n_sites, |r, _| r.target_logit.get(3 + i).map_or(f64::NAN, |&l| r.prob(l)))).collect(),
             logit: (0..opts.pinned.len()).map(|i| grid(&rows, n_pos, n_sites, |r, _| r.target_logit.get(3 + i).copied().unwrap_or(f32::NAN))).collect(),
         });
         let final_top1: Vec<u32> = (0..n_pos).map(|p| rows.get(p * n_sites + final_site).and_then(|r| r.top.first()).map_or(0, |t| t.0)).collect();
@@ -344,7 +335,12 @@ impl LensEngine {
             top_k,
             attribution,
             pinned,
-            run: RunInfo { provider: self.provider.active.clone(), forward_ms: 0.0, lens_ms: 0.0, program: format!("logit-lens {}", env!("CARGO_PKG_VERSION")) },
+            run: RunInfo {
+                provider: self.provider.active.clone(),
+                forward_ms: 0.0,
+                lens_ms: 0.0,
+                program: format!("logit-lens {}", env!("CARGO_PKG_VERSION")),
+            },
         })
     }
 }

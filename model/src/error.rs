@@ -84,7 +84,8 @@ impl Progress {
     /// A progress for one part of this operation, covering fractions `start..start + len` of it:
     /// it reports through this one's sink and shares its cancellation.
     pub fn part(&self, start: f32, len: f32) -> Self {
-        let sink: Option<Sink> = self.sink.clone().map(|outer| -> Sink { std::sync::Arc::new(move |stage: &str, f: f32| outer(stage, (start + len * f).clamp(0.0, 1.0))) });
+        let sink: Option<Sink> =
+            self.sink.clone().map(|outer| -> Sink { std::sync::Arc::new(move |stage: &str, f: f32| outer(stage, (start + len * f).clamp(0.0, 1.0))) });
         Self { cancel: std::sync::Arc::clone(&self.cancel), sink, hooks: std::sync::Arc::clone(&self.hooks) }
     }
     /// Reports progress of a stage.

@@ -74,7 +74,9 @@ fn repo_info(agent: &ureq::Agent, id: &str, revision: &str) -> Result<(String, V
         siblings: Vec<Sibling>,
     }
     let url = format!("{}/api/models/{id}/revision/{revision}", endpoint());
-    let resp = get(agent, &url, 0).map_err(|e| LensError::invalid(format!("cannot reach {}: {e} (offline? set HF_ENDPOINT for a mirror, or download the model elsewhere)", endpoint())))?;
+    let resp = get(agent, &url, 0).map_err(|e| {
+        LensError::invalid(format!("cannot reach {}: {e} (offline? set HF_ENDPOINT for a mirror, or download the model elsewhere)", endpoint()))
+    })?;
     let status = resp.status().as_u16();
     if status != 200 {
         return Err(status_error(id, &url, status));

@@ -50,7 +50,9 @@ impl LastBlockRunner {
 
     fn compute(&self, trace: &ResidualTrace, sites: &[SiteKind], progress: &Progress) -> Result<()> {
         let path = self.path.clone().ok_or_else(|| {
-            LensError::invalid("this bundle has no last-block graph (it was made by an older logit-lens); convert the checkpoint again to use the last-block decoders")
+            LensError::invalid(
+                "this bundle has no last-block graph (it was made by an older logit-lens); convert the checkpoint again to use the last-block decoders",
+            )
         })?;
         let mut guard = self.session.lock().map_err(|_| LensError::invalid("the last-block session was poisoned by an earlier failure"))?;
         if guard.is_none() {

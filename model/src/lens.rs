@@ -128,7 +128,18 @@ impl Decoder {
         // copy (see [`Unembedding`]).
         let shareable = bundle.unembed_layout == UnembedLayout::VocabModel && bundle.initializer_is_f32(&bundle.unembed);
         let w_u = if shareable { Unembedding::shared(&bundle.unembed, v, d, w_u)? } else { Unembedding::from(w_u) };
-        Ok(Self { kind, d_model: d, d_vocab: v, eps: bundle.shape.eps, norm: bundle.final_norm, softcap: bundle.final_softcap.map(|c| c as f32), gamma, beta, w_u, b_u })
+        Ok(Self {
+            kind,
+            d_model: d,
+            d_vocab: v,
+            eps: bundle.shape.eps,
+            norm: bundle.final_norm,
+            softcap: bundle.final_softcap.map(|c| c as f32),
+            gamma,
+            beta,
+            w_u,
+            b_u,
+        })
     }
 
     /// The final norm's centre and scale of `x`: LayerNorm (mean, sqrt(var + eps)); RMSNorm

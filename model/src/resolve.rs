@@ -35,7 +35,16 @@ fn cache_key(dir: &Path) -> Result<String> {
     let canon = dir.canonicalize().map_err(|e| LensError::io(dir, e))?;
     let mut h = Sha256::new();
     h.update(canon.to_string_lossy().as_bytes());
-    for f in ["config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"] {
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model.bin",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.json",
+        "merges.txt",
+    ] {
         let p = dir.join(f);
         if let Ok(meta) = std::fs::metadata(&p) {
             h.update(f.as_bytes());
@@ -132,9 +141,11 @@ pub fn resolve_model(arg: Option<&Path>, progress: &Progress) -> Result<PathBuf>
             _ => p.to_path_buf(),
         },
         None => demo_model().ok_or_else(|| {
-            LensError::invalid("no --model given and the bundled demo model was not found (looked in: ".to_string()
-                + &demo_model_candidates().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-                + ")")
+            LensError::invalid(
+                "no --model given and the bundled demo model was not found (looked in: ".to_string()
+                    + &demo_model_candidates().iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+                    + ")",
+            )
         })?,
     };
     if !dir.exists() {
@@ -164,5 +175,8 @@ pub fn resolve_model(arg: Option<&Path>, progress: &Progress) -> Result<PathBuf>
             Err(e) => Err(e),
         };
     }
-    Err(LensError::bad_file(&dir, "not a model: expected a lens bundle (model.onnx + tokenizer.json) or a Hugging Face checkpoint folder (config.json + model.safetensors)"))
+    Err(LensError::bad_file(
+        &dir,
+        "not a model: expected a lens bundle (model.onnx + tokenizer.json) or a Hugging Face checkpoint folder (config.json + model.safetensors)",
+    ))
 }

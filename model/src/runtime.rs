@@ -116,9 +116,10 @@ fn python() -> String {
 /// The per-user cache folder of logit-lens (converted models, the runtime library).
 pub fn cache_dir() -> PathBuf {
     if let Ok(p) = std::env::var("LOGIT_LENS_CACHE")
-        && !p.is_empty() {
-            return PathBuf::from(p);
-        }
+        && !p.is_empty()
+    {
+        return PathBuf::from(p);
+    }
     dirs::cache_dir().unwrap_or_else(std::env::temp_dir).join("logit-lens")
 }
 
@@ -286,7 +287,8 @@ fn python_cuda_runtime() -> Option<&'static PathBuf> {
                 _ => None,
             };
             let p = python_env_lib()?;
-            let has_cuda = p.parent().is_some_and(|d| d.join(if cfg!(windows) { "onnxruntime_providers_cuda.dll" } else { "libonnxruntime_providers_cuda.so" }).is_file());
+            let has_cuda =
+                p.parent().is_some_and(|d| d.join(if cfg!(windows) { "onnxruntime_providers_cuda.dll" } else { "libonnxruntime_providers_cuda.so" }).is_file());
             (has_cuda && loaded.as_ref() != Some(&p)).then_some(p)
         })
         .as_ref()
@@ -328,7 +330,9 @@ pub type SharedInitializer = (String, std::sync::Arc<ort::value::DynValue>);
 
 fn with_initializers(mut builder: ort::session::builder::SessionBuilder, initializers: &[SharedInitializer]) -> Result<ort::session::builder::SessionBuilder> {
     for (name, value) in initializers {
-        builder = builder.with_initializer(name, value.clone()).map_err(|e| LensError::Runtime(format!("cannot share initializer {name:?} with the session: {e}")))?;
+        builder = builder
+            .with_initializer(name, value.clone())
+            .map_err(|e| LensError::Runtime(format!("cannot share initializer {name:?} with the session: {e}")))?;
     }
     Ok(builder)
 }
@@ -378,7 +382,11 @@ pub fn create_session(model: &Path, device: Device, threads: usize, initializers
             }
             Err(e) => {
                 let e = e.to_string();
-                let hint = if name == "CUDA" { RUNTIME.get().and_then(|r| r.as_ref().ok()).and_then(|l| cuda_libs::explain_provider_failure(&e, cuda_libs::cuda_major(&l.info.library))) } else { None };
+                let hint = if name == "CUDA" {
+                    RUNTIME.get().and_then(|r| r.as_ref().ok()).and_then(|l| cuda_libs::explain_provider_failure(&e, cuda_libs::cuda_major(&l.info.library)))
+                } else {
+                    None
+                };
                 match hint {
                     Some(h) => report.notes.push(format!("{name}: could not be registered: {h}")),
                     None => report.notes.push(format!("{name}: could not be registered: {e}")),
@@ -394,9 +402,7 @@ pub fn create_session(model: &Path, device: Device, threads: usize, initializers
     // Memory: no arena (freed outputs go back to the system) and no pre-packed weight copies;
     // measured on GPT-2-small, 291 tokens: peak RSS 1.29 GB -> 1.0 GB, forward time unchanged.
     #[allow(clippy::result_large_err)] // ort's builder error carries the builder back
-    let configured = builder
-        .with_execution_providers([ep::CPU::default().with_arena_allocator(false).build()])
-        .and_then(|b| b.with_prepacking(false));
+    let configured = builder.with_execution_providers([ep::CPU::default().with_arena_allocator(false).build()]).and_then(|b| b.with_prepacking(false));
     builder = configured.map_err(|e| LensError::Runtime(e.to_string()))?;
     if threads > 0 {
         builder = builder.with_intra_threads(threads).map_err(|e| LensError::Runtime(e.to_string()))?;

@@ -87,11 +87,7 @@ fn bytes_to_unicode() -> Vec<(u8, char)> {
             n += 1;
         }
     }
-    printable
-        .into_iter()
-        .zip(chars)
-        .filter_map(|(b, c)| Some((u8::try_from(b).ok()?, char::from_u32(c)?)))
-        .collect()
+    printable.into_iter().zip(chars).filter_map(|(b, c)| Some((u8::try_from(b).ok()?, char::from_u32(c)?))).collect()
 }
 
 /// Renders raw bytes for display: visible whitespace, and `<0xNN>` for bytes that are not valid UTF-8.
@@ -151,11 +147,8 @@ impl LensTokenizer {
     }
 
     fn from_tokenizer_file(path: &Path) -> Result<Self> {
-        let mut inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| LensError::bad_file(path, format!("not a valid tokenizer.json: {e}")))?;
-        inner
-            .with_truncation(None)
-            .map_err(|e| LensError::Tokenizer(format!("cannot disable truncation: {e}")))?;
+        let mut inner = tokenizers::Tokenizer::from_file(path).map_err(|e| LensError::bad_file(path, format!("not a valid tokenizer.json: {e}")))?;
+        inner.with_truncation(None).map_err(|e| LensError::Tokenizer(format!("cannot disable truncation: {e}")))?;
         inner.with_padding(None);
         let byte_decoder = bytes_to_unicode().into_iter().map(|(b, c)| (c, b)).collect();
         let special = inner.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).map(|(id, _)| id).collect();

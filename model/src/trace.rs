@@ -169,6 +169,7 @@ fn collect(outputs: &mut ort::session::SessionOutputs<'_>, bundle: &Bundle, n_po
     let value = take_output(outputs, "logits")?;
     let data = checked(&value, "logits", n_pos, shape.d_vocab)?;
     let logits_top1 = data.chunks_exact(shape.d_vocab).map(argmax).collect();
-    let logits = if keep_logits { Some(Array2::from_shape_vec((n_pos, shape.d_vocab), data.to_vec()).map_err(|e| LensError::Runtime(e.to_string()))?) } else { None };
+    let logits =
+        if keep_logits { Some(Array2::from_shape_vec((n_pos, shape.d_vocab), data.to_vec()).map_err(|e| LensError::Runtime(e.to_string()))?) } else { None };
     Ok(ResidualTrace { n_pos, embed, resid_mid, resid_post, attn_out, mlp_out, logits_top1, logits, decoded: DecodedCache::default() })
 }

@@ -134,10 +134,7 @@ pub fn gpt2_tokenizer_json() -> PathBuf {
     if let Some(p) = std::env::var_os("LENS_GPT2_TOKENIZER") {
         return PathBuf::from(p);
     }
-    let beside = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/gpt2-tokenizer/tokenizer.json"
-    ));
+    let beside = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/gpt2-tokenizer/tokenizer.json"));
     if beside.is_file() {
         return beside;
     }
@@ -149,10 +146,7 @@ pub fn gpt2_tokenizer_json() -> PathBuf {
 pub fn unique_temp_dir(tag: &str) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     std::env::temp_dir().join(format!("lens-{tag}-{}-{nanos}-{n}", std::process::id()))
 }
 
@@ -217,9 +211,7 @@ pub fn write_checkpoint(dir: &Path, spec: &RandomGpt2) -> io::Result<()> {
     std::fs::write(dir.join("config.json"), config)?;
     write_safetensors(&dir.join("model.safetensors"), spec)?;
     let tok = gpt2_tokenizer_json();
-    std::fs::copy(&tok, dir.join("tokenizer.json")).map_err(|e| {
-        io::Error::new(e.kind(), format!("copying GPT-2 tokenizer from {}: {e}", tok.display()))
-    })?;
+    std::fs::copy(&tok, dir.join("tokenizer.json")).map_err(|e| io::Error::new(e.kind(), format!("copying GPT-2 tokenizer from {}: {e}", tok.display())))?;
     Ok(())
 }
 
@@ -251,19 +243,13 @@ fn plan(spec: &RandomGpt2) -> Vec<Plan> {
         out.push(Plan { key: spec.key(&bare), shape, init });
     };
     push("wte.weight".into(), vec![v, d], Init::Normal { mean: 0.0, std: 0.1, seed_name: "wte.weight" });
-    push(
-        "wpe.weight".into(),
-        vec![spec.n_positions, d],
-        Init::Normal { mean: 0.0, std: 0.1, seed_name: "wpe.weight" },
-    );
+    push("wpe.weight".into(), vec![spec.n_positions, d], Init::Normal { mean: 0.0, std: 0.1, seed_name: "wpe.weight" });
     for l in 0..spec.n_layer {
         let nl = |mean: f32, std: f32, suffix: &'static str| Init::NormalLayer { mean, std, layer: l, suffix };
         push(format!("h.{l}.ln_1.weight"), vec![d], nl(1.0, 0.2, "ln_1.weight"));
         push(format!("h.{l}.ln_1.bias"), vec![d], nl(0.0, 0.1, "ln_1.bias"));
         if spec.with_attn_bias {
-            push(format!("h.{l}.attn.bias"), vec![1, 1, spec.n_positions, spec.n_positions], Init::CausalMask {
-                n: spec.n_positions,
-            });
+            push(format!("h.{l}.attn.bias"), vec![1, 1, spec.n_positions, spec.n_positions], Init::CausalMask { n: spec.n_positions });
             push(format!("h.{l}.attn.masked_bias"), vec![], Init::Scalar(-1e4));
         }
         push(format!("h.{l}.attn.c_attn.weight"), vec![d, 3 * d], nl(0.0, w_std(d), "attn.c_attn.weight"));
@@ -280,11 +266,7 @@ fn plan(spec: &RandomGpt2) -> Vec<Plan> {
     push("ln_f.weight".into(), vec![d], Init::Normal { mean: 1.0, std: 0.2, seed_name: "ln_f.weight" });
     push("ln_f.bias".into(), vec![d], Init::Normal { mean: 0.0, std: 0.1, seed_name: "ln_f.bias" });
     if spec.with_lm_head {
-        push(
-            "lm_head.weight".into(),
-            vec![v, d],
-            Init::Normal { mean: 0.0, std: 0.1, seed_name: "wte.weight" },
-        );
+        push("lm_head.weight".into(), vec![v, d], Init::Normal { mean: 0.0, std: 0.1, seed_name: "wte.weight" });
     }
     out
 }
@@ -352,16 +334,7 @@ fn write_safetensors(path: &Path, spec: &RandomGpt2) -> io::Result<()> {
 const CHUNK: usize = 1 << 16;
 
 #[allow(clippy::too_many_arguments)]
-fn write_normal(
-    w: &mut impl Write,
-    dtype: Dtype,
-    n: usize,
-    mean: f32,
-    std: f32,
-    seed: u64,
-    vals: &mut Vec<f32>,
-    bytes: &mut Vec<u8>,
-) -> io::Result<()> {
+fn write_normal(w: &mut impl Write, dtype: Dtype, n: usize, mean: f32, std: f32, seed: u64, vals: &mut Vec<f32>, bytes: &mut Vec<u8>) -> io::Result<()> {
     let mut g = NormalGen::new(seed);
     let mut left = n;
     while left > 0 {

@@ -79,28 +79,15 @@ pub enum RefDecoder {
 /// removed). Supports F32, F16, BF16 and F64.
 pub fn read_safetensors_f64(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f64>)> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    let st = safetensors::SafeTensors::deserialize(&bytes)
-        .unwrap_or_else(|e| panic!("parsing {}: {e:?}", path.display()));
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap_or_else(|e| panic!("parsing {}: {e:?}", path.display()));
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
         let data = view.data();
         let vals: Vec<f64> = match view.dtype() {
-            safetensors::Dtype::F32 => data
-                .chunks_exact(4)
-                .map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-                .collect(),
-            safetensors::Dtype::F16 => data
-                .chunks_exact(2)
-                .map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64())
-                .collect(),
-            safetensors::Dtype::BF16 => data
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64())
-                .collect(),
-            safetensors::Dtype::F64 => data
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                .collect(),
+            safetensors::Dtype::F32 => data.chunks_exact(4).map(|c| f64::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]]))).collect(),
+            safetensors::Dtype::F16 => data.chunks_exact(2).map(|c| half::f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64()).collect(),
+            safetensors::Dtype::BF16 => data.chunks_exact(2).map(|c| half::bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f64()).collect(),
+            safetensors::Dtype::F64 => data.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect(),
             // Non-float buffers (e.g. a bool `attn.bias` mask) are not needed by the reference.
             _ => continue,
         };
@@ -114,8 +101,7 @@ impl RefModel {
     /// Load an HF GPT-2 folder: `config.json` and `model.safetensors` (either key style; any float
     /// dtype; `attn.bias` / `attn.masked_bias` buffers are ignored). Panics on any problem.
     pub fn load(dir: &Path) -> RefModel {
-        let cfg_text = std::fs::read_to_string(dir.join("config.json"))
-            .unwrap_or_else(|e| panic!("reading {}/config.json: {e}", dir.display()));
+        let cfg_text = std::fs::read_to_string(dir.join("config.json")).unwrap_or_else(|e| panic!("reading {}/config.json: {e}", dir.display()));
         let cfg: serde_json::Value = serde_json::from_str(&cfg_text).unwrap();
         let get = |k: &str| cfg.get(k).and_then(serde_json::Value::as_u64).map(|v| v as usize);
         let n_layer = get("n_layer").expect("config n_layer");
@@ -166,11 +152,7 @@ impl RefModel {
             .collect();
         let ln_f_w = take("ln_f.weight", &[d]);
         let ln_f_b = take("ln_f.bias", &[d]);
-        let unembed = if has_lm_head {
-            take("lm_head.weight", &[d_vocab, d])
-        } else {
-            wte.clone()
-        };
+        let unembed = if has_lm_head { take("lm_head.weight", &[d_vocab, d]) } else { wte.clone() };
         RefModel { n_layer, n_head, d_model, d_mlp, d_vocab, n_ctx, eps, wte, wpe, blocks, ln_f_w, ln_f_b, unembed }
     }
 
@@ -205,13 +187,11 @@ impl RefModel {
             let attn_out = self.attention(b, &h);
             let resid_mid: Vec<Vec<f64>> = add_rows(&x, &attn_out);
 
-            let h2: Vec<Vec<f64>> =
-                resid_mid.iter().map(|r| layer_norm(r, &b.ln2_w, &b.ln2_b, self.eps)).collect();
+            let h2: Vec<Vec<f64>> = resid_mid.iter().map(|r| layer_norm(r, &b.ln2_w, &b.ln2_b, self.eps)).collect();
             let mlp_out: Vec<Vec<f64>> = h2
                 .iter()
                 .map(|r| {
-                    let f: Vec<f64> =
-                        linear(r, &b.fc_w, &b.fc_b, d, self.d_mlp).into_iter().map(gelu_new).collect();
+                    let f: Vec<f64> = linear(r, &b.fc_w, &b.fc_b, d, self.d_mlp).into_iter().map(gelu_new).collect();
                     linear(&f, &b.mlp_proj_w, &b.mlp_proj_b, self.d_mlp, d)
                 })
                 .collect();
@@ -243,9 +223,7 @@ impl RefModel {
             let v_off = 2 * d + head * dh;
             for i in 0..n {
                 // Scores against positions 0..=i only (causal).
-                let scores: Vec<f64> = (0..=i)
-                    .map(|j| (0..dh).map(|e| qkv[i][q_off + e] * qkv[j][k_off + e]).sum::<f64>() * scale)
-                    .collect();
+                let scores: Vec<f64> = (0..=i).map(|j| (0..dh).map(|e| qkv[i][q_off + e] * qkv[j][k_off + e]).sum::<f64>() * scale).collect();
                 let m = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
                 let w: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
                 let total: f64 = w.iter().sum();
@@ -320,21 +298,12 @@ impl RefModel {
     }
 
     /// Same as [`RefModel::report`] for an existing trace of `ids`.
-    pub fn report_from_trace(
-        &self,
-        trace: &RefTrace,
-        ids: &[u32],
-        subblocks: bool,
-        k: usize,
-        decoder: RefDecoder,
-    ) -> RefReport {
+    pub fn report_from_trace(&self, trace: &RefTrace, ids: &[u32], subblocks: bool, k: usize, decoder: RefDecoder) -> RefReport {
         let site_rows = sites(trace, self.n_layer, subblocks);
         let n = ids.len();
         // metrics[site][pos]
-        let metrics: Vec<Vec<RefSiteMetrics>> = site_rows
-            .iter()
-            .map(|(_, rows)| rows.iter().map(|x| RefSiteMetrics::new(self.decode_with(decoder, x), k)).collect())
-            .collect();
+        let metrics: Vec<Vec<RefSiteMetrics>> =
+            site_rows.iter().map(|(_, rows)| rows.iter().map(|x| RefSiteMetrics::new(self.decode_with(decoder, x), k)).collect()).collect();
         let final_m = metrics.last().unwrap();
         let embed_m = metrics.first().unwrap();
         let grid = |f: &dyn Fn(&RefSiteMetrics, usize) -> f64| -> Vec<Vec<f64>> {
@@ -349,18 +318,12 @@ impl RefModel {
             top1_logit: grid(&|m, _| m.top_logits[0]),
             top1_prob: grid(&|m, _| m.top_probs[0]),
             rank_of_final_top1: grid_u(&|m, p| m.rank_of(final_m[p].top_ids[0])),
-            rank_of_next: metrics
-                .iter()
-                .map(|row| row.iter().enumerate().map(|(p, m)| (p + 1 < n).then(|| m.rank_of(ids[p + 1]))).collect())
-                .collect(),
+            rank_of_next: metrics.iter().map(|row| row.iter().enumerate().map(|(p, m)| (p + 1 < n).then(|| m.rank_of(ids[p + 1]))).collect()).collect(),
             rank_of_input: grid_u(&|m, p| m.rank_of(ids[p])),
             kl_to_final: grid(&|m, p| kl_log_probs(&final_m[p].log_probs, &m.log_probs)),
             kl_to_input: grid(&|m, p| kl_log_probs(&embed_m[p].log_probs, &m.log_probs)),
             entropy: grid(&|m, _| m.entropy),
-            nll_next: metrics
-                .iter()
-                .map(|row| row.iter().enumerate().map(|(p, m)| (p + 1 < n).then(|| m.nll(ids[p + 1]))).collect())
-                .collect(),
+            nll_next: metrics.iter().map(|row| row.iter().enumerate().map(|(p, m)| (p + 1 < n).then(|| m.nll(ids[p + 1]))).collect()).collect(),
             top_k_ids: metrics.iter().map(|row| row.iter().map(|m| m.top_ids.clone()).collect()).collect(),
             top_k_logits: metrics.iter().map(|row| row.iter().map(|m| m.top_logits.clone()).collect()).collect(),
             top_k_probs: metrics.iter().map(|row| row.iter().map(|m| m.top_probs.clone()).collect()).collect(),
@@ -648,10 +611,7 @@ mod tests {
         let ids = ids_for(&m);
         let trace = m.forward(&ids);
         for pos in [0, 3, ids.len() - 1] {
-            for t in [0u32, 464, 50256, trace.logits[pos].iter().enumerate().fold(0, |b, (i, &l)| {
-                if l > trace.logits[pos][b] { i } else { b }
-            }) as u32]
-            {
+            for t in [0u32, 464, 50256, trace.logits[pos].iter().enumerate().fold(0, |b, (i, &l)| if l > trace.logits[pos][b] { i } else { b }) as u32] {
                 let terms = m.dla(&trace, pos, t);
                 assert_eq!(terms.len(), 2 + 2 * m.n_layer);
                 assert_eq!(terms[0].0, "embed");
@@ -700,13 +660,7 @@ mod tests {
             }
         }
         for dtype in [Dtype::F16, Dtype::BF16] {
-            let spec = RandomGpt2 {
-                dtype,
-                key_style: KeyStyle::Bare,
-                with_attn_bias: true,
-                with_lm_head: true,
-                ..base.clone()
-            };
+            let spec = RandomGpt2 { dtype, key_style: KeyStyle::Bare, with_attn_bias: true, with_lm_head: true, ..base.clone() };
             let (_d, m) = checkpoint(&spec);
             assert_eq!(m.unembed, m.wte);
             let t = m.forward(&ids);

@@ -4,11 +4,11 @@ mod common;
 
 use std::path::Path;
 
+use lens_model::LensEngine;
 use lens_model::bundle::Bundle;
 use lens_model::convert::convert_hf_checkpoint;
 use lens_model::error::Progress;
 use lens_model::runtime::{Device, init_runtime};
-use lens_model::LensEngine;
 use lens_tests::fixture::{RandomGpt2, unique_temp_dir, write_checkpoint};
 use prost::Message;
 
@@ -71,7 +71,10 @@ fn converter_errors_name_the_file() {
     cfg["model_type"] = serde_json::json!("bloom");
     std::fs::write(other.join("config.json"), cfg.to_string()).unwrap();
     let e = err_of(convert_hf_checkpoint(&other, &unique_temp_dir("o4"), &Progress::default()));
-    assert!(e.contains("\"bloom\" is not supported") && e.contains("gpt2, gpt_neo, ctrl, gpt_neox, gptj, llama, mistral, qwen2, qwen3, gemma2, gemma3_text"), "{e}");
+    assert!(
+        e.contains("\"bloom\" is not supported") && e.contains("gpt2, gpt_neo, ctrl, gpt_neox, gptj, llama, mistral, qwen2, qwen3, gemma2, gemma3_text"),
+        "{e}"
+    );
 
     // Not a folder at all.
     let e = err_of(convert_hf_checkpoint(&hf.join("config.json"), &unique_temp_dir("o5"), &Progress::default()));

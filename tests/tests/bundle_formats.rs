@@ -71,7 +71,10 @@ fn format_1_bundle_opens_and_gives_the_same_lens() {
 
     // The last-block decoders need the graph a format-1 bundle lacks: a message says what to do.
     let trace = old_engine.trace(&ids).unwrap();
-    let e = old_engine.lens(&ids, &trace, &LensOptions { decoder: DecoderKind::LastBlock, ..LensOptions::default() }, &Progress::default()).unwrap_err().to_string();
+    let e = old_engine
+        .lens(&ids, &trace, &LensOptions { decoder: DecoderKind::LastBlock, ..LensOptions::default() }, &Progress::default())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("older logit-lens") && e.contains("convert the checkpoint again"), "{e}");
 }
 

@@ -3,8 +3,8 @@
 
 mod common;
 
-use lens_model::error::{LensError, Progress};
 use lens_model::LensOptions;
+use lens_model::error::{LensError, Progress};
 use lens_tests::fixture::RandomGpt2;
 
 #[test]

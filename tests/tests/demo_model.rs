@@ -190,8 +190,10 @@ fn lens_pieces_join_to_the_whole_report() {
     close(&a.entropy, &b.entropy, "entropy");
     close(&a.top1_prob, &b.top1_prob, "top1_prob");
     close(&joined.attribution.final_top1, &whole.attribution.final_top1, "attribution");
-    assert_eq!(joined.attribution.next.iter().map(|r| r.iter().map(Option::is_some).collect::<Vec<_>>()).collect::<Vec<_>>(),
-        whole.attribution.next.iter().map(|r| r.iter().map(Option::is_some).collect::<Vec<_>>()).collect::<Vec<_>>());
+    assert_eq!(
+        joined.attribution.next.iter().map(|r| r.iter().map(Option::is_some).collect::<Vec<_>>()).collect::<Vec<_>>(),
+        whole.attribution.next.iter().map(|r| r.iter().map(Option::is_some).collect::<Vec<_>>()).collect::<Vec<_>>()
+    );
     // A range outside the prompt is an error, not a panic.
     assert!(engine.lens_range(&ids, &trace, &opts, 20..30, &Progress::default()).is_err());
     assert!(engine.lens_range(&ids, &trace, &opts, 3..3, &Progress::default()).is_err());

@@ -4,8 +4,8 @@
 
 mod common;
 
-use lens_model::error::Progress;
 use lens_model::LensOptions;
+use lens_model::error::Progress;
 use lens_tests::fixture::{Dtype, KeyStyle, RandomGpt2};
 use lens_tests::reference::{RefDecoder, RefModel};
 
@@ -42,10 +42,8 @@ fn check_model(tag: &str, spec: &RandomGpt2, subblocks: bool) {
     assert_eq!(report.sites, want.sites);
     let m = &report.metrics;
     let n_sites = report.sites.len();
-    let site_logits: Vec<Vec<Vec<f64>>> = lens_tests::reference::sites(&rt, spec.n_layer, subblocks)
-        .iter()
-        .map(|(_, rows)| rows.iter().map(|x| reference.decode(x)).collect())
-        .collect();
+    let site_logits: Vec<Vec<Vec<f64>>> =
+        lens_tests::reference::sites(&rt, spec.n_layer, subblocks).iter().map(|(_, rows)| rows.iter().map(|x| reference.decode(x)).collect()).collect();
     #[allow(clippy::needless_range_loop)] // s and p index several parallel grids
     for s in 0..n_sites {
         for p in 0..ids.len() {
@@ -125,7 +123,8 @@ fn tiny_subblocks_match_reference() {
 
 #[test]
 fn f16_bare_keys_with_buffers_and_lm_head_match_reference() {
-    let spec = RandomGpt2 { dtype: Dtype::F16, key_style: KeyStyle::Bare, with_attn_bias: true, with_lm_head: true, n_embd: 48, n_head: 6, ..RandomGpt2::tiny(3) };
+    let spec =
+        RandomGpt2 { dtype: Dtype::F16, key_style: KeyStyle::Bare, with_attn_bias: true, with_lm_head: true, n_embd: 48, n_head: 6, ..RandomGpt2::tiny(3) };
     check_model("f16-bare", &spec, true);
 }
 

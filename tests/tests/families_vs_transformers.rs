@@ -138,7 +138,9 @@ fn check_checkpoint(dir: &Path, case: &str, family: &str, parallel: bool) {
     }
     let n_sites = 2 * n_layers + 1;
     let k = 5;
-    for (decoder, stored) in [(DecoderKind::LogitLens, None), (DecoderKind::LastBlock, Some("last_block_resid")), (DecoderKind::LastMlp, Some("last_mlp_resid"))] {
+    for (decoder, stored) in
+        [(DecoderKind::LogitLens, None), (DecoderKind::LastBlock, Some("last_block_resid")), (DecoderKind::LastMlp, Some("last_mlp_resid"))]
+    {
         let opts = LensOptions { subblocks: true, k, decoder, ..LensOptions::default() };
         let report = engine.lens(&ids, &trace, &opts, &Progress::default()).unwrap();
         assert_eq!(report.decoder, decoder.name());
@@ -270,7 +272,8 @@ fn pytorch_model_bin_calling_os_system_is_refused() {
     let e = lens_model::convert::convert_hf_checkpoint(&evil, &out, &Progress::default()).unwrap_err().to_string();
     assert!(e.contains("pytorch_model.bin") && e.contains("os.system") && e.contains("refused"), "{e}");
     assert!(!out.exists());
-    let parent_entries: Vec<_> = std::fs::read_dir(out.parent().unwrap()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("evil-bin")).collect();
+    let parent_entries: Vec<_> =
+        std::fs::read_dir(out.parent().unwrap()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("evil-bin")).collect();
     assert!(parent_entries.is_empty(), "left behind: {parent_entries:?}");
 }
 

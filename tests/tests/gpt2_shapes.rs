@@ -5,8 +5,8 @@
 
 mod common;
 
-use lens_model::error::Progress;
 use lens_model::LensOptions;
+use lens_model::error::Progress;
 use lens_tests::fixture::RandomGpt2;
 use lens_tests::reference::RefModel;
 
@@ -31,7 +31,10 @@ fn run_shape(name: &str, with_reference: bool) {
         let rt = reference.forward(&ids);
         let last_l = spec.n_layer - 1;
         let d = common::max_diff_2d(&trace.resid_post[last_l], rt.hook(&format!("blocks.{last_l}.hook_resid_post")));
-        assert!(d < 1e-3 * (1.0 + rt.hook(&format!("blocks.{last_l}.hook_resid_post"))[0].iter().fold(0f64, |a, b| a.max(b.abs()))), "{name}: resid_post differs by {d}");
+        assert!(
+            d < 1e-3 * (1.0 + rt.hook(&format!("blocks.{last_l}.hook_resid_post"))[0].iter().fold(0f64, |a, b| a.max(b.abs()))),
+            "{name}: resid_post differs by {d}"
+        );
         for (p, row) in rt.logits.iter().enumerate() {
             let argmax = row.iter().enumerate().fold((0, f64::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0;
             assert_eq!(report.metrics.top1_id[last][p] as usize, argmax, "{name}: final top-1 at {p}");

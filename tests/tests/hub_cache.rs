@@ -46,5 +46,8 @@ fn hub_ids_resolve_from_the_local_cache_and_convert() {
     assert_eq!((b.family.as_str(), b.shape.n_layers), ("llama", 3));
 
     let e = resolve_model(Some(Path::new("nobody/not-downloaded")), &Progress::default()).unwrap_err().to_string();
-    assert!(e.contains("nobody/not-downloaded is not in the Hugging Face cache") && e.contains("huggingface-cli download") && e.contains("HF_HUB_OFFLINE"), "{e}");
+    assert!(
+        e.contains("nobody/not-downloaded is not in the Hugging Face cache") && e.contains("huggingface-cli download") && e.contains("HF_HUB_OFFLINE"),
+        "{e}"
+    );
 }

@@ -58,7 +58,8 @@ fn serve(files: HashMap<String, Vec<u8>>) -> (String, Log) {
             }
             if path.starts_with("/api/models/") {
                 let body = serde_json::json!({"sha": SHA, "siblings": [{"rfilename": "config.json"}, {"rfilename": "tokenizer.json"}, {"rfilename": "model.safetensors"}, {"rfilename": "README.md"}]}).to_string();
-                let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                let _ =
+                    write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
                 continue;
             }
             let file = path.rsplit('/').next().unwrap_or("");
@@ -69,7 +70,8 @@ fn serve(files: HashMap<String, Vec<u8>>) -> (String, Log) {
             let etag = format!("{:x}", Sha256::digest(bytes));
             let from: usize = range.as_deref().and_then(|r| r.strip_prefix("bytes=")).and_then(|r| r.trim_end_matches('-').parse().ok()).unwrap_or(0);
             let body = &bytes[from.min(bytes.len())..];
-            let status = if from > 0 { format!("206 Partial Content\r\nContent-Range: bytes {from}-{}/{}", bytes.len() - 1, bytes.len()) } else { "200 OK".into() };
+            let status =
+                if from > 0 { format!("206 Partial Content\r\nContent-Range: bytes {from}-{}/{}", bytes.len() - 1, bytes.len()) } else { "200 OK".into() };
             let _ = write!(stream, "HTTP/1.1 {status}\r\nETag: \"{etag}\"\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
             if file == "model.safetensors" && from == 0 && cut_once {
                 // Cut the connection half-way through the weights.
@@ -114,7 +116,10 @@ fn a_hub_id_downloads_resumes_caches_and_needs_a_token_when_gated() {
     // The cut weights resumed from where they stopped.
     let half = files["model.safetensors"].len() / 2;
     let requests = log.lock().unwrap().clone();
-    assert!(requests.iter().any(|(p, r, _)| p.ends_with("/model.safetensors") && r.as_deref() == Some(&format!("bytes={half}-"))), "no resumed request: {requests:?}");
+    assert!(
+        requests.iter().any(|(p, r, _)| p.ends_with("/model.safetensors") && r.as_deref() == Some(&format!("bytes={half}-"))),
+        "no resumed request: {requests:?}"
+    );
 
     // A second open uses the cache: no request at all.
     let n = log.lock().unwrap().len();

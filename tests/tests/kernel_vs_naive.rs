@@ -21,16 +21,21 @@ fn lcg(seed: &mut u64) -> u64 {
 
 fn case(d: usize, v: usize, n_pos: usize, n_sites: usize, integer: bool, seed: u64) -> Case {
     let mut s = seed;
-    let mut val = |scale: f32| -> f32 {
-        if integer {
-            (lcg(&mut s) % 7) as f32 - 3.0
-        } else {
-            ((lcg(&mut s) % 20001) as f32 / 10000.0 - 1.0) * scale
-        }
-    };
+    let mut val = |scale: f32| -> f32 { if integer { (lcg(&mut s) % 7) as f32 - 3.0 } else { ((lcg(&mut s) % 20001) as f32 / 10000.0 - 1.0) * scale } };
     let w_u: Vec<f32> = (0..v * d).map(|_| val(1.0)).collect();
     let prepared: Vec<f32> = (0..n_pos * n_sites * d).map(|_| val(3.0)).collect();
-    let dec = Decoder { kind: DecoderKind::Raw, d_model: d, d_vocab: v, eps: 1e-5, norm: lens_model::arch::Norm::LayerNorm, softcap: None, gamma: vec![1.0; d], beta: vec![0.0; d], w_u: w_u.into(), b_u: None };
+    let dec = Decoder {
+        kind: DecoderKind::Raw,
+        d_model: d,
+        d_vocab: v,
+        eps: 1e-5,
+        norm: lens_model::arch::Norm::LayerNorm,
+        softcap: None,
+        gamma: vec![1.0; d],
+        beta: vec![0.0; d],
+        w_u: w_u.into(),
+        b_u: None,
+    };
     Case { dec, prepared, n_pos, n_sites }
 }
 
@@ -115,7 +120,18 @@ fn tie_ranks_do_not_push_tokens_down() {
         w_u[t * d] = 1.0;
     }
     w_u[9 * d] = -1.0;
-    let dec = Decoder { kind: DecoderKind::Raw, d_model: d, d_vocab: 10, eps: 1e-5, norm: lens_model::arch::Norm::LayerNorm, softcap: None, gamma: vec![1.0; d], beta: vec![0.0; d], w_u: w_u.into(), b_u: None };
+    let dec = Decoder {
+        kind: DecoderKind::Raw,
+        d_model: d,
+        d_vocab: 10,
+        eps: 1e-5,
+        norm: lens_model::arch::Norm::LayerNorm,
+        softcap: None,
+        gamma: vec![1.0; d],
+        beta: vec![0.0; d],
+        w_u: w_u.into(),
+        b_u: None,
+    };
     let prepared = vec![2.0f32, 0.0];
     let spec = KernelSpec { n_pos: 1, n_sites: 1, final_site: 0, input_site: 0, k: 4, n_targets: 3, chunk: 3 };
     let rows = run_kernel(&prepared, &[5, 9, 0], &dec, &spec, &Progress::default()).unwrap();

@@ -59,12 +59,8 @@ pub fn run(args: &BenchUiArgs) -> Result<()> {
             time += 1.0 / 60.0;
             let x = 100.0 + (f as f32 * 7.0) % (args.width * 0.5);
             let y = 260.0 + (f as f32 * 3.0) % (args.height * 0.35);
-            let input = egui::RawInput {
-                screen_rect: Some(screen),
-                time: Some(time),
-                events: vec![egui::Event::PointerMoved(egui::pos2(x, y))],
-                ..Default::default()
-            };
+            let input =
+                egui::RawInput { screen_rect: Some(screen), time: Some(time), events: vec![egui::Event::PointerMoved(egui::pos2(x, y))], ..Default::default() };
             app.state.scroll = egui::vec2((f as f32 * 11.0) % 2000.0, (f as f32 * 2.0) % 300.0);
             let t0 = Instant::now();
             let out = ctx.run_ui(input, |ui| app.show(ui));

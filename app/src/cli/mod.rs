@@ -145,10 +145,11 @@ pub fn stderr_progress() -> Progress {
     Progress::new(move |stage, f| {
         let pct = (f * 100.0) as i32;
         if let Ok(mut l) = last.lock()
-            && (l.0 != stage || pct / 10 != l.1 / 10) {
-                eprintln!("{stage}: {pct}%");
-                *l = (stage.to_string(), pct);
-            }
+            && (l.0 != stage || pct / 10 != l.1 / 10)
+        {
+            eprintln!("{stage}: {pct}%");
+            *l = (stage.to_string(), pct);
+        }
     })
 }
 
@@ -197,7 +198,10 @@ fn run(cli: Cli) -> Result<()> {
             piece_positions: None,
             decoder: match cli.decoder.as_deref() {
                 None => None,
-                Some(d) => Some(DecoderKind::parse(d).ok_or_else(|| anyhow::anyhow!("unknown decoder {d:?}; use one of {}", DecoderKind::ALL.map(DecoderKind::name).join(", ")))?),
+                Some(d) => Some(
+                    DecoderKind::parse(d)
+                        .ok_or_else(|| anyhow::anyhow!("unknown decoder {d:?}; use one of {}", DecoderKind::ALL.map(DecoderKind::name).join(", ")))?,
+                ),
             },
             subblocks: cli.subblocks,
             window_size: match cli.window_size.as_deref() {
@@ -229,7 +233,10 @@ fn run(cli: Cli) -> Result<()> {
             let engine = open_engine_notes(ort_lib, model.as_deref(), device(&dev)?, false)?;
             let s = &engine.bundle.shape;
             println!("model {} ({})", engine.bundle.name, engine.bundle.dir.display());
-            println!("  n_layers {}, d_model {}, n_heads {}, d_mlp {}, d_vocab {}, n_ctx {}, eps {:e}", s.n_layers, s.d_model, s.n_heads, s.d_mlp, s.d_vocab, s.n_ctx, s.eps);
+            println!(
+                "  n_layers {}, d_model {}, n_heads {}, d_mlp {}, d_vocab {}, n_ctx {}, eps {:e}",
+                s.n_layers, s.d_model, s.n_heads, s.d_mlp, s.d_vocab, s.n_ctx, s.eps
+            );
             println!("  family {}, {} residual, parameters {}", engine.bundle.family, engine.bundle.residual.name(), engine.bundle.n_params());
             if let Some(h) = &engine.bundle.weights_sha256 {
                 println!("  weights sha256 {h}");

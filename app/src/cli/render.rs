@@ -198,9 +198,12 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
     let model_arg = a.model.clone().or_else(|| recorded.as_ref().map(|p| PathBuf::from(&p.model_path)));
     let mut engine = super::open_engine(ort_lib, model_arg.as_deref(), a.device.parse()?)?;
     if let Some(p) = &recorded
-        && a.model.is_none() && p.model_sha256.is_some() && p.model_sha256 != engine.bundle.weights_sha256 {
-            bail!("the model at {} is not the one the figure was made with (weights sha256 differs); pass --model", p.model_path);
-        }
+        && a.model.is_none()
+        && p.model_sha256.is_some()
+        && p.model_sha256 != engine.bundle.weights_sha256
+    {
+        bail!("the model at {} is not the one the figure was made with (weights sha256 differs); pass --model", p.model_path);
+    }
     let ids = engine.tokenize(&prompt, false)?;
     let pinned = match &spec.rank_of {
         RankOf::Token(t) => vec![engine.tokenizer.token_id(t).ok_or_else(|| anyhow!("--rank-of {t:?} is not a single token of this model"))?],
@@ -214,7 +217,8 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
     let vm = ViewModel::build(&result, &view, &vocab);
     let report = &result.report;
     let subtitle = scene::subtitle(report);
-    let scene = scene::build(&vm, report, &spec, &subtitle, &|id| token_display(report, &vocab, id)).ok_or_else(|| anyhow!("nothing to draw: the position window or layer step leaves no cells"))?;
+    let scene = scene::build(&vm, report, &spec, &subtitle, &|id| token_display(report, &vocab, id))
+        .ok_or_else(|| anyhow!("nothing to draw: the position window or layer step leaves no cells"))?;
     let title = spec.title.clone().unwrap_or_else(|| vm.panel(spec.metric()).map(|p| p.title.clone()).unwrap_or_default());
     let model_path = engine.bundle.dir.canonicalize().unwrap_or_else(|_| engine.bundle.dir.clone());
     let prov = Provenance::new(report, model_path.display().to_string(), prompt, spec);

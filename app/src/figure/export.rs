@@ -65,11 +65,8 @@ pub fn figure_from_app(
     path: &Path,
 ) -> Result<()> {
     let report = &result.report;
-    let metrics: Vec<Metric> = if export.all_panels {
-        Metric::ALL.into_iter().zip(view.shown).filter(|(_, s)| *s).map(|(m, _)| m).collect()
-    } else {
-        vec![view.tab]
-    };
+    let metrics: Vec<Metric> =
+        if export.all_panels { Metric::ALL.into_iter().zip(view.shown).filter(|(_, s)| *s).map(|(m, _)| m).collect() } else { vec![view.tab] };
     let empty = Vec::new();
     let vocab = model.map_or(&empty, |m| m.vocab.as_ref());
     let subtitle = scene::subtitle(report);
@@ -77,7 +74,8 @@ pub fn figure_from_app(
     let mut specs = Vec::new();
     for m in metrics {
         let spec = spec_from_view(view, m, export, pin_text.clone());
-        let s = scene::build(vm, report, &spec, &subtitle, &|id| token_display(report, vocab, id)).ok_or_else(|| anyhow!("nothing to draw: no visible cells"))?;
+        let s =
+            scene::build(vm, report, &spec, &subtitle, &|id| token_display(report, vocab, id)).ok_or_else(|| anyhow!("nothing to draw: no visible cells"))?;
         scenes.push(s);
         specs.push(spec);
     }
@@ -102,11 +100,16 @@ pub fn data(report: &LensReport, path: &Path) -> Result<()> {
         Some("json") => Ok(report.write_json(path)?),
         Some("csv") => {
             let mut out = Vec::new();
-            writeln!(out, "site,pos,input_id,input_token,next_id,top1_id,top1_logit,top1_prob,rank_of_final_top1,rank_of_next,rank_of_input,kl_to_final,kl_to_input,entropy,nll_next")?;
+            writeln!(
+                out,
+                "site,pos,input_id,input_token,next_id,top1_id,top1_logit,top1_prob,rank_of_final_top1,rank_of_next,rank_of_input,kl_to_final,kl_to_input,entropy,nll_next"
+            )?;
             let m = &report.metrics;
             for (s, site) in report.sites.iter().enumerate() {
                 for (p, tok) in report.tokens.iter().enumerate() {
-                    let g = |v: &Vec<Vec<f64>>| v.get(s).and_then(|r| r.get(p)).map(|x| if x.is_finite() { x.to_string() } else { String::new() }).unwrap_or_default();
+                    let g = |v: &Vec<Vec<f64>>| {
+                        v.get(s).and_then(|r| r.get(p)).map(|x| if x.is_finite() { x.to_string() } else { String::new() }).unwrap_or_default()
+                    };
                     writeln!(
                         out,
                         "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",

@@ -150,14 +150,11 @@ pub fn read_provenance(path: &Path) -> Result<Provenance> {
         }
         Format::Pdf => {
             let key = [b"/".as_slice(), PDF_KEY, b" (".as_slice()].concat();
-            bytes
-                .windows(key.len())
-                .position(|w| w == key.as_slice())
-                .and_then(|i| {
-                    let start = i + key.len();
-                    let end = bytes.get(start..)?.iter().position(|&b| b == b')')? + start;
-                    from_hex(std::str::from_utf8(bytes.get(start..end)?).ok()?)
-                })
+            bytes.windows(key.len()).position(|w| w == key.as_slice()).and_then(|i| {
+                let start = i + key.len();
+                let end = bytes.get(start..)?.iter().position(|&b| b == b')')? + start;
+                from_hex(std::str::from_utf8(bytes.get(start..end)?).ok()?)
+            })
         }
     };
     let json = json.with_context(|| format!("{} carries no logit-lens provenance (was it exported by logit-lens?)", path.display()))?;
@@ -167,4 +164,3 @@ pub fn read_provenance(path: &Path) -> Result<Provenance> {
     }
     Ok(prov)
 }
-

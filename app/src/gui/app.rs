@@ -229,7 +229,12 @@ impl LogitLensApp {
             self.state.error = Some("no model is loaded: open one with File → Open model… (Ctrl+Shift+O)".into());
             return;
         }
-        let job = JobKind::Run { text: self.state.prompt.clone(), pinned: self.state.pinned.into_iter().collect(), k: self.state.view.top_k, decoder: self.state.view.decoder };
+        let job = JobKind::Run {
+            text: self.state.prompt.clone(),
+            pinned: self.state.pinned.into_iter().collect(),
+            k: self.state.view.top_k,
+            decoder: self.state.view.decoder,
+        };
         if let Some(w) = self.worker() {
             self.latest_run = w.submit(job);
         }
@@ -280,7 +285,10 @@ impl LogitLensApp {
                     self.state.show_open_id = false;
                     self.load(Some(p));
                 } else {
-                    self.state.error = Some(format!("{} is not a folder or a Hugging Face id (org/name): open a lens bundle folder, a Hugging Face checkpoint folder or an id", p.display()));
+                    self.state.error = Some(format!(
+                        "{} is not a folder or a Hugging Face id (org/name): open a lens bundle folder, a Hugging Face checkpoint folder or an id",
+                        p.display()
+                    ));
                 }
             }
             AppCommand::RequestPromptDialog => self.open_dialog(DialogKind::Prompt),
@@ -393,8 +401,15 @@ impl LogitLensApp {
         // rfd blocks until the user answers: never on the UI thread.
         let spawned = std::thread::Builder::new().name("file-dialog".into()).spawn(move || {
             let cmd = match kind {
-                DialogKind::Prompt => rfd::FileDialog::new().set_title("Open prompt").add_filter("Text", &["txt", "md", "text"]).add_filter("All files", &["*"]).pick_file().map(AppCommand::OpenPromptFile),
-                DialogKind::Model => rfd::FileDialog::new().set_title("Open model folder (lens bundle or Hugging Face checkpoint)").pick_folder().map(AppCommand::OpenModel),
+                DialogKind::Prompt => rfd::FileDialog::new()
+                    .set_title("Open prompt")
+                    .add_filter("Text", &["txt", "md", "text"])
+                    .add_filter("All files", &["*"])
+                    .pick_file()
+                    .map(AppCommand::OpenPromptFile),
+                DialogKind::Model => {
+                    rfd::FileDialog::new().set_title("Open model folder (lens bundle or Hugging Face checkpoint)").pick_folder().map(AppCommand::OpenModel)
+                }
                 DialogKind::ExportFigure => rfd::FileDialog::new()
                     .set_title("Export figure")
                     .set_file_name(format!("logit-lens.{export_ext}"))
@@ -506,7 +521,12 @@ impl LogitLensApp {
                     };
                     let hide_bos = self.state.recent_models.iter().find(|m| m.source == opened).is_some_and(|m| m.hide_bos);
                     self.state.view.hide_bos = hide_bos && summary.adds_bos;
-                    let entry = RecentModel { source: opened.clone(), family: Some(summary.family.clone()), adds_bos: summary.adds_bos, hide_bos: self.state.view.hide_bos };
+                    let entry = RecentModel {
+                        source: opened.clone(),
+                        family: Some(summary.family.clone()),
+                        adds_bos: summary.adds_bos,
+                        hide_bos: self.state.view.hide_bos,
+                    };
                     push_recent_model(&mut self.state.recent_models, entry);
                     self.state.model_source = Some(opened);
                     self.loading_path = None;
@@ -770,7 +790,8 @@ impl LogitLensApp {
                 ui.add(egui::DragValue::new(&mut export.width_in).range(1.0..=40.0).speed(0.1).suffix(" in")).labelled_by(width.id);
                 ui.end_row();
                 let dpi = ui.label("PNG resolution");
-                ui.add_enabled(export.format == "png", egui::DragValue::new(&mut export.dpi).range(36.0..=1200.0).speed(5.0).suffix(" dpi")).labelled_by(dpi.id);
+                ui.add_enabled(export.format == "png", egui::DragValue::new(&mut export.dpi).range(36.0..=1200.0).speed(5.0).suffix(" dpi"))
+                    .labelled_by(dpi.id);
                 ui.end_row();
                 ui.label("Panels");
                 ui.horizontal(|ui| {
@@ -779,7 +800,11 @@ impl LogitLensApp {
                 });
                 ui.end_row();
             });
-            ui.label(egui::RichText::new("The figure is the panel: same cells, colours, labels and colour bar; provenance is stored in the file.").small().color(theme::DIM_TEXT));
+            ui.label(
+                egui::RichText::new("The figure is the panel: same cells, colours, labels and colour bar; provenance is stored in the file.")
+                    .small()
+                    .color(theme::DIM_TEXT),
+            );
             if ui.button("Save…").clicked() {
                 cmds.push(AppCommand::RequestExportFigureDialog);
             }
@@ -896,7 +921,11 @@ impl LogitLensApp {
             });
         }
         if self.state.view.show_contributions {
-            egui::Panel::bottom("contributions").resizable(true).default_size(240.0).min_size(160.0).show(ui, |ui| contributions::contributions_ui(ui, &self.state, &mut self.cmds));
+            egui::Panel::bottom("contributions")
+                .resizable(true)
+                .default_size(240.0)
+                .min_size(160.0)
+                .show(ui, |ui| contributions::contributions_ui(ui, &self.state, &mut self.cmds));
         }
         egui::CentralPanel::default().show(ui, |ui| self.lens_panels(ui));
         if self.scroll_to_selection && !self.geometry.is_empty() {
@@ -911,7 +940,8 @@ impl LogitLensApp {
 
     fn screenshot_step(&mut self, ctx: &egui::Context) {
         let Some(plan) = self.screenshot.as_mut() else { return };
-        let settled = self.state.progress.is_none() && (self.state.result.is_some() || self.state.error.is_some()) && self.cmds.is_empty() && self.edited_at.is_none();
+        let settled =
+            self.state.progress.is_none() && (self.state.result.is_some() || self.state.error.is_some()) && self.cmds.is_empty() && self.edited_at.is_none();
         if !plan.requested {
             if settled {
                 plan.ready_frames += 1;

@@ -34,9 +34,22 @@ const SYSTEM_FALLBACKS: &[(&str, &[&str])] = &[
     ("Korean", &["/usr/share/fonts/truetype/nanum/NanumGothic.ttf", "/System/Library/Fonts/AppleSDGothicNeo.ttc", "C:\\Windows\\Fonts\\malgun.ttf"]),
     (
         "Devanagari",
-        &["/usr/share/fonts/truetype/noto/NotoSansDevanagari-Regular.ttf", "/usr/share/fonts/truetype/lohit-devanagari/Lohit-Devanagari.ttf", "/System/Library/Fonts/Kohinoor.ttc", "C:\\Windows\\Fonts\\Nirmala.ttf"],
+        &[
+            "/usr/share/fonts/truetype/noto/NotoSansDevanagari-Regular.ttf",
+            "/usr/share/fonts/truetype/lohit-devanagari/Lohit-Devanagari.ttf",
+            "/System/Library/Fonts/Kohinoor.ttc",
+            "C:\\Windows\\Fonts\\Nirmala.ttf",
+        ],
     ),
-    ("Thai", &["/usr/share/fonts/truetype/noto/NotoSansThai-Regular.ttf", "/usr/share/fonts/truetype/tlwg/Garuda.ttf", "/System/Library/Fonts/Thonburi.ttc", "C:\\Windows\\Fonts\\tahoma.ttf"]),
+    (
+        "Thai",
+        &[
+            "/usr/share/fonts/truetype/noto/NotoSansThai-Regular.ttf",
+            "/usr/share/fonts/truetype/tlwg/Garuda.ttf",
+            "/System/Library/Fonts/Thonburi.ttc",
+            "C:\\Windows\\Fonts\\tahoma.ttf",
+        ],
+    ),
 ];
 
 /// Largest system font file read (bytes).

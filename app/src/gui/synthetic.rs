@@ -23,7 +23,8 @@ pub fn synthetic_result(n_layers: usize, n_pos: usize, k: usize) -> RunResult {
     let d_vocab = 50257usize;
     let grid = |f: &dyn Fn(usize, usize) -> f64| -> Vec<Vec<f64>> { (0..n_sites).map(|s| (0..n_pos).map(|p| f(s, p)).collect()).collect() };
     let depth = |s: usize| s as f64 / (n_sites.max(2) - 1) as f64;
-    let top1 = |s: usize, p: usize| -> u32 { if noise(s * 7919 + p) < depth(s) { (p as u32 * 31 + 7) % 1000 } else { (noise(s * 31 + p * 17) * 1000.0) as u32 } };
+    let top1 =
+        |s: usize, p: usize| -> u32 { if noise(s * 7919 + p) < depth(s) { (p as u32 * 31 + 7) % 1000 } else { (noise(s * 31 + p * 17) * 1000.0) as u32 } };
     let rank = |s: usize, p: usize| -> u32 { (1.0 + (1.0 - depth(s)) * 5000.0 * noise(s * 13 + p * 7)) as u32 };
     let metrics = Metrics {
         top1_id: (0..n_sites).map(|s| (0..n_pos).map(|p| top1(s, p)).collect()).collect(),
@@ -54,7 +55,17 @@ pub fn synthetic_result(n_layers: usize, n_pos: usize, k: usize) -> RunResult {
     let tokens = (0..n_pos).map(|p| Token { id: (p as u32 * 31 + 7) % 1000, text: format!("␣tok{p}"), special: false }).collect();
     let report = LensReport {
         schema: SCHEMA.into(),
-        model: ModelInfo { name: format!("synthetic-{n_layers}L"), family: "gpt2".into(), residual: None, final_softcap: None, n_layers, d_model: 1600, d_vocab, n_ctx: 1024, weights_sha256: None },
+        model: ModelInfo {
+            name: format!("synthetic-{n_layers}L"),
+            family: "gpt2".into(),
+            residual: None,
+            final_softcap: None,
+            n_layers,
+            d_model: 1600,
+            d_vocab,
+            n_ctx: 1024,
+            weights_sha256: None,
+        },
         decoder: "logit_lens".into(),
         tokens,
         sites,

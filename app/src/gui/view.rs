@@ -160,13 +160,16 @@ impl ViewModel {
             })
             .collect();
         let cells = || rows.iter().flat_map(|&s| cols.iter().map(move |&p| (s, p)));
-        let outline = cells().map(|(s, p)| s != final_site && at(&m.top1_id, s, p).is_some() && at(&m.top1_id, s, p) == at(&m.top1_id, final_site, p)).collect();
+        let outline =
+            cells().map(|(s, p)| s != final_site && at(&m.top1_id, s, p).is_some() && at(&m.top1_id, s, p) == at(&m.top1_id, final_site, p)).collect();
         let cmap = view.colormap;
 
         // Logits
         let logits = {
             let (values, lo, hi, unit, title): (Vec<f64>, f64, f64, &str, &str) = match view.logit_color {
-                LogitColor::Probability => (cells().map(|(s, p)| at(&m.top1_prob, s, p).unwrap_or(f64::NAN)).collect(), 0.0, 1.0, "probability", "Top-1 token (colour: probability)"),
+                LogitColor::Probability => {
+                    (cells().map(|(s, p)| at(&m.top1_prob, s, p).unwrap_or(f64::NAN)).collect(), 0.0, 1.0, "probability", "Top-1 token (colour: probability)")
+                }
                 LogitColor::Logit => {
                     let v: Vec<f64> = cells().map(|(s, p)| at(&m.top1_logit, s, p).map_or(f64::NAN, f64::from)).collect();
                     let lo = v.iter().copied().filter(|x| x.is_finite()).fold(f64::INFINITY, f64::min);

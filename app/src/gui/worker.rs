@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use lens_model::config::ModelShape;
-use lens_model::lens::DecoderKind;
 use lens_model::error::Progress;
+use lens_model::lens::DecoderKind;
 use lens_model::report::LensReport;
 use lens_model::runtime::{Device, init_runtime};
 use lens_model::trace::ResidualTrace;

@@ -394,8 +394,7 @@ impl Arch {
     /// error that names the supported ones.
     pub fn from_hf_config(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| LensError::io(path, e))?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| LensError::bad_file(path, format!("not a valid config.json: {e}")))?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| LensError::bad_file(path, format!("not a valid config.json: {e}")))?;
         let mut model_type = value.get("model_type").and_then(|v| v.as_str()).unwrap_or("gpt2").to_string();
         let mut value = value;
         // Gemma 3 4B and larger ship as image-text models (`gemma3`, Gemma3ForConditionalGeneration):
@@ -410,10 +409,7 @@ impl Arch {
             key_prefixes = gemma::MULTIMODAL_PREFIXES;
         }
         let family = Family::from_model_type(&model_type).ok_or_else(|| {
-            LensError::bad_file(
-                path,
-                format!("model_type {model_type:?} is not supported; this logit-lens converts {}", Family::supported_list()),
-            )
+            LensError::bad_file(path, format!("model_type {model_type:?} is not supported; this logit-lens converts {}", Family::supported_list()))
         })?;
         let bad = |e: serde_json::Error| LensError::bad_file(path, format!("config.json does not describe a {model_type} model: {e}"));
         let arch = match family {

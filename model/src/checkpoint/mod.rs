@@ -83,7 +83,11 @@ pub struct Checkpoint {
 
 impl std::fmt::Debug for Checkpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Checkpoint").field("files", &self.files.iter().map(|m| &m.path).collect::<Vec<_>>()).field("tensors", &self.entries.len()).field("pytorch", &self.pytorch.as_ref().map(|p| &p.0)).finish()
+        f.debug_struct("Checkpoint")
+            .field("files", &self.files.iter().map(|m| &m.path).collect::<Vec<_>>())
+            .field("tensors", &self.entries.len())
+            .field("pytorch", &self.pytorch.as_ref().map(|p| &p.0))
+            .finish()
     }
 }
 
@@ -112,7 +116,12 @@ fn open_pytorch(path: &Path) -> Result<HashMap<String, pytorch_reader::Tensor>> 
         }
         entry.read_to_end(&mut pickle).map_err(|e| LensError::io(path, e))?;
     }
-    pickle_globals::check(&pickle).map_err(|r| LensError::bad_file(path, format!("refused: {r}; only plain state dicts of tensors are read (convert it with transformers to safetensors if you trust it)")))?;
+    pickle_globals::check(&pickle).map_err(|r| {
+        LensError::bad_file(
+            path,
+            format!("refused: {r}; only plain state dicts of tensors are read (convert it with transformers to safetensors if you trust it)"),
+        )
+    })?;
     let reader = pytorch_reader::PytorchReader::new(path).map_err(|e| LensError::bad_file(path, format!("cannot read this PyTorch checkpoint: {e}")))?;
     Ok(reader.into_tensors())
 }
@@ -123,8 +132,8 @@ fn map_file(path: &Path) -> Result<(memmap2::Mmap, usize, safetensors::tensor::M
     // could change bytes under us, which would at worst give wrong weights (all bit patterns of
     // the float types are valid), never memory unsafety.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| LensError::io(path, e))?;
-    let (n, meta) = SafeTensors::read_metadata(&map)
-        .map_err(|e| LensError::bad_file(path, format!("not a valid safetensors file (truncated or corrupted?): {e}")))?;
+    let (n, meta) =
+        SafeTensors::read_metadata(&map).map_err(|e| LensError::bad_file(path, format!("not a valid safetensors file (truncated or corrupted?): {e}")))?;
     Ok((map, 8 + n, meta))
 }
 
@@ -207,7 +216,10 @@ impl Checkpoint {
             };
             let data = t.read().map_err(|e| LensError::bad_file(path, format!("cannot read tensor {found}: {e}")))?;
             if data.len() != t.num_elements() * dtype.size() {
-                return Err(LensError::bad_file(path, format!("tensor {found} has {} bytes, its shape {:?} needs {}", data.len(), t.shape(), t.num_elements() * dtype.size())));
+                return Err(LensError::bad_file(
+                    path,
+                    format!("tensor {found} has {} bytes, its shape {:?} needs {}", data.len(), t.shape(), t.num_elements() * dtype.size()),
+                ));
             }
             return Ok(TensorRef { dtype, shape: t.shape(), data: Cow::Owned(data) });
         }
@@ -226,7 +238,10 @@ impl Checkpoint {
             .ok_or_else(|| LensError::bad_file(&file.path, format!("tensor {found} lies outside the file (truncated?)")))?;
         let count: usize = e.shape.iter().product();
         if data.len() != count * dtype.size() {
-            return Err(LensError::bad_file(&file.path, format!("tensor {found} has {} bytes, its shape {:?} needs {}", data.len(), e.shape, count * dtype.size())));
+            return Err(LensError::bad_file(
+                &file.path,
+                format!("tensor {found} has {} bytes, its shape {:?} needs {}", data.len(), e.shape, count * dtype.size()),
+            ));
         }
         Ok(TensorRef { dtype, shape: &e.shape, data: Cow::Borrowed(data) })
     }

@@ -180,8 +180,8 @@ pub fn check(pickle: &[u8]) -> Result<Vec<String>, Refusal> {
                 r.line()?;
             }
             // No arguments.
-            b'(' | b'0' | b'1' | b'2' | b'N' | 0x88 | 0x89 | b')' | b']' | b'}' | b'a' | b'e' | b'l' | b't' | b'd' | b's' | b'u' | b'b'
-            | b'R' | 0x81 | 0x92 | 0x85 | 0x86 | 0x87 | b'Q' | 0x8f | 0x90 | 0x91 | 0x97 | 0x98 => {}
+            b'(' | b'0' | b'1' | b'2' | b'N' | 0x88 | 0x89 | b')' | b']' | b'}' | b'a' | b'e' | b'l' | b't' | b'd' | b's' | b'u' | b'b' | b'R' | 0x81
+            | 0x92 | 0x85 | 0x86 | 0x87 | b'Q' | 0x8f | 0x90 | 0x91 | 0x97 | 0x98 => {}
             other => return Err(Refusal::Malformed(format!("unknown opcode 0x{other:02x} at byte {}", r.at - 1))),
         }
         if let Some(p) = pushed {

@@ -13,9 +13,8 @@ use std::collections::{BTreeSet, HashMap};
 use crate::arch::{Arch, Family, Positions, Residual, names};
 use crate::error::{LensError, Result};
 use crate::onnx::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto, tensor_proto, tensor_shape_proto, type_proto,
-    DT_FLOAT, DT_INT64,
+    AttributeProto, DT_FLOAT, DT_INT64, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto,
+    TypeProto, ValueInfoProto, attribute_proto, tensor_proto, tensor_shape_proto, type_proto,
 };
 
 /// Where one weight tensor lives in the external data file.
@@ -207,7 +206,20 @@ impl<'a> GraphCtx<'a> {
         let heads_shape = b.const_i64("heads_shape", &[4], &[0, 0, h, dh]);
         let kv_heads_shape = b.const_i64("kv_heads_shape", &[4], &[0, 0, kv, dh]);
         let attn_shape = b.const_i64("attn_shape", &[3], &[0, 0, h * dh]);
-        Self { arch, b, known, used: BTreeSet::new(), missing: Vec::new(), range, masks: HashMap::new(), rope: HashMap::new(), name_hooks, heads_shape, kv_heads_shape, attn_shape }
+        Self {
+            arch,
+            b,
+            known,
+            used: BTreeSet::new(),
+            missing: Vec::new(),
+            range,
+            masks: HashMap::new(),
+            rope: HashMap::new(),
+            name_hooks,
+            heads_shape,
+            kv_heads_shape,
+            attn_shape,
+        }
     }
 
     /// A weight by canonical name. A name that the tensor plan lacks is recorded and reported
@@ -282,7 +294,15 @@ impl<'a> GraphCtx<'a> {
         Some((cos, sin))
     }
 
-    fn finish(self, name: &str, inputs: Vec<ValueInfoProto>, outputs: Vec<ValueInfoProto>, weights: &[ExternalTensor], data_file: &str, metadata: &[(String, String)]) -> Result<ModelProto> {
+    fn finish(
+        self,
+        name: &str,
+        inputs: Vec<ValueInfoProto>,
+        outputs: Vec<ValueInfoProto>,
+        weights: &[ExternalTensor],
+        data_file: &str,
+        metadata: &[(String, String)],
+    ) -> Result<ModelProto> {
         if !self.missing.is_empty() {
             let mut m = self.missing;
             m.sort();

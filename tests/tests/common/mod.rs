@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use lens_model::LensEngine;
 use lens_model::error::Progress;
 use lens_model::runtime::{Device, init_runtime};
-use lens_model::LensEngine;
 use lens_tests::fixture::{RandomGpt2, unique_temp_dir, write_checkpoint};
 
 /// Writes `spec` as an HF checkpoint and converts it; returns (hf_dir, bundle_dir).

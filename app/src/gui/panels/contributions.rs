@@ -133,19 +133,31 @@ fn heatmap(ui: &mut Ui, state: &AppState, grid: &[Vec<f64>], comps: &[String], c
     let sel = state.selection.or(state.hover).map(|c| c.pos);
     if let Some(c) = sel.and_then(|p| cols.iter().position(|&q| q == p)) {
         let x = cells.left() + c as f32 * cw - scroll_x;
-        cp.rect_stroke(Rect::from_min_size(Pos2::new(x, cells.top()), Vec2::new(cw, ch * n_rows as f32)), 0.0, Stroke::new(2.0, theme::SELECTION), egui::StrokeKind::Inside);
+        cp.rect_stroke(
+            Rect::from_min_size(Pos2::new(x, cells.top()), Vec2::new(cw, ch * n_rows as f32)),
+            0.0,
+            Stroke::new(2.0, theme::SELECTION),
+            egui::StrokeKind::Inside,
+        );
     }
     let stride = ((10.0 / ch).ceil() as usize).max(1);
     for (i, name) in comps.iter().enumerate() {
         if i % stride == 0 || i + 1 == comps.len() {
-            painter.text(Pos2::new(cells.left() - 4.0, cells.top() + (row_y(i) as f32 + 0.5) * ch), Align2::RIGHT_CENTER, name, FontId::proportional(ch.clamp(7.0, 11.0)), theme::DIM_TEXT);
+            painter.text(
+                Pos2::new(cells.left() - 4.0, cells.top() + (row_y(i) as f32 + 0.5) * ch),
+                Align2::RIGHT_CENTER,
+                name,
+                FontId::proportional(ch.clamp(7.0, 11.0)),
+                theme::DIM_TEXT,
+            );
         }
     }
     // Legend.
     let lx = cells.right() + 8.0;
     for k in 0..=8 {
         let t = k as f64 / 8.0;
-        let r = Rect::from_min_size(Pos2::new(lx, cells.top() + (1.0 - t as f32) * (cells.height() - 10.0)), Vec2::new(10.0, (cells.height() - 10.0) / 8.0 + 1.0));
+        let r =
+            Rect::from_min_size(Pos2::new(lx, cells.top() + (1.0 - t as f32) * (cells.height() - 10.0)), Vec2::new(10.0, (cells.height() - 10.0) / 8.0 + 1.0));
         painter.rect_filled(r, 0.0, theme::diverging((t * 2.0 - 1.0) * max_abs, max_abs));
     }
     painter.text(Pos2::new(lx + 13.0, cells.top()), Align2::LEFT_TOP, format!("+{max_abs:.2}"), FontId::proportional(9.0), theme::DIM_TEXT);

@@ -104,13 +104,26 @@ pub fn color_bar(ui: &mut Ui, scale: &ColorScale) {
     painter.add(Shape::mesh(mesh));
     for (t, label) in &scale.ticks {
         let x = bar.left() + bar.width() * t;
-        let align = if *t <= 0.01 { Align2::LEFT_TOP } else if *t >= 0.99 { Align2::RIGHT_TOP } else { Align2::CENTER_TOP };
+        let align = if *t <= 0.01 {
+            Align2::LEFT_TOP
+        } else if *t >= 0.99 {
+            Align2::RIGHT_TOP
+        } else {
+            Align2::CENTER_TOP
+        };
         painter.text(Pos2::new(x, bar.bottom()), align, label, FontId::proportional(9.0), theme::DIM_TEXT);
     }
 }
 
 /// Shows one lens panel in the available space; returns the cell under the pointer.
-pub fn grid_ui(ui: &mut Ui, vm: &ViewModel, panel: &PanelModel, state: &AppState, cmds: &mut Vec<AppCommand>, geometry: &mut Vec<GridGeometry>) -> Option<Cell> {
+pub fn grid_ui(
+    ui: &mut Ui,
+    vm: &ViewModel,
+    panel: &PanelModel,
+    state: &AppState,
+    cmds: &mut Vec<AppCommand>,
+    geometry: &mut Vec<GridGeometry>,
+) -> Option<Cell> {
     let view = &state.view;
     header(ui, panel, view, cmds);
     let avail = ui.available_rect_before_wrap();
@@ -203,7 +216,13 @@ pub fn grid_ui(ui: &mut Ui, vm: &ViewModel, panel: &PanelModel, state: &AppState
             }
             if show_text && let Some(label) = panel.labels.get(i).filter(|l| !l.is_empty()) {
                 let color = theme::text_on(panel.colors.get(i).copied().unwrap_or(theme::MISSING));
-                cell_painter.with_clip_rect(r.shrink(1.0).intersect(cells)).text(Pos2::new(r.left() + 3.0, r.center().y), Align2::LEFT_CENTER, label, font.clone(), color);
+                cell_painter.with_clip_rect(r.shrink(1.0).intersect(cells)).text(
+                    Pos2::new(r.left() + 3.0, r.center().y),
+                    Align2::LEFT_CENTER,
+                    label,
+                    font.clone(),
+                    color,
+                );
             }
         }
     }
@@ -234,7 +253,8 @@ pub fn grid_ui(ui: &mut Ui, vm: &ViewModel, panel: &PanelModel, state: &AppState
 
     // Column labels: true next tokens (top, `*` = final top-1 right), input tokens (bottom), tilted.
     let top_area = Rect::from_min_max(Pos2::new(cells.left(), full.top()), Pos2::new(cells.right(), cells.top()));
-    let bottom_area = Rect::from_min_max(Pos2::new(cells.left() - 30.0, cells.bottom()), Pos2::new(full.right(), (cells.bottom() + bottom_h).min(full.bottom())));
+    let bottom_area =
+        Rect::from_min_max(Pos2::new(cells.left() - 30.0, cells.bottom()), Pos2::new(full.right(), (cells.bottom() + bottom_h).min(full.bottom())));
     let top_painter = painter.with_clip_rect(top_area.expand2(Vec2::new(0.0, 0.0)));
     let bottom_painter = painter.with_clip_rect(bottom_area);
     let tok_font = FontId::monospace(11.0);
@@ -256,7 +276,13 @@ pub fn grid_ui(ui: &mut Ui, vm: &ViewModel, panel: &PanelModel, state: &AppState
             if text.is_empty() {
                 continue;
             }
-            let color = if *star { theme::CORRECT } else if is_hover || is_sel { theme::TEXT } else { theme::DIM_TEXT };
+            let color = if *star {
+                theme::CORRECT
+            } else if is_hover || is_sel {
+                theme::TEXT
+            } else {
+                theme::DIM_TEXT
+            };
             let shown = if *star { format!("{}*", clip_chars(text, 12)) } else { clip_chars(text, 12) };
             let galley = top_painter.layout_no_wrap(shown, tok_font.clone(), color);
             let h = galley.size().y;

@@ -57,7 +57,9 @@ pub fn inspector_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
     }
 
     // Top-k.
-    let (Some(ids), Some(logits), Some(probs)) = (r.top_k.ids.get(site).and_then(|v| v.get(pos)), r.top_k.logits.get(site).and_then(|v| v.get(pos)), r.top_k.probs.get(site).and_then(|v| v.get(pos))) else {
+    let (Some(ids), Some(logits), Some(probs)) =
+        (r.top_k.ids.get(site).and_then(|v| v.get(pos)), r.top_k.logits.get(site).and_then(|v| v.get(pos)), r.top_k.probs.get(site).and_then(|v| v.get(pos)))
+    else {
         return;
     };
     let next_id = r.tokens.get(pos + 1).map(|t| t.id);
@@ -120,7 +122,13 @@ fn trajectory_ui(ui: &mut Ui, state: &AppState, pos: usize) {
             } else {
                 None
             };
-            let prob = r.top_k.ids.get(s).and_then(|v| v.get(pos)).and_then(|ids| ids.iter().position(|&t| t == token)).and_then(|k| r.top_k.probs.get(s)?.get(pos)?.get(k).copied());
+            let prob = r
+                .top_k
+                .ids
+                .get(s)
+                .and_then(|v| v.get(pos))
+                .and_then(|ids| ids.iter().position(|&t| t == token))
+                .and_then(|k| r.top_k.probs.get(s)?.get(pos)?.get(k).copied());
             (rank, prob)
         };
         if let Some(p) = prob {
@@ -165,12 +173,15 @@ fn trajectory_ui(ui: &mut Ui, state: &AppState, pos: usize) {
     if prob_missing {
         ui.label(RichText::new("(probability shown where the token is in the top-k; pin it to follow it everywhere)").small().color(theme::DIM_TEXT));
     }
-    make("traj_rank", "log10 rank").include_y(0.0).x_axis_formatter(xfmt.clone()).y_axis_formatter(|m, _| format!("{}", 10f64.powf(m.value).round())).show(ui, |p| {
-        p.line(Line::new("rank", PlotPoints::from(rank_pts)).color(theme::LINE_RANK).width(2.0));
-        if let Some(x) = cursor_x {
-            p.vline(VLine::new("", x).color(theme::CURSOR));
-        }
-    });
+    make("traj_rank", "log10 rank").include_y(0.0).x_axis_formatter(xfmt.clone()).y_axis_formatter(|m, _| format!("{}", 10f64.powf(m.value).round())).show(
+        ui,
+        |p| {
+            p.line(Line::new("rank", PlotPoints::from(rank_pts)).color(theme::LINE_RANK).width(2.0));
+            if let Some(x) = cursor_x {
+                p.vline(VLine::new("", x).color(theme::CURSOR));
+            }
+        },
+    );
     make("traj_kl", "KL nats").include_y(0.0).x_axis_formatter(xfmt).show(ui, |p| {
         p.line(Line::new("KL(final || site)", PlotPoints::from(kl_pts)).color(theme::LINE_KL).width(2.0));
         if let Some(x) = cursor_x {

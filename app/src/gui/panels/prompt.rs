@@ -111,9 +111,12 @@ pub fn toolbar_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
         if state.result.as_ref().is_some_and(|r| r.report.tokens.first().is_some_and(|t| t.special)) {
             ui.checkbox(&mut v.hide_bos, "Hide BOS").on_hover_text("Hide the first column, the tokenizer's BOS: its lens is degenerate (an attention sink)");
         }
-        ui.checkbox(&mut v.subblocks, "Sub-block rows").on_hover_text("Show the .attn rows (resid_mid; for parallel blocks the derived resid_pre + attn_out, labelled .pre+attn)");
+        ui.checkbox(&mut v.subblocks, "Sub-block rows")
+            .on_hover_text("Show the .attn rows (resid_mid; for parallel blocks the derived resid_pre + attn_out, labelled .pre+attn)");
         let step_label = ui.label("Layer step");
-        ui.add(egui::DragValue::new(&mut v.layer_step).range(1..=n_layers.max(1))).labelled_by(step_label.id).on_hover_text("Every n-th layer (the last is always kept)");
+        ui.add(egui::DragValue::new(&mut v.layer_step).range(1..=n_layers.max(1)))
+            .labelled_by(step_label.id)
+            .on_hover_text("Every n-th layer (the last is always kept)");
         ui.separator();
         ui.label("Positions");
         let mut mode = match v.positions {

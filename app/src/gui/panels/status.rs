@@ -13,8 +13,11 @@ pub fn status_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
             Some(m) => {
                 let s = &m.shape;
                 ui.label(RichText::new(&m.name).strong()).on_hover_text(m.dir.display().to_string());
-                ui.label(RichText::new(format!("{} · {} layers · d_model {} · {} heads · d_vocab {}", m.family, s.n_layers, s.d_model, s.n_heads, s.d_vocab)).color(theme::DIM_TEXT))
-                    .on_hover_text(format!("{} residual", m.residual));
+                ui.label(
+                    RichText::new(format!("{} · {} layers · d_model {} · {} heads · d_vocab {}", m.family, s.n_layers, s.d_model, s.n_heads, s.d_vocab))
+                        .color(theme::DIM_TEXT),
+                )
+                .on_hover_text(format!("{} residual", m.residual));
                 ui.separator();
                 let ep = ui.label(format!("EP: {}", m.provider));
                 if !m.provider_notes.is_empty() {
