@@ -57,6 +57,8 @@ fn lens_writes_the_report_json() {
     let n_pos = r["tokens"].as_array().unwrap().len();
     assert_eq!(n_pos, 7);
     assert_eq!(r["tokens"][1]["text"], "␣cat");
+    // The exact string beside the display text, for `== " cat"` in Python (issue 11, item 10).
+    assert_eq!(r["tokens"][1]["decoded"], " cat");
     assert_eq!(r["sites"], serde_json::json!(["embed", "0.attn", "0", "1.attn", "1"]));
     for key in
         ["top1_id", "top1_logit", "top1_prob", "rank_of_final_top1", "rank_of_next", "rank_of_input", "kl_to_final", "kl_to_input", "entropy", "nll_next"]
@@ -95,10 +97,15 @@ fn prompt_errors_are_clear() {
     f.set_len(11 * 1024 * 1024).unwrap();
     assert_clean_error(&lens(&["--prompt-file", big.to_str().unwrap(), "--json", j]), "limited to 10 MB");
     assert_clean_error(&lens(&["--prompt-file", dir.to_str().unwrap(), "--json", j]), "is a folder");
-    let long = "word ".repeat(200);
+    let long = ["word"; 200].join(" ");
     assert_clean_error(&lens(&["--prompt", &long, "--json", j]), "model's context is 64");
     let out = lens(&["--prompt", &long, "--truncate", "left", "--json", j]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The report says what was dropped (it kept no trace of it: issue 11, item 13).
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(j).unwrap()).unwrap();
+    assert_eq!(r["tokens"].as_array().unwrap().len(), 64);
+    assert_eq!(r["truncated"], serde_json::json!({"original_tokens": 200, "dropped_tokens": 136}));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the first 136 were dropped"));
     assert_clean_error(&lens(&["--prompt", "hi", "--json", dir.join("no/such/dir/r.json").to_str().unwrap()]), "does not exist");
     assert_clean_error(&lens(&["--prompt", "hi", "--json", dir.to_str().unwrap()]), "it is a folder");
     assert_clean_error(&lens(&["--prompt", "hi", "--device", "tpu", "--json", j]), "unknown device");
@@ -129,4 +136,32 @@ fn info_reports_runtime_providers_and_shape() {
     let out = bin().args(["info", "--device", "auto", "--model"]).arg(bundle()).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("CUDA: ") && text.contains("auto: fell back to CPU"), "{text}");
+}
+
+/// `--device auto` falling back to the CPU on a machine without a GPU build says nothing (it printed
+/// three `note:` lines on every command); `--verbose` gives the reasons, each naming the right
+/// remedy.
+#[test]
+fn auto_fallback_is_quiet_unless_verbose() {
+    let dir = unique_temp_dir("cli-quiet");
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("r.json");
+    let out = lens(&["--device", "auto", "--prompt", "The cat sat.", "--json", json.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("note:"), "{err}");
+    let out = lens(&["--device", "auto", "--verbose", "--prompt", "The cat sat.", "--json", json.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    // Where the runtime has no GPU provider compiled in (this machine's CPU wheel), the reasons
+    // are printed, and the DirectML one does not send the user to the CUDA wheel.
+    let info = bin().args(["info", "--model"]).arg(bundle()).output().unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    if info.contains("providers compiled in: CPU\n") {
+        assert!(err.contains("note: CUDA: this ONNX Runtime was built without CUDA (the onnxruntime-gpu wheel has it)"), "{err}");
+        assert!(err.contains("note: auto: fell back to CPU"), "{err}");
+        let dml = err.lines().find(|l| l.starts_with("note: DirectML")).unwrap();
+        assert!(!dml.contains("onnxruntime-gpu") && dml.contains("Windows-only"), "{dml}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -183,6 +183,17 @@ fn presets_and_bad_options() {
     fail(&["--preset", "bogus", "--out", dir.join("x.svg").to_str().unwrap()], "unknown preset");
     fail(&["--colormap", "jet", "--out", dir.join("x.svg").to_str().unwrap()], "unknown colour map");
     fail(&["--positions", "9..3", "--out", dir.join("x.svg").to_str().unwrap()], "must not exceed");
+    // A prompt longer than the context: refused, or cut with --truncate left (render had no
+    // --truncate).
+    let long = dir.join("long.txt");
+    std::fs::write(&long, "word ".repeat(400)).unwrap();
+    let o = bin().arg("render").arg("--prompt-file").arg(&long).args(["--out", dir.join("long.svg").to_str().unwrap()]).output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--truncate left"), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = bin().arg("render").arg("--prompt-file").arg(&long).args(["--truncate", "left", "--out", dir.join("long.svg").to_str().unwrap()]).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(dir.join("long.svg").is_file());
+    // It quietly drew one column.
+    fail(&["--last", "0", "--out", dir.join("x.svg").to_str().unwrap()], "--last 0: show at least one position");
     fail(&["--rank-of", "two words", "--out", dir.join("x.svg").to_str().unwrap()], "not a single token");
     let not_a_figure = dir.join("plain.svg");
     std::fs::write(&not_a_figure, "<svg xmlns=\"http://www.w3.org/2000/svg\"/>").unwrap();

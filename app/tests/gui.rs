@@ -518,3 +518,101 @@ fn the_bos_choice_is_remembered_per_model_in_recent_models() {
     let _ = std::fs::remove_dir_all(&hf);
     let _ = std::fs::remove_dir_all(&bos_bundle);
 }
+
+/// Opening another model drops the old model's result (it would be drawn with the new vocabulary)
+/// and its pin, and nothing still says "pinned token" (issue 11, items 2 and 15).
+#[test]
+fn switching_models_drops_the_old_result_and_the_pin() {
+    let hf = unique_temp_dir("gui-switch-hf");
+    write_checkpoint(&hf, &RandomGpt2::tiny(7)).unwrap();
+    let other = unique_temp_dir("gui-switch-bundle");
+    lens_model::convert::convert_hf_checkpoint(&hf, &other, &Progress::default()).unwrap();
+
+    let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, ..GuiOptions::default() };
+    let app = LogitLensApp::new_for_test(AppState { prompt: PROMPT.into(), ..AppState::default() }, opts);
+    let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    step_until(&mut h, "the first result", |a| a.state.result.is_some());
+    assert!(!h.state().state.result.as_ref().unwrap().report.run.forward_reused);
+    // Top-k is a run setting: changing it re-runs the lens at once, on the same forward pass, and
+    // the status bar says so instead of "forward 0 ms" (issue 11, items 3 and 18).
+    let mut v = h.state().state.view.clone();
+    v.top_k = 3;
+    h.state_mut().apply(AppCommand::SetView(v));
+    step_until(&mut h, "the top-3 result", |a| a.state.result.as_ref().is_some_and(|r| r.report.top_k.k == 3));
+    assert!(h.state().state.result.as_ref().unwrap().report.run.forward_reused);
+    assert!(h.query_by_label_contains("forward reused").is_some());
+    h.state_mut().apply(AppCommand::Pin(" mat".into()));
+    step_until(&mut h, "the pinned result", |a| a.state.result.as_ref().is_some_and(|r| r.report.pinned.is_some()));
+    let mut v = h.state().state.view.clone();
+    v.contrib_target = lens_app::gui::state::ContribTarget::Pinned;
+    h.state_mut().apply(AppCommand::SetView(v));
+    assert_eq!(h.state().state.view.rank_target, RankTarget::Pinned);
+    let old = h.state().state.result.clone().unwrap();
+
+    h.state_mut().apply(AppCommand::OpenModel(other.clone()));
+    step_until(&mut h, "the other model", |a| a.state.model_source.as_deref() == Some(other.as_path()));
+    let s = &h.state().state;
+    assert!(s.result.as_ref().is_none_or(|r| !std::sync::Arc::ptr_eq(r, &old)), "the old model's result is gone");
+    assert_eq!((s.pinned, s.pin_text.as_str()), (None, ""));
+    assert_eq!(s.view.rank_target, RankTarget::FinalTop1);
+    assert_eq!(s.view.contrib_target, lens_app::gui::state::ContribTarget::FinalTop1);
+    step_until(&mut h, "the other model's result", |a| a.state.result.is_some());
+    let ranks = h.state().view_model.as_ref().unwrap().panel(Metric::Ranks).unwrap().title.clone();
+    assert!(!ranks.contains("pinned"), "{ranks}");
+    let _ = std::fs::remove_dir_all(&hf);
+    let _ = std::fs::remove_dir_all(&other);
+}
+
+/// A prompt longer than the model's context: the error names the app's own control (it told the
+/// user to pass a CLI flag); ticking "Keep the last tokens" runs the lens on the last `n_ctx`
+/// tokens and says how many were dropped (issue 11, item 13).
+#[test]
+fn an_over_long_prompt_can_be_truncated_in_the_app() {
+    let long = ["word"; 100].join(" ");
+    let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, ..GuiOptions::default() };
+    let app = LogitLensApp::new_for_test(AppState { prompt: long, ..AppState::default() }, opts);
+    let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    step_until(&mut h, "the context error", |a| a.state.error.is_some());
+    let e = h.state().state.error.clone().unwrap();
+    assert!(e.contains("context is 64") && e.contains("Keep the last tokens"), "{e}");
+    assert!(h.state().state.result.is_none());
+    let mut v = h.state().state.view.clone();
+    v.truncate_left = true;
+    h.state_mut().apply(AppCommand::SetView(v));
+    step_until(&mut h, "the truncated result", |a| a.state.result.is_some());
+    let r = &h.state().state.result.as_ref().unwrap().report;
+    assert_eq!(r.n_pos(), 64);
+    assert_eq!(r.truncated, Some(lens_model::report::Truncation { original_tokens: 100, dropped_tokens: 36 }));
+    assert!(h.query_by_label_contains("first 36 of 100 tokens dropped").is_some());
+}
+
+/// Appending text keeps the lens of the old positions (their prefix and next token did not change)
+/// and computes only the rest; the result equals a fresh run of the whole new prompt (issue 11,
+/// item 4).
+#[test]
+fn appending_text_keeps_the_old_positions() {
+    let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, ..GuiOptions::default() };
+    let app = LogitLensApp::new_for_test(AppState { prompt: PROMPT.into(), ..AppState::default() }, opts);
+    let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    step_until(&mut h, "the first result", |a| a.state.result.is_some());
+    assert_eq!(h.state().state.result.as_ref().unwrap().report.run.reused_positions, 0);
+    let longer = format!("{PROMPT} The dog sat on the rug.");
+    h.state_mut().state.prompt = longer.clone();
+    h.state_mut().apply(AppCommand::Run);
+    step_until(&mut h, "the appended result", |a| a.state.result.as_ref().is_some_and(|r| r.prompt == longer && r.total_positions == r.report.n_pos()));
+    let got = h.state().state.result.as_ref().unwrap().report.clone();
+    assert_eq!(got.run.reused_positions, 6, "7 old tokens: the first 6 positions are kept");
+    assert!(h.query_by_label_contains("6 positions kept").is_some());
+
+    init_runtime(None).unwrap();
+    let mut engine = LensEngine::open(bundle(), Device::Cpu, &Progress::default()).unwrap();
+    let ids = engine.tokenize(&longer, false).unwrap();
+    let want = engine.run_ids(&ids, &LensOptions { subblocks: true, k: 10, ..LensOptions::default() }, &Progress::default()).unwrap();
+    assert_eq!(got.tokens, want.tokens);
+    assert_eq!(got.metrics.top1_id, want.metrics.top1_id);
+    assert_eq!(got.metrics.rank_of_next, want.metrics.rank_of_next);
+    assert_eq!(got.top_k.ids, want.top_k.ids);
+    for (a, b) in got.metrics.kl_to_final.iter().flatten().zip(want.metrics.kl_to_final.iter().flatten()) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+}

@@ -74,6 +74,7 @@ pub fn convert_hf_checkpoint(src: &Path, dst: &Path, progress: &Progress) -> Res
     let unique = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let tmp = parent.join(format!(".{file_name}.partial-{}-{nanos}-{unique}", std::process::id()));
+    sweep_stale_partials(parent);
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| LensError::io(&tmp, e))?;
     let name = src.canonicalize().ok().and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned())).unwrap_or_else(|| arch.family.model_type().into());
@@ -89,6 +90,30 @@ pub fn convert_hf_checkpoint(src: &Path, dst: &Path, progress: &Progress) -> Res
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
             Err(e)
+        }
+    }
+}
+
+/// Removes the `.NAME.partial-PID-…` folders in `parent` left by conversions whose process is gone
+/// (killed, or stopped with Ctrl+C before it could clean up): on Linux when no process `PID`
+/// exists, elsewhere when the folder is more than a day old. A running conversion's folder is
+/// never touched.
+pub fn sweep_stale_partials(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix('.').and_then(|n| n.split_once(".partial-")).map(|(_, r)| r) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid == std::process::id() || !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let gone = if Path::new("/proc/self").exists() {
+            !Path::new("/proc").join(pid.to_string()).exists()
+        } else {
+            e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > std::time::Duration::from_secs(24 * 3600))
+        };
+        if gone {
+            let _ = std::fs::remove_dir_all(e.path());
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::error::{LensError, Progress, Result};
 use crate::last_block::LastBlockRunner;
 use crate::lens::{Decoder, DecoderKind};
 use crate::metrics::{KernelSpec, NO_TARGET, RowMetrics, run_kernel};
+use crate::report::Truncation;
 use crate::report::{LensReport, Metrics, ModelInfo, Pinned, RunInfo, SCHEMA, TopK};
 use crate::runtime::{Device, ProviderReport, RuntimeInfo, create_session, init_runtime};
 use crate::sites::{SiteKind, site_list};
@@ -21,7 +22,7 @@ use crate::trace::{ResidualTrace, run_trace};
 pub const CONSISTENCY_TOLERANCE: f32 = 1e-3;
 
 /// What to compute.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LensOptions {
     /// Add the `.attn` (resid_mid) rows.
     pub subblocks: bool,
@@ -67,6 +68,19 @@ impl std::fmt::Debug for LensEngine {
 
 fn grid<T: Clone>(rows: &[RowMetrics], n_pos: usize, n_sites: usize, f: impl Fn(&RowMetrics, usize) -> T) -> Vec<Vec<T>> {
     (0..n_sites).map(|s| (0..n_pos).filter_map(|p| rows.get(p * n_sites + s).map(|r| f(r, p))).collect()).collect()
+}
+
+/// How many leading positions of a report of `prev` stay exact for `ids` (an edit that keeps the
+/// start of the prompt, such as appending text). A position's metrics depend on its prefix and on
+/// the next token (rank and loss of the next token), so position `p` is kept while tokens
+/// `0..=p + 1` are unchanged; appending to a prompt of `n` tokens keeps `n - 1` positions (the
+/// last old one now has a next token). The whole report when `ids == prev`.
+pub fn reusable_positions(prev: &[u32], ids: &[u32]) -> usize {
+    if prev == ids {
+        return ids.len();
+    }
+    let common = prev.iter().zip(ids).take_while(|(a, b)| a == b).count();
+    common.saturating_sub(1)
 }
 
 impl LensEngine {
@@ -150,6 +164,11 @@ impl LensEngine {
     /// Tokenizes `text`, refusing empty prompts and prompts longer than the context
     /// (unless `truncate_left`, which keeps the last `n_ctx` tokens).
     pub fn tokenize(&self, text: &str, truncate_left: bool) -> Result<Vec<u32>> {
+        Ok(self.tokenize_with(text, truncate_left)?.0)
+    }
+
+    /// [`LensEngine::tokenize`], also saying what a left truncation dropped (for the report).
+    pub fn tokenize_with(&self, text: &str, truncate_left: bool) -> Result<(Vec<u32>, Option<Truncation>)> {
         if text.is_empty() {
             return Err(LensError::invalid("the prompt is empty"));
         }
@@ -165,22 +184,27 @@ impl LensEngine {
             )));
         }
         let n_ctx = self.bundle.shape.n_ctx;
+        let mut truncation = None;
         if ids.len() > n_ctx {
-            if truncate_left {
-                ids.drain(..ids.len() - n_ctx);
-            } else {
-                return Err(LensError::invalid(format!(
-                    "the prompt has {} tokens but the model's context is {n_ctx}; shorten it or pass --truncate left to keep the last {n_ctx}",
-                    ids.len()
-                )));
+            if !truncate_left {
+                return Err(LensError::PromptTooLong { tokens: ids.len(), n_ctx });
             }
+            let dropped = ids.len() - n_ctx;
+            truncation = Some(Truncation { original_tokens: ids.len(), dropped_tokens: dropped });
+            ids.drain(..dropped);
         }
-        Ok(ids)
+        Ok((ids, truncation))
     }
 
     /// Runs the forward pass only.
     pub fn trace(&mut self, ids: &[u32]) -> Result<ResidualTrace> {
-        run_trace(&mut self.session, &self.bundle, ids, false, &Progress::default())
+        self.trace_with(ids, &Progress::default())
+    }
+
+    /// Runs the forward pass only; cancelling `progress` terminates it inside ONNX Runtime
+    /// (`RunOptions::terminate`) and returns [`LensError::Cancelled`].
+    pub fn trace_with(&mut self, ids: &[u32], progress: &Progress) -> Result<ResidualTrace> {
+        run_trace(&mut self.session, &self.bundle, ids, false, progress)
     }
 
     /// Runs the forward pass and the lens on `ids`.
@@ -335,11 +359,14 @@ impl LensEngine {
             top_k,
             attribution,
             pinned,
+            truncated: None,
             run: RunInfo {
                 provider: self.provider.active.clone(),
                 forward_ms: 0.0,
                 lens_ms: 0.0,
                 program: format!("logit-lens {}", env!("CARGO_PKG_VERSION")),
+                forward_reused: false,
+                reused_positions: 0,
             },
         })
     }

@@ -33,6 +33,16 @@ pub enum LensError {
     /// The operation was cancelled by the user.
     #[error("cancelled")]
     Cancelled,
+    /// The prompt has more tokens than the model's context.
+    #[error(
+        "the prompt has {tokens} tokens but the model's context is {n_ctx}; shorten it, or keep its last {n_ctx} tokens (in the app: Keep the last tokens; in the CLI: --truncate left)"
+    )]
+    PromptTooLong {
+        /// Tokens of the whole prompt.
+        tokens: usize,
+        /// The model's context.
+        n_ctx: usize,
+    },
 }
 
 /// Result alias used throughout `lens_model`.

@@ -45,8 +45,10 @@ pub struct Metrics {
     /// Top-1 token id.
     pub top1_id: Vec<Vec<u32>>,
     /// Top-1 logit.
+    #[serde(deserialize_with = "nullable::grid")]
     pub top1_logit: Vec<Vec<f32>>,
     /// Top-1 probability.
+    #[serde(deserialize_with = "nullable::grid")]
     pub top1_prob: Vec<Vec<f64>>,
     /// Rank of the final site's top-1 (1 = top).
     pub rank_of_final_top1: Vec<Vec<u32>>,
@@ -55,10 +57,13 @@ pub struct Metrics {
     /// Rank of the input token at this position.
     pub rank_of_input: Vec<Vec<u32>>,
     /// KL(final || site), nats.
+    #[serde(deserialize_with = "nullable::grid")]
     pub kl_to_final: Vec<Vec<f64>>,
-    /// KL(embed || site), nats.
+    /// KL(embed || site), nats; `null` where not computed (`--final-only`).
+    #[serde(deserialize_with = "nullable::grid")]
     pub kl_to_input: Vec<Vec<f64>>,
     /// Entropy, nats.
+    #[serde(deserialize_with = "nullable::grid")]
     pub entropy: Vec<Vec<f64>>,
     /// −log q(next token); `null` at the last position.
     pub nll_next: Vec<Vec<Option<f64>>>,
@@ -72,8 +77,10 @@ pub struct TopK {
     /// Token ids, best first.
     pub ids: Vec<Vec<Vec<u32>>>,
     /// Their logits.
+    #[serde(deserialize_with = "nullable::cube")]
     pub logits: Vec<Vec<Vec<f32>>>,
     /// Their probabilities.
+    #[serde(deserialize_with = "nullable::cube")]
     pub probs: Vec<Vec<Vec<f64>>>,
 }
 
@@ -85,9 +92,24 @@ pub struct Pinned {
     /// Rank // [pin][site][pos]
     pub rank: Vec<Vec<Vec<u32>>>,
     /// Probability // [pin][site][pos]
+    #[serde(deserialize_with = "nullable::cube")]
     pub prob: Vec<Vec<Vec<f64>>>,
     /// Logit // [pin][site][pos]
+    #[serde(deserialize_with = "nullable::cube")]
     pub logit: Vec<Vec<Vec<f32>>>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// What a left truncation dropped from a prompt longer than the model's context.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Truncation {
+    /// Tokens of the whole prompt.
+    pub original_tokens: usize,
+    /// Tokens dropped from its start (the report's positions are the rest).
+    pub dropped_tokens: usize,
 }
 
 /// How the report was computed.
@@ -99,6 +121,14 @@ pub struct RunInfo {
     pub forward_ms: f64,
     /// Lens kernel time, ms.
     pub lens_ms: f64,
+    /// The forward pass of an earlier run on the same tokens was reused (`forward_ms` is then
+    /// only the lookup).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub forward_reused: bool,
+    /// Leading positions kept from the previous run of an edited prompt (the app's incremental
+    /// edit: their prefix and next token did not change), not computed again.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reused_positions: usize,
     /// Program version.
     pub program: String,
 }
@@ -125,6 +155,9 @@ pub struct LensReport {
     /// Pinned tokens, when any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned: Option<Pinned>,
+    /// Set when the prompt was cut to the model's context (`--truncate left`): what was dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<Truncation>,
     /// How it was computed.
     #[serde(default)]
     pub run: RunInfo,
@@ -134,6 +167,44 @@ impl LensReport {
     /// Number of positions.
     pub fn n_pos(&self) -> usize {
         self.tokens.len()
+    }
+
+    /// Keeps only the first `n` positions (of every grid, top-k list, attribution row and pin).
+    pub fn keep_positions(&mut self, n: usize) {
+        fn cut<T>(g: &mut [Vec<T>], n: usize) {
+            for row in g {
+                row.truncate(n);
+            }
+        }
+        self.tokens.truncate(n);
+        let m = &mut self.metrics;
+        cut(&mut m.top1_id, n);
+        cut(&mut m.top1_logit, n);
+        cut(&mut m.top1_prob, n);
+        cut(&mut m.rank_of_final_top1, n);
+        cut(&mut m.rank_of_next, n);
+        cut(&mut m.rank_of_input, n);
+        cut(&mut m.kl_to_final, n);
+        cut(&mut m.kl_to_input, n);
+        cut(&mut m.entropy, n);
+        cut(&mut m.nll_next, n);
+        cut(&mut self.top_k.ids, n);
+        cut(&mut self.top_k.logits, n);
+        cut(&mut self.top_k.probs, n);
+        self.attribution.final_top1_ids.truncate(n);
+        cut(&mut self.attribution.final_top1, n);
+        cut(&mut self.attribution.next, n);
+        if let Some(p) = self.pinned.as_mut() {
+            for g in p.rank.iter_mut() {
+                cut(g, n);
+            }
+            for g in p.prob.iter_mut() {
+                cut(g, n);
+            }
+            for g in p.logit.iter_mut() {
+                cut(g, n);
+            }
+        }
     }
 
     /// Appends the positions of `other` (the report of the positions right after this one's, from
@@ -211,5 +282,35 @@ impl LensReport {
             return Err(LensError::bad_file(path, format!("schema {:?} is not {SCHEMA}", r.schema)));
         }
         Ok(r)
+    }
+}
+
+/// Float grids read back with `null` as NaN: serde_json writes a NaN (an unknown value, e.g.
+/// `kl_to_input` of a `--final-only` report) as `null`, and a report must read back what it wrote.
+mod nullable {
+    use serde::{Deserialize, Deserializer};
+
+    /// A float type with a NaN.
+    pub trait Float: Copy + for<'a> Deserialize<'a> {
+        /// Not a number.
+        const NAN: Self;
+    }
+    impl Float for f32 {
+        const NAN: Self = f32::NAN;
+    }
+    impl Float for f64 {
+        const NAN: Self = f64::NAN;
+    }
+
+    /// `[[x or null]]` -> `[[x or NaN]]`.
+    pub fn grid<'de, D: Deserializer<'de>, T: Float>(d: D) -> Result<Vec<Vec<T>>, D::Error> {
+        let g = Vec::<Vec<Option<T>>>::deserialize(d)?;
+        Ok(g.into_iter().map(|row| row.into_iter().map(|x| x.unwrap_or(T::NAN)).collect()).collect())
+    }
+
+    /// `[[[x or null]]]` -> `[[[x or NaN]]]`.
+    pub fn cube<'de, D: Deserializer<'de>, T: Float>(d: D) -> Result<Vec<Vec<Vec<T>>>, D::Error> {
+        let c = Vec::<Vec<Vec<Option<T>>>>::deserialize(d)?;
+        Ok(c.into_iter().map(|g| g.into_iter().map(|row| row.into_iter().map(|x| x.unwrap_or(T::NAN)).collect()).collect()).collect())
     }
 }

@@ -355,7 +355,8 @@ pub fn create_session(model: &Path, device: Device, threads: usize, initializers
             _ => (ep::DirectML::is_available().unwrap_or(false), ep::DirectML::default().build().error_on_failure()),
         };
         if !available {
-            let mut note = format!("{name}: this ONNX Runtime was built without {name} (for CUDA install the onnxruntime-gpu wheel; DirectML is Windows-only)");
+            let how = if name == "CUDA" { "the onnxruntime-gpu wheel has it" } else { "DirectML is Windows-only: the onnxruntime-directml wheel has it" };
+            let mut note = format!("{name}: this ONNX Runtime was built without {name} ({how})");
             // Only when CUDA was asked for by name: looking costs a Python start, which `auto` on a
             // CPU build should not pay on every run.
             if name == "CUDA"

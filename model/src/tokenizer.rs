@@ -13,6 +13,10 @@ pub struct Token {
     pub id: u32,
     /// Display text: spaces as `␣`, newlines as `↵`, tabs as `⇥`, partial UTF-8 bytes as `<0xNN>`.
     pub text: String,
+    /// The token's exact text (`" plasma"`), for comparing with strings in Python; a token that is
+    /// only part of a UTF-8 character holds U+FFFD there (its bytes are in `text` as `<0xNN>`).
+    #[serde(default)]
+    pub decoded: String,
     /// A special token of the tokenizer (a BOS such as `<s>`, `<bos>`, `<|begin_of_text|>`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub special: bool,
@@ -215,7 +219,14 @@ impl LensTokenizer {
 
     /// Token and display text for each id.
     pub fn tokens(&self, ids: &[u32]) -> Vec<Token> {
-        ids.iter().map(|&id| Token { id, text: self.display(id), special: self.special.contains(&id) }).collect()
+        ids.iter()
+            .map(|&id| Token {
+                id,
+                text: self.display(id),
+                decoded: String::from_utf8_lossy(&self.token_bytes(id)).into_owned(),
+                special: self.special.contains(&id),
+            })
+            .collect()
     }
 
     /// Looks up the id of a token given as plain text (e.g. `" plasma"`), if it is a single token.

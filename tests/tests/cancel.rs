@@ -42,3 +42,59 @@ fn cancel_stops_the_run_and_the_engine_stays_usable() {
     assert_eq!(before.metrics, after.metrics);
     assert_eq!(before.top_k, after.top_k);
 }
+
+/// A forward pass cancelled from another thread stops inside ONNX Runtime (`RunOptions::
+/// terminate`) instead of running to its end: the app's Cancel and a newer edit no longer wait for
+/// a stale pass (the worker ran it with a progress nobody could cancel).
+#[test]
+fn cancel_terminates_the_forward_pass() {
+    let spec = RandomGpt2 { n_layer: 48, n_embd: 128, n_head: 4, n_positions: 1024, ..RandomGpt2::tiny(32) };
+    let (_hf, bundle) = common::make_bundle("cancel-forward", &spec);
+    let mut engine = common::open(&bundle);
+    let ids: Vec<u32> = (0..1024u32).map(|i| (i * 7919 + 13) % 50257).collect();
+    engine.trace(&ids[..8]).unwrap(); // warm-up
+    let t0 = std::time::Instant::now();
+    let full = engine.trace_with(&ids, &Progress::default()).unwrap();
+    let full_time = t0.elapsed();
+    assert_eq!(full.n_pos, 1024);
+
+    let p = Progress::default();
+    let p2 = p.clone();
+    let delay = full_time / 10;
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        p2.cancel();
+    });
+    let t1 = std::time::Instant::now();
+    let r = engine.trace_with(&ids, &p);
+    let cancelled_time = t1.elapsed();
+    canceller.join().unwrap();
+    assert!(matches!(r, Err(LensError::Cancelled)), "{:?}", r.map(|t| t.n_pos));
+    assert!(cancelled_time < full_time / 2, "cancelled after {cancelled_time:?}; a whole pass takes {full_time:?}");
+    // The engine is still usable: the same pass gives the same residuals.
+    let again = engine.trace(&ids).unwrap();
+    assert_eq!(again.resid_post, full.resid_post);
+}
+
+/// A conversion killed before it could clean up (Ctrl+C in the CLI) left a hidden
+/// `.NAME.partial-PID-…` folder that no later run removed; the next conversion into the same
+/// folder now removes those of processes that are gone, and never a running one's (issue 11,
+/// item 12).
+#[test]
+fn stale_partial_conversions_are_swept() {
+    let parent = lens_tests::fixture::TempDir::new("sweep").unwrap();
+    let dead = parent.path().join(".big-model.partial-4194999-123-0");
+    let alive = parent.path().join(format!(".other.partial-{}-456-0", std::process::id()));
+    let unrelated = parent.path().join(".keep.me");
+    for d in [&dead, &alive, &unrelated] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("model.onnx.data"), b"half-written").unwrap();
+    }
+    let hf = lens_tests::fixture::TempDir::new("sweep-hf").unwrap();
+    lens_tests::fixture::write_checkpoint(hf.path(), &RandomGpt2::tiny(33)).unwrap();
+    lens_model::convert::convert_hf_checkpoint(hf.path(), &parent.path().join("bundle"), &Progress::default()).unwrap();
+    assert!(!dead.exists(), "the dead process's partial folder is removed");
+    assert!(alive.exists(), "a running conversion's folder stays");
+    assert!(unrelated.exists());
+    assert!(parent.path().join("bundle/model.onnx").is_file());
+}

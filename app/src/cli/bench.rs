@@ -30,6 +30,28 @@ pub struct BenchArgs {
     /// auto, cpu, cuda or directml.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Also time appending this many tokens to the `--tokens` prompt (the app's incremental edit:
+    /// the old positions' lens is kept) against the full recompute, in this process.
+    #[arg(long)]
+    append: Option<usize>,
+    /// Write the figures as JSON (`load_ms, forward_ms, lens_ms, reference_ms, ratio_best,
+    /// ratio_paired, append_ms, full_ms, peak_rss_mb`).
+    #[arg(long, value_name = "OUT.json")]
+    json: Option<PathBuf>,
+}
+
+/// The figures `bench --json` writes.
+#[derive(Debug, serde::Serialize)]
+struct BenchFigures {
+    load_ms: f64,
+    forward_ms: f64,
+    lens_ms: f64,
+    reference_ms: f64,
+    ratio_best: f64,
+    ratio_paired: f64,
+    append_ms: Option<f64>,
+    full_ms: Option<f64>,
+    peak_rss_mb: Option<f64>,
 }
 
 /// Peak resident set size of this process in MiB (Linux), if known.
@@ -61,11 +83,18 @@ pub fn run(ort_lib: Option<&Path>, args: &BenchArgs) -> Result<()> {
     let mut engine = super::open_engine(ort_lib, args.model.as_deref(), args.device.parse()?)?;
     let load_s = t.elapsed().as_secs_f64();
     let shape = engine.bundle.shape.clone();
-    if args.tokens == 0 || args.tokens > shape.n_ctx {
-        bail!("--tokens must be between 1 and the model's context ({})", shape.n_ctx);
+    let extra = args.append.unwrap_or(0);
+    if args.tokens == 0 || args.tokens + extra > shape.n_ctx {
+        bail!("--tokens (plus --append) must be between 1 and the model's context ({})", shape.n_ctx);
+    }
+    if args.append == Some(0) {
+        bail!("--append 0: append at least one token");
+    }
+    if let Some(j) = &args.json {
+        super::prompt::check_writable(j)?;
     }
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let ids: Vec<u32> = (0..args.tokens)
+    let all_ids: Vec<u32> = (0..args.tokens + extra)
         .map(|_| {
             seed ^= seed << 13;
             seed ^= seed >> 7;
@@ -73,6 +102,7 @@ pub fn run(ort_lib: Option<&Path>, args: &BenchArgs) -> Result<()> {
             (seed % shape.d_vocab as u64) as u32
         })
         .collect();
+    let ids = all_ids.get(..args.tokens).unwrap_or_default().to_vec();
     let (fwd_s, trace) = best_of(args.repeat, || Ok(engine.trace(&ids)?))?;
     let opts = LensOptions { subblocks: args.subblocks, chunk: args.chunk, ..LensOptions::default() };
     let (lens_s, report) = best_of(args.repeat, || Ok(engine.lens(&ids, &trace, &opts, &Progress::default())?))?;
@@ -132,5 +162,60 @@ pub fn run(ort_lib: Option<&Path>, args: &BenchArgs) -> Result<()> {
     if let Some(r) = rss_lens {
         println!("peak RSS         {r:.0} MiB (before the reference GEMM)");
     }
+    let (append_ms, full_ms) = match args.append {
+        Some(n) => {
+            let (append_s, full_s) = time_append(&mut engine, &ids, &all_ids, &report, &opts, args.repeat)?;
+            println!("append {n:>4}      {:.1} ms  (forward of all {} tokens + lens of the last {} positions)", append_s * 1e3, all_ids.len(), n + 1);
+            println!("full recompute   {:.1} ms  (forward + lens of all {} positions)", full_s * 1e3, all_ids.len());
+            println!("append / full    {:.3}", append_s / full_s);
+            (Some(append_s * 1e3), Some(full_s * 1e3))
+        }
+        None => (None, None),
+    };
+    if let Some(path) = &args.json {
+        let figures = BenchFigures {
+            load_ms: load_s * 1e3,
+            forward_ms: fwd_s * 1e3,
+            lens_ms: lens_s * 1e3,
+            reference_ms: ref_s * 1e3,
+            ratio_best: lens_gflops / ref_gflops,
+            ratio_paired: median,
+            append_ms,
+            full_ms,
+            peak_rss_mb: rss_lens,
+        };
+        let text = serde_json::to_string_pretty(&figures)?;
+        std::fs::write(path, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
     Ok(())
+}
+
+/// Best-of-`repeat` times of appending `all[ids.len()..]` to the report `prev` of `ids` (forward
+/// pass of the whole new prompt, lens of the positions [`lens_model::engine::reusable_positions`]
+/// does not keep, joined to the kept ones) and of the full recompute; checks that both give the
+/// same report.
+fn time_append(
+    engine: &mut lens_model::LensEngine,
+    ids: &[u32],
+    all: &[u32],
+    prev: &lens_model::LensReport,
+    opts: &LensOptions,
+    repeat: usize,
+) -> Result<(f64, f64)> {
+    let keep = lens_model::engine::reusable_positions(ids, all);
+    let (append_s, appended) = best_of(repeat, || {
+        let trace = engine.trace(all)?;
+        let mut r = prev.clone();
+        r.keep_positions(keep);
+        r.append_positions(engine.lens_range(all, &trace, opts, keep..all.len(), &Progress::default())?)?;
+        Ok(r)
+    })?;
+    let (full_s, full) = best_of(repeat, || {
+        let trace = engine.trace(all)?;
+        Ok(engine.lens(all, &trace, opts, &Progress::default())?)
+    })?;
+    if appended.metrics.top1_id != full.metrics.top1_id || appended.tokens != full.tokens {
+        bail!("the appended report differs from the full recompute (top-1 ids or tokens)");
+    }
+    Ok((append_s, full_s))
 }

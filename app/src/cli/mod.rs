@@ -49,6 +49,10 @@ struct Cli {
     /// Desktop app: initial window size, WIDTHxHEIGHT in points (e.g. 1280x800).
     #[arg(long, value_name = "WxH")]
     window_size: Option<String>,
+    /// Print why GPU providers are not used when `--device auto` falls back to the CPU (`info`
+    /// always shows it).
+    #[arg(long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -171,13 +175,18 @@ pub fn open_engine(ort_lib: Option<&Path>, model: Option<&Path>, device: Device)
     open_engine_notes(ort_lib, model, device, true)
 }
 
-/// [`open_engine`], printing the provider notes to stderr or not (`info` prints them itself).
+/// `--verbose` was given.
+static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// [`open_engine`], printing the provider notes to stderr (with `--verbose`) or not (`info`
+/// prints them itself). `--device auto` falling back to the CPU is the normal case on a machine
+/// without a GPU and says nothing by default; an explicit device that cannot be used is an error.
 fn open_engine_notes(ort_lib: Option<&Path>, model: Option<&Path>, device: Device, print_notes: bool) -> Result<LensEngine> {
     init_runtime(ort_lib)?;
     let progress = stderr_progress();
     let dir = lens_model::resolve::resolve_model(model, &progress)?;
     let engine = LensEngine::open(&dir, device, &Progress::default()).with_context(|| format!("cannot open the model {}", dir.display()))?;
-    if print_notes {
+    if print_notes && VERBOSE.load(std::sync::atomic::Ordering::Relaxed) {
         for note in &engine.provider.notes {
             eprintln!("note: {note}");
         }
@@ -186,6 +195,7 @@ fn open_engine_notes(ort_lib: Option<&Path>, model: Option<&Path>, device: Devic
 }
 
 fn run(cli: Cli) -> Result<()> {
+    VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
     let ort_lib = cli.ort_lib.as_deref();
     match cli.command {
         None => crate::gui::run(crate::gui::GuiOptions {
@@ -273,7 +283,7 @@ fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
     };
     prompt::check_writable(&args.json)?;
     let mut engine = open_engine(ort_lib, args.model.as_deref(), device(&args.device)?)?;
-    let ids = engine.tokenize(&text, truncate_left)?;
+    let (ids, truncated) = engine.tokenize_with(&text, truncate_left)?;
     let mut pinned = Vec::new();
     for p in &args.pin {
         match engine.tokenizer.token_id(p) {
@@ -282,7 +292,11 @@ fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
         }
     }
     let opts = LensOptions { subblocks: args.subblocks, k: args.top_k, decoder, pinned, final_only: args.final_only, ..LensOptions::default() };
-    let report = engine.run_ids(&ids, &opts, &Progress::default())?;
+    let mut report = engine.run_ids(&ids, &opts, &Progress::default())?;
+    report.truncated = truncated;
+    if let Some(t) = truncated {
+        eprintln!("the prompt has {} tokens; the first {} were dropped to fit the context (--truncate left)", t.original_tokens, t.dropped_tokens);
+    }
     report.write_json(&args.json).with_context(|| format!("cannot write the report to {}", args.json.display()))?;
     eprintln!(
         "{} tokens x {} sites: forward {:.0} ms, lens {:.0} ms ({}); wrote {}",

@@ -43,6 +43,9 @@ pub struct RenderArgs {
     /// Leave out the first column when it is the tokenizer's BOS (a special token).
     #[arg(long)]
     pub hide_bos: bool,
+    /// Keep the last n_ctx tokens of a prompt that is too long (`left`), instead of refusing it.
+    #[arg(long, value_name = "left")]
+    pub truncate: Option<String>,
     /// Show every n-th layer (the last is always kept).
     #[arg(long)]
     pub layer_step: Option<usize>,
@@ -117,6 +120,11 @@ fn apply(spec: &mut FigureSpec, a: &RenderArgs) -> Result<()> {
     if a.hide_bos {
         spec.hide_bos = true;
     }
+    match a.truncate.as_deref() {
+        None => {}
+        Some("left") => spec.truncate_left = true,
+        Some(other) => bail!("--truncate {other:?} is not supported; use --truncate left"),
+    }
     if let Some(d) = &a.decoder {
         let kind = DecoderKind::parse(d).ok_or_else(|| anyhow!("--decoder {d:?}: use one of {}", DecoderKind::ALL.map(DecoderKind::name).join(", ")))?;
         spec.decoder = kind.name().into();
@@ -125,6 +133,9 @@ fn apply(spec: &mut FigureSpec, a: &RenderArgs) -> Result<()> {
         spec.layer_step = n;
     }
     if let Some(n) = a.last {
+        if n == 0 {
+            bail!("--last 0: show at least one position (--last 1 or more)");
+        }
         spec.last = Some(n);
         spec.positions = None;
     }
@@ -204,7 +215,10 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
     {
         bail!("the model at {} is not the one the figure was made with (weights sha256 differs); pass --model", p.model_path);
     }
-    let ids = engine.tokenize(&prompt, false)?;
+    let (ids, truncated) = engine.tokenize_with(&prompt, spec.truncate_left)?;
+    if let Some(t) = truncated {
+        eprintln!("the prompt has {} tokens; the first {} were dropped to fit the context (--truncate left)", t.original_tokens, t.dropped_tokens);
+    }
     let pinned = match &spec.rank_of {
         RankOf::Token(t) => vec![engine.tokenizer.token_id(t).ok_or_else(|| anyhow!("--rank-of {t:?} is not a single token of this model"))?],
         _ => Vec::new(),

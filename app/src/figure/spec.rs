@@ -88,6 +88,9 @@ pub struct FigureSpec {
     pub decoder: String,
     /// Leave out a leading special token (the BOS column).
     pub hide_bos: bool,
+    /// A prompt longer than the context keeps its last `n_ctx` tokens (else it is refused).
+    #[serde(default)]
+    pub truncate_left: bool,
 }
 
 impl Default for FigureSpec {
@@ -109,6 +112,7 @@ impl Default for FigureSpec {
             title: None,
             decoder: "logit_lens".into(),
             hide_bos: false,
+            truncate_left: false,
         }
     }
 }

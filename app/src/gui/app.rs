@@ -234,6 +234,7 @@ impl LogitLensApp {
             pinned: self.state.pinned.into_iter().collect(),
             k: self.state.view.top_k,
             decoder: self.state.view.decoder,
+            truncate_left: self.state.view.truncate_left,
         };
         if let Some(w) = self.worker() {
             self.latest_run = w.submit(job);
@@ -326,7 +327,7 @@ impl LogitLensApp {
             AppCommand::SetView(v) => {
                 // A run setting (top-k, decoder) re-runs the lens on the prompt shown; the
                 // worker reuses the forward pass.
-                let rerun = self.state.view.run_differs(&v) && self.state.result.is_some() && !self.state.prompt.is_empty();
+                let rerun = self.state.view.run_differs(&v) && self.state.model.is_some() && !self.state.prompt.is_empty();
                 if v.hide_bos != self.state.view.hide_bos
                     && let Some(src) = &self.state.model_source
                     && let Some(m) = self.state.recent_models.iter_mut().find(|m| &m.source == src)
@@ -531,8 +532,25 @@ impl LogitLensApp {
                     self.state.model_source = Some(opened);
                     self.loading_path = None;
                     self.state.notice = Some(format!("loaded {}", summary.name));
+                    if self.state.model.is_some() {
+                        // Another model was on screen: its result (its vocabulary, its sites) and
+                        // its pin go; the new model's run replaces them.
+                        self.state.result = None;
+                        self.state.selection = None;
+                        self.state.hover = None;
+                        self.state.pin_text.clear();
+                        self.view_model = None;
+                        self.vm_key = None;
+                    }
                     self.state.model = Some(summary);
+                    // No token is pinned on a freshly loaded model: nothing may still say "pinned".
                     self.state.pinned = None;
+                    if self.state.view.rank_target == crate::gui::state::RankTarget::Pinned {
+                        self.state.view.rank_target = crate::gui::state::RankTarget::FinalTop1;
+                    }
+                    if self.state.view.contrib_target == crate::gui::state::ContribTarget::Pinned {
+                        self.state.view.contrib_target = crate::gui::state::ContribTarget::FinalTop1;
+                    }
                     self.state.error = None;
                     if std::mem::take(&mut self.run_after_load) && !self.state.prompt.is_empty() {
                         self.run();

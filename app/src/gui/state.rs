@@ -174,12 +174,16 @@ pub struct ViewSettings {
     pub decoder: DecoderKind,
     /// Hide a leading special token (the BOS column: its lens is degenerate, an attention sink).
     pub hide_bos: bool,
+    /// A prompt longer than the model's context keeps its last `n_ctx` tokens instead of being
+    /// refused (a run setting).
+    #[serde(default)]
+    pub truncate_left: bool,
 }
 
 impl ViewSettings {
     /// Whether going from `self` to `other` changes what the lens computes (not only the painting).
     pub fn run_differs(&self, other: &Self) -> bool {
-        self.top_k != other.top_k || self.decoder != other.decoder
+        self.top_k != other.top_k || self.decoder != other.decoder || self.truncate_left != other.truncate_left
     }
 }
 
@@ -207,6 +211,7 @@ impl Default for ViewSettings {
             top_k: 10,
             decoder: DecoderKind::LogitLens,
             hide_bos: false,
+            truncate_left: false,
         }
     }
 }

@@ -52,7 +52,7 @@ pub fn synthetic_result(n_layers: usize, n_pos: usize, k: usize) -> RunResult {
         next: (0..n_comp).map(|c| (0..n_pos).map(|p| (p + 1 < n_pos).then(|| noise(c * 7 + p) - 0.5)).collect()).collect(),
         components,
     };
-    let tokens = (0..n_pos).map(|p| Token { id: (p as u32 * 31 + 7) % 1000, text: format!("␣tok{p}"), special: false }).collect();
+    let tokens = (0..n_pos).map(|p| Token { id: (p as u32 * 31 + 7) % 1000, text: format!("␣tok{p}"), decoded: format!(" tok{p}"), special: false }).collect();
     let report = LensReport {
         schema: SCHEMA.into(),
         model: ModelInfo {
@@ -73,7 +73,8 @@ pub fn synthetic_result(n_layers: usize, n_pos: usize, k: usize) -> RunResult {
         top_k,
         attribution,
         pinned: None,
-        run: RunInfo { provider: "synthetic".into(), forward_ms: 0.0, lens_ms: 0.0, program: String::new() },
+        truncated: None,
+        run: RunInfo { provider: "synthetic".into(), forward_ms: 0.0, lens_ms: 0.0, program: String::new(), forward_reused: false, reused_positions: 0 },
     };
     RunResult { prompt: String::new(), total_positions: report.n_pos(), report, pinned_dla: None }
 }

@@ -144,6 +144,8 @@ pub const ERROR_BG: Color32 = Color32::from_rgb(0x8B, 0x1A, 0x1A);
 pub const ERROR_FG: Color32 = Color32::WHITE;
 /// Text of a next token the model predicts (final top-1 is right).
 pub const CORRECT: Color32 = Color32::from_rgb(0x7F, 0xD8, 0x7F);
+/// Warnings that are not errors (a truncated prompt).
+pub const WARN: Color32 = Color32::from_rgb(0xF0, 0xC0, 0x60);
 /// Secondary (dim) text.
 pub const DIM_TEXT: Color32 = Color32::from_rgb(0xA0, 0xA0, 0xA0);
 /// Normal label text.

@@ -129,6 +129,8 @@ pub enum JobKind {
         k: usize,
         /// Decoder.
         decoder: DecoderKind,
+        /// Keep the last `n_ctx` tokens of a prompt that is too long.
+        truncate_left: bool,
     },
 }
 
@@ -269,14 +271,26 @@ impl Worker {
 }
 
 /// The engine and the last forward pass (reused when only the pins change).
+/// A complete result with what it was computed from.
+struct LastResult {
+    opts: LensOptions,
+    result: Arc<RunResult>,
+    ids: Vec<u32>,
+    /// Direct logit attribution to the first pinned token // [pos][component]
+    dla_rows: Vec<Vec<f64>>,
+}
+
 struct WorkerState {
     engine: Option<LensEngine>,
     last: Option<(Vec<u32>, ResidualTrace)>,
+    /// The last complete result: an edit that keeps the start of the prompt (appending text)
+    /// reuses its first positions.
+    last_result: Option<LastResult>,
     piece_positions: Option<usize>,
 }
 
 fn worker_loop(jobs: &Receiver<Job>, out: &Sender<Outcome>, ctx: &egui::Context, piece_positions: Option<usize>) {
-    let mut st = WorkerState { engine: None, last: None, piece_positions };
+    let mut st = WorkerState { engine: None, last: None, last_result: None, piece_positions };
     let mut pending: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
     loop {
         if pending.is_empty() {
@@ -340,17 +354,19 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(Arc<RunResult>)) -> an
             let summary = ModelSummary::of_engine(&engine, &dir);
             st.engine = Some(engine);
             st.last = None;
+            st.last_result = None;
             Ok(OutcomeKind::Loaded(Arc::new(summary)))
         }
-        JobKind::Run { text, pinned, k, decoder } => {
+        JobKind::Run { text, pinned, k, decoder, truncate_left } => {
             let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
-            let ids = engine.tokenize(text, false)?;
+            let (ids, truncated) = engine.tokenize_with(text, *truncate_left)?;
             let t0 = Instant::now();
             job.progress.report("forward", 0.0);
             let reuse = matches!(&st.last, Some((last_ids, _)) if *last_ids == ids);
             if !reuse {
                 st.last = None;
-                let trace = engine.trace(&ids)?;
+                // The job's own progress: Cancel (or a newer edit) terminates the pass in ORT.
+                let trace = engine.trace_with(&ids, &job.progress)?;
                 st.last = Some((ids.clone(), trace));
             }
             let forward_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -366,6 +382,27 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(Arc<RunResult>)) -> an
             // Direct logit attribution to the first pinned token, per position // [pos][component]
             let mut dla_rows: Vec<Vec<f64>> = Vec::new();
             let mut start = 0;
+            let mut reused = 0;
+            // Incremental edit: the positions whose prefix and next token are unchanged keep the
+            // previous result's metrics; only the rest is computed (the forward pass is run
+            // again over the whole prompt: the bundle's graph has no key/value cache).
+            if let Some(prev) = st.last_result.as_ref()
+                && prev.opts == opts
+            {
+                let keep = lens_model::engine::reusable_positions(&prev.ids, &ids).min(n_pos);
+                if keep > 0 && keep < n_pos {
+                    let mut r = prev.result.report.clone();
+                    r.keep_positions(keep);
+                    dla_rows = prev.dla_rows.get(..keep).map(<[Vec<f64>]>::to_vec).unwrap_or_default();
+                    if !pinned.is_empty() && dla_rows.len() != keep {
+                        dla_rows.clear();
+                    } else {
+                        report = Some(r);
+                        start = keep;
+                        reused = keep;
+                    }
+                }
+            }
             while start < n_pos {
                 let end = (start + step).min(n_pos);
                 // The kernel reports progress per piece; scale it to the whole prompt.
@@ -379,6 +416,9 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(Arc<RunResult>)) -> an
                     None => report.insert(piece),
                 };
                 r.run.forward_ms = forward_ms;
+                r.run.forward_reused = reuse;
+                r.run.reused_positions = reused;
+                r.truncated = truncated;
                 r.run.lens_ms = t1.elapsed().as_secs_f64() * 1e3;
                 if let Some(&t) = pinned.first() {
                     dla_rows.extend((start..end).map(|p| lens_model::attribution::terms(trace, &engine.decoder, p, t)));
@@ -389,6 +429,7 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(Arc<RunResult>)) -> an
                 if start < n_pos {
                     emit(res);
                 } else {
+                    st.last_result = Some(LastResult { opts: opts.clone(), result: Arc::clone(&res), ids: ids.clone(), dla_rows });
                     return Ok(OutcomeKind::Ran(res));
                 }
             }

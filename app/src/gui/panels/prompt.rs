@@ -80,7 +80,25 @@ pub fn pin_ui(ui: &mut Ui, pin_text: &mut String, state: &AppState, cmds: &mut V
         }
         ui.separator();
         decoder_ui(ui, state, cmds);
+        truncate_ui(ui, state, cmds);
     });
+}
+
+/// Keep the last `n_ctx` tokens of a prompt that is too long (a run setting), and what it dropped.
+fn truncate_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
+    let mut v = state.view.clone();
+    let n_ctx = state.model.as_ref().map(|m| m.shape.n_ctx);
+    let hover = match n_ctx {
+        Some(n) => format!("A prompt longer than the model's context ({n} tokens) keeps its last {n} tokens instead of being refused"),
+        None => "A prompt longer than the model's context keeps its last tokens instead of being refused".to_string(),
+    };
+    ui.checkbox(&mut v.truncate_left, "Keep the last tokens").on_hover_text(hover);
+    if let Some(t) = state.result.as_ref().and_then(|r| r.report.truncated) {
+        ui.label(RichText::new(format!("first {} of {} tokens dropped", t.dropped_tokens, t.original_tokens)).color(theme::WARN));
+    }
+    if v != state.view {
+        cmds.push(AppCommand::SetView(v));
+    }
 }
 
 /// The decoder choice (a run setting: changing it runs the lens again on the cached forward pass).

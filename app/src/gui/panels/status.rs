@@ -38,7 +38,10 @@ pub fn status_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
                 ui.label(RichText::new(format!("· lens shown for the first {} so far", r.n_pos())).color(theme::CURSOR));
             }
             ui.separator();
-            ui.label(format!("forward {:.0} ms · lens {:.0} ms", r.run.forward_ms, r.run.lens_ms));
+            // A re-run on the same tokens (top-k, decoder, pin) reuses the forward pass.
+            let forward = if r.run.forward_reused { "forward reused".to_string() } else { format!("forward {:.0} ms", r.run.forward_ms) };
+            let reused = if r.run.reused_positions > 0 { format!(" ({} positions kept)", r.run.reused_positions) } else { String::new() };
+            ui.label(format!("{forward} · lens {:.0} ms{reused}", r.run.lens_ms));
         }
         if let Some(n) = &state.notice {
             ui.separator();
