@@ -37,18 +37,27 @@ fn bundle() -> &'static Path {
 
 /// The model summary and a result computed by the engine, as the worker would deliver them.
 fn engine_result(pinned: &[&str]) -> (ModelSummary, RunResult) {
+    engine_result_of(PROMPT, pinned)
+}
+
+fn engine_result_of(prompt: &str, pinned: &[&str]) -> (ModelSummary, RunResult) {
     init_runtime(None).unwrap();
     let mut engine = LensEngine::open(bundle(), Device::Cpu, &Progress::default()).unwrap();
-    let ids = engine.tokenize(PROMPT, false).unwrap();
+    let ids = engine.tokenize(prompt, false).unwrap();
     let pinned = pinned.iter().map(|p| engine.tokenizer.token_id(p).unwrap()).collect();
     let report = engine.run_ids(&ids, &LensOptions { subblocks: true, k: 5, pinned, ..LensOptions::default() }, &Progress::default()).unwrap();
-    (ModelSummary::of_engine(&engine, bundle()), RunResult { prompt: PROMPT.into(), total_positions: report.n_pos(), report, pinned_dla: None })
+    (ModelSummary::of_engine(&engine, bundle()), RunResult { prompt: prompt.into(), total_positions: report.n_pos(), report, pinned_dla: None })
 }
 
 fn harness(state: AppState) -> Harness<'static, LogitLensApp> {
-    let (model, result) = engine_result(&[]);
+    harness_of(state, PROMPT)
+}
+
+/// A harness showing the result of `prompt`.
+fn harness_of(state: AppState, prompt: &str) -> Harness<'static, LogitLensApp> {
+    let (model, result) = engine_result_of(prompt, &[]);
     let mut state = state;
-    state.prompt = PROMPT.into();
+    state.prompt = prompt.into();
     let app = LogitLensApp::with_result(state, model, result);
     let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
     h.step();
@@ -80,7 +89,8 @@ fn step_until(h: &mut Harness<'_, LogitLensApp>, what: &str, done: impl Fn(&Logi
 
 #[test]
 fn hover_selection_and_scroll_are_shared_by_all_panels() {
-    let mut h = harness(side_by_side());
+    // More positions than a side-by-side panel shows at once (ten), so that the grids scroll.
+    let mut h = harness_of(side_by_side(), "The cat sat on the mat. The dog sat on the rug. A bird flew over the house and the tree, and then it sang.");
     assert_eq!(h.state().geometry.len(), 4, "four panels side by side");
     let vm = h.state().view_model.clone().unwrap();
     let (row, col) = (1, 1);

@@ -290,3 +290,53 @@ fn snapshot_open_hugging_face_model_window() {
     let options = SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels(1280 * 800 / 200);
     h.snapshot_options("window_open_hf_model", &options);
 }
+
+/// Side by side and Stacked at 1280×800 and 1920×1080 (issue 11, item 11: at 1500×940 the panel
+/// headers drew over each other, the Ranks grid ran under the KL panel's labels and each panel
+/// showed ~4 of 14 positions): the four panels do not overlap, each shows its header, its colour
+/// bar and at least ten positions, and nothing of a panel is painted outside it.
+#[test]
+fn side_by_side_and_stacked_layouts_fit_at_two_sizes() {
+    let (model, result, prompt) = demo_result();
+    let n_pos = result.report.n_pos();
+    assert!(n_pos >= 14, "the copy-case prompt has {n_pos} positions");
+    let mut results = egui_kittest::SnapshotResults::new();
+    for (layout, name) in [(PanelLayout::SideBySide, "side_by_side"), (PanelLayout::Stacked, "stacked")] {
+        for (w, h) in [(1280.0, 800.0), (1920.0, 1080.0)] {
+            let mut state = AppState { prompt: prompt.clone(), ..AppState::default() };
+            state.view.layout = layout;
+            let mut app = LogitLensApp::with_result(state, model.clone(), result.clone());
+            if let Some(m) = app.state.model.as_mut() {
+                std::sync::Arc::make_mut(m).dir = std::path::PathBuf::from("assets/demo-model");
+            }
+            let mut harness = Harness::builder()
+                .with_size(egui::vec2(w, h))
+                .with_context_setup(lens_app::gui::fonts::install_bundled)
+                .allow_missing_glyphs()
+                .renderer(SoftRenderer::default())
+                .build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+            for _ in 0..4 {
+                harness.step();
+            }
+            let what = format!("{name} at {w}x{h}");
+            let g = harness.state().geometry.clone();
+            assert_eq!(g.len(), 4, "{what}: four panels");
+            for (i, a) in g.iter().enumerate() {
+                let inside = |r: egui::Rect| a.panel.expand(0.5).contains_rect(r);
+                assert!(inside(a.header) && inside(a.color_bar) && inside(a.cells), "{what}: {:?} paints outside its panel: {a:?}", a.metric);
+                assert!(a.color_bar.width() >= 100.0 && a.color_bar.height() > 0.0, "{what}: {:?} colour bar {:?}", a.metric, a.color_bar);
+                assert!(a.header.bottom() <= a.cells.top() + 0.5, "{what}: {:?} header over the cells", a.metric);
+                let shown = (a.cells.width() / a.cell.x).floor() as usize;
+                assert!(shown >= 10, "{what}: {:?} shows {shown} positions ({:?}, cell {:?})", a.metric, a.cells, a.cell);
+                for b in g.iter().skip(i + 1) {
+                    let overlap = a.panel.intersect(b.panel);
+                    assert!(!overlap.is_positive() || overlap.area() < 1.0, "{what}: {:?} and {:?} overlap", a.metric, b.metric);
+                }
+            }
+            let options = SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels((w * h) as usize / 200);
+            harness.snapshot_options(format!("layout_{name}_{w}x{h}"), &options);
+            results.extend_harness(&mut harness);
+        }
+    }
+    results.unwrap();
+}

@@ -838,6 +838,8 @@ impl LogitLensApp {
     }
 
     fn lens_panels(&mut self, ui: &mut Ui) {
+        // Side by side: every grid starts below the tallest header of the last frame.
+        let tallest_header = self.geometry.iter().map(|g| g.header.height()).fold(0.0f32, f32::max);
         self.geometry.clear();
         let Some(vm) = self.view_model.as_ref() else {
             let text = if self.state.progress.is_some() { "Working…" } else { "No result yet: load a model and run a prompt (Ctrl+Enter)." };
@@ -860,7 +862,7 @@ impl LogitLensApp {
                     }
                 });
                 if let Some(p) = vm.panel(state.view.tab) {
-                    hovered = heatmap::grid_ui(ui, vm, p, state, cmds, geometry);
+                    hovered = heatmap::grid_ui(ui, vm, p, state, cmds, geometry, heatmap::Placement::ALONE);
                 }
             }
             PanelLayout::SideBySide | PanelLayout::Stacked => {
@@ -877,7 +879,14 @@ impl LogitLensApp {
                     };
                     let Some(p) = vm.panel(*m) else { continue };
                     let mut child = ui.new_child(egui::UiBuilder::new().max_rect(rect).id_salt(("panel", i)));
-                    if let Some(h) = heatmap::grid_ui(&mut child, vm, p, state, cmds, geometry) {
+                    // Nothing a panel paints may reach its neighbours.
+                    child.set_clip_rect(rect.intersect(ui.clip_rect()));
+                    let place = if state.view.layout == PanelLayout::SideBySide {
+                        heatmap::Placement { min_header_h: tallest_header, ..heatmap::Placement::ALONE }
+                    } else {
+                        heatmap::Placement { top_strip: i == 0, bottom_strip: i + 1 == n, min_header_h: 0.0 }
+                    };
+                    if let Some(h) = heatmap::grid_ui(&mut child, vm, p, state, cmds, geometry, place) {
                         hovered = Some(h);
                     }
                 }
@@ -934,8 +943,10 @@ impl LogitLensApp {
             prompt::toolbar_ui(ui, &self.state, &mut self.cmds);
         });
         if self.state.view.show_inspector {
-            egui::Panel::right("inspector").resizable(true).default_size(380.0).min_size(260.0).show(ui, |ui| {
-                egui::ScrollArea::vertical().show(ui, |ui| inspector::inspector_ui(ui, &self.state, &mut self.cmds));
+            egui::Panel::right("inspector").resizable(true).default_size(320.0).min_size(240.0).show(ui, |ui| {
+                // Wide content scrolls instead of widening the panel: hovering a cell must not
+                // move the lens panels under the pointer.
+                egui::ScrollArea::both().auto_shrink([false, false]).show(ui, |ui| inspector::inspector_ui(ui, &self.state, &mut self.cmds));
             });
         }
         if self.state.view.show_contributions {

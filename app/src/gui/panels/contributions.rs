@@ -110,7 +110,7 @@ fn heatmap(ui: &mut Ui, state: &AppState, grid: &[Vec<f64>], comps: &[String], c
     let label_w = 52.0;
     let cells = Rect::from_min_max(Pos2::new(full.left() + label_w, full.top() + 2.0), Pos2::new(full.right() - 70.0, full.bottom() - 4.0));
     let n_rows = comps.len().max(1);
-    let cw = crate::gui::panels::heatmap::cell_size(&state.view, cells.size(), n_rows, cols.len()).0;
+    let cw = crate::gui::panels::heatmap::cell_size(&state.view, cells.size(), n_rows, cols.len(), false).0;
     let ch = (cells.height() / n_rows as f32).clamp(3.0, 24.0);
     let scroll_x = state.scroll.x.clamp(0.0, (cols.len() as f32 * cw - cells.width()).max(0.0));
     let max_abs = grid.iter().flat_map(|r| cols.iter().filter_map(move |&p| r.get(p))).filter(|v| v.is_finite()).fold(0.0f64, |a, &v| a.max(v.abs())).max(1e-9);

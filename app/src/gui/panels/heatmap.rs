@@ -18,11 +18,18 @@ pub const BOTTOM_LABEL_H: f32 = 64.0;
 /// Height of the header (title, controls, colour bar).
 pub const HEADER_H: f32 = 24.0;
 
-/// Where the cells of a panel were painted in the last frame (used by tests to aim the pointer).
+/// Where the cells of a panel were painted in the last frame (used by tests to aim the pointer
+/// and to check the layout).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GridGeometry {
     /// The metric.
     pub metric: Metric,
+    /// The whole panel (everything it paints is clipped to it).
+    pub panel: Rect,
+    /// Its header (title, controls, colour bar).
+    pub header: Rect,
+    /// The colour bar.
+    pub color_bar: Rect,
     /// Screen rect of the cell area.
     pub cells: Rect,
     /// Top-left of cell (0, 0) on screen (cells.min − scroll).
@@ -38,23 +45,37 @@ impl GridGeometry {
     }
 }
 
-/// Cell size: the zoom setting, grown to fill the panel when there are few rows or columns.
-pub fn cell_size(view: &ViewSettings, area: Vec2, n_rows: usize, n_cols: usize) -> (f32, f32) {
-    let cw = view.cell_w.clamp(4.0, 400.0);
-    let ch = view.cell_h.clamp(4.0, 200.0);
+/// Cell size: the zoom setting, grown to fill the panel when there are few rows or columns. In a
+/// panel that shares the window (`compact`: side by side or stacked) the cells also shrink so that
+/// at least [`MIN_VISIBLE_POSITIONS`] positions show.
+pub fn cell_size(view: &ViewSettings, area: Vec2, n_rows: usize, n_cols: usize, compact: bool) -> (f32, f32) {
+    let mut cw = view.cell_w.clamp(4.0, 400.0);
+    let mut ch = view.cell_h.clamp(4.0, 200.0);
+    if compact {
+        let want = n_cols.clamp(1, MIN_VISIBLE_POSITIONS) as f32;
+        cw = cw.min((area.x / want).floor()).max(4.0);
+        // Every row fits (as thin colour strips if need be; the zoom setting is the most).
+        ch = ch.min((area.y / n_rows.max(1) as f32).floor()).max(4.0);
+    }
     let fit_w = (area.x / n_cols.max(1) as f32).min(MAX_FIT_W);
     let fit_h = (area.y / n_rows.max(1) as f32).min(MAX_FIT_H);
     (cw.max(fit_w), ch.max(fit_h))
 }
+
+/// Positions a panel shows at least when it shares the window with others.
+pub const MIN_VISIBLE_POSITIONS: usize = 10;
 
 /// Widest a cell grows to fill the panel.
 pub const MAX_FIT_W: f32 = 120.0;
 /// Tallest a cell grows to fill the panel.
 pub const MAX_FIT_H: f32 = 36.0;
 
-/// Header: the panel's title, its own controls, the colour bar.
-fn header(ui: &mut Ui, panel: &PanelModel, view: &ViewSettings, cmds: &mut Vec<AppCommand>) {
-    ui.horizontal(|ui| {
+/// Header: the panel's title, its own controls, the colour bar; returns the header's and the
+/// colour bar's rects. `compact` (a panel sharing the window): everything wraps within the panel's
+/// width, the colour bar last; else the colour bar sits at the right end of one line.
+fn header(ui: &mut Ui, panel: &PanelModel, view: &ViewSettings, cmds: &mut Vec<AppCommand>, compact: bool) -> (Rect, Rect) {
+    let mut bar = Rect::NOTHING;
+    let mut contents = |ui: &mut Ui, bar: &mut Rect| {
         ui.strong(&panel.title);
         let mut v = view.clone();
         match panel.metric {
@@ -63,11 +84,18 @@ fn header(ui: &mut Ui, panel: &PanelModel, view: &ViewSettings, cmds: &mut Vec<A
                 ui.selectable_value(&mut v.logit_color, LogitColor::Logit, "logit");
             }
             Metric::Ranks => {
-                egui::ComboBox::new("rank_target", "target").selected_text(v.rank_target.name()).show_ui(ui, |ui| {
-                    for t in RankTarget::ALL {
-                        ui.selectable_value(&mut v.rank_target, t, t.name());
-                    }
-                });
+                // The label apart from the box: a labelled ComboBox is one unbreakable row that
+                // ran past a narrow panel instead of wrapping.
+                let target = ui.label("target");
+                egui::ComboBox::from_id_salt("rank_target")
+                    .selected_text(v.rank_target.name())
+                    .show_ui(ui, |ui| {
+                        for t in RankTarget::ALL {
+                            ui.selectable_value(&mut v.rank_target, t, t.name());
+                        }
+                    })
+                    .response
+                    .labelled_by(target.id);
                 ui.label("cap");
                 ui.selectable_value(&mut v.rank_cap, 100, "100");
                 ui.selectable_value(&mut v.rank_cap, 1000, "1000");
@@ -83,13 +111,33 @@ fn header(ui: &mut Ui, panel: &PanelModel, view: &ViewSettings, cmds: &mut Vec<A
         if &v != view {
             cmds.push(AppCommand::SetView(v));
         }
-        ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| color_bar(ui, &panel.scale));
-    });
+        if compact {
+            // On its own line when the rest of this one cannot hold it (bar and unit: ~230 points):
+            // squeezed after the controls it would run past the panel.
+            if ui.available_width() < 240.0 {
+                ui.end_row();
+            } else {
+                ui.add_space(8.0);
+            }
+            *bar = color_bar(ui, &panel.scale, false);
+        } else {
+            ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| *bar = color_bar(ui, &panel.scale, true));
+        }
+    };
+    let max = ui.max_rect();
+    let header =
+        if compact { ui.horizontal_wrapped(|ui| contents(ui, &mut bar)).response.rect } else { ui.horizontal(|ui| contents(ui, &mut bar)).response.rect };
+    // A wrapped row's rect also counts the item spacing after its last widget (up to 16 points
+    // past a full row); nothing is painted there.
+    let header = if compact { header.intersect(max) } else { header };
+    (header, bar)
 }
 
-/// A horizontal colour bar with ticks and its unit.
-pub fn color_bar(ui: &mut Ui, scale: &ColorScale) {
-    ui.label(egui::RichText::new(&scale.unit).small().color(theme::DIM_TEXT));
+/// A horizontal colour bar with ticks and its unit (unit first: `unit_after` for a right-to-left
+/// layout, where the first widget added is the rightmost); returns the bar and unit's rect.
+pub fn color_bar(ui: &mut Ui, scale: &ColorScale, unit_after: bool) -> Rect {
+    let unit = |ui: &mut Ui| ui.label(egui::RichText::new(&scale.unit).small().color(theme::DIM_TEXT)).rect;
+    let unit_rect = if unit_after { Some(unit(ui)) } else { None };
     let (rect, _) = ui.allocate_exact_size(Vec2::new(150.0, 18.0), Sense::hover());
     let bar = Rect::from_min_max(rect.min, Pos2::new(rect.max.x, rect.min.y + 8.0));
     let painter = ui.painter();
@@ -113,6 +161,28 @@ pub fn color_bar(ui: &mut Ui, scale: &ColorScale) {
         };
         painter.text(Pos2::new(x, bar.bottom()), align, label, FontId::proportional(9.0), theme::DIM_TEXT);
     }
+    let unit_rect = match unit_rect {
+        Some(r) => r,
+        None => unit(ui),
+    };
+    rect.union(unit_rect)
+}
+
+/// Where a panel sits among the others: which token strips it draws and how tall its header is at
+/// least (so that the grids of panels side by side start at the same height).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Placement {
+    /// Draw the next-token strip above the cells.
+    pub top_strip: bool,
+    /// Draw the input-token strip below the cells.
+    pub bottom_strip: bool,
+    /// The header takes at least this height (the tallest header of the panels in a row).
+    pub min_header_h: f32,
+}
+
+impl Placement {
+    /// A panel alone (tabs): both strips.
+    pub const ALONE: Self = Self { top_strip: true, bottom_strip: true, min_header_h: 0.0 };
 }
 
 /// Shows one lens panel in the available space; returns the cell under the pointer.
@@ -123,29 +193,38 @@ pub fn grid_ui(
     state: &AppState,
     cmds: &mut Vec<AppCommand>,
     geometry: &mut Vec<GridGeometry>,
+    place: Placement,
 ) -> Option<Cell> {
     let view = &state.view;
-    header(ui, panel, view, cmds);
+    let compact = view.layout != crate::gui::state::PanelLayout::Tabs;
+    let panel_rect = ui.max_rect();
+    let (header_rect, bar_rect) = header(ui, panel, view, cmds, compact);
+    if header_rect.height() < place.min_header_h {
+        ui.add_space(place.min_header_h - header_rect.height());
+    }
+    // The grid takes the panel's own width (never what an overflowing header claimed).
     let avail = ui.available_rect_before_wrap();
-    let full = Rect::from_min_size(avail.min, Vec2::new(avail.width().max(50.0), avail.height().max(50.0)));
+    let full = Rect::from_min_max(Pos2::new(panel_rect.left(), avail.top()), Pos2::new(panel_rect.right(), panel_rect.bottom().max(avail.top() + 50.0)));
+    let full = Rect::from_min_size(full.min, Vec2::new(full.width().max(50.0), full.height().max(50.0)));
     ui.allocate_rect(full, Sense::hover());
-    // Token strips shrink in short panels (stacked layout) so that the cells keep most of the room.
-    let top_h = TOP_LABEL_H.min(full.height() * 0.2);
-    let bottom_h = BOTTOM_LABEL_H.min(full.height() * 0.22);
+    // Token strips shrink in short panels so that the cells keep most of the room; stacked panels
+    // share them (the top panel has the next tokens, the bottom one the input tokens).
+    let top_h = if place.top_strip { TOP_LABEL_H.min(full.height() * 0.2) } else { 4.0 };
+    let bottom_h = if place.bottom_strip { BOTTOM_LABEL_H.min(full.height() * 0.22) } else { 4.0 };
     let cells = Rect::from_min_max(Pos2::new(full.left() + ROW_LABEL_W, full.top() + top_h), Pos2::new(full.right() - 4.0, full.bottom() - bottom_h));
     if cells.width() < 8.0 || cells.height() < 8.0 {
         return None;
     }
     let n_rows = vm.rows.len();
     let n_cols = vm.cols.len();
-    let (cw, ch) = cell_size(view, cells.size(), n_rows, n_cols);
+    let (cw, ch) = cell_size(view, cells.size(), n_rows, n_cols, compact);
     // Shrink the cell area to the content, so that the token strips hug the cells.
     let cells = Rect::from_min_size(cells.min, Vec2::new(cells.width().min(n_cols as f32 * cw).max(8.0), cells.height().min(n_rows as f32 * ch).max(8.0)));
     let content = Vec2::new(n_cols as f32 * cw, n_rows as f32 * ch);
     let max_scroll = (content - cells.size()).max(Vec2::ZERO);
     let scroll = state.scroll.clamp(Vec2::ZERO, max_scroll);
     let origin = cells.min - scroll;
-    geometry.push(GridGeometry { metric: panel.metric, cells, origin, cell: Vec2::new(cw, ch) });
+    geometry.push(GridGeometry { metric: panel.metric, panel: panel_rect, header: header_rect, color_bar: bar_rect, cells, origin, cell: Vec2::new(cw, ch) });
 
     // Interact: hover, click, drag to pan, wheel to scroll, ctrl+wheel to zoom.
     let id = ui.scope_id().with(("grid", panel.metric));
@@ -211,7 +290,8 @@ pub fn grid_ui(
         for col in col_lo..col_hi {
             let i = row * n_cols + col;
             let r = cell_rect(row, col);
-            if vm.outline.get(i).copied().unwrap_or(false) {
+            // Outlines need room: in thin cells (stacked panels) they would only stripe the colours.
+            if ch >= 8.0 && cw >= 8.0 && vm.outline.get(i).copied().unwrap_or(false) {
                 cell_painter.rect_stroke(r.shrink(1.0), 0.0, Stroke::new(1.0, theme::MATCH_OUTLINE), egui::StrokeKind::Inside);
             }
             if show_text && let Some(label) = panel.labels.get(i).filter(|l| !l.is_empty()) {
@@ -267,12 +347,12 @@ pub fn grid_ui(
             continue;
         }
         let x = cell_rect(0, col).center().x;
-        if let Some(text) = vm.input_labels.get(col) {
+        if let Some(text) = vm.input_labels.get(col).filter(|_| place.bottom_strip) {
             let color = if is_hover || is_sel { theme::TEXT } else { theme::DIM_TEXT };
             let galley = bottom_painter.layout_no_wrap(clip_chars(text, 16), tok_font.clone(), color);
             bottom_painter.add(Shape::Text(TextShape::new(Pos2::new(x - 3.0, cells.bottom() + 3.0), galley, color).with_angle(angle)));
         }
-        if let Some((text, star)) = vm.next_labels.get(col) {
+        if let Some((text, star)) = vm.next_labels.get(col).filter(|_| place.top_strip) {
             if text.is_empty() {
                 continue;
             }
