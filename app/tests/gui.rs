@@ -626,3 +626,42 @@ fn appending_text_keeps_the_old_positions() {
         assert!((a - b).abs() < 1e-5, "{a} vs {b}");
     }
 }
+
+/// While the lens runs, progress asks for a repaint in 100 ms, not at once: only new results
+/// repaint immediately (the app's lens was ~1.8× slower than the CLI's because every one of the
+/// kernel's hundreds of progress reports a second repainted the window; issue 11, item 16).
+#[test]
+fn progress_repaints_at_a_capped_rate() {
+    use lens_app::gui::worker::{JobKind, OutcomeKind, Worker};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let ctx = egui::Context::default();
+    let immediate = std::sync::Arc::new(AtomicUsize::new(0));
+    let i2 = immediate.clone();
+    ctx.set_request_repaint_callback(move |info| {
+        if info.delay.is_zero() {
+            i2.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    // One whole-prompt piece, so that exactly one result arrives.
+    let mut w = Worker::spawn(ctx.clone(), Some(64)).unwrap();
+    w.submit(JobKind::Load { model: Some(bundle().to_path_buf()), device: Device::Cpu, ort_lib: None });
+    let t0 = Instant::now();
+    // Frames every 2 ms, as a window would paint when asked: each frame lets the next request
+    // through to the callback.
+    let mut frames_until = |w: &mut Worker, what: &str| loop {
+        let _ = ctx.run_ui(egui::RawInput::default(), |_| {});
+        if w.poll().into_iter().any(|o| !matches!(o.kind, OutcomeKind::Partial(_))) {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    frames_until(&mut w, "the load");
+    let text = ["The cat sat on the mat."; 8].join(" ");
+    let t1 = Instant::now();
+    immediate.store(0, Ordering::Relaxed);
+    w.submit(JobKind::Run { text, pinned: Vec::new(), k: 5, decoder: lens_model::lens::DecoderKind::LogitLens, truncate_left: false });
+    frames_until(&mut w, "the run");
+    let (now, run_ms) = (immediate.load(Ordering::Relaxed), t1.elapsed().as_millis());
+    assert!(now <= 3, "{now} immediate repaints during a {run_ms} ms run that delivered one result");
+}

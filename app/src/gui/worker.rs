@@ -182,6 +182,9 @@ struct InFlight {
     is_run: bool,
 }
 
+/// Shortest interval between repaints for progress alone.
+pub const PROGRESS_REPAINT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Handle of the worker thread, owned by the UI.
 pub struct Worker {
     jobs: Sender<Job>,
@@ -227,7 +230,10 @@ impl Worker {
             if let Ok(mut g) = shared.lock() {
                 *g = Some(JobProgress { what: what.clone(), stage: stage.to_string(), fraction });
             }
-            ctx.request_repaint();
+            // Progress repaints at most every PROGRESS_REPAINT: the kernel reports hundreds of
+            // times a second, and repainting for each (software GL) took half the CPU from the
+            // lens. New results repaint at once (the worker loop does).
+            ctx.request_repaint_after(PROGRESS_REPAINT);
         });
         self.in_flight.push(InFlight { id, progress: progress.clone(), is_run });
         if let Ok(mut g) = self.progress.lock() {
