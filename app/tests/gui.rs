@@ -648,7 +648,7 @@ fn progress_repaints_at_a_capped_rate() {
     let t0 = Instant::now();
     // Frames every 2 ms, as a window would paint when asked: each frame lets the next request
     // through to the callback.
-    let mut frames_until = |w: &mut Worker, what: &str| loop {
+    let frames_until = |w: &mut Worker, what: &str| loop {
         let _ = ctx.run_ui(egui::RawInput::default(), |_| {});
         if w.poll().into_iter().any(|o| !matches!(o.kind, OutcomeKind::Partial(_))) {
             break;
