@@ -317,6 +317,7 @@ impl LensEngine {
             top1_logit: grid(&rows, n_pos, n_sites, |r, _| r.top.first().map_or(f32::NAN, |t| t.1)),
             top1_prob: grid(&rows, n_pos, n_sites, |r, _| r.top.first().map_or(f64::NAN, |t| r.prob(t.1))),
             rank_of_final_top1: grid(&rows, n_pos, n_sites, |r, _| r.target_rank.first().copied().unwrap_or(0)),
+            final_top1_prob: grid(&rows, n_pos, n_sites, |r, _| r.target_logit.first().map_or(f64::NAN, |&l| r.prob(l))),
             rank_of_next: grid(&rows, n_pos, n_sites, |r, p| next.get(p).copied().flatten().and(r.target_rank.get(1).copied())),
             rank_of_input: grid(&rows, n_pos, n_sites, |r, _| r.target_rank.get(2).copied().unwrap_or(0)),
             kl_to_final: grid(&rows, n_pos, n_sites, |r, _| r.kl_to_final),

@@ -52,6 +52,10 @@ pub struct Metrics {
     pub top1_prob: Vec<Vec<f64>>,
     /// Rank of the final site's top-1 (1 = top).
     pub rank_of_final_top1: Vec<Vec<u32>>,
+    /// Probability of the final site's top-1 token at this site (its logit is known for the rank
+    /// whether or not it is in this site's top-k); absent from reports written before it existed.
+    #[serde(default, deserialize_with = "nullable::grid")]
+    pub final_top1_prob: Vec<Vec<f64>>,
     /// Rank of the true next token; `null` at the last position.
     pub rank_of_next: Vec<Vec<Option<u32>>>,
     /// Rank of the input token at this position.
@@ -182,6 +186,7 @@ impl LensReport {
         cut(&mut m.top1_logit, n);
         cut(&mut m.top1_prob, n);
         cut(&mut m.rank_of_final_top1, n);
+        cut(&mut m.final_top1_prob, n);
         cut(&mut m.rank_of_next, n);
         cut(&mut m.rank_of_input, n);
         cut(&mut m.kl_to_final, n);
@@ -230,6 +235,7 @@ impl LensReport {
         join(&mut m.top1_logit, o.top1_logit);
         join(&mut m.top1_prob, o.top1_prob);
         join(&mut m.rank_of_final_top1, o.rank_of_final_top1);
+        join(&mut m.final_top1_prob, o.final_top1_prob);
         join(&mut m.rank_of_next, o.rank_of_next);
         join(&mut m.rank_of_input, o.rank_of_input);
         join(&mut m.kl_to_final, o.kl_to_final);

@@ -70,6 +70,13 @@ fn check_model(tag: &str, spec: &RandomGpt2, subblocks: bool) {
                 (lo..=hi).contains(&(ours as usize))
             };
             assert!(in_band(m.rank_of_final_top1[s][p], want.top1_id[n_sites - 1][p]), "rank of final top-1 at {at}");
+            // The final top-1's probability at every site (the inspector's trajectory; it was only
+            // known where the token made the site's top-k), against the naive softmax.
+            let t = want.top1_id[n_sites - 1][p] as usize;
+            let mx = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let lse = mx + logits.iter().map(|&v| (v - mx).exp()).sum::<f64>().ln();
+            let p_ref = (logits[t] - lse).exp();
+            assert!((m.final_top1_prob[s][p] - p_ref).abs() < 1e-5, "final top-1 prob at {at}: {} vs {p_ref}", m.final_top1_prob[s][p]);
             assert_eq!(m.rank_of_next[s][p].is_some(), p + 1 < ids.len());
             if let Some(r) = m.rank_of_next[s][p] {
                 assert!(in_band(r, ids[p + 1]), "rank of next at {at}: {r} vs {:?}", want.rank_of_next[s][p]);

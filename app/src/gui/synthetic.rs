@@ -31,6 +31,7 @@ pub fn synthetic_result(n_layers: usize, n_pos: usize, k: usize) -> RunResult {
         top1_logit: (0..n_sites).map(|s| (0..n_pos).map(|p| (5.0 + 10.0 * depth(s) + noise(s + p * 3)) as f32).collect()).collect(),
         top1_prob: grid(&|s, p| (depth(s) * noise(s * 3 + p)).clamp(0.0, 1.0)),
         rank_of_final_top1: (0..n_sites).map(|s| (0..n_pos).map(|p| rank(s, p)).collect()).collect(),
+        final_top1_prob: grid(&|s, p| (depth(s) * noise(s * 3 + p + 1)).clamp(0.0, 1.0)),
         rank_of_next: (0..n_sites).map(|s| (0..n_pos).map(|p| (p + 1 < n_pos).then(|| rank(s, p + 1))).collect()).collect(),
         rank_of_input: (0..n_sites).map(|s| (0..n_pos).map(|p| rank(s + 1, p)).collect()).collect(),
         kl_to_final: grid(&|s, p| 20.0 * (1.0 - depth(s)) * noise(s * 5 + p)),

@@ -122,13 +122,16 @@ fn trajectory_ui(ui: &mut Ui, state: &AppState, pos: usize) {
             } else {
                 None
             };
-            let prob = r
-                .top_k
-                .ids
-                .get(s)
-                .and_then(|v| v.get(pos))
-                .and_then(|ids| ids.iter().position(|&t| t == token))
-                .and_then(|k| r.top_k.probs.get(s)?.get(pos)?.get(k).copied());
+            // The final top-1's probability is known at every site (outside the top-k too).
+            let exact = if Some(token) == final_top1 { at(&m.final_top1_prob, s, pos).filter(|p| !p.is_nan()) } else { None };
+            let prob = exact.or_else(|| {
+                r.top_k
+                    .ids
+                    .get(s)
+                    .and_then(|v| v.get(pos))
+                    .and_then(|ids| ids.iter().position(|&t| t == token))
+                    .and_then(|k| r.top_k.probs.get(s)?.get(pos)?.get(k).copied())
+            });
             (rank, prob)
         };
         if let Some(p) = prob {
