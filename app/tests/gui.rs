@@ -15,7 +15,7 @@ use lens_app::gui::app::{DialogKind, GuiOptions};
 use lens_app::gui::command::AppCommand;
 use lens_app::gui::state::{AppState, Cell, KlRef, Metric, PanelLayout, PosWindow, RankTarget};
 use lens_app::gui::theme::ColorMap;
-use lens_app::gui::worker::{ModelSummary, RunResult};
+use lens_app::session::worker::{ModelSummary, RunResult};
 use lens_model::error::Progress;
 use lens_model::runtime::{Device, init_runtime};
 use lens_model::{LensEngine, LensOptions};
@@ -632,7 +632,7 @@ fn appending_text_keeps_the_old_positions() {
 /// kernel's hundreds of progress reports a second repainted the window; issue 11, item 16).
 #[test]
 fn progress_repaints_at_a_capped_rate() {
-    use lens_app::gui::worker::{JobKind, OutcomeKind, Worker};
+    use lens_app::session::worker::{JobKind, OutcomeKind, Worker};
     use std::sync::atomic::{AtomicUsize, Ordering};
     let ctx = egui::Context::default();
     let immediate = std::sync::Arc::new(AtomicUsize::new(0));
@@ -643,7 +643,12 @@ fn progress_repaints_at_a_capped_rate() {
         }
     });
     // One whole-prompt piece, so that exactly one result arrives.
-    let mut w = Worker::spawn(ctx.clone(), Some(64)).unwrap();
+    let c2 = ctx.clone();
+    let repaint: lens_app::session::worker::Repaint = std::sync::Arc::new(move |after: Option<Duration>| match after {
+        None => c2.request_repaint(),
+        Some(d) => c2.request_repaint_after(d),
+    });
+    let mut w = Worker::spawn(repaint, Some(64)).unwrap();
     w.submit(JobKind::Load { model: Some(bundle().to_path_buf()), device: Device::Cpu, ort_lib: None });
     let t0 = Instant::now();
     // Frames every 2 ms, as a window would paint when asked: each frame lets the next request

@@ -17,7 +17,7 @@ use egui::{Color32, TextureId, TexturesDelta};
 use egui_kittest::{Harness, SnapshotOptions, TestRenderer};
 use lens_app::gui::LogitLensApp;
 use lens_app::gui::state::{AppState, Cell, Metric, PanelLayout, PosWindow, RankTarget};
-use lens_app::gui::worker::{ModelSummary, RunResult};
+use lens_app::session::worker::{ModelSummary, RunResult};
 use lens_model::error::Progress;
 use lens_model::runtime::{Device, init_runtime};
 use lens_model::{LensEngine, LensOptions};

@@ -91,7 +91,7 @@ pub fn run(ort_lib: Option<&Path>, args: &BenchArgs) -> Result<()> {
         bail!("--append 0: append at least one token");
     }
     if let Some(j) = &args.json {
-        super::prompt::check_writable(j)?;
+        crate::session::prompt::check_writable(j)?;
     }
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
     let all_ids: Vec<u32> = (0..args.tokens + extra)

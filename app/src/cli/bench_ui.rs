@@ -10,7 +10,7 @@ use clap::Args;
 use crate::gui::LogitLensApp;
 use crate::gui::state::{AppState, PanelLayout};
 use crate::gui::synthetic::synthetic_result;
-use crate::gui::worker::ModelSummary;
+use crate::session::worker::ModelSummary;
 
 /// Options of `bench-ui`.
 #[derive(Args, Debug)]

@@ -2,7 +2,7 @@
 
 mod bench;
 mod bench_ui;
-pub mod prompt;
+
 mod render;
 
 use std::path::{Path, PathBuf};
@@ -267,7 +267,7 @@ fn run(cli: Cli) -> Result<()> {
 fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
     let text = match (&args.prompt, &args.prompt_file) {
         (Some(t), None) => t.clone(),
-        (None, Some(f)) => prompt::read_prompt_file(f)?,
+        (None, Some(f)) => crate::session::prompt::read_prompt_file(f)?,
         _ => bail!("give the prompt with --prompt TEXT or --prompt-file FILE"),
     };
     if text.is_empty() {
@@ -281,7 +281,7 @@ fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
     let Some(decoder) = DecoderKind::parse(&args.decoder) else {
         bail!("unknown decoder {:?}; use one of {}", args.decoder, DecoderKind::ALL.map(DecoderKind::name).join(", "));
     };
-    prompt::check_writable(&args.json)?;
+    crate::session::prompt::check_writable(&args.json)?;
     let mut engine = open_engine(ort_lib, args.model.as_deref(), device(&args.device)?)?;
     let (ids, truncated) = engine.tokenize_with(&text, truncate_left)?;
     let mut pinned = Vec::new();

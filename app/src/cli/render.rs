@@ -14,7 +14,7 @@ use crate::figure::provenance::Provenance;
 use crate::figure::scene;
 use crate::figure::spec::{FigureSpec, FigureView, RankOf};
 use crate::gui::view::{ViewModel, token_display};
-use crate::gui::worker::{ModelSummary, RunResult};
+use crate::session::worker::{ModelSummary, RunResult};
 
 /// Options of `render`.
 #[derive(Args, Debug, Default)]
@@ -187,7 +187,7 @@ fn apply(spec: &mut FigureSpec, a: &RenderArgs) -> Result<()> {
 /// Runs `render`.
 pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
     Format::of(&a.out)?;
-    super::prompt::check_writable(&a.out)?;
+    crate::session::prompt::check_writable(&a.out)?;
     let (mut spec, recorded) = match &a.from {
         Some(fig) => {
             let prov = output::read_provenance(fig)?;
@@ -199,7 +199,7 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
     let view = spec.view_settings().map_err(|e| anyhow!(e))?;
     let prompt = match (&a.prompt, &a.prompt_file, &recorded) {
         (Some(t), _, _) => t.clone(),
-        (None, Some(f), _) => super::prompt::read_prompt_file(f)?,
+        (None, Some(f), _) => crate::session::prompt::read_prompt_file(f)?,
         (None, None, Some(p)) => p.prompt.clone(),
         (None, None, None) => bail!("give the prompt with --prompt TEXT or --prompt-file FILE (or regenerate with --from FIG)"),
     };

@@ -13,7 +13,7 @@ use super::scene::{self, Scene};
 use super::spec::{FigureSpec, FigureView, RankOf};
 use crate::gui::state::{ExportSettings, KlRef, LogitColor, Metric, PosWindow, RankTarget, ViewSettings};
 use crate::gui::view::{ViewModel, token_display};
-use crate::gui::worker::{ModelSummary, RunResult};
+use crate::session::worker::{ModelSummary, RunResult};
 
 /// The figure settings that describe what the app shows for `metric`.
 pub fn spec_from_view(view: &ViewSettings, metric: Metric, export: &ExportSettings, pin_text: Option<String>) -> FigureSpec {

@@ -13,7 +13,7 @@ use super::panels::{contributions, heatmap, inspector, prompt, status};
 use super::state::{AppState, Cell, Metric, PanelLayout, RecentModel, push_recent, push_recent_model};
 use super::theme;
 use super::view::ViewModel;
-use super::worker::{JobKind, ModelSummary, OutcomeKind, RunResult, Worker};
+use crate::session::worker::{JobKind, ModelSummary, OutcomeKind, RunResult, Worker};
 
 /// Seconds of quiet after an edit before the prompt re-runs.
 pub const RERUN_DELAY_S: f64 = 0.6;
@@ -34,7 +34,7 @@ pub struct GuiOptions {
     /// ONNX Runtime library.
     pub ort_lib: Option<PathBuf>,
     /// Positions per partial result (default: by the model's size, see
-    /// [`super::worker::positions_per_piece`]; tests set a small number).
+    /// [`crate::session::worker::positions_per_piece`]; tests set a small number).
     pub piece_positions: Option<usize>,
     /// Decoder to start with (overrides the remembered one).
     pub decoder: Option<lens_model::lens::DecoderKind>,
@@ -199,7 +199,11 @@ impl LogitLensApp {
     fn worker(&mut self) -> Option<&mut Worker> {
         if self.worker.is_none() {
             let ctx = self.ctx.clone()?;
-            match Worker::spawn(ctx, self.opts.piece_positions) {
+            let repaint: crate::session::worker::Repaint = Arc::new(move |after: Option<std::time::Duration>| match after {
+                None => ctx.request_repaint(),
+                Some(d) => ctx.request_repaint_after(d),
+            });
+            match Worker::spawn(repaint, self.opts.piece_positions) {
                 Ok(w) => self.worker = Some(w),
                 Err(e) => {
                     self.state.error = Some(format!("cannot start the worker thread: {e:#}"));
@@ -242,7 +246,7 @@ impl LogitLensApp {
     }
 
     fn open_prompt_file(&mut self, path: PathBuf, run: bool) {
-        match crate::cli::prompt::read_prompt_file(&path) {
+        match crate::session::prompt::read_prompt_file(&path) {
             Ok(text) if text.is_empty() => self.state.error = Some(format!("{} is empty", path.display())),
             Ok(text) => {
                 self.state.prompt = text;

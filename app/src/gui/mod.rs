@@ -10,7 +10,6 @@ pub mod state;
 pub mod synthetic;
 pub mod theme;
 pub mod view;
-pub mod worker;
 
 use anyhow::{Result, anyhow, bail};
 

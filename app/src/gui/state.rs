@@ -7,7 +7,7 @@ use lens_model::lens::DecoderKind;
 use serde::{Deserialize, Serialize};
 
 use super::theme::ColorMap;
-use super::worker::{ModelSummary, RunResult};
+use crate::session::worker::{ModelSummary, RunResult};
 
 /// A cell of the lens grids, in report coordinates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -216,16 +216,7 @@ impl Default for ViewSettings {
     }
 }
 
-/// Progress of the job in flight.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct JobProgress {
-    /// What is running (`loading`, `running the lens`, …).
-    pub what: String,
-    /// Current stage reported by the engine.
-    pub stage: String,
-    /// 0..=1.
-    pub fraction: f32,
-}
+pub use crate::session::worker::JobProgress;
 
 /// The whole state of the app. Persisted fields are restored on the next start; `#[serde(skip)]`
 /// fields are results and interaction state (never tensors).

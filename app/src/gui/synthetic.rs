@@ -4,7 +4,7 @@ use lens_model::attribution::{Attribution, component_names};
 use lens_model::report::{LensReport, Metrics, ModelInfo, RunInfo, SCHEMA, TopK};
 use lens_model::tokenizer::Token;
 
-use super::worker::RunResult;
+use crate::session::worker::RunResult;
 
 /// A deterministic pseudo-random stream in 0..1.
 fn noise(i: usize) -> f64 {

@@ -6,7 +6,7 @@ use lens_model::report::LensReport;
 
 use super::state::{KlRef, LogitColor, Metric, PosWindow, RankTarget, ViewSettings};
 use super::theme::{self, ColorMap};
-use super::worker::{RunResult, VocabEntry};
+use crate::session::worker::{RunResult, VocabEntry};
 
 /// How values map to colours, and the colour bar that explains it.
 #[derive(Debug, Clone, PartialEq)]

@@ -6,7 +6,7 @@ use crate::gui::command::AppCommand;
 use crate::gui::state::{AppState, Metric, PanelLayout, PosWindow};
 use crate::gui::theme::{self, ColorMap};
 use crate::gui::view::shown;
-use crate::gui::worker::VocabEntry;
+use crate::session::worker::VocabEntry;
 
 /// Most suggestions shown under the pin box.
 pub const MAX_SUGGESTIONS: usize = 8;

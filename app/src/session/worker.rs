@@ -1,5 +1,7 @@
 //! The one thread that owns the [`LensEngine`]: jobs in (each with an id and a cancellable
-//! [`Progress`]), outcomes out; it calls `ctx.request_repaint()` whenever something changes.
+//! [`Progress`]), outcomes out; it calls the face's [`Repaint`] whenever something changes (at
+//! once for results, at most every [`PROGRESS_REPAINT`] for progress). No egui here: the desktop
+//! app hands in a `Repaint` that asks egui for a frame.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
@@ -14,7 +16,19 @@ use lens_model::runtime::{Device, init_runtime};
 use lens_model::trace::ResidualTrace;
 use lens_model::{LensEngine, LensError, LensOptions};
 
-use super::state::JobProgress;
+/// How the worker asks its face to show something new: `None` = now, `Some(d)` = within `d`.
+pub type Repaint = Arc<dyn Fn(Option<std::time::Duration>) + Send + Sync>;
+
+/// Progress of the job in flight.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobProgress {
+    /// What is running (`loading`, `running the lens`, …).
+    pub what: String,
+    /// Current stage reported by the engine.
+    pub stage: String,
+    /// 0..=1.
+    pub fraction: f32,
+}
 
 /// A vocabulary entry for pin autocompletion.
 #[derive(Debug, Clone, PartialEq)]
@@ -192,7 +206,7 @@ pub struct Worker {
     next_id: u64,
     in_flight: Vec<InFlight>,
     progress: Arc<Mutex<Option<JobProgress>>>,
-    ctx: egui::Context,
+    repaint: Repaint,
 }
 
 impl std::fmt::Debug for Worker {
@@ -204,12 +218,12 @@ impl std::fmt::Debug for Worker {
 impl Worker {
     /// Starts the worker thread.
     /// `piece_positions`: positions per partial result (`None`: by the model's size).
-    pub fn spawn(ctx: egui::Context, piece_positions: Option<usize>) -> anyhow::Result<Self> {
+    pub fn spawn(repaint: Repaint, piece_positions: Option<usize>) -> anyhow::Result<Self> {
         let (jobs, job_rx) = channel::<Job>();
         let (out_tx, outcomes) = channel::<Outcome>();
-        let repaint = ctx.clone();
-        std::thread::Builder::new().name("lens-worker".into()).spawn(move || worker_loop(&job_rx, &out_tx, &repaint, piece_positions))?;
-        Ok(Self { jobs, outcomes, next_id: 1, in_flight: Vec::new(), progress: Arc::new(Mutex::new(None)), ctx })
+        let for_loop = Arc::clone(&repaint);
+        std::thread::Builder::new().name("lens-worker".into()).spawn(move || worker_loop(&job_rx, &out_tx, &for_loop, piece_positions))?;
+        Ok(Self { jobs, outcomes, next_id: 1, in_flight: Vec::new(), progress: Arc::new(Mutex::new(None)), repaint })
     }
 
     /// Queues a job; returns its id. A new run cancels the runs still queued or in flight
@@ -224,7 +238,7 @@ impl Worker {
             }
         }
         let shared = Arc::clone(&self.progress);
-        let ctx = self.ctx.clone();
+        let repaint = Arc::clone(&self.repaint);
         let what = kind.label().to_string();
         let progress = Progress::new(move |stage, fraction| {
             if let Ok(mut g) = shared.lock() {
@@ -233,7 +247,7 @@ impl Worker {
             // Progress repaints at most every PROGRESS_REPAINT: the kernel reports hundreds of
             // times a second, and repainting for each (software GL) took half the CPU from the
             // lens. New results repaint at once (the worker loop does).
-            ctx.request_repaint_after(PROGRESS_REPAINT);
+            repaint(Some(PROGRESS_REPAINT));
         });
         self.in_flight.push(InFlight { id, progress: progress.clone(), is_run });
         if let Ok(mut g) = self.progress.lock() {
@@ -295,7 +309,7 @@ struct WorkerState {
     piece_positions: Option<usize>,
 }
 
-fn worker_loop(jobs: &Receiver<Job>, out: &Sender<Outcome>, ctx: &egui::Context, piece_positions: Option<usize>) {
+fn worker_loop(jobs: &Receiver<Job>, out: &Sender<Outcome>, repaint: &Repaint, piece_positions: Option<usize>) {
     let mut st = WorkerState { engine: None, last: None, last_result: None, piece_positions };
     let mut pending: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
     loop {
@@ -321,7 +335,7 @@ fn worker_loop(jobs: &Receiver<Job>, out: &Sender<Outcome>, ctx: &egui::Context,
         } else {
             let emit = |partial: Arc<RunResult>| {
                 let _ = out.send(Outcome { id: job.id, was_load, kind: OutcomeKind::Partial(partial) });
-                ctx.request_repaint();
+                repaint(None);
             };
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(&mut st, &job, &emit))) {
                 Ok(Ok(k)) => k,
@@ -335,7 +349,7 @@ fn worker_loop(jobs: &Receiver<Job>, out: &Sender<Outcome>, ctx: &egui::Context,
         if out.send(Outcome { id: job.id, was_load, kind }).is_err() {
             return;
         }
-        ctx.request_repaint();
+        repaint(None);
     }
 }
 
