@@ -77,10 +77,13 @@ pub fn convert_hf_checkpoint(src: &Path, dst: &Path, progress: &Progress) -> Res
     sweep_stale_partials(parent);
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| LensError::io(&tmp, e))?;
+    let marker = tmp.join(PARTIAL_MARKER);
+    std::fs::write(&marker, marker_text()).map_err(|e| LensError::io(&marker, e))?;
     let name = src.canonicalize().ok().and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned())).unwrap_or_else(|| arch.family.model_type().into());
     let result = convert_into(src, &ckpt, &tmp, &arch, &name, progress);
     match result {
         Ok(sha) => {
+            let _ = std::fs::remove_file(&marker);
             if dst.exists() {
                 let _ = std::fs::remove_dir(dst);
             }
@@ -94,23 +97,43 @@ pub fn convert_hf_checkpoint(src: &Path, dst: &Path, progress: &Progress) -> Res
     }
 }
 
-/// Removes the `.NAME.partial-PID-…` folders in `parent` left by conversions whose process is gone
-/// (killed, or stopped with Ctrl+C before it could clean up): on Linux when no process `PID`
-/// exists, elsewhere when the folder is more than a day old. A running conversion's folder is
-/// never touched.
+/// Marker written into every conversion's temporary folder: the process and the boot that own it.
+const PARTIAL_MARKER: &str = ".logit-lens-partial";
+
+/// This machine's boot id (Linux), so that a marker from another machine sharing the folder (a
+/// network cache) is never taken for a dead process of this one.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_owned())
+}
+
+fn marker_text() -> String {
+    format!("{} {}", std::process::id(), boot_id().unwrap_or_else(|| "-".into()))
+}
+
+/// Removes the temporary folders (`.NAME.partial-PID-NANOS-N`, holding our marker file) that
+/// conversions left in `parent` when they were killed before cleaning up (Ctrl+C in the CLI).
+/// Only folders whose marker names this machine's boot and a process that no longer runs are
+/// removed (on systems without `/proc`: markers more than a day old); anything without the exact
+/// name and the marker, or younger than a minute, is left alone.
 pub fn sweep_stale_partials(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else { return };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix('.').and_then(|n| n.split_once(".partial-")).map(|(_, r)| r) else { continue };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
-        if pid == std::process::id() || !e.file_type().is_ok_and(|t| t.is_dir()) {
+        let Some(rest) = name.strip_prefix('.').and_then(|n| n.rsplit_once(".partial-")).map(|(_, r)| r) else { continue };
+        let fields: Vec<&str> = rest.split('-').collect();
+        if fields.len() != 3 || !fields.iter().all(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit())) {
             continue;
         }
-        let gone = if Path::new("/proc/self").exists() {
-            !Path::new("/proc").join(pid.to_string()).exists()
-        } else {
-            e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age > std::time::Duration::from_secs(24 * 3600))
+        let Ok(marker) = std::fs::read_to_string(e.path().join(PARTIAL_MARKER)) else { continue };
+        let mut parts = marker.split_whitespace();
+        let (Some(pid), Some(boot)) = (parts.next().and_then(|p| p.parse::<u32>().ok()), parts.next()) else { continue };
+        let age = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).unwrap_or_default();
+        if pid == std::process::id() || age < std::time::Duration::from_secs(60) {
+            continue;
+        }
+        let gone = match boot_id() {
+            Some(here) if Path::new("/proc/self").exists() => boot == here && !Path::new("/proc").join(pid.to_string()).exists(),
+            _ => age > std::time::Duration::from_secs(24 * 3600),
         };
         if gone {
             let _ = std::fs::remove_dir_all(e.path());
@@ -337,8 +360,12 @@ fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &s
 /// Copies `tokenizer.json`, or builds one from `vocab.json` + `merges.txt` (GPT-2 byte-level BPE),
 /// and the BOS keys of `tokenizer_config.json` when it asks for a BOS.
 fn write_tokenizer(src: &Path, dst: &Path) -> Result<()> {
-    let config = crate::tokenizer::BosConfig::read(&src.join(crate::tokenizer::TOKENIZER_CONFIG_FILE))?;
-    if config.add_bos_token == Some(true) {
+    let mut config = crate::tokenizer::BosConfig::read(&src.join(crate::tokenizer::TOKENIZER_CONFIG_FILE))?;
+    if config.add_bos_token == Some(true) && config.bos_token.is_none() {
+        // Older repos name the BOS only in special_tokens_map.json.
+        config.bos_token = crate::tokenizer::BosConfig::read(&src.join("special_tokens_map.json"))?.bos_token;
+    }
+    if config.add_bos_token == Some(true) && config.bos_token.is_some() {
         let path = dst.with_file_name(crate::tokenizer::TOKENIZER_CONFIG_FILE);
         let text = serde_json::to_string_pretty(&config).map_err(|e| LensError::invalid(e.to_string()))?;
         std::fs::write(&path, text).map_err(|e| LensError::io(&path, e))?;

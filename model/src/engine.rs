@@ -176,22 +176,27 @@ impl LensEngine {
         if ids.is_empty() {
             return Err(LensError::invalid("the prompt has no tokens"));
         }
-        let d_vocab = self.bundle.shape.d_vocab;
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= d_vocab) {
-            return Err(LensError::invalid(format!(
-                "the prompt contains the token {:?} (id {bad}), which the tokenizer adds but the model has no row for (its vocabulary has {d_vocab} entries); remove it from the prompt",
-                self.tokenizer.display(bad)
-            )));
-        }
         let n_ctx = self.bundle.shape.n_ctx;
         let mut truncation = None;
         if ids.len() > n_ctx {
             if !truncate_left {
                 return Err(LensError::PromptTooLong { tokens: ids.len(), n_ctx });
             }
+            // A leading BOS stays (the model was trained with it first; without it the lens of
+            // Llama- and Gemma-style models degenerates); the tokens after it are dropped.
+            let keep_bos = n_ctx > 1 && ids.first().is_some_and(|&id| self.tokenizer.is_bos(id));
+            let start = usize::from(keep_bos);
             let dropped = ids.len() - n_ctx;
             truncation = Some(Truncation { original_tokens: ids.len(), dropped_tokens: dropped });
-            ids.drain(..dropped);
+            ids.drain(start..start + dropped);
+        }
+        // After truncation: a token it dropped does not matter.
+        let d_vocab = self.bundle.shape.d_vocab;
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= d_vocab) {
+            return Err(LensError::invalid(format!(
+                "the prompt contains the token {:?} (id {bad}), which the tokenizer adds but the model has no row for (its vocabulary has {d_vocab} entries); remove it from the prompt",
+                self.tokenizer.display(bad)
+            )));
         }
         Ok((ids, truncation))
     }

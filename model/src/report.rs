@@ -112,7 +112,8 @@ fn is_zero(n: &usize) -> bool {
 pub struct Truncation {
     /// Tokens of the whole prompt.
     pub original_tokens: usize,
-    /// Tokens dropped from its start (the report's positions are the rest).
+    /// Tokens dropped from its start, after a leading BOS, which stays (the report's positions are
+    /// the rest).
     pub dropped_tokens: usize,
 }
 

@@ -192,6 +192,11 @@ impl LensTokenizer {
         Ok(ids)
     }
 
+    /// Whether `id` is a BOS: a special token of the tokenizer, or the one its config asks for.
+    pub fn is_bos(&self, id: u32) -> bool {
+        self.special.contains(&id) || self.forced_bos == Some(id)
+    }
+
     /// Whether every prompt starts with a special token (a BOS) of the tokenizer's own.
     pub fn adds_bos(&self) -> bool {
         self.encode("a").ok().and_then(|ids| ids.first().copied()).is_some_and(|id| self.special.contains(&id) || self.forced_bos == Some(id))

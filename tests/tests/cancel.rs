@@ -78,23 +78,38 @@ fn cancel_terminates_the_forward_pass() {
 
 /// A conversion killed before it could clean up (Ctrl+C in the CLI) left a hidden
 /// `.NAME.partial-PID-…` folder that no later run removed; the next conversion into the same
-/// folder now removes those of processes that are gone, and never a running one's (issue 11,
+/// folder now removes those of processes of this machine that are gone — and never a running
+/// one's, another machine's, one without our marker, or a user's look-alike folder (issue 11,
 /// item 12).
 #[test]
 fn stale_partial_conversions_are_swept() {
     let parent = lens_tests::fixture::TempDir::new("sweep").unwrap();
-    let dead = parent.path().join(".big-model.partial-4194999-123-0");
-    let alive = parent.path().join(format!(".other.partial-{}-456-0", std::process::id()));
-    let unrelated = parent.path().join(".keep.me");
-    for d in [&dead, &alive, &unrelated] {
-        std::fs::create_dir_all(d).unwrap();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    // (folder, marker text or none): only the first is a dead conversion of this machine.
+    let cases = [
+        (".big-model.partial-4194999-123-0", Some(format!("4194999 {}", boot.trim())), false),
+        (&*format!(".running.partial-{}-456-0", std::process::id()), Some(format!("{} {}", std::process::id(), boot.trim())), true),
+        (".other-host.partial-4194998-1-0", Some("4194998 0000-another-boot".to_string()), true),
+        (".no-marker.partial-4194997-1-0", None, true),
+        (".backup.partial-2024-05-01", None, true),
+        (".keep.me", None, true),
+    ];
+    for (name, marker, _) in &cases {
+        let d = parent.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("model.onnx.data"), b"half-written").unwrap();
+        if let Some(m) = marker {
+            std::fs::write(d.join(".logit-lens-partial"), m).unwrap();
+        }
+        std::fs::File::open(&d).unwrap().set_modified(old).unwrap();
     }
     let hf = lens_tests::fixture::TempDir::new("sweep-hf").unwrap();
     lens_tests::fixture::write_checkpoint(hf.path(), &RandomGpt2::tiny(33)).unwrap();
     lens_model::convert::convert_hf_checkpoint(hf.path(), &parent.path().join("bundle"), &Progress::default()).unwrap();
-    assert!(!dead.exists(), "the dead process's partial folder is removed");
-    assert!(alive.exists(), "a running conversion's folder stays");
-    assert!(unrelated.exists());
+    for (name, _, kept) in &cases {
+        assert_eq!(parent.path().join(name).exists(), *kept, "{name}");
+    }
     assert!(parent.path().join("bundle/model.onnx").is_file());
+    assert!(!parent.path().join("bundle/.logit-lens-partial").exists(), "the marker does not stay in the bundle");
 }

@@ -341,7 +341,9 @@ fn tokenizer_config_bos_is_kept_by_the_converter() {
     for f in ["config.json", "tokenizer.json", "model.safetensors"] {
         std::fs::copy(src.join(f), dst.path().join(f)).unwrap();
     }
-    std::fs::write(dst.path().join("tokenizer_config.json"), r#"{"add_bos_token": true, "bos_token": "!", "model_max_length": 128}"#).unwrap();
+    // The BOS named only in special_tokens_map.json, as older repos do.
+    std::fs::write(dst.path().join("tokenizer_config.json"), r#"{"add_bos_token": true, "model_max_length": 128}"#).unwrap();
+    std::fs::write(dst.path().join("special_tokens_map.json"), r#"{"bos_token": {"content": "!", "lstrip": false}}"#).unwrap();
     let bundle = lens_tests::fixture::TempDir::new("llama-bos-bundle").unwrap();
     let out = bundle.path().join("b");
     lens_model::convert::convert_hf_checkpoint(dst.path(), &out, &Progress::default()).unwrap();
@@ -352,6 +354,16 @@ fn tokenizer_config_bos_is_kept_by_the_converter() {
     let ids = engine.tokenize(PROMPT, false).unwrap();
     assert_eq!(ids[0], 0);
     assert_eq!(ids[1..], r.ids[..]);
+    // Cutting an over-long prompt to the context keeps the BOS first and drops what follows it.
+    let long = [PROMPT; 8].join(" ");
+    let all = engine.tokenizer.encode(&long).unwrap();
+    let n_ctx = engine.bundle.shape.n_ctx;
+    assert!(all.len() > n_ctx);
+    let (cut, t) = engine.tokenize_with(&long, true).unwrap();
+    assert_eq!(cut.len(), n_ctx);
+    assert_eq!(cut[0], 0, "the BOS stays");
+    assert_eq!(cut[1..], all[all.len() - (n_ctx - 1)..]);
+    assert_eq!(t, Some(lens_model::report::Truncation { original_tokens: all.len(), dropped_tokens: all.len() - n_ctx }));
 }
 
 /// Gemma 3's tokenizer adds `<image_soft_token>` at id 262144, one past the text model's rows:

@@ -84,7 +84,7 @@ pub fn run(ort_lib: Option<&Path>, args: &BenchArgs) -> Result<()> {
     let load_s = t.elapsed().as_secs_f64();
     let shape = engine.bundle.shape.clone();
     let extra = args.append.unwrap_or(0);
-    if args.tokens == 0 || args.tokens + extra > shape.n_ctx {
+    if args.tokens == 0 || args.tokens.checked_add(extra).is_none_or(|n| n > shape.n_ctx) {
         bail!("--tokens (plus --append) must be between 1 and the model's context ({})", shape.n_ctx);
     }
     if args.append == Some(0) {
@@ -216,6 +216,11 @@ fn time_append(
     })?;
     if appended.metrics.top1_id != full.metrics.top1_id || appended.tokens != full.tokens {
         bail!("the appended report differs from the full recompute (top-1 ids or tokens)");
+    }
+    // The kept positions come from the shorter forward pass: equal up to float noise.
+    let worst = appended.metrics.kl_to_final.iter().flatten().zip(full.metrics.kl_to_final.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0f64, f64::max);
+    if worst.is_nan() || worst > 1e-3 {
+        bail!("the appended report's KL differs from the full recompute by {worst:.2e}");
     }
     Ok((append_s, full_s))
 }

@@ -870,7 +870,9 @@ impl LogitLensApp {
                 }
             }
             PanelLayout::SideBySide | PanelLayout::Stacked => {
-                let shown: Vec<Metric> = Metric::ALL.iter().zip(state.view.shown).filter(|(_, s)| *s).map(|(m, _)| *m).collect();
+                // The panels drawn (shown and present in the view model), so that the stacked
+                // layout's first and last panels carry the token strips.
+                let shown: Vec<Metric> = Metric::ALL.iter().zip(state.view.shown).filter(|(m, s)| *s && vm.panel(**m).is_some()).map(|(m, _)| *m).collect();
                 let n = shown.len().max(1);
                 let avail = ui.available_rect_before_wrap();
                 for (i, m) in shown.iter().enumerate() {

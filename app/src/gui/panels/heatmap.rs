@@ -54,7 +54,8 @@ pub fn cell_size(view: &ViewSettings, area: Vec2, n_rows: usize, n_cols: usize, 
     if compact {
         let want = n_cols.clamp(1, MIN_VISIBLE_POSITIONS) as f32;
         cw = cw.min((area.x / want).floor()).max(4.0);
-        // Every row fits (as thin colour strips if need be; the zoom setting is the most).
+        // Rows shrink to fit (as thin colour strips if need be; the zoom setting is the most);
+        // below 4 points a row they scroll instead.
         ch = ch.min((area.y / n_rows.max(1) as f32).floor()).max(4.0);
     }
     let fit_w = (area.x / n_cols.max(1) as f32).min(MAX_FIT_W);
