@@ -6,3 +6,4 @@ pub mod cli;
 pub mod figure;
 pub mod gui;
 pub mod session;
+pub mod view;

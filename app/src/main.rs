@@ -2,7 +2,7 @@
 
 fn main() -> std::process::ExitCode {
     limit_heap_growth();
-    lens_app::cli::main()
+    lens_app::cli::main(lens_app::gui::serve)
 }
 
 /// glibc raises its mmap threshold each time a large block is freed (up to 32 MB), after which

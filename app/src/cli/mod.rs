@@ -1,7 +1,6 @@
 //! Command-line interface: no subcommand = the desktop app; `convert`, `lens`, `info`, `bench`.
 
 mod bench;
-mod bench_ui;
 
 mod render;
 
@@ -84,7 +83,7 @@ enum Command {
     Render(render::RenderArgs),
     /// Benchmark the UI: CPU time per frame of a synthetic GPT-2-XL-sized grid.
     #[command(hide = true)]
-    BenchUi(bench_ui::BenchUiArgs),
+    BenchUi(crate::session::start::BenchUiArgs),
 }
 
 #[derive(Args, Debug)]
@@ -125,8 +124,12 @@ struct LensArgs {
     json: PathBuf,
 }
 
-/// Entry point of the binary.
-pub fn main() -> ExitCode {
+/// Starts the desktop app for the CLI (the binary passes `gui::serve`; the CLI never imports the
+/// GUI).
+pub type GuiServer = fn(crate::session::start::GuiRequest) -> Result<()>;
+
+/// Entry point of the binary: runs a CLI command, or hands the desktop app's requests to `gui`.
+pub fn main(gui: GuiServer) -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -134,7 +137,7 @@ pub fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
-    match run(cli) {
+    match run(cli, gui) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -194,11 +197,11 @@ fn open_engine_notes(ort_lib: Option<&Path>, model: Option<&Path>, device: Devic
     Ok(engine)
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, gui: GuiServer) -> Result<()> {
     VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
     let ort_lib = cli.ort_lib.as_deref();
     match cli.command {
-        None => crate::gui::run(crate::gui::GuiOptions {
+        None => gui(crate::session::start::GuiRequest::Window(crate::session::start::GuiOptions {
             model: cli.model,
             prompt: cli.prompt,
             prompt_file: cli.prompt_file.or(cli.file),
@@ -218,7 +221,7 @@ fn run(cli: Cli) -> Result<()> {
                 None => None,
                 Some(s) => Some(window_size(s)?),
             },
-        }),
+        })),
         Some(Command::Convert { hf_dir, bundle_dir }) => {
             let summary = lens_model::convert::convert_hf_checkpoint(&hf_dir, &bundle_dir, &stderr_progress())?;
             let s = &summary.shape;
@@ -260,7 +263,7 @@ fn run(cli: Cli) -> Result<()> {
         Some(Command::Lens(args)) => lens(ort_lib, args),
         Some(Command::Bench(args)) => bench::run(ort_lib, &args),
         Some(Command::Render(args)) => render::run(ort_lib, &args),
-        Some(Command::BenchUi(args)) => bench_ui::run(&args),
+        Some(Command::BenchUi(args)) => gui(crate::session::start::GuiRequest::BenchUi(args)),
     }
 }
 

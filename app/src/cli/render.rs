@@ -13,8 +13,8 @@ use crate::figure::output::{self, Format};
 use crate::figure::provenance::Provenance;
 use crate::figure::scene;
 use crate::figure::spec::{FigureSpec, FigureView, RankOf};
-use crate::gui::view::{ViewModel, token_display};
 use crate::session::worker::{ModelSummary, RunResult};
+use crate::view::model::{ViewModel, token_display};
 
 /// Options of `render`.
 #[derive(Args, Debug, Default)]

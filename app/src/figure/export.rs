@@ -11,9 +11,9 @@ use super::output;
 use super::provenance::Provenance;
 use super::scene::{self, Scene};
 use super::spec::{FigureSpec, FigureView, RankOf};
-use crate::gui::state::{ExportSettings, KlRef, LogitColor, Metric, PosWindow, RankTarget, ViewSettings};
-use crate::gui::view::{ViewModel, token_display};
 use crate::session::worker::{ModelSummary, RunResult};
+use crate::view::model::{ViewModel, token_display};
+use crate::view::settings::{ExportSettings, KlRef, LogitColor, Metric, PosWindow, RankTarget, ViewSettings};
 
 /// The figure settings that describe what the app shows for `metric`.
 pub fn spec_from_view(view: &ViewSettings, metric: Metric, export: &ExportSettings, pin_text: Option<String>) -> FigureSpec {

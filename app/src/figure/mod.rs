@@ -1,5 +1,5 @@
 //! Figures for papers: one drawing description ([`scene::Scene`]) built from the same
-//! [`ViewModel`](crate::gui::view::ViewModel) the on-screen panels paint, written as SVG (text
+//! [`ViewModel`](crate::view::model::ViewModel) the on-screen panels paint, written as SVG (text
 //! stays text), PDF (fonts embedded) or PNG (any scale, pixel density recorded), each carrying its
 //! provenance so that `logit-lens render --from FIG` can regenerate it.
 

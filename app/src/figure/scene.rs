@@ -2,12 +2,12 @@
 //! same [`ViewModel`] that the on-screen panels paint (cells, colours, labels, outlines, markers,
 //! colour-bar ticks and units), so screen and figure cannot drift apart.
 
-use egui::Color32;
+use ecolor::Color32;
 use lens_model::report::LensReport;
 
 use super::spec::{FigureSpec, FigureView};
-use crate::gui::theme::{self, ColorMap};
-use crate::gui::view::{ViewModel, shown};
+use crate::view::model::{ViewModel, shown};
+use crate::view::theme::{self, ColorMap};
 
 /// Horizontal text anchor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::gui::state::{KlRef, LogitColor, Metric, PosWindow, RankTarget, ViewSettings};
-use crate::gui::theme::ColorMap;
+use crate::view::settings::{KlRef, LogitColor, Metric, PosWindow, RankTarget, ViewSettings};
+use crate::view::theme::ColorMap;
 
 /// Which view a figure shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,6 @@
 //! [`Scene`] -> SVG text. Text stays text (font named), provenance goes into `<metadata>`.
 
-use egui::Color32;
+use ecolor::Color32;
 
 use super::scene::{Anchor, Item, Scene};
 

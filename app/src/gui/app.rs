@@ -6,7 +6,6 @@ use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex};
 
 use egui::{Key, KeyboardShortcut, Modifiers, RichText, Ui};
-use lens_model::runtime::Device;
 
 use super::command::AppCommand;
 use super::panels::{contributions, heatmap, inspector, prompt, status};
@@ -18,31 +17,7 @@ use crate::session::worker::{JobKind, ModelSummary, OutcomeKind, RunResult, Work
 /// Seconds of quiet after an edit before the prompt re-runs.
 pub const RERUN_DELAY_S: f64 = 0.6;
 
-/// Start-up options (from the command line).
-#[derive(Debug, Clone, Default)]
-pub struct GuiOptions {
-    /// Model folder (overrides the remembered one).
-    pub model: Option<PathBuf>,
-    /// Prompt text (overrides the remembered one).
-    pub prompt: Option<String>,
-    /// Prompt file (overrides the remembered prompt).
-    pub prompt_file: Option<PathBuf>,
-    /// Save a screenshot here once the first result is on screen, then exit.
-    pub screenshot: Option<PathBuf>,
-    /// Execution provider.
-    pub device: Device,
-    /// ONNX Runtime library.
-    pub ort_lib: Option<PathBuf>,
-    /// Positions per partial result (default: by the model's size, see
-    /// [`crate::session::worker::positions_per_piece`]; tests set a small number).
-    pub piece_positions: Option<usize>,
-    /// Decoder to start with (overrides the remembered one).
-    pub decoder: Option<lens_model::lens::DecoderKind>,
-    /// Start with the sub-block rows shown.
-    pub subblocks: bool,
-    /// Initial window size in points (default 1500 x 940).
-    pub window_size: Option<[f32; 2]>,
-}
+pub use crate::session::start::GuiOptions;
 
 /// Which file dialog the UI asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

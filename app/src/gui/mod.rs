@@ -3,17 +3,25 @@
 //! blocks: one worker thread owns the engine.
 
 pub mod app;
+pub mod bench_ui;
 pub mod command;
 pub mod fonts;
 pub mod panels;
 pub mod state;
-pub mod synthetic;
-pub mod theme;
-pub mod view;
 
 use anyhow::{Result, anyhow, bail};
 
+/// The view layer's modules under the names the app's code uses.
+pub use crate::view::{model as view, theme};
 pub use app::{GuiOptions, LogitLensApp};
+
+/// Serves a face's request: the window, or the frame-time benchmark.
+pub fn serve(request: crate::session::start::GuiRequest) -> Result<()> {
+    match request {
+        crate::session::start::GuiRequest::Window(opts) => run(opts),
+        crate::session::start::GuiRequest::BenchUi(args) => bench_ui::run(&args),
+    }
+}
 
 /// Opens the window and runs until it closes.
 pub fn run(opts: GuiOptions) -> Result<()> {

@@ -3,4 +3,6 @@
 //! ([`worker`]: jobs with ids, progress, a cancel that reaches ONNX Runtime, partial results).
 
 pub mod prompt;
+pub mod start;
+pub mod synthetic;
 pub mod worker;

@@ -5,32 +5,12 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use clap::Args;
 
-use crate::gui::LogitLensApp;
-use crate::gui::state::{AppState, PanelLayout};
-use crate::gui::synthetic::synthetic_result;
+use super::LogitLensApp;
+use super::state::{AppState, PanelLayout};
+use crate::session::start::BenchUiArgs;
+use crate::session::synthetic::synthetic_result;
 use crate::session::worker::ModelSummary;
-
-/// Options of `bench-ui`.
-#[derive(Args, Debug)]
-pub struct BenchUiArgs {
-    /// Layers (97 rows with sub-blocks for 48).
-    #[arg(long, default_value_t = 48)]
-    layers: usize,
-    /// Positions.
-    #[arg(long, default_value_t = 512)]
-    positions: usize,
-    /// Frames to time.
-    #[arg(long, default_value_t = 200)]
-    frames: usize,
-    /// Window width and height in points.
-    #[arg(long, default_value_t = 1500.0)]
-    width: f32,
-    /// Window height in points.
-    #[arg(long, default_value_t = 940.0)]
-    height: f32,
-}
 
 /// Runs the benchmark and prints ms/frame.
 pub fn run(args: &BenchUiArgs) -> Result<()> {
@@ -48,7 +28,7 @@ pub fn run(args: &BenchUiArgs) -> Result<()> {
         state.view.cell_w = cell_w;
         state.view.cell_h = cell_h;
         // A selected cell: the inspector (top-k, three trajectory plots) and the contributions draw too.
-        state.selection = Some(crate::gui::state::Cell { site: rows - 1, pos: args.positions.saturating_sub(1) });
+        state.selection = Some(super::state::Cell { site: rows - 1, pos: args.positions.saturating_sub(1) });
         let mut app = LogitLensApp::with_result(state, summary.clone(), result.clone());
         let ctx = egui::Context::default();
         let screen = egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(args.width, args.height));

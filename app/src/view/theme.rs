@@ -1,6 +1,6 @@
 //! Every colour of the app: colour maps (const tables, colour-blind-safe default) and UI accents.
 
-use egui::Color32;
+use ecolor::Color32;
 use serde::{Deserialize, Serialize};
 
 /// A sequential colour map.

@@ -1,10 +1,10 @@
 //! [`ViewModel`]: everything the lens grids paint, derived once per result + settings change
 //! (compute, then paint: `ui()` only draws).
 
-use egui::Color32;
+use ecolor::Color32;
 use lens_model::report::LensReport;
 
-use super::state::{KlRef, LogitColor, Metric, PosWindow, RankTarget, ViewSettings};
+use super::settings::{KlRef, LogitColor, Metric, PosWindow, RankTarget, ViewSettings};
 use super::theme::{self, ColorMap};
 use crate::session::worker::{RunResult, VocabEntry};
 
@@ -277,7 +277,7 @@ pub fn token_text(r: &LensReport, id: u32) -> String {
 mod tests {
     #![allow(clippy::indexing_slicing, clippy::unwrap_used)]
     use super::*;
-    use crate::gui::synthetic::synthetic_result;
+    use crate::session::synthetic::synthetic_result;
 
     #[test]
     fn layer_step_keeps_embed_every_nth_and_the_last_layer() {
