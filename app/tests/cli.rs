@@ -165,3 +165,20 @@ fn auto_fallback_is_quiet_unless_verbose() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `lens --npz` writes numpy's own format (no `--json` needed); Export data… takes `.npz` too.
+#[test]
+fn lens_writes_npz() {
+    let dir = unique_temp_dir("cli-npz");
+    std::fs::create_dir_all(&dir).unwrap();
+    let npz = dir.join("r.npz");
+    let out = lens(&["--prompt", "The cat sat.", "--npz", npz.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&npz).unwrap();
+    assert_eq!(&bytes[..2], b"PK", "a zip archive");
+    assert!(bytes.windows(11).any(|w| w == b"top1_id.npy"));
+    // Neither output: a clear error.
+    let out = lens(&["--prompt", "The cat sat."]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--json"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -18,6 +18,7 @@ pub mod hub;
 pub mod last_block;
 pub mod lens;
 pub mod metrics;
+pub mod npz;
 pub mod onnx;
 pub mod report;
 pub mod resolve;

@@ -120,8 +120,11 @@ struct LensArgs {
     #[arg(long, value_name = "left")]
     truncate: Option<String>,
     /// Output JSON path.
+    #[arg(long, required_unless_present = "npz")]
+    json: Option<PathBuf>,
+    /// Output .npz path (numpy: fixed dtypes, NaN / -1 where unknown, token strings).
     #[arg(long)]
-    json: PathBuf,
+    npz: Option<PathBuf>,
 }
 
 /// Starts the desktop app for the CLI (the binary passes `gui::serve`; the CLI never imports the
@@ -284,7 +287,9 @@ fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
     let Some(decoder) = DecoderKind::parse(&args.decoder) else {
         bail!("unknown decoder {:?}; use one of {}", args.decoder, DecoderKind::ALL.map(DecoderKind::name).join(", "));
     };
-    crate::session::prompt::check_writable(&args.json)?;
+    for out in args.json.iter().chain(&args.npz) {
+        crate::session::prompt::check_writable(out)?;
+    }
     let mut engine = open_engine(ort_lib, args.model.as_deref(), device(&args.device)?)?;
     let (ids, truncated) = engine.tokenize_with(&text, truncate_left)?;
     let mut pinned = Vec::new();
@@ -300,7 +305,16 @@ fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
     if let Some(t) = truncated {
         eprintln!("the prompt has {} tokens; the first {} were dropped to fit the context (--truncate left)", t.original_tokens, t.dropped_tokens);
     }
-    report.write_json(&args.json).with_context(|| format!("cannot write the report to {}", args.json.display()))?;
+    let mut wrote = Vec::new();
+    if let Some(json) = &args.json {
+        report.write_json(json).with_context(|| format!("cannot write the report to {}", json.display()))?;
+        wrote.push(json.display().to_string());
+    }
+    if let Some(npz) = &args.npz {
+        let text = |id: u32| String::from_utf8_lossy(&engine.tokenizer.token_bytes(id)).into_owned();
+        lens_model::npz::write_report(&report, npz, &text).with_context(|| format!("cannot write the report to {}", npz.display()))?;
+        wrote.push(npz.display().to_string());
+    }
     eprintln!(
         "{} tokens x {} sites: forward {:.0} ms, lens {:.0} ms ({}); wrote {}",
         report.n_pos(),
@@ -308,7 +322,7 @@ fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
         report.run.forward_ms,
         report.run.lens_ms,
         report.run.provider,
-        args.json.display()
+        wrote.join(", ")
     );
     Ok(())
 }

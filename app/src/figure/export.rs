@@ -95,15 +95,17 @@ fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|x| x.to_string()).unwrap_or_default()
 }
 
-/// Writes the report: `.json` (DESIGN §3.4) or `.csv` (one row per site and position).
-pub fn data(report: &LensReport, path: &Path) -> Result<()> {
+/// Writes the report: `.json` (DESIGN §3.4), `.csv` (one row per site and position, with display
+/// and exact token text) or `.npz` (numpy arrays, see [`lens_model::npz::write_report`]).
+pub fn data(report: &LensReport, path: &Path, token_text: &dyn Fn(u32) -> String) -> Result<()> {
     match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
         Some("json") => Ok(report.write_json(path)?),
+        Some("npz") => Ok(lens_model::npz::write_report(report, path, token_text)?),
         Some("csv") => {
             let mut out = Vec::new();
             writeln!(
                 out,
-                "site,pos,input_id,input_token,next_id,top1_id,top1_logit,top1_prob,rank_of_final_top1,rank_of_next,rank_of_input,kl_to_final,kl_to_input,entropy,nll_next"
+                "site,pos,input_id,input_token,input_text,next_id,top1_id,top1_text,top1_logit,top1_prob,rank_of_final_top1,rank_of_next,rank_of_input,kl_to_final,kl_to_input,entropy,nll_next"
             )?;
             let m = &report.metrics;
             for (s, site) in report.sites.iter().enumerate() {
@@ -113,13 +115,15 @@ pub fn data(report: &LensReport, path: &Path) -> Result<()> {
                     };
                     writeln!(
                         out,
-                        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                        "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                         csv_field(site),
                         p,
                         tok.id,
                         csv_field(&tok.text),
+                        csv_field(&tok.decoded),
                         opt(report.tokens.get(p + 1).map(|t| t.id)),
                         opt(m.top1_id.get(s).and_then(|r| r.get(p))),
+                        m.top1_id.get(s).and_then(|r| r.get(p)).map_or(String::new(), |&t| csv_field(&token_text(t))),
                         opt(m.top1_logit.get(s).and_then(|r| r.get(p))),
                         g(&m.top1_prob),
                         opt(m.rank_of_final_top1.get(s).and_then(|r| r.get(p))),
@@ -134,6 +138,6 @@ pub fn data(report: &LensReport, path: &Path) -> Result<()> {
             }
             std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))
         }
-        _ => bail!("{}: data files end in .json or .csv", path.display()),
+        _ => bail!("{}: data files end in .json, .csv or .npz", path.display()),
     }
 }

@@ -357,7 +357,9 @@ impl LogitLensApp {
             self.state.error = Some("nothing to export yet: run the lens first".into());
             return;
         };
-        match crate::figure::export::data(&res.report, path) {
+        let vocab = self.state.model.as_ref().map(|m| Arc::clone(&m.vocab));
+        let text = |id: u32| vocab.as_ref().and_then(|v| v.get(id as usize)).map_or_else(|| format!("<{id}>"), |e| e.text.clone());
+        match crate::figure::export::data(&res.report, path, &text) {
             Ok(()) => {
                 self.state.notice = Some(format!("exported {}", path.display()));
                 self.state.error = None;
@@ -401,6 +403,7 @@ impl LogitLensApp {
                     .set_file_name("logit-lens-report.json")
                     .add_filter("JSON report", &["json"])
                     .add_filter("CSV table", &["csv"])
+                    .add_filter("numpy arrays", &["npz"])
                     .save_file()
                     .map(AppCommand::ExportData),
             };
@@ -668,7 +671,7 @@ impl LogitLensApp {
                 if ui.add(egui::Button::new("Export figure…").shortcut_text("Ctrl+E")).clicked() {
                     cmds.push(AppCommand::ShowExport);
                 }
-                if ui.button("Export data… (JSON / CSV)").clicked() {
+                if ui.button("Export data… (JSON / CSV / NPZ)").clicked() {
                     cmds.push(AppCommand::RequestExportDataDialog);
                 }
                 ui.separator();
