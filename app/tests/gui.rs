@@ -343,7 +343,7 @@ fn the_worker_loads_runs_pins_and_survives_a_bad_model_folder() {
         std::env::set_var("HF_HUB_CACHE", unique_temp_dir("gui-hub"));
     }
     h.state_mut().apply(AppCommand::DismissError);
-    h.state_mut().state.show_open_id = true;
+    h.state_mut().apply(AppCommand::ShowWindow(lens_app::gui::command::Window::OpenHubId));
     h.step();
     h.step();
     assert!(h.query_by_label_contains("taken from the local Hugging Face cache").is_some(), "the Open Hugging Face model window shows");
@@ -669,4 +669,56 @@ fn progress_repaints_at_a_capped_rate() {
     frames_until(&mut w, "the run");
     let (now, run_ms) = (immediate.load(Ordering::Relaxed), t1.elapsed().as_millis());
     assert!(now <= 3, "{now} immediate repaints during a {run_ms} ms run that delivered one result");
+}
+
+/// Worker outcomes are applied by one pure function of (state, outcome), tested here without a
+/// window (issue 11, what to build 2).
+#[test]
+fn outcomes_are_applied_by_a_pure_reducer() {
+    use lens_app::gui::outcome::{Effect, JobBook, apply_outcome};
+    use lens_app::session::worker::OutcomeKind;
+    use std::sync::Arc;
+    let (model, result) = engine_result(&[]);
+    let result = Arc::new(result);
+    let mut state = AppState { prompt: PROMPT.into(), ..AppState::default() };
+    let mut book = JobBook { loading: Some((1, Some(bundle().to_path_buf()))), run_after_load: true, partials_shown: 0 };
+
+    // Loaded (first model): remembered in Recent models, and the run it waited for starts.
+    let fx = apply_outcome(&mut state, &mut book, true, OutcomeKind::Loaded(Arc::new(model.clone())));
+    assert_eq!(fx, vec![Effect::RunLens]);
+    assert_eq!(state.model_path.as_deref(), Some(bundle()));
+    assert_eq!(state.recent_models[0].source, bundle());
+    assert_eq!((book.loading.clone(), book.run_after_load), (None, false));
+
+    // A partial result shows at once without moving the selection; the whole one selects the
+    // last position's final site.
+    let mut part = (*result).clone();
+    part.report.keep_positions(3);
+    let fx = apply_outcome(&mut state, &mut book, false, OutcomeKind::Partial(Arc::new(part)));
+    assert!(fx.is_empty() && state.selection.is_none() && book.partials_shown == 1);
+    // It fails before the end: the error says what the grids still show.
+    apply_outcome(&mut state, &mut book, false, OutcomeKind::Failed("boom".into()));
+    assert_eq!(state.error.as_deref(), Some("boom (the grids show the first 3 positions only)"));
+    let fx = apply_outcome(&mut state, &mut book, false, OutcomeKind::Ran(Arc::clone(&result)));
+    let (n_sites, n_pos) = (result.report.sites.len(), result.report.n_pos());
+    assert_eq!(fx, vec![Effect::ScrollToSelection]);
+    assert_eq!(state.selection, Some(Cell { site: n_sites - 1, pos: n_pos - 1 }));
+    assert!(state.error.is_none());
+
+    // Another model while one is shown: the old result, selection and pin go, nothing says
+    // "pinned"; no run was waiting for this load.
+    state.pinned = Some(5);
+    state.pin_text = " mat".into();
+    state.view.rank_target = RankTarget::Pinned;
+    book.loading = Some((2, Some("/elsewhere".into())));
+    let fx = apply_outcome(&mut state, &mut book, true, OutcomeKind::Loaded(Arc::new(model)));
+    assert_eq!(fx, vec![Effect::DropViewModel]);
+    assert!(state.result.is_none() && state.selection.is_none() && state.pinned.is_none() && state.pin_text.is_empty());
+    assert_eq!(state.view.rank_target, RankTarget::FinalTop1);
+    assert_eq!(state.recent_models.iter().map(|m| m.source.clone()).collect::<Vec<_>>(), vec![PathBuf::from("/elsewhere"), bundle().to_path_buf()]);
+
+    // A cancelled load forgets what it was loading.
+    book.loading = Some((3, None));
+    apply_outcome(&mut state, &mut book, true, OutcomeKind::Cancelled);
+    assert_eq!((book.loading.clone(), state.notice.as_deref()), (None, Some("cancelled")));
 }

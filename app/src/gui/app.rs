@@ -7,12 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use egui::{Key, KeyboardShortcut, Modifiers, RichText, Ui};
 
-use super::command::AppCommand;
+use super::command::{AppCommand, Window};
+use super::outcome::{Effect, JobBook, apply_outcome};
 use super::panels::{contributions, heatmap, inspector, prompt, status};
-use super::state::{AppState, Cell, Metric, PanelLayout, RecentModel, push_recent, push_recent_model};
+use super::state::{AppState, Cell, Metric, PanelLayout, push_recent};
 use super::theme;
 use super::view::ViewModel;
-use crate::session::worker::{JobKind, ModelSummary, OutcomeKind, RunResult, Worker};
+use crate::session::worker::{JobKind, ModelSummary, RunResult, Worker};
 
 /// Seconds of quiet after an edit before the prompt re-runs.
 pub const RERUN_DELAY_S: f64 = 0.6;
@@ -321,6 +322,11 @@ impl LogitLensApp {
             AppCommand::Scroll(s) => self.state.scroll = s,
             AppCommand::DismissError => self.state.error = None,
             AppCommand::ShowExport => self.state.show_export = true,
+            AppCommand::ShowWindow(w) => match w {
+                Window::OpenHubId => self.state.show_open_id = true,
+                Window::Shortcuts => self.state.show_shortcuts = true,
+                Window::About => self.state.show_about = true,
+            },
             AppCommand::RequestExportFigureDialog => self.open_dialog(DialogKind::ExportFigure),
             AppCommand::RequestExportDataDialog => self.open_dialog(DialogKind::ExportData),
             AppCommand::ExportFigure(path) => self.export_figure(&path),
@@ -490,104 +496,25 @@ impl LogitLensApp {
             if o.id != latest {
                 continue; // stale
             }
-            let complete = !matches!(o.kind, OutcomeKind::Partial(_));
-            match o.kind {
-                OutcomeKind::Loaded(summary) => {
-                    // What was opened (the demo model: its folder), remembered with its family and
-                    // BOS choice; a model opened before gets its BOS choice back.
-                    let opened = match self.loading_path.take() {
-                        Some((_, Some(p))) => {
-                            self.state.model_path = Some(p.clone());
-                            p
-                        }
-                        _ => summary.dir.clone(),
-                    };
-                    let hide_bos = self.state.recent_models.iter().find(|m| m.source == opened).is_some_and(|m| m.hide_bos);
-                    self.state.view.hide_bos = hide_bos && summary.adds_bos;
-                    let entry = RecentModel {
-                        source: opened.clone(),
-                        family: Some(summary.family.clone()),
-                        adds_bos: summary.adds_bos,
-                        hide_bos: self.state.view.hide_bos,
-                    };
-                    push_recent_model(&mut self.state.recent_models, entry);
-                    self.state.model_source = Some(opened);
-                    self.loading_path = None;
-                    self.state.notice = Some(format!("loaded {}", summary.name));
-                    if self.state.model.is_some() {
-                        // Another model was on screen: its result (its vocabulary, its sites) and
-                        // its pin go; the new model's run replaces them.
-                        self.state.result = None;
-                        self.state.selection = None;
-                        self.state.hover = None;
-                        self.state.pin_text.clear();
+            let mut book = JobBook { loading: self.loading_path.take(), run_after_load: self.run_after_load, partials_shown: self.partials_shown };
+            let effects = apply_outcome(&mut self.state, &mut book, o.was_load, o.kind);
+            self.loading_path = book.loading;
+            self.run_after_load = book.run_after_load;
+            self.partials_shown = book.partials_shown;
+            for e in effects {
+                match e {
+                    Effect::RunLens => self.run(),
+                    Effect::ScrollToSelection => self.scroll_to_selection = true,
+                    Effect::DropViewModel => {
                         self.view_model = None;
                         self.vm_key = None;
                     }
-                    self.state.model = Some(summary);
-                    // No token is pinned on a freshly loaded model: nothing may still say "pinned".
-                    self.state.pinned = None;
-                    if self.state.view.rank_target == crate::gui::state::RankTarget::Pinned {
-                        self.state.view.rank_target = crate::gui::state::RankTarget::FinalTop1;
-                    }
-                    if self.state.view.contrib_target == crate::gui::state::ContribTarget::Pinned {
-                        self.state.view.contrib_target = crate::gui::state::ContribTarget::FinalTop1;
-                    }
-                    self.state.error = None;
-                    if std::mem::take(&mut self.run_after_load) && !self.state.prompt.is_empty() {
-                        self.run();
-                    }
-                }
-                OutcomeKind::Ran(res) | OutcomeKind::Partial(res) => {
-                    // A partial result (the first positions of a big model's run) is shown at
-                    // once; the selection defaults only once the whole prompt is there.
-                    let n_sites = res.report.sites.len();
-                    let n_pos = res.report.n_pos();
-                    let ok = |c: &Cell| c.site < n_sites && c.pos < n_pos;
-                    if !self.state.selection.as_ref().is_some_and(ok) && (complete || self.state.selection.is_some()) {
-                        // Start on the model's own prediction for the last token.
-                        self.state.selection = (n_sites > 0 && n_pos > 0).then(|| Cell { site: n_sites - 1, pos: n_pos - 1 });
-                        self.scroll_to_selection = true;
-                    }
-                    if !self.state.hover.as_ref().is_some_and(ok) {
-                        self.state.hover = None;
-                    }
-                    self.state.notice = None;
-                    self.state.error = None;
-                    self.state.result = Some(res);
-                    self.partials_shown += usize::from(!complete);
-                }
-                OutcomeKind::Failed(msg) => {
-                    if o.was_load {
-                        self.loading_path = None;
-                        self.run_after_load = false;
-                    }
-                    self.state.error = Some(match self.partial_note(o.was_load) {
-                        Some(note) => format!("{msg} ({note})"),
-                        None => msg,
-                    });
-                }
-                OutcomeKind::Cancelled => {
-                    if o.was_load {
-                        self.loading_path = None;
-                    }
-                    self.state.notice = Some(match self.partial_note(o.was_load) {
-                        Some(note) => format!("cancelled: {note}"),
-                        None => "cancelled".into(),
-                    });
                 }
             }
         }
         while let Ok(cmd) = self.dialog_rx.try_recv() {
             self.cmds.push(cmd);
         }
-    }
-
-    /// When a run ends without its whole result while a partial one is shown: what the grids
-    /// still show.
-    fn partial_note(&self, was_load: bool) -> Option<String> {
-        let res = self.state.result.as_ref().filter(|r| !was_load && r.report.n_pos() < r.total_positions)?;
-        Some(format!("the grids show the first {} positions only", res.report.n_pos()))
     }
 
     fn shortcuts(&mut self, ui: &mut Ui) {
@@ -644,7 +571,7 @@ impl LogitLensApp {
                     cmds.push(AppCommand::RequestModelDialog);
                 }
                 if ui.button("Open Hugging Face model…").clicked() {
-                    state.show_open_id = true;
+                    cmds.push(AppCommand::ShowWindow(Window::OpenHubId));
                 }
                 ui.menu_button("Recent prompts", |ui| {
                     if state.recent_prompts.is_empty() {
@@ -715,10 +642,10 @@ impl LogitLensApp {
             });
             ui.menu_button("Help", |ui| {
                 if ui.button("Keyboard shortcuts").clicked() {
-                    state.show_shortcuts = true;
+                    cmds.push(AppCommand::ShowWindow(Window::Shortcuts));
                 }
                 if ui.button("About logit-lens").clicked() {
-                    state.show_about = true;
+                    cmds.push(AppCommand::ShowWindow(Window::About));
                 }
             });
         });

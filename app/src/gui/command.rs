@@ -42,6 +42,8 @@ pub enum AppCommand {
     DismissError,
     /// Show the Export figure window (Ctrl+E).
     ShowExport,
+    /// Show one of the app's other windows.
+    ShowWindow(Window),
     /// Ask where to save the figure (file dialog).
     RequestExportFigureDialog,
     /// Write the figure of the current view to this file (.svg, .pdf or .png).
@@ -52,4 +54,15 @@ pub enum AppCommand {
     ExportData(PathBuf),
     /// Quit the app.
     Quit,
+}
+
+/// The app's windows besides Export figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// File → Open Hugging Face model….
+    OpenHubId,
+    /// Help → Keyboard shortcuts.
+    Shortcuts,
+    /// Help → About.
+    About,
 }

@@ -6,6 +6,7 @@ pub mod app;
 pub mod bench_ui;
 pub mod command;
 pub mod fonts;
+pub mod outcome;
 pub mod panels;
 pub mod state;
 

@@ -1,0 +1,123 @@
+//! Worker outcomes applied to the app's state by one pure function of (state, outcome), which
+//! tests call without a window. What it cannot do itself (start a run, scroll, drop the cached
+//! view model) it returns as [`Effect`]s for the app to carry out.
+
+use std::path::PathBuf;
+
+use super::state::{AppState, Cell, ContribTarget, RankTarget, RecentModel, push_recent_model};
+use crate::session::worker::OutcomeKind;
+
+/// The app's bookkeeping of its jobs that outcomes read and update.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobBook {
+    /// The load in flight: its job id and what was opened (`None`: the demo model).
+    pub loading: Option<(u64, Option<PathBuf>)>,
+    /// Run the lens once the load is done.
+    pub run_after_load: bool,
+    /// Partial results shown so far (tests read it).
+    pub partials_shown: usize,
+}
+
+/// What the app does after an outcome was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Run the lens on the prompt.
+    RunLens,
+    /// Bring the selected cell into view.
+    ScrollToSelection,
+    /// The cached view model belongs to another model: drop it.
+    DropViewModel,
+}
+
+/// Applies one (current, not stale) worker outcome to `state`.
+pub fn apply_outcome(state: &mut AppState, book: &mut JobBook, was_load: bool, kind: OutcomeKind) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    let complete = !matches!(kind, OutcomeKind::Partial(_));
+    match kind {
+        OutcomeKind::Loaded(summary) => {
+            // What was opened (the demo model: its folder), remembered with its family and BOS
+            // choice; a model opened before gets its BOS choice back.
+            let opened = match book.loading.take() {
+                Some((_, Some(p))) => {
+                    state.model_path = Some(p.clone());
+                    p
+                }
+                _ => summary.dir.clone(),
+            };
+            let hide_bos = state.recent_models.iter().find(|m| m.source == opened).is_some_and(|m| m.hide_bos);
+            state.view.hide_bos = hide_bos && summary.adds_bos;
+            let entry = RecentModel { source: opened.clone(), family: Some(summary.family.clone()), adds_bos: summary.adds_bos, hide_bos: state.view.hide_bos };
+            push_recent_model(&mut state.recent_models, entry);
+            state.model_source = Some(opened);
+            state.notice = Some(format!("loaded {}", summary.name));
+            if state.model.is_some() {
+                // Another model was on screen: its result (its vocabulary, its sites) and its pin
+                // go; the new model's run replaces them.
+                state.result = None;
+                state.selection = None;
+                state.hover = None;
+                state.pin_text.clear();
+                effects.push(Effect::DropViewModel);
+            }
+            state.model = Some(summary);
+            // No token is pinned on a freshly loaded model: nothing may still say "pinned".
+            state.pinned = None;
+            if state.view.rank_target == RankTarget::Pinned {
+                state.view.rank_target = RankTarget::FinalTop1;
+            }
+            if state.view.contrib_target == ContribTarget::Pinned {
+                state.view.contrib_target = ContribTarget::FinalTop1;
+            }
+            state.error = None;
+            if std::mem::take(&mut book.run_after_load) && !state.prompt.is_empty() {
+                effects.push(Effect::RunLens);
+            }
+        }
+        OutcomeKind::Ran(res) | OutcomeKind::Partial(res) => {
+            // A partial result (the first positions of a big model's run) is shown at once; the
+            // selection defaults only once the whole prompt is there.
+            let n_sites = res.report.sites.len();
+            let n_pos = res.report.n_pos();
+            let ok = |c: &Cell| c.site < n_sites && c.pos < n_pos;
+            if !state.selection.as_ref().is_some_and(ok) && (complete || state.selection.is_some()) {
+                // Start on the model's own prediction for the last token.
+                state.selection = (n_sites > 0 && n_pos > 0).then(|| Cell { site: n_sites - 1, pos: n_pos - 1 });
+                effects.push(Effect::ScrollToSelection);
+            }
+            if !state.hover.as_ref().is_some_and(ok) {
+                state.hover = None;
+            }
+            state.notice = None;
+            state.error = None;
+            state.result = Some(res);
+            book.partials_shown += usize::from(!complete);
+        }
+        OutcomeKind::Failed(msg) => {
+            if was_load {
+                book.loading = None;
+                book.run_after_load = false;
+            }
+            state.error = Some(match partial_note(state, was_load) {
+                Some(note) => format!("{msg} ({note})"),
+                None => msg,
+            });
+        }
+        OutcomeKind::Cancelled => {
+            if was_load {
+                book.loading = None;
+            }
+            state.notice = Some(match partial_note(state, was_load) {
+                Some(note) => format!("cancelled: {note}"),
+                None => "cancelled".into(),
+            });
+        }
+    }
+    effects
+}
+
+/// When a run ends without its whole result while a partial one is shown: what the grids still
+/// show.
+fn partial_note(state: &AppState, was_load: bool) -> Option<String> {
+    let res = state.result.as_ref().filter(|r| !was_load && r.report.n_pos() < r.total_positions)?;
+    Some(format!("the grids show the first {} positions only", res.report.n_pos()))
+}
