@@ -717,6 +717,19 @@ fn outcomes_are_applied_by_a_pure_reducer() {
     assert_eq!(state.view.rank_target, RankTarget::FinalTop1);
     assert_eq!(state.recent_models.iter().map(|m| m.source.clone()).collect::<Vec<_>>(), vec![PathBuf::from("/elsewhere"), bundle().to_path_buf()]);
 
+    // A new start with the last session's pin text: the token is pinned again (it stayed as
+    // text with its suggestions on screen, unpinned); a text that is no token of the model goes.
+    let (model, _) = engine_result(&[]);
+    let mat = model.vocab.iter().find(|e| e.text == " mat").unwrap().id;
+    let mut fresh = AppState { prompt: PROMPT.into(), pin_text: " mat".into(), ..AppState::default() };
+    fresh.view.rank_target = RankTarget::Pinned;
+    let mut b = JobBook { loading: Some((1, None)), run_after_load: true, partials_shown: 0 };
+    apply_outcome(&mut fresh, &mut b, true, OutcomeKind::Loaded(Arc::new(model.clone())));
+    assert_eq!((fresh.pinned, fresh.view.rank_target), (Some(mat), RankTarget::Pinned));
+    let mut stale = AppState { prompt: PROMPT.into(), pin_text: " notatoken-xyz".into(), ..AppState::default() };
+    apply_outcome(&mut stale, &mut JobBook::default(), true, OutcomeKind::Loaded(Arc::new(model)));
+    assert_eq!((stale.pinned, stale.pin_text.as_str()), (None, ""));
+
     // A cancelled load forgets what it was loading.
     book.loading = Some((3, None));
     apply_outcome(&mut state, &mut book, true, OutcomeKind::Cancelled);

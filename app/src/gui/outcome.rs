@@ -59,13 +59,19 @@ pub fn apply_outcome(state: &mut AppState, book: &mut JobBook, was_load: bool, k
                 state.pin_text.clear();
                 effects.push(Effect::DropViewModel);
             }
+            // The pin text kept from the last session (or typed before the model was there) pins
+            // that token in this model when it is one of its tokens; otherwise it goes, so that
+            // no suggestions for an old pin stay on screen.
+            state.pinned = summary.vocab.iter().find(|e| !state.pin_text.is_empty() && e.text == state.pin_text).map(|e| e.id);
+            if state.pinned.is_none() {
+                state.pin_text.clear();
+            }
             state.model = Some(summary);
-            // No token is pinned on a freshly loaded model: nothing may still say "pinned".
-            state.pinned = None;
-            if state.view.rank_target == RankTarget::Pinned {
+            // Nothing may still say "pinned" when no token is.
+            if state.pinned.is_none() && state.view.rank_target == RankTarget::Pinned {
                 state.view.rank_target = RankTarget::FinalTop1;
             }
-            if state.view.contrib_target == ContribTarget::Pinned {
+            if state.pinned.is_none() && state.view.contrib_target == ContribTarget::Pinned {
                 state.view.contrib_target = ContribTarget::FinalTop1;
             }
             state.error = None;

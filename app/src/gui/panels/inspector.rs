@@ -163,6 +163,13 @@ fn trajectory_ui(ui: &mut Ui, state: &AppState, pos: usize) {
             .allow_drag(false)
             .include_x(-0.5)
             .include_x(n - 0.5)
+            // A mark at every site; egui_plot labels the coarsest steps that fit (every 8th, 4th,
+            // 2nd site or all), instead of its default steps that named two layers at most.
+            .x_grid_spacer(|input| {
+                let (lo, hi) = (input.bounds.0.ceil().max(0.0) as usize, input.bounds.1.floor().max(0.0) as usize);
+                let step = |i: usize| [8usize, 4, 2].into_iter().find(|s| i.is_multiple_of(*s)).unwrap_or(1) as f64;
+                (lo..=hi).map(|i| egui_plot::GridMark { value: i as f64, step_size: step(i) }).collect()
+            })
             .y_axis_label(y_label.to_string())
             .legend(Legend::default())
     };
