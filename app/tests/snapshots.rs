@@ -202,6 +202,25 @@ fn demo_result() -> (ModelSummary, RunResult, String) {
     (ModelSummary::of_engine(&engine, &dir), RunResult { prompt: prompt.clone(), total_positions: report.n_pos(), report, pinned_dla: Some(dla) }, prompt)
 }
 
+/// The app with `result` on screen (the demo model's folder in the status bar), rendered in
+/// software at `size` and stepped until it settles.
+fn rendered(state: AppState, model: ModelSummary, result: RunResult, size: egui::Vec2) -> Harness<'static, LogitLensApp> {
+    let mut app = LogitLensApp::with_result(state, model, result);
+    if let Some(m) = app.state.model.as_mut() {
+        std::sync::Arc::make_mut(m).dir = std::path::PathBuf::from("assets/demo-model");
+    }
+    let mut h = Harness::builder()
+        .with_size(size)
+        .with_context_setup(lens_app::gui::fonts::install_bundled)
+        .allow_missing_glyphs()
+        .renderer(SoftRenderer::default())
+        .build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    for _ in 0..4 {
+        h.step();
+    }
+    h
+}
+
 fn snapshot_of(metric: Metric, name: &str) {
     let (model, result, prompt) = demo_result();
     let mut state = AppState { prompt, ..AppState::default() };
@@ -216,19 +235,7 @@ fn snapshot_of(metric: Metric, name: &str) {
     state.view.positions = PosWindow::LastN(12);
     state.view.rank_target = RankTarget::Pinned;
     state.selection = Some(Cell { site: result.report.sites.len() - 1, pos: result.report.n_pos() - 2 });
-    let mut app = LogitLensApp::with_result(state, model, result);
-    if let Some(m) = app.state.model.as_mut() {
-        std::sync::Arc::make_mut(m).dir = std::path::PathBuf::from("assets/demo-model");
-    }
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1280.0, 800.0))
-        .with_context_setup(lens_app::gui::fonts::install_bundled)
-        .allow_missing_glyphs()
-        .renderer(SoftRenderer::default())
-        .build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
-    for _ in 0..4 {
-        h.step();
-    }
+    let mut h = rendered(state, model, result, egui::vec2(1280.0, 800.0));
     assert!(h.state().geometry.iter().any(|g| g.metric == metric), "{metric:?} is painted");
     // Up to 0.5 % of the pixels may differ: ONNX Runtime's kernels differ between CPUs (AVX2 or
     // AVX-512) in the last bits, which can change a rounded number in a cell; a missing or broken
@@ -272,19 +279,7 @@ fn snapshot_open_hugging_face_model_window() {
         RecentModel { source: "Qwen/Qwen2.5-0.5B".into(), family: Some("qwen2".into()), adds_bos: false, hide_bos: false },
         RecentModel { source: "assets/demo-model".into(), family: Some("gpt2".into()), adds_bos: false, hide_bos: false },
     ];
-    let mut app = LogitLensApp::with_result(state, model, result);
-    if let Some(m) = app.state.model.as_mut() {
-        std::sync::Arc::make_mut(m).dir = std::path::PathBuf::from("assets/demo-model");
-    }
-    let mut h = Harness::builder()
-        .with_size(egui::vec2(1280.0, 800.0))
-        .with_context_setup(lens_app::gui::fonts::install_bundled)
-        .allow_missing_glyphs()
-        .renderer(SoftRenderer::default())
-        .build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
-    for _ in 0..4 {
-        h.step();
-    }
+    let mut h = rendered(state, model, result, egui::vec2(1280.0, 800.0));
     assert!(h.query_by_label_contains("meta-llama/Llama-3.2-1B  ·  llama  ·  BOS hidden").is_some());
     assert!(h.query_by_label_contains("Qwen/Qwen2.5-0.5B  ·  qwen2").is_some());
     let options = SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels(1280 * 800 / 200);
@@ -305,19 +300,7 @@ fn side_by_side_and_stacked_layouts_fit_at_two_sizes() {
         for (w, h) in [(1280.0, 800.0), (1920.0, 1080.0)] {
             let mut state = AppState { prompt: prompt.clone(), ..AppState::default() };
             state.view.layout = layout;
-            let mut app = LogitLensApp::with_result(state, model.clone(), result.clone());
-            if let Some(m) = app.state.model.as_mut() {
-                std::sync::Arc::make_mut(m).dir = std::path::PathBuf::from("assets/demo-model");
-            }
-            let mut harness = Harness::builder()
-                .with_size(egui::vec2(w, h))
-                .with_context_setup(lens_app::gui::fonts::install_bundled)
-                .allow_missing_glyphs()
-                .renderer(SoftRenderer::default())
-                .build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
-            for _ in 0..4 {
-                harness.step();
-            }
+            let mut harness = rendered(state, model.clone(), result.clone(), egui::vec2(w, h));
             let what = format!("{name} at {w}x{h}");
             let g = harness.state().geometry.clone();
             assert_eq!(g.len(), 4, "{what}: four panels");
