@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::{LensError, Result};
 use crate::lens::{Decoder, DecoderKind};
 use crate::trace::ResidualTrace;
 
@@ -30,34 +31,49 @@ pub fn component_names(n_layers: usize) -> Vec<String> {
 }
 
 /// Terms of one position and token, in [`component_names`] order. They sum to the final logit.
-pub fn terms(trace: &ResidualTrace, dec: &Decoder, pos: usize, token: u32) -> Vec<f64> {
+/// A position or token outside the trace or the vocabulary is an error, never zeros.
+pub fn terms(trace: &ResidualTrace, dec: &Decoder, pos: usize, token: u32) -> Result<Vec<f64>> {
+    if pos >= trace.n_pos {
+        return Err(LensError::invalid(format!("internal: attribution at position {pos} of a {}-position trace", trace.n_pos)));
+    }
+    if token as usize >= dec.d_vocab {
+        return Err(LensError::invalid(format!("internal: attribution to token {token} of a {}-token vocabulary", dec.d_vocab)));
+    }
     let w = dec.unembed_row(token);
     let bias_u = dec.b_u.as_ref().and_then(|b| b.get(token as usize)).copied().map_or(0.0, f64::from);
+    fn row_of(o: &ndarray::Array2<f32>, pos: usize) -> Result<ndarray::ArrayView1<'_, f32>> {
+        if pos < o.nrows() { Ok(o.row(pos)) } else { Err(LensError::invalid(format!("internal: no residual row {pos} in {} rows", o.nrows()))) }
+    }
     // The final logit is decomposed through the final norm for every decoder but `raw` (the
     // last-block decoders leave the final site as the model's own output).
     let normed = dec.kind != DecoderKind::Raw;
     let sigma = match (normed, trace.final_resid()) {
-        (true, Some(f)) => dec.mean_sigma(f.row(pos).as_slice().unwrap_or_default()).1,
+        (true, Some(f)) => {
+            let row = row_of(f, pos)?;
+            match row.as_slice() {
+                Some(x) => dec.mean_sigma(x).1,
+                None => dec.mean_sigma(&row.iter().copied().collect::<Vec<f32>>()).1,
+            }
+        }
         _ => 1.0,
     };
-    let term = |o: &ndarray::Array2<f32>| -> f64 {
-        let row = o.row(pos);
-        let x = row.as_slice().unwrap_or_default();
-        if normed {
+    let term = |o: &ndarray::Array2<f32>| -> Result<f64> {
+        let x = row_of(o, pos)?;
+        Ok(if normed {
             let mean = if dec.centres() { x.iter().map(|&v| f64::from(v)).sum::<f64>() / x.len().max(1) as f64 } else { 0.0 };
             x.iter().zip(&dec.gamma).zip(w).map(|((&o, &g), &u)| (f64::from(o) - mean) * f64::from(g) * f64::from(u)).sum::<f64>() / sigma
         } else {
             x.iter().zip(w).map(|(&o, &u)| f64::from(o) * f64::from(u)).sum()
-        }
+        })
     };
-    let mut out = vec![term(&trace.embed)];
+    let mut out = vec![term(&trace.embed)?];
     for (a, m) in trace.attn_out.iter().zip(&trace.mlp_out) {
-        out.push(term(a));
-        out.push(term(m));
+        out.push(term(a)?);
+        out.push(term(m)?);
     }
     let ln_bias = if normed { dec.beta.iter().zip(w).map(|(&b, &u)| f64::from(b) * f64::from(u)).sum::<f64>() } else { 0.0 };
     out.push(ln_bias + bias_u);
-    out
+    Ok(out)
 }
 
 /// Attribution to the final top-1 and to the next token at the positions `range` of the trace;
@@ -69,7 +85,7 @@ pub fn attribute(
     range: std::ops::Range<usize>,
     final_top1: &[u32],
     next: &[Option<u32>],
-) -> Attribution {
+) -> Result<Attribution> {
     let components = component_names(n_layers);
     let n_c = components.len();
     let n = range.len();
@@ -77,19 +93,19 @@ pub fn attribute(
     let mut nxt = vec![vec![None; n]; n_c];
     for (i, pos) in range.enumerate() {
         if let Some(&t) = final_top1.get(i) {
-            for (c, v) in terms(trace, dec, pos, t).into_iter().enumerate() {
+            for (c, v) in terms(trace, dec, pos, t)?.into_iter().enumerate() {
                 if let Some(slot) = top.get_mut(c).and_then(|r| r.get_mut(i)) {
                     *slot = v;
                 }
             }
         }
         if let Some(Some(t)) = next.get(i) {
-            for (c, v) in terms(trace, dec, pos, *t).into_iter().enumerate() {
+            for (c, v) in terms(trace, dec, pos, *t)?.into_iter().enumerate() {
                 if let Some(slot) = nxt.get_mut(c).and_then(|r| r.get_mut(i)) {
                     *slot = Some(v);
                 }
             }
         }
     }
-    Attribution { components, final_top1_ids: final_top1.to_vec(), final_top1: top, next: nxt }
+    Ok(Attribution { components, final_top1_ids: final_top1.to_vec(), final_top1: top, next: nxt })
 }

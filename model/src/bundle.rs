@@ -61,7 +61,11 @@ pub struct Bundle {
     pub weights_sha256: Option<String>,
     /// All `metadata_props`.
     pub metadata: BTreeMap<String, String>,
+    /// The initializers the decoder reads (final norm, unembedding and its bias); the others are
+    /// dropped once checked.
     initializers: BTreeMap<String, TensorProto>,
+    /// Elements of every weight initializer.
+    n_params: usize,
 }
 
 /// The format version of the bundle in `dir` (reads only the graph file's metadata), or `None`
@@ -280,21 +284,38 @@ impl Bundle {
             weights_sha256: metadata.get("lens.weights_sha256").cloned(),
             metadata,
             initializers,
+            n_params: 0,
         };
+        let mut bundle = bundle;
         // Check every external range fits its file (a truncated model.onnx.data is caught here).
         for t in bundle.initializers.values() {
             bundle.external_range(t)?;
         }
+        bundle.n_params = bundle
+            .initializers
+            .values()
+            .filter(|t| t.data_location == Some(tensor_proto::DataLocation::External as i32))
+            .map(|t| t.dims.iter().map(|&d| d.max(0) as usize).product::<usize>())
+            .sum();
+        // Keep only what the decoder reads: the session has the weights (an old bundle's
+        // initializers may hold their values inline; they were kept for the engine's lifetime).
+        let keep: Vec<String> = [Some(&bundle.ln_final_weight), bundle.ln_final_bias.as_ref(), Some(&bundle.unembed), bundle.unembed_bias.as_ref()]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        bundle.initializers.retain(|name, _| keep.contains(name));
         Ok(bundle)
     }
 
     /// Number of parameters: the elements of every weight initializer.
     pub fn n_params(&self) -> usize {
-        self.initializers
-            .values()
-            .filter(|t| t.data_location == Some(tensor_proto::DataLocation::External as i32))
-            .map(|t| t.dims.iter().map(|&d| d.max(0) as usize).product::<usize>())
-            .sum()
+        self.n_params
+    }
+
+    /// Names of the initializers the bundle still holds (the decoder's).
+    pub fn held_initializers(&self) -> impl Iterator<Item = &str> {
+        self.initializers.keys().map(String::as_str)
     }
 
     /// Path of the ONNX graph.

@@ -7,7 +7,7 @@ use ort::session::Session;
 
 use crate::attribution::attribute;
 use crate::bundle::Bundle;
-use crate::error::{LensError, Progress, Result};
+use crate::error::{LensError, Progress, Result, part};
 use crate::last_block::LastBlockRunner;
 use crate::lens::{Decoder, DecoderKind};
 use crate::metrics::{KernelSpec, NO_TARGET, RowMetrics, run_kernel};
@@ -138,7 +138,8 @@ impl LensEngine {
         let d = self.decoder.d_model;
         let mut prepared = vec![0f32; n * d];
         for (row, out) in last.rows().into_iter().zip(prepared.chunks_exact_mut(d)) {
-            self.decoder.prepare_row(row.as_slice().unwrap_or_default(), out);
+            let row = row.as_slice().ok_or_else(|| LensError::invalid("internal: a residual row is not contiguous"))?;
+            self.decoder.prepare_row(row, out);
         }
         let v = self.decoder.d_vocab;
         let mut ours = vec![0f32; n * v];
@@ -286,7 +287,7 @@ impl LensEngine {
             t
         };
         let spec = KernelSpec { n_pos, n_sites, final_site, input_site: 0, k: opts.k.max(1), n_targets: n_t, chunk: opts.chunk.max(16) };
-        let mut candidates = trace.logits_top1.get(range.clone()).unwrap_or_default().to_vec();
+        let mut candidates = part(&trace.logits_top1, range.clone(), "the model's argmax")?.to_vec();
         let mut rows = run_kernel(&prepared, &make_targets(&candidates), &dec, &spec, progress)?;
         // The model's argmax is only a candidate: where the decoded final site disagrees (a near
         // tie, or the raw decoder), recompute those positions with the exact final top-1.
@@ -302,8 +303,8 @@ impl LensEngine {
             let mut sub_prep = Vec::with_capacity(redo.len() * n_sites * d);
             let mut sub_t = Vec::with_capacity(redo.len() * n_t);
             for &p in &redo {
-                sub_prep.extend_from_slice(prepared.get(p * n_sites * d..(p + 1) * n_sites * d).unwrap_or_default());
-                sub_t.extend_from_slice(all_targets.get(p * n_t..(p + 1) * n_t).unwrap_or_default());
+                sub_prep.extend_from_slice(part(&prepared, p * n_sites * d..(p + 1) * n_sites * d, "prepared rows")?);
+                sub_t.extend_from_slice(part(&all_targets, p * n_t..(p + 1) * n_t, "targets")?);
             }
             let sub_spec = KernelSpec { n_pos: redo.len(), ..spec.clone() };
             let sub = run_kernel(&sub_prep, &sub_t, &dec, &sub_spec, progress)?;
@@ -344,7 +345,7 @@ impl LensEngine {
             logit: (0..opts.pinned.len()).map(|i| grid(&rows, n_pos, n_sites, |r, _| r.target_logit.get(3 + i).copied().unwrap_or(f32::NAN))).collect(),
         });
         let final_top1: Vec<u32> = (0..n_pos).map(|p| rows.get(p * n_sites + final_site).and_then(|r| r.top.first()).map_or(0, |t| t.0)).collect();
-        let attribution = attribute(trace, &dec, shape.n_layers, range.clone(), &final_top1, &next);
+        let attribution = attribute(trace, &dec, shape.n_layers, range.clone(), &final_top1, &next)?;
         Ok(LensReport {
             schema: SCHEMA.into(),
             model: ModelInfo {
@@ -359,7 +360,7 @@ impl LensEngine {
                 weights_sha256: self.bundle.weights_sha256.clone(),
             },
             decoder: dec.kind.name().into(),
-            tokens: self.tokenizer.tokens(ids.get(range.clone()).unwrap_or_default()),
+            tokens: self.tokenizer.tokens(part(ids, range.clone(), "token ids")?),
             sites: sites.iter().map(|s: &SiteKind| s.label_in(self.bundle.residual)).collect(),
             metrics,
             top_k,

@@ -48,6 +48,19 @@ pub enum LensError {
 /// Result alias used throughout `lens_model`.
 pub type Result<T> = std::result::Result<T, LensError>;
 
+/// `v[r]`, or an error naming `what`: a broken size invariant in numeric code is an error, never
+/// an empty slice that would turn into zeros.
+pub fn part<'a, T>(v: &'a [T], r: std::ops::Range<usize>, what: &str) -> Result<&'a [T]> {
+    let (start, end, len) = (r.start, r.end, v.len());
+    v.get(r).ok_or_else(|| LensError::invalid(format!("internal: {what} {start}..{end} is outside its {len} values")))
+}
+
+/// `&mut v[r]`, or an error naming `what` (see [`part`]).
+pub fn part_mut<'a, T>(v: &'a mut [T], r: std::ops::Range<usize>, what: &str) -> Result<&'a mut [T]> {
+    let (start, end, len) = (r.start, r.end, v.len());
+    v.get_mut(r).ok_or_else(|| LensError::invalid(format!("internal: {what} {start}..{end} is outside its {len} values")))
+}
+
 impl LensError {
     /// An I/O error on `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Self {

@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use crate::error::{LensError, Progress, Result};
+use crate::error::{LensError, Progress, Result, part, part_mut};
 use crate::lens::Decoder;
 use crate::simd;
 
@@ -112,8 +112,8 @@ pub fn run_kernel(prepared: &[f32], targets: &[u32], dec: &Decoder, spec: &Kerne
     let results: Vec<Result<Vec<RowMetrics>>> = blocks
         .par_iter()
         .map(|&(p0, p1)| {
-            let xs = prepared.get(p0 * s_n * d..p1 * s_n * d).unwrap_or_default();
-            let ts = targets.get(p0 * spec.n_targets..p1 * spec.n_targets).unwrap_or_default();
+            let xs = part(prepared, p0 * s_n * d..p1 * s_n * d, "prepared rows")?;
+            let ts = part(targets, p0 * spec.n_targets..p1 * spec.n_targets, "targets")?;
             run_block(xs, ts, p1 - p0, dec, spec, progress, &|| {
                 let done = steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 if done.is_multiple_of(8) || done == total_steps {
@@ -137,18 +137,18 @@ fn run_block(xs: &[f32], ts: &[u32], n_pos: usize, dec: &Decoder, spec: &KernelS
     let n_t = spec.n_targets;
     let c_max = spec.chunk;
     let mut state: Vec<RowState> = (0..rb)
-        .map(|r| {
+        .map(|r| -> Result<RowState> {
             let p = r / s_n;
-            let row = xs.get(r * d..(r + 1) * d).unwrap_or_default();
+            let row = part(xs, r * d..(r + 1) * d, "prepared row")?;
             let tlogit = (0..n_t)
                 .map(|t| match ts.get(p * n_t + t) {
                     Some(&id) if id != NO_TARGET && (id as usize) < dec.d_vocab => dec.logit(row, id),
                     _ => f32::NAN,
                 })
                 .collect();
-            RowState { m: f32::NEG_INFINITY, z: 0.0, s: 0.0, top: Vec::with_capacity(spec.k + 1), counts: vec![0; n_t], tlogit, kl_f: 0.0, kl_i: 0.0 }
+            Ok(RowState { m: f32::NEG_INFINITY, z: 0.0, s: 0.0, top: Vec::with_capacity(spec.k + 1), counts: vec![0; n_t], tlogit, kl_f: 0.0, kl_i: 0.0 })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let mut buf = vec![0f32; rb * c_max];
     let mut e_all = vec![0f32; s_n * c_max];
     let mut v0 = 0usize;
@@ -174,7 +174,7 @@ fn run_block(xs: &[f32], ts: &[u32], n_pos: usize, dec: &Decoder, spec: &KernelS
             let m_f_old = st_p.get(spec.final_site).map_or(f32::NEG_INFINITY, |s| s.m);
             let m_i_old = st_p.get(spec.input_site).map_or(f32::NEG_INFINITY, |s| s.m);
             for ((l, st), e) in logits_p.chunks_exact(c).zip(st_p.iter_mut()).zip(e_all.chunks_exact_mut(c_max)) {
-                let e = e.get_mut(..c).unwrap_or_default();
+                let e = part_mut(e, 0..c, "exp buffer")?;
                 let mx = simd::max(l);
                 if st.m == f32::NEG_INFINITY {
                     st.m = mx;
@@ -229,10 +229,10 @@ fn run_block(xs: &[f32], ts: &[u32], n_pos: usize, dec: &Decoder, spec: &KernelS
             let (m_f, m_i) = (st_p.get(spec.final_site).map_or(0.0, |s| s.m), st_p.get(spec.input_site).map_or(0.0, |s| s.m));
             let sc_f = if m_f_old == f32::NEG_INFINITY { 0.0 } else { (f64::from(m_f_old) - f64::from(m_f)).exp() };
             let sc_i = if m_i_old == f32::NEG_INFINITY { 0.0 } else { (f64::from(m_i_old) - f64::from(m_i)).exp() };
-            let lf = logits_p.get(spec.final_site * c..(spec.final_site + 1) * c).unwrap_or_default();
-            let li = logits_p.get(spec.input_site * c..(spec.input_site + 1) * c).unwrap_or_default();
-            let ef = e_all.get(spec.final_site * c_max..spec.final_site * c_max + c).unwrap_or_default();
-            let ei = e_all.get(spec.input_site * c_max..spec.input_site * c_max + c).unwrap_or_default();
+            let lf = part(logits_p, spec.final_site * c..(spec.final_site + 1) * c, "final site's logits")?;
+            let li = part(logits_p, spec.input_site * c..(spec.input_site + 1) * c, "input site's logits")?;
+            let ef = part(&e_all, spec.final_site * c_max..spec.final_site * c_max + c, "final site's weights")?;
+            let ei = part(&e_all, spec.input_site * c_max..spec.input_site * c_max + c, "input site's weights")?;
             for (s, (l, st)) in logits_p.chunks_exact(c).zip(st_p.iter_mut()).enumerate() {
                 st.kl_f *= sc_f;
                 st.kl_i *= sc_i;

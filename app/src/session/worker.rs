@@ -441,7 +441,9 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(Arc<RunResult>)) -> an
                 r.truncated = truncated;
                 r.run.lens_ms = t1.elapsed().as_secs_f64() * 1e3;
                 if let Some(&t) = pinned.first() {
-                    dla_rows.extend((start..end).map(|p| lens_model::attribution::terms(trace, &engine.decoder, p, t)));
+                    for p in start..end {
+                        dla_rows.push(lens_model::attribution::terms(trace, &engine.decoder, p, t)?);
+                    }
                 }
                 let pinned_dla = pinned.first().map(|_| transpose(&dla_rows));
                 let res = Arc::new(RunResult { prompt: text.clone(), report: r.clone(), pinned_dla, total_positions: n_pos });
