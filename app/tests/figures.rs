@@ -200,3 +200,27 @@ fn presets_and_bad_options() {
     let o = bin().arg("render").arg("--from").arg(&not_a_figure).arg("--out").arg(dir.join("y.svg")).output().unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("carries no logit-lens provenance"));
 }
+
+/// Nothing of a figure is written past its right edge: the colour bar's column is as wide as its
+/// widest tick label (issue 11, item 18: the entropy figure's "10.8 (uniform)" was clipped).
+#[test]
+fn figure_text_stays_inside_the_page() {
+    use lens_app::figure::scene::{self, Anchor, Item};
+    use lens_app::figure::spec::{FigureSpec, FigureView};
+    let result = lens_app::session::synthetic::synthetic_result(8, 21, 5);
+    for view in [FigureView::Entropy, FigureView::Ranks, FigureView::Kl, FigureView::Logits] {
+        let spec = FigureSpec { view, ..FigureSpec::default() };
+        let settings = spec.view_settings().unwrap();
+        let vm = lens_app::view::model::ViewModel::build(&result, &settings, &[]);
+        let s = scene::build(&vm, &result.report, &spec, "subtitle", &|id| format!("t{id}")).unwrap();
+        for item in &s.items {
+            if let Item::Text { x, size, text, anchor: Anchor::Start, rotate, .. } = item
+                && *rotate == 0.0
+            {
+                // DejaVu Sans averages 0.6 em a glyph (the figure code's own estimate).
+                let right = x + text.chars().count() as f64 * 0.6 * size;
+                assert!(right <= s.width + 0.5, "{view:?}: {text:?} ends at {right:.1} pt, the page is {:.1} pt wide", s.width);
+            }
+        }
+    }
+}

@@ -172,7 +172,9 @@ pub fn build(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, subtitle: &
     let width = spec.width_in * 72.0;
     let max_chars = |v: &[String]| v.iter().map(|s| s.chars().count()).max().unwrap_or(0).min(18) as f64;
     let left = max_chars(&grid.row_labels) * CHAR_W * FONT + 10.0;
-    let right = 62.0;
+    // The colour bar's column: gap, bar, tick, the widest tick label (6 pt), the rotated unit.
+    let tick_w = grid.ticks.iter().map(|(_, l)| l.chars().count()).max().unwrap_or(0) as f64 * CHAR_W * 6.0;
+    let right = (10.0 + 9.0 + 4.0 + tick_w + 6.0 + 10.0).max(62.0);
     let cell_w = ((width - left - right) / n_cols as f64).max(1.0);
     let cell_h = (cell_w * 0.5).clamp(7.0, 14.0);
     let diag = std::f64::consts::FRAC_1_SQRT_2;
