@@ -108,7 +108,9 @@ fn heatmap(ui: &mut Ui, state: &AppState, grid: &[Vec<f64>], comps: &[String], c
     let avail = ui.available_rect_before_wrap();
     let (full, resp) = ui.allocate_exact_size(avail.size().max(Vec2::new(100.0, 60.0)), Sense::click());
     let label_w = 52.0;
-    let cells = Rect::from_min_max(Pos2::new(full.left() + label_w, full.top() + 2.0), Pos2::new(full.right() - 70.0, full.bottom() - 4.0));
+    // Bottom strip: the position axis.
+    let axis_h = 14.0;
+    let cells = Rect::from_min_max(Pos2::new(full.left() + label_w, full.top() + 2.0), Pos2::new(full.right() - 70.0, full.bottom() - 4.0 - axis_h));
     let n_rows = comps.len().max(1);
     let cw = crate::gui::panels::heatmap::cell_size(&state.view, cells.size(), n_rows, cols.len(), false).0;
     let ch = (cells.height() / n_rows as f32).clamp(3.0, 24.0);
@@ -152,6 +154,20 @@ fn heatmap(ui: &mut Ui, state: &AppState, grid: &[Vec<f64>], comps: &[String], c
             );
         }
     }
+    // Position axis: the positions' indices, as many as fit (the selected one always).
+    let col_stride = ((26.0 / cw).ceil() as usize).max(1);
+    let axis = painter.with_clip_rect(Rect::from_min_max(Pos2::new(cells.left() - 6.0, cells.bottom()), Pos2::new(cells.right() + 6.0, full.bottom())));
+    for c in col_lo..col_hi {
+        let Some(&p) = cols.get(c) else { continue };
+        let selected = sel == Some(p);
+        if c % col_stride != 0 && !selected {
+            continue;
+        }
+        let x = cells.left() + (c as f32 + 0.5) * cw - scroll_x;
+        let color = if selected { theme::TEXT } else { theme::DIM_TEXT };
+        axis.text(Pos2::new(x, cells.bottom() + 2.0), Align2::CENTER_TOP, p.to_string(), FontId::proportional(9.0), color);
+    }
+    painter.text(Pos2::new(cells.left() - 4.0, cells.bottom() + 2.0), Align2::RIGHT_TOP, "pos", FontId::proportional(9.0), theme::DIM_TEXT);
     // Legend.
     let lx = cells.right() + 8.0;
     for k in 0..=8 {
