@@ -1,0 +1,227 @@
+//! Commands: the one place where the state changes on user request ([`LogitLensApp::apply`]),
+//! with the dialogs and exports they ask for and the selection's movement.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+impl LogitLensApp {
+    pub(super) fn vocab_find(&self, typed: &str) -> Option<u32> {
+        let q = typed.replace('␣', " ");
+        let vocab = self.state.model.as_ref()?.vocab.clone();
+        vocab.iter().find(|e| e.text == q).map(|e| e.id)
+    }
+
+    /// Queues a command (applied at the end of the frame, or by [`Self::apply_pending`]).
+    pub fn push(&mut self, cmd: AppCommand) {
+        self.cmds.push(cmd);
+    }
+
+    /// Applies the queued commands now.
+    pub fn apply_pending(&mut self) {
+        for cmd in std::mem::take(&mut self.cmds) {
+            self.apply(cmd);
+        }
+    }
+
+    /// Applies one command: the single place where the state changes on user request.
+    pub fn apply(&mut self, cmd: AppCommand) {
+        match cmd {
+            AppCommand::Run => self.run(),
+            AppCommand::PromptEdited => self.edited_at = Some(self.now()),
+            AppCommand::OpenPromptFile(p) => self.open_prompt_file(p, true),
+            AppCommand::OpenModel(p) => {
+                let hub_id = !p.exists() && p.to_str().is_some_and(lens_model::resolve::is_hub_id);
+                if p.is_dir() || hub_id {
+                    self.state.show_open_id = false;
+                    self.load(Some(p));
+                } else {
+                    self.state.error = Some(format!(
+                        "{} is not a folder or a Hugging Face id (org/name): open a lens bundle folder, a Hugging Face checkpoint folder or an id",
+                        p.display()
+                    ));
+                }
+            }
+            AppCommand::RequestPromptDialog => self.open_dialog(DialogKind::Prompt),
+            AppCommand::RequestModelDialog => self.open_dialog(DialogKind::Model),
+            AppCommand::Cancel => {
+                if let Some(w) = &self.worker {
+                    w.cancel_all();
+                }
+            }
+            AppCommand::Hover(c) => self.state.hover = c,
+            AppCommand::Select(c) => self.state.selection = c,
+            AppCommand::MoveSelection(dc, dr) => self.move_selection(dc, dr),
+            AppCommand::Pin(text) => match self.vocab_find(&text) {
+                Some(id) => self.apply(AppCommand::PinId(id)),
+                None if text.trim().is_empty() => self.apply(AppCommand::Unpin),
+                None => self.state.error = Some(format!("{text:?} is not a single token of this model's vocabulary (pick one of the suggestions)")),
+            },
+            AppCommand::PinId(id) => {
+                self.state.pinned = Some(id);
+                if let Some(e) = self.state.model.as_ref().and_then(|m| m.vocab.get(id as usize).cloned()) {
+                    self.state.pin_text = e.text;
+                }
+                self.state.view.rank_target = crate::gui::state::RankTarget::Pinned;
+                self.run();
+            }
+            AppCommand::Unpin => {
+                if self.state.pinned.take().is_some() {
+                    self.state.pin_text.clear();
+                    if self.state.view.rank_target == crate::gui::state::RankTarget::Pinned {
+                        self.state.view.rank_target = crate::gui::state::RankTarget::FinalTop1;
+                    }
+                    self.run();
+                }
+            }
+            AppCommand::SetView(v) => {
+                // A run setting (top-k, decoder) re-runs the lens on the prompt shown; the
+                // worker reuses the forward pass.
+                let rerun = self.state.view.run_differs(&v) && self.state.model.is_some() && !self.state.prompt.is_empty();
+                if v.hide_bos != self.state.view.hide_bos
+                    && let Some(src) = &self.state.model_source
+                    && let Some(m) = self.state.recent_models.iter_mut().find(|m| &m.source == src)
+                {
+                    m.hide_bos = v.hide_bos;
+                }
+                self.state.view = v;
+                if rerun {
+                    self.run();
+                }
+            }
+            AppCommand::Scroll(s) => self.state.scroll = s,
+            AppCommand::DismissError => self.state.error = None,
+            AppCommand::ShowExport => self.state.show_export = true,
+            AppCommand::ShowWindow(w) => match w {
+                Window::OpenHubId => self.state.show_open_id = true,
+                Window::Shortcuts => self.state.show_shortcuts = true,
+                Window::About => self.state.show_about = true,
+            },
+            AppCommand::RequestExportFigureDialog => self.open_dialog(DialogKind::ExportFigure),
+            AppCommand::RequestExportDataDialog => self.open_dialog(DialogKind::ExportData),
+            AppCommand::ExportFigure(path) => self.export_figure(&path),
+            AppCommand::ExportData(path) => self.export_data(&path),
+            AppCommand::Quit => {
+                if let Some(ctx) = &self.ctx {
+                    ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+                }
+            }
+        }
+    }
+
+    /// Writes the current view as a figure (the format follows the file extension).
+    pub(super) fn export_figure(&mut self, path: &std::path::Path) {
+        self.refresh_view_model();
+        let (Some(vm), Some(res)) = (self.view_model.as_ref(), self.state.result.as_ref()) else {
+            self.state.error = Some("nothing to export yet: run the lens first".into());
+            return;
+        };
+        let model = self.state.model.as_deref();
+        let pin = self.state.pinned.map(|_| self.state.pin_text.clone());
+        match crate::figure::export::figure_from_app(vm, res, &self.state.view, &self.state.export, model, pin, path) {
+            Ok(()) => {
+                self.state.notice = Some(format!("exported {}", path.display()));
+                self.state.error = None;
+            }
+            Err(e) => self.state.error = Some(format!("export failed: {e:#}")),
+        }
+    }
+
+    /// Writes the report as JSON or as a CSV table (by extension).
+    pub(super) fn export_data(&mut self, path: &std::path::Path) {
+        let Some(res) = self.state.result.as_ref() else {
+            self.state.error = Some("nothing to export yet: run the lens first".into());
+            return;
+        };
+        let vocab = self.state.model.as_ref().map(|m| Arc::clone(&m.vocab));
+        let text = |id: u32| vocab.as_ref().and_then(|v| v.get(id as usize)).map_or_else(|| format!("<{id}>"), |e| e.text.clone());
+        match crate::figure::export::data(&res.report, path, &text) {
+            Ok(()) => {
+                self.state.notice = Some(format!("exported {}", path.display()));
+                self.state.error = None;
+            }
+            Err(e) => self.state.error = Some(format!("export failed: {e:#}")),
+        }
+    }
+
+    pub(super) fn open_dialog(&mut self, kind: DialogKind) {
+        self.last_dialog_request = Some(kind);
+        if !self.dialogs_enabled {
+            return;
+        }
+        let tx = self.dialog_tx.clone();
+        let ctx = self.ctx.clone();
+        let export_ext = self.state.export.format.clone();
+        // rfd blocks until the user answers: never on the UI thread.
+        let spawned = std::thread::Builder::new().name("file-dialog".into()).spawn(move || {
+            let cmd = match kind {
+                DialogKind::Prompt => rfd::FileDialog::new()
+                    .set_title("Open prompt")
+                    .add_filter("Text", &["txt", "md", "text"])
+                    .add_filter("All files", &["*"])
+                    .pick_file()
+                    .map(AppCommand::OpenPromptFile),
+                DialogKind::Model => {
+                    rfd::FileDialog::new().set_title("Open model folder (lens bundle or Hugging Face checkpoint)").pick_folder().map(AppCommand::OpenModel)
+                }
+                DialogKind::ExportFigure => rfd::FileDialog::new()
+                    .set_title("Export figure")
+                    .set_file_name(format!("logit-lens.{export_ext}"))
+                    .add_filter("Figure", &["pdf", "svg", "png"])
+                    .save_file()
+                    .map(AppCommand::ExportFigure),
+                DialogKind::ExportData => rfd::FileDialog::new()
+                    .set_title("Export data")
+                    .set_file_name("logit-lens-report.json")
+                    .add_filter("JSON report", &["json"])
+                    .add_filter("CSV table", &["csv"])
+                    .add_filter("numpy arrays", &["npz"])
+                    .save_file()
+                    .map(AppCommand::ExportData),
+            };
+            if let Some(cmd) = cmd {
+                let _ = tx.send(cmd);
+                if let Some(ctx) = ctx {
+                    ctx.request_repaint();
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            self.state.error = Some(format!("cannot open a file dialog: {e}"));
+        }
+    }
+
+    pub(super) fn move_selection(&mut self, dc: i32, dr: i32) {
+        let Some(vm) = &self.view_model else { return };
+        let (row, col) = self.state.selection.and_then(|s| vm.index_of(s.site, s.pos)).unwrap_or((0, vm.cols.len().saturating_sub(1)));
+        let clamp = |v: usize, d: i32, n: usize| -> usize { (v as i64 + i64::from(d)).clamp(0, n.saturating_sub(1) as i64) as usize };
+        let row = clamp(row, dr, vm.rows.len());
+        let col = clamp(col, dc, vm.cols.len());
+        if let (Some(&site), Some(&pos)) = (vm.rows.get(row), vm.cols.get(col)) {
+            self.state.selection = Some(Cell { site, pos });
+            self.scroll_to_selection = true;
+        }
+    }
+
+    /// Scrolls the grids so that the selected cell is visible (after keyboard moves and new results).
+    pub(super) fn ensure_selection_visible(&mut self) {
+        if !std::mem::take(&mut self.scroll_to_selection) {
+            return;
+        }
+        let (Some(vm), Some(g), Some(sel)) = (&self.view_model, self.geometry.first(), self.state.selection) else { return };
+        let Some((row, col)) = vm.index_of(sel.site, sel.pos) else { return };
+        let cell = egui::Rect::from_min_size(egui::pos2(col as f32 * g.cell.x, row as f32 * g.cell.y), g.cell);
+        let view = g.cells.size();
+        let mut s = self.state.scroll;
+        if cell.left() < s.x {
+            s.x = cell.left();
+        } else if cell.right() > s.x + view.x {
+            s.x = cell.right() - view.x;
+        }
+        if cell.top() < s.y {
+            s.y = cell.top();
+        } else if cell.bottom() > s.y + view.y {
+            s.y = cell.bottom() - view.y;
+        }
+        self.state.scroll = s.max(egui::Vec2::ZERO);
+    }
+}

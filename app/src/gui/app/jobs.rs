@@ -1,0 +1,101 @@
+//! The app's jobs: the worker thread, loading a model, running the lens, opening prompt files,
+//! and polling outcomes (applied by [`crate::gui::outcome::apply_outcome`]).
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+impl LogitLensApp {
+    pub(super) fn worker(&mut self) -> Option<&mut Worker> {
+        if self.worker.is_none() {
+            let ctx = self.ctx.clone()?;
+            let repaint: crate::session::worker::Repaint = Arc::new(move |after: Option<std::time::Duration>| match after {
+                None => ctx.request_repaint(),
+                Some(d) => ctx.request_repaint_after(d),
+            });
+            match Worker::spawn(repaint, self.opts.piece_positions) {
+                Ok(w) => self.worker = Some(w),
+                Err(e) => {
+                    self.state.error = Some(format!("cannot start the worker thread: {e:#}"));
+                    return None;
+                }
+            }
+        }
+        self.worker.as_mut()
+    }
+
+    pub(super) fn load(&mut self, path: Option<PathBuf>) {
+        let (device, ort_lib) = (self.opts.device, self.opts.ort_lib.clone());
+        let Some(w) = self.worker() else { return };
+        let id = w.submit(JobKind::Load { model: path.clone(), device, ort_lib });
+        self.latest_load = id;
+        self.loading_path = Some((id, path));
+        self.run_after_load = true;
+    }
+
+    pub(super) fn run(&mut self) {
+        self.edited_at = None;
+        if self.state.prompt.is_empty() {
+            self.state.error = Some("the prompt is empty".into());
+            return;
+        }
+        if self.state.model.is_none() && self.loading_path.is_none() {
+            self.state.error = Some("no model is loaded: open one with File → Open model… (Ctrl+Shift+O)".into());
+            return;
+        }
+        let job = JobKind::Run {
+            text: self.state.prompt.clone(),
+            pinned: self.state.pinned.into_iter().collect(),
+            k: self.state.view.top_k,
+            decoder: self.state.view.decoder,
+            truncate_left: self.state.view.truncate_left,
+        };
+        if let Some(w) = self.worker() {
+            self.latest_run = w.submit(job);
+        }
+    }
+
+    pub(super) fn open_prompt_file(&mut self, path: PathBuf, run: bool) {
+        match crate::session::prompt::read_prompt_file(&path) {
+            Ok(text) if text.is_empty() => self.state.error = Some(format!("{} is empty", path.display())),
+            Ok(text) => {
+                self.state.prompt = text;
+                push_recent(&mut self.state.recent_prompts, path);
+                self.state.error = None;
+                if run {
+                    self.run();
+                }
+            }
+            Err(e) => self.state.error = Some(format!("{e:#}")),
+        }
+    }
+
+    pub(super) fn poll_worker(&mut self) {
+        let Some(w) = self.worker.as_mut() else { return };
+        let outcomes = w.poll();
+        self.state.progress = w.progress();
+        for o in outcomes {
+            let latest = if o.was_load { self.latest_load } else { self.latest_run };
+            if o.id != latest {
+                continue; // stale
+            }
+            let mut book = JobBook { loading: self.loading_path.take(), run_after_load: self.run_after_load, partials_shown: self.partials_shown };
+            let effects = apply_outcome(&mut self.state, &mut book, o.was_load, o.kind);
+            self.loading_path = book.loading;
+            self.run_after_load = book.run_after_load;
+            self.partials_shown = book.partials_shown;
+            for e in effects {
+                match e {
+                    Effect::RunLens => self.run(),
+                    Effect::ScrollToSelection => self.scroll_to_selection = true,
+                    Effect::DropViewModel => {
+                        self.view_model = None;
+                        self.vm_key = None;
+                    }
+                }
+            }
+        }
+        while let Ok(cmd) = self.dialog_rx.try_recv() {
+            self.cmds.push(cmd);
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The menu bar and the keyboard shortcuts: they only emit commands.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+impl LogitLensApp {
+    pub(super) fn shortcuts(&mut self, ui: &mut Ui) {
+        let (model, prompt, run, export) = ui.input_mut(|i| {
+            let model = i.consume_shortcut(&KeyboardShortcut::new(Modifiers::COMMAND | Modifiers::SHIFT, Key::O));
+            let prompt = i.consume_shortcut(&KeyboardShortcut::new(Modifiers::COMMAND, Key::O));
+            let run = i.consume_shortcut(&KeyboardShortcut::new(Modifiers::COMMAND, Key::Enter));
+            let export = i.consume_shortcut(&KeyboardShortcut::new(Modifiers::COMMAND, Key::E));
+            (model, prompt, run, export)
+        });
+        if export {
+            self.cmds.push(AppCommand::ShowExport);
+        }
+        if model {
+            self.cmds.push(AppCommand::RequestModelDialog);
+        }
+        if prompt {
+            self.cmds.push(AppCommand::RequestPromptDialog);
+        }
+        if run {
+            self.cmds.push(AppCommand::Run);
+        }
+        let typing = ui.ctx().memory(|m| m.focused().is_some());
+        let (esc, moves) = ui.input(|i| {
+            let mut moves = Vec::new();
+            if !typing {
+                for (k, dc, dr) in [(Key::ArrowLeft, -1, 0), (Key::ArrowRight, 1, 0), (Key::ArrowUp, 0, -1), (Key::ArrowDown, 0, 1)] {
+                    if i.key_pressed(k) {
+                        moves.push(AppCommand::MoveSelection(dc, dr));
+                    }
+                }
+            }
+            (i.key_pressed(Key::Escape), moves)
+        });
+        self.cmds.extend(moves);
+        if esc && self.state.pinned.is_some() {
+            self.cmds.push(AppCommand::Unpin);
+        }
+        let dropped: Vec<PathBuf> = ui.input(|i| i.raw.dropped_files.iter().map(|f| f.path().to_path_buf()).filter(|p| !p.as_os_str().is_empty()).collect());
+        for p in dropped {
+            self.cmds.push(if p.is_dir() { AppCommand::OpenModel(p) } else { AppCommand::OpenPromptFile(p) });
+        }
+    }
+
+    pub(super) fn menu(&mut self, ui: &mut Ui) {
+        let cmds = &mut self.cmds;
+        let state = &mut self.state;
+        egui::MenuBar::new().ui(ui, |ui| {
+            ui.menu_button("File", |ui| {
+                if ui.add(egui::Button::new("Open prompt…").shortcut_text("Ctrl+O")).clicked() {
+                    cmds.push(AppCommand::RequestPromptDialog);
+                }
+                if ui.add(egui::Button::new("Open model…").shortcut_text("Ctrl+Shift+O")).clicked() {
+                    cmds.push(AppCommand::RequestModelDialog);
+                }
+                if ui.button("Open Hugging Face model…").clicked() {
+                    cmds.push(AppCommand::ShowWindow(Window::OpenHubId));
+                }
+                ui.menu_button("Recent prompts", |ui| {
+                    if state.recent_prompts.is_empty() {
+                        ui.label("none");
+                    }
+                    for p in &state.recent_prompts {
+                        if ui.button(p.display().to_string()).clicked() {
+                            cmds.push(AppCommand::OpenPromptFile(p.clone()));
+                        }
+                    }
+                });
+                ui.menu_button("Recent models", |ui| {
+                    if state.recent_models.is_empty() {
+                        ui.label("none");
+                    }
+                    for m in &state.recent_models {
+                        let kind = if m.is_hub_id() { "Hugging Face id" } else { "folder" };
+                        if ui.button(m.label()).on_hover_text(format!("{kind}: {}", m.source.display())).clicked() {
+                            cmds.push(AppCommand::OpenModel(m.source.clone()));
+                        }
+                    }
+                });
+                ui.separator();
+                if ui.add(egui::Button::new("Export figure…").shortcut_text("Ctrl+E")).clicked() {
+                    cmds.push(AppCommand::ShowExport);
+                }
+                if ui.button("Export data… (JSON / CSV / NPZ)").clicked() {
+                    cmds.push(AppCommand::RequestExportDataDialog);
+                }
+                ui.separator();
+                if ui.add(egui::Button::new("Quit").shortcut_text("Ctrl+Q")).clicked() {
+                    cmds.push(AppCommand::Quit);
+                }
+            });
+            ui.menu_button("View", |ui| {
+                let mut v = state.view.clone();
+                ui.checkbox(&mut v.show_inspector, "Inspector");
+                ui.checkbox(&mut v.show_contributions, "Sub-block contributions");
+                ui.separator();
+                ui.radio_value(&mut v.layout, PanelLayout::Tabs, "Panels as tabs");
+                ui.radio_value(&mut v.layout, PanelLayout::SideBySide, "Panels side by side");
+                ui.radio_value(&mut v.layout, PanelLayout::Stacked, "Panels stacked");
+                ui.separator();
+                ui.checkbox(&mut v.subblocks, "Sub-block rows (.attn)");
+                ui.checkbox(&mut v.flip, "Input on top");
+                ui.menu_button("Colour map", |ui| {
+                    for c in theme::ColorMap::ALL {
+                        ui.radio_value(&mut v.colormap, c, c.name());
+                    }
+                });
+                ui.menu_button("Decoder", |ui| {
+                    for d in lens_model::lens::DecoderKind::ALL {
+                        ui.radio_value(&mut v.decoder, d, d.label());
+                    }
+                });
+                ui.menu_button("Top-k", |ui| {
+                    for k in [5, 10, 20] {
+                        ui.radio_value(&mut v.top_k, k, k.to_string());
+                    }
+                });
+                ui.separator();
+                if ui.button("Reset view").clicked() {
+                    v = crate::gui::state::ViewSettings::default();
+                }
+                if v != state.view {
+                    cmds.push(AppCommand::SetView(v));
+                }
+            });
+            ui.menu_button("Help", |ui| {
+                if ui.button("Keyboard shortcuts").clicked() {
+                    cmds.push(AppCommand::ShowWindow(Window::Shortcuts));
+                }
+                if ui.button("About logit-lens").clicked() {
+                    cmds.push(AppCommand::ShowWindow(Window::About));
+                }
+            });
+        });
+    }
+}

@@ -1,0 +1,101 @@
+//! The app's windows (Open Hugging Face model, shortcuts, about, export figure).
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+impl LogitLensApp {
+    pub(super) fn windows(&mut self, ctx: &egui::Context) {
+        let mut open_id = self.state.show_open_id;
+        let id_text = &mut self.state.open_id_text;
+        let recent = &self.state.recent_models;
+        let cmds = &mut self.cmds;
+        egui::Window::new("Open Hugging Face model").open(&mut open_id).resizable(false).show(ctx, |ui| {
+            ui.label("A model id such as Qwen/Qwen2.5-0.5B (optionally @revision): taken from the local Hugging Face cache, or downloaded into it (HF_TOKEN for gated models).");
+            ui.horizontal(|ui| {
+                let label = ui.label("Id");
+                let resp = ui.add(egui::TextEdit::singleline(id_text).hint_text("org/name").desired_width(260.0)).labelled_by(label.id);
+                let enter = resp.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+                let valid = lens_model::resolve::is_hub_id(id_text.trim());
+                let clicked = ui.add_enabled(valid, egui::Button::new("Open")).clicked();
+                if valid && (clicked || enter) {
+                    cmds.push(AppCommand::OpenModel(PathBuf::from(id_text.trim())));
+                }
+            });
+            // Models opened before, ids and folders, with their family and BOS choice.
+            if !recent.is_empty() {
+                ui.separator();
+                ui.label("Recent");
+                for m in recent {
+                    let kind = if m.is_hub_id() { "Hugging Face id" } else { "folder" };
+                    if ui.button(m.label()).on_hover_text(format!("{kind}: {}", m.source.display())).clicked() {
+                        cmds.push(AppCommand::OpenModel(m.source.clone()));
+                    }
+                }
+            }
+        });
+        if !open_id {
+            self.state.show_open_id = false;
+        }
+        egui::Window::new("Keyboard shortcuts").open(&mut self.state.show_shortcuts).resizable(false).show(ctx, |ui| {
+            egui::Grid::new("keys").striped(true).show(ui, |ui| {
+                for (k, what) in [
+                    ("Ctrl+Enter", "run the lens on the prompt"),
+                    ("Ctrl+O", "open a prompt file"),
+                    ("Ctrl+Shift+O", "open a model folder"),
+                    ("Ctrl+E", "export the current view as a figure"),
+                    ("← → ↑ ↓", "move the selected cell"),
+                    ("Esc", "clear the pinned token"),
+                    ("wheel / drag", "scroll the grids (together)"),
+                    ("Ctrl+wheel", "zoom the grids"),
+                ] {
+                    ui.monospace(k);
+                    ui.label(what);
+                    ui.end_row();
+                }
+            });
+        });
+        let mut open = self.state.show_export;
+        let cmds = &mut self.cmds;
+        let export = &mut self.state.export;
+        egui::Window::new("Export figure").open(&mut open).resizable(false).show(ctx, |ui| {
+            egui::Grid::new("export").num_columns(2).show(ui, |ui| {
+                ui.label("Format");
+                ui.horizontal(|ui| {
+                    for f in ["pdf", "svg", "png"] {
+                        ui.radio_value(&mut export.format, f.to_string(), f.to_uppercase());
+                    }
+                });
+                ui.end_row();
+                let width = ui.label("Width");
+                ui.add(egui::DragValue::new(&mut export.width_in).range(1.0..=40.0).speed(0.1).suffix(" in")).labelled_by(width.id);
+                ui.end_row();
+                let dpi = ui.label("PNG resolution");
+                ui.add_enabled(export.format == "png", egui::DragValue::new(&mut export.dpi).range(36.0..=1200.0).speed(5.0).suffix(" dpi"))
+                    .labelled_by(dpi.id);
+                ui.end_row();
+                ui.label("Panels");
+                ui.horizontal(|ui| {
+                    ui.radio_value(&mut export.all_panels, false, "current panel");
+                    ui.radio_value(&mut export.all_panels, true, "all shown panels");
+                });
+                ui.end_row();
+            });
+            ui.label(
+                egui::RichText::new("The figure is the panel: same cells, colours, labels and colour bar; provenance is stored in the file.")
+                    .small()
+                    .color(theme::DIM_TEXT),
+            );
+            if ui.button("Save…").clicked() {
+                cmds.push(AppCommand::RequestExportFigureDialog);
+            }
+        });
+        self.state.show_export = open;
+        egui::Window::new("About logit-lens").open(&mut self.state.show_about).resizable(false).show(ctx, |ui| {
+            ui.label(format!("logit-lens {}", env!("CARGO_PKG_VERSION")));
+            ui.label("Decode every layer and sub-block of a GPT-2, GPT-Neo, CTRL, GPT-NeoX/Pythia or GPT-J model with its own final norm and unembedding (or through its last block first).");
+            if let Some(m) = &self.state.model {
+                ui.label(format!("ONNX Runtime {} · {}", m.runtime, m.provider));
+            }
+        });
+    }
+}
