@@ -19,6 +19,11 @@ enum Data {
     Str(Vec<String>),
 }
 
+/// Characters of the longest string (at least 1): numpy's `<U` width.
+fn str_width(v: &[String]) -> usize {
+    v.iter().map(|s| s.chars().count()).max().unwrap_or(0).max(1)
+}
+
 impl Data {
     fn descr(&self) -> String {
         match self {
@@ -26,7 +31,7 @@ impl Data {
             Self::F32(_) => "<f4".into(),
             Self::I64(_) => "<i8".into(),
             Self::Bool(_) => "|b1".into(),
-            Self::Str(v) => format!("<U{}", v.iter().map(|s| s.chars().count()).max().unwrap_or(0).max(1)),
+            Self::Str(v) => format!("<U{}", str_width(v)),
         }
     }
 
@@ -47,7 +52,7 @@ impl Data {
             Self::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
             Self::Bool(v) => v.iter().map(|&b| u8::from(b)).collect(),
             Self::Str(v) => {
-                let width = v.iter().map(|s| s.chars().count()).max().unwrap_or(0).max(1);
+                let width = str_width(v);
                 let mut out = Vec::with_capacity(v.len() * width * 4);
                 for s in v {
                     let n = s.chars().count();
@@ -149,28 +154,16 @@ pub fn write_report(report: &LensReport, path: &Path, token_text: &dyn Fn(u32) -
         arrays.push(("pinned_prob", vec![n, s, p], Data::F64(pin.prob.iter().flatten().flatten().copied().collect())));
         arrays.push(("pinned_logit", vec![n, s, p], Data::F32(pin.logit.iter().flatten().flatten().copied().collect())));
     }
-    let tmp = path.with_extension("npz.partial");
-    let written = (|| -> Result<()> {
-        let file = std::fs::File::create(&tmp).map_err(|e| LensError::io(&tmp, e))?;
+    crate::report::write_replacing(path, |tmp| {
+        let file = std::fs::File::create(tmp).map_err(|e| LensError::io(tmp, e))?;
         let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
         let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true);
         for (name, shape, data) in &arrays {
             let bytes = npy(shape, data).map_err(|e| LensError::invalid(format!("{name}: {e}")))?;
             zip.start_file(format!("{name}.npy"), options).map_err(|e| LensError::invalid(format!("cannot write {}: {e}", tmp.display())))?;
-            zip.write_all(&bytes).map_err(|e| LensError::io(&tmp, e))?;
+            zip.write_all(&bytes).map_err(|e| LensError::io(tmp, e))?;
         }
         let mut inner = zip.finish().map_err(|e| LensError::invalid(format!("cannot write {}: {e}", tmp.display())))?;
-        inner.flush().map_err(|e| LensError::io(&tmp, e))?;
-        Ok(())
-    })();
-    match written {
-        Ok(()) => std::fs::rename(&tmp, path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            LensError::io(path, e)
-        }),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+        inner.flush().map_err(|e| LensError::io(tmp, e))
+    })
 }

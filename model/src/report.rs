@@ -103,6 +103,18 @@ pub struct Pinned {
     pub logit: Vec<Vec<Vec<f32>>>,
 }
 
+/// Writes `path` by `write(tmp)` into the sibling `NAME.partial`, renamed into place once it is
+/// whole: a failure (or a crash) never leaves a half-written `path`, and the partial file goes.
+pub(crate) fn write_replacing(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = path.file_name().map_or_else(|| "report".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!("{name}.partial"));
+    let done = write(&tmp).and_then(|()| std::fs::rename(&tmp, path).map_err(|e| LensError::io(path, e)));
+    if done.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    done
+}
+
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }
@@ -273,12 +285,7 @@ impl LensReport {
     /// Writes JSON to `path` (through a temporary file, so a failure leaves no half-written report).
     pub fn write_json(&self, path: &Path) -> Result<()> {
         let text = self.to_json()?;
-        let tmp = path.with_extension("json.partial");
-        std::fs::write(&tmp, text).map_err(|e| LensError::io(path, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            LensError::io(path, e)
-        })
+        write_replacing(path, |tmp| std::fs::write(tmp, &text).map_err(|e| LensError::io(path, e)))
     }
 
     /// Reads a report, checking its schema.

@@ -78,6 +78,11 @@ fn split_revision(arg: &str) -> (&str, &str) {
     arg.split_once('@').unwrap_or((arg, "main"))
 }
 
+/// Whether `path` names a hub id: no such file or folder, and it reads as `org/name[@revision]`.
+pub fn names_hub_id(path: &Path) -> bool {
+    !path.exists() && path.to_str().is_some_and(is_hub_id)
+}
+
 /// Whether `arg` reads as a hub id (`org/name`, optionally `@revision`) rather than a path.
 pub fn is_hub_id(arg: &str) -> bool {
     let (id, _) = split_revision(arg);
@@ -134,7 +139,7 @@ pub fn cached_hub_id(arg: &str) -> Result<PathBuf> {
 pub fn resolve_model(arg: Option<&Path>, progress: &Progress) -> Result<PathBuf> {
     let dir = match arg {
         Some(p) => match p.to_str() {
-            Some(id) if !p.exists() && is_hub_id(id) => resolve_hub_id(id, progress).map_err(|e| match e {
+            Some(id) if names_hub_id(p) => resolve_hub_id(id, progress).map_err(|e| match e {
                 LensError::Cancelled => e,
                 e => LensError::invalid(format!("there is no folder {id}; read as a Hugging Face id: {e}")),
             })?,

@@ -181,6 +181,13 @@ pub fn open_engine(ort_lib: Option<&Path>, model: Option<&Path>, device: Device)
     open_engine_notes(ort_lib, model, device, true)
 }
 
+/// Says on stderr what `--truncate left` dropped, if anything.
+fn note_truncation(truncated: Option<lens_model::report::Truncation>) {
+    if let Some(t) = truncated {
+        eprintln!("the prompt has {} tokens; the first {} were dropped to fit the context (--truncate left)", t.original_tokens, t.dropped_tokens);
+    }
+}
+
 /// `--verbose` was given.
 static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -302,9 +309,7 @@ fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
     let opts = LensOptions { subblocks: args.subblocks, k: args.top_k, decoder, pinned, final_only: args.final_only, ..LensOptions::default() };
     let mut report = engine.run_ids(&ids, &opts, &Progress::default())?;
     report.truncated = truncated;
-    if let Some(t) = truncated {
-        eprintln!("the prompt has {} tokens; the first {} were dropped to fit the context (--truncate left)", t.original_tokens, t.dropped_tokens);
-    }
+    note_truncation(truncated);
     let mut wrote = Vec::new();
     if let Some(json) = &args.json {
         report.write_json(json).with_context(|| format!("cannot write the report to {}", json.display()))?;

@@ -216,9 +216,7 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
         bail!("the model at {} is not the one the figure was made with (weights sha256 differs); pass --model", p.model_path);
     }
     let (ids, truncated) = engine.tokenize_with(&prompt, spec.truncate_left)?;
-    if let Some(t) = truncated {
-        eprintln!("the prompt has {} tokens; the first {} were dropped to fit the context (--truncate left)", t.original_tokens, t.dropped_tokens);
-    }
+    super::note_truncation(truncated);
     let pinned = match &spec.rank_of {
         RankOf::Token(t) => vec![engine.tokenizer.token_id(t).ok_or_else(|| anyhow!("--rank-of {t:?} is not a single token of this model"))?],
         _ => Vec::new(),

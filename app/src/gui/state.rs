@@ -147,7 +147,13 @@ impl RecentModel {
 
     /// Whether `source` is a Hugging Face id rather than a folder.
     pub fn is_hub_id(&self) -> bool {
-        !self.source.exists() && self.source.to_str().is_some_and(lens_model::resolve::is_hub_id)
+        lens_model::resolve::names_hub_id(&self.source)
+    }
+
+    /// The hover text of its menu entry: what kind of source it is, and the whole path or id.
+    pub fn hover_text(&self) -> String {
+        let kind = if self.is_hub_id() { "Hugging Face id" } else { "folder" };
+        format!("{kind}: {}", self.source.display())
     }
 
     /// The menu label: the id or folder, the family, the BOS state.

@@ -30,8 +30,7 @@ impl LogitLensApp {
             AppCommand::PromptEdited => self.edited_at = Some(self.now()),
             AppCommand::OpenPromptFile(p) => self.open_prompt_file(p, true),
             AppCommand::OpenModel(p) => {
-                let hub_id = !p.exists() && p.to_str().is_some_and(lens_model::resolve::is_hub_id);
-                if p.is_dir() || hub_id {
+                if p.is_dir() || lens_model::resolve::names_hub_id(&p) {
                     self.state.show_open_id = false;
                     self.load(Some(p));
                 } else {

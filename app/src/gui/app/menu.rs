@@ -75,8 +75,7 @@ impl LogitLensApp {
                         ui.label("none");
                     }
                     for m in &state.recent_models {
-                        let kind = if m.is_hub_id() { "Hugging Face id" } else { "folder" };
-                        if ui.button(m.label()).on_hover_text(format!("{kind}: {}", m.source.display())).clicked() {
+                        if ui.button(m.label()).on_hover_text(m.hover_text()).clicked() {
                             cmds.push(AppCommand::OpenModel(m.source.clone()));
                         }
                     }

@@ -26,8 +26,7 @@ impl LogitLensApp {
                 ui.separator();
                 ui.label("Recent");
                 for m in recent {
-                    let kind = if m.is_hub_id() { "Hugging Face id" } else { "folder" };
-                    if ui.button(m.label()).on_hover_text(format!("{kind}: {}", m.source.display())).clicked() {
+                    if ui.button(m.label()).on_hover_text(m.hover_text()).clicked() {
                         cmds.push(AppCommand::OpenModel(m.source.clone()));
                     }
                 }
