@@ -597,8 +597,8 @@ fn an_over_long_prompt_can_be_truncated_in_the_app() {
 }
 
 /// Appending text keeps the lens of the old positions (their prefix and next token did not change)
-/// and computes only the rest; the result equals a fresh run of the whole new prompt (issue 11,
-/// item 4).
+/// and computes only the rest (the forward pass too, on the key/value cache); the result equals a
+/// fresh run of the whole new prompt (issue 11, item 4).
 #[test]
 fn appending_text_keeps_the_old_positions() {
     let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, ..GuiOptions::default() };
@@ -613,6 +613,9 @@ fn appending_text_keeps_the_old_positions() {
     let got = h.state().state.result.as_ref().unwrap().report.clone();
     assert_eq!(got.run.reused_positions, 6, "7 old tokens: the first 6 positions are kept");
     assert!(h.query_by_label_contains("6 positions kept").is_some());
+    // The forward pass ran only the new tokens, on the key/value cache of the old ones.
+    assert_eq!(got.run.cached_positions, 7, "7 old tokens: their keys and values are reused");
+    assert!(h.query_by_label_contains("(7 cached)").is_some());
 
     init_runtime(None).unwrap();
     let mut engine = LensEngine::open(bundle(), Device::Cpu, &Progress::default()).unwrap();

@@ -22,12 +22,22 @@ pub enum UnembedLayout {
     ModelVocab,
 }
 
+/// The per-layer shape of a lens graph's key/value cache: `[1, n_kv_heads, positions, d_head]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvCacheShape {
+    /// Key/value heads.
+    pub n_kv_heads: usize,
+    /// Features per head.
+    pub d_head: usize,
+}
+
 /// An opened and validated lens bundle. Holds metadata only; weights are read on demand.
 #[derive(Debug, Clone)]
 pub struct Bundle {
     /// The bundle folder.
     pub dir: PathBuf,
-    /// Bundle format version (1: GPT-2 only, the first release; 2: every family).
+    /// Bundle format version (1: GPT-2 only, the first release; 2: every family; 3: the lens graph
+    /// has a key/value cache).
     pub format_version: u32,
     /// Model name (from metadata, else the folder name).
     pub name: String,
@@ -57,6 +67,10 @@ pub struct Bundle {
     pub unembed_bias: Option<String>,
     /// The last-block graph (`last-block` / `last-mlp` decoders), if the bundle has one.
     pub last_block: Option<PathBuf>,
+    /// The lens graph's key/value cache (inputs [`crate::graph::past_name`], outputs
+    /// [`crate::graph::present_name`] for every layer), if it has one; bundles converted before
+    /// it existed have none and every edit runs the whole prompt.
+    pub kv_cache: Option<KvCacheShape>,
     /// sha256 of the weights, when the bundle records it.
     pub weights_sha256: Option<String>,
     /// All `metadata_props`.
@@ -126,11 +140,12 @@ impl Bundle {
         let format_version: u32 = match version.as_str() {
             "1" => 1,
             "2" => 2,
+            "3" => 3,
             other => {
                 return Err(LensError::bad_file(
                     &model_path,
                     format!(
-                        "bundle format version {other} is not supported by this logit-lens (it reads 1 and 2); update logit-lens or convert the checkpoint again"
+                        "bundle format version {other} is not supported by this logit-lens (it reads 1 to 3); update logit-lens or convert the checkpoint again"
                     ),
                 ));
             }
@@ -218,6 +233,7 @@ impl Bundle {
             let shown: Vec<_> = missing.iter().take(4).cloned().collect();
             return Err(LensError::bad_file(&model_path, format!("the graph lacks {} required outputs, e.g. {}", missing.len(), shown.join(", "))));
         }
+        let kv_cache = kv_cache_of(&graph, shape.n_layers);
         // Declared shapes of outputs, where given, must match the metadata.
         for o in &graph.output {
             let Some(name) = o.name.as_deref() else { continue };
@@ -281,6 +297,7 @@ impl Bundle {
             unembed_layout,
             unembed_bias,
             last_block,
+            kv_cache,
             weights_sha256: metadata.get("lens.weights_sha256").cloned(),
             metadata,
             initializers,
@@ -403,6 +420,48 @@ impl Bundle {
         }
         Ok((dims, values))
     }
+}
+
+/// The declared dimensions of a value (`None` for a symbolic one); `None` without a tensor type.
+fn declared_dims(o: &crate::onnx::ValueInfoProto) -> Option<Vec<Option<i64>>> {
+    use crate::onnx::{tensor_shape_proto::dimension::Value, type_proto};
+    let tt = match o.r#type.as_ref()?.value.as_ref()? {
+        type_proto::Value::TensorType(t) => t,
+        _ => return None,
+    };
+    Some(
+        tt.shape
+            .as_ref()?
+            .dim
+            .iter()
+            .map(|d| match d.value.as_ref() {
+                Some(Value::DimValue(v)) => Some(*v),
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+/// The graph's key/value cache: every layer's past key and value inputs, declared
+/// `[1, kv, past, d_head]` with one `kv` and `d_head` throughout, and its present outputs.
+/// Anything less is no cache (the engine then runs every edit in full).
+fn kv_cache_of(graph: &crate::onnx::GraphProto, n_layers: usize) -> Option<KvCacheShape> {
+    use crate::graph::{past_name, present_name};
+    let find = |list: &[crate::onnx::ValueInfoProto], name: &str| list.iter().find(|v| v.name.as_deref() == Some(name)).and_then(declared_dims);
+    let mut shape = None;
+    for l in 0..n_layers {
+        for kind in ["key", "value"] {
+            let dims = find(&graph.input, &past_name(l, kind))?;
+            find(&graph.output, &present_name(l, kind))?;
+            let [Some(1), Some(kv), _, Some(dh)] = dims.as_slice() else { return None };
+            let this = KvCacheShape { n_kv_heads: usize::try_from(*kv).ok().filter(|&v| v > 0)?, d_head: usize::try_from(*dh).ok().filter(|&v| v > 0)? };
+            if shape.is_some_and(|s| s != this) {
+                return None;
+            }
+            shape = Some(this);
+        }
+    }
+    shape
 }
 
 fn declared_last_dim(o: &crate::onnx::ValueInfoProto) -> Option<i64> {

@@ -29,7 +29,7 @@ pub const DATA_FILE: &str = "model.onnx.data";
 /// File name of the tokenizer in a bundle.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 /// The bundle format version written into `metadata_props`.
-pub const FORMAT_VERSION: &str = "2";
+pub const FORMAT_VERSION: &str = "3";
 const ALIGN: u64 = 4096;
 
 /// What a conversion produced.

@@ -16,7 +16,7 @@ use crate::report::{LensReport, Metrics, ModelInfo, Pinned, RunInfo, SCHEMA, Top
 use crate::runtime::{Device, ProviderReport, RuntimeInfo, create_session, init_runtime};
 use crate::sites::{SiteKind, site_list};
 use crate::tokenizer::LensTokenizer;
-use crate::trace::{ResidualTrace, run_trace};
+use crate::trace::{ResidualTrace, run_trace, run_trace_after};
 
 /// Largest difference allowed between the decoded last site and the model's own `logits`.
 pub const CONSISTENCY_TOLERANCE: f32 = 1e-3;
@@ -131,7 +131,8 @@ impl LensEngine {
     fn check_consistency(&mut self) -> Result<()> {
         let n = self.bundle.shape.n_ctx.min(4);
         let ids: Vec<u32> = (0..n as u32).map(|i| (i * 7919 + 13) % self.bundle.shape.d_vocab as u32).collect();
-        let trace = run_trace(&mut self.session, &self.bundle, &ids, true, &Progress::default())?;
+        let trace = run_trace(&mut self.session, &self.bundle, &ids, true, true, &Progress::default())?;
+        self.check_cache(&ids, &trace)?;
         let (Some(last), Some(logits)) = (trace.final_resid(), trace.logits.as_ref()) else {
             return Err(LensError::invalid("the bundle produced no residuals"));
         };
@@ -157,6 +158,30 @@ impl LensEngine {
                 format!(
                     "inconsistent bundle: decoding the last site with ln_final and W_U differs from the model's logits by {worst:.3e} (> {CONSISTENCY_TOLERANCE:e})"
                 ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// With a key/value cache: the probe's last positions run on the cache of its first one give
+    /// the same hooks and logits as the whole run (a graph whose cache lies is refused).
+    fn check_cache(&mut self, ids: &[u32], full: &ResidualTrace) -> Result<()> {
+        if self.bundle.kv_cache.is_none() || ids.len() < 2 {
+            return Ok(());
+        }
+        let cached = run_trace_after(&mut self.session, &self.bundle, full, 1, ids.get(1..).unwrap_or_default(), &Progress::default())?;
+        let worst = |a: &ndarray::Array2<f32>, b: &ndarray::Array2<f32>| a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        let mut diff = worst(&full.embed, &cached.embed);
+        for (a, b) in full.resid_post.iter().zip(&cached.resid_post) {
+            diff = diff.max(worst(a, b));
+        }
+        if let (Some(a), Some(b)) = (&full.logits, &cached.logits) {
+            diff = diff.max(worst(a, b));
+        }
+        if diff.is_nan() || diff > CONSISTENCY_TOLERANCE || cached.n_pos != full.n_pos {
+            return Err(LensError::bad_file(
+                &self.bundle.model_path(),
+                format!("inconsistent bundle: running the probe on its key/value cache differs from the whole run by {diff:.3e} (> {CONSISTENCY_TOLERANCE:e})"),
             ));
         }
         Ok(())
@@ -210,14 +235,31 @@ impl LensEngine {
     /// Runs the forward pass only; cancelling `progress` terminates it inside ONNX Runtime
     /// (`RunOptions::terminate`) and returns [`LensError::Cancelled`].
     pub fn trace_with(&mut self, ids: &[u32], progress: &Progress) -> Result<ResidualTrace> {
-        run_trace(&mut self.session, &self.bundle, ids, false, progress)
+        run_trace(&mut self.session, &self.bundle, ids, false, false, progress)
+    }
+
+    /// The trace of `ids` after an edit of the prompt whose trace was `prev` (of `prev_ids`): the
+    /// forward pass runs only the positions after the tokens the two share, on `prev`'s key/value
+    /// cache; an edit that only removes tokens from the end runs nothing. Without a cache (an
+    /// older bundle, or no shared start) the whole prompt runs. The result keeps its cache for
+    /// the next edit. Returns the trace and the positions whose forward pass was reused.
+    pub fn trace_edit(&mut self, prev: Option<(&[u32], &ResidualTrace)>, ids: &[u32], progress: &Progress) -> Result<(ResidualTrace, usize)> {
+        let shared = prev.map_or(0, |(prev_ids, t)| prev_ids.iter().zip(ids).take_while(|(a, b)| a == b).count().min(t.n_pos));
+        match prev {
+            Some((_, t)) if shared > 0 && shared == ids.len() => Ok((t.prefix(shared)?, shared)),
+            Some((_, t)) if shared > 0 && t.kv.is_some() && self.bundle.kv_cache.is_some() => {
+                let rest = ids.get(shared..).unwrap_or_default();
+                Ok((run_trace_after(&mut self.session, &self.bundle, t, shared, rest, progress)?, shared))
+            }
+            _ => Ok((run_trace(&mut self.session, &self.bundle, ids, false, true, progress)?, 0)),
+        }
     }
 
     /// Runs the forward pass and the lens on `ids`.
     pub fn run_ids(&mut self, ids: &[u32], opts: &LensOptions, progress: &Progress) -> Result<LensReport> {
         let t0 = Instant::now();
         progress.report("forward", 0.0);
-        let trace = run_trace(&mut self.session, &self.bundle, ids, false, progress)?;
+        let trace = run_trace(&mut self.session, &self.bundle, ids, false, false, progress)?;
         let forward_ms = t0.elapsed().as_secs_f64() * 1e3;
         progress.check()?;
         let t1 = Instant::now();
@@ -374,6 +416,7 @@ impl LensEngine {
                 program: format!("logit-lens {}", env!("CARGO_PKG_VERSION")),
                 forward_reused: false,
                 reused_positions: 0,
+                cached_positions: 0,
             },
         })
     }

@@ -146,6 +146,10 @@ pub struct RunInfo {
     /// edit: their prefix and next token did not change), not computed again.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reused_positions: usize,
+    /// Leading positions whose forward pass came from the previous run's key/value cache (only
+    /// the positions after them ran).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached_positions: usize,
     /// Program version.
     pub program: String,
 }

@@ -168,8 +168,9 @@ pub fn resolve_model(arg: Option<&Path>, progress: &Progress) -> Result<PathBuf>
         static CONVERTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _guard = CONVERTING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if target.join(MODEL_FILE).is_file() {
-            // A bundle made by an older logit-lens (format 1) is converted again from its source.
-            if format_version_of(&target).is_some_and(|v| v >= 2) {
+            // A bundle made by an older logit-lens (formats 1 and 2: no key/value cache) is
+            // converted again from its source.
+            if format_version_of(&target).is_some_and(|v| v >= 3) {
                 return Ok(target);
             }
             std::fs::remove_dir_all(&target).map_err(|e| LensError::io(&target, e))?;

@@ -1,6 +1,7 @@
 //! Bundle formats: a format-1 bundle (the first release, GPT-2 only) still opens and gives the
-//! same lens; one in the conversion cache is converted again from its source; an unknown family
-//! or format is a clear error. (This file sets `LOGIT_LENS_CACHE` for its own process.)
+//! same lens; a format-2 one (no key/value cache) runs every edit in full; either in the
+//! conversion cache is converted again from its source; an unknown family or format is a clear
+//! error. (This file sets `LOGIT_LENS_CACHE` for its own process.)
 
 mod common;
 
@@ -27,7 +28,23 @@ fn set(m: &mut ModelProto, key: &str, value: &str) {
     m.metadata_props.push(StringStringEntryProto { key: Some(key.into()), value: Some(value.into()) });
 }
 
-/// Rewrites a format-2 GPT-2 bundle's metadata the way the first release wrote it (format 1:
+/// Removes the key/value cache from the graph's interface, as formats 1 and 2 had it: the past
+/// inputs become constant (empty) initializers, the present outputs internal values.
+fn strip_kv_cache(m: &mut ModelProto) {
+    let g = m.graph.as_mut().unwrap();
+    g.input.retain(|i| !i.name.as_deref().unwrap().starts_with("past_key_values."));
+    g.output.retain(|o| !o.name.as_deref().unwrap().starts_with("present."));
+}
+
+/// Rewrites a format-3 GPT-2 bundle the way format 2 had it: no key/value cache.
+fn downgrade_to_format_2(bundle: &Path) {
+    edit_model(bundle, |m| {
+        strip_kv_cache(m);
+        set(m, "lens.format_version", "2");
+    });
+}
+
+/// Rewrites a format-3 GPT-2 bundle's metadata the way the first release wrote it (format 1:
 /// `lens.ln_eps`, `lens.ln_final.*`; no residual, hooks, final-norm kind or last-block graph).
 fn downgrade_to_format_1(bundle: &Path) {
     edit_model(bundle, |m| {
@@ -37,6 +54,7 @@ fn downgrade_to_format_1(bundle: &Path) {
             let k = p.key.as_deref().unwrap_or("");
             !(k.starts_with("lens.final_norm") || k == "lens.residual" || k == "lens.hooks" || k == "lens.last_block")
         });
+        strip_kv_cache(m);
         set(m, "lens.format_version", "1");
         set(m, "lens.ln_eps", &eps);
         set(m, "lens.ln_final.weight", &w);
@@ -79,20 +97,46 @@ fn format_1_bundle_opens_and_gives_the_same_lens() {
 }
 
 #[test]
-fn format_1_bundle_in_the_cache_is_converted_again() {
+fn format_2_bundle_without_a_cache_runs_edits_in_full() {
+    let (_hf, bundle) = common::make_bundle("fmt2", &RandomGpt2::tiny(24));
+    let mut new_engine = common::open(&bundle);
+    assert!(new_engine.bundle.kv_cache.is_some());
+    downgrade_to_format_2(&bundle);
+    let mut old_engine = common::open(&bundle);
+    assert_eq!((old_engine.bundle.format_version, old_engine.bundle.kv_cache), (2, None));
+    let ids = old_engine.tokenize("Sometimes, when people say plasma, they mean", false).unwrap();
+    let n = ids.len();
+    let (head, _) = old_engine.trace_edit(None, &ids[..n - 3], &Progress::default()).unwrap();
+    assert!(head.kv.is_none());
+    let (old, reused) = old_engine.trace_edit(Some((&ids[..n - 3], &head)), &ids, &Progress::default()).unwrap();
+    assert_eq!(reused, 0, "no cache: the whole prompt runs");
+    let (head, _) = new_engine.trace_edit(None, &ids[..n - 3], &Progress::default()).unwrap();
+    let (new, reused) = new_engine.trace_edit(Some((&ids[..n - 3], &head)), &ids, &Progress::default()).unwrap();
+    assert_eq!(reused, n - 3);
+    let worst = old.resid_post.iter().zip(&new.resid_post).flat_map(|(a, b)| a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs())).fold(0f32, f32::max);
+    assert!(worst < 1e-4, "cached and full runs differ by {worst}");
+}
+
+#[test]
+fn format_1_and_2_bundles_in_the_cache_are_converted_again() {
     init_runtime(None).unwrap();
     // SAFETY: set before any other test of this binary resolves a model; the runtime is loaded.
     unsafe { std::env::set_var("LOGIT_LENS_CACHE", unique_temp_dir("fmt1-cache")) };
     let hf = unique_temp_dir("fmt1-src");
     write_checkpoint(&hf, &RandomGpt2::tiny(22)).unwrap();
     let target = lens_model::resolve::resolve_model(Some(&hf), &Progress::default()).unwrap();
-    assert_eq!(format_version_of(&target), Some(2));
+    assert_eq!(format_version_of(&target), Some(3));
     downgrade_to_format_1(&target);
     assert_eq!(format_version_of(&target), Some(1));
     let again = lens_model::resolve::resolve_model(Some(&hf), &Progress::default()).unwrap();
     assert_eq!(again, target);
-    assert_eq!(format_version_of(&again), Some(2));
+    assert_eq!(format_version_of(&again), Some(3));
     assert!(again.join("last_block.onnx").is_file());
+    downgrade_to_format_2(&target);
+    assert_eq!(format_version_of(&target), Some(2));
+    let again = lens_model::resolve::resolve_model(Some(&hf), &Progress::default()).unwrap();
+    assert_eq!(format_version_of(&again), Some(3));
+    assert!(Bundle::open(&again).unwrap().kv_cache.is_some());
 }
 
 #[test]
@@ -103,8 +147,28 @@ fn unknown_family_or_format_is_a_clear_error() {
     assert!(e.contains("\"bloom\" is not supported") && e.contains("gpt_neo"), "{e}");
     edit_model(&bundle, |m| {
         set(m, "lens.family", "gpt2");
-        set(m, "lens.format_version", "3");
+        set(m, "lens.format_version", "4");
     });
     let e = Bundle::open(&bundle).unwrap_err().to_string();
-    assert!(e.contains("format version 3") && e.contains("update logit-lens"), "{e}");
+    assert!(e.contains("format version 4") && e.contains("update logit-lens"), "{e}");
+}
+
+#[test]
+fn a_graph_whose_cache_lies_is_refused_at_open() {
+    let (_hf, bundle) = common::make_bundle("kv-lie", &RandomGpt2::tiny(25));
+    // Layer 0's attention reads the cached values as keys and the keys as values: the whole run
+    // (an empty cache) is unchanged, a run on a cache is wrong.
+    edit_model(&bundle, |m| {
+        for node in &mut m.graph.as_mut().unwrap().node {
+            for input in &mut node.input {
+                *input = match input.as_str() {
+                    "past_key_values.0.key" => "past_key_values.0.value".into(),
+                    "past_key_values.0.value" => "past_key_values.0.key".into(),
+                    other => other.into(),
+                };
+            }
+        }
+    });
+    let e = lens_model::LensEngine::open(&bundle, lens_model::runtime::Device::Cpu, &Progress::default()).unwrap_err().to_string();
+    assert!(e.contains("inconsistent bundle") && e.contains("key/value cache"), "{e}");
 }

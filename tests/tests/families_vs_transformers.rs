@@ -117,6 +117,28 @@ fn check_checkpoint(dir: &Path, case: &str, family: &str, parallel: bool) {
             assert!(d < TOL, "{case}: blocks.{l}.hook_{hook} differs by {d}");
         }
     }
+    // Incremental edits: the trace of a prefix, extended on its key/value cache, gives every
+    // hook of the whole prompt (GPT-Neo's and Gemma's local windows, rotary offsets, GQA).
+    assert!(engine.bundle.kv_cache.is_some(), "{case}: the converted graph has no key/value cache");
+    for p in [1, n / 2, n - 1] {
+        let (head, reused) = engine.trace_edit(None, &ids[..p], &Progress::default()).unwrap();
+        assert_eq!(reused, 0);
+        assert_eq!(head.kv.as_ref().map(|kv| kv.n_pos), Some(p));
+        let (edited, reused) = engine.trace_edit(Some((&ids[..p], &head)), &ids, &Progress::default()).unwrap();
+        assert_eq!((reused, edited.n_pos), (p, n), "{case}: forward positions reused");
+        assert_eq!(edited.logits_top1, trace.logits_top1, "{case}: model top-1 after extending {p} positions");
+        for l in 0..n_layers {
+            for (hook, ours) in [("attn_out", &edited.attn_out[l]), ("mlp_out", &edited.mlp_out[l]), ("resid_post", &edited.resid_post[l])] {
+                let d = max_diff(ours, &r.rows(&format!("blocks.{l}.hook_{hook}"), None));
+                assert!(d < TOL, "{case}: blocks.{l}.hook_{hook} after extending {p} cached positions differs by {d}");
+            }
+        }
+        // Removing tokens from the end runs nothing: the prefix of the trace.
+        let (cut, reused) = engine.trace_edit(Some((&ids, &edited)), &ids[..p], &Progress::default()).unwrap();
+        assert_eq!((reused, cut.n_pos), (p, p));
+        assert_eq!(cut.resid_post[n_layers - 1], edited.resid_post[n_layers - 1].slice(ndarray::s![..p, ..]));
+    }
+
     // The naive decoder reproduces the model's logits (so it is the model's decoder): exactly, but
     // for transformers' RMSNorm, which computes in float32 even in a float64 model (≤ 1.4e-6).
     let exact = if r.has("decoder.norm_rms") { 1e-5 } else { 1e-9 };

@@ -165,7 +165,12 @@ pub fn run(ort_lib: Option<&Path>, args: &BenchArgs) -> Result<()> {
     let (append_ms, full_ms) = match args.append {
         Some(n) => {
             let (append_s, full_s) = time_append(&mut engine, &ids, &all_ids, &report, &opts, args.repeat)?;
-            println!("append {n:>4}      {:.1} ms  (forward of all {} tokens + lens of the last {} positions)", append_s * 1e3, all_ids.len(), n + 1);
+            let forward = if engine.bundle.kv_cache.is_some() {
+                format!("forward of the {n} new tokens on the cache of {}", ids.len())
+            } else {
+                format!("forward of all {} tokens: this bundle has no key/value cache", all_ids.len())
+            };
+            println!("append {n:>4}      {:.1} ms  ({forward} + lens of the last {} positions)", append_s * 1e3, n + 1);
             println!("full recompute   {:.1} ms  (forward + lens of all {} positions)", full_s * 1e3, all_ids.len());
             println!("append / full    {:.3}", append_s / full_s);
             (Some(append_s * 1e3), Some(full_s * 1e3))
@@ -191,9 +196,9 @@ pub fn run(ort_lib: Option<&Path>, args: &BenchArgs) -> Result<()> {
 }
 
 /// Best-of-`repeat` times of appending `all[ids.len()..]` to the report `prev` of `ids` (forward
-/// pass of the whole new prompt, lens of the positions [`lens_model::engine::reusable_positions`]
-/// does not keep, joined to the kept ones) and of the full recompute; checks that both give the
-/// same report.
+/// pass of the new tokens on the key/value cache of `ids` when the bundle has one, else of the
+/// whole new prompt; lens of the positions [`lens_model::engine::reusable_positions`] does not
+/// keep, joined to the kept ones) and of the full recompute; checks that both give the same report.
 fn time_append(
     engine: &mut lens_model::LensEngine,
     ids: &[u32],
@@ -203,8 +208,9 @@ fn time_append(
     repeat: usize,
 ) -> Result<(f64, f64)> {
     let keep = lens_model::engine::reusable_positions(ids, all);
+    let (prev_trace, _) = engine.trace_edit(None, ids, &Progress::default())?;
     let (append_s, appended) = best_of(repeat, || {
-        let trace = engine.trace(all)?;
+        let (trace, _) = engine.trace_edit(Some((ids, &prev_trace)), all, &Progress::default())?;
         let mut r = prev.clone();
         r.keep_positions(keep);
         r.append_positions(engine.lens_range(all, &trace, opts, keep..all.len(), &Progress::default())?)?;

@@ -75,7 +75,15 @@ pub fn synthetic_result(n_layers: usize, n_pos: usize, k: usize) -> RunResult {
         attribution,
         pinned: None,
         truncated: None,
-        run: RunInfo { provider: "synthetic".into(), forward_ms: 0.0, lens_ms: 0.0, program: String::new(), forward_reused: false, reused_positions: 0 },
+        run: RunInfo {
+            provider: "synthetic".into(),
+            forward_ms: 0.0,
+            lens_ms: 0.0,
+            program: String::new(),
+            forward_reused: false,
+            reused_positions: 0,
+            cached_positions: 0,
+        },
     };
     RunResult { prompt: String::new(), total_positions: report.n_pos(), report, pinned_dla: None }
 }

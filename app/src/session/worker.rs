@@ -383,10 +383,17 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(Arc<RunResult>)) -> an
             let t0 = Instant::now();
             job.progress.report("forward", 0.0);
             let reuse = matches!(&st.last, Some((last_ids, _)) if *last_ids == ids);
+            let mut cached = 0;
             if !reuse {
-                st.last = None;
+                // An edit that keeps the start of the prompt runs only the rest, on the last
+                // trace's key/value cache; without a shared start the old trace goes first.
+                if st.last.as_ref().is_some_and(|(last_ids, _)| last_ids.first() != ids.first()) {
+                    st.last = None;
+                }
+                let prev = st.last.as_ref().map(|(last_ids, t)| (last_ids.as_slice(), t));
                 // The job's own progress: Cancel (or a newer edit) terminates the pass in ORT.
-                let trace = engine.trace_with(&ids, &job.progress)?;
+                let (trace, kept) = engine.trace_edit(prev, &ids, &job.progress)?;
+                cached = kept;
                 st.last = Some((ids.clone(), trace));
             }
             let forward_ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -404,8 +411,7 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(Arc<RunResult>)) -> an
             let mut start = 0;
             let mut reused = 0;
             // Incremental edit: the positions whose prefix and next token are unchanged keep the
-            // previous result's metrics; only the rest is computed (the forward pass is run
-            // again over the whole prompt: the bundle's graph has no key/value cache).
+            // previous result's metrics; only the rest is computed.
             if let Some(prev) = st.last_result.as_ref()
                 && prev.opts == opts
             {
@@ -438,6 +444,7 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(Arc<RunResult>)) -> an
                 r.run.forward_ms = forward_ms;
                 r.run.forward_reused = reuse;
                 r.run.reused_positions = reused;
+                r.run.cached_positions = cached;
                 r.truncated = truncated;
                 r.run.lens_ms = t1.elapsed().as_secs_f64() * 1e3;
                 if let Some(&t) = pinned.first() {

@@ -35,6 +35,19 @@ pub fn hook_name(layer: usize, hook: &str) -> String {
     format!("blocks.{layer}.hook_{hook}")
 }
 
+/// The lens graph's key/value cache input of layer `l` (`kind` `key` or `value`):
+/// `[1, n_kv_heads, past, d_head]`, keys after rotary and q/k norm. It defaults to an empty
+/// cache (`past` = 0), so a caller that feeds only `input_ids` runs the whole prompt.
+pub fn past_name(l: usize, kind: &str) -> String {
+    format!("past_key_values.{l}.{kind}")
+}
+
+/// The lens graph's key/value output of layer `l`: the past keys (values) followed by those of
+/// the new positions, `[1, n_kv_heads, past + pos, d_head]`; feed it back as [`past_name`].
+pub fn present_name(l: usize, kind: &str) -> String {
+    format!("present.{l}.{kind}")
+}
+
 /// Input of the last-block graph: residual streams `[sites, pos, d_model]`.
 pub const LAST_BLOCK_INPUT: &str = "resid";
 /// Output of the last-block graph: the last block applied to each input sequence.
@@ -115,6 +128,16 @@ impl Builder {
         });
         name
     }
+    /// An empty f32 tensor named `name` (a zero among `dims`): the default of an optional input.
+    pub fn empty_f32(&mut self, name: &str, dims: &[i64]) {
+        self.inits.push(TensorProto {
+            name: Some(name.into()),
+            dims: dims.to_vec(),
+            data_type: Some(DT_FLOAT),
+            raw_data: Some(Vec::new()),
+            ..Default::default()
+        });
+    }
     /// An f32 scalar constant.
     pub fn const_f32(&mut self, hint: &str, value: f32) -> String {
         self.const_f32s(hint, &[], &[value])
@@ -177,8 +200,14 @@ pub struct GraphCtx<'a> {
     known: BTreeSet<String>,
     used: BTreeSet<String>,
     missing: Vec<String>,
-    /// Positions `0..pos` as int64 `[pos]`.
+    /// Absolute positions of the graph's rows as int64 `[pos]`: `0..pos`, or `past..past + pos`
+    /// in the lens graph with a key/value cache.
     pub range: String,
+    /// Positions of the keys `0..past + pos` (equal to `range` without a cache).
+    key_range: String,
+    /// Attention concatenates the cached keys and values ([`past_name`]) and outputs them
+    /// ([`present_name`]).
+    pub cache: bool,
     masks: HashMap<Option<usize>, String>,
     /// Per (base, linear factor, llama3 scaling): the `(cos, sin)` values.
     rope: HashMap<(u64, Option<u64>, bool), (String, String)>,
@@ -194,14 +223,27 @@ pub struct GraphCtx<'a> {
 impl<'a> GraphCtx<'a> {
     /// A context whose sequence length is axis 1 of `x` (`input_ids` `[1, pos]` or a residual
     /// `[batch, pos, d_model]`). `name_hooks`: give hook outputs their TransformerLens names.
-    fn new(arch: &'a Arch, known: BTreeSet<String>, x: &str, name_hooks: bool) -> Self {
+    /// `cache`: the rows follow `past` cached positions, whose count is axis 2 of layer 0's cached
+    /// keys.
+    fn new(arch: &'a Arch, known: BTreeSet<String>, x: &str, name_hooks: bool, cache: bool) -> Self {
         let mut b = Builder::default();
         let shp = b.op("Shape", &[x], None, vec![]);
         let one_idx = b.const_i64("idx1", &[], &[1]);
         let n = b.op("Gather", &[&shp, &one_idx], None, vec![attr_int("axis", 0)]);
         let zero = b.const_i64("zero", &[], &[0]);
         let one = b.const_i64("one", &[], &[1]);
-        let range = b.op("Range", &[&zero, &n, &one], None, vec![]);
+        let (range, key_range) = if cache {
+            let past_shape = b.op("Shape", &[&past_name(0, "key")], None, vec![]);
+            let two_idx = b.const_i64("idx2", &[], &[2]);
+            let past = b.op("Gather", &[&past_shape, &two_idx], None, vec![attr_int("axis", 0)]);
+            let total = b.op("Add", &[&past, &n], None, vec![]);
+            let range = b.op("Range", &[&past, &total, &one], None, vec![]);
+            let keys = b.op("Range", &[&zero, &total, &one], None, vec![]);
+            (range, keys)
+        } else {
+            let range = b.op("Range", &[&zero, &n, &one], None, vec![]);
+            (range.clone(), range)
+        };
         let (h, kv, dh) = (arch.shape.n_heads as i64, arch.n_kv_heads as i64, arch.d_head() as i64);
         let heads_shape = b.const_i64("heads_shape", &[4], &[0, 0, h, dh]);
         let kv_heads_shape = b.const_i64("kv_heads_shape", &[4], &[0, 0, kv, dh]);
@@ -213,6 +255,8 @@ impl<'a> GraphCtx<'a> {
             used: BTreeSet::new(),
             missing: Vec::new(),
             range,
+            key_range,
+            cache,
             masks: HashMap::new(),
             rope: HashMap::new(),
             name_hooks,
@@ -239,8 +283,8 @@ impl<'a> GraphCtx<'a> {
         self.name_hooks.then(|| hook_name(l, hook))
     }
 
-    /// The boolean mask `[pos, pos]`, true where attention is not allowed: the future, and with a
-    /// window `w` also keys `w` or more positions back.
+    /// The boolean mask `[pos, keys]`, true where attention is not allowed: the future, and with
+    /// a window `w` also keys `w` or more positions back.
     pub fn mask(&mut self, window: Option<usize>) -> String {
         if let Some(m) = self.masks.get(&window) {
             return m.clone();
@@ -249,7 +293,7 @@ impl<'a> GraphCtx<'a> {
         let ax1 = b.const_i64("ax1", &[1], &[1]);
         let ax0 = b.const_i64("ax0", &[1], &[0]);
         let rows = b.op("Unsqueeze", &[&self.range, &ax1], None, vec![]);
-        let cols = b.op("Unsqueeze", &[&self.range, &ax0], None, vec![]);
+        let cols = b.op("Unsqueeze", &[&self.key_range, &ax0], None, vec![]);
         let diff = b.op("Sub", &[&rows, &cols], None, vec![]);
         let zero = b.const_i64("izero", &[], &[0]);
         let mut masked = b.op("Less", &[&diff, &zero], None, vec![]);
@@ -350,7 +394,7 @@ pub fn hooks_of(residual: Residual) -> &'static [&'static str] {
 /// unembedding is `embed.W_E`.
 pub fn build_lens_model(arch: &Arch, weights: &[ExternalTensor], data_file: &str, tied: bool, metadata: &[(String, String)]) -> Result<ModelProto> {
     let known: BTreeSet<String> = weights.iter().map(|t| t.name.clone()).collect();
-    let mut g = GraphCtx::new(arch, known, "input_ids", true);
+    let mut g = GraphCtx::new(arch, known, "input_ids", true, arch.shape.n_layers > 0);
     let x0 = ops::embed(&mut g, "input_ids");
     let mut x = g.b.op("Identity", &[&x0], Some(&hook_name(0, "resid_pre")), vec![]);
     for l in 0..arch.shape.n_layers {
@@ -384,7 +428,19 @@ pub fn build_lens_model(arch: &Arch, weights: &[ExternalTensor], data_file: &str
         }
     }
     outputs.push(value_info("logits", DT_FLOAT, &[Ok(1), Err("pos"), Ok(arch.shape.d_vocab)]));
-    let inputs = vec![value_info("input_ids", DT_INT64, &[Ok(1), Err("pos")])];
+    let mut inputs = vec![value_info("input_ids", DT_INT64, &[Ok(1), Err("pos")])];
+    if g.cache {
+        // The cache: inputs with an empty default (an initializer of the same name), outputs.
+        let (kv, dh) = (arch.n_kv_heads, arch.d_head());
+        for l in 0..arch.shape.n_layers {
+            for kind in ["key", "value"] {
+                let past = past_name(l, kind);
+                inputs.push(value_info(&past, DT_FLOAT, &[Ok(1), Ok(kv), Err("past"), Ok(dh)]));
+                g.b.empty_f32(&past, &[1, kv as i64, 0, dh as i64]);
+                outputs.push(value_info(&present_name(l, kind), DT_FLOAT, &[Ok(1), Ok(kv), Err("past_and_pos"), Ok(dh)]));
+            }
+        }
+    }
     g.finish(&format!("{}_lens", arch.family.model_type()), inputs, outputs, weights, data_file, metadata)
 }
 
@@ -393,7 +449,7 @@ pub fn build_lens_model(arch: &Arch, weights: &[ExternalTensor], data_file: &str
 /// mask and window) and [`LAST_MLP_OUTPUT`] (`x + mlp(norm(x))` with the last block's MLP).
 pub fn build_last_block_model(arch: &Arch, weights: &[ExternalTensor], data_file: &str) -> Result<ModelProto> {
     let known: BTreeSet<String> = weights.iter().map(|t| t.name.clone()).collect();
-    let mut g = GraphCtx::new(arch, known, LAST_BLOCK_INPUT, false);
+    let mut g = GraphCtx::new(arch, known, LAST_BLOCK_INPUT, false, false);
     let last = arch.shape.n_layers.saturating_sub(1);
     let out = family_block(&mut g, last, LAST_BLOCK_INPUT);
     g.b.op("Identity", &[&out.resid_post], Some(LAST_BLOCK_OUTPUT), vec![]);

@@ -2,7 +2,7 @@
 //! attention with its options (scale, causal or local window, rotary full or partial, half-split
 //! or interleaved), activations, the MLP, and the sequential and parallel blocks.
 
-use super::{BlockOut, GraphCtx, attr_float, attr_int, attr_ints};
+use super::{BlockOut, GraphCtx, attr_float, attr_int, attr_ints, past_name, present_name};
 use crate::arch::{Activation, Norm, Positions, Residual, names};
 
 /// Token embedding (scaled if the family scales it) plus the position table where there is one:
@@ -159,6 +159,16 @@ fn rot_pair(g: &mut GraphCtx<'_>, a: &str, b: &str, cos: &str, sin: &str, plus: 
     g.b.op(if plus { "Add" } else { "Sub" }, &[&ac, &bs], None, vec![])
 }
 
+/// With a key/value cache: the cached keys (values) of layer `l` followed by `x`'s, output as
+/// [`present_name`] // [batch, kv, pos, d_head] -> [batch, kv, past + pos, d_head]
+fn cached(g: &mut GraphCtx<'_>, l: usize, kind: &str, x: &str) -> String {
+    if !g.cache {
+        return x.to_string();
+    }
+    let past = past_name(l, kind);
+    g.b.op("Concat", &[&past, x], Some(&present_name(l, kind)), vec![attr_int("axis", 2)])
+}
+
 /// Multi-head attention of layer `l` on the normalised input `x` `[batch, pos, d_model]`:
 /// projections, rotary (if any), scaled scores, the layer's causal or local mask, softmax,
 /// values, output projection (named `out`).
@@ -172,18 +182,20 @@ pub fn attention(g: &mut GraphCtx<'_>, l: usize, x: &str, out: Option<&str>) -> 
     let gqa = arch.n_kv_heads != arch.shape.n_heads;
     let mut q = split_heads(g, &q, false);
     let v = split_heads(g, &v, true);
+    let v = cached(g, l, "value", &v);
     let v = repeat_kv(g, &v);
     if arch.qk_norm {
         q = rms_norm(g, &q, &n.q_norm, arch.block_eps);
     }
     let q = rotate(g, &q, l);
     // Kᵀ `[batch, heads, d_head, pos]`: one transpose from the projection when nothing else applies.
-    let kt = if matches!(arch.positions, Positions::Rotary(_)) || gqa || arch.qk_norm {
+    let kt = if matches!(arch.positions, Positions::Rotary(_)) || gqa || arch.qk_norm || g.cache {
         let mut k = split_heads(g, &k, true);
         if arch.qk_norm {
             k = rms_norm(g, &k, &n.k_norm, arch.block_eps);
         }
         let k = rotate(g, &k, l);
+        let k = cached(g, l, "key", &k);
         let k = repeat_kv(g, &k);
         g.b.op("Transpose", &[&k], None, vec![attr_ints("perm", &[0, 1, 3, 2])])
     } else {

@@ -39,7 +39,12 @@ pub fn status_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
             }
             ui.separator();
             // A re-run on the same tokens (top-k, decoder, pin) reuses the forward pass.
-            let forward = if r.run.forward_reused { "forward reused".to_string() } else { format!("forward {:.0} ms", r.run.forward_ms) };
+            // An edit that keeps the start of the prompt runs only the rest (key/value cache).
+            let forward = match (r.run.forward_reused, r.run.cached_positions) {
+                (true, _) => "forward reused".to_string(),
+                (false, 0) => format!("forward {:.0} ms", r.run.forward_ms),
+                (false, c) => format!("forward {:.0} ms ({c} cached)", r.run.forward_ms),
+            };
             let reused = if r.run.reused_positions > 0 { format!(" ({} positions kept)", r.run.reused_positions) } else { String::new() };
             ui.label(format!("{forward} · lens {:.0} ms{reused}", r.run.lens_ms));
         }
