@@ -699,9 +699,34 @@ fn outcomes_are_applied_by_a_pure_reducer() {
     part.report.keep_positions(3);
     let fx = apply_outcome(&mut state, &mut book, false, OutcomeKind::Partial(Arc::new(part)));
     assert!(fx.is_empty() && state.selection.is_none() && book.partials_shown == 1);
+    // The next pieces carry only their own positions and are appended in place; one that does
+    // not continue what is shown is dropped.
+    {
+        use lens_app::session::worker::RunPiece;
+        let mut engine = LensEngine::open(bundle(), Device::Cpu, &Progress::default()).unwrap();
+        let ids = engine.tokenize(PROMPT, false).unwrap();
+        let trace = engine.trace(&ids).unwrap();
+        let opts = LensOptions { subblocks: true, k: 5, ..LensOptions::default() };
+        let piece = |range: std::ops::Range<usize>| {
+            let start = range.start;
+            Arc::new(RunPiece { start, report: engine.lens_range(&ids, &trace, &opts, range, &Progress::default()).unwrap(), pinned_dla: None })
+        };
+        let (p35, p57) = (piece(3..5), piece(5..6));
+        apply_outcome(&mut state, &mut book, false, OutcomeKind::More(Arc::clone(&p57)));
+        assert_eq!((state.result.as_ref().unwrap().report.n_pos(), book.partials_shown), (3, 1), "a piece after a gap is dropped");
+        let before = Arc::clone(state.result.as_ref().unwrap());
+        apply_outcome(&mut state, &mut book, false, OutcomeKind::More(p35));
+        apply_outcome(&mut state, &mut book, false, OutcomeKind::More(p57));
+        let shown = &state.result.as_ref().unwrap().report;
+        assert_eq!((shown.n_pos(), book.partials_shown), (6, 3));
+        assert_eq!(before.report.n_pos(), 3, "a result shared elsewhere is copied, not changed");
+        for s in 0..shown.sites.len() {
+            assert_eq!(shown.metrics.top1_id.row(s).unwrap(), &result.report.metrics.top1_id.row(s).unwrap()[..6]);
+        }
+    }
     // It fails before the end: the error says what the grids still show.
     apply_outcome(&mut state, &mut book, false, OutcomeKind::Failed("boom".into()));
-    assert_eq!(state.error.as_deref(), Some("boom (the grids show the first 3 positions only)"));
+    assert_eq!(state.error.as_deref(), Some("boom (the grids show the first 6 positions only)"));
     let fx = apply_outcome(&mut state, &mut book, false, OutcomeKind::Ran(Arc::clone(&result)));
     let (n_sites, n_pos) = (result.report.sites.len(), result.report.n_pos());
     assert_eq!(fx, vec![Effect::ScrollToSelection]);

@@ -198,7 +198,7 @@ fn demo_result() -> (ModelSummary, RunResult, String) {
     report.run.lens_ms = 0.0;
     let trace = engine.trace(&ids).unwrap();
     let dla: Vec<Vec<f64>> = (0..ids.len()).map(|p| lens_model::attribution::terms(&trace, &engine.decoder, p, plasma).unwrap()).collect();
-    let dla = (0..dla[0].len()).map(|c| dla.iter().map(|row| row[c]).collect()).collect();
+    let dla = lens_model::grid::Grid::from_rows(dla).unwrap().transposed();
     (ModelSummary::of_engine(&engine, &dir), RunResult { prompt: prompt.clone(), total_positions: report.n_pos(), report, pinned_dla: Some(dla) }, prompt)
 }
 

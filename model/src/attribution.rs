@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LensError, Result};
+use crate::grid::Grid;
 use crate::lens::{Decoder, DecoderKind};
 use crate::trace::ResidualTrace;
 
@@ -14,9 +15,9 @@ pub struct Attribution {
     /// Target of `final_top1` per position (the final site's top-1 id).
     pub final_top1_ids: Vec<u32>,
     /// Attribution to the final top-1 // [component][pos]
-    pub final_top1: Vec<Vec<f64>>,
+    pub final_top1: Grid<f64>,
     /// Attribution to the true next token, `null` at the last position // [component][pos]
-    pub next: Vec<Vec<Option<f64>>>,
+    pub next: Grid<Option<f64>>,
 }
 
 /// Component names in order.
@@ -107,5 +108,5 @@ pub fn attribute(
             }
         }
     }
-    Ok(Attribution { components, final_top1_ids: final_top1.to_vec(), final_top1: top, next: nxt })
+    Ok(Attribution { components, final_top1_ids: final_top1.to_vec(), final_top1: Grid::from_rows(top)?, next: Grid::from_rows(nxt)? })
 }

@@ -8,6 +8,7 @@ use ort::session::Session;
 use crate::attribution::attribute;
 use crate::bundle::Bundle;
 use crate::error::{LensError, Progress, Result, part};
+use crate::grid::Grid;
 use crate::last_block::LastBlockRunner;
 use crate::lens::{Decoder, DecoderKind};
 use crate::metrics::{KernelSpec, NO_TARGET, RowMetrics, run_kernel};
@@ -66,8 +67,17 @@ impl std::fmt::Debug for LensEngine {
     }
 }
 
-fn grid<T: Clone>(rows: &[RowMetrics], n_pos: usize, n_sites: usize, f: impl Fn(&RowMetrics, usize) -> T) -> Vec<Vec<T>> {
-    (0..n_sites).map(|s| (0..n_pos).filter_map(|p| rows.get(p * n_sites + s).map(|r| f(r, p))).collect()).collect()
+/// The grid `[site][pos]` of `f(row, pos)` over the kernel's rows (position-major, `n_sites`
+/// rows per position); `rows` has exactly `n_pos · n_sites` entries (checked by the caller).
+fn grid<T>(rows: &[RowMetrics], n_sites: usize, f: impl Fn(&RowMetrics, usize) -> T) -> Result<Grid<T>> {
+    let n_pos = rows.len() / n_sites.max(1);
+    let mut out: Vec<Vec<T>> = (0..n_sites).map(|_| Vec::with_capacity(n_pos)).collect();
+    for (p, at_pos) in rows.chunks_exact(n_sites.max(1)).enumerate() {
+        for (row, r) in out.iter_mut().zip(at_pos) {
+            row.push(f(r, p));
+        }
+    }
+    Grid::from_rows(out)
 }
 
 /// How many leading positions of a report of `prev` stay exact for `ids` (an edit that keeps the
@@ -358,34 +368,46 @@ impl LensEngine {
                 }
             }
         }
+        // Every cell below comes from a whole row: one per (position, site), every target ranked.
+        if rows.len() != n_pos * n_sites || rows.iter().any(|r| r.target_rank.len() != n_t || r.target_logit.len() != n_t) {
+            return Err(LensError::invalid(format!("internal: the kernel returned {} rows for {n_pos} positions × {n_sites} sites", rows.len())));
+        }
         let k = opts.k;
         let next: Vec<Option<u32>> = range.clone().map(|p| ids.get(p + 1).copied()).collect();
         let metrics = Metrics {
-            top1_id: grid(&rows, n_pos, n_sites, |r, _| r.top.first().map_or(0, |t| t.0)),
-            top1_logit: grid(&rows, n_pos, n_sites, |r, _| r.top.first().map_or(f32::NAN, |t| t.1)),
-            top1_prob: grid(&rows, n_pos, n_sites, |r, _| r.top.first().map_or(f64::NAN, |t| r.prob(t.1))),
-            rank_of_final_top1: grid(&rows, n_pos, n_sites, |r, _| r.target_rank.first().copied().unwrap_or(0)),
-            final_top1_prob: grid(&rows, n_pos, n_sites, |r, _| r.target_logit.first().map_or(f64::NAN, |&l| r.prob(l))),
-            rank_of_next: grid(&rows, n_pos, n_sites, |r, p| next.get(p).copied().flatten().and(r.target_rank.get(1).copied())),
-            rank_of_input: grid(&rows, n_pos, n_sites, |r, _| r.target_rank.get(2).copied().unwrap_or(0)),
-            kl_to_final: grid(&rows, n_pos, n_sites, |r, _| r.kl_to_final),
+            top1_id: grid(&rows, n_sites, |r, _| r.top.first().map_or(0, |t| t.0))?,
+            top1_logit: grid(&rows, n_sites, |r, _| r.top.first().map_or(f32::NAN, |t| t.1))?,
+            top1_prob: grid(&rows, n_sites, |r, _| r.top.first().map_or(f64::NAN, |t| r.prob(t.1)))?,
+            rank_of_final_top1: grid(&rows, n_sites, |r, _| r.target_rank.first().copied().unwrap_or(0))?,
+            final_top1_prob: grid(&rows, n_sites, |r, _| r.target_logit.first().map_or(f64::NAN, |&l| r.prob(l)))?,
+            rank_of_next: grid(&rows, n_sites, |r, p| next.get(p).copied().flatten().and(r.target_rank.get(1).copied()))?,
+            rank_of_input: grid(&rows, n_sites, |r, _| r.target_rank.get(2).copied().unwrap_or(0))?,
+            kl_to_final: grid(&rows, n_sites, |r, _| r.kl_to_final)?,
             // Without the embed row there is no input distribution: NaN, written as null.
-            kl_to_input: grid(&rows, n_pos, n_sites, |r, _| if opts.final_only { f64::NAN } else { r.kl_to_input }),
-            entropy: grid(&rows, n_pos, n_sites, |r, _| r.entropy),
-            nll_next: grid(&rows, n_pos, n_sites, |r, p| next.get(p).copied().flatten().and(r.target_logit.get(1)).map(|&l| r.lse - f64::from(l))),
+            kl_to_input: grid(&rows, n_sites, |r, _| if opts.final_only { f64::NAN } else { r.kl_to_input })?,
+            entropy: grid(&rows, n_sites, |r, _| r.entropy)?,
+            nll_next: grid(&rows, n_sites, |r, p| next.get(p).copied().flatten().and(r.target_logit.get(1)).map(|&l| r.lse - f64::from(l)))?,
         };
         let top_k = TopK {
             k,
-            ids: grid(&rows, n_pos, n_sites, |r, _| r.top.iter().take(k).map(|t| t.0).collect()),
-            logits: grid(&rows, n_pos, n_sites, |r, _| r.top.iter().take(k).map(|t| t.1).collect()),
-            probs: grid(&rows, n_pos, n_sites, |r, _| r.top.iter().take(k).map(|t| r.prob(t.1)).collect()),
+            ids: grid(&rows, n_sites, |r, _| r.top.iter().take(k).map(|t| t.0).collect())?,
+            logits: grid(&rows, n_sites, |r, _| r.top.iter().take(k).map(|t| t.1).collect())?,
+            probs: grid(&rows, n_sites, |r, _| r.top.iter().take(k).map(|t| r.prob(t.1)).collect())?,
         };
-        let pinned = (!opts.pinned.is_empty()).then(|| Pinned {
-            tokens: self.tokenizer.tokens(&opts.pinned),
-            rank: (0..opts.pinned.len()).map(|i| grid(&rows, n_pos, n_sites, |r, _| r.target_rank.get(3 + i).copied().unwrap_or(0))).collect(),
-            prob: (0..opts.pinned.len()).map(|i| grid(&rows, n_pos, n_sites, |r, _| r.target_logit.get(3 + i).map_or(f64::NAN, |&l| r.prob(l)))).collect(),
-            logit: (0..opts.pinned.len()).map(|i| grid(&rows, n_pos, n_sites, |r, _| r.target_logit.get(3 + i).copied().unwrap_or(f32::NAN))).collect(),
-        });
+        let pinned = if opts.pinned.is_empty() {
+            None
+        } else {
+            let pins = 0..opts.pinned.len();
+            Some(Pinned {
+                tokens: self.tokenizer.tokens(&opts.pinned),
+                rank: pins.clone().map(|i| grid(&rows, n_sites, |r, _| r.target_rank.get(3 + i).copied().unwrap_or(0))).collect::<Result<Vec<_>>>()?,
+                prob: pins
+                    .clone()
+                    .map(|i| grid(&rows, n_sites, |r, _| r.target_logit.get(3 + i).map_or(f64::NAN, |&l| r.prob(l))))
+                    .collect::<Result<Vec<_>>>()?,
+                logit: pins.map(|i| grid(&rows, n_sites, |r, _| r.target_logit.get(3 + i).copied().unwrap_or(f32::NAN))).collect::<Result<Vec<_>>>()?,
+            })
+        };
         let final_top1: Vec<u32> = (0..n_pos).map(|p| rows.get(p * n_sites + final_site).and_then(|r| r.top.first()).map_or(0, |t| t.0)).collect();
         let attribution = attribute(trace, &dec, shape.n_layers, range.clone(), &final_top1, &next)?;
         Ok(LensReport {

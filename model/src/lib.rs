@@ -1,6 +1,6 @@
 //! `lens_model`: everything in logit-lens that is not UI.
 //!
-//! Hugging Face checkpoints (GPT-2, GPT-Neo, CTRL, GPT-NeoX/Pythia, GPT-J) are converted into *lens bundles* (an ONNX graph that exposes every residual
+//! Hugging Face checkpoints (GPT-2, GPT-Neo, CTRL, GPT-NeoX/Pythia, GPT-J, Llama, Mistral, Qwen, Gemma) are converted into *lens bundles* (an ONNX graph that exposes every residual
 //! hook point as an output), run through ONNX Runtime, and decoded at every site by a streaming
 //! metric kernel into a [`report::LensReport`]. See `DESIGN.md` §1–§4 for the contracts.
 
@@ -14,6 +14,7 @@ pub mod cuda_libs;
 pub mod engine;
 pub mod error;
 pub mod graph;
+pub mod grid;
 pub mod hub;
 pub mod last_block;
 pub mod lens;

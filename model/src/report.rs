@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::attribution::Attribution;
 use crate::error::{LensError, Result};
+use crate::grid::Grid;
 use crate::tokenizer::Token;
 
 /// The schema tag written into every report.
@@ -39,53 +40,46 @@ pub struct ModelInfo {
     pub weights_sha256: Option<String>,
 }
 
-/// Per-cell metrics, each `[n_sites][n_positions]`.
+/// Per-cell metrics, each a [`Grid`] of `n_sites × n_positions` (`get(site, pos)`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     /// Top-1 token id.
-    pub top1_id: Vec<Vec<u32>>,
+    pub top1_id: Grid<u32>,
     /// Top-1 logit.
-    #[serde(deserialize_with = "nullable::grid")]
-    pub top1_logit: Vec<Vec<f32>>,
+    pub top1_logit: Grid<f32>,
     /// Top-1 probability.
-    #[serde(deserialize_with = "nullable::grid")]
-    pub top1_prob: Vec<Vec<f64>>,
+    pub top1_prob: Grid<f64>,
     /// Rank of the final site's top-1 (1 = top).
-    pub rank_of_final_top1: Vec<Vec<u32>>,
+    pub rank_of_final_top1: Grid<u32>,
     /// Probability of the final site's top-1 token at this site (its logit is known for the rank
     /// whether or not it is in this site's top-k); absent from reports written before it existed.
-    #[serde(default, deserialize_with = "nullable::grid")]
-    pub final_top1_prob: Vec<Vec<f64>>,
+    #[serde(default)]
+    pub final_top1_prob: Grid<f64>,
     /// Rank of the true next token; `null` at the last position.
-    pub rank_of_next: Vec<Vec<Option<u32>>>,
+    pub rank_of_next: Grid<Option<u32>>,
     /// Rank of the input token at this position.
-    pub rank_of_input: Vec<Vec<u32>>,
+    pub rank_of_input: Grid<u32>,
     /// KL(final || site), nats.
-    #[serde(deserialize_with = "nullable::grid")]
-    pub kl_to_final: Vec<Vec<f64>>,
+    pub kl_to_final: Grid<f64>,
     /// KL(embed || site), nats; `null` where not computed (`--final-only`).
-    #[serde(deserialize_with = "nullable::grid")]
-    pub kl_to_input: Vec<Vec<f64>>,
+    pub kl_to_input: Grid<f64>,
     /// Entropy, nats.
-    #[serde(deserialize_with = "nullable::grid")]
-    pub entropy: Vec<Vec<f64>>,
+    pub entropy: Grid<f64>,
     /// −log q(next token); `null` at the last position.
-    pub nll_next: Vec<Vec<Option<f64>>>,
+    pub nll_next: Grid<Option<f64>>,
 }
 
-/// Top-k per cell, each `[n_sites][n_positions][k]`.
+/// Top-k per cell, each a [`Grid`] of `n_sites × n_positions` lists of `k`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TopK {
     /// k.
     pub k: usize,
     /// Token ids, best first.
-    pub ids: Vec<Vec<Vec<u32>>>,
+    pub ids: Grid<Vec<u32>>,
     /// Their logits.
-    #[serde(deserialize_with = "nullable::cube")]
-    pub logits: Vec<Vec<Vec<f32>>>,
+    pub logits: Grid<Vec<f32>>,
     /// Their probabilities.
-    #[serde(deserialize_with = "nullable::cube")]
-    pub probs: Vec<Vec<Vec<f64>>>,
+    pub probs: Grid<Vec<f64>>,
 }
 
 /// Tokens followed through every site (e.g. `" plasma"`).
@@ -94,13 +88,11 @@ pub struct Pinned {
     /// The pinned tokens.
     pub tokens: Vec<Token>,
     /// Rank // [pin][site][pos]
-    pub rank: Vec<Vec<Vec<u32>>>,
+    pub rank: Vec<Grid<u32>>,
     /// Probability // [pin][site][pos]
-    #[serde(deserialize_with = "nullable::cube")]
-    pub prob: Vec<Vec<Vec<f64>>>,
+    pub prob: Vec<Grid<f64>>,
     /// Logit // [pin][site][pos]
-    #[serde(deserialize_with = "nullable::cube")]
-    pub logit: Vec<Vec<Vec<f32>>>,
+    pub logit: Vec<Grid<f32>>,
 }
 
 /// Writes `path` by `write(tmp)` into the sibling `NAME.partial`, renamed into place once it is
@@ -192,40 +184,29 @@ impl LensReport {
 
     /// Keeps only the first `n` positions (of every grid, top-k list, attribution row and pin).
     pub fn keep_positions(&mut self, n: usize) {
-        fn cut<T>(g: &mut [Vec<T>], n: usize) {
-            for row in g {
-                row.truncate(n);
-            }
-        }
         self.tokens.truncate(n);
         let m = &mut self.metrics;
-        cut(&mut m.top1_id, n);
-        cut(&mut m.top1_logit, n);
-        cut(&mut m.top1_prob, n);
-        cut(&mut m.rank_of_final_top1, n);
-        cut(&mut m.final_top1_prob, n);
-        cut(&mut m.rank_of_next, n);
-        cut(&mut m.rank_of_input, n);
-        cut(&mut m.kl_to_final, n);
-        cut(&mut m.kl_to_input, n);
-        cut(&mut m.entropy, n);
-        cut(&mut m.nll_next, n);
-        cut(&mut self.top_k.ids, n);
-        cut(&mut self.top_k.logits, n);
-        cut(&mut self.top_k.probs, n);
+        m.top1_id.keep_cols(n);
+        m.top1_logit.keep_cols(n);
+        m.top1_prob.keep_cols(n);
+        m.rank_of_final_top1.keep_cols(n);
+        m.final_top1_prob.keep_cols(n);
+        m.rank_of_next.keep_cols(n);
+        m.rank_of_input.keep_cols(n);
+        m.kl_to_final.keep_cols(n);
+        m.kl_to_input.keep_cols(n);
+        m.entropy.keep_cols(n);
+        m.nll_next.keep_cols(n);
+        self.top_k.ids.keep_cols(n);
+        self.top_k.logits.keep_cols(n);
+        self.top_k.probs.keep_cols(n);
         self.attribution.final_top1_ids.truncate(n);
-        cut(&mut self.attribution.final_top1, n);
-        cut(&mut self.attribution.next, n);
+        self.attribution.final_top1.keep_cols(n);
+        self.attribution.next.keep_cols(n);
         if let Some(p) = self.pinned.as_mut() {
-            for g in p.rank.iter_mut() {
-                cut(g, n);
-            }
-            for g in p.prob.iter_mut() {
-                cut(g, n);
-            }
-            for g in p.logit.iter_mut() {
-                cut(g, n);
-            }
+            p.rank.iter_mut().for_each(|g| g.keep_cols(n));
+            p.prob.iter_mut().for_each(|g| g.keep_cols(n));
+            p.logit.iter_mut().for_each(|g| g.keep_cols(n));
         }
     }
 
@@ -241,43 +222,96 @@ impl LensReport {
         if !same {
             return Err(LensError::invalid("cannot join reports of different models, sites or options"));
         }
-        fn join<T>(a: &mut [Vec<T>], b: Vec<Vec<T>>) {
-            for (x, y) in a.iter_mut().zip(b) {
-                x.extend(y);
-            }
-        }
         self.tokens.extend(other.tokens);
         let (m, o) = (&mut self.metrics, other.metrics);
-        join(&mut m.top1_id, o.top1_id);
-        join(&mut m.top1_logit, o.top1_logit);
-        join(&mut m.top1_prob, o.top1_prob);
-        join(&mut m.rank_of_final_top1, o.rank_of_final_top1);
-        join(&mut m.final_top1_prob, o.final_top1_prob);
-        join(&mut m.rank_of_next, o.rank_of_next);
-        join(&mut m.rank_of_input, o.rank_of_input);
-        join(&mut m.kl_to_final, o.kl_to_final);
-        join(&mut m.kl_to_input, o.kl_to_input);
-        join(&mut m.entropy, o.entropy);
-        join(&mut m.nll_next, o.nll_next);
-        join(&mut self.top_k.ids, other.top_k.ids);
-        join(&mut self.top_k.logits, other.top_k.logits);
-        join(&mut self.top_k.probs, other.top_k.probs);
+        m.top1_id.append_cols(o.top1_id)?;
+        m.top1_logit.append_cols(o.top1_logit)?;
+        m.top1_prob.append_cols(o.top1_prob)?;
+        m.rank_of_final_top1.append_cols(o.rank_of_final_top1)?;
+        m.final_top1_prob.append_cols(o.final_top1_prob)?;
+        m.rank_of_next.append_cols(o.rank_of_next)?;
+        m.rank_of_input.append_cols(o.rank_of_input)?;
+        m.kl_to_final.append_cols(o.kl_to_final)?;
+        m.kl_to_input.append_cols(o.kl_to_input)?;
+        m.entropy.append_cols(o.entropy)?;
+        m.nll_next.append_cols(o.nll_next)?;
+        self.top_k.ids.append_cols(other.top_k.ids)?;
+        self.top_k.logits.append_cols(other.top_k.logits)?;
+        self.top_k.probs.append_cols(other.top_k.probs)?;
         self.attribution.final_top1_ids.extend(other.attribution.final_top1_ids);
-        join(&mut self.attribution.final_top1, other.attribution.final_top1);
-        join(&mut self.attribution.next, other.attribution.next);
+        self.attribution.final_top1.append_cols(other.attribution.final_top1)?;
+        self.attribution.next.append_cols(other.attribution.next)?;
         if let (Some(p), Some(q)) = (self.pinned.as_mut(), other.pinned) {
             for (a, b) in p.rank.iter_mut().zip(q.rank) {
-                join(a, b);
+                a.append_cols(b)?;
             }
             for (a, b) in p.prob.iter_mut().zip(q.prob) {
-                join(a, b);
+                a.append_cols(b)?;
             }
             for (a, b) in p.logit.iter_mut().zip(q.logit) {
-                join(a, b);
+                a.append_cols(b)?;
             }
         }
         self.run.forward_ms = self.run.forward_ms.max(other.run.forward_ms);
         self.run.lens_ms += other.run.lens_ms;
+        Ok(())
+    }
+
+    /// Checks that every grid is `sites × tokens` (top-k lists of `k`, attribution
+    /// `components × tokens`, one grid per pinned token): a report assembled anywhere, or read from
+    /// a file, has one shape.
+    pub fn check_shapes(&self) -> Result<()> {
+        let (s, n) = (self.sites.len(), self.tokens.len());
+        let m = &self.metrics;
+        m.top1_id.check_shape("metrics.top1_id", s, n)?;
+        m.top1_logit.check_shape("metrics.top1_logit", s, n)?;
+        m.top1_prob.check_shape("metrics.top1_prob", s, n)?;
+        m.rank_of_final_top1.check_shape("metrics.rank_of_final_top1", s, n)?;
+        // Absent (empty) in reports written before it existed.
+        if m.final_top1_prob.n_rows() > 0 {
+            m.final_top1_prob.check_shape("metrics.final_top1_prob", s, n)?;
+        }
+        m.rank_of_next.check_shape("metrics.rank_of_next", s, n)?;
+        m.rank_of_input.check_shape("metrics.rank_of_input", s, n)?;
+        m.kl_to_final.check_shape("metrics.kl_to_final", s, n)?;
+        m.kl_to_input.check_shape("metrics.kl_to_input", s, n)?;
+        m.entropy.check_shape("metrics.entropy", s, n)?;
+        m.nll_next.check_shape("metrics.nll_next", s, n)?;
+        self.top_k.ids.check_shape("top_k.ids", s, n)?;
+        self.top_k.logits.check_shape("top_k.logits", s, n)?;
+        self.top_k.probs.check_shape("top_k.probs", s, n)?;
+        for (what, g) in [
+            ("top_k.ids", self.top_k.ids.cells().map(Vec::len).collect::<Vec<_>>()),
+            ("top_k.logits", self.top_k.logits.cells().map(Vec::len).collect()),
+            ("top_k.probs", self.top_k.probs.cells().map(Vec::len).collect()),
+        ] {
+            if let Some(bad) = g.iter().find(|&&len| len > self.top_k.k) {
+                return Err(LensError::invalid(format!("{what} has a list of {bad}, more than k = {}", self.top_k.k)));
+            }
+        }
+        let c = self.attribution.components.len();
+        if c > 0 {
+            self.attribution.final_top1.check_shape("attribution.final_top1", c, n)?;
+            self.attribution.next.check_shape("attribution.next", c, n)?;
+            if self.attribution.final_top1_ids.len() != n {
+                return Err(LensError::invalid(format!("attribution.final_top1_ids has {} entries for {n} positions", self.attribution.final_top1_ids.len())));
+            }
+        }
+        if let Some(p) = &self.pinned {
+            let t = p.tokens.len();
+            if p.rank.len() != t || p.prob.len() != t || p.logit.len() != t {
+                return Err(LensError::invalid(format!("pinned: {t} tokens but {} / {} / {} grids", p.rank.len(), p.prob.len(), p.logit.len())));
+            }
+            for g in &p.rank {
+                g.check_shape("pinned.rank", s, n)?;
+            }
+            for g in &p.prob {
+                g.check_shape("pinned.prob", s, n)?;
+            }
+            for g in &p.logit {
+                g.check_shape("pinned.logit", s, n)?;
+            }
+        }
         Ok(())
     }
 
@@ -299,36 +333,7 @@ impl LensReport {
         if r.schema != SCHEMA {
             return Err(LensError::bad_file(path, format!("schema {:?} is not {SCHEMA}", r.schema)));
         }
+        r.check_shapes().map_err(|e| LensError::bad_file(path, format!("not a consistent logit-lens report: {e}")))?;
         Ok(r)
-    }
-}
-
-/// Float grids read back with `null` as NaN: serde_json writes a NaN (an unknown value, e.g.
-/// `kl_to_input` of a `--final-only` report) as `null`, and a report must read back what it wrote.
-mod nullable {
-    use serde::{Deserialize, Deserializer};
-
-    /// A float type with a NaN.
-    pub trait Float: Copy + for<'a> Deserialize<'a> {
-        /// Not a number.
-        const NAN: Self;
-    }
-    impl Float for f32 {
-        const NAN: Self = f32::NAN;
-    }
-    impl Float for f64 {
-        const NAN: Self = f64::NAN;
-    }
-
-    /// `[[x or null]]` -> `[[x or NaN]]`.
-    pub fn grid<'de, D: Deserializer<'de>, T: Float>(d: D) -> Result<Vec<Vec<T>>, D::Error> {
-        let g = Vec::<Vec<Option<T>>>::deserialize(d)?;
-        Ok(g.into_iter().map(|row| row.into_iter().map(|x| x.unwrap_or(T::NAN)).collect()).collect())
-    }
-
-    /// `[[[x or null]]]` -> `[[[x or NaN]]]`.
-    pub fn cube<'de, D: Deserializer<'de>, T: Float>(d: D) -> Result<Vec<Vec<Vec<T>>>, D::Error> {
-        let c = Vec::<Vec<Vec<Option<T>>>>::deserialize(d)?;
-        Ok(c.into_iter().map(|g| g.into_iter().map(|row| row.into_iter().map(|x| x.unwrap_or(T::NAN)).collect()).collect()).collect())
     }
 }

@@ -34,3 +34,49 @@ fn a_final_only_report_reads_back() {
     let back = LensReport::read_json(&path).unwrap();
     assert_eq!(back.metrics, full.metrics);
 }
+
+/// The grids are typed (`Grid<T>`: every row as long as the others) and a report's grids all have
+/// its shape: a file whose grids do not fit its sites and tokens is refused by name, never read
+/// into a report that panics or shows wrong cells later (issue 11, what to build 3).
+#[test]
+fn a_report_whose_grids_do_not_fit_is_refused() {
+    let (_hf, bundle) = common::make_bundle("report-shape", &RandomGpt2::tiny(42));
+    let mut engine = common::open(&bundle);
+    let ids = engine.tokenize("one two three four five", false).unwrap();
+    let pin = engine.tokenizer.token_id(" two").unwrap();
+    let report = engine.run_ids(&ids, &LensOptions { k: 3, pinned: vec![pin], ..LensOptions::default() }, &Progress::default()).unwrap();
+    report.check_shapes().unwrap();
+    assert_eq!(report.metrics.top1_id.get(2, 1), Some(&report.metrics.top1_id[2][1]));
+    assert_eq!(report.metrics.top1_id.get(report.sites.len(), 0), None);
+    let dir = TempDir::new("report-shape").unwrap();
+    let path = dir.path().join("r.json");
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = serde_json::to_value(&report).unwrap();
+        f(&mut v);
+        std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+        LensReport::read_json(&path).map(|_| ()).map_err(|e| e.to_string())
+    };
+    assert_eq!(edit(&|_| {}), Ok(()));
+    // A ragged grid: one row a cell short.
+    let e = edit(&|v| {
+        v["metrics"]["entropy"][1].as_array_mut().unwrap().pop();
+    })
+    .unwrap_err();
+    assert!(e.contains("row 1 has 4 cells, row 0 has 5"), "{e}");
+    // A grid of another shape than the sites × tokens.
+    let e = edit(&|v| {
+        v["metrics"]["kl_to_final"].as_array_mut().unwrap().pop();
+    })
+    .unwrap_err();
+    assert!(e.contains("metrics.kl_to_final is") && e.contains("expected"), "{e}");
+    let e = edit(&|v| {
+        v["tokens"].as_array_mut().unwrap().pop();
+    })
+    .unwrap_err();
+    assert!(e.contains("not a consistent logit-lens report"), "{e}");
+    let e = edit(&|v| {
+        v["pinned"]["rank"][0][0].as_array_mut().unwrap().push(serde_json::json!(1));
+    })
+    .unwrap_err();
+    assert!(e.contains("row 1 has 5 cells, row 0 has 6") || e.contains("pinned.rank"), "{e}");
+}

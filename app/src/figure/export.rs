@@ -110,9 +110,8 @@ pub fn data(report: &LensReport, path: &Path, token_text: &dyn Fn(u32) -> String
             let m = &report.metrics;
             for (s, site) in report.sites.iter().enumerate() {
                 for (p, tok) in report.tokens.iter().enumerate() {
-                    let g = |v: &Vec<Vec<f64>>| {
-                        v.get(s).and_then(|r| r.get(p)).map(|x| if x.is_finite() { x.to_string() } else { String::new() }).unwrap_or_default()
-                    };
+                    let g =
+                        |v: &lens_model::grid::Grid<f64>| v.get(s, p).map(|x| if x.is_finite() { x.to_string() } else { String::new() }).unwrap_or_default();
                     writeln!(
                         out,
                         "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
@@ -122,17 +121,17 @@ pub fn data(report: &LensReport, path: &Path, token_text: &dyn Fn(u32) -> String
                         csv_field(&tok.text),
                         csv_field(&tok.decoded),
                         opt(report.tokens.get(p + 1).map(|t| t.id)),
-                        opt(m.top1_id.get(s).and_then(|r| r.get(p))),
-                        m.top1_id.get(s).and_then(|r| r.get(p)).map_or(String::new(), |&t| csv_field(&token_text(t))),
-                        opt(m.top1_logit.get(s).and_then(|r| r.get(p))),
+                        opt(m.top1_id.get(s, p)),
+                        m.top1_id.get(s, p).map_or(String::new(), |&t| csv_field(&token_text(t))),
+                        opt(m.top1_logit.get(s, p)),
                         g(&m.top1_prob),
-                        opt(m.rank_of_final_top1.get(s).and_then(|r| r.get(p))),
-                        opt(m.rank_of_next.get(s).and_then(|r| r.get(p)).copied().flatten()),
-                        opt(m.rank_of_input.get(s).and_then(|r| r.get(p))),
+                        opt(m.rank_of_final_top1.get(s, p)),
+                        opt(m.rank_of_next.get(s, p).copied().flatten()),
+                        opt(m.rank_of_input.get(s, p)),
                         g(&m.kl_to_final),
                         g(&m.kl_to_input),
                         g(&m.entropy),
-                        opt(m.nll_next.get(s).and_then(|r| r.get(p)).copied().flatten()),
+                        opt(m.nll_next.get(s, p).copied().flatten()),
                     )?;
                 }
             }

@@ -121,11 +121,7 @@ fn contributions_grid(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, to
     let att = &report.attribution;
     let next = spec.contrib_target == "next";
     let value = |c: usize, p: usize| -> f64 {
-        if next {
-            att.next.get(c).and_then(|r| r.get(p)).copied().flatten().unwrap_or(f64::NAN)
-        } else {
-            att.final_top1.get(c).and_then(|r| r.get(p)).copied().unwrap_or(f64::NAN)
-        }
+        if next { att.next.get(c, p).copied().flatten().unwrap_or(f64::NAN) } else { att.final_top1.get(c, p).copied().unwrap_or(f64::NAN) }
     };
     // Rows: embed at the bottom, ln_bias on top, as the lens grids put the output on top.
     let comps: Vec<usize> = (0..att.components.len()).rev().collect();

@@ -32,7 +32,7 @@ pub enum Effect {
 /// Applies one (current, not stale) worker outcome to `state`.
 pub fn apply_outcome(state: &mut AppState, book: &mut JobBook, was_load: bool, kind: OutcomeKind) -> Vec<Effect> {
     let mut effects = Vec::new();
-    let complete = !matches!(kind, OutcomeKind::Partial(_));
+    let complete = !matches!(kind, OutcomeKind::Partial(_) | OutcomeKind::More(_));
     match kind {
         OutcomeKind::Loaded(summary) => {
             // What was opened (the demo model: its folder), remembered with its family and BOS
@@ -97,6 +97,15 @@ pub fn apply_outcome(state: &mut AppState, book: &mut JobBook, was_load: bool, k
             state.error = None;
             state.result = Some(res);
             book.partials_shown += usize::from(!complete);
+        }
+        OutcomeKind::More(piece) => {
+            // The next positions of the partial result on screen: appended in place (the result
+            // is shared with nothing else while a run grows it, so nothing is copied but them).
+            // A piece that does not continue what is shown is dropped: the complete result
+            // replaces everything when the run ends.
+            if let Some(Ok(())) = state.result.as_mut().map(|res| std::sync::Arc::make_mut(res).extend(&piece)) {
+                book.partials_shown += 1;
+            }
         }
         OutcomeKind::Failed(msg) => {
             if was_load {

@@ -1,6 +1,7 @@
 //! A synthetic [`RunResult`] of any size (benchmarks and tests of the painting code).
 
 use lens_model::attribution::{Attribution, component_names};
+use lens_model::grid::Grid;
 use lens_model::report::{LensReport, Metrics, ModelInfo, RunInfo, SCHEMA, TopK};
 use lens_model::tokenizer::Token;
 
@@ -21,36 +22,36 @@ pub fn synthetic_result(n_layers: usize, n_pos: usize, k: usize) -> RunResult {
     }
     let n_sites = sites.len();
     let d_vocab = 50257usize;
-    let grid = |f: &dyn Fn(usize, usize) -> f64| -> Vec<Vec<f64>> { (0..n_sites).map(|s| (0..n_pos).map(|p| f(s, p)).collect()).collect() };
+    let grid = |f: &dyn Fn(usize, usize) -> f64| -> Grid<f64> { Grid::from_fn(n_sites, n_pos, f) };
     let depth = |s: usize| s as f64 / (n_sites.max(2) - 1) as f64;
     let top1 =
         |s: usize, p: usize| -> u32 { if noise(s * 7919 + p) < depth(s) { (p as u32 * 31 + 7) % 1000 } else { (noise(s * 31 + p * 17) * 1000.0) as u32 } };
     let rank = |s: usize, p: usize| -> u32 { (1.0 + (1.0 - depth(s)) * 5000.0 * noise(s * 13 + p * 7)) as u32 };
     let metrics = Metrics {
-        top1_id: (0..n_sites).map(|s| (0..n_pos).map(|p| top1(s, p)).collect()).collect(),
-        top1_logit: (0..n_sites).map(|s| (0..n_pos).map(|p| (5.0 + 10.0 * depth(s) + noise(s + p * 3)) as f32).collect()).collect(),
+        top1_id: Grid::from_fn(n_sites, n_pos, &top1),
+        top1_logit: Grid::from_fn(n_sites, n_pos, |s, p| (5.0 + 10.0 * depth(s) + noise(s + p * 3)) as f32),
         top1_prob: grid(&|s, p| (depth(s) * noise(s * 3 + p)).clamp(0.0, 1.0)),
-        rank_of_final_top1: (0..n_sites).map(|s| (0..n_pos).map(|p| rank(s, p)).collect()).collect(),
+        rank_of_final_top1: Grid::from_fn(n_sites, n_pos, &rank),
         final_top1_prob: grid(&|s, p| (depth(s) * noise(s * 3 + p + 1)).clamp(0.0, 1.0)),
-        rank_of_next: (0..n_sites).map(|s| (0..n_pos).map(|p| (p + 1 < n_pos).then(|| rank(s, p + 1))).collect()).collect(),
-        rank_of_input: (0..n_sites).map(|s| (0..n_pos).map(|p| rank(s + 1, p)).collect()).collect(),
+        rank_of_next: Grid::from_fn(n_sites, n_pos, |s, p| (p + 1 < n_pos).then(|| rank(s, p + 1))),
+        rank_of_input: Grid::from_fn(n_sites, n_pos, |s, p| rank(s + 1, p)),
         kl_to_final: grid(&|s, p| 20.0 * (1.0 - depth(s)) * noise(s * 5 + p)),
         kl_to_input: grid(&|s, p| 20.0 * depth(s) * noise(s * 11 + p)),
         entropy: grid(&|s, p| 10.0 * (1.0 - depth(s)) * noise(s + p * 5)),
-        nll_next: (0..n_sites).map(|s| (0..n_pos).map(|p| (p + 1 < n_pos).then(|| 10.0 * noise(s + p))).collect()).collect(),
+        nll_next: Grid::from_fn(n_sites, n_pos, |s, p| (p + 1 < n_pos).then(|| 10.0 * noise(s + p))),
     };
     let top_k = TopK {
         k,
-        ids: (0..n_sites).map(|s| (0..n_pos).map(|p| (0..k as u32).map(|i| (top1(s, p) + i * 97) % d_vocab as u32).collect()).collect()).collect(),
-        logits: (0..n_sites).map(|s| (0..n_pos).map(|_| (0..k).map(|i| 10.0 - i as f32 * 0.5 - s as f32 * 0.0).collect()).collect()).collect(),
-        probs: (0..n_sites).map(|_| (0..n_pos).map(|_| (0..k).map(|i| 0.5f64.powi(i as i32 + 1)).collect()).collect()).collect(),
+        ids: Grid::from_fn(n_sites, n_pos, |s, p| (0..k as u32).map(|i| (top1(s, p) + i * 97) % d_vocab as u32).collect()),
+        logits: Grid::from_fn(n_sites, n_pos, |s, _| (0..k).map(|i| 10.0 - i as f32 * 0.5 - s as f32 * 0.0).collect()),
+        probs: Grid::from_fn(n_sites, n_pos, |_, _| (0..k).map(|i| 0.5f64.powi(i as i32 + 1)).collect()),
     };
     let components = component_names(n_layers);
     let n_comp = components.len();
     let attribution = Attribution {
         final_top1_ids: (0..n_pos).map(|p| top1(n_sites - 1, p)).collect(),
-        final_top1: (0..n_comp).map(|c| (0..n_pos).map(|p| noise(c * 3 + p * 11) * 2.0 - 0.8).collect()).collect(),
-        next: (0..n_comp).map(|c| (0..n_pos).map(|p| (p + 1 < n_pos).then(|| noise(c * 7 + p) - 0.5)).collect()).collect(),
+        final_top1: Grid::from_fn(n_comp, n_pos, |c, p| noise(c * 3 + p * 11) * 2.0 - 0.8),
+        next: Grid::from_fn(n_comp, n_pos, |c, p| (p + 1 < n_pos).then(|| noise(c * 7 + p) - 0.5)),
         components,
     };
     let tokens = (0..n_pos).map(|p| Token { id: (p as u32 * 31 + 7) % 1000, text: format!("␣tok{p}"), decoded: format!(" tok{p}"), special: false }).collect();

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use lens_model::config::ModelShape;
 use lens_model::error::Progress;
+use lens_model::grid::Grid;
 use lens_model::lens::DecoderKind;
 use lens_model::report::LensReport;
 use lens_model::runtime::{Device, init_runtime};
@@ -116,9 +117,41 @@ pub struct RunResult {
     /// The report (always computed with sub-block rows; the view hides them).
     pub report: LensReport,
     /// Direct logit attribution to the first pinned token // [component][pos]
-    pub pinned_dla: Option<Vec<Vec<f64>>>,
+    pub pinned_dla: Option<Grid<f64>>,
     /// Positions of the whole prompt: more than the report's while it is a partial result.
     pub total_positions: usize,
+}
+
+/// The next positions of a run whose first positions are on screen ([`OutcomeKind::More`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPiece {
+    /// The first position it holds (the partial result's length so far).
+    pub start: usize,
+    /// The report of those positions only.
+    pub report: LensReport,
+    /// Their direct logit attribution to the first pinned token // [component][pos]
+    pub pinned_dla: Option<Grid<f64>>,
+}
+
+impl RunResult {
+    /// Appends the next positions of the same run. A piece that does not start where this result
+    /// ends, or does not fit it, is an error and changes nothing.
+    pub fn extend(&mut self, piece: &RunPiece) -> anyhow::Result<()> {
+        if piece.start != self.report.n_pos() || self.pinned_dla.is_some() != piece.pinned_dla.is_some() {
+            anyhow::bail!("a piece of positions {}.. does not continue a result of {}", piece.start, self.report.n_pos());
+        }
+        if let (Some(a), Some(b)) = (self.pinned_dla.as_ref(), piece.pinned_dla.as_ref())
+            && a.n_rows() != b.n_rows()
+        {
+            anyhow::bail!("a piece's attribution has {} components, the result's {}", b.n_rows(), a.n_rows());
+        }
+        // Checks models, sites and options before it changes anything.
+        self.report.append_positions(piece.report.clone())?;
+        if let (Some(a), Some(b)) = (self.pinned_dla.as_mut(), piece.pinned_dla.as_ref()) {
+            a.append_cols(b.clone())?;
+        }
+        Ok(())
+    }
 }
 
 /// A job for the worker.
@@ -165,8 +198,11 @@ pub enum OutcomeKind {
     /// A result.
     Ran(Arc<RunResult>),
     /// The first positions of a result that is still being computed (big models): shown at
-    /// once, replaced by the next `Partial` and finally by `Ran`.
+    /// once, grown by `More` and finally replaced by `Ran`.
     Partial(Arc<RunResult>),
+    /// The next positions of the partial result on screen (only those: a run of many pieces
+    /// costs linear time, not a copy of the whole report per piece).
+    More(Arc<RunPiece>),
     /// It failed; the previous model and result stay.
     Failed(String),
     /// The user cancelled it.
@@ -281,7 +317,7 @@ impl Worker {
     pub fn poll(&mut self) -> Vec<Outcome> {
         let mut out = Vec::new();
         while let Ok(o) = self.outcomes.try_recv() {
-            if !matches!(o.kind, OutcomeKind::Partial(_)) {
+            if !matches!(o.kind, OutcomeKind::Partial(_) | OutcomeKind::More(_)) {
                 self.in_flight.retain(|f| f.id != o.id);
             }
             out.push(o);
@@ -333,8 +369,8 @@ fn worker_loop(jobs: &Receiver<Job>, out: &Sender<Outcome>, repaint: &Repaint, p
         let kind = if superseded || job.progress.is_cancelled() {
             OutcomeKind::Cancelled
         } else {
-            let emit = |partial: Arc<RunResult>| {
-                let _ = out.send(Outcome { id: job.id, was_load, kind: OutcomeKind::Partial(partial) });
+            let emit = |partial: OutcomeKind| {
+                let _ = out.send(Outcome { id: job.id, was_load, kind: partial });
                 repaint(None);
             };
             match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_job(&mut st, &job, &emit))) {
@@ -364,7 +400,7 @@ pub fn positions_per_piece(n_sites: usize, d_model: usize, d_vocab: usize) -> us
     ((PARTIAL_FLOP / per_pos.max(1.0)).ceil() as usize).max(8)
 }
 
-fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(Arc<RunResult>)) -> anyhow::Result<OutcomeKind> {
+fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyhow::Result<OutcomeKind> {
     use anyhow::Context as _;
     match &job.kind {
         JobKind::Load { model, device, ort_lib } => {
@@ -429,17 +465,28 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(Arc<RunResult>)) -> an
                     }
                 }
             }
+            // The first partial result carries everything so far; later ones only their own
+            // positions (`More`), so a run of many pieces copies each position once.
+            let mut shown = false;
             while start < n_pos {
                 let end = (start + step).min(n_pos);
                 // The kernel reports progress per piece; scale it to the whole prompt.
                 let piece_progress = job.progress.part(start as f32 / n_pos as f32, (end - start) as f32 / n_pos as f32);
-                let piece = engine.lens_range(&ids, trace, &opts, start..end, &piece_progress)?;
+                let mut piece = engine.lens_range(&ids, trace, &opts, start..end, &piece_progress)?;
+                piece.run.forward_ms = forward_ms;
+                let mut piece_dla = Vec::new();
+                if let Some(&t) = pinned.first() {
+                    for p in start..end {
+                        piece_dla.push(lens_model::attribution::terms(trace, &engine.decoder, p, t)?);
+                    }
+                }
+                let piece_start = report.as_ref().map_or(0, lens_model::report::LensReport::n_pos);
                 let r = match report.as_mut() {
                     Some(r) => {
-                        r.append_positions(piece)?;
+                        r.append_positions(piece.clone())?;
                         r
                     }
-                    None => report.insert(piece),
+                    None => report.insert(piece.clone()),
                 };
                 r.run.forward_ms = forward_ms;
                 r.run.forward_reused = reuse;
@@ -447,17 +494,21 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(Arc<RunResult>)) -> an
                 r.run.cached_positions = cached;
                 r.truncated = truncated;
                 r.run.lens_ms = t1.elapsed().as_secs_f64() * 1e3;
-                if let Some(&t) = pinned.first() {
-                    for p in start..end {
-                        dla_rows.push(lens_model::attribution::terms(trace, &engine.decoder, p, t)?);
-                    }
-                }
-                let pinned_dla = pinned.first().map(|_| transpose(&dla_rows));
-                let res = Arc::new(RunResult { prompt: text.clone(), report: r.clone(), pinned_dla, total_positions: n_pos });
                 start = end;
-                if start < n_pos {
-                    emit(res);
-                } else {
+                if start < n_pos && shown {
+                    let pinned_dla = pinned.first().map(|_| Grid::from_rows(piece_dla.clone()).map(|g| g.transposed())).transpose()?;
+                    emit(OutcomeKind::More(Arc::new(RunPiece { start: piece_start, report: piece, pinned_dla })));
+                }
+                dla_rows.extend(piece_dla);
+                if start < n_pos && !shown {
+                    let pinned_dla = pinned.first().map(|_| Grid::from_rows(dla_rows.clone()).map(|g| g.transposed())).transpose()?;
+                    emit(OutcomeKind::Partial(Arc::new(RunResult { prompt: text.clone(), report: r.clone(), pinned_dla, total_positions: n_pos })));
+                    shown = true;
+                }
+                if start >= n_pos {
+                    let Some(whole) = report.take() else { anyhow::bail!("no report") };
+                    let pinned_dla = pinned.first().map(|_| Grid::from_rows(dla_rows.clone()).map(|g| g.transposed())).transpose()?;
+                    let res = Arc::new(RunResult { prompt: text.clone(), report: whole, pinned_dla, total_positions: n_pos });
                     st.last_result = Some(LastResult { opts: opts.clone(), result: Arc::clone(&res), ids: ids.clone(), dla_rows });
                     return Ok(OutcomeKind::Ran(res));
                 }
@@ -465,10 +516,4 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(Arc<RunResult>)) -> an
             anyhow::bail!("the prompt has no tokens")
         }
     }
-}
-
-/// `[pos][component]` -> `[component][pos]`.
-fn transpose(rows: &[Vec<f64>]) -> Vec<Vec<f64>> {
-    let n_comp = rows.first().map_or(0, Vec::len);
-    (0..n_comp).map(|c| rows.iter().map(|row| row.get(c).copied().unwrap_or(f64::NAN)).collect()).collect()
 }

@@ -55,8 +55,8 @@ pub struct ViewModel {
     pub panels: Vec<PanelModel>,
 }
 
-fn at<T: Copy>(g: &[Vec<T>], s: usize, p: usize) -> Option<T> {
-    g.get(s)?.get(p).copied()
+fn at<T: Copy>(g: &lens_model::grid::Grid<T>, s: usize, p: usize) -> Option<T> {
+    g.get(s, p).copied()
 }
 
 /// Layer of a site name (`embed` → None, `3.attn` or `3.pre+attn` → (3, true), `3` → (3, false)).
@@ -135,7 +135,7 @@ fn short(v: f64) -> String {
 }
 
 /// The pinned-token grid of the first pin, if any // [site][pos]
-fn pinned_rank(report: &LensReport) -> Option<&Vec<Vec<u32>>> {
+fn pinned_rank(report: &LensReport) -> Option<&lens_model::grid::Grid<u32>> {
     report.pinned.as_ref()?.rank.first()
 }
 

@@ -4,6 +4,7 @@
 
 use egui::{Align2, FontId, Pos2, Rect, RichText, Sense, Stroke, Ui, Vec2};
 use egui_plot::{Bar, BarChart, Plot};
+use lens_model::grid::Grid;
 
 use crate::gui::command::AppCommand;
 use crate::gui::state::{AppState, Cell, ContribTarget};
@@ -11,12 +12,14 @@ use crate::gui::theme;
 use crate::gui::view::{token_display, visible_positions_of};
 
 /// The attribution grid for the target // [component][pos], NaN where unknown.
-pub fn attribution_grid(state: &AppState) -> Option<(Vec<Vec<f64>>, &'static str)> {
+pub fn attribution_grid(state: &AppState) -> Option<(Grid<f64>, &'static str)> {
     let res = state.result.as_ref()?;
     let a = &res.report.attribution;
     Some(match state.view.contrib_target {
         ContribTarget::FinalTop1 => (a.final_top1.clone(), "final top-1"),
-        ContribTarget::Next => (a.next.iter().map(|row| row.iter().map(|v| v.unwrap_or(f64::NAN)).collect()).collect(), "true next token"),
+        ContribTarget::Next => {
+            (Grid::from_fn(a.next.n_rows(), a.next.n_cols(), |c, p| a.next.get(c, p).copied().flatten().unwrap_or(f64::NAN)), "true next token")
+        }
         ContribTarget::Pinned => match &res.pinned_dla {
             Some(g) => (g.clone(), "pinned token"),
             None => (a.final_top1.clone(), "final top-1 (nothing pinned)"),
@@ -72,7 +75,7 @@ pub fn contributions_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand
                 .iter()
                 .enumerate()
                 .filter_map(|(i, name)| {
-                    let v = grid.get(i)?.get(pos).copied().filter(|v| v.is_finite())?;
+                    let v = grid.get(i, pos).copied().filter(|v| v.is_finite())?;
                     Some(Bar::new(i as f64, v).name(name).fill(bar_color(name)).width(0.8))
                 })
                 .collect();

@@ -9,8 +9,8 @@ use crate::gui::state::{AppState, Cell, RankTarget};
 use crate::gui::theme;
 use crate::gui::view::{shown, token_display, visible_sites};
 
-fn at<T: Copy>(g: &[Vec<T>], s: usize, p: usize) -> Option<T> {
-    g.get(s)?.get(p).copied()
+fn at<T: Copy>(g: &lens_model::grid::Grid<T>, s: usize, p: usize) -> Option<T> {
+    g.get(s, p).copied()
 }
 
 /// The token followed by the trajectory: (id, label) for a position.
@@ -57,9 +57,7 @@ pub fn inspector_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
     }
 
     // Top-k.
-    let (Some(ids), Some(logits), Some(probs)) =
-        (r.top_k.ids.get(site).and_then(|v| v.get(pos)), r.top_k.logits.get(site).and_then(|v| v.get(pos)), r.top_k.probs.get(site).and_then(|v| v.get(pos)))
-    else {
+    let (Some(ids), Some(logits), Some(probs)) = (r.top_k.ids.get(site, pos), r.top_k.logits.get(site, pos), r.top_k.probs.get(site, pos)) else {
         return;
     };
     let next_id = r.tokens.get(pos + 1).map(|t| t.id);
@@ -125,12 +123,7 @@ fn trajectory_ui(ui: &mut Ui, state: &AppState, pos: usize) {
             // The final top-1's probability is known at every site (outside the top-k too).
             let exact = if Some(token) == final_top1 { at(&m.final_top1_prob, s, pos).filter(|p| !p.is_nan()) } else { None };
             let prob = exact.or_else(|| {
-                r.top_k
-                    .ids
-                    .get(s)
-                    .and_then(|v| v.get(pos))
-                    .and_then(|ids| ids.iter().position(|&t| t == token))
-                    .and_then(|k| r.top_k.probs.get(s)?.get(pos)?.get(k).copied())
+                r.top_k.ids.get(s, pos).and_then(|ids| ids.iter().position(|&t| t == token)).and_then(|k| r.top_k.probs.get(s, pos)?.get(k).copied())
             });
             (rank, prob)
         };
