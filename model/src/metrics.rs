@@ -70,7 +70,10 @@ struct RowState {
     s: f64,
     top: Vec<(f32, u32)>,
     counts: Vec<u32>,
+    /// Each target's logit, computed alone in f64 (rounded to f32): what the ranks count against.
     tlogit: Vec<f32>,
+    /// Each target's logit as the chunk's GEMM computed it (NaN until its chunk is seen).
+    tgemm: Vec<f32>,
     kl_f: f64,
     kl_i: f64,
 }
@@ -129,6 +132,23 @@ pub fn run_kernel(prepared: &[f32], targets: &[u32], dec: &Decoder, spec: &Kerne
     Ok(out)
 }
 
+/// The rank of a target (0 where there is none): 1 + the tokens counted above its f64 logit `exact`,
+/// made consistent with the top-k, which holds the GEMM's f32 logits (`gemm` is the target's own):
+/// a target in the top-k ranks 1 + the entries strictly above it there (every token above it is
+/// there), so a site's own top-1 always ranks 1 even where another token is within f32 rounding
+/// of it; one outside ranks below every entry strictly above its GEMM logit. A near tie decided
+/// differently by the two computations can only still shift ranks beyond k.
+fn target_rank(counted: u32, exact: f32, gemm: f32, id: u32, top: &[(f32, u32)]) -> u32 {
+    if exact.is_nan() {
+        return 0;
+    }
+    let above = |g: f32| top.iter().filter(|&&(v, _)| v > g).count() as u32;
+    if gemm.is_nan() {
+        return counted + 1;
+    }
+    if top.iter().any(|&(_, t)| t == id) { above(gemm) + 1 } else { (counted + 1).max(above(gemm) + 1) }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_block(xs: &[f32], ts: &[u32], n_pos: usize, dec: &Decoder, spec: &KernelSpec, progress: &Progress, tick: &dyn Fn()) -> Result<Vec<RowMetrics>> {
     let d = dec.d_model;
@@ -146,7 +166,17 @@ fn run_block(xs: &[f32], ts: &[u32], n_pos: usize, dec: &Decoder, spec: &KernelS
                     _ => f32::NAN,
                 })
                 .collect();
-            Ok(RowState { m: f32::NEG_INFINITY, z: 0.0, s: 0.0, top: Vec::with_capacity(spec.k + 1), counts: vec![0; n_t], tlogit, kl_f: 0.0, kl_i: 0.0 })
+            Ok(RowState {
+                m: f32::NEG_INFINITY,
+                z: 0.0,
+                s: 0.0,
+                top: Vec::with_capacity(spec.k + 1),
+                counts: vec![0; n_t],
+                tlogit,
+                tgemm: vec![f32::NAN; n_t],
+                kl_f: 0.0,
+                kl_i: 0.0,
+            })
         })
         .collect::<Result<_>>()?;
     let mut buf = vec![0f32; rb * c_max];
@@ -217,8 +247,16 @@ fn run_block(xs: &[f32], ts: &[u32], n_pos: usize, dec: &Decoder, spec: &KernelS
                         Some(&n) => n,
                         None => simd::count_greater(l, thr),
                     };
-                    if (v0..v0 + c).contains(&(id as usize)) && l.get(id as usize - v0).is_some_and(|&x| x > thr) {
-                        n -= 1; // the target itself never counts against its own rank
+                    if (v0..v0 + c).contains(&(id as usize))
+                        && let Some(&x) = l.get(id as usize - v0)
+                    {
+                        if x > thr {
+                            n -= 1; // the target itself never counts against its own rank
+                        }
+                        // Its logit as this GEMM computed it, the one its top-k entry shows.
+                        if let Some(g) = st.tgemm.get_mut(t) {
+                            *g = x;
+                        }
                     }
                     if let Some(cnt) = st.counts.get_mut(t) {
                         *cnt += n;
@@ -250,17 +288,18 @@ fn run_block(xs: &[f32], ts: &[u32], n_pos: usize, dec: &Decoder, spec: &KernelS
     // Finalise.
     let lse_of = |st: &RowState| f64::from(st.m) + st.z.ln();
     let mut out = Vec::with_capacity(rb);
-    for st_p in state.chunks_exact(s_n) {
+    for (p, st_p) in state.chunks_exact(s_n).enumerate() {
         let (Some(f), Some(i)) = (st_p.get(spec.final_site), st_p.get(spec.input_site)) else { continue };
         let (lse_f, z_f, lse_i, z_i) = (lse_of(f), f.z, lse_of(i), i.z);
+        let ids = part(ts, p * n_t..(p + 1) * n_t, "targets")?;
         for st in st_p {
             let lse = lse_of(st);
             out.push(RowMetrics {
                 lse,
                 entropy: st.z.ln() - st.s / st.z,
                 top: st.top.iter().map(|&(v, id)| (id, v)).collect(),
-                target_logit: st.tlogit.clone(),
-                target_rank: st.counts.iter().zip(&st.tlogit).map(|(&n, l)| if l.is_nan() { 0 } else { n + 1 }).collect(),
+                target_logit: st.tlogit.iter().zip(&st.tgemm).map(|(&exact, &g)| if g.is_nan() { exact } else { g }).collect(),
+                target_rank: st.counts.iter().zip(&st.tlogit).zip(&st.tgemm).zip(ids).map(|(((&n, l), &g), &id)| target_rank(n, *l, g, id, &st.top)).collect(),
                 kl_to_final: st.kl_f / z_f - lse_f + lse,
                 kl_to_input: st.kl_i / z_i - lse_i + lse,
             });
