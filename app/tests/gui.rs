@@ -674,6 +674,23 @@ fn progress_repaints_at_a_capped_rate() {
     assert!(now <= 3, "{now} immediate repaints during a {run_ms} ms run that delivered one result");
 }
 
+/// While a job runs the status bar shows its progress without asking for frames itself (a
+/// spinner did: continuous repainting with software GL made the app's lens ~1.8× slower than
+/// the CLI's; issue 11, item 16). `Harness::run` panics when frames keep being requested.
+#[test]
+fn a_running_job_does_not_repaint_continuously() {
+    use lens_app::gui::panels::status::status_ui;
+    use lens_app::session::worker::JobProgress;
+    let state = AppState { progress: Some(JobProgress { what: "running the lens".into(), stage: "forward".into(), fraction: 0.3 }), ..AppState::default() };
+    let mut h = Harness::builder().with_size(egui::vec2(1200.0, 40.0)).build_ui(move |ui| {
+        let mut cmds = Vec::new();
+        status_ui(ui, &state, &mut cmds);
+    });
+    h.run();
+    assert!(h.query_by_label_contains("running the lens: forward").is_some());
+    assert!(h.query_by_label("Cancel").is_some());
+}
+
 /// Worker outcomes are applied by one pure function of (state, outcome), tested here without a
 /// window (issue 11, what to build 2).
 #[test]

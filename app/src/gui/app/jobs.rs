@@ -8,9 +8,13 @@ impl LogitLensApp {
     pub(super) fn worker(&mut self) -> Option<&mut Worker> {
         if self.worker.is_none() {
             let ctx = self.ctx.clone()?;
+            let cost = Arc::clone(&self.frame_cost_us);
             let repaint: crate::session::worker::Repaint = Arc::new(move |after: Option<std::time::Duration>| match after {
                 None => ctx.request_repaint(),
-                Some(d) => ctx.request_repaint_after(d),
+                Some(d) => {
+                    let frame = std::time::Duration::from_micros(cost.load(std::sync::atomic::Ordering::Relaxed));
+                    ctx.request_repaint_after(d.max(frame * PROGRESS_FRAME_FACTOR));
+                }
             });
             match Worker::spawn(repaint, self.opts.piece_positions) {
                 Ok(w) => self.worker = Some(w),

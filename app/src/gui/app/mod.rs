@@ -72,6 +72,9 @@ pub struct LogitLensApp {
     opts: GuiOptions,
     worker: Option<Worker>,
     ctx: Option<egui::Context>,
+    /// CPU time of the last painted frame, µs (eframe's measure; 0 under the test harness):
+    /// progress repaints wait at least [`PROGRESS_FRAME_FACTOR`] times it.
+    frame_cost_us: Arc<std::sync::atomic::AtomicU64>,
     vm_key: Option<ModelKey>,
     cmds: Vec<AppCommand>,
     latest_run: u64,
@@ -141,6 +144,7 @@ impl LogitLensApp {
             partials_shown: 0,
             opts,
             worker: None,
+            frame_cost_us: Arc::default(),
             ctx: None,
             vm_key: None,
             cmds: Vec::new(),
@@ -273,7 +277,11 @@ impl LogitLensApp {
                     repaint.request_repaint();
                 });
             }
-            ctx.request_repaint();
+            // Frames only while counting down to the shot: until the result is there the worker's
+            // outcomes repaint (painting continuously meanwhile took half the CPU from the lens).
+            if settled {
+                ctx.request_repaint();
+            }
         } else if plan.outcome.lock().map(|o| o.saved.is_some()).unwrap_or(true) {
             ctx.send_viewport_cmd(egui::ViewportCommand::Close);
         } else {
@@ -292,8 +300,16 @@ pub fn save_png(path: &std::path::Path, img: &egui::ColorImage) -> Result<(), St
     buf.save_with_format(path, image::ImageFormat::Png).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// Progress repaints wait at least this many times the last frame's CPU time, so that painting
+/// takes at most about a tenth of a core while the lens runs (a frame of a big grid costs
+/// ~100 ms with software GL, and the lens wants every core).
+pub const PROGRESS_FRAME_FACTOR: u32 = 10;
+
 impl eframe::App for LogitLensApp {
-    fn ui(&mut self, ui: &mut Ui, _frame: &mut eframe::Frame) {
+    fn ui(&mut self, ui: &mut Ui, frame: &mut eframe::Frame) {
+        if let Some(cpu) = frame.info().cpu_usage {
+            self.frame_cost_us.store((f64::from(cpu) * 1e6) as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         self.show(ui);
     }
 

@@ -58,8 +58,9 @@ pub fn status_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
                     cmds.push(AppCommand::Cancel);
                 }
                 ui.add(egui::ProgressBar::new(p.fraction).desired_width(160.0).show_percentage());
+                // No spinner: an animated widget repaints every frame, and with software GL
+                // that took half the CPU from the lens it is waiting for (issue 11, item 16).
                 ui.label(format!("{}: {}", p.what, p.stage));
-                ui.spinner();
             }
         });
     });
