@@ -182,3 +182,41 @@ fn lens_writes_npz() {
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--json"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Ctrl+C during a conversion stops it and removes its partial folder: nothing is left in the
+/// destination's folder, and the exit status is 130 (issue 11, item 12: a hidden
+/// `.NAME.partial-…` folder of the checkpoint's size stayed behind).
+#[test]
+fn ctrl_c_during_convert_leaves_nothing() {
+    use std::io::{BufRead, BufReader};
+    let hf = unique_temp_dir("cli-int-hf");
+    write_checkpoint(&hf, &RandomGpt2::gpt2_shape("distilgpt2").unwrap()).unwrap();
+    let parent = unique_temp_dir("cli-int-out");
+    std::fs::create_dir_all(&parent).unwrap();
+    let dst = parent.join("bundle");
+    let mut child = bin().arg("convert").arg(&hf).arg(&dst).stderr(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    // Interrupt once the weights are being written (the partial folder exists then).
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let writing = line.starts_with("converting weights") && !line.ends_with(" 0%");
+        seen.push(line);
+        if writing {
+            break;
+        }
+    }
+    let partial_then = std::fs::read_dir(&parent).unwrap().count();
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    seen.extend(lines.map(Result::unwrap));
+    let status = child.wait().unwrap();
+    let err = seen.join("\n");
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(partial_then, 1, "the conversion was writing its partial folder when interrupted");
+    let left: Vec<_> = std::fs::read_dir(&parent).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    std::fs::remove_dir_all(&hf).unwrap();
+}

@@ -1,6 +1,8 @@
-//! Command-line interface: no subcommand = the desktop app; `convert`, `lens`, `info`, `bench`.
+//! Command-line interface: no subcommand = the desktop app; `convert`, `lens`, `info`, `bench`,
+//! `render`. Ctrl+C stops the running command cleanly ([`interrupt`]).
 
 mod bench;
+mod interrupt;
 
 mod render;
 
@@ -142,6 +144,10 @@ pub fn main(gui: GuiServer) -> ExitCode {
     };
     match run(cli, gui) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.chain().any(|c| matches!(c.downcast_ref::<lens_model::LensError>(), Some(lens_model::LensError::Cancelled))) => {
+            eprintln!("interrupted");
+            ExitCode::from(interrupt::INTERRUPTED)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -152,7 +158,7 @@ pub fn main(gui: GuiServer) -> ExitCode {
 /// A progress sink that writes one line per stage and a percentage on stderr.
 pub fn stderr_progress() -> Progress {
     let last = std::sync::Mutex::new((String::new(), -1i32));
-    Progress::new(move |stage, f| {
+    interrupt::watched(Progress::new(move |stage, f| {
         let pct = (f * 100.0) as i32;
         if let Ok(mut l) = last.lock()
             && (l.0 != stage || pct / 10 != l.1 / 10)
@@ -160,7 +166,7 @@ pub fn stderr_progress() -> Progress {
             eprintln!("{stage}: {pct}%");
             *l = (stage.to_string(), pct);
         }
-    })
+    }))
 }
 
 /// Parses `WIDTHxHEIGHT` (points).
@@ -209,6 +215,9 @@ fn open_engine_notes(ort_lib: Option<&Path>, model: Option<&Path>, device: Devic
 
 fn run(cli: Cli, gui: GuiServer) -> Result<()> {
     VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
+    if !matches!(cli.command, None | Some(Command::BenchUi(_))) {
+        interrupt::install();
+    }
     let ort_lib = cli.ort_lib.as_deref();
     match cli.command {
         None => gui(crate::session::start::GuiRequest::Window(crate::session::start::GuiOptions {
@@ -307,7 +316,7 @@ fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
         }
     }
     let opts = LensOptions { subblocks: args.subblocks, k: args.top_k, decoder, pinned, final_only: args.final_only, ..LensOptions::default() };
-    let mut report = engine.run_ids(&ids, &opts, &Progress::default())?;
+    let mut report = engine.run_ids(&ids, &opts, &interrupt::watched(Progress::default()))?;
     report.truncated = truncated;
     note_truncation(truncated);
     let mut wrote = Vec::new();

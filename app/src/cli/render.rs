@@ -223,7 +223,7 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
     };
     let decoder = DecoderKind::parse(&spec.decoder).ok_or_else(|| anyhow!("unknown decoder {:?} in the figure settings", spec.decoder))?;
     let opts = LensOptions { subblocks: spec.subblocks, pinned, decoder, ..LensOptions::default() };
-    let report = engine.run_ids(&ids, &opts, &Progress::default())?;
+    let report = engine.run_ids(&ids, &opts, &super::interrupt::watched(Progress::default()))?;
     let vocab = ModelSummary::vocab_of(&engine);
     let result = RunResult { prompt: prompt.clone(), total_positions: report.n_pos(), report, pinned_dla: None };
     let vm = ViewModel::build(&result, &view, &vocab);
