@@ -780,3 +780,18 @@ fn outcomes_are_applied_by_a_pure_reducer() {
     apply_outcome(&mut state, &mut book, true, OutcomeKind::Cancelled);
     assert_eq!((book.loading.clone(), state.notice.as_deref()), (None, Some("cancelled")));
 }
+
+/// Emoji in a prompt or a token (GPT-2 has byte-level tokens of many): drawn in both the
+/// proportional and the monospace (prompt editor) fonts, never as a missing-glyph box (issue 11,
+/// item 18). The harness panics on a missing glyph. (Noto Emoji, bundled by egui's
+/// `monochrome_emoji_fonts`, has the Unicode 6 emoji; later ones need a system font, see fonts.rs.)
+#[test]
+fn emoji_have_glyphs_in_both_fonts() {
+    const EMOJI: &str = "😀 😂 😍 🚀 🔥 👍 ❤ ✨ 🎉 🐍 🌍 💡";
+    let mut h = Harness::builder().with_context_setup(lens_app::gui::fonts::install_bundled).build_ui(|ui| {
+        ui.label(EMOJI);
+        ui.label(egui::RichText::new(EMOJI).monospace());
+    });
+    h.run();
+    assert_eq!(h.query_all_by_label(EMOJI).count(), 2);
+}

@@ -2,8 +2,10 @@
 //! The app adds, as fallbacks behind egui's own fonts (so Latin text looks the same):
 //! * the bundled DejaVu Sans (`assets/fonts`, also the figures' font): Hebrew, Arabic, Armenian,
 //!   Georgian, IPA, arrows, maths and many other symbols;
-//! * the first system font found for each of CJK, Devanagari, Thai and Korean (common Linux,
-//!   macOS and Windows locations), read on a background thread so start-up never waits for disk.
+//! * the first system font found for each of CJK, Devanagari, Thai, Korean and emoji (common
+//!   Linux, macOS and Windows locations), read on a background thread so start-up never waits for
+//!   disk. egui's Noto Emoji (feature `monochrome_emoji_fonts`) draws the Unicode 6 emoji; a
+//!   system Symbola or Segoe UI Emoji/Symbol adds the later ones (🙂, 🤔, …).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -39,6 +41,16 @@ const SYSTEM_FALLBACKS: &[(&str, &[&str])] = &[
             "/usr/share/fonts/truetype/lohit-devanagari/Lohit-Devanagari.ttf",
             "/System/Library/Fonts/Kohinoor.ttc",
             "C:\\Windows\\Fonts\\Nirmala.ttf",
+        ],
+    ),
+    (
+        "Emoji",
+        &[
+            "/usr/share/fonts/truetype/ancient-scripts/Symbola_hint.ttf",
+            "/usr/share/fonts/TTF/Symbola.ttf",
+            "/usr/share/fonts/gdouros-symbola/Symbola.ttf",
+            "C:\\Windows\\Fonts\\seguiemj.ttf",
+            "C:\\Windows\\Fonts\\seguisym.ttf",
         ],
     ),
     (
