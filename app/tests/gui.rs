@@ -795,3 +795,35 @@ fn emoji_have_glyphs_in_both_fonts() {
     h.run();
     assert_eq!(h.query_all_by_label(EMOJI).count(), 2);
 }
+
+/// The prediction-depth overlay (issue 15, item 4): per shown column, the shown row of the
+/// position's depth site (output on top: the edge under it; input on top: over it), and nothing
+/// unless asked for (the heatmap and the figure scene draw this same model).
+#[test]
+fn the_depth_overlay_marks_each_columns_depth_row() {
+    use lens_app::gui::view::ViewModel;
+    let (model, result) = engine_result(&[]);
+    let depth = result.report.prediction_depth();
+    let mut view = lens_app::gui::state::ViewSettings { subblocks: true, ..Default::default() };
+    assert!(ViewModel::build(&result, &view, &model.vocab).depth.is_empty());
+    view.show_depth = true;
+    for flip in [false, true] {
+        view.flip = flip;
+        let vm = ViewModel::build(&result, &view, &model.vocab);
+        assert_eq!(vm.depth.len(), vm.cols.len());
+        assert_eq!(vm.depth_below, !flip);
+        for (c, &p) in vm.cols.iter().enumerate() {
+            let row = vm.depth[c].unwrap();
+            assert_eq!(vm.rows[row], depth[p] as usize, "column {c}: every site is shown with sub-block rows");
+        }
+    }
+    // Every other layer shown: the mark goes on the lowest shown row at or above the depth.
+    view.flip = false;
+    view.layer_step = 2;
+    let vm = ViewModel::build(&result, &view, &model.vocab);
+    for (c, &p) in vm.cols.iter().enumerate() {
+        let site = vm.rows[vm.depth[c].unwrap()];
+        assert!(site >= depth[p] as usize);
+        assert!(vm.rows.iter().all(|&s| s < depth[p] as usize || s >= site), "column {c}");
+    }
+}

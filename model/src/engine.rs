@@ -387,7 +387,9 @@ impl LensEngine {
             kl_to_input: grid(&rows, n_sites, |r, _| if opts.final_only { f64::NAN } else { r.kl_to_input })?,
             entropy: grid(&rows, n_sites, |r, _| r.entropy)?,
             nll_next: grid(&rows, n_sites, |r, p| next.get(p).copied().flatten().and(r.target_logit.get(1)).map(|&l| r.lse - f64::from(l)))?,
+            prediction_depth: Vec::new(),
         };
+        let metrics = Metrics { prediction_depth: crate::report::prediction_depth(&metrics.top1_id), ..metrics };
         let top_k = TopK {
             k,
             ids: grid(&rows, n_sites, |r, _| r.top.iter().take(k).map(|t| t.0).collect())?,

@@ -67,6 +67,30 @@ pub struct Metrics {
     pub entropy: Grid<f64>,
     /// −log q(next token); `null` at the last position.
     pub nll_next: Grid<Option<f64>>,
+    /// Prediction depth per position: the first site (index into `sites`) from which the top-1
+    /// stays equal to the final site's top-1 all the way up ([`prediction_depth`]). Absent from
+    /// reports written before it existed (read back empty; [`LensReport::prediction_depth`]
+    /// derives it).
+    #[serde(default)]
+    pub prediction_depth: Vec<u32>,
+}
+
+/// Prediction depth of every position of `top1` (`[site][pos]`, sites bottom to top): the first
+/// site from which the top-1 equals the last site's top-1 at that site and every site above it
+/// (the last site itself when only it has its own top-1).
+pub fn prediction_depth(top1: &Grid<u32>) -> Vec<u32> {
+    let n_sites = top1.n_rows();
+    (0..top1.n_cols())
+        .map(|p| {
+            let final_top1 = top1.get(n_sites.saturating_sub(1), p);
+            // Walk down from the top while the top-1 is the final one.
+            let mut depth = n_sites.saturating_sub(1);
+            while depth > 0 && top1.get(depth - 1, p) == final_top1 {
+                depth -= 1;
+            }
+            depth as u32
+        })
+        .collect()
 }
 
 /// Top-k per cell, each a [`Grid`] of `n_sites × n_positions` lists of `k`.
@@ -197,6 +221,7 @@ impl LensReport {
         m.kl_to_input.keep_cols(n);
         m.entropy.keep_cols(n);
         m.nll_next.keep_cols(n);
+        m.prediction_depth.truncate(n);
         self.top_k.ids.keep_cols(n);
         self.top_k.logits.keep_cols(n);
         self.top_k.probs.keep_cols(n);
@@ -235,6 +260,7 @@ impl LensReport {
         m.kl_to_input.append_cols(o.kl_to_input)?;
         m.entropy.append_cols(o.entropy)?;
         m.nll_next.append_cols(o.nll_next)?;
+        m.prediction_depth.extend(o.prediction_depth);
         self.top_k.ids.append_cols(other.top_k.ids)?;
         self.top_k.logits.append_cols(other.top_k.logits)?;
         self.top_k.probs.append_cols(other.top_k.probs)?;
@@ -257,6 +283,12 @@ impl LensReport {
         Ok(())
     }
 
+    /// The prediction depth per position: as stored, or derived from the top-1 grid for a report
+    /// written before it was stored (or a partial one being assembled).
+    pub fn prediction_depth(&self) -> Vec<u32> {
+        if self.metrics.prediction_depth.len() == self.n_pos() { self.metrics.prediction_depth.clone() } else { prediction_depth(&self.metrics.top1_id) }
+    }
+
     /// Checks that every grid is `sites × tokens` (top-k lists of `k`, attribution
     /// `components × tokens`, one grid per pinned token): a report assembled anywhere, or read from
     /// a file, has one shape.
@@ -277,6 +309,9 @@ impl LensReport {
         m.kl_to_input.check_shape("metrics.kl_to_input", s, n)?;
         m.entropy.check_shape("metrics.entropy", s, n)?;
         m.nll_next.check_shape("metrics.nll_next", s, n)?;
+        if !m.prediction_depth.is_empty() && (m.prediction_depth.len() != n || m.prediction_depth.iter().any(|&d| d as usize >= s)) {
+            return Err(LensError::invalid(format!("metrics.prediction_depth has {} entries (sites below {s}), expected {n}", m.prediction_depth.len())));
+        }
         self.top_k.ids.check_shape("top_k.ids", s, n)?;
         self.top_k.logits.check_shape("top_k.logits", s, n)?;
         self.top_k.probs.check_shape("top_k.probs", s, n)?;

@@ -80,3 +80,37 @@ fn a_report_whose_grids_do_not_fit_is_refused() {
     .unwrap_err();
     assert!(e.contains("row 1 has 5 cells, row 0 has 6") || e.contains("pinned.rank"), "{e}");
 }
+
+/// Prediction depth (issue 15, item 4): per position, the first site from which the top-1 stays
+/// the final top-1, checked against its definition cell by cell; stored in the JSON and derived
+/// for a report written before it existed.
+#[test]
+fn prediction_depth_is_the_first_site_from_which_the_top1_stays_final() {
+    let (_hf, bundle) = common::make_bundle("report-depth", &RandomGpt2::tiny(43));
+    let mut engine = common::open(&bundle);
+    let ids = engine.tokenize("The cat sat on the mat and the dog sat on the rug.", false).unwrap();
+    let report = engine.run_ids(&ids, &LensOptions { subblocks: true, k: 3, ..LensOptions::default() }, &Progress::default()).unwrap();
+    let m = &report.metrics;
+    let n_sites = report.sites.len();
+    assert_eq!(m.prediction_depth.len(), ids.len());
+    let mut below_final = 0;
+    for p in 0..ids.len() {
+        let fin = m.top1_id[n_sites - 1][p];
+        // Naive: the smallest s with top1[s'][p] == fin for every s' >= s.
+        let want = (0..n_sites).find(|&s| (s..n_sites).all(|t| m.top1_id[t][p] == fin)).unwrap();
+        assert_eq!(m.prediction_depth[p] as usize, want, "position {p}");
+        below_final += usize::from(want < n_sites - 1);
+    }
+    assert!(below_final > 0, "some position settles before the last site");
+    // Written, read back; a report without it derives the same.
+    let dir = TempDir::new("report-depth").unwrap();
+    let path = dir.path().join("r.json");
+    report.write_json(&path).unwrap();
+    assert_eq!(LensReport::read_json(&path).unwrap().metrics.prediction_depth, m.prediction_depth);
+    let mut v = serde_json::to_value(&report).unwrap();
+    v["metrics"].as_object_mut().unwrap().remove("prediction_depth");
+    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+    let old = LensReport::read_json(&path).unwrap();
+    assert!(old.metrics.prediction_depth.is_empty());
+    assert_eq!(old.prediction_depth(), m.prediction_depth);
+}

@@ -43,6 +43,10 @@ pub struct RenderArgs {
     /// Leave out the first column when it is the tokenizer's BOS (a special token).
     #[arg(long)]
     pub hide_bos: bool,
+    /// Mark each position's prediction depth: a red edge under the first row from which the
+    /// top-1 stays the final top-1.
+    #[arg(long)]
+    pub depth: bool,
     /// Keep the last n_ctx tokens of a prompt that is too long (`left`), instead of refusing it.
     #[arg(long, value_name = "left")]
     pub truncate: Option<String>,
@@ -119,6 +123,9 @@ fn apply(spec: &mut FigureSpec, a: &RenderArgs) -> Result<()> {
     }
     if a.hide_bos {
         spec.hide_bos = true;
+    }
+    if a.depth {
+        spec.depth = true;
     }
     match a.truncate.as_deref() {
         None => {}

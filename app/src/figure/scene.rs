@@ -95,6 +95,8 @@ struct Grid {
     colors: Vec<Color32>,
     labels: Vec<String>,
     outline: Vec<bool>,
+    /// Prediction-depth marker row per column, and whether it is on the cell's bottom edge.
+    depth: (Vec<Option<usize>>, bool),
     bar: Vec<Color32>,
     ticks: Vec<(f32, String)>,
     unit: String,
@@ -111,6 +113,7 @@ fn lens_grid(vm: &ViewModel, spec: &FigureSpec) -> Option<Grid> {
         colors: panel.colors.clone(),
         labels: panel.labels.clone(),
         outline: vm.outline.clone(),
+        depth: (vm.depth.clone(), vm.depth_below),
         bar: (0..64).map(|i| cmap.at(i as f32 / 63.0)).collect(),
         ticks: panel.scale.ticks.clone(),
         unit: panel.scale.unit.clone(),
@@ -146,6 +149,7 @@ fn contributions_grid(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, to
         colors: vals.iter().map(|&v| theme::diverging(v, max)).collect(),
         labels: vals.iter().map(|&v| short(v)).collect(),
         outline: vec![false; vals.len()],
+        depth: (Vec::new(), true),
         bar: (0..64).map(|i| theme::diverging((f64::from(i) / 63.0 * 2.0 - 1.0) * max, max)).collect(),
         ticks: vec![(0.0, short(-max)), (0.5, "0".into()), (1.0, short(max))],
         unit: "logit".into(),
@@ -217,6 +221,16 @@ pub fn build(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, subtitle: &
             if fits >= 3.0 {
                 text(&mut items, x + cell_w / 2.0, y + cell_h / 2.0 + fits * 0.36, fits, label, Anchor::Middle, 0.0, theme::text_on(fill), false);
             }
+        }
+    }
+    // Prediction depth: a bar on the edge below which the top-1 is not yet the final one.
+    let (depth, below) = &grid.depth;
+    for (c, row) in depth.iter().enumerate() {
+        if let Some(r) = row {
+            let (x, y) = (left + c as f64 * cell_w, grid_top + *r as f64 * cell_h);
+            let t = (cell_h * 0.12).clamp(0.6, 1.6);
+            let y = if *below { y + cell_h - t } else { y };
+            items.push(Item::Rect { x, y, w: cell_w, h: t, fill: Some(theme::DEPTH_MARK), stroke: None });
         }
     }
     // Axis labels: rows on the left, tilted next tokens on top, tilted input tokens below.

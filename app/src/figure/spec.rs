@@ -91,6 +91,9 @@ pub struct FigureSpec {
     /// A prompt longer than the context keeps its last `n_ctx` tokens (else it is refused).
     #[serde(default)]
     pub truncate_left: bool,
+    /// Mark each position's prediction depth (`--depth`).
+    #[serde(default)]
+    pub depth: bool,
 }
 
 impl Default for FigureSpec {
@@ -113,6 +116,7 @@ impl Default for FigureSpec {
             decoder: "logit_lens".into(),
             hide_bos: false,
             truncate_left: false,
+            depth: false,
         }
     }
 }
@@ -167,7 +171,13 @@ impl FigureSpec {
 
     /// The GUI view settings that show the same thing (so screen and figure share one view model).
     pub fn view_settings(&self) -> Result<ViewSettings, String> {
-        let mut v = ViewSettings { subblocks: self.subblocks, layer_step: self.layer_step.max(1), hide_bos: self.hide_bos, ..ViewSettings::default() };
+        let mut v = ViewSettings {
+            subblocks: self.subblocks,
+            layer_step: self.layer_step.max(1),
+            hide_bos: self.hide_bos,
+            show_depth: self.depth,
+            ..ViewSettings::default()
+        };
         v.positions = match (self.last, self.positions) {
             (Some(n), None) => PosWindow::LastN(n),
             (None, Some((a, b))) => PosWindow::Range(a, b),

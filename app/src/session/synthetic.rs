@@ -39,6 +39,7 @@ pub fn synthetic_result(n_layers: usize, n_pos: usize, k: usize) -> RunResult {
         kl_to_input: grid(&|s, p| 20.0 * depth(s) * noise(s * 11 + p)),
         entropy: grid(&|s, p| 10.0 * (1.0 - depth(s)) * noise(s + p * 5)),
         nll_next: Grid::from_fn(n_sites, n_pos, |s, p| (p + 1 < n_pos).then(|| 10.0 * noise(s + p))),
+        prediction_depth: Vec::new(),
     };
     let top_k = TopK {
         k,

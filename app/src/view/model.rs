@@ -51,6 +51,11 @@ pub struct ViewModel {
     pub next_labels: Vec<(String, bool)>,
     /// Whether the cell's top-1 equals the final top-1 at its position.
     pub outline: Vec<bool>,
+    /// With `show_depth`, per display column the display row of its prediction depth (the
+    /// lowest shown row at or above the depth site); empty otherwise.
+    pub depth: Vec<Option<usize>>,
+    /// The depth marker goes on the cell's bottom edge (output on top) or its top edge (flipped).
+    pub depth_below: bool,
     /// Panels in [`Metric::ALL`] order.
     pub panels: Vec<PanelModel>,
 }
@@ -162,6 +167,17 @@ impl ViewModel {
         let cells = || rows.iter().flat_map(|&s| cols.iter().map(move |&p| (s, p)));
         let outline =
             cells().map(|(s, p)| s != final_site && at(&m.top1_id, s, p).is_some() && at(&m.top1_id, s, p) == at(&m.top1_id, final_site, p)).collect();
+        let depth = if view.show_depth {
+            let d = r.prediction_depth();
+            cols.iter()
+                .map(|&p| {
+                    let site = *d.get(p)? as usize;
+                    rows.iter().enumerate().filter(|&(_, &s)| s >= site).min_by_key(|&(_, &s)| s).map(|(i, _)| i)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let cmap = view.colormap;
 
         // Logits
@@ -241,7 +257,7 @@ impl ViewModel {
             PanelModel { metric: Metric::Entropy, title: "Entropy".into(), colors, labels, values, scale: ColorScale { cmap, ticks, unit: "nats".into() } }
         };
 
-        Self { rows, cols, row_labels, input_labels, next_labels, outline, panels: vec![logits, ranks, kl, entropy] }
+        Self { rows, cols, row_labels, input_labels, next_labels, outline, depth, depth_below: !view.flip, panels: vec![logits, ranks, kl, entropy] }
     }
 
     /// The panel of `metric`.

@@ -176,6 +176,10 @@ pub struct ViewSettings {
     /// refused (a run setting).
     #[serde(default)]
     pub truncate_left: bool,
+    /// Mark each position's prediction depth in the grids: the first row from which the top-1
+    /// stays the final one (a painting setting).
+    #[serde(default)]
+    pub show_depth: bool,
 }
 
 impl ViewSettings {
@@ -210,6 +214,7 @@ impl Default for ViewSettings {
             decoder: DecoderKind::LogitLens,
             hide_bos: false,
             truncate_left: false,
+            show_depth: false,
         }
     }
 }

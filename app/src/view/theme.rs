@@ -157,6 +157,9 @@ pub const LINE_RANK: Color32 = Color32::from_rgb(0x31, 0x68, 0x8E);
 /// Trajectory: KL line.
 pub const LINE_KL: Color32 = Color32::from_rgb(0xF1, 0x60, 0x5D);
 /// Cursor line linked to the hovered row.
+/// The prediction-depth marker: the edge below which a position's top-1 is not yet the final one.
+pub const DEPTH_MARK: Color32 = Color32::from_rgb(0xFF, 0x45, 0x45);
+/// Selection cursor and highlights.
 pub const CURSOR: Color32 = Color32::from_rgb(0xFF, 0xD7, 0x00);
 /// Attention bars.
 pub const BAR_ATTN: Color32 = Color32::from_rgb(0x80, 0x73, 0xAC);

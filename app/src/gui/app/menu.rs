@@ -103,6 +103,7 @@ impl LogitLensApp {
                 ui.separator();
                 ui.checkbox(&mut v.subblocks, "Sub-block rows (.attn)");
                 ui.checkbox(&mut v.flip, "Input on top");
+                ui.checkbox(&mut v.show_depth, "Prediction depth");
                 ui.menu_button("Colour map", |ui| {
                     for c in theme::ColorMap::ALL {
                         ui.radio_value(&mut v.colormap, c, c.name());

@@ -307,6 +307,14 @@ pub fn grid_ui(
             }
         }
     }
+    // Prediction depth: a line on the edge below which the top-1 is not yet the final one.
+    for col in col_lo..col_hi {
+        if let Some(&Some(row)) = vm.depth.get(col) {
+            let r = cell_rect(row, col);
+            let y = if vm.depth_below { r.bottom() - 1.0 } else { r.top() + 1.0 };
+            cell_painter.line_segment([Pos2::new(r.left() + 1.0, y), Pos2::new(r.right() - 1.0, y)], Stroke::new(2.5, theme::DEPTH_MARK));
+        }
+    }
     // Hover crosshair and selection (shared across panels).
     if let Some((row, col)) = state.hover.and_then(|h| vm.index_of(h.site, h.pos)) {
         let r = cell_rect(row, col);

@@ -165,6 +165,7 @@ pub fn toolbar_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
         }
         ui.separator();
         ui.checkbox(&mut v.flip, "Input on top").on_hover_text("Flip the rows: embed at the top");
+        ui.checkbox(&mut v.show_depth, "Depth").on_hover_text("Prediction depth: a red edge under the first row from which the top-1 stays the final top-1");
         egui::ComboBox::new("colormap", "Colour map").selected_text(v.colormap.name()).show_ui(ui, |ui| {
             for c in ColorMap::ALL {
                 ui.selectable_value(&mut v.colormap, c, c.name());
