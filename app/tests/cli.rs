@@ -220,3 +220,32 @@ fn ctrl_c_during_convert_leaves_nothing() {
     assert!(left.is_empty(), "left behind: {left:?}");
     std::fs::remove_dir_all(&hf).unwrap();
 }
+
+/// `--group NAME=TEXT|TEXT` and `--group-word WORD` add token groups to the report; a TEXT that
+/// is not one token is an error that names it (issue 15, item 3).
+#[test]
+fn lens_writes_token_groups() {
+    let dir = unique_temp_dir("cli-groups");
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("r.json");
+    let out = lens(&["--prompt", "The cat sat on the mat.", "--group", "cat= cat|cat| Cat", "--group-word", "dog", "--json", json.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let groups = r["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2);
+    assert_eq!(groups[0]["name"], "cat");
+    let texts: Vec<&str> = groups[0]["tokens"].as_array().unwrap().iter().map(|t| t["decoded"].as_str().unwrap()).collect();
+    assert_eq!(texts, [" cat", "cat", " Cat"]);
+    assert_eq!(groups[1]["name"], "dog");
+    assert!(groups[1]["tokens"].as_array().unwrap().iter().any(|t| t["decoded"] == " dog"));
+    let n_sites = r["sites"].as_array().unwrap().len();
+    for g in groups {
+        assert_eq!(g["prob"].as_array().unwrap().len(), n_sites);
+        assert!(g["prob"][0].as_array().unwrap().iter().all(|p| (0.0..=1.0).contains(&p.as_f64().unwrap())));
+        assert!(g["best_rank"][0].as_array().unwrap().iter().all(|k| k.as_u64().unwrap() >= 1));
+    }
+    let out = lens(&["--prompt", "The cat sat.", "--group", "x= cat| zqxvbn", "--json", json.to_str().unwrap()]);
+    assert_clean_error(&out, "\" zqxvbn\" is not a single token");
+    let out = lens(&["--prompt", "The cat sat.", "--group", "nothing", "--json", json.to_str().unwrap()]);
+    assert_clean_error(&out, "expected NAME=TEXT");
+}

@@ -13,7 +13,7 @@ use crate::last_block::LastBlockRunner;
 use crate::lens::{Decoder, DecoderKind};
 use crate::metrics::{KernelSpec, NO_TARGET, RowMetrics, run_kernel};
 use crate::report::Truncation;
-use crate::report::{LensReport, Metrics, ModelInfo, Pinned, RunInfo, SCHEMA, TopK};
+use crate::report::{GroupReport, LensReport, Metrics, ModelInfo, Pinned, RunInfo, SCHEMA, TopK};
 use crate::runtime::{Device, ProviderReport, RuntimeInfo, create_session, init_runtime};
 use crate::sites::{SiteKind, site_list};
 use crate::tokenizer::LensTokenizer;
@@ -37,11 +37,23 @@ pub struct LensOptions {
     pub chunk: usize,
     /// Only the final site (e.g. to evaluate the model's loss cheaply).
     pub final_only: bool,
+    /// Token groups followed at every site: a word's variants (`" Paris"`, `"Paris"`, …), their
+    /// probabilities summed and their best rank.
+    pub groups: Vec<TokenGroup>,
+}
+
+/// A named set of single tokens followed together ([`LensOptions::groups`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenGroup {
+    /// The name shown and written (`Paris`).
+    pub name: String,
+    /// Its tokens (distinct ids).
+    pub token_ids: Vec<u32>,
 }
 
 impl Default for LensOptions {
     fn default() -> Self {
-        Self { subblocks: false, k: 10, decoder: DecoderKind::LogitLens, pinned: Vec::new(), chunk: 256, final_only: false }
+        Self { subblocks: false, k: 10, decoder: DecoderKind::LogitLens, pinned: Vec::new(), chunk: 256, final_only: false, groups: Vec::new() }
     }
 }
 
@@ -301,6 +313,19 @@ impl LensEngine {
         if let Some(bad) = opts.pinned.iter().find(|&&t| t as usize >= shape.d_vocab) {
             return Err(LensError::invalid(format!("pinned token id {bad} is outside the vocabulary")));
         }
+        for g in &opts.groups {
+            if g.token_ids.is_empty() {
+                return Err(LensError::invalid(format!("token group {:?} has no tokens", g.name)));
+            }
+            if let Some(bad) = g.token_ids.iter().find(|&&t| t as usize >= shape.d_vocab) {
+                return Err(LensError::invalid(format!("token group {:?}: id {bad} is outside the vocabulary", g.name)));
+            }
+            if let Some(twice) = g.token_ids.iter().enumerate().find(|&(i, t)| g.token_ids.iter().take(i).any(|u| u == t)).map(|(_, t)| t) {
+                return Err(LensError::invalid(format!("token group {:?} has token id {twice} twice (its probability would count twice)", g.name)));
+            }
+        }
+        // Pinned tokens, then every group's tokens, are targets after [final top-1, next, input].
+        let followed: Vec<u32> = opts.pinned.iter().chain(opts.groups.iter().flat_map(|g| &g.token_ids)).copied().collect();
         let mut dec = self.decoder.clone(); // cheap: W_U is shared, not copied
         dec.kind = opts.decoder;
         let sites = if opts.final_only { vec![SiteKind::Block(shape.n_layers.saturating_sub(1))] } else { site_list(shape.n_layers, opts.subblocks) };
@@ -326,7 +351,7 @@ impl LensEngine {
             }
         }
         // Targets per position: [final top-1 (candidate from the model's logits), next, input, pinned...]
-        let n_t = 3 + opts.pinned.len();
+        let n_t = 3 + followed.len();
         let make_targets = |top1: &[u32]| -> Vec<u32> {
             let mut t = Vec::with_capacity(n_pos * n_t);
             for i in 0..n_pos {
@@ -334,7 +359,7 @@ impl LensEngine {
                 t.push(top1.get(i).copied().unwrap_or(NO_TARGET));
                 t.push(ids.get(p + 1).copied().unwrap_or(NO_TARGET));
                 t.push(ids.get(p).copied().unwrap_or(NO_TARGET));
-                t.extend(&opts.pinned);
+                t.extend(&followed);
             }
             t
         };
@@ -410,6 +435,18 @@ impl LensEngine {
                 logit: pins.map(|i| grid(&rows, n_sites, |r, _| r.target_logit.get(3 + i).copied().unwrap_or(f32::NAN))).collect::<Result<Vec<_>>>()?,
             })
         };
+        let mut groups = Vec::with_capacity(opts.groups.len());
+        let mut first = 3 + opts.pinned.len();
+        for g in &opts.groups {
+            let targets = first..first + g.token_ids.len();
+            first = targets.end;
+            groups.push(GroupReport {
+                name: g.name.clone(),
+                tokens: self.tokenizer.tokens(&g.token_ids),
+                prob: grid(&rows, n_sites, |r, _| targets.clone().filter_map(|t| r.target_logit.get(t)).map(|&l| r.prob(l)).sum())?,
+                best_rank: grid(&rows, n_sites, |r, _| targets.clone().filter_map(|t| r.target_rank.get(t).copied()).min().unwrap_or(0))?,
+            });
+        }
         let final_top1: Vec<u32> = (0..n_pos).map(|p| rows.get(p * n_sites + final_site).and_then(|r| r.top.first()).map_or(0, |t| t.0)).collect();
         let attribution = attribute(trace, &dec, shape.n_layers, range.clone(), &final_top1, &next)?;
         Ok(LensReport {
@@ -432,6 +469,7 @@ impl LensEngine {
             top_k,
             attribution,
             pinned,
+            groups,
             truncated: None,
             run: RunInfo {
                 provider: self.provider.active.clone(),

@@ -29,7 +29,7 @@ pub mod sites;
 pub mod tokenizer;
 pub mod trace;
 
-pub use engine::{LensEngine, LensOptions};
+pub use engine::{LensEngine, LensOptions, TokenGroup};
 pub use error::{LensError, Result};
 pub use report::LensReport;
 pub use runtime::Device;

@@ -154,6 +154,16 @@ pub fn write_report(report: &LensReport, path: &Path, token_text: &dyn Fn(u32) -
         arrays.push(("pinned_prob", vec![n, s, p], Data::F64(pin.prob.iter().flatten().flatten().copied().collect())));
         arrays.push(("pinned_logit", vec![n, s, p], Data::F32(pin.logit.iter().flatten().flatten().copied().collect())));
     }
+    arrays.push(("prediction_depth", vec![p], Data::I64(report.prediction_depth().into_iter().map(i64::from).collect())));
+    if !report.groups.is_empty() {
+        let g = report.groups.len();
+        arrays.push(("group_name", vec![g], Data::Str(report.groups.iter().map(|x| x.name.clone()).collect())));
+        // A group's tokens, exact text joined by '|' (their number varies from group to group).
+        let joined = |x: &crate::report::GroupReport| x.tokens.iter().map(|t| t.decoded.as_str()).collect::<Vec<_>>().join("|");
+        arrays.push(("group_tokens", vec![g], Data::Str(report.groups.iter().map(joined).collect())));
+        arrays.push(("group_prob", vec![g, s, p], Data::F64(report.groups.iter().flat_map(|x| x.prob.cells().copied()).collect())));
+        arrays.push(("group_best_rank", vec![g, s, p], Data::I64(report.groups.iter().flat_map(|x| x.best_rank.cells().map(|&r| i64::from(r))).collect())));
+    }
     crate::report::write_replacing(path, |tmp| {
         let file = std::fs::File::create(tmp).map_err(|e| LensError::io(tmp, e))?;
         let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));

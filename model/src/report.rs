@@ -106,6 +106,19 @@ pub struct TopK {
     pub probs: Grid<Vec<f64>>,
 }
 
+/// A token group followed through every site (`--group`): a word's variants together.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GroupReport {
+    /// Its name.
+    pub name: String,
+    /// Its tokens (ids, display and exact text).
+    pub tokens: Vec<Token>,
+    /// The summed probability of its tokens // [site][pos]
+    pub prob: Grid<f64>,
+    /// The best (lowest) rank among its tokens // [site][pos]
+    pub best_rank: Grid<u32>,
+}
+
 /// Tokens followed through every site (e.g. `" plasma"`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Pinned {
@@ -192,6 +205,9 @@ pub struct LensReport {
     /// Pinned tokens, when any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned: Option<Pinned>,
+    /// Token groups, when any (`--group`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupReport>,
     /// Set when the prompt was cut to the model's context (`--truncate left`): what was dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncated: Option<Truncation>,
@@ -233,6 +249,10 @@ impl LensReport {
             p.prob.iter_mut().for_each(|g| g.keep_cols(n));
             p.logit.iter_mut().for_each(|g| g.keep_cols(n));
         }
+        for g in &mut self.groups {
+            g.prob.keep_cols(n);
+            g.best_rank.keep_cols(n);
+        }
     }
 
     /// Appends the positions of `other` (the report of the positions right after this one's, from
@@ -243,7 +263,8 @@ impl LensReport {
             && self.decoder == other.decoder
             && self.top_k.k == other.top_k.k
             && self.attribution.components == other.attribution.components
-            && self.pinned.as_ref().map(|p| &p.tokens) == other.pinned.as_ref().map(|p| &p.tokens);
+            && self.pinned.as_ref().map(|p| &p.tokens) == other.pinned.as_ref().map(|p| &p.tokens)
+            && self.groups.iter().map(|g| (&g.name, &g.tokens)).eq(other.groups.iter().map(|g| (&g.name, &g.tokens)));
         if !same {
             return Err(LensError::invalid("cannot join reports of different models, sites or options"));
         }
@@ -277,6 +298,10 @@ impl LensReport {
             for (a, b) in p.logit.iter_mut().zip(q.logit) {
                 a.append_cols(b)?;
             }
+        }
+        for (a, b) in self.groups.iter_mut().zip(other.groups) {
+            a.prob.append_cols(b.prob)?;
+            a.best_rank.append_cols(b.best_rank)?;
         }
         self.run.forward_ms = self.run.forward_ms.max(other.run.forward_ms);
         self.run.lens_ms += other.run.lens_ms;
@@ -346,6 +371,10 @@ impl LensReport {
             for g in &p.logit {
                 g.check_shape("pinned.logit", s, n)?;
             }
+        }
+        for g in &self.groups {
+            g.prob.check_shape(&format!("groups[{:?}].prob", g.name), s, n)?;
+            g.best_rank.check_shape(&format!("groups[{:?}].best_rank", g.name), s, n)?;
         }
         Ok(())
     }

@@ -234,6 +234,32 @@ impl LensTokenizer {
             .collect()
     }
 
+    /// The single-token variants of a word, for a token group: the word as typed, with a leading
+    /// space, capitalised, lower and upper case (each with and without the space), in that order,
+    /// without repeats; those that are not one token are left out.
+    pub fn word_variants(&self, word: &str) -> Vec<(String, u32)> {
+        let w = word.trim();
+        let mut cap = w.chars();
+        let capitalised = cap.next().map(|c| c.to_uppercase().chain(cap).collect::<String>()).unwrap_or_default();
+        let mut out: Vec<(String, u32)> = Vec::new();
+        for form in [w.to_string(), capitalised, w.to_lowercase(), w.to_uppercase()] {
+            for text in [format!(" {form}"), form.clone()] {
+                if !form.is_empty()
+                    && let Some(id) = self.token_id(&text)
+                    && !out.iter().any(|(_, i)| *i == id)
+                {
+                    out.push((text, id));
+                }
+            }
+        }
+        out
+    }
+
+    /// The ids of `text` without any BOS or template (`None` if it cannot be encoded).
+    pub fn encode_plain(&self, text: &str) -> Option<Vec<u32>> {
+        Some(self.inner.encode(text, false).ok()?.get_ids().to_vec())
+    }
+
     /// Looks up the id of a token given as plain text (e.g. `" plasma"`), if it is a single token.
     pub fn token_id(&self, text: &str) -> Option<u32> {
         // Without the template's or the config's BOS: the text's own tokens.

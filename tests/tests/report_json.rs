@@ -114,3 +114,51 @@ fn prediction_depth_is_the_first_site_from_which_the_top1_stays_final() {
     assert!(old.metrics.prediction_depth.is_empty());
     assert_eq!(old.prediction_depth(), m.prediction_depth);
 }
+
+/// Token groups (issue 15, item 3): a group's probability is the sum of its tokens' own
+/// probabilities (the same tokens pinned) and its best rank their smallest rank, at every cell;
+/// reports of consecutive position ranges join into the whole; the JSON reads back.
+#[test]
+fn token_groups_sum_their_tokens() {
+    let (_hf, bundle) = common::make_bundle("report-groups", &RandomGpt2::tiny(44));
+    let mut engine = common::open(&bundle);
+    let ids = engine.tokenize("The cat sat on the mat and the dog sat on the rug.", false).unwrap();
+    let variants = engine.tokenizer.word_variants("cat");
+    assert!(variants.len() >= 2, "{variants:?}");
+    assert!(variants.iter().any(|(t, _)| t == " cat") && variants.iter().all(|(t, id)| engine.tokenizer.token_id(t) == Some(*id)));
+    let cat: Vec<u32> = variants.iter().map(|v| v.1).collect();
+    let dog = vec![engine.tokenizer.token_id(" dog").unwrap(), engine.tokenizer.token_id(" rug").unwrap()];
+    let groups =
+        vec![lens_model::TokenGroup { name: "cat".into(), token_ids: cat.clone() }, lens_model::TokenGroup { name: "dog".into(), token_ids: dog.clone() }];
+    let pinned: Vec<u32> = cat.iter().chain(&dog).copied().collect();
+    let opts = LensOptions { subblocks: true, k: 3, pinned, groups, ..LensOptions::default() };
+    let report = engine.run_ids(&ids, &opts, &Progress::default()).unwrap();
+    let pin = report.pinned.as_ref().unwrap();
+    assert_eq!(report.groups.len(), 2);
+    let mut first = 0;
+    for g in &report.groups {
+        let n = g.tokens.len();
+        for s in 0..report.sites.len() {
+            for p in 0..ids.len() {
+                let sum: f64 = (first..first + n).map(|i| pin.prob[i][s][p]).sum();
+                let best = (first..first + n).map(|i| pin.rank[i][s][p]).min().unwrap();
+                assert!((g.prob[s][p] - sum).abs() < 1e-12, "{} site {s} pos {p}: {} vs {sum}", g.name, g.prob[s][p]);
+                assert_eq!(g.best_rank[s][p], best, "{} site {s} pos {p}", g.name);
+            }
+        }
+        first += n;
+    }
+    // Pieces join into the whole.
+    let trace = engine.trace(&ids).unwrap();
+    let mut joined = engine.lens_range(&ids, &trace, &opts, 0..5, &Progress::default()).unwrap();
+    joined.append_positions(engine.lens_range(&ids, &trace, &opts, 5..ids.len(), &Progress::default()).unwrap()).unwrap();
+    assert_eq!(joined.groups, report.groups);
+    // JSON round trip; a token repeated in a group is refused.
+    let dir = TempDir::new("report-groups").unwrap();
+    let path = dir.path().join("r.json");
+    report.write_json(&path).unwrap();
+    assert_eq!(LensReport::read_json(&path).unwrap().groups, report.groups);
+    let twice = LensOptions { groups: vec![lens_model::TokenGroup { name: "x".into(), token_ids: vec![dog[0], dog[0]] }], ..LensOptions::default() };
+    let e = engine.run_ids(&ids, &twice, &Progress::default()).unwrap_err().to_string();
+    assert!(e.contains("twice"), "{e}");
+}

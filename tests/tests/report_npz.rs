@@ -38,7 +38,9 @@ fn the_report_as_npz_reads_back_in_numpy_layout() {
     let mut engine = common::open(&bundle);
     let ids = engine.tokenize("The cat sat on the mat.", false).unwrap();
     let pin = engine.tokenizer.token_id(" mat").unwrap();
-    let r = engine.run_ids(&ids, &LensOptions { subblocks: true, k: 4, pinned: vec![pin], ..LensOptions::default() }, &Progress::default()).unwrap();
+    let cat = vec![engine.tokenizer.token_id(" cat").unwrap(), engine.tokenizer.token_id("cat").unwrap()];
+    let groups = vec![lens_model::TokenGroup { name: "cat".into(), token_ids: cat }];
+    let r = engine.run_ids(&ids, &LensOptions { subblocks: true, k: 4, pinned: vec![pin], groups, ..LensOptions::default() }, &Progress::default()).unwrap();
     let dir = TempDir::new("npz").unwrap();
     let path = dir.path().join("r.npz");
     let text = |id: u32| String::from_utf8_lossy(&engine.tokenizer.token_bytes(id)).into_owned();
@@ -83,6 +85,16 @@ fn the_report_as_npz_reads_back_in_numpy_layout() {
     let (shape, sites) = strings(&path, "sites");
     assert_eq!((shape, sites), (vec![s], r.sites.clone()));
     assert_eq!(strings(&path, "pinned_text").1, vec![" mat".to_string()]);
+    // Prediction depth and token groups.
+    let depth: Array1<i64> = npz.by_name("prediction_depth").unwrap();
+    assert_eq!(depth.to_vec(), r.metrics.prediction_depth.iter().map(|&d| i64::from(d)).collect::<Vec<_>>());
+    let group_prob: Array3<f64> = npz.by_name("group_prob").unwrap();
+    assert_eq!(group_prob.dim(), (1, s, p));
+    assert_eq!(group_prob[[0, 2, 3]], r.groups[0].prob[2][3]);
+    let best: Array3<i64> = npz.by_name("group_best_rank").unwrap();
+    assert_eq!(best[[0, s - 1, 1]], i64::from(r.groups[0].best_rank[s - 1][1]));
+    assert_eq!(strings(&path, "group_name").1, vec!["cat".to_string()]);
+    assert_eq!(strings(&path, "group_tokens").1, vec![" cat|cat".to_string()]);
     let (shape, schema) = strings(&path, "schema");
     assert_eq!((shape, schema), (vec![], vec![r.schema.clone()]));
 }

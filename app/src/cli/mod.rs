@@ -115,6 +115,15 @@ struct LensArgs {
     /// Tokens to follow through the layers (text of a single token, e.g. " plasma"); repeatable.
     #[arg(long = "pin")]
     pin: Vec<String>,
+    /// A token group followed through the layers: `NAME=TEXT|TEXT|…` (each TEXT one token, e.g.
+    /// 'Paris= Paris|Paris| paris'); the report gets its summed probability and best rank.
+    /// Repeatable.
+    #[arg(long = "group", value_name = "NAME=TEXT|TEXT")]
+    group: Vec<String>,
+    /// A token group of a word's single-token variants (leading space, capitals), named after
+    /// the word; repeatable.
+    #[arg(long = "group-word", value_name = "WORD")]
+    group_word: Vec<String>,
     /// auto, cpu, cuda or directml.
     #[arg(long, default_value = "auto")]
     device: String,
@@ -167,6 +176,42 @@ pub fn stderr_progress() -> Progress {
             *l = (stage.to_string(), pct);
         }
     }))
+}
+
+/// The token groups of `--group NAME=TEXT|TEXT|…` and `--group-word WORD`: every TEXT must be a
+/// single token of this tokenizer (the error names the one that is not); repeats are dropped.
+pub fn token_groups(tok: &lens_model::tokenizer::LensTokenizer, specs: &[String], words: &[String]) -> Result<Vec<lens_model::TokenGroup>> {
+    let mut groups = Vec::new();
+    for spec in specs {
+        let Some((name, texts)) = spec.split_once('=') else { bail!("--group {spec:?}: expected NAME=TEXT|TEXT|…") };
+        let name = name.trim();
+        if name.is_empty() {
+            bail!("--group {spec:?}: the group needs a name before '='");
+        }
+        let mut token_ids: Vec<u32> = Vec::new();
+        for text in texts.split('|').filter(|t| !t.is_empty()) {
+            match tok.token_id(text) {
+                Some(id) if !token_ids.contains(&id) => token_ids.push(id),
+                Some(_) => {}
+                None => {
+                    let n = tok.encode_plain(text).map_or(0, |ids| ids.len());
+                    bail!("--group {name}: {text:?} is not a single token of this model's vocabulary (it is {n} tokens)")
+                }
+            }
+        }
+        if token_ids.is_empty() {
+            bail!("--group {spec:?}: no tokens after '='");
+        }
+        groups.push(lens_model::TokenGroup { name: name.to_string(), token_ids });
+    }
+    for word in words {
+        let variants = tok.word_variants(word);
+        if variants.is_empty() {
+            bail!("--group-word {word:?}: no variant of it (with a leading space, capitalised, lower or upper case) is a single token");
+        }
+        groups.push(lens_model::TokenGroup { name: word.trim().to_string(), token_ids: variants.into_iter().map(|(_, id)| id).collect() });
+    }
+    Ok(groups)
 }
 
 /// Parses `WIDTHxHEIGHT` (points).
@@ -315,7 +360,8 @@ fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
             None => bail!("--pin {p:?} is not a single token of this model's vocabulary"),
         }
     }
-    let opts = LensOptions { subblocks: args.subblocks, k: args.top_k, decoder, pinned, final_only: args.final_only, ..LensOptions::default() };
+    let groups = token_groups(&engine.tokenizer, &args.group, &args.group_word)?;
+    let opts = LensOptions { subblocks: args.subblocks, k: args.top_k, decoder, pinned, final_only: args.final_only, groups, ..LensOptions::default() };
     let mut report = engine.run_ids(&ids, &opts, &interrupt::watched(Progress::default()))?;
     report.truncated = truncated;
     note_truncation(truncated);

@@ -76,6 +76,7 @@ pub fn synthetic_result(n_layers: usize, n_pos: usize, k: usize) -> RunResult {
         top_k,
         attribution,
         pinned: None,
+        groups: Vec::new(),
         truncated: None,
         run: RunInfo {
             provider: "synthetic".into(),
