@@ -249,3 +249,46 @@ fn lens_writes_token_groups() {
     let out = lens(&["--prompt", "The cat sat.", "--group", "nothing", "--json", json.to_str().unwrap()]);
     assert_clean_error(&out, "expected NAME=TEXT");
 }
+
+/// `corpus` writes the `logit-lens/corpus@1` JSON and the per-site CSV; a bad window is a clear
+/// error (issue 15, item 2).
+#[test]
+fn corpus_writes_json_and_csv() {
+    let dir = unique_temp_dir("cli-corpus");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("t.txt");
+    std::fs::write(&text, "The cat sat on the mat. The dog sat on the rug. A bird sang in the tree. ".repeat(20)).unwrap();
+    let (json, csv) = (dir.join("c.json"), dir.join("c.csv"));
+    let out = bin()
+        .args(["corpus", "--device", "cpu", "--model"])
+        .arg(bundle())
+        .arg("--text")
+        .arg(&text)
+        .args(["--window", "32", "--resamples", "200", "--json", json.to_str().unwrap(), "--csv", csv.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["schema"], "logit-lens/corpus@1");
+    assert_eq!(r["window"], 32);
+    let n_sites = r["sites"].as_array().unwrap().len();
+    for key in ["kl_to_final", "nll_next", "nll_bits_per_byte", "top1_agrees_final", "top1_is_next", "entropy"] {
+        for part in ["mean", "ci95_low", "ci95_high"] {
+            assert_eq!(r["per_site"][key][part].as_array().unwrap().len(), n_sites, "{key}.{part}");
+        }
+    }
+    let n_tokens = r["n_tokens"].as_u64().unwrap();
+    assert_eq!(r["n_windows"].as_u64().unwrap(), n_tokens.div_ceil(32) - u64::from(n_tokens % 32 == 1));
+    let table = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(table.lines().count(), n_sites + 1);
+    assert!(table.starts_with("site,prediction_depth_count,kl_to_final_mean,"));
+    let out = bin()
+        .args(["corpus", "--device", "cpu", "--model"])
+        .arg(bundle())
+        .arg("--text")
+        .arg(&text)
+        .args(["--window", "1", "--json", json.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_clean_error(&out, "--window 1");
+}

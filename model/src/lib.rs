@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod checkpoint;
 pub mod config;
 pub mod convert;
+pub mod corpus;
 pub mod cuda_libs;
 pub mod engine;
 pub mod error;

@@ -2,6 +2,7 @@
 //! `render`. Ctrl+C stops the running command cleanly ([`interrupt`]).
 
 mod bench;
+mod corpus;
 mod interrupt;
 
 mod render;
@@ -83,6 +84,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Render a lens view as a figure (SVG, PDF or PNG) without a window.
     Render(render::RenderArgs),
+    /// The lens over whole texts: per-site means with 95% bootstrap intervals (JSON, CSV).
+    Corpus(corpus::CorpusArgs),
     /// Benchmark the UI: CPU time per frame of a synthetic GPT-2-XL-sized grid.
     #[command(hide = true)]
     BenchUi(crate::session::start::BenchUiArgs),
@@ -327,6 +330,7 @@ fn run(cli: Cli, gui: GuiServer) -> Result<()> {
         Some(Command::Lens(args)) => lens(ort_lib, args),
         Some(Command::Bench(args)) => bench::run(ort_lib, &args),
         Some(Command::Render(args)) => render::run(ort_lib, &args),
+        Some(Command::Corpus(args)) => corpus::run(ort_lib, &args),
         Some(Command::BenchUi(args)) => gui(crate::session::start::GuiRequest::BenchUi(args)),
     }
 }

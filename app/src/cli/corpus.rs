@@ -1,0 +1,91 @@
+//! `logit-lens corpus`: the lens over whole texts, per-site means with bootstrap intervals
+//! (`lens_model::corpus`, schema `logit-lens/corpus@1`).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use lens_model::LensOptions;
+use lens_model::corpus::{CorpusOptions, run_corpus};
+use lens_model::lens::DecoderKind;
+
+use super::{device, open_engine, stderr_progress};
+
+/// Arguments of `corpus`.
+#[derive(Args, Debug)]
+pub struct CorpusArgs {
+    /// A bundle or Hugging Face folder (default: the demo model).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// UTF-8 text files (each at most 10 MB), joined by a blank line and tokenized once.
+    #[arg(long, required = true, num_args = 1..)]
+    pub text: Vec<PathBuf>,
+    /// Tokens per window (default: the model's context).
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Use only the first N tokens of the text.
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// Decoder: logit_lens, last_block, last_mlp or raw.
+    #[arg(long, default_value = "logit_lens")]
+    pub decoder: String,
+    /// Add the `.attn` (resid_mid) rows.
+    #[arg(long)]
+    pub subblocks: bool,
+    /// Bootstrap resamples for the 95% intervals.
+    #[arg(long, default_value_t = 1000)]
+    pub resamples: usize,
+    /// auto, cpu, cuda or directml.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Output JSON path.
+    #[arg(long)]
+    pub json: PathBuf,
+    /// Also write the per-site table as CSV.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+}
+
+/// Runs `corpus`.
+pub fn run(ort_lib: Option<&std::path::Path>, args: &CorpusArgs) -> Result<()> {
+    let decoder = DecoderKind::parse(&args.decoder)
+        .ok_or_else(|| anyhow::anyhow!("unknown decoder {:?}; use one of {}", args.decoder, DecoderKind::ALL.map(DecoderKind::name).join(", ")))?;
+    if args.resamples == 0 {
+        bail!("--resamples must be at least 1");
+    }
+    for out in std::iter::once(&args.json).chain(&args.csv) {
+        crate::session::prompt::check_writable(out)?;
+    }
+    let mut parts = Vec::with_capacity(args.text.len());
+    for f in &args.text {
+        parts.push(crate::session::prompt::read_prompt_file(f)?);
+    }
+    let text = parts.join("\n\n");
+    let mut engine = open_engine(ort_lib, args.model.as_deref(), device(&args.device)?)?;
+    let opts = CorpusOptions {
+        window: args.window,
+        max_tokens: args.max_tokens,
+        lens: LensOptions { subblocks: args.subblocks, k: 1, decoder, ..LensOptions::default() },
+        resamples: args.resamples,
+        seed: 0,
+    };
+    let report = run_corpus(&mut engine, &text, &opts, &stderr_progress())?;
+    report.write_json(&args.json).with_context(|| format!("cannot write {}", args.json.display()))?;
+    if let Some(csv) = &args.csv {
+        report.write_csv(csv).with_context(|| format!("cannot write {}", csv.display()))?;
+    }
+    let last = report.sites.len().saturating_sub(1);
+    let at = |v: &Vec<f64>, s: usize| v.get(s).copied().unwrap_or(f64::NAN);
+    eprintln!(
+        "{} tokens in {} windows of {} · {} sites · {:.1} s; final site: NLL {:.3} nats ({:.3} bits/byte), top-1 = next {:.1}%",
+        report.n_tokens,
+        report.n_windows,
+        report.window,
+        report.sites.len(),
+        report.run.seconds,
+        at(&report.per_site.nll_next.mean, last),
+        at(&report.per_site.nll_bits_per_byte.mean, last),
+        100.0 * at(&report.per_site.top1_is_next.mean, last)
+    );
+    Ok(())
+}
