@@ -224,3 +224,67 @@ fn figure_text_stays_inside_the_page() {
         }
     }
 }
+
+/// Corpus figures (issue 15, item 2): `corpus` on the demo model with two decoders, then `render
+/// --corpus A --corpus B` in every format: two bands and two mean lines, the legend, the text
+/// inside the page; the provenance names the corpus files and `--from` redraws the same figure.
+#[test]
+fn corpus_figures_overlay_runs_with_bands() {
+    let dir = unique_temp_dir("figures-corpus");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo-model/heldout.txt"));
+    let mut jsons = Vec::new();
+    for decoder in ["logit_lens", "last_mlp"] {
+        let json = dir.join(format!("{decoder}.json"));
+        let o = bin()
+            .args(["corpus", "--device", "cpu", "--max-tokens", "1024", "--window", "128", "--resamples", "300", "--decoder", decoder, "--text"])
+            .arg(&text)
+            .arg("--json")
+            .arg(&json)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        jsons.push(json);
+    }
+    let svg = dir.join("kl.svg");
+    let draw = |out: &Path, extra: &[&str]| {
+        let o = bin()
+            .arg("render")
+            .arg("--corpus")
+            .arg(&jsons[0])
+            .arg("--corpus")
+            .arg(&jsons[1])
+            .args(["--label", "logit lens", "--label", "last MLP"])
+            .args(extra)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    draw(&svg, &[]);
+    let s = std::fs::read_to_string(&svg).unwrap();
+    assert_eq!(s.matches("<polygon").count(), 2, "one band per run");
+    assert_eq!(s.matches("<polyline").count(), 2, "one mean line per run");
+    assert!(s.contains(">logit lens<") && s.contains(">last MLP<"), "legend");
+    assert!(s.contains("KL(final ‖ site), nats"));
+    let (w, h, _) = rasterize(&s, 2.0).unwrap();
+    assert!(w > 500 && h > 300, "{w}x{h}");
+    let prov = read_provenance(&svg).unwrap();
+    let src = prov.corpus.unwrap();
+    assert_eq!((src.files.len(), src.metric.as_str()), (2, "kl_to_final"));
+    // Every format; --from redraws it; another statistic.
+    for ext in ["png", "pdf"] {
+        draw(&dir.join(format!("kl.{ext}")), &[]);
+    }
+    let again = dir.join("again.svg");
+    let o = bin().arg("render").arg("--from").arg(&svg).arg("--out").arg(&again).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), s);
+    draw(&dir.join("nll.png"), &["--corpus-metric", "nll_bits_per_byte"]);
+    let o = bin().arg("render").arg("--corpus").arg(&jsons[0]).args(["--corpus-metric", "perplexity"]).arg("--out").arg(dir.join("x.svg")).output().unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--corpus-metric \"perplexity\""));
+    if std::env::var_os("KEEP_FIGURES").is_some() {
+        eprintln!("figures in {}", dir.display());
+    }
+}

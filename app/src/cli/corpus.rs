@@ -9,7 +9,7 @@ use lens_model::LensOptions;
 use lens_model::corpus::{CorpusOptions, run_corpus};
 use lens_model::lens::DecoderKind;
 
-use super::{device, open_engine, stderr_progress};
+use super::{device, interrupt, open_engine};
 
 /// Arguments of `corpus`.
 #[derive(Args, Debug)]
@@ -46,6 +46,21 @@ pub struct CorpusArgs {
     pub csv: Option<PathBuf>,
 }
 
+/// Progress on stderr: one line every 5 % of the corpus (the windows' own stages are not
+/// printed: thousands of windows would print thousands of lines); Ctrl+C cancels.
+fn corpus_progress() -> lens_model::error::Progress {
+    let last = std::sync::Mutex::new(-1i32);
+    interrupt::watched(lens_model::error::Progress::new(move |_stage, f| {
+        let pct = (f * 100.0) as i32;
+        if let Ok(mut l) = last.lock()
+            && pct / 5 > *l / 5
+        {
+            eprintln!("corpus: {pct}%");
+            *l = pct;
+        }
+    }))
+}
+
 /// Runs `corpus`.
 pub fn run(ort_lib: Option<&std::path::Path>, args: &CorpusArgs) -> Result<()> {
     let decoder = DecoderKind::parse(&args.decoder)
@@ -69,7 +84,7 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &CorpusArgs) -> Result<()> {
         resamples: args.resamples,
         seed: 0,
     };
-    let report = run_corpus(&mut engine, &text, &opts, &stderr_progress())?;
+    let report = run_corpus(&mut engine, &text, &opts, &corpus_progress())?;
     report.write_json(&args.json).with_context(|| format!("cannot write {}", args.json.display()))?;
     if let Some(csv) = &args.csv {
         report.write_csv(csv).with_context(|| format!("cannot write {}", csv.display()))?;

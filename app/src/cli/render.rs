@@ -95,9 +95,61 @@ pub struct RenderArgs {
     /// Regenerate from the provenance of an exported figure (other options override it).
     #[arg(long)]
     pub from: Option<PathBuf>,
+    /// Draw a corpus figure instead: a `logit-lens corpus` JSON (repeatable: runs overlaid).
+    #[arg(long)]
+    pub corpus: Vec<PathBuf>,
+    /// The corpus statistic: kl_to_final, nll_next, nll_bits_per_byte, top1_agrees_final,
+    /// top1_is_next or entropy.
+    #[arg(long, default_value = "kl_to_final")]
+    pub corpus_metric: String,
+    /// Legend label of each --corpus, in order (default: its model and decoder).
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
     /// Output: FIG.svg, FIG.pdf or FIG.png.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// Draws a corpus figure from `files` (the `corpus` command's JSON).
+fn render_corpus(a: &RenderArgs, mut spec: FigureSpec, source: Option<crate::figure::provenance::CorpusSource>) -> Result<()> {
+    use crate::figure::provenance::CorpusSource;
+    let (files, labels, metric) = match source {
+        Some(src) if a.corpus.is_empty() => (src.files.iter().map(PathBuf::from).collect::<Vec<_>>(), src.labels, src.metric),
+        _ => (a.corpus.clone(), a.labels.clone(), a.corpus_metric.clone()),
+    };
+    if !crate::figure::corpus::CORPUS_METRICS.iter().any(|(m, _)| *m == metric) {
+        bail!("--corpus-metric {metric:?}: use one of {}", crate::figure::corpus::CORPUS_METRICS.iter().map(|(m, _)| *m).collect::<Vec<_>>().join(", "));
+    }
+    if labels.len() > files.len() {
+        bail!("{} --label for {} --corpus files", labels.len(), files.len());
+    }
+    let mut reports = Vec::with_capacity(files.len());
+    for f in &files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let r: lens_model::corpus::CorpusReport = serde_json::from_str(&text).with_context(|| format!("{} is not a logit-lens corpus report", f.display()))?;
+        if r.schema != lens_model::corpus::CORPUS_SCHEMA {
+            bail!("{}: schema {:?} is not {}", f.display(), r.schema, lens_model::corpus::CORPUS_SCHEMA);
+        }
+        reports.push(r);
+    }
+    let labels: Vec<String> =
+        reports.iter().enumerate().map(|(i, r)| labels.get(i).cloned().unwrap_or_else(|| format!("{} · {}", r.model.name, r.decoder))).collect();
+    let runs: Vec<(String, &lens_model::corpus::CorpusReport)> = labels.iter().cloned().zip(reports.iter()).collect();
+    apply(&mut spec, a)?;
+    let width = spec.width_in * 72.0;
+    let scene = crate::figure::corpus::build(&runs, &metric, width, spec.title.as_deref())
+        .ok_or_else(|| anyhow!("nothing to draw: the corpus reports have no finite values of {metric}"))?;
+    let Some(first) = reports.first() else { bail!("no --corpus file") };
+    let source = CorpusSource {
+        files: files.iter().map(|f| f.canonicalize().unwrap_or_else(|_| f.clone()).display().to_string()).collect(),
+        labels,
+        metric: metric.clone(),
+    };
+    let title = spec.title.clone().unwrap_or_else(|| format!("{metric} per site"));
+    let prov = Provenance::of_corpus(first, source, spec);
+    output::write(&scene, &a.out, &title, &prov)?;
+    eprintln!("wrote {} ({:.1} x {:.1} in)", a.out.display(), scene.width / 72.0, scene.height / 72.0);
+    Ok(())
 }
 
 fn parse_range(s: &str) -> Result<(usize, usize)> {
@@ -202,6 +254,10 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
         }
         None => (FigureSpec::default(), None),
     };
+    let corpus_source = recorded.as_ref().and_then(|p| p.corpus.clone());
+    if !a.corpus.is_empty() || corpus_source.is_some() {
+        return render_corpus(a, spec, corpus_source);
+    }
     apply(&mut spec, a)?;
     let view = spec.view_settings().map_err(|e| anyhow!(e))?;
     let prompt = match (&a.prompt, &a.prompt_file, &recorded) {

@@ -3,6 +3,7 @@
 //! stays text), PDF (fonts embedded) or PNG (any scale, pixel density recorded), each carrying its
 //! provenance so that `logit-lens render --from FIG` can regenerate it.
 
+pub mod corpus;
 pub mod export;
 pub mod output;
 pub mod provenance;

@@ -23,6 +23,21 @@ pub struct Provenance {
     pub prompt: String,
     /// Figure settings.
     pub spec: FigureSpec,
+    /// For a corpus figure: what it was drawn from (the lens figure fields are then its first
+    /// report's model and an empty prompt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corpus: Option<CorpusSource>,
+}
+
+/// The corpus reports a corpus figure was drawn from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CorpusSource {
+    /// The `corpus` JSON files, in drawing order.
+    pub files: Vec<String>,
+    /// Their legend labels.
+    pub labels: Vec<String>,
+    /// The statistic shown (`kl_to_final`, …).
+    pub metric: String,
 }
 
 impl Provenance {
@@ -36,6 +51,21 @@ impl Provenance {
             model_sha256: report.model.weights_sha256.clone(),
             prompt,
             spec,
+            corpus: None,
+        }
+    }
+
+    /// The provenance of a corpus figure drawn from `source`, whose first report is `first`.
+    pub fn of_corpus(first: &lens_model::corpus::CorpusReport, source: CorpusSource, spec: FigureSpec) -> Self {
+        Self {
+            schema: SCHEMA.into(),
+            program: format!("logit-lens {}", env!("CARGO_PKG_VERSION")),
+            model_name: first.model.name.clone(),
+            model_path: String::new(),
+            model_sha256: first.model.weights_sha256.clone(),
+            prompt: String::new(),
+            spec,
+            corpus: Some(source),
         }
     }
 }

@@ -57,6 +57,24 @@ pub enum Item {
         /// Bold.
         bold: bool,
     },
+    /// An open line through `points` (x, y).
+    Polyline {
+        /// The points.
+        points: Vec<(f64, f64)>,
+        /// Colour.
+        stroke: Color32,
+        /// Width, pt.
+        width: f64,
+    },
+    /// A filled polygon through `points`, drawn with `opacity` (a confidence band).
+    Polygon {
+        /// The corners.
+        points: Vec<(f64, f64)>,
+        /// Fill colour.
+        fill: Color32,
+        /// Fill opacity, 0..=1.
+        opacity: f64,
+    },
 }
 
 /// A figure: size in points and its primitives in painting order.
@@ -276,6 +294,8 @@ pub fn stack(scenes: Vec<Scene>) -> Scene {
         out.items.extend(s.items.into_iter().map(|item| match item {
             Item::Rect { x, y, w, h, fill, stroke } => Item::Rect { x, y: y + dy, w, h, fill, stroke },
             Item::Text { x, y, size, text, anchor, rotate, color, bold } => Item::Text { x, y: y + dy, size, text, anchor, rotate, color, bold },
+            Item::Polyline { points, stroke, width } => Item::Polyline { points: points.into_iter().map(|(x, y)| (x, y + dy)).collect(), stroke, width },
+            Item::Polygon { points, fill, opacity } => Item::Polygon { points: points.into_iter().map(|(x, y)| (x, y + dy)).collect(), fill, opacity },
         }));
     }
     out

@@ -64,6 +64,11 @@ fn hex(c: Color32) -> String {
     format!("#{:02x}{:02x}{:02x}", c.r(), c.g(), c.b())
 }
 
+/// `x,y x,y …` for an SVG `points` attribute.
+fn points_attr(points: &[(f64, f64)]) -> String {
+    points.iter().map(|(x, y)| format!("{},{}", num(*x), num(*y))).collect::<Vec<_>>().join(" ")
+}
+
 fn num(v: f64) -> String {
     let s = format!("{v:.2}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
@@ -87,6 +92,22 @@ pub fn to_svg(scene: &Scene, title: &str, provenance_json: &str) -> String {
                 let fill = fill.map_or_else(|| "none".to_string(), hex);
                 let stroke = stroke.map_or_else(String::new, |(c, sw)| format!(" stroke=\"{}\" stroke-width=\"{}\"", hex(c), num(sw)));
                 o.push_str(&format!("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{fill}\"{stroke}/>\n", num(*x), num(*y), num(*w), num(*h)));
+            }
+            Item::Polyline { points, stroke, width } => {
+                o.push_str(&format!(
+                    "<polyline points=\"{}\" fill=\"none\" stroke=\"{}\" stroke-width=\"{}\" stroke-linejoin=\"round\"/>\n",
+                    points_attr(points),
+                    hex(*stroke),
+                    num(*width)
+                ));
+            }
+            Item::Polygon { points, fill, opacity } => {
+                o.push_str(&format!(
+                    "<polygon points=\"{}\" fill=\"{}\" fill-opacity=\"{}\" stroke=\"none\"/>\n",
+                    points_attr(points),
+                    hex(*fill),
+                    num(*opacity)
+                ));
             }
             Item::Text { x, y, size, text, anchor, rotate, color, bold } => {
                 let anchor = match anchor {

@@ -127,6 +127,8 @@ pub const FIGURE_INK: Color32 = Color32::from_rgb(0x1A, 0x1A, 0x1A);
 pub const FIGURE_DIM: Color32 = Color32::from_rgb(0x60, 0x60, 0x60);
 /// Figures: page background.
 pub const FIGURE_BG: Color32 = Color32::WHITE;
+/// Grid lines of figure plots.
+pub const FIGURE_GRID: Color32 = Color32::from_rgb(0xD8, 0xD8, 0xD8);
 
 /// Cells without a value (e.g. no next token at the last position).
 pub const MISSING: Color32 = Color32::from_rgb(0x30, 0x30, 0x30);
