@@ -668,7 +668,7 @@ fn progress_repaints_at_a_capped_rate() {
     let text = ["The cat sat on the mat."; 8].join(" ");
     let t1 = Instant::now();
     immediate.store(0, Ordering::Relaxed);
-    w.submit(JobKind::Run { text, pinned: Vec::new(), k: 5, decoder: lens_model::lens::DecoderKind::LogitLens, truncate_left: false });
+    w.submit(JobKind::Run { text, pinned: Vec::new(), group: None, k: 5, decoder: lens_model::lens::DecoderKind::LogitLens, truncate_left: false });
     frames_until(&mut w, "the run");
     let (now, run_ms) = (immediate.load(Ordering::Relaxed), t1.elapsed().as_millis());
     assert!(now <= 3, "{now} immediate repaints during a {run_ms} ms run that delivered one result");
@@ -826,4 +826,48 @@ fn the_depth_overlay_marks_each_columns_depth_row() {
         assert!(site >= depth[p] as usize);
         assert!(vm.rows.iter().all(|&s| s < depth[p] as usize || s >= site), "column {c}");
     }
+}
+
+/// Following a token group in the app (issue 15, item 3): type a word in the Group box, Follow:
+/// the run follows its single-token variants, the Logits panel can be coloured by the group's
+/// summed probability (equal to the report's cell by cell), the inspector plots it; a word with no
+/// single-token variant is an error that keeps the result; ✕ stops following.
+#[test]
+fn a_word_group_is_followed_in_the_app() {
+    use lens_app::gui::state::LogitColor;
+    let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, ..GuiOptions::default() };
+    let app = LogitLensApp::new_for_test(AppState { prompt: PROMPT.into(), ..AppState::default() }, opts);
+    let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    step_until(&mut h, "the first result", |a| a.state.result.is_some());
+    h.get_by_label("Group").click();
+    h.state_mut().apply(AppCommand::SetGroupText("cat".into()));
+    h.run_steps(2);
+    h.get_by_label("Follow").click();
+    step_until(&mut h, "the group's result", |a| a.state.result.as_ref().is_some_and(|r| !r.report.groups.is_empty()) && a.state.progress.is_none());
+    let res = h.state().state.result.clone().unwrap();
+    let g = &res.report.groups[0];
+    assert_eq!(g.name, "cat");
+    assert!(g.tokens.iter().any(|t| t.decoded == " cat") && g.tokens.iter().any(|t| t.decoded == "cat"), "{:?}", g.tokens);
+    assert!(h.query_by_label_contains(&format!("{} tokens", g.tokens.len())).is_some());
+    // Colour by the group: the panel's values are the group's probabilities.
+    h.get_by_label("group").click();
+    h.run_steps(3);
+    assert_eq!(h.state().state.view.logit_color, LogitColor::Group);
+    let vm = lens_app::gui::view::ViewModel::build(&res, &h.state().state.view, &[]);
+    let logits = vm.panel(Metric::Logits).unwrap();
+    assert!(logits.title.contains("group \"cat\""), "{}", logits.title);
+    let cells: Vec<(usize, usize)> = vm.rows.iter().flat_map(|&s| vm.cols.iter().map(move |&p| (s, p))).collect();
+    for (i, (s, p)) in cells.into_iter().enumerate() {
+        assert_eq!(logits.values[i], g.prob[s][p], "cell {i}");
+    }
+    // A word with no single-token variant: an error, the result stays.
+    h.state_mut().apply(AppCommand::SetGroupText("zqxvbnw".into()));
+    h.state_mut().apply(AppCommand::Group("zqxvbnw".into()));
+    step_until(&mut h, "the error", |a| a.state.error.is_some());
+    assert!(h.state().state.error.as_ref().unwrap().contains("no variant of \"zqxvbnw\""));
+    assert!(h.state().state.result.is_some());
+    // Stop following: the next result has no group, and the colour falls back to probability.
+    h.state_mut().apply(AppCommand::Group(String::new()));
+    step_until(&mut h, "the result without the group", |a| a.state.result.as_ref().is_some_and(|r| r.report.groups.is_empty()) && a.state.progress.is_none());
+    assert_eq!(h.state().state.view.logit_color, LogitColor::Probability);
 }

@@ -30,6 +30,10 @@ pub enum AppCommand {
     MoveSelection(i32, i32),
     /// Pin a token given by its text (e.g. `" plasma"`); re-runs the lens.
     Pin(String),
+    /// Follow a token group: a word (its single-token variants) or `TEXT|TEXT|…`; empty stops.
+    Group(String),
+    /// The group box's text changed (not applied until `Group`).
+    SetGroupText(String),
     /// Pin a token id; re-runs the lens.
     PinId(u32),
     /// Clear the pin.

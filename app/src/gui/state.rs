@@ -29,6 +29,11 @@ pub struct AppState {
     pub view: ViewSettings,
     /// Text of the pinned token (e.g. `" plasma"`), restored with the prompt.
     pub pin_text: String,
+    /// Text of the group box: a word (its single-token variants) or `TEXT|TEXT|…`.
+    pub group_text: String,
+    /// The token group followed (the group box's text when it was applied).
+    #[serde(skip)]
+    pub group: Option<String>,
 
     /// The loaded model.
     #[serde(skip)]
@@ -89,6 +94,8 @@ impl Default for AppState {
             recent_models: Vec::new(),
             view: ViewSettings::default(),
             pin_text: String::new(),
+            group_text: String::new(),
+            group: None,
             model: None,
             model_source: None,
             result: None,

@@ -172,6 +172,8 @@ pub enum JobKind {
         text: String,
         /// Pinned token ids.
         pinned: Vec<u32>,
+        /// A token group to follow: a word (its single-token variants) or `TEXT|TEXT|…`.
+        group: Option<String>,
         /// Top-k.
         k: usize,
         /// Decoder.
@@ -400,6 +402,30 @@ pub fn positions_per_piece(n_sites: usize, d_model: usize, d_vocab: usize) -> us
     ((PARTIAL_FLOP / per_pos.max(1.0)).ceil() as usize).max(8)
 }
 
+/// The token group of the app's group box: `TEXT|TEXT|…` (each one token) or a word (its
+/// single-token variants); errors name what is not a token.
+pub fn token_group(tok: &lens_model::tokenizer::LensTokenizer, text: &str) -> anyhow::Result<lens_model::TokenGroup> {
+    let mut token_ids = Vec::new();
+    if text.contains('|') {
+        for t in text.split('|').filter(|t| !t.is_empty()) {
+            match tok.token_id(t) {
+                Some(id) if !token_ids.contains(&id) => token_ids.push(id),
+                Some(_) => {}
+                None => anyhow::bail!("group: {t:?} is not a single token of this model's vocabulary"),
+            }
+        }
+    } else {
+        token_ids = tok.word_variants(text).into_iter().map(|(_, id)| id).collect();
+        if token_ids.is_empty() {
+            anyhow::bail!("group: no variant of {:?} (with a leading space, capitalised, lower or upper case) is a single token", text.trim());
+        }
+    }
+    if token_ids.is_empty() {
+        anyhow::bail!("group: {text:?} names no token");
+    }
+    Ok(lens_model::TokenGroup { name: text.trim().to_string(), token_ids })
+}
+
 fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyhow::Result<OutcomeKind> {
     use anyhow::Context as _;
     match &job.kind {
@@ -413,7 +439,7 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
             st.last_result = None;
             Ok(OutcomeKind::Loaded(Arc::new(summary)))
         }
-        JobKind::Run { text, pinned, k, decoder, truncate_left } => {
+        JobKind::Run { text, pinned, group, k, decoder, truncate_left } => {
             let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
             let (ids, truncated) = engine.tokenize_with(text, *truncate_left)?;
             let t0 = Instant::now();
@@ -435,7 +461,11 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
             let forward_ms = t0.elapsed().as_secs_f64() * 1e3;
             job.progress.check()?;
             let Some((_, trace)) = st.last.as_ref() else { anyhow::bail!("no forward pass") };
-            let opts = LensOptions { subblocks: true, k: (*k).max(1), pinned: pinned.clone(), decoder: *decoder, ..LensOptions::default() };
+            let groups = match group {
+                Some(g) => vec![token_group(&engine.tokenizer, g)?],
+                None => Vec::new(),
+            };
+            let opts = LensOptions { subblocks: true, k: (*k).max(1), pinned: pinned.clone(), decoder: *decoder, groups, ..LensOptions::default() };
             let t1 = Instant::now();
             let shape = &engine.bundle.shape;
             let n_sites = lens_model::sites::site_list(shape.n_layers, true).len();

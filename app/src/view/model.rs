@@ -182,22 +182,34 @@ impl ViewModel {
 
         // Logits
         let logits = {
-            let (values, lo, hi, unit, title): (Vec<f64>, f64, f64, &str, &str) = match view.logit_color {
-                LogitColor::Probability => {
-                    (cells().map(|(s, p)| at(&m.top1_prob, s, p).unwrap_or(f64::NAN)).collect(), 0.0, 1.0, "probability", "Top-1 token (colour: probability)")
-                }
-                LogitColor::Logit => {
+            let group = r.groups.first().filter(|_| view.logit_color == LogitColor::Group);
+            let (values, lo, hi, unit, title): (Vec<f64>, f64, f64, &str, String) = match (view.logit_color, group) {
+                (LogitColor::Group, Some(g)) => (
+                    cells().map(|(s, p)| at(&g.prob, s, p).unwrap_or(f64::NAN)).collect(),
+                    0.0,
+                    1.0,
+                    "probability",
+                    format!("Top-1 token (colour: probability of the group {:?}, {} tokens)", g.name, g.tokens.len()),
+                ),
+                (LogitColor::Probability | LogitColor::Group, _) => (
+                    cells().map(|(s, p)| at(&m.top1_prob, s, p).unwrap_or(f64::NAN)).collect(),
+                    0.0,
+                    1.0,
+                    "probability",
+                    "Top-1 token (colour: probability)".into(),
+                ),
+                (LogitColor::Logit, _) => {
                     let v: Vec<f64> = cells().map(|(s, p)| at(&m.top1_logit, s, p).map_or(f64::NAN, f64::from)).collect();
                     let lo = v.iter().copied().filter(|x| x.is_finite()).fold(f64::INFINITY, f64::min);
                     let hi = v.iter().copied().filter(|x| x.is_finite()).fold(f64::NEG_INFINITY, f64::max);
                     let (lo, hi) = if lo.is_finite() && hi > lo { (lo, hi) } else { (0.0, 1.0) };
-                    (v, lo, hi, "logit", "Top-1 token (colour: logit)")
+                    (v, lo, hi, "logit", "Top-1 token (colour: logit)".into())
                 }
             };
             let colors = values.iter().map(|&v| cmap.at(((v - lo) / (hi - lo)) as f32)).collect();
             let labels = cells().map(|(s, p)| at(&m.top1_id, s, p).map(|id| token_display(r, vocab, id)).unwrap_or_default()).collect();
             let ticks = vec![(0.0, short(lo)), (0.5, short((lo + hi) / 2.0)), (1.0, short(hi))];
-            PanelModel { metric: Metric::Logits, title: title.into(), colors, labels, values, scale: ColorScale { cmap, ticks, unit: unit.into() } }
+            PanelModel { metric: Metric::Logits, title, colors, labels, values, scale: ColorScale { cmap, ticks, unit: unit.into() } }
         };
 
         // Ranks (log scale, capped; bright = rank 1)

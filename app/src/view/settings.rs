@@ -63,6 +63,8 @@ pub enum LogitColor {
     Probability,
     /// Top-1 logit (min..max of the report).
     Logit,
+    /// The followed token group's summed probability (0..1); the probability without a group.
+    Group,
 }
 
 /// Which token's rank the Ranks panel shows (also the token followed by the inspector's trajectory).

@@ -154,6 +154,8 @@ pub const DIM_TEXT: Color32 = Color32::from_rgb(0xA0, 0xA0, 0xA0);
 pub const TEXT: Color32 = Color32::from_rgb(0xE0, 0xE0, 0xE0);
 /// Trajectory: probability line.
 pub const LINE_PROB: Color32 = Color32::from_rgb(0x35, 0xB7, 0x79);
+/// The followed token group's probability in the trajectory plot.
+pub const LINE_GROUP: Color32 = Color32::from_rgb(0xE6, 0x9F, 0x00);
 /// Trajectory: rank line.
 pub const LINE_RANK: Color32 = Color32::from_rgb(0x31, 0x68, 0x8E);
 /// Trajectory: KL line.

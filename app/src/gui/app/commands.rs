@@ -55,6 +55,18 @@ impl LogitLensApp {
                 None if text.trim().is_empty() => self.apply(AppCommand::Unpin),
                 None => self.state.error = Some(format!("{text:?} is not a single token of this model's vocabulary (pick one of the suggestions)")),
             },
+            AppCommand::SetGroupText(text) => self.state.group_text = text,
+            AppCommand::Group(text) => {
+                let text = text.trim_end_matches(['\n', '\r']).to_string();
+                let group = (!text.trim().is_empty()).then_some(text);
+                if group != self.state.group {
+                    if group.is_none() && self.state.view.logit_color == crate::gui::state::LogitColor::Group {
+                        self.state.view.logit_color = crate::gui::state::LogitColor::Probability;
+                    }
+                    self.state.group = group;
+                    self.run();
+                }
+            }
             AppCommand::PinId(id) => {
                 self.state.pinned = Some(id);
                 if let Some(e) = self.state.model.as_ref().and_then(|m| m.vocab.get(id as usize).cloned()) {

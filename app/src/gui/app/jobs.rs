@@ -49,6 +49,7 @@ impl LogitLensApp {
         let job = JobKind::Run {
             text: self.state.prompt.clone(),
             pinned: self.state.pinned.into_iter().collect(),
+            group: self.state.group.clone(),
             k: self.state.view.top_k,
             decoder: self.state.view.decoder,
             truncate_left: self.state.view.truncate_left,

@@ -74,7 +74,8 @@ pub const MAX_FIT_H: f32 = 36.0;
 /// Header: the panel's title, its own controls, the colour bar; returns the header's and the
 /// colour bar's rects. `compact` (a panel sharing the window): everything wraps within the panel's
 /// width, the colour bar last; else the colour bar sits at the right end of one line.
-fn header(ui: &mut Ui, panel: &PanelModel, view: &ViewSettings, cmds: &mut Vec<AppCommand>, compact: bool) -> (Rect, Rect) {
+/// `state_has_group`: the result follows a token group (the Logits panel may colour by it).
+fn header(ui: &mut Ui, panel: &PanelModel, view: &ViewSettings, cmds: &mut Vec<AppCommand>, compact: bool, state_has_group: bool) -> (Rect, Rect) {
     let mut bar = Rect::NOTHING;
     let mut contents = |ui: &mut Ui, bar: &mut Rect| {
         ui.strong(&panel.title);
@@ -83,6 +84,9 @@ fn header(ui: &mut Ui, panel: &PanelModel, view: &ViewSettings, cmds: &mut Vec<A
             Metric::Logits => {
                 ui.selectable_value(&mut v.logit_color, LogitColor::Probability, "prob");
                 ui.selectable_value(&mut v.logit_color, LogitColor::Logit, "logit");
+                if state_has_group {
+                    ui.selectable_value(&mut v.logit_color, LogitColor::Group, "group").on_hover_text("Colour by the followed group's summed probability");
+                }
             }
             Metric::Ranks => {
                 // The label apart from the box: a labelled ComboBox is one unbreakable row that
@@ -199,7 +203,8 @@ pub fn grid_ui(
     let view = &state.view;
     let compact = view.layout != crate::gui::state::PanelLayout::Tabs;
     let panel_rect = ui.max_rect();
-    let (header_rect, bar_rect) = header(ui, panel, view, cmds, compact);
+    let has_group = state.result.as_ref().is_some_and(|r| !r.report.groups.is_empty());
+    let (header_rect, bar_rect) = header(ui, panel, view, cmds, compact, has_group);
     if header_rect.height() < place.min_header_h {
         ui.add_space(place.min_header_h - header_rect.height());
     }

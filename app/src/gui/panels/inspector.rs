@@ -166,9 +166,17 @@ fn trajectory_ui(ui: &mut Ui, state: &AppState, pos: usize) {
             .y_axis_label(y_label.to_string())
             .legend(Legend::default())
     };
+    // The followed group's summed probability, beside the token's.
+    let group_line = r.groups.first().map(|g| {
+        let pts: Vec<[f64; 2]> = sites.iter().enumerate().filter_map(|(x, &s)| at(&g.prob, s, pos).map(|p| [x as f64, p])).collect();
+        (format!("group {}", g.name), pts)
+    });
     let prob_missing = prob_pts.len() < sites.len();
     make("traj_prob", "prob").include_y(0.0).include_y(1.0).x_axis_formatter(xfmt.clone()).show(ui, |p| {
         p.line(Line::new("probability", PlotPoints::from(prob_pts)).color(theme::LINE_PROB).width(2.0));
+        if let Some((name, pts)) = group_line {
+            p.line(Line::new(name, PlotPoints::from(pts)).color(theme::LINE_GROUP).width(2.0));
+        }
         if let Some(x) = cursor_x {
             p.vline(VLine::new("", x).color(theme::CURSOR));
         }

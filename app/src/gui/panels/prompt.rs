@@ -79,9 +79,35 @@ pub fn pin_ui(ui: &mut Ui, pin_text: &mut String, state: &AppState, cmds: &mut V
             }
         }
         ui.separator();
+        group_ui(ui, state, cmds);
+        ui.separator();
         decoder_ui(ui, state, cmds);
         truncate_ui(ui, state, cmds);
     });
+}
+
+/// Group box: a word (its single-token variants: leading space, capitals) or `a|b|c`, followed
+/// together (summed probability, best rank); ✕ stops.
+fn group_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
+    let mut text = state.group_text.clone();
+    ui.label("Group");
+    let resp = ui.add(egui::TextEdit::singleline(&mut text).desired_width(90.0).hint_text("word or a|b").id_salt("group_box")).on_hover_text(
+        "Follow a word through its single-token variants (\" Paris\", \"Paris\", \" paris\", …), or the tokens a|b|c: their probabilities summed",
+    );
+    if text != state.group_text {
+        cmds.push(AppCommand::SetGroupText(text.clone()));
+    }
+    let enter = resp.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
+    if ui.button("Follow").clicked() || enter {
+        cmds.push(AppCommand::Group(text));
+    }
+    if let Some(g) = state.result.as_ref().and_then(|r| r.report.groups.first()) {
+        let tokens: Vec<String> = g.tokens.iter().map(|t| shown(&t.text)).collect();
+        ui.label(RichText::new(format!("{} tokens", g.tokens.len())).color(theme::CORRECT)).on_hover_text(tokens.join("  "));
+        if ui.small_button("✕").on_hover_text("Stop following the group").clicked() {
+            cmds.push(AppCommand::Group(String::new()));
+        }
+    }
 }
 
 /// Keep the last `n_ctx` tokens of a prompt that is too long (a run setting), and what it dropped.
