@@ -292,3 +292,30 @@ fn corpus_writes_json_and_csv() {
         .unwrap();
     assert_clean_error(&out, "--window 1");
 }
+
+/// `lens --compare-decoder D` / `--compare-prompt T` write both reports and A − B
+/// (`logit-lens/compare@1`; issue 15, item 1).
+#[test]
+fn lens_compares_two_runs() {
+    let dir = unique_temp_dir("cli-compare");
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("c.json");
+    let out = lens(&["--prompt", "The cat sat on the mat.", "--compare-decoder", "raw", "--json", json.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(c["schema"], "logit-lens/compare@1");
+    assert_eq!((c["varied"].as_str(), c["aligned_by"].as_str()), (Some("decoder"), Some("position")));
+    assert_eq!((c["a"]["decoder"].as_str(), c["b"]["decoder"].as_str()), (Some("logit_lens"), Some("raw")));
+    let (s, k) = (1, 2);
+    let d = c["diff"]["kl_to_final"][s][k].as_f64().unwrap();
+    let want = c["a"]["metrics"]["kl_to_final"][s][k].as_f64().unwrap() - c["b"]["metrics"]["kl_to_final"][s][k].as_f64().unwrap();
+    assert!((d - want).abs() < 1e-12, "{d} vs {want}");
+    let out = lens(&["--prompt", "The cat sat on the mat.", "--compare-prompt", "The big cat sat on the mat.", "--json", json.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(c["aligned_by"], "common_tokens");
+    assert_eq!(c["alignment"].as_array().unwrap().len(), 7);
+    let npz = dir.join("c.npz");
+    let out = lens(&["--prompt", "The cat sat.", "--compare-decoder", "raw", "--npz", npz.to_str().unwrap()]);
+    assert_clean_error(&out, "--npz holds one report");
+}

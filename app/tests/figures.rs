@@ -288,3 +288,43 @@ fn corpus_figures_overlay_runs_with_bands() {
         eprintln!("figures in {}", dir.display());
     }
 }
+
+/// Comparison figures (issue 15, item 1): `render --compare-decoder raw` and `--compare-prompt`
+/// stack A, B and A − B (three titles, a diverging bar centred on 0), in every format; the
+/// provenance records what B varies and `--from` redraws the same figure; contributions refuse.
+#[test]
+fn comparison_figures_stack_a_b_and_the_difference() {
+    let dir = unique_temp_dir("figures-compare");
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("kl.svg");
+    render(&svg, &["--view", "kl", "--compare-decoder", "raw"]);
+    let s = std::fs::read_to_string(&svg).unwrap();
+    assert!(s.contains(">A · logit_lens: ") && s.contains(">B · raw: ") && s.contains(">A − B: "), "three titled panels");
+    assert!(s.contains(">aligned by position; grey: no counterpart in B<"));
+    let prov = read_provenance(&svg).unwrap();
+    let c = prov.compare.unwrap();
+    assert_eq!((c.varied.as_str(), c.with.as_str()), ("decoder", "raw"));
+    let again = dir.join("again.svg");
+    let o = bin().arg("render").arg("--from").arg(&svg).args(["--device", "cpu"]).arg("--out").arg(&again).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), s, "--from redraws the comparison");
+    for ext in ["png", "pdf"] {
+        render(
+            &dir.join(format!("probs.{ext}")),
+            &["--view", "probs", "--compare-prompt", "Sometimes, when people say plasma, they mean a state of matter. Other times, when people say"],
+        );
+    }
+    render(&dir.join("ranks.png"), &["--view", "ranks", "--compare-prompt", "Sometimes people say plasma."]);
+    let o = bin()
+        .arg("render")
+        .arg("--prompt-file")
+        .arg(prompt_file())
+        .args(["--device", "cpu", "--view", "contributions", "--compare-decoder", "raw", "--out"])
+        .arg(dir.join("x.svg"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("not contributions"));
+    if std::env::var_os("KEEP_FIGURES").is_some() {
+        eprintln!("figures in {}", dir.display());
+    }
+}

@@ -155,7 +155,7 @@ macro_rules! exact_cell {
         }
     )*};
 }
-exact_cell!(u32, Option<u32>, Option<f64>, Vec<u32>);
+exact_cell!(u32, bool, Option<u32>, Option<f64>, Vec<u32>);
 
 impl Cell for f32 {
     type Json = Option<f32>;

@@ -8,6 +8,7 @@ pub mod arch;
 pub mod attribution;
 pub mod bundle;
 pub mod checkpoint;
+pub mod compare;
 pub mod config;
 pub mod convert;
 pub mod corpus;

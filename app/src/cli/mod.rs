@@ -139,6 +139,19 @@ struct LensArgs {
     /// Output .npz path (numpy: fixed dtypes, NaN / -1 where unknown, token strings).
     #[arg(long)]
     npz: Option<PathBuf>,
+    /// Compare with the same run on another prompt: --json then holds both reports and A − B
+    /// (`logit-lens/compare@1`).
+    #[arg(long, conflicts_with_all = ["compare_prompt_file", "compare_model", "compare_decoder"])]
+    compare_prompt: Option<String>,
+    /// Compare with the same run on the prompt in this file.
+    #[arg(long, conflicts_with_all = ["compare_model", "compare_decoder"])]
+    compare_prompt_file: Option<PathBuf>,
+    /// Compare with the same run through another model of the same tokenizer and depth.
+    #[arg(long, conflicts_with = "compare_decoder")]
+    compare_model: Option<PathBuf>,
+    /// Compare with the same run under another decoder.
+    #[arg(long)]
+    compare_decoder: Option<String>,
 }
 
 /// Starts the desktop app for the CLI (the binary passes `gui::serve`; the CLI never imports the
@@ -369,6 +382,46 @@ fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
     let mut report = engine.run_ids(&ids, &opts, &interrupt::watched(Progress::default()))?;
     report.truncated = truncated;
     note_truncation(truncated);
+    let comparing = args.compare_prompt.is_some() || args.compare_prompt_file.is_some() || args.compare_model.is_some() || args.compare_decoder.is_some();
+    if comparing {
+        if args.npz.is_some() {
+            bail!("--npz holds one report; with a --compare-… option write --json");
+        }
+        let Some(json) = &args.json else { bail!("a comparison is written with --json OUT") };
+        let (b, varied) = if let Some(d) = &args.compare_decoder {
+            let Some(kind) = DecoderKind::parse(d) else { bail!("--compare-decoder {d:?}: use one of {}", DecoderKind::ALL.map(DecoderKind::name).join(", ")) };
+            (engine.run_ids(&ids, &LensOptions { decoder: kind, ..opts.clone() }, &interrupt::watched(Progress::default()))?, "decoder")
+        } else if let Some(m) = &args.compare_model {
+            let mut other = open_engine(ort_lib, Some(m), device(&args.device)?)?;
+            let (ids_b, _) = other.tokenize_with(&text, truncate_left)?;
+            if ids_b != ids || other.bundle.shape.d_vocab != engine.bundle.shape.d_vocab {
+                bail!(
+                    "--compare-model {}: its tokenizer splits the prompt differently (or its vocabulary differs); compare models that share a tokenizer",
+                    m.display()
+                );
+            }
+            (other.run_ids(&ids_b, &opts, &interrupt::watched(Progress::default()))?, "model")
+        } else {
+            let text_b = match (&args.compare_prompt, &args.compare_prompt_file) {
+                (Some(t), _) => t.clone(),
+                (None, Some(f)) => crate::session::prompt::read_prompt_file(f)?,
+                (None, None) => bail!("internal: no comparison given"),
+            };
+            let (ids_b, truncated_b) = engine.tokenize_with(&text_b, truncate_left)?;
+            let mut b = engine.run_ids(&ids_b, &opts, &interrupt::watched(Progress::default()))?;
+            b.truncated = truncated_b;
+            (b, "prompt")
+        };
+        let cmp = lens_model::compare::compare(report, b, varied)?;
+        cmp.write_json(json).with_context(|| format!("cannot write the comparison to {}", json.display()))?;
+        eprintln!(
+            "compared two runs ({varied} varied; {} position pairs aligned by {}); wrote {}",
+            cmp.alignment.len(),
+            cmp.aligned_by.replace('_', " "),
+            json.display()
+        );
+        return Ok(());
+    }
     let mut wrote = Vec::new();
     if let Some(json) = &args.json {
         report.write_json(json).with_context(|| format!("cannot write the report to {}", json.display()))?;

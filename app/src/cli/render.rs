@@ -10,7 +10,7 @@ use lens_model::error::Progress;
 use lens_model::lens::DecoderKind;
 
 use crate::figure::output::{self, Format};
-use crate::figure::provenance::Provenance;
+use crate::figure::provenance::{CompareSource, Provenance};
 use crate::figure::scene;
 use crate::figure::spec::{FigureSpec, FigureView, RankOf};
 use crate::session::worker::{ModelSummary, RunResult};
@@ -95,6 +95,18 @@ pub struct RenderArgs {
     /// Regenerate from the provenance of an exported figure (other options override it).
     #[arg(long)]
     pub from: Option<PathBuf>,
+    /// Draw A, B and A − B: B under another decoder.
+    #[arg(long, conflicts_with_all = ["compare_prompt", "compare_prompt_file", "compare_model"])]
+    pub compare_decoder: Option<String>,
+    /// Draw A, B and A − B: B on another prompt (text).
+    #[arg(long, conflicts_with_all = ["compare_prompt_file", "compare_model"])]
+    pub compare_prompt: Option<String>,
+    /// Draw A, B and A − B: B on the prompt in this file.
+    #[arg(long, conflicts_with = "compare_model")]
+    pub compare_prompt_file: Option<PathBuf>,
+    /// Draw A, B and A − B: B through another model of the same tokenizer and depth.
+    #[arg(long)]
+    pub compare_model: Option<PathBuf>,
     /// Draw a corpus figure instead: a `logit-lens corpus` JSON (repeatable: runs overlaid).
     #[arg(long)]
     pub corpus: Vec<PathBuf>,
@@ -108,6 +120,123 @@ pub struct RenderArgs {
     /// Output: FIG.svg, FIG.pdf or FIG.png.
     #[arg(long)]
     pub out: PathBuf,
+}
+
+/// What B varies: from the options, else from a recorded comparison figure.
+fn compare_source(a: &RenderArgs, recorded: Option<&Provenance>) -> Result<Option<CompareSource>> {
+    Ok(if let Some(d) = &a.compare_decoder {
+        let kind =
+            DecoderKind::parse(d).ok_or_else(|| anyhow!("--compare-decoder {d:?}: use one of {}", DecoderKind::ALL.map(DecoderKind::name).join(", ")))?;
+        Some(CompareSource { varied: "decoder".into(), with: kind.name().into() })
+    } else if let Some(t) = &a.compare_prompt {
+        Some(CompareSource { varied: "prompt".into(), with: t.clone() })
+    } else if let Some(f) = &a.compare_prompt_file {
+        Some(CompareSource { varied: "prompt".into(), with: crate::session::prompt::read_prompt_file(f)? })
+    } else if let Some(m) = &a.compare_model {
+        Some(CompareSource { varied: "model".into(), with: m.canonicalize().unwrap_or_else(|_| m.clone()).display().to_string() })
+    } else {
+        recorded.and_then(|p| p.compare.clone())
+    })
+}
+
+/// The B run of a comparison figure: its result and vocabulary.
+struct ComparedRun {
+    result: RunResult,
+    vocab: Vec<crate::session::worker::VocabEntry>,
+}
+
+impl ComparedRun {
+    fn run(
+        ort_lib: Option<&std::path::Path>,
+        engine: &mut lens_model::LensEngine,
+        a: &RenderArgs,
+        ids: &[u32],
+        opts: &LensOptions,
+        c: &CompareSource,
+        spec: &FigureSpec,
+    ) -> Result<Self> {
+        let progress = super::interrupt::watched(Progress::default());
+        let (report, vocab) = match c.varied.as_str() {
+            "decoder" => {
+                let kind = DecoderKind::parse(&c.with).ok_or_else(|| anyhow!("unknown decoder {:?} to compare with", c.with))?;
+                (engine.run_ids(ids, &LensOptions { decoder: kind, ..opts.clone() }, &progress)?, ModelSummary::vocab_of(engine))
+            }
+            "prompt" => {
+                let (ids_b, _) = engine.tokenize_with(&c.with, spec.truncate_left)?;
+                (engine.run_ids(&ids_b, opts, &progress)?, ModelSummary::vocab_of(engine))
+            }
+            "model" => {
+                let mut other = super::open_engine(ort_lib, Some(std::path::Path::new(&c.with)), a.device.parse()?)?;
+                let ids_b = other.tokenize(&other_prompt_text(engine, ids), spec.truncate_left)?;
+                if ids_b != ids {
+                    bail!("--compare-model {}: its tokenizer splits the prompt differently; compare models that share a tokenizer", c.with);
+                }
+                (other.run_ids(&ids_b, opts, &progress)?, ModelSummary::vocab_of(&other))
+            }
+            other => bail!("unknown comparison {other:?}"),
+        };
+        Ok(Self { result: RunResult { prompt: String::new(), total_positions: report.n_pos(), report, pinned_dla: None }, vocab })
+    }
+}
+
+/// The prompt text of `ids` as `engine` decodes it (what B's model tokenizes again).
+fn other_prompt_text(engine: &lens_model::LensEngine, ids: &[u32]) -> String {
+    let bytes: Vec<u8> = ids.iter().filter(|&&id| !engine.tokenizer.is_bos(id)).flat_map(|&id| engine.tokenizer.token_bytes(id)).collect();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// A, B and A − B stacked: B drawn with A's settings; the difference over the aligned cells
+/// (positions, or the common tokens of two prompts), log10 for ranks.
+fn compare_scene(
+    vm: &ViewModel,
+    a: &lens_model::LensReport,
+    b: &ComparedRun,
+    c: &CompareSource,
+    spec: &FigureSpec,
+    view: &crate::view::settings::ViewSettings,
+    title: &str,
+) -> Result<scene::Scene> {
+    if spec.view == FigureView::Contributions {
+        bail!("a comparison draws the lens views (logits, probs, ranks, kl, entropy), not contributions");
+    }
+    let cmp = lens_model::compare::compare(a.clone(), b.result.report.clone(), &c.varied)?;
+    let vm_b = ViewModel::build(&b.result, view, &b.vocab);
+    let (label_a, label_b) = match c.varied.as_str() {
+        "decoder" => (a.decoder.clone(), b.result.report.decoder.clone()),
+        "model" => (a.model.name.clone(), b.result.report.model.name.clone()),
+        _ => ("prompt A".to_string(), "prompt B".to_string()),
+    };
+    let metric = spec.metric();
+    let (Some(pa), Some(pb)) = (vm.panel(metric), vm_b.panel(metric)) else { bail!("no {metric:?} panel") };
+    let pos_b: std::collections::HashMap<usize, usize> = cmp.alignment.iter().map(|&[i, j]| (i, j)).collect();
+    let col_b: std::collections::HashMap<usize, usize> = vm_b.cols.iter().enumerate().map(|(k, &p)| (p, k)).collect();
+    let row_b: std::collections::HashMap<usize, usize> = vm_b.rows.iter().enumerate().map(|(k, &s)| (s, k)).collect();
+    let tr = |v: f64| if metric == crate::view::settings::Metric::Ranks { v.log10() } else { v };
+    let n_cols_b = vm_b.cols.len();
+    let mut diff = Vec::with_capacity(vm.rows.len() * vm.cols.len());
+    for (r, &site) in vm.rows.iter().enumerate() {
+        for (k, &p) in vm.cols.iter().enumerate() {
+            let va = pa.values.get(r * vm.cols.len() + k).copied();
+            let vb = pos_b.get(&p).and_then(|j| col_b.get(j)).zip(row_b.get(&site)).and_then(|(&cb, &rb)| pb.values.get(rb * n_cols_b + cb).copied());
+            diff.push(match (va, vb) {
+                (Some(x), Some(y)) => tr(x) - tr(y),
+                _ => f64::NAN,
+            });
+        }
+    }
+    let sub_a = scene::subtitle(a);
+    let sub_b = scene::subtitle(&b.result.report);
+    let text_a = |id: u32| crate::view::model::token_display(a, &[], id);
+    let scene_a = scene::build(vm, a, &FigureSpec { title: Some(format!("A · {label_a}: {title}")), ..spec.clone() }, &sub_a, &text_a)
+        .ok_or_else(|| anyhow!("nothing to draw for A"))?;
+    let text_b = |id: u32| token_display(&b.result.report, &b.vocab, id);
+    let scene_b = scene::build(&vm_b, &b.result.report, &FigureSpec { title: Some(format!("B · {label_b}: {title}")), ..spec.clone() }, &sub_b, &text_b)
+        .ok_or_else(|| anyhow!("nothing to draw for B"))?;
+    let unit = if metric == crate::view::settings::Metric::Ranks { "log10 rank".to_string() } else { pa.scale.unit.clone() };
+    let aligned = if cmp.aligned_by == "position" { "by position".to_string() } else { format!("{} common tokens", cmp.alignment.len()) };
+    let scene_d = scene::build_diff(vm, &diff, spec, &format!("aligned {aligned}; grey: no counterpart in B"), &format!("A − B: {title}"), &unit)
+        .ok_or_else(|| anyhow!("nothing to draw for A − B"))?;
+    Ok(scene::stack(vec![scene_a, scene_b, scene_d]))
 }
 
 /// Draws a corpus figure from `files` (the `corpus` command's JSON).
@@ -295,8 +424,17 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
     let scene = scene::build(&vm, report, &spec, &subtitle, &|id| token_display(report, &vocab, id))
         .ok_or_else(|| anyhow!("nothing to draw: the position window or layer step leaves no cells"))?;
     let title = spec.title.clone().unwrap_or_else(|| vm.panel(spec.metric()).map(|p| p.title.clone()).unwrap_or_default());
+    let compare = compare_source(a, recorded.as_ref())?;
+    let scene = match &compare {
+        None => scene,
+        Some(c) => {
+            let b = ComparedRun::run(ort_lib, &mut engine, a, &ids, &opts, c, &spec)?;
+            compare_scene(&vm, report, &b, c, &spec, &view, &title)?
+        }
+    };
     let model_path = engine.bundle.dir.canonicalize().unwrap_or_else(|_| engine.bundle.dir.clone());
-    let prov = Provenance::new(report, model_path.display().to_string(), prompt, spec);
+    let mut prov = Provenance::new(report, model_path.display().to_string(), prompt, spec);
+    prov.compare = compare;
     output::write(&scene, &a.out, &title, &prov)?;
     eprintln!("wrote {} ({:.1} x {:.1} in)", a.out.display(), scene.width / 72.0, scene.height / 72.0);
     Ok(())

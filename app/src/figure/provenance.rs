@@ -27,6 +27,18 @@ pub struct Provenance {
     /// report's model and an empty prompt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub corpus: Option<CorpusSource>,
+    /// For a comparison figure (A, B, A − B): what B varies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<CompareSource>,
+}
+
+/// What the B run of a comparison figure differs by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompareSource {
+    /// `decoder`, `prompt` or `model`.
+    pub varied: String,
+    /// B's decoder name, prompt text or model folder.
+    pub with: String,
 }
 
 /// The corpus reports a corpus figure was drawn from.
@@ -52,6 +64,7 @@ impl Provenance {
             prompt,
             spec,
             corpus: None,
+            compare: None,
         }
     }
 
@@ -66,6 +79,7 @@ impl Provenance {
             prompt: String::new(),
             spec,
             corpus: Some(source),
+            compare: None,
         }
     }
 }
