@@ -871,3 +871,48 @@ fn a_word_group_is_followed_in_the_app() {
     step_until(&mut h, "the result without the group", |a| a.state.result.as_ref().is_some_and(|r| r.report.groups.is_empty()) && a.state.progress.is_none());
     assert_eq!(h.state().state.view.logit_color, LogitColor::Probability);
 }
+
+/// The Corpus window (issue 15, item 2): a corpus run over a text file from the app (the worker,
+/// progress, the result overlaid in the window with its legend), a second decoder overlaid, the
+/// statistic switched, Cancel stopping a run (nothing added), Clear.
+#[test]
+fn corpus_runs_from_the_app_are_overlaid() {
+    let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, ..GuiOptions::default() };
+    let app = LogitLensApp::new_for_test(AppState { prompt: PROMPT.into(), ..AppState::default() }, opts);
+    let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    step_until(&mut h, "the model", |a| a.state.result.is_some());
+    let dir = unique_temp_dir("gui-corpus");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("stories.txt");
+    std::fs::write(&text, "The cat sat on the mat. The dog sat on the rug. A bird sang in the old tree. ".repeat(40)).unwrap();
+    h.state_mut().apply(AppCommand::RunCorpus(text.clone()));
+    step_until(&mut h, "the corpus run", |a| !a.state.corpus_runs.is_empty());
+    assert!(h.state().state.show_corpus, "the window opens with the result");
+    let run = h.state().state.corpus_runs[0].clone();
+    assert_eq!(run.label, "stories.txt · logit_lens");
+    assert_eq!(run.report.window, 64, "the model's context");
+    h.run_steps(2);
+    assert!(h.query_all_by_label_contains("stories.txt · logit_lens").count() >= 2, "legend (and the status notice)");
+    // Another decoder: overlaid.
+    let mut v = h.state().state.view.clone();
+    v.decoder = lens_model::lens::DecoderKind::Raw;
+    h.state_mut().apply(AppCommand::SetView(v));
+    step_until(&mut h, "the raw run's lens", |a| a.state.progress.is_none());
+    h.state_mut().apply(AppCommand::RunCorpus(text.clone()));
+    step_until(&mut h, "the second corpus run", |a| a.state.corpus_runs.len() == 2);
+    assert_eq!(h.state().state.corpus_runs[1].label, "stories.txt · raw");
+    h.state_mut().apply(AppCommand::SetCorpusMetric("nll_bits_per_byte".into()));
+    h.run_steps(2);
+    assert_eq!(h.state().state.corpus_metric, "nll_bits_per_byte");
+    // Cancel: nothing is added.
+    let big = dir.join("big.txt");
+    std::fs::write(&big, "Once upon a time there was a little cat who liked to sit on mats. ".repeat(3000)).unwrap();
+    h.state_mut().apply(AppCommand::RunCorpus(big));
+    step_until(&mut h, "the corpus progress", |a| a.state.progress.is_some());
+    h.state_mut().apply(AppCommand::Cancel);
+    step_until(&mut h, "the cancel", |a| a.state.progress.is_none());
+    assert_eq!(h.state().state.corpus_runs.len(), 2);
+    assert!(h.state().state.notice.as_deref().is_some_and(|n| n.contains("cancelled")), "{:?}", h.state().state.notice);
+    h.state_mut().apply(AppCommand::ClearCorpus);
+    assert!(h.state().state.corpus_runs.is_empty());
+}

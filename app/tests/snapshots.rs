@@ -323,3 +323,31 @@ fn side_by_side_and_stacked_layouts_fit_at_two_sizes() {
     }
     results.unwrap();
 }
+
+/// The Corpus window with two runs of the demo model (logit lens and last MLP over the first
+/// 1024 held-out tokens): two mean lines with bands and their legend.
+#[test]
+fn snapshot_corpus_window() {
+    use lens_app::session::worker::CorpusRun;
+    use lens_model::corpus::{CorpusOptions, run_corpus};
+    let (model, result, prompt) = demo_result();
+    let dir = lens_model::resolve::resolve_model(None, &Progress::default()).unwrap();
+    let mut engine = LensEngine::open(&dir, Device::Cpu, &Progress::default()).unwrap();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo-model/heldout.txt")).unwrap();
+    let mut state = AppState { prompt, ..AppState::default() };
+    for decoder in [lens_model::lens::DecoderKind::LogitLens, lens_model::lens::DecoderKind::LastMlp] {
+        let opts = CorpusOptions {
+            window: Some(128),
+            max_tokens: Some(1024),
+            lens: LensOptions { k: 1, decoder, ..LensOptions::default() },
+            ..CorpusOptions::default()
+        };
+        let mut report = run_corpus(&mut engine, &text, &opts, &Progress::default()).unwrap();
+        report.run.seconds = 0.0;
+        state.corpus_runs.push(std::sync::Arc::new(CorpusRun { label: format!("heldout.txt · {}", decoder.name()), report }));
+    }
+    state.show_corpus = true;
+    let mut h = rendered(state, model, result, egui::vec2(1280.0, 800.0));
+    let options = SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels(1280 * 800 / 200);
+    h.snapshot_options("window_corpus", &options);
+}

@@ -320,7 +320,31 @@ pub fn run_corpus(engine: &mut LensEngine, text: &str, opts: &CorpusOptions, pro
     })
 }
 
+/// The per-site statistics of a corpus report: (name in the JSON, axis label).
+pub const METRICS: &[(&str, &str)] = &[
+    ("kl_to_final", "KL(final ‖ site), nats"),
+    ("nll_next", "NLL of the next token, nats"),
+    ("nll_bits_per_byte", "NLL of the next token, bits per byte"),
+    ("top1_agrees_final", "top-1 = final top-1 (fraction)"),
+    ("top1_is_next", "top-1 = next token (fraction)"),
+    ("entropy", "entropy, nats"),
+];
+
 impl CorpusReport {
+    /// The interval of the statistic `metric` (a name of [`METRICS`]).
+    pub fn interval(&self, metric: &str) -> Option<&Interval> {
+        let p = &self.per_site;
+        Some(match metric {
+            "kl_to_final" => &p.kl_to_final,
+            "nll_next" => &p.nll_next,
+            "nll_bits_per_byte" => &p.nll_bits_per_byte,
+            "top1_agrees_final" => &p.top1_agrees_final,
+            "top1_is_next" => &p.top1_is_next,
+            "entropy" => &p.entropy,
+            _ => return None,
+        })
+    }
+
     /// Writes JSON to `path` (through a temporary file).
     pub fn write_json(&self, path: &std::path::Path) -> Result<()> {
         let text = serde_json::to_string(self).map_err(|e| LensError::invalid(format!("cannot serialise the corpus report: {e}")))?;

@@ -8,14 +8,7 @@ use super::scene::{Anchor, Item, Scene};
 use crate::view::theme;
 
 /// The statistics a corpus figure can show: (name in the JSON, axis label).
-pub const CORPUS_METRICS: &[(&str, &str)] = &[
-    ("kl_to_final", "KL(final ‖ site), nats"),
-    ("nll_next", "NLL of the next token, nats"),
-    ("nll_bits_per_byte", "NLL of the next token, bits per byte"),
-    ("top1_agrees_final", "top-1 = final top-1 (fraction)"),
-    ("top1_is_next", "top-1 = next token (fraction)"),
-    ("entropy", "entropy, nats"),
-];
+pub use lens_model::corpus::METRICS as CORPUS_METRICS;
 
 /// Line colours of the runs, in order (distinguishable in print and for colour-blind readers).
 const RUN_COLORS: [Color32; 6] = [
@@ -29,16 +22,7 @@ const RUN_COLORS: [Color32; 6] = [
 
 /// The interval of `metric` in a report.
 pub fn interval<'a>(r: &'a CorpusReport, metric: &str) -> Option<&'a Interval> {
-    let p = &r.per_site;
-    Some(match metric {
-        "kl_to_final" => &p.kl_to_final,
-        "nll_next" => &p.nll_next,
-        "nll_bits_per_byte" => &p.nll_bits_per_byte,
-        "top1_agrees_final" => &p.top1_agrees_final,
-        "top1_is_next" => &p.top1_is_next,
-        "entropy" => &p.entropy,
-        _ => return None,
-    })
+    r.interval(metric)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -34,6 +34,14 @@ pub enum AppCommand {
     Group(String),
     /// The group box's text changed (not applied until `Group`).
     SetGroupText(String),
+    /// Ask for a text file and run corpus mode over it.
+    RequestCorpusDialog,
+    /// Run corpus mode over this text file (the current model and decoder).
+    RunCorpus(std::path::PathBuf),
+    /// Forget the corpus runs shown.
+    ClearCorpus,
+    /// The statistic the Corpus window plots.
+    SetCorpusMetric(String),
     /// Pin a token id; re-runs the lens.
     PinId(u32),
     /// Clear the pin.
@@ -69,4 +77,6 @@ pub enum Window {
     Shortcuts,
     /// Help → About.
     About,
+    /// View → Corpus….
+    Corpus,
 }

@@ -98,6 +98,15 @@ pub fn apply_outcome(state: &mut AppState, book: &mut JobBook, was_load: bool, k
             state.result = Some(res);
             book.partials_shown += usize::from(!complete);
         }
+        OutcomeKind::Corpus(run) => {
+            state.notice =
+                Some(format!("corpus {}: {} tokens in {} windows, {:.1} s", run.label, run.report.n_tokens, run.report.n_windows, run.report.run.seconds));
+            state.error = None;
+            state.show_corpus = true;
+            state.corpus_runs.push(run);
+            let extra = state.corpus_runs.len().saturating_sub(super::state::MAX_CORPUS_RUNS);
+            state.corpus_runs.drain(..extra);
+        }
         OutcomeKind::More(piece) => {
             // The next positions of the partial result on screen: appended in place (the result
             // is shared with nothing else while a run grows it, so nothing is copied but them).

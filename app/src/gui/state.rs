@@ -83,7 +83,18 @@ pub struct AppState {
     /// The Export figure window is open.
     #[serde(skip)]
     pub show_export: bool,
+    /// The Corpus window is open.
+    #[serde(skip)]
+    pub show_corpus: bool,
+    /// Corpus runs shown overlaid, oldest first (at most [`MAX_CORPUS_RUNS`]).
+    #[serde(skip)]
+    pub corpus_runs: Vec<std::sync::Arc<crate::session::worker::CorpusRun>>,
+    /// The corpus statistic plotted (`kl_to_final`, …).
+    pub corpus_metric: String,
 }
+
+/// Corpus runs kept for overlaying.
+pub const MAX_CORPUS_RUNS: usize = 6;
 
 impl Default for AppState {
     fn default() -> Self {
@@ -112,6 +123,9 @@ impl Default for AppState {
             open_id_text: String::new(),
             export: ExportSettings::default(),
             show_export: false,
+            show_corpus: false,
+            corpus_runs: Vec::new(),
+            corpus_metric: "kl_to_final".into(),
         }
     }
 }

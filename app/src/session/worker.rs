@@ -181,6 +181,24 @@ pub enum JobKind {
         /// Keep the last `n_ctx` tokens of a prompt that is too long.
         truncate_left: bool,
     },
+    /// Corpus mode over a text file ([`lens_model::corpus`]).
+    Corpus {
+        /// The text file (at most 10 MB).
+        file: PathBuf,
+        /// Tokens per window (`None`: the model's context).
+        window: Option<usize>,
+        /// Decoder.
+        decoder: DecoderKind,
+    },
+}
+
+/// A corpus run as the UI shows it: a legend label and the report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorpusRun {
+    /// Legend label (file, decoder).
+    pub label: String,
+    /// The aggregated report.
+    pub report: lens_model::corpus::CorpusReport,
 }
 
 impl JobKind {
@@ -188,6 +206,7 @@ impl JobKind {
         match self {
             Self::Load { .. } => "loading the model",
             Self::Run { .. } => "running the lens",
+            Self::Corpus { .. } => "running the corpus",
         }
     }
 }
@@ -199,6 +218,8 @@ pub enum OutcomeKind {
     Loaded(Arc<ModelSummary>),
     /// A result.
     Ran(Arc<RunResult>),
+    /// A corpus run finished.
+    Corpus(Arc<CorpusRun>),
     /// The first positions of a result that is still being computed (big models): shown at
     /// once, grown by `More` and finally replaced by `Ran`.
     Partial(Arc<RunResult>),
@@ -367,7 +388,7 @@ fn worker_loop(jobs: &Receiver<Job>, out: &Sender<Outcome>, repaint: &Repaint, p
         let Some(job) = pending.pop_front() else { continue };
         let was_load = matches!(job.kind, JobKind::Load { .. });
         // A run followed by another queued run is stale: skip it.
-        let superseded = !was_load && pending.iter().any(|j| matches!(j.kind, JobKind::Run { .. }));
+        let superseded = matches!(job.kind, JobKind::Run { .. }) && pending.iter().any(|j| matches!(j.kind, JobKind::Run { .. }));
         let kind = if superseded || job.progress.is_cancelled() {
             OutcomeKind::Cancelled
         } else {
@@ -438,6 +459,18 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
             st.last = None;
             st.last_result = None;
             Ok(OutcomeKind::Loaded(Arc::new(summary)))
+        }
+        JobKind::Corpus { file, window, decoder } => {
+            let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
+            let text = crate::session::prompt::read_prompt_file(file)?;
+            let opts = lens_model::corpus::CorpusOptions {
+                window: *window,
+                lens: LensOptions { k: 1, decoder: *decoder, ..LensOptions::default() },
+                ..lens_model::corpus::CorpusOptions::default()
+            };
+            let report = lens_model::corpus::run_corpus(engine, &text, &opts, &job.progress)?;
+            let name = file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
+            Ok(OutcomeKind::Corpus(Arc::new(CorpusRun { label: format!("{name} · {}", report.decoder), report })))
         }
         JobKind::Run { text, pinned, group, k, decoder, truncate_left } => {
             let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };

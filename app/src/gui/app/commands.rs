@@ -106,7 +106,12 @@ impl LogitLensApp {
                 Window::OpenHubId => self.state.show_open_id = true,
                 Window::Shortcuts => self.state.show_shortcuts = true,
                 Window::About => self.state.show_about = true,
+                Window::Corpus => self.state.show_corpus = true,
             },
+            AppCommand::RequestCorpusDialog => self.open_dialog(DialogKind::CorpusText),
+            AppCommand::RunCorpus(file) => self.run_corpus(file),
+            AppCommand::ClearCorpus => self.state.corpus_runs.clear(),
+            AppCommand::SetCorpusMetric(m) => self.state.corpus_metric = m,
             AppCommand::RequestExportFigureDialog => self.open_dialog(DialogKind::ExportFigure),
             AppCommand::RequestExportDataDialog => self.open_dialog(DialogKind::ExportData),
             AppCommand::ExportFigure(path) => self.export_figure(&path),
@@ -165,6 +170,12 @@ impl LogitLensApp {
         // rfd blocks until the user answers: never on the UI thread.
         let spawned = std::thread::Builder::new().name("file-dialog".into()).spawn(move || {
             let cmd = match kind {
+                DialogKind::CorpusText => rfd::FileDialog::new()
+                    .set_title("Corpus: a text file to run the lens over")
+                    .add_filter("Text", &["txt", "md", "text"])
+                    .add_filter("All files", &["*"])
+                    .pick_file()
+                    .map(AppCommand::RunCorpus),
                 DialogKind::Prompt => rfd::FileDialog::new()
                     .set_title("Open prompt")
                     .add_filter("Text", &["txt", "md", "text"])

@@ -36,6 +36,19 @@ impl LogitLensApp {
         self.run_after_load = true;
     }
 
+    /// Runs corpus mode over `file` with the current model and decoder (progress and Cancel in
+    /// the status bar; the result joins the Corpus window's runs).
+    pub(super) fn run_corpus(&mut self, file: PathBuf) {
+        if self.state.model.is_none() {
+            self.state.error = Some("no model is loaded: open one first".into());
+            return;
+        }
+        let job = JobKind::Corpus { file, window: None, decoder: self.state.view.decoder };
+        if let Some(w) = self.worker() {
+            self.latest_corpus = w.submit(job);
+        }
+    }
+
     pub(super) fn run(&mut self) {
         self.edited_at = None;
         if self.state.prompt.is_empty() {
@@ -79,7 +92,13 @@ impl LogitLensApp {
         let outcomes = w.poll();
         self.state.progress = w.progress();
         for o in outcomes {
-            let latest = if o.was_load { self.latest_load } else { self.latest_run };
+            let latest = if o.was_load {
+                self.latest_load
+            } else if o.id == self.latest_corpus {
+                self.latest_corpus
+            } else {
+                self.latest_run
+            };
             if o.id != latest {
                 continue; // stale
             }

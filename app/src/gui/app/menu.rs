@@ -104,6 +104,9 @@ impl LogitLensApp {
                 ui.checkbox(&mut v.subblocks, "Sub-block rows (.attn)");
                 ui.checkbox(&mut v.flip, "Input on top");
                 ui.checkbox(&mut v.show_depth, "Prediction depth");
+                if ui.button("Corpus…").clicked() {
+                    cmds.push(AppCommand::ShowWindow(Window::Corpus));
+                }
                 ui.menu_button("Colour map", |ui| {
                     for c in theme::ColorMap::ALL {
                         ui.radio_value(&mut v.colormap, c, c.name());

@@ -37,6 +37,8 @@ pub enum DialogKind {
     ExportFigure,
     /// Choose where to save the report data.
     ExportData,
+    /// Pick a text file for corpus mode.
+    CorpusText,
 }
 
 /// Outcome of `--screenshot`, shared with the screenshot callback.
@@ -78,6 +80,8 @@ pub struct LogitLensApp {
     vm_key: Option<ModelKey>,
     cmds: Vec<AppCommand>,
     latest_run: u64,
+    /// The corpus job whose outcome is awaited.
+    latest_corpus: u64,
     latest_load: u64,
     loading_path: Option<(u64, Option<PathBuf>)>,
     run_after_load: bool,
@@ -149,6 +153,7 @@ impl LogitLensApp {
             vm_key: None,
             cmds: Vec::new(),
             latest_run: 0,
+            latest_corpus: 0,
             latest_load: 0,
             loading_path: None,
             run_after_load: false,

@@ -35,6 +35,12 @@ impl LogitLensApp {
         if !open_id {
             self.state.show_open_id = false;
         }
+        let mut show_corpus = self.state.show_corpus;
+        let (state, cmds) = (&self.state, &mut self.cmds);
+        egui::Window::new("Corpus").open(&mut show_corpus).default_size([640.0, 380.0]).resizable(true).show(ctx, |ui| {
+            crate::gui::panels::corpus::corpus_ui(ui, state, cmds);
+        });
+        self.state.show_corpus = show_corpus;
         egui::Window::new("Keyboard shortcuts").open(&mut self.state.show_shortcuts).resizable(false).show(ctx, |ui| {
             egui::Grid::new("keys").striped(true).show(ui, |ui| {
                 for (k, what) in [

@@ -1,6 +1,7 @@
 //! The panels: each reads [`super::state::AppState`] and pushes [`super::command::AppCommand`]s.
 
 pub mod contributions;
+pub mod corpus;
 pub mod heatmap;
 pub mod inspector;
 pub mod prompt;
