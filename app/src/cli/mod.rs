@@ -197,6 +197,7 @@ pub fn stderr_progress() -> Progress {
 /// The token groups of `--group NAME=TEXT|TEXT|…` and `--group-word WORD`: every TEXT must be a
 /// single token of this tokenizer (the error names the one that is not); repeats are dropped.
 pub fn token_groups(tok: &lens_model::tokenizer::LensTokenizer, specs: &[String], words: &[String]) -> Result<Vec<lens_model::TokenGroup>> {
+    use crate::session::groups::{group_of_tokens, group_of_word};
     let mut groups = Vec::new();
     for spec in specs {
         let Some((name, texts)) = spec.split_once('=') else { bail!("--group {spec:?}: expected NAME=TEXT|TEXT|…") };
@@ -204,28 +205,10 @@ pub fn token_groups(tok: &lens_model::tokenizer::LensTokenizer, specs: &[String]
         if name.is_empty() {
             bail!("--group {spec:?}: the group needs a name before '='");
         }
-        let mut token_ids: Vec<u32> = Vec::new();
-        for text in texts.split('|').filter(|t| !t.is_empty()) {
-            match tok.token_id(text) {
-                Some(id) if !token_ids.contains(&id) => token_ids.push(id),
-                Some(_) => {}
-                None => {
-                    let n = tok.encode_plain(text).map_or(0, |ids| ids.len());
-                    bail!("--group {name}: {text:?} is not a single token of this model's vocabulary (it is {n} tokens)")
-                }
-            }
-        }
-        if token_ids.is_empty() {
-            bail!("--group {spec:?}: no tokens after '='");
-        }
-        groups.push(lens_model::TokenGroup { name: name.to_string(), token_ids });
+        groups.push(group_of_tokens(tok, name, texts).with_context(|| format!("--group {name}"))?);
     }
     for word in words {
-        let variants = tok.word_variants(word);
-        if variants.is_empty() {
-            bail!("--group-word {word:?}: no variant of it (with a leading space, capitalised, lower or upper case) is a single token");
-        }
-        groups.push(lens_model::TokenGroup { name: word.trim().to_string(), token_ids: variants.into_iter().map(|(_, id)| id).collect() });
+        groups.push(group_of_word(tok, word).context("--group-word")?);
     }
     Ok(groups)
 }

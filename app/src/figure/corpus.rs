@@ -10,21 +10,6 @@ use crate::view::theme;
 /// The statistics a corpus figure can show: (name in the JSON, axis label).
 pub use lens_model::corpus::METRICS as CORPUS_METRICS;
 
-/// Line colours of the runs, in order (distinguishable in print and for colour-blind readers).
-const RUN_COLORS: [Color32; 6] = [
-    Color32::from_rgb(0x00, 0x72, 0xB2),
-    Color32::from_rgb(0xD5, 0x5E, 0x00),
-    Color32::from_rgb(0x00, 0x9E, 0x73),
-    Color32::from_rgb(0xCC, 0x79, 0xA7),
-    Color32::from_rgb(0xE6, 0x9F, 0x00),
-    Color32::from_rgb(0x56, 0xB4, 0xE9),
-];
-
-/// The interval of `metric` in a report.
-pub fn interval<'a>(r: &'a CorpusReport, metric: &str) -> Option<&'a Interval> {
-    r.interval(metric)
-}
-
 #[allow(clippy::too_many_arguments)]
 fn text(items: &mut Vec<Item>, x: f64, y: f64, size: f64, s: String, anchor: Anchor, rotate: f64, color: Color32) {
     items.push(Item::Text { x, y, size, text: s, anchor, rotate, color, bold: false });
@@ -56,7 +41,7 @@ fn label_of(v: f64) -> String {
 pub fn build(runs: &[(String, &CorpusReport)], metric: &str, width: f64, title: Option<&str>) -> Option<Scene> {
     let axis_label = CORPUS_METRICS.iter().find(|(m, _)| *m == metric).map(|(_, l)| *l)?;
     let first = runs.first()?.1;
-    let series: Vec<(&str, &Interval, usize)> = runs.iter().filter_map(|(l, r)| Some((l.as_str(), interval(r, metric)?, r.sites.len()))).collect();
+    let series: Vec<(&str, &Interval, usize)> = runs.iter().filter_map(|(l, r)| Some((l.as_str(), r.interval(metric)?, r.sites.len()))).collect();
     let finite = series.iter().flat_map(|(_, iv, _)| iv.ci95_low.iter().chain(&iv.ci95_high).chain(&iv.mean)).copied().filter(|v| v.is_finite());
     let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
     if !lo.is_finite() || !hi.is_finite() {
@@ -109,7 +94,7 @@ pub fn build(runs: &[(String, &CorpusReport)], metric: &str, width: f64, title: 
     text(&mut items, left + pw / 2.0, top + ph + 22.0, 6.5, "site (layer)".into(), Anchor::Middle, 0.0, ink);
     // Bands, then lines on top.
     for (k, (_, iv, n)) in series.iter().enumerate() {
-        let color = RUN_COLORS.get(k % RUN_COLORS.len()).copied().unwrap_or(ink);
+        let color = theme::run_color(k);
         let upper: Vec<(f64, f64)> = iv.ci95_high.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, &v)| (x_of(i, *n), y_of(v))).collect();
         let lower: Vec<(f64, f64)> = iv.ci95_low.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, &v)| (x_of(i, *n), y_of(v))).rev().collect();
         if upper.len() >= 2 && lower.len() >= 2 {
@@ -117,7 +102,7 @@ pub fn build(runs: &[(String, &CorpusReport)], metric: &str, width: f64, title: 
         }
     }
     for (k, (label, iv, n)) in series.iter().enumerate() {
-        let color = RUN_COLORS.get(k % RUN_COLORS.len()).copied().unwrap_or(ink);
+        let color = theme::run_color(k);
         let pts: Vec<(f64, f64)> = iv.mean.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, &v)| (x_of(i, *n), y_of(v))).collect();
         for &(x, y) in &pts {
             items.push(Item::Rect { x: x - 1.2, y: y - 1.2, w: 2.4, h: 2.4, fill: Some(color), stroke: None });

@@ -138,6 +138,16 @@ fn lens_grid(vm: &ViewModel, spec: &FigureSpec) -> Option<Grid> {
     })
 }
 
+/// The colour bar of a diverging scale over `-max..=max`.
+fn diverging_bar(max: f64) -> Vec<Color32> {
+    (0..64).map(|i| theme::diverging((f64::from(i) / 63.0 * 2.0 - 1.0) * max, max)).collect()
+}
+
+/// The ticks of a diverging scale over `-max..=max`: its ends and 0.
+fn diverging_ticks(max: f64) -> Vec<(f32, String)> {
+    vec![(0.0, short(-max)), (0.5, "0".into()), (1.0, short(max))]
+}
+
 fn contributions_grid(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, token_text: &dyn Fn(u32) -> String) -> Grid {
     let att = &report.attribution;
     let next = spec.contrib_target == "next";
@@ -168,8 +178,8 @@ fn contributions_grid(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, to
         labels: vals.iter().map(|&v| short(v)).collect(),
         outline: vec![false; vals.len()],
         depth: (Vec::new(), true),
-        bar: (0..64).map(|i| theme::diverging((f64::from(i) / 63.0 * 2.0 - 1.0) * max, max)).collect(),
-        ticks: vec![(0.0, short(-max)), (0.5, "0".into()), (1.0, short(max))],
+        bar: diverging_bar(max),
+        ticks: diverging_ticks(max),
         unit: "logit".into(),
     }
 }
@@ -199,9 +209,9 @@ pub fn build_diff(vm: &ViewModel, diff: &[f64], spec: &FigureSpec, subtitle: &st
         labels: diff.iter().map(|&v| short(v)).collect(),
         outline: vec![false; diff.len()],
         depth: (Vec::new(), true),
-        bar: (0..64).map(|i| theme::diverging((f64::from(i) / 63.0 * 2.0 - 1.0) * max, max)).collect(),
+        bar: diverging_bar(max),
         // A and B equal everywhere: one tick, not "−0.00 … 0.00".
-        ticks: if max > 1e-6 { vec![(0.0, short(-max)), (0.5, "0".into()), (1.0, short(max))] } else { vec![(0.5, "0".into())] },
+        ticks: if max > 1e-6 { diverging_ticks(max) } else { vec![(0.5, "0".into())] },
         unit: unit.to_string(),
     };
     layout(grid, &FigureSpec { title: None, ..spec.clone() }, subtitle)

@@ -1,7 +1,9 @@
 //! The layer under every face (gui, figure, cli): no egui, no face imports it back. What a run
 //! needs besides the engine: prompt files and output paths ([`prompt`]), the worker protocol
-//! ([`worker`]: jobs with ids, progress, a cancel that reaches ONNX Runtime, partial results).
+//! ([`worker`]: jobs with ids, progress, a cancel that reaches ONNX Runtime, partial results),
+//! token groups from typed text ([`groups`]).
 
+pub mod groups;
 pub mod prompt;
 pub mod start;
 pub mod synthetic;

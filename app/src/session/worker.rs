@@ -426,25 +426,9 @@ pub fn positions_per_piece(n_sites: usize, d_model: usize, d_vocab: usize) -> us
 /// The token group of the app's group box: `TEXT|TEXT|…` (each one token) or a word (its
 /// single-token variants); errors name what is not a token.
 pub fn token_group(tok: &lens_model::tokenizer::LensTokenizer, text: &str) -> anyhow::Result<lens_model::TokenGroup> {
-    let mut token_ids = Vec::new();
-    if text.contains('|') {
-        for t in text.split('|').filter(|t| !t.is_empty()) {
-            match tok.token_id(t) {
-                Some(id) if !token_ids.contains(&id) => token_ids.push(id),
-                Some(_) => {}
-                None => anyhow::bail!("group: {t:?} is not a single token of this model's vocabulary"),
-            }
-        }
-    } else {
-        token_ids = tok.word_variants(text).into_iter().map(|(_, id)| id).collect();
-        if token_ids.is_empty() {
-            anyhow::bail!("group: no variant of {:?} (with a leading space, capitalised, lower or upper case) is a single token", text.trim());
-        }
-    }
-    if token_ids.is_empty() {
-        anyhow::bail!("group: {text:?} names no token");
-    }
-    Ok(lens_model::TokenGroup { name: text.trim().to_string(), token_ids })
+    use anyhow::Context as _;
+    let group = if text.contains('|') { super::groups::group_of_tokens(tok, text.trim(), text) } else { super::groups::group_of_word(tok, text) };
+    group.context("group")
 }
 
 fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyhow::Result<OutcomeKind> {

@@ -121,6 +121,22 @@ pub fn diverging(v: f64, max: f64) -> Color32 {
     lerp_table(&DIVERGING, (0.5 + 0.5 * v / max) as f32)
 }
 
+/// Line colours of overlaid runs (corpus plots in the app and in figures), in order:
+/// distinguishable in print and for colour-blind readers.
+pub const RUN_COLORS: [Color32; 6] = [
+    Color32::from_rgb(0x00, 0x72, 0xB2),
+    Color32::from_rgb(0xD5, 0x5E, 0x00),
+    Color32::from_rgb(0x00, 0x9E, 0x73),
+    Color32::from_rgb(0xCC, 0x79, 0xA7),
+    Color32::from_rgb(0xE6, 0x9F, 0x00),
+    Color32::from_rgb(0x56, 0xB4, 0xE9),
+];
+
+/// The colour of overlaid run `k` (the palette repeats).
+pub fn run_color(k: usize) -> Color32 {
+    RUN_COLORS.get(k % RUN_COLORS.len()).copied().unwrap_or(FIGURE_INK)
+}
+
 /// Figures: text and frames.
 pub const FIGURE_INK: Color32 = Color32::from_rgb(0x1A, 0x1A, 0x1A);
 /// Figures: secondary text (subtitle).

@@ -9,16 +9,6 @@ use crate::gui::state::AppState;
 use crate::gui::theme;
 use lens_model::corpus::METRICS as CORPUS_METRICS;
 
-/// Line colours of the runs, in order (the figure's palette).
-const RUN_COLORS: [egui::Color32; 6] = [
-    egui::Color32::from_rgb(0x00, 0x72, 0xB2),
-    egui::Color32::from_rgb(0xD5, 0x5E, 0x00),
-    egui::Color32::from_rgb(0x00, 0x9E, 0x73),
-    egui::Color32::from_rgb(0xCC, 0x79, 0xA7),
-    egui::Color32::from_rgb(0xE6, 0x9F, 0x00),
-    egui::Color32::from_rgb(0x56, 0xB4, 0xE9),
-];
-
 /// The window's contents.
 pub fn corpus_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
     ui.horizontal(|ui| {
@@ -60,7 +50,7 @@ pub fn corpus_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
         |p| {
             for (k, run) in state.corpus_runs.iter().enumerate() {
                 let Some(iv) = run.report.interval(&state.corpus_metric) else { continue };
-                let color = RUN_COLORS.get(k % RUN_COLORS.len()).copied().unwrap_or(theme::LINE_PROB);
+                let color = theme::run_color(k);
                 // The band as one quadrilateral per step between sites: egui fills polygons as
                 // convex, and a whole band is not.
                 let name = format!("{} (95%)", run.label);
