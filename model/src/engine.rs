@@ -18,6 +18,7 @@ use crate::runtime::{Device, ProviderReport, RuntimeInfo, create_session, init_r
 use crate::sites::{SiteKind, site_list};
 use crate::tokenizer::LensTokenizer;
 use crate::trace::{ResidualTrace, run_trace, run_trace_after};
+use crate::tuned_lens::TunedLens;
 
 /// Largest difference allowed between the decoded last site and the model's own `logits`.
 pub const CONSISTENCY_TOLERANCE: f32 = 1e-3;
@@ -71,6 +72,8 @@ pub struct LensEngine {
     pub runtime: RuntimeInfo,
     session: Session,
     last_block: LastBlockRunner,
+    /// The tuned lens the `tuned_lens` decoder applies, checked against this model.
+    tuned: Option<std::sync::Arc<TunedLens>>,
 }
 
 impl std::fmt::Debug for LensEngine {
@@ -141,12 +144,27 @@ impl LensEngine {
         })?;
         let (session, provider) = session;
         let last_block = LastBlockRunner::new(bundle.last_block.clone(), device, bundle.shape.n_heads);
-        let mut engine = Self { bundle, tokenizer, decoder, provider, runtime, session, last_block };
+        let mut engine = Self { bundle, tokenizer, decoder, provider, runtime, session, last_block, tuned: None };
         progress.check()?;
         progress.report("checking the bundle's consistency", 0.8);
         engine.check_consistency()?;
         progress.report("ready", 1.0);
         Ok(engine)
+    }
+
+    /// Sets (or with `None` removes) the tuned lens of the `tuned_lens` decoder, refusing one made
+    /// for another model (width, layer count, unembedding hash).
+    pub fn set_tuned_lens(&mut self, lens: Option<TunedLens>) -> Result<()> {
+        if let Some(l) = &lens {
+            l.check_model(self.bundle.shape.n_layers, &self.decoder)?;
+        }
+        self.tuned = lens.map(std::sync::Arc::new);
+        Ok(())
+    }
+
+    /// The tuned lens in use, if any.
+    pub fn tuned_lens(&self) -> Option<&std::sync::Arc<TunedLens>> {
+        self.tuned.as_ref()
     }
 
     /// Runs a short probe and checks that the last site decoded reproduces the model's `logits`.
@@ -291,6 +309,29 @@ impl LensEngine {
         Ok(report)
     }
 
+    /// The tuned lens's translation of each of `sites` (none of them the final one) over the
+    /// positions `range` // each [range.len(), d_model]
+    fn translate(&self, trace: &ResidualTrace, sites: &[SiteKind], range: std::ops::Range<usize>) -> Result<Vec<ndarray::Array2<f32>>> {
+        let lens = self.tuned.as_ref().ok_or_else(|| {
+            LensError::invalid("the tuned-lens decoder needs a tuned lens: open one (--tuned-lens DIR, or File > Open tuned lens…) or fit one (fit-lens)")
+        })?;
+        let mut out = Vec::with_capacity(sites.len());
+        for site in sites {
+            let x = trace.site(*site).ok_or_else(|| LensError::invalid("missing site in trace"))?.slice(ndarray::s![range.clone(), ..]);
+            out.push(match (lens.translator_of(*site), site) {
+                (Some(i), _) => lens.translate(i, x)?,
+                (None, SiteKind::Attn(_)) => {
+                    return Err(LensError::invalid(
+                        "the tuned lens has translators for block outputs only, not for the sub-block (.attn) rows: turn sub-blocks off, or use another decoder",
+                    ));
+                }
+                // An older lens without an input translator: the embeddings are decoded as they are.
+                (None, _) => x.to_owned(),
+            });
+        }
+        Ok(out)
+    }
+
     /// Applies the lens to a trace.
     pub fn lens(&self, ids: &[u32], trace: &ResidualTrace, opts: &LensOptions, progress: &Progress) -> Result<LensReport> {
         self.lens_range(ids, trace, opts, 0..trace.n_pos, progress)
@@ -332,20 +373,23 @@ impl LensEngine {
         let n_sites = sites.len();
         let final_site = n_sites - 1;
         let d = shape.d_model;
-        // Every site but the final one (the model's own output) may first go through the last block.
+        // Every site but the final one (the model's own output) may first go through the last block,
+        // or the tuned lens's translator.
         let (_, below_final) = sites.split_last().ok_or_else(|| LensError::invalid("no sites"))?;
         let transformed = if dec.kind.uses_last_block() { self.last_block.inputs(trace, below_final, dec.kind, progress)? } else { Vec::new() };
-        let mut inputs = Vec::with_capacity(n_sites);
+        let translated = if dec.kind == DecoderKind::TunedLens { self.translate(trace, below_final, range.clone())? } else { Vec::new() };
+        let mut inputs: Vec<ndarray::ArrayView2<'_, f32>> = Vec::with_capacity(n_sites);
         for (i, site) in sites.iter().enumerate() {
-            inputs.push(match transformed.get(i) {
-                Some(t) => t.as_ref(),
-                None => trace.site(*site).ok_or_else(|| LensError::invalid("missing site in trace"))?,
+            inputs.push(match (transformed.get(i), translated.get(i)) {
+                (Some(t), _) => t.slice(ndarray::s![range.clone(), ..]),
+                (None, Some(t)) => t.view(),
+                (None, None) => trace.site(*site).ok_or_else(|| LensError::invalid("missing site in trace"))?.slice(ndarray::s![range.clone(), ..]),
             });
         }
         let mut prepared = vec![0f32; n_pos * n_sites * d];
         for (i, block) in prepared.chunks_exact_mut(n_sites * d).enumerate() {
             for (x, out) in inputs.iter().zip(block.chunks_exact_mut(d)) {
-                let row = x.row(start + i);
+                let row = x.row(i);
                 let row = row.as_slice().ok_or_else(|| LensError::invalid("internal: a residual row is not contiguous"))?;
                 dec.prepare_row(row, out);
             }
@@ -479,6 +523,7 @@ impl LensEngine {
                 forward_reused: false,
                 reused_positions: 0,
                 cached_positions: 0,
+                tuned_lens: if dec.kind == DecoderKind::TunedLens { self.tuned.as_ref().map(|l| l.describe()) } else { None },
             },
         })
     }

@@ -20,11 +20,14 @@ pub enum DecoderKind {
     LastBlock,
     /// `x + mlp(norm(x))` with the last block's MLP, then ln_final and W_U.
     LastMlp,
+    /// The tuned lens: the site's translator (`h + W h + b`) from a tuned-lens folder, then
+    /// ln_final and W_U (see [`crate::tuned_lens`]).
+    TunedLens,
 }
 
 impl DecoderKind {
     /// Every decoder, in the order a menu lists them.
-    pub const ALL: [Self; 4] = [Self::LogitLens, Self::LastBlock, Self::LastMlp, Self::Raw];
+    pub const ALL: [Self; 5] = [Self::LogitLens, Self::TunedLens, Self::LastBlock, Self::LastMlp, Self::Raw];
 
     /// Name used in reports.
     pub fn name(self) -> &'static str {
@@ -33,6 +36,7 @@ impl DecoderKind {
             Self::Raw => "raw",
             Self::LastBlock => "last_block",
             Self::LastMlp => "last_mlp",
+            Self::TunedLens => "tuned_lens",
         }
     }
 
@@ -49,6 +53,7 @@ impl DecoderKind {
             Self::Raw => "raw (W_U only)",
             Self::LastBlock => "last block",
             Self::LastMlp => "last MLP",
+            Self::TunedLens => "tuned lens",
         }
     }
 
@@ -169,7 +174,7 @@ impl Decoder {
                     *o = v;
                 }
             }
-            DecoderKind::LogitLens | DecoderKind::LastBlock | DecoderKind::LastMlp => {
+            DecoderKind::LogitLens | DecoderKind::LastBlock | DecoderKind::LastMlp | DecoderKind::TunedLens => {
                 let (mean, sigma) = self.mean_sigma(x);
                 for (((o, &v), &g), &b) in out.iter_mut().zip(x).zip(&self.gamma).zip(&self.beta) {
                     *o = ((f64::from(v) - mean) / sigma * f64::from(g) + f64::from(b)) as f32;

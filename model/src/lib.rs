@@ -30,6 +30,7 @@ pub mod simd;
 pub mod sites;
 pub mod tokenizer;
 pub mod trace;
+pub mod tuned_lens;
 
 pub use engine::{LensEngine, LensOptions, TokenGroup};
 pub use error::{LensError, Result};

@@ -179,6 +179,9 @@ pub struct RunInfo {
     /// the positions after them ran).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cached_positions: usize,
+    /// The tuned lens the `tuned_lens` decoder applied (its folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuned_lens: Option<String>,
     /// Program version.
     pub program: String,
 }

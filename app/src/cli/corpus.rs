@@ -7,7 +7,6 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use lens_model::LensOptions;
 use lens_model::corpus::{CorpusOptions, run_corpus};
-use lens_model::lens::DecoderKind;
 
 use super::{device, interrupt, open_engine};
 
@@ -26,9 +25,13 @@ pub struct CorpusArgs {
     /// Use only the first N tokens of the text.
     #[arg(long)]
     pub max_tokens: Option<usize>,
-    /// Decoder: logit_lens, last_block, last_mlp or raw.
-    #[arg(long, default_value = "logit_lens")]
-    pub decoder: String,
+    /// Decoder: logit_lens, tuned_lens, last_block, last_mlp or raw (default: tuned_lens with
+    /// --tuned-lens, else logit_lens).
+    #[arg(long)]
+    pub decoder: Option<String>,
+    /// A tuned lens (tuned-lens folder) for the tuned_lens decoder.
+    #[arg(long, value_name = "DIR")]
+    pub tuned_lens: Option<PathBuf>,
     /// Add the `.attn` (resid_mid) rows.
     #[arg(long)]
     pub subblocks: bool,
@@ -63,8 +66,7 @@ fn corpus_progress() -> lens_model::error::Progress {
 
 /// Runs `corpus`.
 pub fn run(ort_lib: Option<&std::path::Path>, args: &CorpusArgs) -> Result<()> {
-    let decoder = DecoderKind::parse(&args.decoder)
-        .ok_or_else(|| anyhow::anyhow!("unknown decoder {:?}; use one of {}", args.decoder, DecoderKind::ALL.map(DecoderKind::name).join(", ")))?;
+    let decoder = super::decoder_choice(args.decoder.as_deref(), args.tuned_lens.is_some())?;
     if args.resamples == 0 {
         bail!("--resamples must be at least 1");
     }
@@ -77,6 +79,7 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &CorpusArgs) -> Result<()> {
     }
     let text = parts.join("\n\n");
     let mut engine = open_engine(ort_lib, args.model.as_deref(), device(&args.device)?)?;
+    super::attach_tuned_lens(&mut engine, args.tuned_lens.as_deref())?;
     let opts = CorpusOptions {
         window: args.window,
         max_tokens: args.max_tokens,

@@ -3,6 +3,7 @@
 
 mod bench;
 mod corpus;
+mod fit_lens;
 mod interrupt;
 
 mod render;
@@ -42,9 +43,13 @@ struct Cli {
     /// Desktop app: execution provider (auto, cpu, cuda, directml).
     #[arg(long, default_value = "auto")]
     device: String,
-    /// Desktop app: the decoder to start with (logit_lens, last_block, last_mlp, raw).
+    /// Desktop app: the decoder to start with (logit_lens, tuned_lens, last_block, last_mlp, raw).
     #[arg(long)]
     decoder: Option<String>,
+    /// Desktop app: a tuned lens to open (a tuned-lens folder: config.json + params.pt); starts
+    /// with the tuned-lens decoder unless --decoder says otherwise.
+    #[arg(long, value_name = "DIR")]
+    tuned_lens: Option<PathBuf>,
     /// Desktop app: start with the sub-block rows shown.
     #[arg(long)]
     subblocks: bool,
@@ -86,6 +91,8 @@ enum Command {
     Render(render::RenderArgs),
     /// The lens over whole texts: per-site means with 95% bootstrap intervals (JSON, CSV).
     Corpus(corpus::CorpusArgs),
+    /// Fit a tuned lens on texts and save it in the tuned-lens package's format (config.json, params.pt).
+    FitLens(fit_lens::FitLensArgs),
     /// Benchmark the UI: CPU time per frame of a synthetic GPT-2-XL-sized grid.
     #[command(hide = true)]
     BenchUi(crate::session::start::BenchUiArgs),
@@ -111,10 +118,15 @@ struct LensArgs {
     /// Number of top tokens per cell.
     #[arg(long, default_value_t = 10)]
     top_k: usize,
-    /// Decoder: logit_lens (final norm + W_U), last_block (the last block, then the logit lens),
-    /// last_mlp (x + the last block's MLP, then the logit lens) or raw (W_U only).
-    #[arg(long, default_value = "logit_lens")]
-    decoder: String,
+    /// Decoder: logit_lens (final norm + W_U), tuned_lens (needs --tuned-lens), last_block (the
+    /// last block, then the logit lens), last_mlp (x + the last block's MLP, then the logit lens)
+    /// or raw (W_U only). Default: tuned_lens with --tuned-lens, else logit_lens.
+    #[arg(long)]
+    decoder: Option<String>,
+    /// A tuned lens (a tuned-lens folder: config.json + params.pt or params.safetensors) for the
+    /// tuned_lens decoder (also in --compare-decoder tuned_lens).
+    #[arg(long, value_name = "DIR")]
+    tuned_lens: Option<PathBuf>,
     /// Tokens to follow through the layers (text of a single token, e.g. " plasma"); repeatable.
     #[arg(long = "pin")]
     pin: Vec<String>,
@@ -222,6 +234,25 @@ fn window_size(s: &str) -> Result<[f32; 2]> {
     }
 }
 
+/// The decoder of `--decoder` (default: the tuned lens when `--tuned-lens` is given, else the
+/// logit lens).
+pub fn decoder_choice(arg: Option<&str>, tuned_lens: bool) -> Result<DecoderKind> {
+    match arg {
+        None if tuned_lens => Ok(DecoderKind::TunedLens),
+        None => Ok(DecoderKind::LogitLens),
+        Some(d) => DecoderKind::parse(d).ok_or_else(|| anyhow::anyhow!("unknown decoder {d:?}; use one of {}", DecoderKind::ALL.map(DecoderKind::name).join(", "))),
+    }
+}
+
+/// Opens the tuned lens of `--tuned-lens DIR` (if given) and checks it against the engine's model.
+pub fn attach_tuned_lens(engine: &mut LensEngine, dir: Option<&Path>) -> Result<()> {
+    if let Some(dir) = dir {
+        let lens = lens_model::tuned_lens::TunedLens::open(dir).with_context(|| format!("cannot read the tuned lens {}", dir.display()))?;
+        engine.set_tuned_lens(Some(lens)).with_context(|| format!("cannot use the tuned lens {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 fn device(s: &str) -> Result<Device> {
     Ok(s.parse::<Device>()?)
 }
@@ -273,12 +304,10 @@ fn run(cli: Cli, gui: GuiServer) -> Result<()> {
             ort_lib: ort_lib.map(Path::to_path_buf),
             piece_positions: None,
             decoder: match cli.decoder.as_deref() {
-                None => None,
-                Some(d) => Some(
-                    DecoderKind::parse(d)
-                        .ok_or_else(|| anyhow::anyhow!("unknown decoder {d:?}; use one of {}", DecoderKind::ALL.map(DecoderKind::name).join(", ")))?,
-                ),
+                None if cli.tuned_lens.is_none() => None,
+                d => Some(decoder_choice(d, cli.tuned_lens.is_some())?),
             },
+            tuned_lens: cli.tuned_lens,
             subblocks: cli.subblocks,
             window_size: match cli.window_size.as_deref() {
                 None => None,
@@ -327,6 +356,7 @@ fn run(cli: Cli, gui: GuiServer) -> Result<()> {
         Some(Command::Bench(args)) => bench::run(ort_lib, &args),
         Some(Command::Render(args)) => render::run(ort_lib, &args),
         Some(Command::Corpus(args)) => corpus::run(ort_lib, &args),
+        Some(Command::FitLens(args)) => fit_lens::run(ort_lib, &args),
         Some(Command::BenchUi(args)) => gui(crate::session::start::GuiRequest::BenchUi(args)),
     }
 }
@@ -345,13 +375,12 @@ fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
         Some("left") => true,
         Some(other) => bail!("--truncate {other:?} is not supported; use --truncate left"),
     };
-    let Some(decoder) = DecoderKind::parse(&args.decoder) else {
-        bail!("unknown decoder {:?}; use one of {}", args.decoder, DecoderKind::ALL.map(DecoderKind::name).join(", "));
-    };
+    let decoder = decoder_choice(args.decoder.as_deref(), args.tuned_lens.is_some())?;
     for out in args.json.iter().chain(&args.npz) {
         crate::session::prompt::check_writable(out)?;
     }
     let mut engine = open_engine(ort_lib, args.model.as_deref(), device(&args.device)?)?;
+    attach_tuned_lens(&mut engine, args.tuned_lens.as_deref())?;
     let (ids, truncated) = engine.tokenize_with(&text, truncate_left)?;
     let mut pinned = Vec::new();
     for p in &args.pin {

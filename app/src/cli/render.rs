@@ -37,9 +37,13 @@ pub struct RenderArgs {
     /// Show the `.attn` rows.
     #[arg(long)]
     pub subblocks: bool,
-    /// Decoder: logit_lens, last_block, last_mlp or raw.
+    /// Decoder: logit_lens, tuned_lens, last_block, last_mlp or raw (default: tuned_lens with
+    /// --tuned-lens, else logit_lens).
     #[arg(long)]
     pub decoder: Option<String>,
+    /// A tuned lens (tuned-lens folder) for the tuned_lens decoder; recorded in the figure.
+    #[arg(long, value_name = "DIR")]
+    pub tuned_lens: Option<PathBuf>,
     /// Leave out the first column when it is the tokenizer's BOS (a special token).
     #[arg(long)]
     pub hide_bos: bool,
@@ -313,6 +317,13 @@ fn apply(spec: &mut FigureSpec, a: &RenderArgs) -> Result<()> {
         Some("left") => spec.truncate_left = true,
         Some(other) => bail!("--truncate {other:?} is not supported; use --truncate left"),
     }
+    if let Some(t) = &a.tuned_lens {
+        let t = t.canonicalize().unwrap_or_else(|_| t.clone());
+        spec.tuned_lens = Some(t.display().to_string());
+        if a.decoder.is_none() {
+            spec.decoder = DecoderKind::TunedLens.name().into();
+        }
+    }
     if let Some(d) = &a.decoder {
         let kind = DecoderKind::parse(d).ok_or_else(|| anyhow!("--decoder {d:?}: use one of {}", DecoderKind::ALL.map(DecoderKind::name).join(", ")))?;
         spec.decoder = kind.name().into();
@@ -407,6 +418,7 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
     {
         bail!("the model at {} is not the one the figure was made with (weights sha256 differs); pass --model", p.model_path);
     }
+    super::attach_tuned_lens(&mut engine, spec.tuned_lens.as_deref().map(std::path::Path::new))?;
     let (ids, truncated) = engine.tokenize_with(&prompt, spec.truncate_left)?;
     super::note_truncation(truncated);
     let pinned = match &spec.rank_of {

@@ -30,6 +30,7 @@ pub fn spec_from_view(view: &ViewSettings, metric: Metric, export: &ExportSettin
         hide_bos: view.hide_bos,
         truncate_left: view.truncate_left,
         depth: view.show_depth,
+        tuned_lens: None,
         layer_step: view.layer_step,
         last: match view.positions {
             PosWindow::LastN(n) => Some(n),

@@ -186,7 +186,11 @@ fn contributions_grid(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, to
 
 /// The line under a figure's title: model, shape, token count and decoder.
 pub fn subtitle(report: &LensReport) -> String {
-    format!("{} ({} layers, d_model {}) · {} tokens · {}", report.model.name, report.model.n_layers, report.model.d_model, report.n_pos(), report.decoder)
+    let decoder = match &report.run.tuned_lens {
+        Some(t) => format!("{} ({})", report.decoder, std::path::Path::new(t).file_name().map_or_else(|| t.clone(), |n| n.to_string_lossy().into_owned())),
+        None => report.decoder.clone(),
+    };
+    format!("{} ({} layers, d_model {}) · {} tokens · {decoder}", report.model.name, report.model.n_layers, report.model.d_model, report.n_pos())
 }
 
 /// Lays out the figure of `spec` from the view model (and the report, for contributions).

@@ -84,7 +84,7 @@ pub struct FigureSpec {
     pub dpi: f64,
     /// Title (default: derived from the view).
     pub title: Option<String>,
-    /// The decoder (`logit_lens`, `last_block`, `last_mlp`, `raw`).
+    /// The decoder (`logit_lens`, `tuned_lens`, `last_block`, `last_mlp`, `raw`).
     pub decoder: String,
     /// Leave out a leading special token (the BOS column).
     pub hide_bos: bool,
@@ -94,6 +94,9 @@ pub struct FigureSpec {
     /// Mark each position's prediction depth (`--depth`).
     #[serde(default)]
     pub depth: bool,
+    /// The tuned lens folder of the `tuned_lens` decoder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuned_lens: Option<String>,
 }
 
 impl Default for FigureSpec {
@@ -117,6 +120,7 @@ impl Default for FigureSpec {
             hide_bos: false,
             truncate_left: false,
             depth: false,
+            tuned_lens: None,
         }
     }
 }

@@ -29,6 +29,8 @@ pub struct GuiOptions {
     pub decoder: Option<lens_model::lens::DecoderKind>,
     /// Start with the sub-block rows shown.
     pub subblocks: bool,
+    /// A tuned lens folder to open with the model.
+    pub tuned_lens: Option<PathBuf>,
     /// Initial window size in points (default 1500 x 940).
     pub window_size: Option<[f32; 2]>,
 }

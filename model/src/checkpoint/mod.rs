@@ -97,7 +97,7 @@ pub fn has_weights(dir: &Path) -> bool {
 }
 
 /// Opens a `pytorch_model.bin`: checks the globals of its pickle, then lists its tensors.
-fn open_pytorch(path: &Path) -> Result<HashMap<String, pytorch_reader::Tensor>> {
+pub(crate) fn open_pytorch(path: &Path) -> Result<HashMap<String, pytorch_reader::Tensor>> {
     let file = File::open(path).map_err(|e| LensError::io(path, e))?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| {
         LensError::bad_file(path, format!("not a zip-format PyTorch checkpoint ({e}); files saved before PyTorch 1.6 are not read: save it again with a current PyTorch, or as safetensors"))
