@@ -701,7 +701,7 @@ fn outcomes_are_applied_by_a_pure_reducer() {
     let (model, result) = engine_result(&[]);
     let result = Arc::new(result);
     let mut state = AppState { prompt: PROMPT.into(), ..AppState::default() };
-    let mut book = JobBook { loading: Some((1, Some(bundle().to_path_buf()))), run_after_load: true, partials_shown: 0 };
+    let mut book = JobBook { loading: Some((1, Some(bundle().to_path_buf()))), run_after_load: true, partials_shown: 0, lens_after_load: false };
 
     // Loaded (first model): remembered in Recent models, and the run it waited for starts.
     let fx = apply_outcome(&mut state, &mut book, true, OutcomeKind::Loaded(Arc::new(model.clone())));
@@ -768,7 +768,7 @@ fn outcomes_are_applied_by_a_pure_reducer() {
     let mat = model.vocab.iter().find(|e| e.text == " mat").unwrap().id;
     let mut fresh = AppState { prompt: PROMPT.into(), pin_text: " mat".into(), ..AppState::default() };
     fresh.view.rank_target = RankTarget::Pinned;
-    let mut b = JobBook { loading: Some((1, None)), run_after_load: true, partials_shown: 0 };
+    let mut b = JobBook { loading: Some((1, None)), run_after_load: true, partials_shown: 0, lens_after_load: false };
     apply_outcome(&mut fresh, &mut b, true, OutcomeKind::Loaded(Arc::new(model.clone())));
     assert_eq!((fresh.pinned, fresh.view.rank_target), (Some(mat), RankTarget::Pinned));
     let mut stale = AppState { prompt: PROMPT.into(), pin_text: " notatoken-xyz".into(), ..AppState::default() };
@@ -915,4 +915,63 @@ fn corpus_runs_from_the_app_are_overlaid() {
     assert!(h.state().state.notice.as_deref().is_some_and(|n| n.contains("cancelled")), "{:?}", h.state().state.notice);
     h.state_mut().apply(AppCommand::ClearCorpus);
     assert!(h.state().state.corpus_runs.is_empty());
+}
+
+#[test]
+fn a_tuned_lens_is_fitted_resumed_and_used_in_the_app() {
+    let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, ..GuiOptions::default() };
+    let app = LogitLensApp::new_for_test(AppState { prompt: PROMPT.into(), ..AppState::default() }, opts);
+    let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    step_until(&mut h, "the model", |a| a.state.result.is_some());
+    assert_eq!(h.state().state.result.as_ref().unwrap().report.decoder, "logit_lens");
+    let dir = unique_temp_dir("gui-fit");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("train.txt");
+    std::fs::write(&text, "The cat sat on the mat. The dog sat on the rug. A bird sang in the old tree. ".repeat(60)).unwrap();
+    // A folder that is not a lens: a clear error, nothing changes.
+    h.state_mut().apply(AppCommand::OpenTunedLens(dir.clone()));
+    step_until(&mut h, "the refusal", |a| a.state.error.is_some());
+    assert!(h.state().state.error.as_deref().unwrap().contains("config.json"), "{:?}", h.state().state.error);
+    assert!(h.state().state.tuned_lens.is_none());
+    // Without a lens the decoder menu greys the tuned lens out.
+    h.state_mut().apply(AppCommand::DismissError);
+    // Fit from the window, cancel after the first step: a checkpoint is left, no lens.
+    let out = dir.join("lens");
+    h.state_mut().apply(AppCommand::ShowWindow(lens_app::gui::command::Window::FitLens));
+    let fit = lens_app::gui::state::FitSettings { text: Some(text.clone()), out: Some(out.clone()), steps: 40, tokens: 128 };
+    h.state_mut().apply(AppCommand::SetFit(fit.clone()));
+    h.run_steps(2);
+    assert!(h.query_by_label("Fit").is_some(), "the Fit button");
+    h.state_mut().apply(AppCommand::StartFit { resume: false });
+    step_until(&mut h, "the first step", |a| !a.state.fit_history.is_empty());
+    h.state_mut().apply(AppCommand::Cancel);
+    step_until(&mut h, "the cancel", |a| a.state.progress.is_none());
+    let done = h.state().state.fit_history.len();
+    assert!(done >= 1 && done < 40, "{done} steps");
+    assert!(lens_model::tuned_lens::fit::has_checkpoint(&out));
+    assert!(!out.join("params.pt").exists());
+    assert!(h.state().state.tuned_lens.is_none());
+    // Resume with fewer steps is refused (other options); with the same ones it continues.
+    h.state_mut().apply(AppCommand::SetFit(lens_app::gui::state::FitSettings { steps: 41, ..fit.clone() }));
+    h.state_mut().apply(AppCommand::StartFit { resume: true });
+    step_until(&mut h, "the refusal", |a| a.state.error.is_some());
+    assert!(h.state().state.error.as_deref().unwrap().contains("other text, model or options"), "{:?}", h.state().state.error);
+    h.state_mut().apply(AppCommand::DismissError);
+    h.state_mut().apply(AppCommand::SetFit(lens_app::gui::state::FitSettings { steps: 40, ..fit }));
+    h.state_mut().apply(AppCommand::StartFit { resume: true });
+    step_until(&mut h, "the fitted lens", |a| a.state.tuned_lens.is_some());
+    let steps: Vec<usize> = h.state().state.fit_history.iter().map(|s| s.step).collect();
+    assert_eq!(steps, (1..=40).collect::<Vec<_>>(), "the plot holds every step once");
+    let first: f64 = h.state().state.fit_history[0].loss.iter().sum();
+    let last: f64 = h.state().state.fit_history[39].loss.iter().sum();
+    assert!(last < first, "loss {first} -> {last}");
+    assert!(out.join("params.pt").is_file() && out.join("config.json").is_file());
+    assert_eq!(h.state().state.view.decoder, lens_model::lens::DecoderKind::TunedLens);
+    // The lens re-runs under it: no sub-block rows (no translators there), the decoder recorded.
+    step_until(&mut h, "the tuned run", |a| a.state.result.as_ref().is_some_and(|r| r.report.decoder == "tuned_lens") && a.state.progress.is_none());
+    let report = h.state().state.result.as_ref().unwrap().report.clone();
+    assert!(report.sites.iter().all(|s| !s.contains("attn")), "{:?}", report.sites);
+    assert_eq!(report.run.tuned_lens.as_deref(), Some(out.to_str().unwrap()));
+    h.run_steps(2);
+    assert!(h.query_all_by_label_contains("tuned lens").count() >= 1);
 }

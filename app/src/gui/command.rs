@@ -42,6 +42,21 @@ pub enum AppCommand {
     ClearCorpus,
     /// The statistic the Corpus window plots.
     SetCorpusMetric(String),
+    /// Ask for a tuned lens folder to open.
+    RequestTunedLensDialog,
+    /// Open a tuned lens folder and decode with it.
+    OpenTunedLens(PathBuf),
+    /// Ask for the Fit window's training text file.
+    RequestFitTextDialog,
+    /// Ask for the Fit window's output folder.
+    RequestFitOutDialog,
+    /// Replace the Fit window's settings.
+    SetFit(super::state::FitSettings),
+    /// Fit a tuned lens with the Fit window's settings (`resume`: from its output's checkpoint).
+    StartFit {
+        /// Continue the checkpoint in the output folder.
+        resume: bool,
+    },
     /// Pin a token id; re-runs the lens.
     PinId(u32),
     /// Clear the pin.
@@ -79,4 +94,6 @@ pub enum Window {
     About,
     /// View → Corpus….
     Corpus,
+    /// File → Fit tuned lens….
+    FitLens,
 }

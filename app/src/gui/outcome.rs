@@ -16,6 +16,8 @@ pub struct JobBook {
     pub run_after_load: bool,
     /// Partial results shown so far (tests read it).
     pub partials_shown: usize,
+    /// A tuned lens will be opened right after the load (`--tuned-lens`): keep its decoder.
+    pub lens_after_load: bool,
 }
 
 /// What the app does after an outcome was applied.
@@ -32,7 +34,7 @@ pub enum Effect {
 /// Applies one (current, not stale) worker outcome to `state`.
 pub fn apply_outcome(state: &mut AppState, book: &mut JobBook, was_load: bool, kind: OutcomeKind) -> Vec<Effect> {
     let mut effects = Vec::new();
-    let complete = !matches!(kind, OutcomeKind::Partial(_) | OutcomeKind::More(_));
+    let complete = !kind.is_progress();
     match kind {
         OutcomeKind::Loaded(summary) => {
             // What was opened (the demo model: its folder), remembered with its family and BOS
@@ -67,6 +69,12 @@ pub fn apply_outcome(state: &mut AppState, book: &mut JobBook, was_load: bool, k
                 state.pin_text.clear();
             }
             state.model = Some(summary);
+            // A new engine has no tuned lens: its decoder falls back to the logit lens unless
+            // one is being opened with the model.
+            state.tuned_lens = None;
+            if state.view.decoder == lens_model::lens::DecoderKind::TunedLens && !book.lens_after_load {
+                state.view.decoder = lens_model::lens::DecoderKind::LogitLens;
+            }
             // Nothing may still say "pinned" when no token is.
             if state.pinned.is_none() && state.view.rank_target == RankTarget::Pinned {
                 state.view.rank_target = RankTarget::FinalTop1;
@@ -107,6 +115,17 @@ pub fn apply_outcome(state: &mut AppState, book: &mut JobBook, was_load: bool, k
             let extra = state.corpus_runs.len().saturating_sub(super::state::MAX_CORPUS_RUNS);
             state.corpus_runs.drain(..extra);
         }
+        OutcomeKind::TunedLens(dir) | OutcomeKind::Fitted(dir) => {
+            state.notice = Some(format!("tuned lens {}", dir.display()));
+            state.error = None;
+            state.tuned_lens = Some(dir);
+            let rerun = state.view.decoder == lens_model::lens::DecoderKind::TunedLens || state.result.is_some();
+            state.view.decoder = lens_model::lens::DecoderKind::TunedLens;
+            if rerun && state.model.is_some() && !state.prompt.is_empty() {
+                effects.push(Effect::RunLens);
+            }
+        }
+        OutcomeKind::FitStep(step) => state.fit_history.push(step),
         OutcomeKind::More(piece) => {
             // The next positions of the partial result on screen: appended in place (the result
             // is shared with nothing else while a run grows it, so nothing is copied but them).

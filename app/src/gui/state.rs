@@ -91,6 +91,39 @@ pub struct AppState {
     pub corpus_runs: Vec<std::sync::Arc<crate::session::worker::CorpusRun>>,
     /// The corpus statistic plotted (`kl_to_final`, …).
     pub corpus_metric: String,
+    /// The tuned lens open for the `tuned_lens` decoder (its folder).
+    #[serde(skip)]
+    pub tuned_lens: Option<PathBuf>,
+    /// The Fit tuned lens window is open.
+    #[serde(skip)]
+    pub show_fit: bool,
+    /// The Fit tuned lens window's settings (remembered).
+    #[serde(default)]
+    pub fit: FitSettings,
+    /// The steps of the fit in progress or last finished (for its loss plot).
+    #[serde(skip)]
+    pub fit_history: Vec<std::sync::Arc<lens_model::tuned_lens::fit::FitStep>>,
+}
+
+/// What the Fit tuned lens window fits on and where it saves.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct FitSettings {
+    /// The training text file.
+    pub text: Option<PathBuf>,
+    /// The lens folder to write.
+    pub out: Option<PathBuf>,
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Tokens per step.
+    pub tokens: usize,
+}
+
+impl Default for FitSettings {
+    fn default() -> Self {
+        let d = lens_model::tuned_lens::fit::FitOptions::default();
+        Self { text: None, out: None, steps: d.steps, tokens: d.tokens_per_step }
+    }
 }
 
 /// Corpus runs kept for overlaying.
@@ -126,6 +159,10 @@ impl Default for AppState {
             show_corpus: false,
             corpus_runs: Vec::new(),
             corpus_metric: "kl_to_final".into(),
+            tuned_lens: None,
+            show_fit: false,
+            fit: FitSettings::default(),
+            fit_history: Vec::new(),
         }
     }
 }

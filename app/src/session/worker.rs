@@ -181,6 +181,20 @@ pub enum JobKind {
         /// Keep the last `n_ctx` tokens of a prompt that is too long.
         truncate_left: bool,
     },
+    /// Open a tuned lens folder for the `tuned_lens` decoder (checked against the model).
+    OpenTunedLens(PathBuf),
+    /// Fit a tuned lens ([`lens_model::tuned_lens::fit`]) on text files, save it in `out` and
+    /// use it; every step is reported ([`OutcomeKind::FitStep`]).
+    FitLens {
+        /// Training text files (each at most 10 MB), joined by a blank line.
+        texts: Vec<PathBuf>,
+        /// The lens folder to write.
+        out: PathBuf,
+        /// Steps, tokens per step, ….
+        opts: lens_model::tuned_lens::fit::FitOptions,
+        /// Continue from `out`'s checkpoint.
+        resume: bool,
+    },
     /// Corpus mode over a text file ([`lens_model::corpus`]).
     Corpus {
         /// The text file (at most 10 MB).
@@ -207,6 +221,8 @@ impl JobKind {
             Self::Load { .. } => "loading the model",
             Self::Run { .. } => "running the lens",
             Self::Corpus { .. } => "running the corpus",
+            Self::OpenTunedLens(_) => "opening the tuned lens",
+            Self::FitLens { .. } => "fitting a tuned lens",
         }
     }
 }
@@ -220,6 +236,12 @@ pub enum OutcomeKind {
     Ran(Arc<RunResult>),
     /// A corpus run finished.
     Corpus(Arc<CorpusRun>),
+    /// A tuned lens is open (and used by the `tuned_lens` decoder): its folder.
+    TunedLens(PathBuf),
+    /// One step of a fit in progress (the job goes on).
+    FitStep(Arc<lens_model::tuned_lens::fit::FitStep>),
+    /// A fit finished: its lens is saved in this folder and open.
+    Fitted(PathBuf),
     /// The first positions of a result that is still being computed (big models): shown at
     /// once, grown by `More` and finally replaced by `Ran`.
     Partial(Arc<RunResult>),
@@ -230,6 +252,13 @@ pub enum OutcomeKind {
     Failed(String),
     /// The user cancelled it.
     Cancelled,
+}
+
+impl OutcomeKind {
+    /// Whether the job goes on after this outcome (a partial result, a fit's step).
+    pub fn is_progress(&self) -> bool {
+        matches!(self, Self::Partial(_) | Self::More(_) | Self::FitStep(_))
+    }
 }
 
 /// An outcome with the id of its job.
@@ -340,7 +369,7 @@ impl Worker {
     pub fn poll(&mut self) -> Vec<Outcome> {
         let mut out = Vec::new();
         while let Ok(o) = self.outcomes.try_recv() {
-            if !matches!(o.kind, OutcomeKind::Partial(_) | OutcomeKind::More(_)) {
+            if !o.kind.is_progress() {
                 self.in_flight.retain(|f| f.id != o.id);
             }
             out.push(o);
@@ -444,6 +473,27 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
             st.last_result = None;
             Ok(OutcomeKind::Loaded(Arc::new(summary)))
         }
+        JobKind::OpenTunedLens(dir) => {
+            let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded: open a model before its tuned lens") };
+            let lens = lens_model::tuned_lens::TunedLens::open(dir).with_context(|| format!("cannot read the tuned lens {}", dir.display()))?;
+            engine.set_tuned_lens(Some(lens)).with_context(|| format!("cannot use the tuned lens {}", dir.display()))?;
+            // Results of the old lens must not be reused.
+            st.last_result = None;
+            Ok(OutcomeKind::TunedLens(dir.clone()))
+        }
+        JobKind::FitLens { texts, out, opts, resume } => {
+            let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
+            let mut parts = Vec::with_capacity(texts.len());
+            for f in texts {
+                parts.push(crate::session::prompt::read_prompt_file(f)?);
+            }
+            let text = parts.join("\n\n");
+            let result = lens_model::tuned_lens::fit::fit(engine, &text, opts, out, *resume, &mut |s| emit(OutcomeKind::FitStep(Arc::new(s.clone()))), &job.progress)
+                .with_context(|| format!("fitting a tuned lens into {}", out.display()))?;
+            engine.set_tuned_lens(Some(result.lens))?;
+            st.last_result = None;
+            Ok(OutcomeKind::Fitted(out.clone()))
+        }
         JobKind::Corpus { file, window, decoder } => {
             let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
             let text = crate::session::prompt::read_prompt_file(file)?;
@@ -482,10 +532,13 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
                 Some(g) => vec![token_group(&engine.tokenizer, g)?],
                 None => Vec::new(),
             };
-            let opts = LensOptions { subblocks: true, k: (*k).max(1), pinned: pinned.clone(), decoder: *decoder, groups, ..LensOptions::default() };
+            // Sub-block rows always (the view hides them), except under the tuned lens, whose
+            // translators read block outputs only.
+            let subblocks = *decoder != DecoderKind::TunedLens;
+            let opts = LensOptions { subblocks, k: (*k).max(1), pinned: pinned.clone(), decoder: *decoder, groups, ..LensOptions::default() };
             let t1 = Instant::now();
             let shape = &engine.bundle.shape;
-            let n_sites = lens_model::sites::site_list(shape.n_layers, true).len();
+            let n_sites = lens_model::sites::site_list(shape.n_layers, subblocks).len();
             let step = st.piece_positions.unwrap_or_else(|| positions_per_piece(n_sites, shape.d_model, shape.d_vocab)).max(1);
             let n_pos = trace.n_pos;
             let mut report: Option<lens_model::report::LensReport> = None;

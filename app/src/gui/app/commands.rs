@@ -107,8 +107,15 @@ impl LogitLensApp {
                 Window::Shortcuts => self.state.show_shortcuts = true,
                 Window::About => self.state.show_about = true,
                 Window::Corpus => self.state.show_corpus = true,
+                Window::FitLens => self.state.show_fit = true,
             },
             AppCommand::RequestCorpusDialog => self.open_dialog(DialogKind::CorpusText),
+            AppCommand::RequestTunedLensDialog => self.open_dialog(DialogKind::TunedLens),
+            AppCommand::OpenTunedLens(dir) => self.open_tuned_lens(dir),
+            AppCommand::RequestFitTextDialog => self.open_dialog(DialogKind::FitText),
+            AppCommand::RequestFitOutDialog => self.open_dialog(DialogKind::FitOut),
+            AppCommand::SetFit(f) => self.state.fit = f,
+            AppCommand::StartFit { resume } => self.start_fit(resume),
             AppCommand::RunCorpus(file) => self.run_corpus(file),
             AppCommand::ClearCorpus => self.state.corpus_runs.clear(),
             AppCommand::SetCorpusMetric(m) => self.state.corpus_metric = m,
@@ -167,6 +174,7 @@ impl LogitLensApp {
         let tx = self.dialog_tx.clone();
         let ctx = self.ctx.clone();
         let export_ext = self.state.export.format.clone();
+        let fit = self.state.fit.clone();
         // rfd blocks until the user answers: never on the UI thread.
         let spawned = std::thread::Builder::new().name("file-dialog".into()).spawn(move || {
             let cmd = match kind {
@@ -176,6 +184,20 @@ impl LogitLensApp {
                     .add_filter("All files", &["*"])
                     .pick_file()
                     .map(AppCommand::RunCorpus),
+                DialogKind::TunedLens => rfd::FileDialog::new()
+                    .set_title("Open tuned lens (a folder with config.json and params.pt)")
+                    .pick_folder()
+                    .map(AppCommand::OpenTunedLens),
+                DialogKind::FitText => rfd::FileDialog::new()
+                    .set_title("Fit tuned lens: training text")
+                    .add_filter("Text", &["txt", "md", "text"])
+                    .add_filter("All files", &["*"])
+                    .pick_file()
+                    .map(|p| AppCommand::SetFit(crate::gui::state::FitSettings { text: Some(p), ..fit.clone() })),
+                DialogKind::FitOut => rfd::FileDialog::new()
+                    .set_title("Fit tuned lens: the lens folder to write")
+                    .pick_folder()
+                    .map(|p| AppCommand::SetFit(crate::gui::state::FitSettings { out: Some(p), ..fit.clone() })),
                 DialogKind::Prompt => rfd::FileDialog::new()
                     .set_title("Open prompt")
                     .add_filter("Text", &["txt", "md", "text"])

@@ -49,6 +49,38 @@ impl LogitLensApp {
         }
     }
 
+    /// Opens a tuned lens folder on the worker (checked against the model there).
+    pub(super) fn open_tuned_lens(&mut self, dir: PathBuf) {
+        if self.state.model.is_none() && self.loading_path.is_none() {
+            self.state.error = Some("no model is loaded: open a model before its tuned lens".into());
+            return;
+        }
+        if let Some(w) = self.worker() {
+            self.latest_lens = w.submit(JobKind::OpenTunedLens(dir));
+        }
+    }
+
+    /// Fits a tuned lens with the Fit window's settings (progress, loss per step, Cancel).
+    pub(super) fn start_fit(&mut self, resume: bool) {
+        let f = self.state.fit.clone();
+        let (Some(text), Some(out)) = (f.text, f.out) else {
+            self.state.error = Some("choose a training text file and an output folder first".into());
+            return;
+        };
+        if self.state.model.is_none() {
+            self.state.error = Some("no model is loaded: open one first".into());
+            return;
+        }
+        if !resume {
+            self.state.fit_history.clear();
+        }
+        let opts = lens_model::tuned_lens::fit::FitOptions { steps: f.steps.max(1), tokens_per_step: f.tokens.max(1), ..Default::default() };
+        let job = JobKind::FitLens { texts: vec![text], out, opts, resume };
+        if let Some(w) = self.worker() {
+            self.latest_lens = w.submit(job);
+        }
+    }
+
     pub(super) fn run(&mut self) {
         self.edited_at = None;
         if self.state.prompt.is_empty() {
@@ -96,14 +128,27 @@ impl LogitLensApp {
                 self.latest_load
             } else if o.id == self.latest_corpus {
                 self.latest_corpus
+            } else if o.id == self.latest_lens {
+                self.latest_lens
             } else {
                 self.latest_run
             };
             if o.id != latest {
                 continue; // stale
             }
-            let mut book = JobBook { loading: self.loading_path.take(), run_after_load: self.run_after_load, partials_shown: self.partials_shown };
+            let loaded = matches!(o.kind, crate::session::worker::OutcomeKind::Loaded(_));
+            let lens_after_load = if loaded { self.lens_after_load.take() } else { None };
+            let mut book = JobBook {
+                loading: self.loading_path.take(),
+                run_after_load: self.run_after_load,
+                partials_shown: self.partials_shown,
+                lens_after_load: lens_after_load.is_some(),
+            };
             let effects = apply_outcome(&mut self.state, &mut book, o.was_load, o.kind);
+            // `--tuned-lens`: opened before the first run (the worker takes jobs in order).
+            if let Some(dir) = lens_after_load {
+                self.open_tuned_lens(dir);
+            }
             self.loading_path = book.loading;
             self.run_after_load = book.run_after_load;
             self.partials_shown = book.partials_shown;

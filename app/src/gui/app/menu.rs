@@ -81,6 +81,13 @@ impl LogitLensApp {
                     }
                 });
                 ui.separator();
+                if ui.add_enabled(state.model.is_some(), egui::Button::new("Open tuned lens…")).on_hover_text("A tuned-lens folder (config.json + params.pt or params.safetensors) made for this model; decodes every site through its translator").clicked() {
+                    cmds.push(AppCommand::RequestTunedLensDialog);
+                }
+                if ui.add_enabled(state.model.is_some(), egui::Button::new("Fit tuned lens…")).clicked() {
+                    cmds.push(AppCommand::ShowWindow(Window::FitLens));
+                }
+                ui.separator();
                 if ui.add(egui::Button::new("Export figure…").shortcut_text("Ctrl+E")).clicked() {
                     cmds.push(AppCommand::ShowExport);
                 }
@@ -114,7 +121,7 @@ impl LogitLensApp {
                 });
                 ui.menu_button("Decoder", |ui| {
                     for d in lens_model::lens::DecoderKind::ALL {
-                        ui.radio_value(&mut v.decoder, d, d.label());
+                        crate::gui::panels::prompt::decoder_option(ui, &mut v.decoder, d, state.tuned_lens.is_some());
                     }
                 });
                 ui.menu_button("Top-k", |ui| {

@@ -39,6 +39,12 @@ pub enum DialogKind {
     ExportData,
     /// Pick a text file for corpus mode.
     CorpusText,
+    /// Pick a tuned lens folder.
+    TunedLens,
+    /// Pick the training text of a fit.
+    FitText,
+    /// Pick (or create) the output folder of a fit.
+    FitOut,
 }
 
 /// Outcome of `--screenshot`, shared with the screenshot callback.
@@ -82,6 +88,10 @@ pub struct LogitLensApp {
     latest_run: u64,
     /// The corpus job whose outcome is awaited.
     latest_corpus: u64,
+    /// The tuned-lens job (open or fit) whose outcomes are awaited.
+    latest_lens: u64,
+    /// A tuned lens to open once the model is loaded (`--tuned-lens`).
+    lens_after_load: Option<PathBuf>,
     latest_load: u64,
     loading_path: Option<(u64, Option<PathBuf>)>,
     run_after_load: bool,
@@ -138,6 +148,10 @@ impl LogitLensApp {
         if let Some(m) = &opts.model {
             state.model_path = Some(m.clone());
         }
+        let lens_after_load = opts.tuned_lens.clone();
+        if lens_after_load.is_some() && opts.decoder.is_none() {
+            state.view.decoder = lens_model::lens::DecoderKind::TunedLens;
+        }
         let (dialog_tx, dialog_rx) = channel();
         let screenshot = opts.screenshot.clone().map(|path| ScreenshotPlan { path, ready_frames: 0, requested: false, outcome: Arc::default() });
         let mut app = Self {
@@ -154,6 +168,8 @@ impl LogitLensApp {
             cmds: Vec::new(),
             latest_run: 0,
             latest_corpus: 0,
+            latest_lens: 0,
+            lens_after_load: None,
             latest_load: 0,
             loading_path: None,
             run_after_load: false,
@@ -164,6 +180,7 @@ impl LogitLensApp {
             screenshot,
             scroll_to_selection: false,
         };
+        app.lens_after_load = lens_after_load;
         if let Some(f) = app.opts.prompt_file.clone() {
             app.open_prompt_file(f, false);
         }

@@ -41,6 +41,12 @@ impl LogitLensApp {
             crate::gui::panels::corpus::corpus_ui(ui, state, cmds);
         });
         self.state.show_corpus = show_corpus;
+        let mut show_fit = self.state.show_fit;
+        let (state, cmds) = (&self.state, &mut self.cmds);
+        egui::Window::new("Fit tuned lens").open(&mut show_fit).default_size([560.0, 420.0]).resizable(true).show(ctx, |ui| {
+            crate::gui::panels::fit::fit_ui(ui, state, cmds);
+        });
+        self.state.show_fit = show_fit;
         egui::Window::new("Keyboard shortcuts").open(&mut self.state.show_shortcuts).resizable(false).show(ctx, |ui| {
             egui::Grid::new("keys").striped(true).show(ui, |ui| {
                 for (k, what) in [

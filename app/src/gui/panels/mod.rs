@@ -2,6 +2,7 @@
 
 pub mod contributions;
 pub mod corpus;
+pub mod fit;
 pub mod heatmap;
 pub mod inspector;
 pub mod prompt;

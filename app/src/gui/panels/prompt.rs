@@ -135,14 +135,27 @@ fn decoder_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
         .selected_text(v.decoder.label())
         .show_ui(ui, |ui| {
             for d in lens_model::lens::DecoderKind::ALL {
-                ui.selectable_value(&mut v.decoder, d, d.label());
+                decoder_option(ui, &mut v.decoder, d, state.tuned_lens.is_some());
             }
         })
         .response
         .labelled_by(label.id)
-        .on_hover_text("How every site is decoded: the logit lens (final norm + unembedding), the last block or its MLP first (the original write-up's decoders for GPT-Neo), or the unembedding alone. The top row stays the model's output.");
+        .on_hover_text(match &state.tuned_lens {
+            Some(t) => format!("How every site is decoded: the logit lens (final norm + unembedding), the tuned lens ({}), the last block or its MLP first (the original write-up's decoders for GPT-Neo), or the unembedding alone. The top row stays the model's output.", t.display()),
+            None => "How every site is decoded: the logit lens (final norm + unembedding), the tuned lens (File → Open tuned lens… or Fit tuned lens…), the last block or its MLP first (the original write-up's decoders for GPT-Neo), or the unembedding alone. The top row stays the model's output.".into(),
+        });
     if v != state.view {
         cmds.push(AppCommand::SetView(v));
+    }
+}
+
+/// One decoder in a decoder menu: the tuned lens only when one is open (else greyed, saying how
+/// to get one).
+pub fn decoder_option(ui: &mut Ui, current: &mut lens_model::lens::DecoderKind, d: lens_model::lens::DecoderKind, has_tuned_lens: bool) {
+    if d == lens_model::lens::DecoderKind::TunedLens && !has_tuned_lens {
+        ui.add_enabled(false, egui::Button::selectable(false, d.label())).on_disabled_hover_text("No tuned lens is open: File → Open tuned lens… or File → Fit tuned lens…");
+    } else {
+        ui.selectable_value(current, d, d.label());
     }
 }
 
@@ -155,8 +168,10 @@ pub fn toolbar_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
         if state.result.as_ref().is_some_and(|r| r.report.tokens.first().is_some_and(|t| t.special)) {
             ui.checkbox(&mut v.hide_bos, "Hide BOS").on_hover_text("Hide the first column, the tokenizer's BOS: its lens is degenerate (an attention sink)");
         }
-        ui.checkbox(&mut v.subblocks, "Sub-block rows")
-            .on_hover_text("Show the .attn rows (resid_mid; for parallel blocks the derived resid_pre + attn_out, labelled .pre+attn)");
+        let tuned = v.decoder == lens_model::lens::DecoderKind::TunedLens;
+        ui.add_enabled(!tuned, egui::Checkbox::new(&mut v.subblocks, "Sub-block rows"))
+            .on_hover_text("Show the .attn rows (resid_mid; for parallel blocks the derived resid_pre + attn_out, labelled .pre+attn)")
+            .on_disabled_hover_text("The tuned lens has translators for block outputs only: no sub-block rows");
         let step_label = ui.label("Layer step");
         ui.add(egui::DragValue::new(&mut v.layer_step).range(1..=n_layers.max(1)))
             .labelled_by(step_label.id)
