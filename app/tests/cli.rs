@@ -319,3 +319,53 @@ fn lens_compares_two_runs() {
     let out = lens(&["--prompt", "The cat sat.", "--compare-decoder", "raw", "--npz", npz.to_str().unwrap()]);
     assert_clean_error(&out, "--npz holds one report");
 }
+
+#[test]
+fn fit_lens_writes_a_lens_that_lens_render_and_corpus_use() {
+    let dir = unique_temp_dir("cli-fit");
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = dir.join("train.txt");
+    std::fs::write(&text, "The cat sat on the mat. The dog sat on the rug. A bird sang in the old tree. ".repeat(40)).unwrap();
+    let lens_dir = dir.join("lens");
+    let fit = |extra: &[&str]| {
+        let mut cmd = bin();
+        cmd.args(["fit-lens", "--device", "cpu", "--steps", "5", "--tokens", "128", "--model"]).arg(bundle()).arg("--text").arg(&text).arg("--out").arg(&lens_dir);
+        cmd.args(extra).output().unwrap()
+    };
+    let out = fit(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.matches("step ").count(), 5, "one line per step: {err}");
+    assert!(err.contains("step 5/5") && err.contains("KL embed"), "{err}");
+    assert!(lens_dir.join("params.pt").is_file() && lens_dir.join("config.json").is_file());
+    // A second fit does not silently replace it.
+    assert_clean_error(&fit(&[]), "already holds a tuned lens");
+    assert_clean_error(&fit(&["--resume"]), "no checkpoint");
+    // lens: the tuned lens by default with --tuned-lens; compared with the logit lens.
+    let json = dir.join("c.json");
+    let l = lens_dir.to_str().unwrap();
+    let out = lens(&["--prompt", "The cat sat on the mat.", "--tuned-lens", l, "--compare-decoder", "logit_lens", "--json", json.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!((c["a"]["decoder"].as_str(), c["b"]["decoder"].as_str()), (Some("tuned_lens"), Some("logit_lens")));
+    assert!(c["a"]["run"]["tuned_lens"].as_str().unwrap().ends_with("lens"));
+    // Without a lens, the decoder says how to get one; a folder that is not a lens is refused.
+    assert_clean_error(&lens(&["--prompt", "The cat", "--decoder", "tuned_lens", "--json", json.to_str().unwrap()]), "--tuned-lens");
+    assert_clean_error(&lens(&["--prompt", "The cat", "--tuned-lens", dir.to_str().unwrap(), "--json", json.to_str().unwrap()]), "config.json");
+    // render records the lens; --from opens it again.
+    let svg = dir.join("fig.svg");
+    let out = bin().args(["render", "--device", "cpu", "--prompt", "The cat sat on the mat.", "--tuned-lens", l, "--model"]).arg(bundle()).arg("--out").arg(&svg).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let fig = std::fs::read_to_string(&svg).unwrap();
+    assert!(fig.contains("tuned_lens (lens)"), "the subtitle names the decoder and the lens");
+    let again = dir.join("again.svg");
+    let out = bin().args(["render", "--device", "cpu", "--from"]).arg(&svg).arg("--out").arg(&again).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read_to_string(&again).unwrap().contains("tuned_lens (lens)"));
+    // corpus under the tuned lens.
+    let cj = dir.join("corpus.json");
+    let out = bin().args(["corpus", "--device", "cpu", "--tuned-lens", l, "--model"]).arg(bundle()).arg("--text").arg(&text).arg("--json").arg(&cj).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cj).unwrap()).unwrap();
+    assert_eq!(c["decoder"], "tuned_lens");
+}

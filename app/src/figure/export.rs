@@ -76,7 +76,8 @@ pub fn figure_from_app(
     let mut scenes = Vec::new();
     let mut specs = Vec::new();
     for m in metrics {
-        let spec = spec_from_view(view, m, export, pin_text.clone());
+        // The tuned lens the report was decoded with, so that `render --from` opens it again.
+        let spec = FigureSpec { tuned_lens: report.run.tuned_lens.clone(), ..spec_from_view(view, m, export, pin_text.clone()) };
         let s =
             scene::build(vm, report, &spec, &subtitle, &|id| token_display(report, vocab, id)).ok_or_else(|| anyhow!("nothing to draw: no visible cells"))?;
         scenes.push(s);
