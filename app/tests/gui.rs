@@ -46,7 +46,7 @@ fn engine_result_of(prompt: &str, pinned: &[&str]) -> (ModelSummary, RunResult) 
     let ids = engine.tokenize(prompt, false).unwrap();
     let pinned = pinned.iter().map(|p| engine.tokenizer.token_id(p).unwrap()).collect();
     let report = engine.run_ids(&ids, &LensOptions { subblocks: true, k: 5, pinned, ..LensOptions::default() }, &Progress::default()).unwrap();
-    (ModelSummary::of_engine(&engine, bundle()), RunResult { prompt: prompt.into(), total_positions: report.n_pos(), report, pinned_dla: None })
+    (ModelSummary::of_engine(&engine, bundle()), RunResult { prompt: prompt.into(), total_positions: report.n_pos(), report, pinned_dla: None, compare: None })
 }
 
 fn harness(state: AppState) -> Harness<'static, LogitLensApp> {

@@ -199,7 +199,7 @@ fn demo_result() -> (ModelSummary, RunResult, String) {
     let trace = engine.trace(&ids).unwrap();
     let dla: Vec<Vec<f64>> = (0..ids.len()).map(|p| lens_model::attribution::terms(&trace, &engine.decoder, p, plasma).unwrap()).collect();
     let dla = lens_model::grid::Grid::from_rows(dla).unwrap().transposed();
-    (ModelSummary::of_engine(&engine, &dir), RunResult { prompt: prompt.clone(), total_positions: report.n_pos(), report, pinned_dla: Some(dla) }, prompt)
+    (ModelSummary::of_engine(&engine, &dir), RunResult { prompt: prompt.clone(), total_positions: report.n_pos(), report, pinned_dla: Some(dla), compare: None }, prompt)
 }
 
 /// The app with `result` on screen (the demo model's folder in the status bar), rendered in
@@ -350,4 +350,86 @@ fn snapshot_corpus_window() {
     let mut h = rendered(state, model, result, egui::vec2(1280.0, 800.0));
     let options = SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels(1280 * 800 / 200);
     h.snapshot_options("window_corpus", &options);
+}
+
+/// `prompt` on the demo model (logit lens) compared with `with`; the tuned lens shipped with
+/// the demo model is open. Each panel shows A, B and A − B, the inspector both trajectories.
+fn compare_result(with: lens_app::session::worker::CompareWith, prompt: &str) -> (ModelSummary, RunResult, AppState) {
+    use lens_app::session::worker::CompareWith;
+    use lens_model::lens::DecoderKind;
+    init_runtime(None).unwrap();
+    let dir = lens_model::resolve::resolve_model(None, &Progress::default()).unwrap();
+    let mut engine = LensEngine::open(&dir, Device::Cpu, &Progress::default()).unwrap();
+    let lens_dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo-model/tuned-lens"));
+    engine.set_tuned_lens(Some(lens_model::tuned_lens::TunedLens::open(&lens_dir).unwrap())).unwrap();
+    let opts = LensOptions { subblocks: false, k: 10, ..LensOptions::default() };
+    let ids = engine.tokenize(prompt, false).unwrap();
+    let mut a = engine.run_ids(&ids, &opts, &Progress::default()).unwrap();
+    let mut b = match &with {
+        CompareWith::Decoder(d) => engine.run_ids(&ids, &LensOptions { decoder: *d, ..opts.clone() }, &Progress::default()).unwrap(),
+        CompareWith::Prompt(p) => engine.run_ids(&engine.tokenize(p, false).unwrap(), &opts, &Progress::default()).unwrap(),
+    };
+    for r in [&mut a, &mut b] {
+        r.run.forward_ms = 0.0;
+        r.run.lens_ms = 0.0;
+        r.run.tuned_lens = r.run.tuned_lens.as_ref().map(|_| "assets/demo-model/tuned-lens".into());
+    }
+    let cmp = lens_model::compare::compare(a.clone(), b, with.varied()).unwrap();
+    let mut state = AppState { prompt: prompt.into(), ..AppState::default() };
+    if let CompareWith::Prompt(p) = &with {
+        state.compare_text.clone_from(p);
+    }
+    state.compare = Some(with);
+    state.tuned_lens = Some(lens_dir);
+    state.view.decoder = DecoderKind::LogitLens;
+    state.view.show_inspector = true;
+    state.view.show_contributions = false;
+    state.selection = Some(Cell { site: a.sites.len() - 2, pos: a.n_pos() - 2 });
+    let result = RunResult { prompt: prompt.into(), total_positions: a.n_pos(), report: a, pinned_dla: None, compare: Some(std::sync::Arc::new(cmp)) };
+    (ModelSummary::of_engine(&engine, &dir), result, state)
+}
+
+#[test]
+fn snapshot_compare_logit_lens_and_tuned_lens() {
+    let prompt = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/prompts/plasma.txt")).unwrap();
+    let (model, result, mut state) = compare_result(lens_app::session::worker::CompareWith::Decoder(lens_model::lens::DecoderKind::TunedLens), &prompt);
+    state.view.layout = PanelLayout::Tabs;
+    state.view.tab = Metric::Kl;
+    state.view.positions = PosWindow::LastN(8);
+    let mut h = rendered(state, model, result, egui::vec2(1500.0, 900.0));
+    // Three KL grids: A, B and A − B, with the same cells.
+    let grids: Vec<_> = h.state().geometry.iter().filter(|g| g.metric == Metric::Kl).copied().collect();
+    assert_eq!(grids.len(), 3);
+    assert!(grids.iter().all(|g| (g.cells.size() - grids[0].cells.size()).length() < 0.5), "{:?}", grids.iter().map(|g| (g.header, g.cells)).collect::<Vec<_>>());
+    let vm = h.state().view_model.as_ref().unwrap();
+    let cmp = vm.compare.as_ref().unwrap();
+    // A − B is the difference of what A and B paint, cell by cell.
+    let (pa, pb, pd) = (vm.panel(Metric::Kl).unwrap(), cmp.b.panel(Metric::Kl).unwrap(), cmp.diff.panel(Metric::Kl).unwrap());
+    for i in 0..pa.values.len() {
+        assert!((pd.values[i] - (pa.values[i] - pb.values[i])).abs() < 1e-12);
+    }
+    // The tuned lens is closer to the final distribution below the last layer: A − B > 0 there.
+    assert!(pd.values.iter().filter(|v| **v > 0.0).count() > pd.values.len() / 2, "{:?}", pd.values);
+    let options = SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels(1500 * 900 / 200);
+    h.snapshot_options("compare_decoders", &options);
+}
+
+#[test]
+fn snapshot_compare_two_prompts_stacked() {
+    // A clean and a corrupted prompt of the same length ("Paris" → "Rome"): the shown panels
+    // stacked as rows of A | B | A − B, at a smaller window.
+    let clean = "The Eiffel Tower is in Paris. The Eiffel Tower is in";
+    let corrupt = "The Eiffel Tower is in Rome. The Eiffel Tower is in";
+    let (model, result, mut state) = compare_result(lens_app::session::worker::CompareWith::Prompt(corrupt.into()), clean);
+    let cmp = result.compare.clone().unwrap();
+    assert_eq!(cmp.aligned_by, "position");
+    state.view.layout = PanelLayout::Stacked;
+    state.view.shown = [true, false, true, false];
+    let mut h = rendered(state, model, result, egui::vec2(1280.0, 800.0));
+    assert_eq!(h.state().geometry.len(), 6, "two metrics × A, B, A − B");
+    let vm = h.state().view_model.as_ref().unwrap();
+    let labels = &vm.compare.as_ref().unwrap().diff.input_labels;
+    assert!(labels.iter().any(|l| l.contains('→')), "the differing token is marked: {labels:?}");
+    let options = SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels(1280 * 800 / 200);
+    h.snapshot_options("compare_prompts", &options);
 }

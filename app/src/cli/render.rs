@@ -179,7 +179,7 @@ impl ComparedRun {
             }
             other => bail!("unknown comparison {other:?}"),
         };
-        Ok(Self { result: RunResult { prompt: String::new(), total_positions: report.n_pos(), report, pinned_dla: None }, vocab })
+        Ok(Self { result: RunResult { prompt: String::new(), total_positions: report.n_pos(), report, pinned_dla: None, compare: None }, vocab })
     }
 }
 
@@ -429,7 +429,7 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
     let opts = LensOptions { subblocks: spec.subblocks, pinned, decoder, ..LensOptions::default() };
     let report = engine.run_ids(&ids, &opts, &super::interrupt::watched(Progress::default()))?;
     let vocab = ModelSummary::vocab_of(&engine);
-    let result = RunResult { prompt: prompt.clone(), total_positions: report.n_pos(), report, pinned_dla: None };
+    let result = RunResult { prompt: prompt.clone(), total_positions: report.n_pos(), report, pinned_dla: None, compare: None };
     let vm = ViewModel::build(&result, &view, &vocab);
     let report = &result.report;
     let subtitle = scene::subtitle(report);

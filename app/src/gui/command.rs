@@ -57,6 +57,10 @@ pub enum AppCommand {
         /// Continue the checkpoint in the output folder.
         resume: bool,
     },
+    /// Compare the run with another decoder or prompt (`None`: stop comparing); re-runs the lens.
+    SetCompare(Option<crate::session::worker::CompareWith>),
+    /// The compare-with-prompt box's text changed (not applied until `SetCompare`).
+    SetCompareText(String),
     /// Pin a token id; re-runs the lens.
     PinId(u32),
     /// Clear the pin.

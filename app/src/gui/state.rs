@@ -100,6 +100,12 @@ pub struct AppState {
     /// The Fit tuned lens window's settings (remembered).
     #[serde(default)]
     pub fit: FitSettings,
+    /// A second run shown beside the first, with the difference A − B (every lens panel).
+    #[serde(default)]
+    pub compare: Option<crate::session::worker::CompareWith>,
+    /// The text of the compare-with-prompt box.
+    #[serde(default)]
+    pub compare_text: String,
     /// The steps of the fit in progress or last finished (for its loss plot).
     #[serde(skip)]
     pub fit_history: Vec<std::sync::Arc<lens_model::tuned_lens::fit::FitStep>>,
@@ -163,6 +169,8 @@ impl Default for AppState {
             show_fit: false,
             fit: FitSettings::default(),
             fit_history: Vec::new(),
+            compare: None,
+            compare_text: String::new(),
         }
     }
 }

@@ -89,5 +89,5 @@ pub fn synthetic_result(n_layers: usize, n_pos: usize, k: usize) -> RunResult {
             tuned_lens: None,
         },
     };
-    RunResult { prompt: String::new(), total_positions: report.n_pos(), report, pinned_dla: None }
+    RunResult { prompt: String::new(), total_positions: report.n_pos(), report, pinned_dla: None, compare: None }
 }

@@ -120,6 +120,38 @@ pub struct RunResult {
     pub pinned_dla: Option<Grid<f64>>,
     /// Positions of the whole prompt: more than the report's while it is a partial result.
     pub total_positions: usize,
+    /// The second run and the difference, when comparing (only on complete results).
+    pub compare: Option<Arc<lens_model::compare::CompareReport>>,
+}
+
+/// What a run is compared with ([`JobKind::Run`]'s `compare`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum CompareWith {
+    /// The same prompt under another decoder.
+    Decoder(DecoderKind),
+    /// Another prompt (e.g. a corrupted one), same model and decoder.
+    Prompt(String),
+}
+
+impl CompareWith {
+    /// What varies, as the compare report names it (`decoder`, `prompt`).
+    pub fn varied(&self) -> &'static str {
+        match self {
+            Self::Decoder(_) => "decoder",
+            Self::Prompt(_) => "prompt",
+        }
+    }
+
+    /// A short label of run B (`raw`, `"…the prompt…"`).
+    pub fn label(&self) -> String {
+        match self {
+            Self::Decoder(d) => d.label().to_string(),
+            Self::Prompt(p) => {
+                let short: String = p.chars().take(24).collect();
+                if p.chars().count() > 24 { format!("\"{short}…\"") } else { format!("\"{short}\"") }
+            }
+        }
+    }
 }
 
 /// The next positions of a run whose first positions are on screen ([`OutcomeKind::More`]).
@@ -180,6 +212,8 @@ pub enum JobKind {
         decoder: DecoderKind,
         /// Keep the last `n_ctx` tokens of a prompt that is too long.
         truncate_left: bool,
+        /// A second run to show beside this one, with the difference.
+        compare: Option<CompareWith>,
     },
     /// Open a tuned lens folder for the `tuned_lens` decoder (checked against the model).
     OpenTunedLens(PathBuf),
@@ -460,6 +494,33 @@ pub fn token_group(tok: &lens_model::tokenizer::LensTokenizer, text: &str) -> an
     group.context("group")
 }
 
+/// Run B of a comparison and the difference A − B (`a` is run A's whole report on `trace`).
+#[allow(clippy::too_many_arguments)]
+fn compare_run(
+    engine: &mut LensEngine,
+    trace: &ResidualTrace,
+    ids: &[u32],
+    a: &LensReport,
+    opts: &LensOptions,
+    with: &CompareWith,
+    truncate_left: bool,
+    progress: &Progress,
+) -> anyhow::Result<lens_model::compare::CompareReport> {
+    use anyhow::Context as _;
+    progress.report("comparison", 0.0);
+    let b = match with {
+        CompareWith::Decoder(d) => engine.lens(ids, trace, &LensOptions { decoder: *d, ..opts.clone() }, progress)?,
+        CompareWith::Prompt(p) => {
+            let (ids_b, truncated) = engine.tokenize_with(p, truncate_left).context("the prompt to compare with")?;
+            let trace_b = engine.trace_with(&ids_b, progress)?;
+            let mut b = engine.lens(&ids_b, &trace_b, opts, progress)?;
+            b.truncated = truncated;
+            b
+        }
+    };
+    Ok(lens_model::compare::compare(a.clone(), b, with.varied())?)
+}
+
 fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyhow::Result<OutcomeKind> {
     use anyhow::Context as _;
     match &job.kind {
@@ -506,7 +567,7 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
             let name = file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
             Ok(OutcomeKind::Corpus(Arc::new(CorpusRun { label: format!("{name} · {}", report.decoder), report })))
         }
-        JobKind::Run { text, pinned, group, k, decoder, truncate_left } => {
+        JobKind::Run { text, pinned, group, k, decoder, truncate_left, compare } => {
             let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
             let (ids, truncated) = engine.tokenize_with(text, *truncate_left)?;
             let t0 = Instant::now();
@@ -534,7 +595,8 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
             };
             // Sub-block rows always (the view hides them), except under the tuned lens, whose
             // translators read block outputs only.
-            let subblocks = *decoder != DecoderKind::TunedLens;
+            let tuned = |d: DecoderKind| d == DecoderKind::TunedLens;
+            let subblocks = !tuned(*decoder) && !matches!(compare, Some(CompareWith::Decoder(d)) if tuned(*d));
             let opts = LensOptions { subblocks, k: (*k).max(1), pinned: pinned.clone(), decoder: *decoder, groups, ..LensOptions::default() };
             let t1 = Instant::now();
             let shape = &engine.bundle.shape;
@@ -602,13 +664,17 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
                 dla_rows.extend(piece_dla);
                 if start < n_pos && !shown {
                     let pinned_dla = pinned.first().map(|_| Grid::from_rows(dla_rows.clone()).map(|g| g.transposed())).transpose()?;
-                    emit(OutcomeKind::Partial(Arc::new(RunResult { prompt: text.clone(), report: r.clone(), pinned_dla, total_positions: n_pos })));
+                    emit(OutcomeKind::Partial(Arc::new(RunResult { prompt: text.clone(), report: r.clone(), pinned_dla, total_positions: n_pos, compare: None })));
                     shown = true;
                 }
                 if start >= n_pos {
                     let Some(whole) = report.take() else { anyhow::bail!("no report") };
                     let pinned_dla = pinned.first().map(|_| Grid::from_rows(dla_rows.clone()).map(|g| g.transposed())).transpose()?;
-                    let res = Arc::new(RunResult { prompt: text.clone(), report: whole, pinned_dla, total_positions: n_pos });
+                    let compared = match compare {
+                        None => None,
+                        Some(c) => Some(Arc::new(compare_run(engine, trace, &ids, &whole, &opts, c, *truncate_left, &job.progress)?)),
+                    };
+                    let res = Arc::new(RunResult { prompt: text.clone(), report: whole, pinned_dla, total_positions: n_pos, compare: compared });
                     st.last_result = Some(LastResult { opts: opts.clone(), result: Arc::clone(&res), ids: ids.clone(), dla_rows });
                     return Ok(OutcomeKind::Ran(res));
                 }

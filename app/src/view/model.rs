@@ -58,6 +58,20 @@ pub struct ViewModel {
     pub depth_below: bool,
     /// Panels in [`Metric::ALL`] order.
     pub panels: Vec<PanelModel>,
+    /// When the result compares two runs: run B and the difference A − B, in the same rows and
+    /// columns (cells are addressed by A's positions; B's data comes from the aligned ones).
+    pub compare: Option<Box<CompareView>>,
+}
+
+/// Run B and A − B of a comparison, laid out like run A's [`ViewModel`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompareView {
+    /// Run B's grids (same rows, columns and scales as A's).
+    pub b: ViewModel,
+    /// A − B per cell, on diverging scales symmetric about 0; outlined where the two top-1 agree.
+    pub diff: ViewModel,
+    /// `position` or `common_tokens` (then only the aligned positions are shown).
+    pub aligned_by: String,
 }
 
 fn at<T: Copy>(g: &lens_model::grid::Grid<T>, s: usize, p: usize) -> Option<T> {
@@ -145,15 +159,78 @@ fn pinned_rank(report: &LensReport) -> Option<&lens_model::grid::Grid<u32>> {
 }
 
 impl ViewModel {
-    /// Derives everything the grids paint.
+    /// Derives everything the grids paint (with a comparison: run B and A − B too).
     pub fn build(result: &RunResult, view: &ViewSettings, vocab: &[VocabEntry]) -> Self {
         let r = &result.report;
+        let cols = visible_positions_of(r, view);
+        let Some(cmp) = result.compare.as_deref() else {
+            return Self::build_report(r, view, vocab, cols);
+        };
+        // Only aligned positions have a counterpart in B.
+        let to_b: std::collections::HashMap<usize, usize> = cmp.alignment.iter().map(|p| (p[0], p[1])).collect();
+        let cols: Vec<usize> = cols.into_iter().filter(|p| to_b.contains_key(p)).collect();
+        let cols_b: Vec<usize> = cols.iter().filter_map(|p| to_b.get(p).copied()).collect();
+        let mut a = Self::build_report(r, view, vocab, cols);
+        let mut b = Self::build_report(&cmp.b, view, vocab, cols_b);
+        // B's cells are addressed by A's positions (hover, selection and scrolling are shared).
+        b.cols.clone_from(&a.cols);
+        b.rows.clone_from(&a.rows);
+        let name = |rep: &LensReport| match cmp.varied.as_str() {
+            "decoder" => rep.decoder.replace('_', " "),
+            _ => format!("{} tokens", rep.n_pos()),
+        };
+        for p in &mut a.panels {
+            p.title = format!("A ({}) · {}", name(r), p.title);
+        }
+        for p in &mut b.panels {
+            p.title = format!("B ({}) · {}", name(&cmp.b), p.title);
+        }
+        let diff = Self::difference(&a, &b);
+        a.compare = Some(Box::new(CompareView { b, diff, aligned_by: cmp.aligned_by.clone() }));
+        a
+    }
+
+    /// A − B of two view models with the same cells: per panel the difference of the painted
+    /// values (ranks as log10), on a diverging scale symmetric about 0.
+    fn difference(a: &Self, b: &Self) -> Self {
+        let panels = a
+            .panels
+            .iter()
+            .zip(&b.panels)
+            .map(|(pa, pb)| {
+                let f = |v: f64| if pa.metric == Metric::Ranks { v.max(1.0).log10() } else { v };
+                let values: Vec<f64> = pa.values.iter().zip(&pb.values).map(|(&x, &y)| f(x) - f(y)).collect();
+                let max = values.iter().copied().filter(|v| v.is_finite()).fold(0.0f64, |m, v| m.max(v.abs()));
+                let max = if max > 0.0 { max } else { 1.0 };
+                let colors = values.iter().map(|&v| theme::diverging(v, max)).collect();
+                // Differences below the labels' resolution read "0", not "+0.00" / "-0.00".
+                let labels = values
+                    .iter()
+                    .map(|&v| match v {
+                        v if !v.is_finite() => String::new(),
+                        v if v.abs() < 0.005 => "0".into(),
+                        v => format!("{}{}", if v > 0.0 { "+" } else { "" }, short(v)),
+                    })
+                    .collect();
+                let unit = if pa.metric == Metric::Ranks { "Δ log10 rank".to_string() } else { format!("Δ {}", pa.scale.unit) };
+                let title = pa.title.split_once(" · ").map_or_else(|| pa.title.clone(), |(_, t)| t.to_string());
+                let ticks = vec![(0.0, format!("-{}", short(max))), (0.5, "0".into()), (1.0, format!("+{}", short(max)))];
+                PanelModel { metric: pa.metric, title: format!("A − B · {title}"), colors, labels, values, scale: ColorScale { cmap: ColorMap::Diverging, ticks, unit } }
+            })
+            .collect();
+        // Outlined where A's and B's top-1 tokens agree; the input strip says where the tokens differ.
+        let outline = a.panels.first().zip(b.panels.first()).map_or_else(Vec::new, |(pa, pb)| pa.labels.iter().zip(&pb.labels).map(|(x, y)| x == y).collect());
+        let input_labels = a.input_labels.iter().zip(&b.input_labels).map(|(x, y)| if x == y { x.clone() } else { format!("{x}→{y}") }).collect();
+        Self { outline, input_labels, depth: Vec::new(), panels, compare: None, ..a.clone() }
+    }
+
+    /// The view model of one report over the positions `cols`.
+    fn build_report(r: &LensReport, view: &ViewSettings, vocab: &[VocabEntry], cols: Vec<usize>) -> Self {
         let m = &r.metrics;
         let mut rows = visible_sites(r, view);
         if !view.flip {
             rows.reverse(); // output on top
         }
-        let cols = visible_positions_of(r, view);
         let final_site = r.sites.len().saturating_sub(1);
         let row_labels = rows.iter().map(|&s| r.sites.get(s).cloned().unwrap_or_default()).collect();
         let input_labels = cols.iter().map(|&p| r.tokens.get(p).map(|t| shown(&t.text)).unwrap_or_default()).collect();
@@ -269,7 +346,7 @@ impl ViewModel {
             PanelModel { metric: Metric::Entropy, title: "Entropy".into(), colors, labels, values, scale: ColorScale { cmap, ticks, unit: "nats".into() } }
         };
 
-        Self { rows, cols, row_labels, input_labels, next_labels, outline, depth, depth_below: !view.flip, panels: vec![logits, ranks, kl, entropy] }
+        Self { rows, cols, row_labels, input_labels, next_labels, outline, depth, depth_below: !view.flip, panels: vec![logits, ranks, kl, entropy], compare: None }
     }
 
     /// The panel of `metric`.

@@ -13,6 +13,8 @@ pub enum ColorMap {
     Magma,
     /// Optimised for colour-vision deficiency.
     Cividis,
+    /// Purple → white → orange, for signed differences (A − B panels; not offered in menus).
+    Diverging,
 }
 
 impl ColorMap {
@@ -25,6 +27,7 @@ impl ColorMap {
             Self::Viridis => "viridis",
             Self::Magma => "magma",
             Self::Cividis => "cividis",
+            Self::Diverging => "diverging",
         }
     }
 
@@ -33,6 +36,7 @@ impl ColorMap {
             Self::Viridis => &VIRIDIS,
             Self::Magma => &MAGMA,
             Self::Cividis => &CIVIDIS,
+            Self::Diverging => &DIVERGING,
         }
     }
 

@@ -115,6 +115,13 @@ impl LogitLensApp {
             AppCommand::RequestFitTextDialog => self.open_dialog(DialogKind::FitText),
             AppCommand::RequestFitOutDialog => self.open_dialog(DialogKind::FitOut),
             AppCommand::SetFit(f) => self.state.fit = f,
+            AppCommand::SetCompare(c) => {
+                if c != self.state.compare {
+                    self.state.compare = c;
+                    self.run();
+                }
+            }
+            AppCommand::SetCompareText(t) => self.state.compare_text = t,
             AppCommand::StartFit { resume } => self.start_fit(resume),
             AppCommand::RunCorpus(file) => self.run_corpus(file),
             AppCommand::ClearCorpus => self.state.corpus_runs.clear(),

@@ -98,6 +98,7 @@ impl LogitLensApp {
             k: self.state.view.top_k,
             decoder: self.state.view.decoder,
             truncate_left: self.state.view.truncate_left,
+            compare: self.state.compare.clone(),
         };
         if let Some(w) = self.worker() {
             self.latest_run = w.submit(job);

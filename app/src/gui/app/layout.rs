@@ -44,6 +44,48 @@ impl LogitLensApp {
         let cmds = &mut self.cmds;
         let geometry = &mut self.geometry;
         let mut hovered = None;
+        if let Some(cmp) = vm.compare.as_deref() {
+            // Comparing: each panel is a row of three grids, A | B | A − B (the tab alone, or
+            // the shown panels stacked), all sharing the scroll, hover and selection.
+            let shown: Vec<Metric> = if state.view.layout == PanelLayout::Tabs {
+                ui.horizontal(|ui| {
+                    let mut v = state.view.clone();
+                    for m in Metric::ALL {
+                        ui.selectable_value(&mut v.tab, m, RichText::new(m.title()).strong());
+                    }
+                    if cmp.aligned_by == "common_tokens" {
+                        ui.label(RichText::new("B has another token count: only the positions of their longest common token subsequence are shown").small().color(theme::WARN));
+                    }
+                    if v != state.view {
+                        cmds.push(AppCommand::SetView(v));
+                    }
+                });
+                vec![state.view.tab]
+            } else {
+                Metric::ALL.iter().zip(state.view.shown).filter(|(m, s)| *s && vm.panel(**m).is_some()).map(|(m, _)| *m).collect()
+            };
+            let n = shown.len().max(1);
+            let avail = ui.available_rect_before_wrap();
+            let h = avail.height() / n as f32;
+            let w = avail.width() / 3.0;
+            for (i, m) in shown.iter().enumerate() {
+                for (j, model) in [vm, &cmp.b, &cmp.diff].into_iter().enumerate() {
+                    let Some(p) = model.panel(*m) else { continue };
+                    let rect = egui::Rect::from_min_size(avail.min + egui::vec2(w * j as f32, h * i as f32), egui::vec2(w - 4.0, h - 4.0));
+                    let mut child = ui.new_child(egui::UiBuilder::new().max_rect(rect).id_salt(("compare", i, j)));
+                    child.set_clip_rect(rect.intersect(ui.clip_rect()));
+                    let place = heatmap::Placement { top_strip: i == 0, bottom_strip: i + 1 == n, min_header_h: tallest_header, shared: true };
+                    if let Some(c) = heatmap::grid_ui(&mut child, model, p, state, cmds, geometry, place) {
+                        hovered = Some(c);
+                    }
+                }
+            }
+            ui.allocate_rect(avail, egui::Sense::hover());
+            if hovered != state.hover {
+                cmds.push(AppCommand::Hover(hovered));
+            }
+            return;
+        }
         match state.view.layout {
             PanelLayout::Tabs => {
                 ui.horizontal(|ui| {
@@ -80,7 +122,7 @@ impl LogitLensApp {
                     let place = if state.view.layout == PanelLayout::SideBySide {
                         heatmap::Placement { min_header_h: tallest_header, ..heatmap::Placement::ALONE }
                     } else {
-                        heatmap::Placement { top_strip: i == 0, bottom_strip: i + 1 == n, min_header_h: 0.0 }
+                        heatmap::Placement { top_strip: i == 0, bottom_strip: i + 1 == n, min_header_h: 0.0, shared: false }
                     };
                     if let Some(h) = heatmap::grid_ui(&mut child, vm, p, state, cmds, geometry, place) {
                         hovered = Some(h);

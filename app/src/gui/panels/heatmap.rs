@@ -183,11 +183,14 @@ pub struct Placement {
     pub bottom_strip: bool,
     /// The header takes at least this height (the tallest header of the panels in a row).
     pub min_header_h: f32,
+    /// The panel shares the window with others even in the tabs layout (a comparison's A, B and
+    /// A − B): its header wraps and its cells fit its width.
+    pub shared: bool,
 }
 
 impl Placement {
     /// A panel alone (tabs): both strips.
-    pub const ALONE: Self = Self { top_strip: true, bottom_strip: true, min_header_h: 0.0 };
+    pub const ALONE: Self = Self { top_strip: true, bottom_strip: true, min_header_h: 0.0, shared: false };
 }
 
 /// Shows one lens panel in the available space; returns the cell under the pointer.
@@ -201,7 +204,7 @@ pub fn grid_ui(
     place: Placement,
 ) -> Option<Cell> {
     let view = &state.view;
-    let compact = view.layout != crate::gui::state::PanelLayout::Tabs;
+    let compact = place.shared || view.layout != crate::gui::state::PanelLayout::Tabs;
     let panel_rect = ui.max_rect();
     let has_group = state.result.as_ref().is_some_and(|r| !r.report.groups.is_empty());
     let (header_rect, bar_rect) = header(ui, panel, view, cmds, compact, has_group);

@@ -91,14 +91,16 @@ pub fn inspector_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
     trajectory_ui(ui, state, pos);
 }
 
-/// Probability / rank / KL over depth for the followed token at `pos`.
-fn trajectory_ui(ui: &mut Ui, state: &AppState, pos: usize) {
-    let Some(res) = state.result.as_ref() else { return };
-    let r = &res.report;
+/// Run B's lines.
+fn dashed() -> egui_plot::LineStyle {
+    egui_plot::LineStyle::Dashed { length: 6.0 }
+}
+
+/// The followed token's probability, log10 rank and KL(final ‖ site) over `sites` at `pos` of `r`
+/// (each `[x, y]`, only where known).
+#[allow(clippy::type_complexity)]
+fn points(r: &lens_model::report::LensReport, sites: &[usize], pos: usize, token: u32) -> (Vec<[f64; 2]>, Vec<[f64; 2]>, Vec<[f64; 2]>) {
     let m = &r.metrics;
-    let sites = visible_sites(r, &state.view); // depth order
-    let Some((token, label)) = followed_token(state, pos) else { return };
-    ui.label(RichText::new(format!("Trajectory of {label}")).strong());
     let pinned_idx = r.pinned.as_ref().and_then(|p| p.tokens.iter().position(|t| t.id == token));
     let next_id = r.tokens.get(pos + 1).map(|t| t.id);
     let final_site = r.sites.len().saturating_sub(1);
@@ -137,6 +139,24 @@ fn trajectory_ui(ui: &mut Ui, state: &AppState, pos: usize) {
             kl_pts.push([x, kl]);
         }
     }
+    (prob_pts, rank_pts, kl_pts)
+}
+
+/// Probability / rank / KL over depth for the followed token at `pos` (and, when comparing, run
+/// B's at the aligned position, dashed).
+fn trajectory_ui(ui: &mut Ui, state: &AppState, pos: usize) {
+    let Some(res) = state.result.as_ref() else { return };
+    let r = &res.report;
+    let sites = visible_sites(r, &state.view); // depth order
+    let Some((token, label)) = followed_token(state, pos) else { return };
+    ui.label(RichText::new(format!("Trajectory of {label}")).strong());
+    let (prob_pts, rank_pts, kl_pts) = points(r, &sites, pos, token);
+    // When comparing: run B's trajectory of the same token at the aligned position.
+    let b = res.compare.as_ref().and_then(|c| {
+        let pb = c.alignment.iter().find(|p| p[0] == pos)?[1];
+        let label = state.compare.as_ref().map_or_else(|| "B".to_string(), |w| format!("B: {}", w.label()));
+        Some((points(&c.b, &sites, pb, token), label))
+    });
     let names: Vec<String> = sites.iter().map(|&s| r.sites.get(s).cloned().unwrap_or_default()).collect();
     let cursor_x = state.hover.and_then(|h| sites.iter().position(|&s| s == h.site)).map(|x| x as f64);
     let group = egui::Id::unique("trajectory");
@@ -174,6 +194,9 @@ fn trajectory_ui(ui: &mut Ui, state: &AppState, pos: usize) {
     let prob_missing = prob_pts.len() < sites.len();
     make("traj_prob", "prob").include_y(0.0).include_y(1.0).x_axis_formatter(xfmt.clone()).show(ui, |p| {
         p.line(Line::new("probability", PlotPoints::from(prob_pts)).color(theme::LINE_PROB).width(2.0));
+        if let Some(((pts, _, _), label)) = &b {
+            p.line(Line::new(format!("probability ({label})"), PlotPoints::from(pts.clone())).color(theme::LINE_PROB).width(1.5).style(dashed()));
+        }
         if let Some((name, pts)) = group_line {
             p.line(Line::new(name, PlotPoints::from(pts)).color(theme::LINE_GROUP).width(2.0));
         }
@@ -188,6 +211,9 @@ fn trajectory_ui(ui: &mut Ui, state: &AppState, pos: usize) {
         ui,
         |p| {
             p.line(Line::new("rank", PlotPoints::from(rank_pts)).color(theme::LINE_RANK).width(2.0));
+            if let Some(((_, pts, _), label)) = &b {
+                p.line(Line::new(format!("rank ({label})"), PlotPoints::from(pts.clone())).color(theme::LINE_RANK).width(1.5).style(dashed()));
+            }
             if let Some(x) = cursor_x {
                 p.vline(VLine::new("", x).color(theme::CURSOR));
             }
@@ -195,6 +221,9 @@ fn trajectory_ui(ui: &mut Ui, state: &AppState, pos: usize) {
     );
     make("traj_kl", "KL nats").include_y(0.0).x_axis_formatter(xfmt).show(ui, |p| {
         p.line(Line::new("KL(final || site)", PlotPoints::from(kl_pts)).color(theme::LINE_KL).width(2.0));
+        if let Some(((_, _, pts), label)) = &b {
+            p.line(Line::new(format!("KL ({label})"), PlotPoints::from(pts.clone())).color(theme::LINE_KL).width(1.5).style(dashed()));
+        }
         if let Some(x) = cursor_x {
             p.vline(VLine::new("", x).color(theme::CURSOR));
         }

@@ -159,6 +159,58 @@ pub fn decoder_option(ui: &mut Ui, current: &mut lens_model::lens::DecoderKind, 
     }
 }
 
+/// Compare: none, another decoder, or another prompt (typed in a box, applied with Enter);
+/// every lens panel then shows A, B and A − B.
+fn compare_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
+    use crate::session::worker::CompareWith;
+    use lens_model::lens::DecoderKind;
+    let label = ui.label("Compare");
+    let current = match &state.compare {
+        None => "off".to_string(),
+        Some(c) => format!("B: {}", c.label()),
+    };
+    let mut chosen: Option<Option<CompareWith>> = None;
+    egui::ComboBox::from_id_salt("compare")
+        .selected_text(current)
+        .show_ui(ui, |ui| {
+            if ui.selectable_label(state.compare.is_none(), "off").clicked() {
+                chosen = Some(None);
+            }
+            for d in DecoderKind::ALL.into_iter().filter(|&d| d != state.view.decoder) {
+                let on = state.compare == Some(CompareWith::Decoder(d));
+                let enabled = d != DecoderKind::TunedLens || state.tuned_lens.is_some();
+                let resp = ui
+                    .add_enabled(enabled, egui::Button::selectable(on, format!("decoder: {}", d.label())))
+                    .on_disabled_hover_text("No tuned lens is open: File → Open tuned lens… or Fit tuned lens…");
+                if resp.clicked() {
+                    chosen = Some(Some(CompareWith::Decoder(d)));
+                }
+            }
+            let on = matches!(state.compare, Some(CompareWith::Prompt(_)));
+            if ui.selectable_label(on, "another prompt…").on_hover_text("Type it in the box that appears, then Enter").clicked() && !on {
+                let text = if state.compare_text.is_empty() { state.prompt.clone() } else { state.compare_text.clone() };
+                cmds.push(AppCommand::SetCompareText(text.clone()));
+                chosen = Some(Some(CompareWith::Prompt(text)));
+            }
+        })
+        .response
+        .labelled_by(label.id)
+        .on_hover_text("Show a second run beside this one (another decoder or another prompt) and the difference A − B in every lens panel; the inspector draws both trajectories");
+    if let Some(c) = chosen {
+        cmds.push(AppCommand::SetCompare(c));
+    }
+    if matches!(state.compare, Some(CompareWith::Prompt(_))) {
+        let mut text = state.compare_text.clone();
+        let resp = ui.add(egui::TextEdit::singleline(&mut text).desired_width(220.0).hint_text("prompt B").id_salt("compare_prompt"));
+        if text != state.compare_text {
+            cmds.push(AppCommand::SetCompareText(text.clone()));
+        }
+        if resp.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter)) && !text.trim().is_empty() {
+            cmds.push(AppCommand::SetCompare(Some(CompareWith::Prompt(text))));
+        }
+    }
+}
+
 /// The view toolbar: rows, positions, orientation, colour map, layout.
 pub fn toolbar_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
     let mut v = state.view.clone();
@@ -223,6 +275,13 @@ pub fn toolbar_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
                 }
             }
         }
+        ui.separator();
+        // The label and its box wrap as one unit (with the prompt-B box when it is shown).
+        let need = if matches!(state.compare, Some(crate::session::worker::CompareWith::Prompt(_))) { 470.0 } else { 230.0 };
+        if ui.available_width() < need {
+            ui.end_row();
+        }
+        ui.horizontal(|ui| compare_ui(ui, state, cmds));
         ui.separator();
         ui.label("Zoom");
         ui.add(egui::Slider::new(&mut v.cell_w, 6.0..=160.0).show_value(false)).on_hover_text("Cell width (Ctrl+wheel over a grid)");
