@@ -668,7 +668,7 @@ fn progress_repaints_at_a_capped_rate() {
     let text = ["The cat sat on the mat."; 8].join(" ");
     let t1 = Instant::now();
     immediate.store(0, Ordering::Relaxed);
-    w.submit(JobKind::Run { text, pinned: Vec::new(), group: None, k: 5, decoder: lens_model::lens::DecoderKind::LogitLens, truncate_left: false });
+    w.submit(JobKind::Run { text, pinned: Vec::new(), group: None, k: 5, decoder: lens_model::lens::DecoderKind::LogitLens, truncate_left: false, compare: None });
     frames_until(&mut w, "the run");
     let (now, run_ms) = (immediate.load(Ordering::Relaxed), t1.elapsed().as_millis());
     assert!(now <= 3, "{now} immediate repaints during a {run_ms} ms run that delivered one result");
@@ -974,4 +974,54 @@ fn a_tuned_lens_is_fitted_resumed_and_used_in_the_app() {
     assert_eq!(report.run.tuned_lens.as_deref(), Some(out.to_str().unwrap()));
     h.run_steps(2);
     assert!(h.query_all_by_label_contains("tuned lens").count() >= 1);
+}
+
+#[test]
+fn compare_runs_b_and_the_difference_in_the_app() {
+    use lens_app::session::worker::CompareWith;
+    let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, ..GuiOptions::default() };
+    let app = LogitLensApp::new_for_test(AppState { prompt: PROMPT.into(), ..AppState::default() }, opts);
+    let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    step_until(&mut h, "the model", |a| a.state.result.is_some());
+    // Another decoder: B is the raw decoder's report of the same tokens, A − B cell by cell.
+    h.state_mut().apply(AppCommand::SetCompare(Some(CompareWith::Decoder(lens_model::lens::DecoderKind::Raw))));
+    step_until(&mut h, "the comparison", |a| a.state.result.as_ref().is_some_and(|r| r.compare.is_some()) && a.state.progress.is_none());
+    let res = h.state().state.result.clone().unwrap();
+    let cmp = res.compare.as_ref().unwrap();
+    assert_eq!((cmp.a.decoder.as_str(), cmp.b.decoder.as_str(), cmp.varied.as_str()), ("logit_lens", "raw", "decoder"));
+    assert_eq!(cmp.a, res.report, "A is the report on screen");
+    for s in 0..cmp.sites.len() {
+        for p in 0..res.report.n_pos() {
+            let want = cmp.a.metrics.kl_to_final[s][p] - cmp.b.metrics.kl_to_final[s][p];
+            assert!((cmp.diff.kl_to_final[s][p] - want).abs() < 1e-12);
+        }
+    }
+    h.run_steps(2);
+    let grids = h.state().geometry.iter().filter(|g| g.metric == h.state().state.view.tab).count();
+    assert_eq!(grids, 3, "A, B and A − B");
+    // Hovering a cell of B hovers the same cell everywhere (B's grid is the second one).
+    let g = h.state().geometry.iter().filter(|g| g.metric == h.state().state.view.tab).nth(1).copied().unwrap();
+    h.hover_at(g.center(0, 0));
+    h.run_steps(2);
+    let hov = h.state().state.hover.expect("a hovered cell");
+    let vm = h.state().view_model.clone().unwrap();
+    assert_eq!((hov.site, hov.pos), (vm.rows[0], vm.cols[0]));
+    // Another prompt of another length: aligned by a longest common token subsequence.
+    h.state_mut().apply(AppCommand::SetCompareText("The big cat sat on the mat.".into()));
+    h.state_mut().apply(AppCommand::SetCompare(Some(CompareWith::Prompt("The big cat sat on the mat.".into()))));
+    step_until(&mut h, "the prompt comparison", |a| a.state.result.as_ref().is_some_and(|r| r.compare.as_ref().is_some_and(|c| c.varied == "prompt")) && a.state.progress.is_none());
+    let cmp = h.state().state.result.as_ref().unwrap().compare.clone().unwrap();
+    assert_eq!(cmp.aligned_by, "common_tokens");
+    assert_eq!(cmp.b.n_pos(), cmp.a.n_pos() + 1);
+    h.run_steps(2);
+    assert_eq!(h.state().view_model.as_ref().unwrap().cols.len(), cmp.alignment.len(), "only aligned positions are shown");
+    assert!(h.query_all_by_label_contains("longest common token subsequence").count() >= 1);
+    // A bad prompt B: a clear error; off again: one grid per panel.
+    h.state_mut().apply(AppCommand::SetCompare(Some(CompareWith::Prompt(String::new()))));
+    step_until(&mut h, "the error", |a| a.state.error.is_some());
+    assert!(h.state().state.error.as_deref().unwrap().contains("prompt to compare with"), "{:?}", h.state().state.error);
+    h.state_mut().apply(AppCommand::SetCompare(None));
+    step_until(&mut h, "the plain run", |a| a.state.result.as_ref().is_some_and(|r| r.compare.is_none()) && a.state.progress.is_none());
+    h.run_steps(2);
+    assert_eq!(h.state().geometry.len(), 1);
 }
