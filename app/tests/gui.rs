@@ -1016,6 +1016,15 @@ fn compare_runs_b_and_the_difference_in_the_app() {
     h.run_steps(2);
     assert_eq!(h.state().view_model.as_ref().unwrap().cols.len(), cmp.alignment.len(), "only aligned positions are shown");
     assert!(h.query_all_by_label_contains("longest common token subsequence").count() >= 1);
+    // Another model of the same tokenizer and depth (another random GPT-2 of the same shape).
+    let hf = unique_temp_dir("gui-other-hf");
+    write_checkpoint(&hf, &RandomGpt2::tiny(6)).unwrap();
+    h.state_mut().apply(AppCommand::SetCompare(Some(CompareWith::Model(hf.clone()))));
+    step_until(&mut h, "the model comparison", |a| a.state.result.as_ref().is_some_and(|r| r.compare.as_ref().is_some_and(|c| c.varied == "model")) && a.state.progress.is_none());
+    let cmp = h.state().state.result.as_ref().unwrap().compare.clone().unwrap();
+    assert_eq!(cmp.aligned_by, "position");
+    assert_ne!(cmp.a.metrics.kl_to_final, cmp.b.metrics.kl_to_final, "another model's lens");
+    assert_eq!(cmp.b.model.weights_sha256.is_some(), cmp.a.model.weights_sha256.is_some());
     // A bad prompt B: a clear error; off again: one grid per panel.
     h.state_mut().apply(AppCommand::SetCompare(Some(CompareWith::Prompt(String::new()))));
     step_until(&mut h, "the error", |a| a.state.error.is_some());

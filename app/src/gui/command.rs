@@ -59,6 +59,8 @@ pub enum AppCommand {
     },
     /// Compare the run with another decoder or prompt (`None`: stop comparing); re-runs the lens.
     SetCompare(Option<crate::session::worker::CompareWith>),
+    /// Ask for a model folder to compare with.
+    RequestCompareModelDialog,
     /// The compare-with-prompt box's text changed (not applied until `SetCompare`).
     SetCompareText(String),
     /// Pin a token id; re-runs the lens.

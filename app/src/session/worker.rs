@@ -131,6 +131,9 @@ pub enum CompareWith {
     Decoder(DecoderKind),
     /// Another prompt (e.g. a corrupted one), same model and decoder.
     Prompt(String),
+    /// The same prompt through another model of the same tokenizer and depth (a folder or a
+    /// Hugging Face id).
+    Model(PathBuf),
 }
 
 impl CompareWith {
@@ -139,6 +142,7 @@ impl CompareWith {
         match self {
             Self::Decoder(_) => "decoder",
             Self::Prompt(_) => "prompt",
+            Self::Model(_) => "model",
         }
     }
 
@@ -150,6 +154,7 @@ impl CompareWith {
                 let short: String = p.chars().take(24).collect();
                 if p.chars().count() > 24 { format!("\"{short}…\"") } else { format!("\"{short}\"") }
             }
+            Self::Model(m) => m.file_name().map_or_else(|| m.display().to_string(), |n| n.to_string_lossy().into_owned()),
         }
     }
 }
@@ -429,10 +434,15 @@ struct WorkerState {
     /// reuses its first positions.
     last_result: Option<LastResult>,
     piece_positions: Option<usize>,
+    /// The device and runtime library of the last load (for a model compared with).
+    device: Device,
+    ort_lib: Option<PathBuf>,
+    /// The model of the last comparison with another model (kept for the next run).
+    other: Option<(PathBuf, LensEngine)>,
 }
 
 fn worker_loop(jobs: &Receiver<Job>, out: &Sender<Outcome>, repaint: &Repaint, piece_positions: Option<usize>) {
-    let mut st = WorkerState { engine: None, last: None, last_result: None, piece_positions };
+    let mut st = WorkerState { engine: None, last: None, last_result: None, piece_positions, device: Device::default(), ort_lib: None, other: None };
     let mut pending: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
     loop {
         if pending.is_empty() {
@@ -494,10 +504,37 @@ pub fn token_group(tok: &lens_model::tokenizer::LensTokenizer, text: &str) -> an
     group.context("group")
 }
 
+/// Where the model compared with lives: opened on first use, kept for the next runs.
+struct OtherModel<'a> {
+    slot: &'a mut Option<(PathBuf, LensEngine)>,
+    device: Device,
+    ort_lib: Option<&'a std::path::Path>,
+}
+
+impl<'a> OtherModel<'a> {
+    /// The engine of `model` (opened, or converted and opened, when it is not the one kept).
+    fn engine(self, model: &std::path::Path, progress: &Progress) -> anyhow::Result<&'a mut LensEngine> {
+        use anyhow::Context as _;
+        if self.slot.as_ref().is_none_or(|(p, _)| p != model) {
+            *self.slot = None;
+            init_runtime(self.ort_lib)?;
+            let dir = lens_model::resolve::resolve_model(Some(model), progress)?;
+            let engine = LensEngine::open(&dir, self.device, progress).with_context(|| format!("cannot open the model to compare with, {}", dir.display()))?;
+            *self.slot = Some((model.to_path_buf(), engine));
+        }
+        match self.slot {
+            Some((_, e)) => Ok(e),
+            None => anyhow::bail!("internal: the model to compare with is not open"),
+        }
+    }
+}
+
 /// Run B of a comparison and the difference A − B (`a` is run A's whole report on `trace`).
 #[allow(clippy::too_many_arguments)]
 fn compare_run(
     engine: &mut LensEngine,
+    other: OtherModel<'_>,
+    text: &str,
     trace: &ResidualTrace,
     ids: &[u32],
     a: &LensReport,
@@ -517,6 +554,19 @@ fn compare_run(
             b.truncated = truncated;
             b
         }
+        CompareWith::Model(m) => {
+            let (vocab, name) = (engine.bundle.shape.d_vocab, m.display().to_string());
+            if opts.decoder == DecoderKind::TunedLens {
+                anyhow::bail!("{name}: a tuned lens belongs to one model; compare models under another decoder");
+            }
+            let other = other.engine(m, progress)?;
+            let ids_b = other.tokenize(text, truncate_left)?;
+            if ids_b != ids || other.bundle.shape.d_vocab != vocab {
+                anyhow::bail!("{name}: its tokenizer splits the prompt differently (or its vocabulary differs); compare models that share a tokenizer");
+            }
+            let trace_b = other.trace_with(&ids_b, progress)?;
+            other.lens(&ids_b, &trace_b, opts, progress)?
+        }
     };
     Ok(lens_model::compare::compare(a.clone(), b, with.varied())?)
 }
@@ -532,6 +582,8 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
             st.engine = Some(engine);
             st.last = None;
             st.last_result = None;
+            st.device = *device;
+            st.ort_lib.clone_from(ort_lib);
             Ok(OutcomeKind::Loaded(Arc::new(summary)))
         }
         JobKind::OpenTunedLens(dir) => {
@@ -672,7 +724,10 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
                     let pinned_dla = pinned.first().map(|_| Grid::from_rows(dla_rows.clone()).map(|g| g.transposed())).transpose()?;
                     let compared = match compare {
                         None => None,
-                        Some(c) => Some(Arc::new(compare_run(engine, trace, &ids, &whole, &opts, c, *truncate_left, &job.progress)?)),
+                        Some(c) => {
+                            let other = OtherModel { slot: &mut st.other, device: st.device, ort_lib: st.ort_lib.as_deref() };
+                            Some(Arc::new(compare_run(engine, other, text, trace, &ids, &whole, &opts, c, *truncate_left, &job.progress)?))
+                        }
                     };
                     let res = Arc::new(RunResult { prompt: text.clone(), report: whole, pinned_dla, total_positions: n_pos, compare: compared });
                     st.last_result = Some(LastResult { opts: opts.clone(), result: Arc::clone(&res), ids: ids.clone(), dla_rows });

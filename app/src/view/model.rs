@@ -177,6 +177,7 @@ impl ViewModel {
         b.rows.clone_from(&a.rows);
         let name = |rep: &LensReport| match cmp.varied.as_str() {
             "decoder" => rep.decoder.replace('_', " "),
+            "model" => rep.model.name.clone(),
             _ => format!("{} tokens", rep.n_pos()),
         };
         for p in &mut a.panels {

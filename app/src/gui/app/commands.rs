@@ -122,6 +122,7 @@ impl LogitLensApp {
                 }
             }
             AppCommand::SetCompareText(t) => self.state.compare_text = t,
+            AppCommand::RequestCompareModelDialog => self.open_dialog(DialogKind::CompareModel),
             AppCommand::StartFit { resume } => self.start_fit(resume),
             AppCommand::RunCorpus(file) => self.run_corpus(file),
             AppCommand::ClearCorpus => self.state.corpus_runs.clear(),
@@ -191,6 +192,10 @@ impl LogitLensApp {
                     .add_filter("All files", &["*"])
                     .pick_file()
                     .map(AppCommand::RunCorpus),
+                DialogKind::CompareModel => rfd::FileDialog::new()
+                    .set_title("Compare with the model in this folder (same tokenizer and depth)")
+                    .pick_folder()
+                    .map(|p| AppCommand::SetCompare(Some(crate::session::worker::CompareWith::Model(p)))),
                 DialogKind::TunedLens => rfd::FileDialog::new()
                     .set_title("Open tuned lens (a folder with config.json and params.pt)")
                     .pick_folder()

@@ -45,6 +45,8 @@ pub enum DialogKind {
     FitText,
     /// Pick (or create) the output folder of a fit.
     FitOut,
+    /// Pick a model folder to compare with.
+    CompareModel,
 }
 
 /// Outcome of `--screenshot`, shared with the screenshot callback.

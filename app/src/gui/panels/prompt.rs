@@ -186,6 +186,16 @@ fn compare_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
                     chosen = Some(Some(CompareWith::Decoder(d)));
                 }
             }
+            // Another model of the same tokenizer: a recent one, or a folder.
+            for m in state.recent_models.iter().filter(|m| Some(&m.source) != state.model_source.as_ref()).take(5) {
+                let on = state.compare == Some(CompareWith::Model(m.source.clone()));
+                if ui.selectable_label(on, format!("model: {}", m.label())).on_hover_text(m.hover_text()).clicked() {
+                    chosen = Some(Some(CompareWith::Model(m.source.clone())));
+                }
+            }
+            if ui.selectable_label(false, "another model folder…").on_hover_text("A model with the same tokenizer and depth (e.g. a fine-tuned one)").clicked() {
+                cmds.push(AppCommand::RequestCompareModelDialog);
+            }
             let on = matches!(state.compare, Some(CompareWith::Prompt(_)));
             if ui.selectable_label(on, "another prompt…").on_hover_text("Type it in the box that appears, then Enter").clicked() && !on {
                 let text = if state.compare_text.is_empty() { state.prompt.clone() } else { state.compare_text.clone() };
