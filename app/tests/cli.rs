@@ -369,3 +369,22 @@ fn fit_lens_writes_a_lens_that_lens_render_and_corpus_use() {
     let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cj).unwrap()).unwrap();
     assert_eq!(c["decoder"], "tuned_lens");
 }
+
+#[test]
+fn lens_path_chooses_the_kernel_or_the_lens_graph() {
+    let dir = unique_temp_dir("cli-path");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ja, jb) = (dir.join("k.json"), dir.join("g.json"));
+    let out = lens(&["--prompt", "The cat sat on the mat.", "--json", ja.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kernel (CPU)"));
+    let out = lens(&["--prompt", "The cat sat on the mat.", "--lens-path", "graph", "--json", jb.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let a: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ja).unwrap()).unwrap();
+    let b: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&jb).unwrap()).unwrap();
+    assert_eq!((a["run"]["lens_path"].as_str(), b["run"]["lens_path"].as_str()), (Some("kernel (CPU)"), Some("graph (CPU)")));
+    assert_eq!(a["metrics"]["top1_id"], b["metrics"]["top1_id"]);
+    assert_clean_error(&lens(&["--prompt", "The cat", "--lens-path", "gpu", "--json", ja.to_str().unwrap()]), "--lens-path");
+    let out = bin().args(["info", "--device", "cpu", "--model"]).arg(bundle()).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("lens: kernel (CPU)"), "{}", String::from_utf8_lossy(&out.stdout));
+}

@@ -368,6 +368,7 @@ fn compare_result(with: lens_app::session::worker::CompareWith, prompt: &str) ->
     let mut b = match &with {
         CompareWith::Decoder(d) => engine.run_ids(&ids, &LensOptions { decoder: *d, ..opts.clone() }, &Progress::default()).unwrap(),
         CompareWith::Prompt(p) => engine.run_ids(&engine.tokenize(p, false).unwrap(), &opts, &Progress::default()).unwrap(),
+        CompareWith::Model(_) => unreachable!("not used here"),
     };
     for r in [&mut a, &mut b] {
         r.run.forward_ms = 0.0;

@@ -11,6 +11,7 @@ use crate::error::{LensError, Progress, Result, part};
 use crate::grid::Grid;
 use crate::last_block::LastBlockRunner;
 use crate::lens::{Decoder, DecoderKind};
+use crate::lens_graph::{LensGraph, LensPath};
 use crate::metrics::{KernelSpec, NO_TARGET, RowMetrics, run_kernel};
 use crate::report::Truncation;
 use crate::report::{GroupReport, LensReport, Metrics, ModelInfo, Pinned, RunInfo, SCHEMA, TopK};
@@ -41,6 +42,9 @@ pub struct LensOptions {
     /// Token groups followed at every site: a word's variants (`" Paris"`, `"Paris"`, …), their
     /// probabilities summed and their best rank.
     pub groups: Vec<TokenGroup>,
+    /// Which code computes the lens: the CPU kernel, or the lens graph on the forward pass's
+    /// execution provider (`Auto`: the graph on a GPU provider, the kernel on the CPU).
+    pub path: LensPath,
 }
 
 /// A named set of single tokens followed together ([`LensOptions::groups`]).
@@ -54,7 +58,7 @@ pub struct TokenGroup {
 
 impl Default for LensOptions {
     fn default() -> Self {
-        Self { subblocks: false, k: 10, decoder: DecoderKind::LogitLens, pinned: Vec::new(), chunk: 256, final_only: false, groups: Vec::new() }
+        Self { subblocks: false, k: 10, decoder: DecoderKind::LogitLens, pinned: Vec::new(), chunk: 256, final_only: false, groups: Vec::new(), path: LensPath::Auto }
     }
 }
 
@@ -74,7 +78,14 @@ pub struct LensEngine {
     last_block: LastBlockRunner,
     /// The tuned lens the `tuned_lens` decoder applies, checked against this model.
     tuned: Option<std::sync::Arc<TunedLens>>,
+    /// The device the forward pass was asked to run on (the lens graph runs there too).
+    device: Device,
+    /// The lens graph, built on first use.
+    graph: std::sync::Mutex<Option<std::sync::Arc<LensGraph>>>,
 }
+
+/// Vocabulary chunk of the lens graph when the options keep the kernel's default chunk.
+pub const GRAPH_CHUNK: usize = 4096;
 
 impl std::fmt::Debug for LensEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -144,7 +155,7 @@ impl LensEngine {
         })?;
         let (session, provider) = session;
         let last_block = LastBlockRunner::new(bundle.last_block.clone(), device, bundle.shape.n_heads);
-        let mut engine = Self { bundle, tokenizer, decoder, provider, runtime, session, last_block, tuned: None };
+        let mut engine = Self { bundle, tokenizer, decoder, provider, runtime, session, last_block, tuned: None, device, graph: std::sync::Mutex::new(None) };
         progress.check()?;
         progress.report("checking the bundle's consistency", 0.8);
         engine.check_consistency()?;
@@ -160,6 +171,45 @@ impl LensEngine {
         }
         self.tuned = lens.map(std::sync::Arc::new);
         Ok(())
+    }
+
+    /// The lens path `path` resolves to on this engine: `Auto` is the graph when the forward pass
+    /// runs on a GPU provider (CUDA, DirectML), else the kernel.
+    pub fn resolve_path(&self, path: LensPath) -> LensPath {
+        match path {
+            LensPath::Auto if self.provider.active != "CPU" => LensPath::Graph,
+            LensPath::Auto => LensPath::Kernel,
+            p => p,
+        }
+    }
+
+    /// What computes the lens under `path`, for reports and the status bar: `kernel (CPU)` or
+    /// `graph (CUDA)`.
+    pub fn lens_path_label(&self, path: LensPath) -> String {
+        match self.resolve_path(path) {
+            LensPath::Graph => format!("graph ({})", self.provider.active),
+            _ => "kernel (CPU)".into(),
+        }
+    }
+
+    /// The lens graph (built and opened on the forward pass's device on first use).
+    fn lens_graph(&self) -> Result<std::sync::Arc<LensGraph>> {
+        let mut g = self.graph.lock().map_err(|_| LensError::invalid("the lens graph was poisoned by an earlier failure"))?;
+        if let Some(graph) = g.as_ref() {
+            return Ok(std::sync::Arc::clone(graph));
+        }
+        let device = if self.provider.active == "CPU" { Device::Cpu } else { self.device };
+        let graph = std::sync::Arc::new(LensGraph::new(&self.decoder, device)?);
+        *g = Some(std::sync::Arc::clone(&graph));
+        Ok(graph)
+    }
+
+    /// The kernel's rows, from the kernel or the lens graph per `path`.
+    fn rows(&self, path: LensPath, prepared: &[f32], targets: &[u32], dec: &Decoder, spec: &KernelSpec, progress: &Progress) -> Result<Vec<RowMetrics>> {
+        match self.resolve_path(path) {
+            LensPath::Graph => self.lens_graph()?.run(prepared, targets, dec, spec, progress),
+            _ => run_kernel(prepared, targets, dec, spec, progress),
+        }
     }
 
     /// The tuned lens in use, if any.
@@ -407,9 +457,11 @@ impl LensEngine {
             }
             t
         };
-        let spec = KernelSpec { n_pos, n_sites, final_site, input_site: 0, k: opts.k.max(1), n_targets: n_t, chunk: opts.chunk.max(16) };
+        let graph = self.resolve_path(opts.path) == LensPath::Graph;
+        let chunk = if graph && opts.chunk == LensOptions::default().chunk { GRAPH_CHUNK } else { opts.chunk.max(16) };
+        let spec = KernelSpec { n_pos, n_sites, final_site, input_site: 0, k: opts.k.max(1), n_targets: n_t, chunk };
         let mut candidates = part(&trace.logits_top1, range.clone(), "the model's argmax")?.to_vec();
-        let mut rows = run_kernel(&prepared, &make_targets(&candidates), &dec, &spec, progress)?;
+        let mut rows = self.rows(opts.path, &prepared, &make_targets(&candidates), &dec, &spec, progress)?;
         // The model's argmax is only a candidate: where the decoded final site disagrees (a near
         // tie, or the raw decoder), recompute those positions with the exact final top-1.
         let redo: Vec<usize> =
@@ -428,7 +480,7 @@ impl LensEngine {
                 sub_t.extend_from_slice(part(&all_targets, p * n_t..(p + 1) * n_t, "targets")?);
             }
             let sub_spec = KernelSpec { n_pos: redo.len(), ..spec.clone() };
-            let sub = run_kernel(&sub_prep, &sub_t, &dec, &sub_spec, progress)?;
+            let sub = self.rows(opts.path, &sub_prep, &sub_t, &dec, &sub_spec, progress)?;
             for (i, &p) in redo.iter().enumerate() {
                 for s in 0..n_sites {
                     if let (Some(dst), Some(src)) = (rows.get_mut(p * n_sites + s), sub.get(i * n_sites + s)) {
@@ -524,6 +576,7 @@ impl LensEngine {
                 reused_positions: 0,
                 cached_positions: 0,
                 tuned_lens: if dec.kind == DecoderKind::TunedLens { self.tuned.as_ref().map(|l| l.describe()) } else { None },
+                lens_path: self.lens_path_label(opts.path),
             },
         })
     }

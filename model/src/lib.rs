@@ -20,6 +20,7 @@ pub mod grid;
 pub mod hub;
 pub mod last_block;
 pub mod lens;
+pub mod lens_graph;
 pub mod metrics;
 pub mod npz;
 pub mod onnx;

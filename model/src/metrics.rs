@@ -138,7 +138,7 @@ pub fn run_kernel(prepared: &[f32], targets: &[u32], dec: &Decoder, spec: &Kerne
 /// there), so a site's own top-1 always ranks 1 even where another token is within f32 rounding
 /// of it; one outside ranks below every entry strictly above its GEMM logit. A near tie decided
 /// differently by the two computations can only still shift ranks beyond k.
-fn target_rank(counted: u32, exact: f32, gemm: f32, id: u32, top: &[(f32, u32)]) -> u32 {
+pub(crate) fn target_rank(counted: u32, exact: f32, gemm: f32, id: u32, top: &[(f32, u32)]) -> u32 {
     if exact.is_nan() {
         return 0;
     }

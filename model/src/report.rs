@@ -179,6 +179,10 @@ pub struct RunInfo {
     /// the positions after them ran).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub cached_positions: usize,
+    /// What computed the lens: `kernel (CPU)` (the streaming kernel) or `graph (PROVIDER)` (the
+    /// lens graph on that execution provider); empty in reports of older releases.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub lens_path: String,
     /// The tuned lens the `tuned_lens` decoder applied (its folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tuned_lens: Option<String>,

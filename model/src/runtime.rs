@@ -337,9 +337,32 @@ fn with_initializers(mut builder: ort::session::builder::SessionBuilder, initial
     Ok(builder)
 }
 
+/// A model to open: a file, or serialized bytes (a graph built in memory).
+#[derive(Debug, Clone, Copy)]
+pub enum ModelSource<'a> {
+    /// An `.onnx` file (external data next to it).
+    File(&'a Path),
+    /// A serialized `ModelProto` without external data.
+    Bytes(&'a [u8]),
+}
+
+impl ModelSource<'_> {
+    fn commit(self, builder: &mut ort::session::builder::SessionBuilder) -> Result<Session> {
+        match self {
+            Self::File(p) => builder.commit_from_file(p).map_err(|e| LensError::Runtime(format!("cannot load {}: {e}", p.display()))),
+            Self::Bytes(b) => builder.commit_from_memory(b).map_err(|e| LensError::Runtime(format!("cannot load a graph built in memory: {e}"))),
+        }
+    }
+}
+
+/// [`create_session_from`] for a model file.
+pub fn create_session(model: &Path, device: Device, threads: usize, initializers: &[SharedInitializer]) -> Result<(Session, ProviderReport)> {
+    create_session_from(ModelSource::File(model), device, threads, initializers)
+}
+
 /// Creates a session for `model` on `device`, registering providers with `error_on_failure`;
 /// `initializers` replace the model's initializers of the same names.
-pub fn create_session(model: &Path, device: Device, threads: usize, initializers: &[SharedInitializer]) -> Result<(Session, ProviderReport)> {
+pub fn create_session_from(model: ModelSource<'_>, device: Device, threads: usize, initializers: &[SharedInitializer]) -> Result<(Session, ProviderReport)> {
     init_runtime(None)?;
     let env = environment()?;
     let mut report = ProviderReport::default();
@@ -375,7 +398,7 @@ pub fn create_session(model: &Path, device: Device, threads: usize, initializers
             .map_err(LensError::from)
             .and_then(|b| b.with_execution_providers([dispatch]).map_err(|e| LensError::Runtime(e.to_string())))
             .and_then(|b| with_initializers(b, initializers))
-            .and_then(|mut b| b.commit_from_file(model).map_err(LensError::from));
+            .and_then(|mut b| model.commit(&mut b));
         match attempt {
             Ok(s) => {
                 report.active = name.into();
@@ -409,7 +432,7 @@ pub fn create_session(model: &Path, device: Device, threads: usize, initializers
         builder = builder.with_intra_threads(threads).map_err(|e| LensError::Runtime(e.to_string()))?;
     }
     builder = with_initializers(builder, initializers)?;
-    let session = builder.commit_from_file(model).map_err(|e| LensError::Runtime(format!("cannot load {}: {e}", model.display())))?;
+    let session = model.commit(&mut builder)?;
     report.active = "CPU".into();
     if device == Device::Auto && !report.notes.is_empty() {
         report.notes.push("auto: fell back to CPU".into());

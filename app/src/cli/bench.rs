@@ -30,6 +30,9 @@ pub struct BenchArgs {
     /// auto, cpu, cuda or directml.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// What computes the lens: auto, kernel or graph (see `lens --lens-path`).
+    #[arg(long, default_value = "auto")]
+    lens_path: String,
     /// Also time appending this many tokens to the `--tokens` prompt (the app's incremental edit:
     /// the old positions' lens is kept) against the full recompute, in this process.
     #[arg(long)]
@@ -104,7 +107,7 @@ pub fn run(ort_lib: Option<&Path>, args: &BenchArgs) -> Result<()> {
         .collect();
     let ids = all_ids.get(..args.tokens).unwrap_or_default().to_vec();
     let (fwd_s, trace) = best_of(args.repeat, || Ok(engine.trace(&ids)?))?;
-    let opts = LensOptions { subblocks: args.subblocks, chunk: args.chunk, ..LensOptions::default() };
+    let opts = LensOptions { subblocks: args.subblocks, chunk: args.chunk, path: super::lens_path(&args.lens_path)?, ..LensOptions::default() };
     let (lens_s, report) = best_of(args.repeat, || Ok(engine.lens(&ids, &trace, &opts, &Progress::default())?))?;
     let rss_lens = peak_rss_mib();
     let rows = args.tokens * report.sites.len();
@@ -149,7 +152,7 @@ pub fn run(ort_lib: Option<&Path>, args: &BenchArgs) -> Result<()> {
     println!("tokens x sites   {} x {} = {} rows", args.tokens, report.sites.len(), rows);
     println!("bundle load      {:.1} ms (runtime, session, W_U, consistency check)", load_s * 1e3);
     println!("forward          {:.1} ms", fwd_s * 1e3);
-    println!("lens             {:.1} ms  ({:.1} GFLOP/s)", lens_s * 1e3, lens_gflops);
+    println!("lens             {:.1} ms  ({:.1} GFLOP/s; {})", lens_s * 1e3, lens_gflops, report.run.lens_path);
     println!("reference GEMM   {:.1} ms  ({:.1} GFLOP/s, same shape, faer, all cores)", ref_s * 1e3, ref_gflops);
     println!("lens / reference {:.3} (best of {} each)", lens_gflops / ref_gflops, args.repeat.max(1));
     println!(

@@ -142,6 +142,10 @@ struct LensArgs {
     /// auto, cpu, cuda or directml.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// What computes the lens: kernel (the streaming CPU kernel), graph (the lens as an ONNX graph
+    /// on the forward pass's execution provider) or auto (the graph on a GPU provider).
+    #[arg(long, default_value = "auto")]
+    lens_path: String,
     /// Keep the last n_ctx tokens of a prompt that is too long (`left`), instead of refusing it.
     #[arg(long, value_name = "left")]
     truncate: Option<String>,
@@ -253,6 +257,11 @@ pub fn attach_tuned_lens(engine: &mut LensEngine, dir: Option<&Path>) -> Result<
     Ok(())
 }
 
+/// Parses `--lens-path`.
+pub fn lens_path(s: &str) -> Result<lens_model::lens_graph::LensPath> {
+    lens_model::lens_graph::LensPath::parse(s).ok_or_else(|| anyhow::anyhow!("--lens-path {s:?}: use auto, kernel or graph"))
+}
+
 fn device(s: &str) -> Result<Device> {
     Ok(s.parse::<Device>()?)
 }
@@ -347,6 +356,10 @@ fn run(cli: Cli, gui: GuiServer) -> Result<()> {
                 println!("  weights sha256 {h}");
             }
             println!("execution provider: {}", engine.provider.active);
+            println!(
+                "lens: {} (auto; --lens-path kernel|graph chooses)",
+                engine.lens_path_label(lens_model::lens_graph::LensPath::Auto)
+            );
             for n in &engine.provider.notes {
                 println!("  {n}");
             }
@@ -390,7 +403,8 @@ fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
         }
     }
     let groups = token_groups(&engine.tokenizer, &args.group, &args.group_word)?;
-    let opts = LensOptions { subblocks: args.subblocks, k: args.top_k, decoder, pinned, final_only: args.final_only, groups, ..LensOptions::default() };
+    let path = lens_path(&args.lens_path)?;
+    let opts = LensOptions { subblocks: args.subblocks, k: args.top_k, decoder, pinned, final_only: args.final_only, groups, path, ..LensOptions::default() };
     let mut report = engine.run_ids(&ids, &opts, &interrupt::watched(Progress::default()))?;
     report.truncated = truncated;
     note_truncation(truncated);
@@ -445,12 +459,13 @@ fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
         wrote.push(npz.display().to_string());
     }
     eprintln!(
-        "{} tokens x {} sites: forward {:.0} ms, lens {:.0} ms ({}); wrote {}",
+        "{} tokens x {} sites: forward {:.0} ms ({}), lens {:.0} ms ({}); wrote {}",
         report.n_pos(),
         report.sites.len(),
         report.run.forward_ms,
-        report.run.lens_ms,
         report.run.provider,
+        report.run.lens_ms,
+        report.run.lens_path,
         wrote.join(", ")
     );
     Ok(())

@@ -86,6 +86,7 @@ pub fn synthetic_result(n_layers: usize, n_pos: usize, k: usize) -> RunResult {
             forward_reused: false,
             reused_positions: 0,
             cached_positions: 0,
+            lens_path: "kernel (CPU)".into(),
             tuned_lens: None,
         },
     };

@@ -142,6 +142,19 @@ impl Builder {
     pub fn const_f32(&mut self, hint: &str, value: f32) -> String {
         self.const_f32s(hint, &[], &[value])
     }
+
+    /// A model of this builder's nodes and constants alone (no external weights; opset 17).
+    pub fn into_model(self, name: &str, inputs: Vec<ValueInfoProto>, outputs: Vec<ValueInfoProto>) -> ModelProto {
+        let graph = GraphProto { name: Some(name.into()), node: self.nodes, initializer: self.inits, input: inputs, output: outputs, ..Default::default() };
+        ModelProto {
+            ir_version: Some(8),
+            producer_name: Some("logit-lens".into()),
+            producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+            opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
+            graph: Some(graph),
+            ..Default::default()
+        }
+    }
 }
 
 fn external_init(t: &ExternalTensor, data_file: &str) -> TensorProto {
@@ -156,7 +169,8 @@ fn external_init(t: &ExternalTensor, data_file: &str) -> TensorProto {
     }
 }
 
-fn value_info(name: &str, elem: i32, dims: &[std::result::Result<usize, &str>]) -> ValueInfoProto {
+/// The declared type and shape of a graph input or output (`Err(name)`: a symbolic dimension).
+pub fn value_info(name: &str, elem: i32, dims: &[std::result::Result<usize, &str>]) -> ValueInfoProto {
     let dim = dims
         .iter()
         .map(|d| tensor_shape_proto::Dimension {
