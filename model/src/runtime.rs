@@ -182,14 +182,36 @@ fn fill_cache_with_pip() -> std::result::Result<PathBuf, String> {
     find_in_dir(&dest).ok_or_else(|| format!("the wheel did not contain a runtime library for this platform ({})", dest.display()))
 }
 
+/// The version the library itself reports (`OrtGetApiBase()->GetVersionString()`, e.g. `1.24.4`):
+/// the only source on Windows, where neither the file name nor every build's info string has it.
+fn library_version(path: &Path) -> Option<String> {
+    type GetApiBase = unsafe extern "system" fn() -> *const ort::sys::OrtApiBase;
+    // SAFETY: `path` is the ONNX Runtime library that `ort::init_from` has just loaded, so opening it
+    // again only adds a reference; `OrtGetApiBase` takes no arguments and returns a pointer to a
+    // static table whose `GetVersionString` returns a static NUL-terminated string, copied here
+    // before the library handle is dropped.
+    unsafe {
+        let lib = libloading::Library::new(path).ok()?;
+        let get: libloading::Symbol<'_, GetApiBase> = lib.get(b"OrtGetApiBase").ok()?;
+        let base = get();
+        if base.is_null() {
+            return None;
+        }
+        let s = ((*base).GetVersionString)();
+        if s.is_null() {
+            return None;
+        }
+        Some(std::ffi::CStr::from_ptr(s).to_string_lossy().into_owned())
+    }
+}
+
 fn try_load(path: &Path, found_by: &str) -> std::result::Result<Loaded, String> {
     let builder = ort::init_from(path).map_err(|e| e.to_string())?;
     let env = builder.with_name("logit-lens").build().map_err(|e| e.to_string())?;
     let build_info = ort::info();
-    let version = build_info
-        .split(|c: char| c == ',' || c.is_whitespace())
-        .find_map(|part| part.strip_prefix("git-branch=rel-"))
-        .map(str::to_string)
+    let version = library_version(path)
+        .filter(|v| !v.is_empty())
+        .or_else(|| build_info.split(|c: char| c == ',' || c.is_whitespace()).find_map(|part| part.strip_prefix("git-branch=rel-")).map(str::to_string))
         .or_else(|| {
             let n = path.file_name()?.to_string_lossy().into_owned();
             n.strip_prefix("libonnxruntime.so.").map(str::to_string)
