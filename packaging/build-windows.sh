@@ -55,6 +55,8 @@ if missing:
 PY
 
 install -m755 "$exe" "$stage/logit-lens.exe"
+# The release profile keeps debug info (for backtraces in development): not in the package.
+x86_64-w64-mingw32-strip "$stage/logit-lens.exe"
 demo="$root/assets/demo-model"
 mkdir -p "$stage/demo-model/tuned-lens" "$stage/prompts"
 for f in config.json model.safetensors tokenizer.json README.md; do install -m644 "$demo/$f" "$stage/demo-model/$f"; done

@@ -13,33 +13,35 @@ root=$(cd "$here/.." && pwd)
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/Cargo.toml" | head -1)
 setup="$here/out/windows/logit-lens-$version-setup.exe"
 [ -f "$setup" ] || { echo "error: $setup is missing: run packaging/build-windows.sh first" >&2; exit 1; }
-command -v wine64 >/dev/null || { echo "error: wine64 is missing (apt-get install wine64)" >&2; exit 1; }
+# Debian's wine64 package keeps its binaries in /usr/lib/wine (the `wine` package adds /usr/bin/wine).
+wine=$(command -v wine64 || command -v wine || echo /usr/lib/wine/wine64)
+wineserver=$(command -v wineserver || echo /usr/lib/wine/wineserver)
+[ -x "$wine" ] || { echo "error: wine is missing (apt-get install wine64)" >&2; exit 1; }
 linux_bin="$root/target/release/logit-lens"
 [ -x "$linux_bin" ] || (cd "$root" && cargo build --release -p lens_app)
 work=$(mktemp -d /tmp/logit-lens-wine.XXXXXX)
 export WINEPREFIX="$work/prefix" WINEDEBUG=-all WINEARCH=win64
-trap 'wineserver -k >/dev/null 2>&1 || true' EXIT
+trap '"$wineserver" -k >/dev/null 2>&1 || true' EXIT
 echo "== Wine prefix $WINEPREFIX"
-wine64 wineboot --init >/dev/null 2>&1 || true
+"$wine" wineboot --init >/dev/null 2>&1 || true
 # Test-only: Wine 8 has no ProcessPrng (Windows 10+ does); a shim in this prefix only.
 x86_64-w64-mingw32-gcc -shared -O2 -o "$WINEPREFIX/drive_c/windows/system32/bcryptprimitives.dll" \
   "$here/windows/wine-shim/bcryptprimitives.c" "$here/windows/wine-shim/bcryptprimitives.def" -ladvapi32
 export WINEDLLOVERRIDES="bcryptprimitives=n,b"
 
 echo "== silent install"
-wine64 "$setup" /S '/D=C:\logit-lens'
+"$wine" "$setup" /S '/D=C:\logit-lens'
 inst="$WINEPREFIX/drive_c/logit-lens"
 for f in logit-lens.exe onnxruntime.dll DirectML.dll demo-model/model.safetensors demo-model/tuned-lens/params.pt uninstall.exe logit-lens.ico; do
   [ -f "$inst/$f" ] || { echo "FAIL: $f was not installed" >&2; exit 1; }
 done
-reg=$(wine64 reg query 'HKCU\Software\Classes\Applications\logit-lens.exe\shell\open\command' 2>/dev/null | tr -d '\r')
+reg=$("$wine" reg query 'HKCU\Software\Classes\Applications\logit-lens.exe\shell\open\command' 2>/dev/null | tr -d '\r')
 echo "$reg" | grep -q 'logit-lens.exe' || { echo "FAIL: no Open-with command in the registry" >&2; exit 1; }
-[ -f "$WINEPREFIX/drive_c/users/$USER/AppData/Roaming/Microsoft/Windows/Start Menu/Programs/logit-lens.lnk" ] \
-  || ls "$WINEPREFIX"/drive_c/users/*/AppData/Roaming/Microsoft/Windows/Start\ Menu/Programs/logit-lens.lnk >/dev/null \
+ls "$WINEPREFIX"/drive_c/users/*/AppData/Roaming/Microsoft/Windows/Start\ Menu/Programs/logit-lens.lnk >/dev/null \
   || { echo "FAIL: no Start-menu entry" >&2; exit 1; }
 
 echo "== info"
-wine64 'C:\logit-lens\logit-lens.exe' info --device auto > "$work/info.txt" 2>&1 || { cat "$work/info.txt"; echo "FAIL: info" >&2; exit 1; }
+"$wine" 'C:\logit-lens\logit-lens.exe' info --device auto > "$work/info.txt" 2>&1 || { cat "$work/info.txt"; echo "FAIL: info" >&2; exit 1; }
 tr -d '\r' < "$work/info.txt" | tee "$work/info.unix.txt"
 grep -q 'found by: next to the executable' "$work/info.unix.txt" || { echo "FAIL: the runtime was not found next to the executable" >&2; exit 1; }
 grep -q '^execution provider: CPU' "$work/info.unix.txt" || { echo "FAIL: not on the CPU provider" >&2; exit 1; }
@@ -48,7 +50,7 @@ grep -q 'DirectML' "$work/info.unix.txt" || { echo "FAIL: DirectML is not report
 echo "== lens, against the Linux build"
 prompt="$root/assets/prompts/plasma.txt"
 cp "$prompt" "$work/plasma.txt"
-wine64 'C:\logit-lens\logit-lens.exe' lens --prompt-file 'Z:'"${work//\//\\}"'\plasma.txt' --top-k 5 --json 'Z:'"${work//\//\\}"'\win.json' 2>&1 | tr -d '\r'
+"$wine" 'C:\logit-lens\logit-lens.exe' lens --prompt-file 'Z:'"${work//\//\\}"'\plasma.txt' --top-k 5 --json 'Z:'"${work//\//\\}"'\win.json' 2>&1 | tr -d '\r'
 "$linux_bin" lens --prompt-file "$prompt" --device cpu --top-k 5 --json "$work/linux.json"
 python3 - "$work/win.json" "$work/linux.json" <<'PY'
 import json, sys
@@ -66,7 +68,7 @@ if command -v Xvfb >/dev/null; then
   Xvfb :97 -screen 0 1600x1000x24 +extension GLX >/dev/null 2>&1 &
   xvfb=$!
   sleep 2
-  if DISPLAY=:97 timeout 300 wine64 'C:\logit-lens\logit-lens.exe' --device cpu --window-size 1280x800 \
+  if DISPLAY=:97 timeout 300 "$wine" 'C:\logit-lens\logit-lens.exe' --device cpu --window-size 1280x800 \
       --screenshot 'Z:'"${work//\//\\}"'\window.png' > "$work/gui.txt" 2>&1 && [ -s "$shot" ]; then
     cp "$shot" "$here/out/windows/wine-window.png"
     echo "screenshot: $here/out/windows/wine-window.png"
@@ -77,7 +79,7 @@ if command -v Xvfb >/dev/null; then
 fi
 
 echo "== silent uninstall"
-wine64 'C:\logit-lens\uninstall.exe' /S
+"$wine" 'C:\logit-lens\uninstall.exe' /S
 sleep 3
 [ ! -e "$inst/logit-lens.exe" ] || { echo "FAIL: the uninstaller left logit-lens.exe" >&2; exit 1; }
 echo "ok: installed, ran info and lens (equal to Linux), uninstalled"

@@ -233,10 +233,14 @@ fn finish(repo: &Path, partial: &Path, target: &Path, etag: Option<String>, file
     if let Some(parent) = target.parent() {
         std::fs::create_dir_all(parent).map_err(|e| LensError::io(parent, e))?;
     }
-    let depth = file.matches('/').count() + 2;
-    let rel: PathBuf = std::iter::repeat_n("..", depth).collect::<PathBuf>().join("blobs").join(&name);
+    // A relative symlink into blobs/ as huggingface_hub makes; where there are none (Windows
+    // without developer mode), a copy.
     #[cfg(unix)]
-    let linked = std::os::unix::fs::symlink(&rel, target).is_ok();
+    let linked = {
+        let depth = file.matches('/').count() + 2;
+        let rel: PathBuf = std::iter::repeat_n("..", depth).collect::<PathBuf>().join("blobs").join(&name);
+        std::os::unix::fs::symlink(&rel, target).is_ok()
+    };
     #[cfg(not(unix))]
     let linked = false;
     if !linked {

@@ -1,7 +1,8 @@
 ; NSIS installer for logit-lens, built on Linux by packaging/build-windows.sh (makensis), which
 ; defines VERSION, STAGE (the staged files) and OUT. Per-user install (no admin rights) into
 ; %LOCALAPPDATA%\Programs\logit-lens; silent with /S (and /D=C:\path, last, to choose the folder).
-Unicode true
+; A 64-bit installer (the app is x64 only), which also runs on a 64-bit-only Wine.
+Target amd64-unicode
 Name "logit-lens ${VERSION}"
 OutFile "${OUT}/logit-lens-${VERSION}-setup.exe"
 InstallDir "$LOCALAPPDATA\Programs\logit-lens"
