@@ -701,7 +701,7 @@ fn outcomes_are_applied_by_a_pure_reducer() {
     let (model, result) = engine_result(&[]);
     let result = Arc::new(result);
     let mut state = AppState { prompt: PROMPT.into(), ..AppState::default() };
-    let mut book = JobBook { loading: Some((1, Some(bundle().to_path_buf()))), run_after_load: true, partials_shown: 0, lens_after_load: false };
+    let mut book = JobBook { loading: Some((1, Some(bundle().to_path_buf()))), run_after_load: true, partials_shown: 0, lens_after_load: false, lens_job: false };
 
     // Loaded (first model): remembered in Recent models, and the run it waited for starts.
     let fx = apply_outcome(&mut state, &mut book, true, OutcomeKind::Loaded(Arc::new(model.clone())));
@@ -768,7 +768,7 @@ fn outcomes_are_applied_by_a_pure_reducer() {
     let mat = model.vocab.iter().find(|e| e.text == " mat").unwrap().id;
     let mut fresh = AppState { prompt: PROMPT.into(), pin_text: " mat".into(), ..AppState::default() };
     fresh.view.rank_target = RankTarget::Pinned;
-    let mut b = JobBook { loading: Some((1, None)), run_after_load: true, partials_shown: 0, lens_after_load: false };
+    let mut b = JobBook { loading: Some((1, None)), run_after_load: true, partials_shown: 0, lens_after_load: false, lens_job: false };
     apply_outcome(&mut fresh, &mut b, true, OutcomeKind::Loaded(Arc::new(model.clone())));
     assert_eq!((fresh.pinned, fresh.view.rank_target), (Some(mat), RankTarget::Pinned));
     let mut stale = AppState { prompt: PROMPT.into(), pin_text: " notatoken-xyz".into(), ..AppState::default() };
@@ -1033,4 +1033,44 @@ fn compare_runs_b_and_the_difference_in_the_app() {
     step_until(&mut h, "the plain run", |a| a.state.result.as_ref().is_some_and(|r| r.compare.is_none()) && a.state.progress.is_none());
     h.run_steps(2);
     assert_eq!(h.state().geometry.len(), 1);
+}
+
+#[test]
+fn a_tuned_lens_given_at_start_is_used_and_a_bad_one_is_said_and_replaced_by_the_logit_lens() {
+    // A lens that fits the tiny model: zero translators (the logit lens itself), no hash.
+    init_runtime(None).unwrap();
+    let engine = LensEngine::open(bundle(), Device::Cpu, &Progress::default()).unwrap();
+    let s = &engine.bundle.shape;
+    let config = lens_model::tuned_lens::TunedLensConfig {
+        base_model_name_or_path: "tiny".into(),
+        base_model_revision: None,
+        d_model: s.d_model,
+        num_hidden_layers: s.n_layers,
+        bias: true,
+        unembed_hash: None,
+        include_input: true,
+    };
+    let good = unique_temp_dir("gui-start-lens");
+    lens_model::tuned_lens::TunedLens::zeros(config).save(&good).unwrap();
+    drop(engine);
+    let run = |lens: PathBuf| {
+        let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, tuned_lens: Some(lens), ..GuiOptions::default() };
+        let app = LogitLensApp::new_for_test(AppState { prompt: PROMPT.into(), ..AppState::default() }, opts);
+        let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+        step_until(&mut h, "a result", |a| a.state.result.is_some() && a.state.progress.is_none());
+        h
+    };
+    let h = run(good.clone());
+    let r = &h.state().state.result.as_ref().unwrap().report;
+    assert_eq!(r.decoder, "tuned_lens");
+    assert_eq!(h.state().state.tuned_lens.as_deref(), Some(good.as_path()));
+    assert!(h.state().state.error.is_none(), "{:?}", h.state().state.error);
+    // A folder that is not a lens: said (and kept on screen), the logit lens runs instead.
+    let mut h = run(unique_temp_dir("gui-no-lens"));
+    assert_eq!(h.state().state.result.as_ref().unwrap().report.decoder, "logit_lens");
+    assert_eq!(h.state().state.view.decoder, lens_model::lens::DecoderKind::LogitLens);
+    let err = h.state().state.error.clone().unwrap_or_default();
+    assert!(err.contains("tuned lens") && err.contains("not a folder") || err.contains("config.json"), "{err}");
+    h.state_mut().apply(AppCommand::DismissError);
+    assert!(h.state().state.error.is_none());
 }

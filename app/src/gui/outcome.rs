@@ -18,6 +18,8 @@ pub struct JobBook {
     pub partials_shown: usize,
     /// A tuned lens will be opened right after the load (`--tuned-lens`): keep its decoder.
     pub lens_after_load: bool,
+    /// The outcome is the tuned-lens job's (open or fit).
+    pub lens_job: bool,
 }
 
 /// What the app does after an outcome was applied.
@@ -102,7 +104,11 @@ pub fn apply_outcome(state: &mut AppState, book: &mut JobBook, was_load: bool, k
                 state.hover = None;
             }
             state.notice = None;
-            state.error = None;
+            // A tuned lens that could not be opened stays said until dismissed, over the
+            // logit-lens run that replaced it.
+            if !state.error_sticky {
+                state.error = None;
+            }
             state.result = Some(res);
             book.partials_shown += usize::from(!complete);
         }
@@ -135,7 +141,20 @@ pub fn apply_outcome(state: &mut AppState, book: &mut JobBook, was_load: bool, k
                 book.partials_shown += 1;
             }
         }
+        OutcomeKind::Failed(msg) if book.lens_job => {
+            // The tuned lens was refused: its decoder cannot run, so the logit lens does, and the
+            // reason stays on screen.
+            state.error = Some(format!("{msg} (the tuned lens is not open)"));
+            state.error_sticky = true;
+            if state.tuned_lens.is_none() && state.view.decoder == lens_model::lens::DecoderKind::TunedLens {
+                state.view.decoder = lens_model::lens::DecoderKind::LogitLens;
+                if state.model.is_some() && !state.prompt.is_empty() {
+                    effects.push(Effect::RunLens);
+                }
+            }
+        }
         OutcomeKind::Failed(msg) => {
+            state.error_sticky = false;
             if was_load {
                 book.loading = None;
                 book.run_after_load = false;

@@ -60,6 +60,9 @@ pub struct AppState {
     /// The visible error message, if any.
     #[serde(skip)]
     pub error: Option<String>,
+    /// The error stays until dismissed (a refused tuned lens), not replaced by the next result.
+    #[serde(skip)]
+    pub error_sticky: bool,
     /// A short informational message (e.g. "cancelled").
     #[serde(skip)]
     pub notice: Option<String>,
@@ -154,6 +157,7 @@ impl Default for AppState {
             selection: None,
             scroll: egui::Vec2::ZERO,
             error: None,
+            error_sticky: false,
             notice: None,
             progress: None,
             show_shortcuts: false,

@@ -100,7 +100,10 @@ impl LogitLensApp {
                 }
             }
             AppCommand::Scroll(s) => self.state.scroll = s,
-            AppCommand::DismissError => self.state.error = None,
+            AppCommand::DismissError => {
+                self.state.error = None;
+                self.state.error_sticky = false;
+            }
             AppCommand::ShowExport => self.state.show_export = true,
             AppCommand::ShowWindow(w) => match w {
                 Window::OpenHubId => self.state.show_open_id = true,

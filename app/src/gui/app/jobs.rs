@@ -144,6 +144,7 @@ impl LogitLensApp {
                 run_after_load: self.run_after_load,
                 partials_shown: self.partials_shown,
                 lens_after_load: lens_after_load.is_some(),
+                lens_job: o.id == self.latest_lens && !o.was_load,
             };
             let effects = apply_outcome(&mut self.state, &mut book, o.was_load, o.kind);
             // `--tuned-lens`: opened before the first run (the worker takes jobs in order).
