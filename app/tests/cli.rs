@@ -329,7 +329,12 @@ fn fit_lens_writes_a_lens_that_lens_render_and_corpus_use() {
     let lens_dir = dir.join("lens");
     let fit = |extra: &[&str]| {
         let mut cmd = bin();
-        cmd.args(["fit-lens", "--device", "cpu", "--steps", "5", "--tokens", "128", "--model"]).arg(bundle()).arg("--text").arg(&text).arg("--out").arg(&lens_dir);
+        cmd.args(["fit-lens", "--device", "cpu", "--steps", "5", "--tokens", "128", "--model"])
+            .arg(bundle())
+            .arg("--text")
+            .arg(&text)
+            .arg("--out")
+            .arg(&lens_dir);
         cmd.args(extra).output().unwrap()
     };
     let out = fit(&[]);
@@ -354,7 +359,13 @@ fn fit_lens_writes_a_lens_that_lens_render_and_corpus_use() {
     assert_clean_error(&lens(&["--prompt", "The cat", "--tuned-lens", dir.to_str().unwrap(), "--json", json.to_str().unwrap()]), "config.json");
     // render records the lens; --from opens it again.
     let svg = dir.join("fig.svg");
-    let out = bin().args(["render", "--device", "cpu", "--prompt", "The cat sat on the mat.", "--tuned-lens", l, "--model"]).arg(bundle()).arg("--out").arg(&svg).output().unwrap();
+    let out = bin()
+        .args(["render", "--device", "cpu", "--prompt", "The cat sat on the mat.", "--tuned-lens", l, "--model"])
+        .arg(bundle())
+        .arg("--out")
+        .arg(&svg)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let fig = std::fs::read_to_string(&svg).unwrap();
     assert!(fig.contains("tuned_lens (lens)"), "the subtitle names the decoder and the lens");
@@ -364,7 +375,8 @@ fn fit_lens_writes_a_lens_that_lens_render_and_corpus_use() {
     assert!(std::fs::read_to_string(&again).unwrap().contains("tuned_lens (lens)"));
     // corpus under the tuned lens.
     let cj = dir.join("corpus.json");
-    let out = bin().args(["corpus", "--device", "cpu", "--tuned-lens", l, "--model"]).arg(bundle()).arg("--text").arg(&text).arg("--json").arg(&cj).output().unwrap();
+    let out =
+        bin().args(["corpus", "--device", "cpu", "--tuned-lens", l, "--model"]).arg(bundle()).arg("--text").arg(&text).arg("--json").arg(&cj).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cj).unwrap()).unwrap();
     assert_eq!(c["decoder"], "tuned_lens");

@@ -668,7 +668,15 @@ fn progress_repaints_at_a_capped_rate() {
     let text = ["The cat sat on the mat."; 8].join(" ");
     let t1 = Instant::now();
     immediate.store(0, Ordering::Relaxed);
-    w.submit(JobKind::Run { text, pinned: Vec::new(), group: None, k: 5, decoder: lens_model::lens::DecoderKind::LogitLens, truncate_left: false, compare: None });
+    w.submit(JobKind::Run {
+        text,
+        pinned: Vec::new(),
+        group: None,
+        k: 5,
+        decoder: lens_model::lens::DecoderKind::LogitLens,
+        truncate_left: false,
+        compare: None,
+    });
     frames_until(&mut w, "the run");
     let (now, run_ms) = (immediate.load(Ordering::Relaxed), t1.elapsed().as_millis());
     assert!(now <= 3, "{now} immediate repaints during a {run_ms} ms run that delivered one result");
@@ -701,7 +709,8 @@ fn outcomes_are_applied_by_a_pure_reducer() {
     let (model, result) = engine_result(&[]);
     let result = Arc::new(result);
     let mut state = AppState { prompt: PROMPT.into(), ..AppState::default() };
-    let mut book = JobBook { loading: Some((1, Some(bundle().to_path_buf()))), run_after_load: true, partials_shown: 0, lens_after_load: false, lens_job: false };
+    let mut book =
+        JobBook { loading: Some((1, Some(bundle().to_path_buf()))), run_after_load: true, partials_shown: 0, lens_after_load: false, lens_job: false };
 
     // Loaded (first model): remembered in Recent models, and the run it waited for starts.
     let fx = apply_outcome(&mut state, &mut book, true, OutcomeKind::Loaded(Arc::new(model.clone())));
@@ -947,7 +956,7 @@ fn a_tuned_lens_is_fitted_resumed_and_used_in_the_app() {
     h.state_mut().apply(AppCommand::Cancel);
     step_until(&mut h, "the cancel", |a| a.state.progress.is_none());
     let done = h.state().state.fit_history.len();
-    assert!(done >= 1 && done < 40, "{done} steps");
+    assert!((1..40).contains(&done), "{done} steps");
     assert!(lens_model::tuned_lens::fit::has_checkpoint(&out));
     assert!(!out.join("params.pt").exists());
     assert!(h.state().state.tuned_lens.is_none());
@@ -1009,7 +1018,9 @@ fn compare_runs_b_and_the_difference_in_the_app() {
     // Another prompt of another length: aligned by a longest common token subsequence.
     h.state_mut().apply(AppCommand::SetCompareText("The big cat sat on the mat.".into()));
     h.state_mut().apply(AppCommand::SetCompare(Some(CompareWith::Prompt("The big cat sat on the mat.".into()))));
-    step_until(&mut h, "the prompt comparison", |a| a.state.result.as_ref().is_some_and(|r| r.compare.as_ref().is_some_and(|c| c.varied == "prompt")) && a.state.progress.is_none());
+    step_until(&mut h, "the prompt comparison", |a| {
+        a.state.result.as_ref().is_some_and(|r| r.compare.as_ref().is_some_and(|c| c.varied == "prompt")) && a.state.progress.is_none()
+    });
     let cmp = h.state().state.result.as_ref().unwrap().compare.clone().unwrap();
     assert_eq!(cmp.aligned_by, "common_tokens");
     assert_eq!(cmp.b.n_pos(), cmp.a.n_pos() + 1);
@@ -1020,7 +1031,9 @@ fn compare_runs_b_and_the_difference_in_the_app() {
     let hf = unique_temp_dir("gui-other-hf");
     write_checkpoint(&hf, &RandomGpt2::tiny(6)).unwrap();
     h.state_mut().apply(AppCommand::SetCompare(Some(CompareWith::Model(hf.clone()))));
-    step_until(&mut h, "the model comparison", |a| a.state.result.as_ref().is_some_and(|r| r.compare.as_ref().is_some_and(|c| c.varied == "model")) && a.state.progress.is_none());
+    step_until(&mut h, "the model comparison", |a| {
+        a.state.result.as_ref().is_some_and(|r| r.compare.as_ref().is_some_and(|c| c.varied == "model")) && a.state.progress.is_none()
+    });
     let cmp = h.state().state.result.as_ref().unwrap().compare.clone().unwrap();
     assert_eq!(cmp.aligned_by, "position");
     assert_ne!(cmp.a.metrics.kl_to_final, cmp.b.metrics.kl_to_final, "another model's lens");
@@ -1056,7 +1069,8 @@ fn a_tuned_lens_given_at_start_is_used_and_a_bad_one_is_said_and_replaced_by_the
     let run = |lens: PathBuf| {
         let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, tuned_lens: Some(lens), ..GuiOptions::default() };
         let app = LogitLensApp::new_for_test(AppState { prompt: PROMPT.into(), ..AppState::default() }, opts);
-        let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+        let mut h =
+            Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
         step_until(&mut h, "a result", |a| a.state.result.is_some() && a.state.progress.is_none());
         h
     };

@@ -199,7 +199,11 @@ fn demo_result() -> (ModelSummary, RunResult, String) {
     let trace = engine.trace(&ids).unwrap();
     let dla: Vec<Vec<f64>> = (0..ids.len()).map(|p| lens_model::attribution::terms(&trace, &engine.decoder, p, plasma).unwrap()).collect();
     let dla = lens_model::grid::Grid::from_rows(dla).unwrap().transposed();
-    (ModelSummary::of_engine(&engine, &dir), RunResult { prompt: prompt.clone(), total_positions: report.n_pos(), report, pinned_dla: Some(dla), compare: None }, prompt)
+    (
+        ModelSummary::of_engine(&engine, &dir),
+        RunResult { prompt: prompt.clone(), total_positions: report.n_pos(), report, pinned_dla: Some(dla), compare: None },
+        prompt,
+    )
 }
 
 /// The app with `result` on screen (the demo model's folder in the status bar), rendered in
@@ -401,7 +405,11 @@ fn snapshot_compare_logit_lens_and_tuned_lens() {
     // Three KL grids: A, B and A − B, with the same cells.
     let grids: Vec<_> = h.state().geometry.iter().filter(|g| g.metric == Metric::Kl).copied().collect();
     assert_eq!(grids.len(), 3);
-    assert!(grids.iter().all(|g| (g.cells.size() - grids[0].cells.size()).length() < 0.5), "{:?}", grids.iter().map(|g| (g.header, g.cells)).collect::<Vec<_>>());
+    assert!(
+        grids.iter().all(|g| (g.cells.size() - grids[0].cells.size()).length() < 0.5),
+        "{:?}",
+        grids.iter().map(|g| (g.header, g.cells)).collect::<Vec<_>>()
+    );
     let vm = h.state().view_model.as_ref().unwrap();
     let cmp = vm.compare.as_ref().unwrap();
     // A − B is the difference of what A and B paint, cell by cell.

@@ -58,7 +58,16 @@ pub struct TokenGroup {
 
 impl Default for LensOptions {
     fn default() -> Self {
-        Self { subblocks: false, k: 10, decoder: DecoderKind::LogitLens, pinned: Vec::new(), chunk: 256, final_only: false, groups: Vec::new(), path: LensPath::Auto }
+        Self {
+            subblocks: false,
+            k: 10,
+            decoder: DecoderKind::LogitLens,
+            pinned: Vec::new(),
+            chunk: 256,
+            final_only: false,
+            groups: Vec::new(),
+            path: LensPath::Auto,
+        }
     }
 }
 

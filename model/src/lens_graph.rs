@@ -97,7 +97,6 @@ pub fn build(d: usize, bias: bool, softcap: Option<f32>) -> ModelProto {
         let q = b.op("Div", &[&two, &den], None, vec![]);
         let t = b.op("Sub", &[&one, &q], None, vec![]);
         z = b.op("Mul", &[&t, &cap], None, vec![]);
-
     }
     // Online log-sum-exp and the entropy's sum.
     // (ReduceMax takes its axes as an attribute until opset 18; ReduceSum as an input.)
@@ -372,7 +371,8 @@ impl LensGraph {
             let (f, i) = (p * s_n + spec.final_site, p * s_n + spec.input_site);
             let at = |v: &[f64], j: usize| v.get(j).copied().unwrap_or(f64::NAN);
             let lse = lse_of(r);
-            let top: Vec<(f32, u32)> = (0..kk).map(|j| (topv.get(r * kk + j).copied().unwrap_or(f32::NAN), topi.get(r * kk + j).copied().unwrap_or(0) as u32)).collect();
+            let top: Vec<(f32, u32)> =
+                (0..kk).map(|j| (topv.get(r * kk + j).copied().unwrap_or(f32::NAN), topi.get(r * kk + j).copied().unwrap_or(0) as u32)).collect();
             let ids = part(ts, p * n_t..(p + 1) * n_t, "targets")?;
             let mut target_logit = Vec::with_capacity(n_t);
             let mut target_rank_v = Vec::with_capacity(n_t);

@@ -103,7 +103,8 @@ fn compare_paths(engine: &mut LensEngine, what: &str, decoders: &[DecoderKind], 
             check_same(&format!("{what} {decoder:?} chunk {chunk:?}"), &a, &b);
             // Pinned tokens ride along as targets.
             let (pa, pb) = (a.pinned.as_ref().unwrap(), b.pinned.as_ref().unwrap());
-            let pairs: Vec<(u32, u32)> = pa.rank.iter().zip(&pb.rank).flat_map(|(x, y)| x.cells().zip(y.cells()).map(|(u, v)| (*u, *v)).collect::<Vec<_>>()).collect();
+            let pairs: Vec<(u32, u32)> =
+                pa.rank.iter().zip(&pb.rank).flat_map(|(x, y)| x.cells().zip(y.cells()).map(|(u, v)| (*u, *v)).collect::<Vec<_>>()).collect();
             check_ranks(&format!("{what} {decoder:?} pinned"), 7, &pairs);
         }
     }
@@ -111,7 +112,12 @@ fn compare_paths(engine: &mut LensEngine, what: &str, decoders: &[DecoderKind], 
 
 #[test]
 fn every_family_lens_graph_matches_the_kernel() {
-    let mut cases: Vec<String> = std::fs::read_dir(families()).unwrap().filter_map(|e| e.ok()).filter(|e| e.path().join("config.json").is_file()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut cases: Vec<String> = std::fs::read_dir(families())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("config.json").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     cases.sort();
     assert!(cases.len() >= 15, "{cases:?}");
     for case in &cases {
@@ -124,7 +130,8 @@ fn every_family_lens_graph_matches_the_kernel() {
 
 #[test]
 fn demo_model_and_the_tuned_lens_through_the_lens_graph() {
-    let dir = lens_model::resolve::resolve_model(Some(&PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo-model"))), &Progress::default()).unwrap();
+    let dir =
+        lens_model::resolve::resolve_model(Some(&PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo-model"))), &Progress::default()).unwrap();
     let mut engine = common::open(&dir);
     let lens = lens_model::tuned_lens::TunedLens::open(&PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo-model/tuned-lens"))).unwrap();
     engine.set_tuned_lens(Some(lens)).unwrap();

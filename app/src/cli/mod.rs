@@ -244,7 +244,9 @@ pub fn decoder_choice(arg: Option<&str>, tuned_lens: bool) -> Result<DecoderKind
     match arg {
         None if tuned_lens => Ok(DecoderKind::TunedLens),
         None => Ok(DecoderKind::LogitLens),
-        Some(d) => DecoderKind::parse(d).ok_or_else(|| anyhow::anyhow!("unknown decoder {d:?}; use one of {}", DecoderKind::ALL.map(DecoderKind::name).join(", "))),
+        Some(d) => {
+            DecoderKind::parse(d).ok_or_else(|| anyhow::anyhow!("unknown decoder {d:?}; use one of {}", DecoderKind::ALL.map(DecoderKind::name).join(", ")))
+        }
     }
 }
 
@@ -356,10 +358,7 @@ fn run(cli: Cli, gui: GuiServer) -> Result<()> {
                 println!("  weights sha256 {h}");
             }
             println!("execution provider: {}", engine.provider.active);
-            println!(
-                "lens: {} (auto; --lens-path kernel|graph chooses)",
-                engine.lens_path_label(lens_model::lens_graph::LensPath::Auto)
-            );
+            println!("lens: {} (auto; --lens-path kernel|graph chooses)", engine.lens_path_label(lens_model::lens_graph::LensPath::Auto));
             for n in &engine.provider.notes {
                 println!("  {n}");
             }

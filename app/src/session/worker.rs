@@ -601,8 +601,9 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
                 parts.push(crate::session::prompt::read_prompt_file(f)?);
             }
             let text = parts.join("\n\n");
-            let result = lens_model::tuned_lens::fit::fit(engine, &text, opts, out, *resume, &mut |s| emit(OutcomeKind::FitStep(Arc::new(s.clone()))), &job.progress)
-                .with_context(|| format!("fitting a tuned lens into {}", out.display()))?;
+            let result =
+                lens_model::tuned_lens::fit::fit(engine, &text, opts, out, *resume, &mut |s| emit(OutcomeKind::FitStep(Arc::new(s.clone()))), &job.progress)
+                    .with_context(|| format!("fitting a tuned lens into {}", out.display()))?;
             engine.set_tuned_lens(Some(result.lens))?;
             st.last_result = None;
             Ok(OutcomeKind::Fitted(out.clone()))
@@ -716,7 +717,13 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
                 dla_rows.extend(piece_dla);
                 if start < n_pos && !shown {
                     let pinned_dla = pinned.first().map(|_| Grid::from_rows(dla_rows.clone()).map(|g| g.transposed())).transpose()?;
-                    emit(OutcomeKind::Partial(Arc::new(RunResult { prompt: text.clone(), report: r.clone(), pinned_dla, total_positions: n_pos, compare: None })));
+                    emit(OutcomeKind::Partial(Arc::new(RunResult {
+                        prompt: text.clone(),
+                        report: r.clone(),
+                        pinned_dla,
+                        total_positions: n_pos,
+                        compare: None,
+                    })));
                     shown = true;
                 }
                 if start >= n_pos {

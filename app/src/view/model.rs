@@ -216,7 +216,14 @@ impl ViewModel {
                 let unit = if pa.metric == Metric::Ranks { "Δ log10 rank".to_string() } else { format!("Δ {}", pa.scale.unit) };
                 let title = pa.title.split_once(" · ").map_or_else(|| pa.title.clone(), |(_, t)| t.to_string());
                 let ticks = vec![(0.0, format!("-{}", short(max))), (0.5, "0".into()), (1.0, format!("+{}", short(max)))];
-                PanelModel { metric: pa.metric, title: format!("A − B · {title}"), colors, labels, values, scale: ColorScale { cmap: ColorMap::Diverging, ticks, unit } }
+                PanelModel {
+                    metric: pa.metric,
+                    title: format!("A − B · {title}"),
+                    colors,
+                    labels,
+                    values,
+                    scale: ColorScale { cmap: ColorMap::Diverging, ticks, unit },
+                }
             })
             .collect();
         // Outlined where A's and B's top-1 tokens agree; the input strip says where the tokens differ.
@@ -347,7 +354,18 @@ impl ViewModel {
             PanelModel { metric: Metric::Entropy, title: "Entropy".into(), colors, labels, values, scale: ColorScale { cmap, ticks, unit: "nats".into() } }
         };
 
-        Self { rows, cols, row_labels, input_labels, next_labels, outline, depth, depth_below: !view.flip, panels: vec![logits, ranks, kl, entropy], compare: None }
+        Self {
+            rows,
+            cols,
+            row_labels,
+            input_labels,
+            next_labels,
+            outline,
+            depth,
+            depth_below: !view.flip,
+            panels: vec![logits, ranks, kl, entropy],
+            compare: None,
+        }
     }
 
     /// The panel of `metric`.

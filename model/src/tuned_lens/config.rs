@@ -48,7 +48,10 @@ impl TunedLensConfig {
         }
         let count = |keys: &[&str]| -> Result<usize> {
             let v = field(m, keys).ok_or_else(|| bad(format!("missing {:?}: is this a tuned lens's config.json?", keys.first().unwrap_or(&""))))?;
-            v.as_u64().filter(|&n| n > 0).map(|n| n as usize).ok_or_else(|| bad(format!("{:?} must be a positive integer, not {v}", keys.first().unwrap_or(&""))))
+            v.as_u64()
+                .filter(|&n| n > 0)
+                .map(|n| n as usize)
+                .ok_or_else(|| bad(format!("{:?} must be a positive integer, not {v}", keys.first().unwrap_or(&""))))
         };
         let d_model = count(&["d_model"])?;
         let num_hidden_layers = count(&["num_hidden_layers", "num_layers"])?;

@@ -164,9 +164,20 @@ fn norm_backward(dec: &Decoder, dy: &[f32], xh: &[f32], sig: &[f64]) -> Vec<f32>
     dt
 }
 
-/// The loss and gradient of one batch: per translator `(mean KL, dW [d·d], db [d])`, from the
-/// residuals each translator reads (`h[i]`: `[n, d]`) and the final residuals (`[n, d]`).
-pub fn batch_gradient(lens: &TunedLens, dec: &Decoder, h: &[Vec<f32>], finals: &[f32], chunk: usize, progress: &Progress) -> Result<Vec<(f64, Vec<f32>, Vec<f32>)>> {
+/// One translator's loss and gradient on a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TranslatorGrad {
+    /// Mean KL(final ‖ lens) over the batch, nats.
+    pub kl: f64,
+    /// d(mean KL)/dW // [d·d], `out × in`
+    pub d_w: Vec<f32>,
+    /// d(mean KL)/db // [d]
+    pub d_b: Vec<f32>,
+}
+
+/// The loss and gradient of one batch, per translator, from the residuals each translator reads
+/// (`h[i]`: `[n, d]`) and the final residuals (`[n, d]`).
+pub fn batch_gradient(lens: &TunedLens, dec: &Decoder, h: &[Vec<f32>], finals: &[f32], chunk: usize, progress: &Progress) -> Result<Vec<TranslatorGrad>> {
     let d = dec.d_model;
     let n = finals.len() / d.max(1);
     let n_tr = lens.len();
@@ -208,7 +219,7 @@ pub fn batch_gradient(lens: &TunedLens, dec: &Decoder, h: &[Vec<f32>], finals: &
             }
         }
         let kl = part(&g.kl, i * n..(i + 1) * n, "losses")?.iter().sum::<f64>() / n as f64;
-        out.push((kl, dw, db));
+        out.push(TranslatorGrad { kl, d_w: dw, d_b: db });
     }
     Ok(out)
 }
@@ -251,7 +262,8 @@ fn save_checkpoint(out: &Path, meta: &StateMeta, lens: &TunedLens, mom: &[(Vec<f
         named.push((format!("momentum.{i}.weight"), vec![d, d], mw));
         named.push((format!("momentum.{i}.bias"), vec![d], mb));
     }
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = named.iter().map(|(n, s, v)| (n.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect(), s.clone())).collect();
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> =
+        named.iter().map(|(n, s, v)| (n.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect(), s.clone())).collect();
     let views = bytes
         .iter()
         .map(|(n, b, s)| safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).map(|v| (n.clone(), v)))
@@ -299,7 +311,15 @@ pub fn has_checkpoint(out: &Path) -> bool {
 /// and checkpoints to `out/checkpoint/`. `resume` continues from that checkpoint (same text and
 /// options). `on_step` sees every step. Cancelling `progress` stops at the next chunk and writes
 /// a checkpoint of the last finished step (then returns [`LensError::Cancelled`]).
-pub fn fit(engine: &mut LensEngine, text: &str, opts: &FitOptions, out: &Path, resume: bool, on_step: &mut dyn FnMut(&FitStep), progress: &Progress) -> Result<FitResult> {
+pub fn fit(
+    engine: &mut LensEngine,
+    text: &str,
+    opts: &FitOptions,
+    out: &Path,
+    resume: bool,
+    on_step: &mut dyn FnMut(&FitStep),
+    progress: &Progress,
+) -> Result<FitResult> {
     let t0 = Instant::now();
     let shape = engine.bundle.shape.clone();
     let (n_layers, d) = (shape.n_layers, shape.d_model);
@@ -367,7 +387,8 @@ pub fn fit(engine: &mut LensEngine, text: &str, opts: &FitOptions, out: &Path, r
             let mut h: Vec<Vec<f32>> = vec![Vec::new(); n_layers];
             let mut finals = Vec::new();
             for j in 0..per_step {
-                let w = order.get((step * per_step + j) % order.len()).and_then(|&i| windows.get(i)).ok_or_else(|| LensError::invalid("internal: window index"))?;
+                let w =
+                    order.get((step * per_step + j) % order.len()).and_then(|&i| windows.get(i)).ok_or_else(|| LensError::invalid("internal: window index"))?;
                 progress.report("forward", frac(0.3 * j as f32 / per_step as f32));
                 let trace = engine.trace_with(w, progress)?;
                 for (rows, site) in h.iter_mut().zip(&sites) {
@@ -380,7 +401,7 @@ pub fn fit(engine: &mut LensEngine, text: &str, opts: &FitOptions, out: &Path, r
             progress.report("gradient", frac(0.3));
             let grads = batch_gradient(&lens, &dec, &h, &finals, opts.chunk, &progress.part(frac(0.3), 0.7 / opts.steps as f32))?;
             // Clip to the global norm, then SGD with weight decay and Nesterov momentum.
-            let norm = grads.iter().map(|(_, w, b)| w.iter().chain(b).map(|&g| f64::from(g) * f64::from(g)).sum::<f64>()).sum::<f64>().sqrt();
+            let norm = grads.iter().map(|g| g.d_w.iter().chain(&g.d_b).map(|&v| f64::from(v) * f64::from(v)).sum::<f64>()).sum::<f64>().sqrt();
             let clip = if norm > opts.clip { opts.clip / (norm + 1e-6) } else { 1.0 };
             let lr = opts.lr_scale * (1.0 - opts.momentum) * (opts.steps - step) as f64 / opts.steps as f64;
             let update = |theta: &mut [f32], g: &[f32], buf: &mut [f32]| {
@@ -391,12 +412,20 @@ pub fn fit(engine: &mut LensEngine, text: &str, opts: &FitOptions, out: &Path, r
                     *t = (f64::from(*t) - lr * (gv + opts.momentum * b)) as f32;
                 }
             };
-            for ((((_, gw, gb), w), b), (mw, mb)) in grads.iter().zip(lens.weights.iter_mut()).zip(lens.biases.iter_mut()).zip(mom.iter_mut()) {
-                update(w, gw, mw);
-                update(b, gb, mb);
+            for (((g, w), b), (mw, mb)) in grads.iter().zip(lens.weights.iter_mut()).zip(lens.biases.iter_mut()).zip(mom.iter_mut()) {
+                update(w, &g.d_w, mw);
+                update(b, &g.d_b, mb);
             }
             step += 1;
-            let report = FitStep { step, steps: opts.steps, loss: grads.iter().map(|g| g.0).collect(), grad_norm: norm, lr, tokens, elapsed_s: t0.elapsed().as_secs_f64() };
+            let report = FitStep {
+                step,
+                steps: opts.steps,
+                loss: grads.iter().map(|g| g.kl).collect(),
+                grad_norm: norm,
+                lr,
+                tokens,
+                elapsed_s: t0.elapsed().as_secs_f64(),
+            };
             on_step(&report);
             history.push(report);
             if opts.checkpoint_every > 0 && step % opts.checkpoint_every == 0 && step < opts.steps {

@@ -73,7 +73,11 @@ pub fn kl_grad(y_lens: &[f32], y_final: &[f32], n_layers: usize, dec: &Decoder, 
         let (g, k) = r?;
         let np = p1 - p0;
         for l in 0..n_layers {
-            crate::error::part_mut(&mut d_y, (l * n_pos + p0) * d..(l * n_pos + p1) * d, "gradient rows")?.copy_from_slice(part(&g, l * np * d..(l + 1) * np * d, "block gradient")?);
+            crate::error::part_mut(&mut d_y, (l * n_pos + p0) * d..(l * n_pos + p1) * d, "gradient rows")?.copy_from_slice(part(
+                &g,
+                l * np * d..(l + 1) * np * d,
+                "block gradient",
+            )?);
             crate::error::part_mut(&mut kl, l * n_pos + p0..l * n_pos + p1, "losses")?.copy_from_slice(part(&k, l * np..(l + 1) * np, "block losses")?);
         }
     }
@@ -223,4 +227,3 @@ fn block(x: &[f32], n_layers: usize, np: usize, dec: &Decoder, chunk: usize) -> 
     }
     Ok((grad, kl))
 }
-

@@ -80,10 +80,7 @@ impl TunedLens {
             ));
         }
         if c.num_hidden_layers != n_layers {
-            return Err(LensError::bad_file(
-                &path,
-                format!("this tuned lens is for a model of {} layers, the open model has {n_layers}", c.num_hidden_layers),
-            ));
+            return Err(LensError::bad_file(&path, format!("this tuned lens is for a model of {} layers, the open model has {n_layers}", c.num_hidden_layers)));
         }
         let expected = if c.include_input { n_layers } else { n_layers.saturating_sub(1) };
         if self.len() != expected {

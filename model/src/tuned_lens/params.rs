@@ -55,8 +55,11 @@ fn read_safetensors(path: &Path) -> Result<HashMap<String, Raw>> {
     Ok(out)
 }
 
-/// Reads the translators of the lens in `dir`: `(weights [n][d·d], biases [n][d])`.
-pub fn read(dir: &Path, config: &TunedLensConfig) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+/// Translator weights `[n][d·d]` and biases `[n][d]`.
+pub type Translators = (Vec<Vec<f32>>, Vec<Vec<f32>>);
+
+/// Reads the translators of the lens in `dir`.
+pub fn read(dir: &Path, config: &TunedLensConfig) -> Result<Translators> {
     let (path, raw) = if dir.join(PARAMS_PT).is_file() {
         let p = dir.join(PARAMS_PT);
         let r = read_pt(&p)?;
@@ -103,11 +106,16 @@ pub fn read(dir: &Path, config: &TunedLensConfig) -> Result<(Vec<Vec<f32>>, Vec<
                 }
                 decode_f32(b.dtype, &b.data, &mut bv).map_err(|m| LensError::bad_file(&path, format!("{i}.bias {m}")))?;
             }
-            None if config.bias => return Err(LensError::bad_file(&path, format!("translator {i} has no bias ({i}.bias is missing) but config.json says bias: true"))),
+            None if config.bias => {
+                return Err(LensError::bad_file(&path, format!("translator {i} has no bias ({i}.bias is missing) but config.json says bias: true")));
+            }
             None => bv.resize(d, 0.0),
         }
         if wv.len() != d * d || bv.len() != d {
-            return Err(LensError::bad_file(&path, format!("translator {i} holds {} and {} values, expected {} and {d} (truncated?)", wv.len(), bv.len(), d * d)));
+            return Err(LensError::bad_file(
+                &path,
+                format!("translator {i} holds {} and {} values, expected {} and {d} (truncated?)", wv.len(), bv.len(), d * d),
+            ));
         }
         weights.push(wv);
         biases.push(bv);

@@ -199,10 +199,9 @@ impl LogitLensApp {
                     .set_title("Compare with the model in this folder (same tokenizer and depth)")
                     .pick_folder()
                     .map(|p| AppCommand::SetCompare(Some(crate::session::worker::CompareWith::Model(p)))),
-                DialogKind::TunedLens => rfd::FileDialog::new()
-                    .set_title("Open tuned lens (a folder with config.json and params.pt)")
-                    .pick_folder()
-                    .map(AppCommand::OpenTunedLens),
+                DialogKind::TunedLens => {
+                    rfd::FileDialog::new().set_title("Open tuned lens (a folder with config.json and params.pt)").pick_folder().map(AppCommand::OpenTunedLens)
+                }
                 DialogKind::FitText => rfd::FileDialog::new()
                     .set_title("Fit tuned lens: training text")
                     .add_filter("Text", &["txt", "md", "text"])

@@ -54,7 +54,11 @@ impl LogitLensApp {
                         ui.selectable_value(&mut v.tab, m, RichText::new(m.title()).strong());
                     }
                     if cmp.aligned_by == "common_tokens" {
-                        ui.label(RichText::new("B has another token count: only the positions of their longest common token subsequence are shown").small().color(theme::WARN));
+                        ui.label(
+                            RichText::new("B has another token count: only the positions of their longest common token subsequence are shown")
+                                .small()
+                                .color(theme::WARN),
+                        );
                     }
                     if v != state.view {
                         cmds.push(AppCommand::SetView(v));

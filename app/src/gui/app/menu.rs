@@ -81,7 +81,13 @@ impl LogitLensApp {
                     }
                 });
                 ui.separator();
-                if ui.add_enabled(state.model.is_some(), egui::Button::new("Open tuned lens…")).on_hover_text("A tuned-lens folder (config.json + params.pt or params.safetensors) made for this model; decodes every site through its translator").clicked() {
+                if ui
+                    .add_enabled(state.model.is_some(), egui::Button::new("Open tuned lens…"))
+                    .on_hover_text(
+                        "A tuned-lens folder (config.json + params.pt or params.safetensors) made for this model; decodes every site through its translator",
+                    )
+                    .clicked()
+                {
                     cmds.push(AppCommand::RequestTunedLensDialog);
                 }
                 if ui.add_enabled(state.model.is_some(), egui::Button::new("Fit tuned lens…")).clicked() {

@@ -153,7 +153,8 @@ fn decoder_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
 /// to get one).
 pub fn decoder_option(ui: &mut Ui, current: &mut lens_model::lens::DecoderKind, d: lens_model::lens::DecoderKind, has_tuned_lens: bool) {
     if d == lens_model::lens::DecoderKind::TunedLens && !has_tuned_lens {
-        ui.add_enabled(false, egui::Button::selectable(false, d.label())).on_disabled_hover_text("No tuned lens is open: File → Open tuned lens… or File → Fit tuned lens…");
+        ui.add_enabled(false, egui::Button::selectable(false, d.label()))
+            .on_disabled_hover_text("No tuned lens is open: File → Open tuned lens… or File → Fit tuned lens…");
     } else {
         ui.selectable_value(current, d, d.label());
     }

@@ -48,9 +48,8 @@ pub fn status_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
             let reused = if r.run.reused_positions > 0 { format!(" ({} positions kept)", r.run.reused_positions) } else { String::new() };
             // Which code computed the lens: the CPU kernel, or the lens graph on the provider.
             let path = if r.run.lens_path.is_empty() { String::new() } else { format!(" [{}]", r.run.lens_path) };
-            ui.label(format!("{forward} · lens {:.0} ms{path}{reused}", r.run.lens_ms)).on_hover_text(
-                "The lens runs in the streaming CPU kernel, or (forward pass on a GPU provider) as the lens graph on that provider",
-            );
+            ui.label(format!("{forward} · lens {:.0} ms{path}{reused}", r.run.lens_ms))
+                .on_hover_text("The lens runs in the streaming CPU kernel, or (forward pass on a GPU provider) as the lens graph on that provider");
         }
         if let Some(n) = &state.notice {
             ui.separator();
