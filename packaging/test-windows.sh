@@ -78,8 +78,20 @@ if command -v Xvfb >/dev/null; then
   kill "$xvfb" 2>/dev/null || true
 fi
 
+echo "== the user's folders"
+users="$WINEPREFIX/drive_c/users"
+ls -d "$users"/*/AppData/Local/logit-lens/bundles/demo-model-* >/dev/null || { echo "FAIL: no bundle cache in %LOCALAPPDATA%\\logit-lens\\bundles" >&2; exit 1; }
+if [ -f "$shot" ]; then
+  ls "$users"/*/AppData/Roaming/logit-lens/data/app.ron >/dev/null || { echo "FAIL: no settings in %APPDATA%\\logit-lens" >&2; exit 1; }
+  echo "settings in %APPDATA%\\logit-lens\\data, bundle cache in %LOCALAPPDATA%\\logit-lens\\bundles"
+fi
+
 echo "== silent uninstall"
 "$wine" 'C:\logit-lens\uninstall.exe' /S
 sleep 3
-[ ! -e "$inst/logit-lens.exe" ] || { echo "FAIL: the uninstaller left logit-lens.exe" >&2; exit 1; }
-echo "ok: installed, ran info and lens (equal to Linux), uninstalled"
+[ ! -e "$inst" ] || { echo "FAIL: the uninstaller left $inst:" >&2; ls -R "$inst" >&2; exit 1; }
+"$wine" reg query 'HKCU\Software\Classes\Applications\logit-lens.exe' >/dev/null 2>&1 && { echo "FAIL: the uninstaller left the Open-with key" >&2; exit 1; }
+ls -d "$users"/*/AppData/Local/logit-lens/bundles >/dev/null || { echo "FAIL: the uninstaller removed the user's bundle cache" >&2; exit 1; }
+echo "ok: installed, ran info and lens (equal to Linux), uninstalled (the user's folders kept)"
+"$wineserver" -k >/dev/null 2>&1 || true
+rm -rf "$work"
