@@ -442,3 +442,38 @@ fn snapshot_compare_two_prompts_stacked() {
     let options = SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels(1280 * 800 / 200);
     h.snapshot_options("compare_prompts", &options);
 }
+
+#[test]
+fn snapshot_fit_tuned_lens_window() {
+    // The Fit window with the loss curves of a fit in progress (the demo model's own fit log).
+    let (model, result, prompt) = demo_result();
+    let mut state = AppState { prompt, ..AppState::default() };
+    let log = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo-model/tuned-lens/fit_log.txt")).unwrap();
+    for line in log.lines().filter(|l| l.starts_with("step ")) {
+        // "step 3/60  KL embed 21.620 0 4.396 … · mean …"
+        let (head, rest) = line.split_once("  KL ").unwrap();
+        let (step, steps) = head.trim_start_matches("step ").split_once('/').unwrap();
+        let losses: Vec<f64> = rest.split(" · ").next().unwrap().split_whitespace().skip(1).step_by(2).map(|v| v.parse().unwrap()).collect();
+        state.fit_history.push(std::sync::Arc::new(lens_model::tuned_lens::fit::FitStep {
+            step: step.parse().unwrap(),
+            steps: steps.parse().unwrap(),
+            loss: losses,
+            grad_norm: 1.0,
+            lr: 0.1,
+            tokens: 1024,
+            elapsed_s: 0.0,
+        }));
+    }
+    assert_eq!(state.fit_history.len(), 60);
+    assert_eq!(state.fit_history[0].loss.len(), 8);
+    state.fit = lens_app::gui::state::FitSettings {
+        text: Some("shared/corpus/tinystories_v1_valid_head.txt".into()),
+        out: Some("assets/demo-model/tuned-lens".into()),
+        steps: 60,
+        tokens: 1024,
+    };
+    state.show_fit = true;
+    let mut h = rendered(state, model, result, egui::vec2(1280.0, 800.0));
+    let options = SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels(1280 * 800 / 200);
+    h.snapshot_options("window_fit", &options);
+}

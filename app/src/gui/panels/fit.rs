@@ -71,7 +71,10 @@ pub fn fit_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
     Plot::new("fit_plot").legend(Legend::default()).x_axis_label("step").y_axis_label("KL, nats").height(ui.available_height().max(160.0)).show(ui, |p| {
         for i in 0..n {
             let pts: Vec<[f64; 2]> = state.fit_history.iter().filter_map(|s| s.loss.get(i).map(|&l| [s.step as f64, l])).collect();
-            p.line(Line::new(translator_label(i), PlotPoints::from(pts)).color(theme::run_color(i)).width(1.5));
+            // Colour by depth (embed dark → last translator bright): more translators than the
+            // run palette has colours, and depth is what tells them apart.
+            let t = 0.2 + 0.8 * i as f32 / n.saturating_sub(1).max(1) as f32;
+            p.line(Line::new(translator_label(i), PlotPoints::from(pts)).color(theme::ColorMap::Viridis.at(t)).width(1.5));
         }
     });
 }
