@@ -27,9 +27,9 @@ use ort::value::Tensor;
 use prost::Message as _;
 
 use crate::error::{LensError, Progress, Result, part};
-use crate::graph::{Builder, attr_int, attr_ints};
+use crate::graph::{Builder, attr_int, attr_ints, value_info as io};
 use crate::lens::Decoder;
-use crate::metrics::{KernelSpec, NO_TARGET, RowMetrics, target_rank};
+use crate::metrics::{KernelSpec, NO_TARGET, RowMetrics, RowState, finalise};
 use crate::onnx::{DT_FLOAT, DT_INT64, ModelProto};
 use crate::runtime::{Device, ModelSource, create_session_from};
 
@@ -64,10 +64,6 @@ impl LensPath {
             _ => None,
         }
     }
-}
-
-fn io(name: &str, elem: i32, dims: &[std::result::Result<usize, &str>]) -> crate::onnx::ValueInfoProto {
-    crate::graph::value_info(name, elem, dims)
 }
 
 /// The lens-chunk graph for rows of width `d` (with an unembedding bias input when `bias`, the
@@ -363,36 +359,29 @@ impl LensGraph {
             }
         }
         drop(session);
-        // Finalise as the kernel does.
-        let lse_of = |r: usize| -> f64 { f64::from(m.get(r).copied().unwrap_or(f32::NAN)) + s.get(r).copied().unwrap_or(f64::NAN).ln() };
-        let mut out = Vec::with_capacity(rows);
+        // The final sums, finalised by the kernel's own code.
+        let at = |v: &[f64], j: usize| v.get(j).copied().unwrap_or(f64::NAN);
+        let mut state = Vec::with_capacity(rows);
         for r in 0..rows {
             let p = r / s_n;
-            let (f, i) = (p * s_n + spec.final_site, p * s_n + spec.input_site);
-            let at = |v: &[f64], j: usize| v.get(j).copied().unwrap_or(f64::NAN);
-            let lse = lse_of(r);
             let top: Vec<(f32, u32)> =
                 (0..kk).map(|j| (topv.get(r * kk + j).copied().unwrap_or(f32::NAN), topi.get(r * kk + j).copied().unwrap_or(0) as u32)).collect();
             let ids = part(ts, p * n_t..(p + 1) * n_t, "targets")?;
-            let mut target_logit = Vec::with_capacity(n_t);
-            let mut target_rank_v = Vec::with_capacity(n_t);
-            for (t, &id) in ids.iter().enumerate() {
-                let exact = tl.get(r * n_t + t).copied().filter(|v| v.is_finite()).unwrap_or(f32::NAN);
-                // A target in the top-k shows (and ranks by) its GEMM logit there, as in the kernel.
-                let gemm = top.iter().find(|&&(_, tid)| tid == id).map_or(f32::NAN, |&(v, _)| v);
-                target_logit.push(if gemm.is_nan() { exact } else { gemm });
-                target_rank_v.push(target_rank(cnt.get(r * n_t + t).copied().unwrap_or(0.0) as u32, exact, gemm, id, &top));
-            }
-            out.push(RowMetrics {
-                lse,
-                entropy: at(&s, r).ln() - at(&h, r) / at(&s, r),
-                top: top.iter().map(|&(v, id)| (id, v)).collect(),
-                target_logit,
-                target_rank: target_rank_v,
-                kl_to_final: at(&cf, r) / at(&s, f) - lse_of(f) + lse,
-                kl_to_input: at(&ci, r) / at(&s, i) - lse_of(i) + lse,
+            let tlogit: Vec<f32> = (0..n_t).map(|t| tl.get(r * n_t + t).copied().filter(|v| v.is_finite()).unwrap_or(f32::NAN)).collect();
+            // The graph keeps no target's GEMM logit; a target in the top-k has it there, as in the kernel.
+            let tgemm: Vec<f32> = ids.iter().map(|&id| top.iter().find(|&&(_, tid)| tid == id).map_or(f32::NAN, |&(v, _)| v)).collect();
+            state.push(RowState {
+                m: m.get(r).copied().unwrap_or(f32::NAN),
+                z: at(&s, r),
+                s: at(&h, r),
+                top,
+                counts: (0..n_t).map(|t| cnt.get(r * n_t + t).copied().unwrap_or(0.0) as u32).collect(),
+                tlogit,
+                tgemm,
+                kl_f: at(&cf, r),
+                kl_i: at(&ci, r),
             });
         }
-        Ok(out)
+        finalise(&state, ts, spec)
     }
 }

@@ -64,18 +64,26 @@ impl RowMetrics {
     }
 }
 
-struct RowState {
-    m: f32,
-    z: f64,
-    s: f64,
-    top: Vec<(f32, u32)>,
-    counts: Vec<u32>,
+/// One row's running sums after the whole vocabulary (the kernel's, or the lens graph's).
+pub(crate) struct RowState {
+    /// The running maximum logit.
+    pub(crate) m: f32,
+    /// Σ e^{l−m}.
+    pub(crate) z: f64,
+    /// Σ e^{l−m}·(l−m), for the entropy.
+    pub(crate) s: f64,
+    /// The top-k `(logit, id)`, best first.
+    pub(crate) top: Vec<(f32, u32)>,
+    /// Per target, the tokens above its exact logit (itself excluded).
+    pub(crate) counts: Vec<u32>,
     /// Each target's logit, computed alone in f64 (rounded to f32): what the ranks count against.
-    tlogit: Vec<f32>,
+    pub(crate) tlogit: Vec<f32>,
     /// Each target's logit as the chunk's GEMM computed it (NaN until its chunk is seen).
-    tgemm: Vec<f32>,
-    kl_f: f64,
-    kl_i: f64,
+    pub(crate) tgemm: Vec<f32>,
+    /// Σ e^{l_f−m_f}·(l_f − l) against the position's final row.
+    pub(crate) kl_f: f64,
+    /// The same against the position's input row.
+    pub(crate) kl_i: f64,
 }
 
 fn insert_top(top: &mut Vec<(f32, u32)>, k: usize, v: f32, id: u32) {
@@ -138,7 +146,7 @@ pub fn run_kernel(prepared: &[f32], targets: &[u32], dec: &Decoder, spec: &Kerne
 /// there), so a site's own top-1 always ranks 1 even where another token is within f32 rounding
 /// of it; one outside ranks below every entry strictly above its GEMM logit. A near tie decided
 /// differently by the two computations can only still shift ranks beyond k.
-pub(crate) fn target_rank(counted: u32, exact: f32, gemm: f32, id: u32, top: &[(f32, u32)]) -> u32 {
+fn target_rank(counted: u32, exact: f32, gemm: f32, id: u32, top: &[(f32, u32)]) -> u32 {
     if exact.is_nan() {
         return 0;
     }
@@ -285,10 +293,16 @@ fn run_block(xs: &[f32], ts: &[u32], n_pos: usize, dec: &Decoder, spec: &KernelS
         tick();
         v0 += c;
     }
-    // Finalise.
+    finalise(&state, ts, spec)
+}
+
+/// Every row's metrics from its final sums: `state` holds whole positions (`spec.n_sites` rows
+/// each, position-major), `ts` their targets (`spec.n_targets` per position).
+pub(crate) fn finalise(state: &[RowState], ts: &[u32], spec: &KernelSpec) -> Result<Vec<RowMetrics>> {
+    let (s_n, n_t) = (spec.n_sites, spec.n_targets);
     let lse_of = |st: &RowState| f64::from(st.m) + st.z.ln();
-    let mut out = Vec::with_capacity(rb);
-    for (p, st_p) in state.chunks_exact(s_n).enumerate() {
+    let mut out = Vec::with_capacity(state.len());
+    for (p, st_p) in state.chunks_exact(s_n.max(1)).enumerate() {
         let (Some(f), Some(i)) = (st_p.get(spec.final_site), st_p.get(spec.input_site)) else { continue };
         let (lse_f, z_f, lse_i, z_i) = (lse_of(f), f.z, lse_of(i), i.z);
         let ids = part(ts, p * n_t..(p + 1) * n_t, "targets")?;

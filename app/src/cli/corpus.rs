@@ -73,11 +73,7 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &CorpusArgs) -> Result<()> {
     for out in std::iter::once(&args.json).chain(&args.csv) {
         crate::session::prompt::check_writable(out)?;
     }
-    let mut parts = Vec::with_capacity(args.text.len());
-    for f in &args.text {
-        parts.push(crate::session::prompt::read_prompt_file(f)?);
-    }
-    let text = parts.join("\n\n");
+    let text = crate::session::prompt::read_texts(&args.text)?;
     let mut engine = open_engine(ort_lib, args.model.as_deref(), device(&args.device)?)?;
     super::attach_tuned_lens(&mut engine, args.tuned_lens.as_deref())?;
     let opts = CorpusOptions {

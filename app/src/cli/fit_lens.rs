@@ -74,11 +74,7 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &FitLensArgs) -> Result<()> 
     if !args.resume && has_checkpoint(&args.out) {
         eprintln!("note: {} holds a checkpoint of an unfinished fit; starting again (pass --resume to continue it)", args.out.display());
     }
-    let mut parts = Vec::with_capacity(args.text.len());
-    for f in &args.text {
-        parts.push(crate::session::prompt::read_prompt_file(f)?);
-    }
-    let text = parts.join("\n\n");
+    let text = crate::session::prompt::read_texts(&args.text)?;
     let mut engine = open_engine(ort_lib, args.model.as_deref(), device(&args.device)?)?;
     let opts = FitOptions {
         steps: args.steps,
@@ -95,7 +91,10 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &FitLensArgs) -> Result<()> 
     let result = fit(&mut engine, &text, &opts, &args.out, args.resume, &mut |s| print_step(s, &labels), &progress);
     let result = match result {
         Err(lens_model::LensError::Cancelled) => {
-            eprintln!("stopped; a checkpoint is in {}: continue with the same command and --resume", args.out.join("checkpoint").display());
+            eprintln!(
+                "stopped; a checkpoint is in {}: continue with the same command and --resume",
+                args.out.join(lens_model::tuned_lens::fit::CHECKPOINT_DIR).display()
+            );
             return Err(lens_model::LensError::Cancelled.into());
         }
         r => r.with_context(|| format!("fitting a tuned lens into {}", args.out.display()))?,

@@ -27,6 +27,12 @@ pub fn read_prompt_file(path: &Path) -> Result<String> {
     }
 }
 
+/// Reads text files as [`read_prompt_file`] does and joins them with a blank line (the corpus and
+/// the tuned-lens fit take several).
+pub fn read_texts(files: &[std::path::PathBuf]) -> Result<String> {
+    Ok(files.iter().map(|f| read_prompt_file(f)).collect::<Result<Vec<_>>>()?.join("\n\n"))
+}
+
 /// Fails early when `path` cannot be written (missing folder, a folder in the way, no permission).
 pub fn check_writable(path: &Path) -> Result<()> {
     if path.is_dir() {

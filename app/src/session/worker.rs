@@ -504,6 +504,22 @@ pub fn token_group(tok: &lens_model::tokenizer::LensTokenizer, text: &str) -> an
     group.context("group")
 }
 
+/// Loads the runtime, resolves `model` (converting a checkpoint into the cache) and opens it:
+/// the model's folder and its engine. A failure to open says `{what} {folder}`.
+fn open_engine(
+    model: Option<&std::path::Path>,
+    device: Device,
+    ort_lib: Option<&std::path::Path>,
+    progress: &Progress,
+    what: &str,
+) -> anyhow::Result<(PathBuf, LensEngine)> {
+    use anyhow::Context as _;
+    init_runtime(ort_lib)?;
+    let dir = lens_model::resolve::resolve_model(model, progress)?;
+    let engine = LensEngine::open(&dir, device, progress).with_context(|| format!("{what} {}", dir.display()))?;
+    Ok((dir, engine))
+}
+
 /// Where the model compared with lives: opened on first use, kept for the next runs.
 struct OtherModel<'a> {
     slot: &'a mut Option<(PathBuf, LensEngine)>,
@@ -514,12 +530,9 @@ struct OtherModel<'a> {
 impl<'a> OtherModel<'a> {
     /// The engine of `model` (opened, or converted and opened, when it is not the one kept).
     fn engine(self, model: &std::path::Path, progress: &Progress) -> anyhow::Result<&'a mut LensEngine> {
-        use anyhow::Context as _;
         if self.slot.as_ref().is_none_or(|(p, _)| p != model) {
             *self.slot = None;
-            init_runtime(self.ort_lib)?;
-            let dir = lens_model::resolve::resolve_model(Some(model), progress)?;
-            let engine = LensEngine::open(&dir, self.device, progress).with_context(|| format!("cannot open the model to compare with, {}", dir.display()))?;
+            let (_, engine) = open_engine(Some(model), self.device, self.ort_lib, progress, "cannot open the model to compare with,")?;
             *self.slot = Some((model.to_path_buf(), engine));
         }
         match self.slot {
@@ -575,9 +588,7 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
     use anyhow::Context as _;
     match &job.kind {
         JobKind::Load { model, device, ort_lib } => {
-            init_runtime(ort_lib.as_deref())?;
-            let dir = lens_model::resolve::resolve_model(model.as_deref(), &job.progress)?;
-            let engine = LensEngine::open(&dir, *device, &job.progress).with_context(|| format!("cannot open the model {}", dir.display()))?;
+            let (dir, engine) = open_engine(model.as_deref(), *device, ort_lib.as_deref(), &job.progress, "cannot open the model")?;
             let summary = ModelSummary::of_engine(&engine, &dir);
             st.engine = Some(engine);
             st.last = None;
@@ -596,11 +607,7 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
         }
         JobKind::FitLens { texts, out, opts, resume } => {
             let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
-            let mut parts = Vec::with_capacity(texts.len());
-            for f in texts {
-                parts.push(crate::session::prompt::read_prompt_file(f)?);
-            }
-            let text = parts.join("\n\n");
+            let text = crate::session::prompt::read_texts(texts)?;
             let result =
                 lens_model::tuned_lens::fit::fit(engine, &text, opts, out, *resume, &mut |s| emit(OutcomeKind::FitStep(Arc::new(s.clone()))), &job.progress)
                     .with_context(|| format!("fitting a tuned lens into {}", out.display()))?;

@@ -26,14 +26,6 @@ pub struct KlGrad {
     pub kl: Vec<f64>,
 }
 
-fn gemm_nt(x: &[f32], w: &[f32], d: usize, out: &mut [f32]) {
-    let (rows, cols) = (x.len() / d, w.len() / d);
-    let lhs = faer::MatRef::from_row_major_slice(x, rows, d);
-    let rhs = faer::MatRef::from_row_major_slice(w, cols, d);
-    let dst = faer::MatMut::from_row_major_slice_mut(out, rows, cols);
-    faer::linalg::matmul::matmul(dst, faer::Accum::Replace, lhs, rhs.transpose(), 1.0f32, faer::Par::Seq);
-}
-
 /// `out += c · w` // c: [rows, cols], w: [cols, d], out: [rows, d]
 fn gemm_nn_add(c: &[f32], w: &[f32], d: usize, out: &mut [f32]) {
     let cols = w.len() / d;
@@ -84,9 +76,12 @@ pub fn kl_grad(y_lens: &[f32], y_final: &[f32], n_layers: usize, dec: &Decoder, 
     Ok(KlGrad { d_y, kl })
 }
 
-/// Adds the unembedding bias and applies the soft cap to a chunk of logit rows (tokens
-/// `c0..c0 + n`), writing the cap's derivative `1 − tanh²` into `slope` (same layout) when capped.
-fn finish_logits(z: &mut [f32], n: usize, c0: usize, dec: &Decoder, slope: &mut [f32]) -> Result<()> {
+/// The logits of rows `x` for the vocabulary chunk `uc` (tokens `c0..c0 + n`) into `z`: the GEMM,
+/// the unembedding bias and the soft cap, whose derivative `1 − tanh²` goes into `slope` (same
+/// layout) when capped.
+fn chunk_logits(x: &[f32], uc: &[f32], c0: usize, n: usize, dec: &Decoder, z: &mut [f32], slope: &mut [f32]) -> Result<()> {
+    // One task per block of positions: the product itself runs on this thread.
+    crate::lens::logits_block(x, uc, dec.d_model, z, false)?;
     if let Some(b) = &dec.b_u {
         let bc = part(b, c0..c0 + n, "unembedding bias")?;
         for row in z.chunks_exact_mut(n) {
@@ -127,9 +122,8 @@ fn block(x: &[f32], n_layers: usize, np: usize, dec: &Decoder, chunk: usize) -> 
         let n = chunk.min(v - c0);
         let uc = part(w_u, c0 * d..(c0 + n) * d, "unembedding chunk")?;
         let zf = part_mut(&mut z, 0..np * n, "logits")?;
-        gemm_nt(finals, uc, d, zf);
         let sl = if capped { part_mut(&mut slope, 0..np * n, "slopes")? } else { &mut [][..] };
-        finish_logits(zf, n, c0, dec, sl)?;
+        chunk_logits(finals, uc, c0, n, dec, zf, sl)?;
         for ((row, m), s) in zf.chunks_exact(n).zip(fm.iter_mut()).zip(fs.iter_mut()) {
             let m_new = m.max(f64::from(simd::max(row)));
             let (e, _) = simd::exp_sums(row, m_new as f32, part_mut(&mut scratch, 0..n, "scratch")?);
@@ -155,9 +149,8 @@ fn block(x: &[f32], n_layers: usize, np: usize, dec: &Decoder, chunk: usize) -> 
         let n = chunk.min(v - c0);
         let uc = part(w_u, c0 * d..(c0 + n) * d, "unembedding chunk")?;
         let zc = part_mut(&mut z, 0..rows * n, "logits")?;
-        gemm_nt(x, uc, d, zc);
         let sl = if capped { part_mut(&mut slope, 0..rows * n, "slopes")? } else { &mut [][..] };
-        finish_logits(zc, n, c0, dec, sl)?;
+        chunk_logits(x, uc, c0, n, dec, zc, sl)?;
         let zc: &[f32] = zc;
         let sl: &[f32] = sl;
         let pc = part_mut(&mut p, 0..np * n, "probabilities")?;

@@ -203,22 +203,14 @@ pub fn state_dict_pickle(tensors: &[(String, Vec<usize>)]) -> Result<Vec<u8>> {
     Ok(p)
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same folder, renamed into place
-/// once complete (a crash or a full disk leaves the old file, never half of a new one).
+/// Writes `path` through a file opened for `write` and synced to disk, with the reports' own
+/// replace-when-whole mechanism ([`crate::report::write_replacing`]: a crash or a full disk leaves
+/// the old file, never half of a new one).
 pub fn write_atomic(path: &Path, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
-    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| LensError::invalid(format!("{} has no file name", path.display())))?;
-    let tmp = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        write(&mut f)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(LensError::io(path, e));
-    }
-    Ok(())
+    crate::report::write_replacing(path, |tmp| {
+        let mut f = std::fs::File::create(tmp).map_err(|e| LensError::io(tmp, e))?;
+        write(&mut f).and_then(|()| f.sync_all()).map_err(|e| LensError::io(path, e))
+    })
 }
 
 /// Writes `params.pt` (translators as `{i}.weight`, `{i}.bias`, float32) and `config.json` into
