@@ -652,7 +652,7 @@ fn progress_repaints_at_a_capped_rate() {
         Some(d) => c2.request_repaint_after(d),
     });
     let mut w = Worker::spawn(repaint, Some(64)).unwrap();
-    w.submit(JobKind::Load { model: Some(bundle().to_path_buf()), device: Device::Cpu, ort_lib: None });
+    w.submit(JobKind::Load { model: Some(bundle().to_path_buf()), device: Device::Cpu, ort_lib: None, weights: Default::default() });
     let t0 = Instant::now();
     // Frames every 2 ms, as a window would paint when asked: each frame lets the next request
     // through to the callback.

@@ -11,7 +11,8 @@ use crate::config::ModelShape;
 use crate::convert::{MODEL_FILE, TOKENIZER_FILE};
 use crate::error::{LensError, Result};
 use crate::graph::hook_name;
-use crate::onnx::{DT_FLOAT, DT_FLOAT16, ModelProto, TensorProto, tensor_proto};
+use crate::onnx::{DT_FLOAT, DT_FLOAT16, DT_UINT8, ModelProto, TensorProto, tensor_proto};
+use crate::quant::WeightFormat;
 
 /// Layout of the unembedding initializer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +38,7 @@ pub struct Bundle {
     /// The bundle folder.
     pub dir: PathBuf,
     /// Bundle format version (1: GPT-2 only, the first release; 2: every family; 3: the lens graph
-    /// has a key/value cache).
+    /// has a key/value cache; 4: as 3 with quantized block matrices, `MatMulNBits`).
     pub format_version: u32,
     /// Model name (from metadata, else the folder name).
     pub name: String,
@@ -73,6 +74,8 @@ pub struct Bundle {
     pub kv_cache: Option<KvCacheShape>,
     /// sha256 of the weights, when the bundle records it.
     pub weights_sha256: Option<String>,
+    /// The forward graph's weight format (`lens.weights`; f32 in bundles that do not say).
+    pub weights: WeightFormat,
     /// All `metadata_props`.
     pub metadata: BTreeMap<String, String>,
     /// The initializers the decoder reads (final norm, unembedding and its bias); the others are
@@ -141,15 +144,28 @@ impl Bundle {
             "1" => 1,
             "2" => 2,
             "3" => 3,
+            "4" => 4,
             other => {
                 return Err(LensError::bad_file(
                     &model_path,
                     format!(
-                        "bundle format version {other} is not supported by this logit-lens (it reads 1 to 3); update logit-lens or convert the checkpoint again"
+                        "bundle format version {other} is not supported by this logit-lens (it reads 1 to 4); update logit-lens or convert the checkpoint again"
                     ),
                 ));
             }
         };
+        let weights = match metadata.get("lens.weights") {
+            None => WeightFormat::F32,
+            Some(w) => WeightFormat::parse(w).ok_or_else(|| {
+                LensError::bad_file(&model_path, format!("metadata lens.weights = {w:?} is not a weight format this logit-lens reads (f32, int8, int4)"))
+            })?,
+        };
+        if (format_version == 4) == weights.is_exact() {
+            return Err(LensError::bad_file(
+                &model_path,
+                format!("bundle format {format_version} with {} weights: quantized weights are format 4 and only they are", weights.name()),
+            ));
+        }
         let family = meta("lens.family")?.clone();
         if Family::from_model_type(&family).is_none() || (format_version == 1 && family != "gpt2") {
             return Err(LensError::bad_file(
@@ -299,6 +315,7 @@ impl Bundle {
             last_block,
             kv_cache,
             weights_sha256: metadata.get("lens.weights_sha256").cloned(),
+            weights,
             metadata,
             initializers,
             n_params: 0,
@@ -308,12 +325,16 @@ impl Bundle {
         for t in bundle.initializers.values() {
             bundle.external_range(t)?;
         }
-        bundle.n_params = bundle
-            .initializers
-            .values()
-            .filter(|t| t.data_location == Some(tensor_proto::DataLocation::External as i32))
-            .map(|t| t.dims.iter().map(|&d| d.max(0) as usize).product::<usize>())
-            .sum();
+        // Quantized bundles record the count (their codes' elements are bytes, not weights).
+        bundle.n_params = match bundle.metadata.get("lens.n_params").and_then(|v| v.parse().ok()) {
+            Some(n) => n,
+            None => bundle
+                .initializers
+                .values()
+                .filter(|t| t.data_location == Some(tensor_proto::DataLocation::External as i32))
+                .map(|t| t.dims.iter().map(|&d| d.max(0) as usize).product::<usize>())
+                .sum(),
+        };
         // Keep only what the decoder reads: the session has the weights (an old bundle's
         // initializers may hold their values inline; they were kept for the engine's lifetime).
         let keep: Vec<String> = [Some(&bundle.ln_final_weight), bundle.ln_final_bias.as_ref(), Some(&bundle.unembed), bundle.unembed_bias.as_ref()]
@@ -354,7 +375,11 @@ impl Bundle {
         let loc = get("location").unwrap_or_default();
         let path = check_external_location(&self.dir, &loc, &model_path)?;
         let offset: u64 = get("offset").map_or(Ok(0), |v| v.parse()).map_err(|_| LensError::bad_file(&model_path, "bad external data offset"))?;
-        let elem: u64 = if t.data_type == Some(DT_FLOAT16) { 2 } else { 4 };
+        let elem: u64 = match t.data_type {
+            Some(DT_FLOAT16) => 2,
+            Some(DT_UINT8) => 1,
+            _ => 4,
+        };
         let count: u64 = t.dims.iter().map(|&d| d.max(0) as u64).product();
         let length: u64 = get("length").map_or(Ok(count * elem), |v| v.parse()).map_err(|_| LensError::bad_file(&model_path, "bad external data length"))?;
         let size = std::fs::metadata(&path).map_err(|e| LensError::io(&path, e))?.len();

@@ -18,7 +18,9 @@ use crate::arch::{Arch, Family, Norm, Pick, Source, TensorPlan, names};
 use crate::checkpoint::{Checkpoint, TensorRef, decode_f32, has_weights};
 use crate::config::ModelShape;
 use crate::error::{LensError, Progress, Result};
-use crate::graph::{ExternalTensor, build_last_block_model, build_lens_model, hooks_of};
+use crate::graph::{ExternalTensor, QuantLayout, build_last_block_model, build_lens_model, hooks_of};
+use crate::onnx::{DT_FLOAT, DT_UINT8};
+use crate::quant::{CODES_SUFFIX, QuantSpec, SCALES_SUFFIX, WeightFormat, ZERO_POINTS_SUFFIX, quantize};
 
 /// File name of the ONNX graph in a bundle.
 pub const MODEL_FILE: &str = "model.onnx";
@@ -28,8 +30,11 @@ pub const LAST_BLOCK_FILE: &str = "last_block.onnx";
 pub const DATA_FILE: &str = "model.onnx.data";
 /// File name of the tokenizer in a bundle.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
-/// The bundle format version written into `metadata_props`.
+/// The bundle format version written into `metadata_props` for f32 weights.
 pub const FORMAT_VERSION: &str = "3";
+/// The format version of a bundle with quantized weights (`MatMulNBits`): a reader of formats 1
+/// to 3 refuses it by its version instead of failing on the operator.
+pub const QUANTIZED_FORMAT_VERSION: &str = "4";
 const ALIGN: u64 = 4096;
 
 /// What a conversion produced.
@@ -41,8 +46,10 @@ pub struct ConvertSummary {
     pub family: Family,
     /// The model's shape.
     pub shape: ModelShape,
-    /// sha256 of the f32 weight data.
+    /// sha256 of the weight data (as written: f32, or codes, scales and zero points).
     pub weights_sha256: String,
+    /// The weight format written.
+    pub weights: WeightFormat,
 }
 
 /// Whether `dir` looks like a Hugging Face checkpoint folder (`config.json` and weights:
@@ -56,6 +63,12 @@ pub fn is_hf_checkpoint(dir: &Path) -> bool {
 /// `dst` must not exist or be an empty folder. The bundle is written into a temporary sibling
 /// folder and renamed into place at the end, so a failed or cancelled conversion leaves nothing.
 pub fn convert_hf_checkpoint(src: &Path, dst: &Path, progress: &Progress) -> Result<ConvertSummary> {
+    convert_hf_checkpoint_as(src, dst, WeightFormat::F32, progress)
+}
+
+/// [`convert_hf_checkpoint`] writing the block matrices in `weights` (f32, int8 or int4 codes
+/// for `MatMulNBits`); embeddings, norms, biases and the unembedding stay f32.
+pub fn convert_hf_checkpoint_as(src: &Path, dst: &Path, weights: WeightFormat, progress: &Progress) -> Result<ConvertSummary> {
     if !src.is_dir() {
         return Err(LensError::bad_file(src, "not a folder; expected a Hugging Face checkpoint folder (config.json + model.safetensors)"));
     }
@@ -80,7 +93,7 @@ pub fn convert_hf_checkpoint(src: &Path, dst: &Path, progress: &Progress) -> Res
     let marker = tmp.join(PARTIAL_MARKER);
     std::fs::write(&marker, marker_text()).map_err(|e| LensError::io(&marker, e))?;
     let name = src.canonicalize().ok().and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned())).unwrap_or_else(|| arch.family.model_type().into());
-    let result = convert_into(src, &ckpt, &tmp, &arch, &name, progress);
+    let result = convert_into(src, &ckpt, &tmp, &arch, &name, weights, progress);
     match result {
         Ok(sha) => {
             let _ = std::fs::remove_file(&marker);
@@ -88,7 +101,7 @@ pub fn convert_hf_checkpoint(src: &Path, dst: &Path, progress: &Progress) -> Res
                 let _ = std::fs::remove_dir(dst);
             }
             std::fs::rename(&tmp, dst).map_err(|e| LensError::io(dst, e))?;
-            Ok(ConvertSummary { bundle: dst.to_path_buf(), family: arch.family, shape: arch.shape.clone(), weights_sha256: sha })
+            Ok(ConvertSummary { bundle: dst.to_path_buf(), family: arch.family, shape: arch.shape.clone(), weights_sha256: sha, weights })
         }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -241,14 +254,38 @@ impl DataWriter<'_> {
     }
     fn write(&mut self, vals: &[f32]) -> Result<()> {
         let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.hasher.update(&bytes);
-        self.w.write_all(&bytes).map_err(|e| LensError::io(self.path, e))?;
+        self.write_bytes(&bytes)
+    }
+    fn write_bytes(&mut self, bytes: &[u8]) -> Result<()> {
+        self.hasher.update(bytes);
+        self.w.write_all(bytes).map_err(|e| LensError::io(self.path, e))?;
         self.offset += bytes.len() as u64;
         Ok(())
     }
+    /// Writes one aligned tensor and returns where it is.
+    fn tensor(&mut self, name: String, dims: Vec<usize>, data_type: i32, bytes: &[u8], quant: Option<QuantLayout>) -> Result<ExternalTensor> {
+        self.align()?;
+        let offset = self.offset;
+        self.write_bytes(bytes)?;
+        Ok(ExternalTensor { name, dims, offset, length: bytes.len() as u64, data_type, quant })
+    }
 }
 
-fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &str, progress: &Progress) -> Result<String> {
+/// Writes `vals` (`[k, n]`, MatMul layout) as `MatMulNBits` codes, scales and zero points.
+fn write_quantized(dw: &mut DataWriter<'_>, name: &str, vals: &[f32], dims: &[usize], spec: &QuantSpec, out: &mut Vec<ExternalTensor>) -> Result<()> {
+    let [k, n] = *dims else { return Err(LensError::invalid(format!("internal: {name} is not a matrix: {dims:?}"))) };
+    let q = quantize(vals, k, n, spec)?;
+    let layout = QuantLayout { k, n, spec: *spec };
+    out.push(dw.tensor(format!("{name}{CODES_SUFFIX}"), vec![n, spec.blocks(k), spec.blob_size()], DT_UINT8, &q.codes, Some(layout))?);
+    let scales: Vec<u8> = q.scales.iter().flat_map(|v| v.to_le_bytes()).collect();
+    out.push(dw.tensor(format!("{name}{SCALES_SUFFIX}"), vec![n * spec.blocks(k)], DT_FLOAT, &scales, None)?);
+    if let Some(zp) = &q.zero_points {
+        out.push(dw.tensor(format!("{name}{ZERO_POINTS_SUFFIX}"), vec![zp.len()], DT_UINT8, zp, None)?);
+    }
+    Ok(())
+}
+
+fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &str, weights: WeightFormat, progress: &Progress) -> Result<String> {
     let tied = is_tied(arch, ckpt)?;
     let plan = arch.tensors(tied);
     let data_path = out.join(DATA_FILE);
@@ -263,6 +300,17 @@ fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &s
         dw.align()?;
         let start = dw.offset;
         let count: usize = dims.iter().product();
+        if let (Some(spec), Source::Checkpoint { key, pick, transpose }) = (weights.spec(), source)
+            && crate::quant::is_quantized_matrix(tname)
+        {
+            let view = ckpt.tensor(key)?;
+            let vals = materialize(view, key, pick, *transpose, dims, &ckpt_path)?;
+            write_quantized(&mut dw, tname, &vals, dims, &spec, &mut tensors)?;
+            ckpt.release(key);
+            done += count;
+            progress.report("converting weights", done as f32 / total.max(1) as f32);
+            continue;
+        }
         match source {
             Source::Sinusoidal => {
                 let [n_ctx, d] = dims.as_slice() else { return Err(LensError::invalid("internal: sinusoidal table is not 2-D")) };
@@ -297,13 +345,16 @@ fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &s
                 dw.write(&vals)?;
             }
         }
+        if let Source::Checkpoint { key, .. } | Source::PlusOne { key } = source {
+            ckpt.release(key);
+        }
         done += count;
         progress.report("converting weights", done as f32 / total.max(1) as f32);
         let length = dw.offset - start;
         if length != (count * 4) as u64 {
             return Err(LensError::invalid(format!("internal: wrote {length} bytes for {tname}, expected {}", count * 4)));
         }
-        tensors.push(ExternalTensor { name: tname.clone(), dims: dims.clone(), offset: start, length });
+        tensors.push(ExternalTensor { name: tname.clone(), dims: dims.clone(), offset: start, length, data_type: DT_FLOAT, quant: None });
     }
     dw.w.flush().map_err(|e| LensError::io(&data_path, e))?;
     let DataWriter { w, hasher, .. } = dw;
@@ -311,8 +362,9 @@ fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &s
     let sha = format!("{:x}", hasher.finalize());
 
     let s = &arch.shape;
+    let version = if weights.is_exact() { FORMAT_VERSION } else { QUANTIZED_FORMAT_VERSION };
     let mut meta: Vec<(String, String)> = vec![
-        ("lens.format_version".into(), FORMAT_VERSION.into()),
+        ("lens.format_version".into(), version.into()),
         ("lens.family".into(), arch.family.model_type().into()),
         ("lens.name".into(), name.into()),
         ("lens.n_layers".into(), s.n_layers.to_string()),
@@ -335,6 +387,14 @@ fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &s
     ];
     if arch.norm == Norm::LayerNorm {
         meta.push(("lens.final_norm.bias".into(), names::LN_FINAL_B.into()));
+    }
+    meta.push(("lens.weights".into(), weights.name().into()));
+    meta.push(("lens.n_params".into(), total.to_string()));
+    if let Some(spec) = weights.spec() {
+        meta.push(("lens.weights.bits".into(), spec.bits.to_string()));
+        meta.push(("lens.weights.block_size".into(), spec.block_size.to_string()));
+        meta.push(("lens.weights.zero_points".into(), (!spec.symmetric).to_string()));
+        meta.push(("lens.weights.accuracy_level".into(), spec.accuracy_level.to_string()));
     }
     if let Some(cap) = arch.final_softcap {
         meta.push(("lens.final_softcap".into(), format!("{cap:e}")));

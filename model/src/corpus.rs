@@ -82,6 +82,9 @@ pub struct CorpusRun {
     pub text_bytes: usize,
     /// How the intervals are computed.
     pub ci_method: String,
+    /// The weights of the forward pass (`f32`, `int8`, `int4`; empty in older reports: f32).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub weights: String,
     /// Program version.
     pub program: String,
 }
@@ -315,6 +318,7 @@ pub fn run_corpus(engine: &mut LensEngine, text: &str, opts: &CorpusOptions, pro
             seconds: t0.elapsed().as_secs_f64(),
             text_bytes: text.len(),
             ci_method: format!("percentile bootstrap over windows, {b} resamples, seed {}", opts.seed),
+            weights: engine.bundle.weights.name().into(),
             program: format!("logit-lens {}", env!("CARGO_PKG_VERSION")),
         },
     })

@@ -91,6 +91,8 @@ pub struct LensEngine {
     device: Device,
     /// The lens graph, built on first use.
     graph: std::sync::Mutex<Option<std::sync::Arc<LensGraph>>>,
+    /// Why the bundle's weight format was chosen (`--weights auto`), recorded in every report.
+    pub weights_reason: Option<String>,
 }
 
 /// Vocabulary chunk of the lens graph when the options keep the kernel's default chunk.
@@ -164,7 +166,19 @@ impl LensEngine {
         })?;
         let (session, provider) = session;
         let last_block = LastBlockRunner::new(bundle.last_block.clone(), device, bundle.shape.n_heads);
-        let mut engine = Self { bundle, tokenizer, decoder, provider, runtime, session, last_block, tuned: None, device, graph: std::sync::Mutex::new(None) };
+        let mut engine = Self {
+            bundle,
+            tokenizer,
+            decoder,
+            provider,
+            runtime,
+            session,
+            last_block,
+            tuned: None,
+            device,
+            graph: std::sync::Mutex::new(None),
+            weights_reason: None,
+        };
         progress.check()?;
         progress.report("checking the bundle's consistency", 0.8);
         engine.check_consistency()?;
@@ -586,6 +600,8 @@ impl LensEngine {
                 cached_positions: 0,
                 tuned_lens: if dec.kind == DecoderKind::TunedLens { self.tuned.as_ref().map(|l| l.describe()) } else { None },
                 lens_path: self.lens_path_label(opts.path),
+                weights: self.bundle.weights.name().into(),
+                weights_reason: self.weights_reason.clone(),
             },
         })
     }

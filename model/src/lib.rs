@@ -24,6 +24,7 @@ pub mod lens_graph;
 pub mod metrics;
 pub mod npz;
 pub mod onnx;
+pub mod quant;
 pub mod report;
 pub mod resolve;
 pub mod runtime;

@@ -105,7 +105,7 @@ fn flat<T: Copy>(g: &[Vec<T>]) -> Vec<T> {
 /// `top_k_logit` / `top_k_prob` `[S, P, K]`, `attribution_components` `[C]`,
 /// `attribution_final_top1` / `attribution_next` `[C, P]`, with pins `pinned_id` `[N]`,
 /// `pinned_text`, `pinned_rank` / `pinned_prob` / `pinned_logit` `[N, S, P]`; and 0-d strings
-/// `schema`, `model`, `family`, `decoder`.
+/// `schema`, `model`, `family`, `decoder`, `weights` (`f32`, `int8`, `int4`).
 pub fn write_report(report: &LensReport, path: &Path, token_text: &dyn Fn(u32) -> String) -> Result<()> {
     let (s, p) = (report.sites.len(), report.n_pos());
     let m = &report.metrics;
@@ -115,6 +115,7 @@ pub fn write_report(report: &LensReport, path: &Path, token_text: &dyn Fn(u32) -
         ("model", vec![], Data::Str(vec![report.model.name.clone()])),
         ("family", vec![], Data::Str(vec![report.model.family.clone()])),
         ("decoder", vec![], Data::Str(vec![report.decoder.clone()])),
+        ("weights", vec![], Data::Str(vec![report.weights().to_string()])),
         ("tokens_id", vec![p], Data::I64(report.tokens.iter().map(|t| i64::from(t.id)).collect())),
         ("tokens_text", vec![p], Data::Str(report.tokens.iter().map(|t| t.text.clone()).collect())),
         ("tokens_decoded", vec![p], Data::Str(report.tokens.iter().map(|t| t.decoded.clone()).collect())),

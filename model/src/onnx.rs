@@ -5,6 +5,8 @@ include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 
 /// `TensorProto.DataType.FLOAT`.
 pub const DT_FLOAT: i32 = 1;
+/// `TensorProto.DataType.UINT8`.
+pub const DT_UINT8: i32 = 2;
 /// `TensorProto.DataType.INT64`.
 pub const DT_INT64: i32 = 7;
 /// `TensorProto.DataType.BOOL`.

@@ -186,6 +186,14 @@ pub struct RunInfo {
     /// The tuned lens the `tuned_lens` decoder applied (its folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tuned_lens: Option<String>,
+    /// The weights that computed the forward pass: `f32` (exact), `int8` or `int4` (block-wise
+    /// `MatMulNBits` codes of the block matrices); empty in reports of older releases, which were
+    /// all f32.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub weights: String,
+    /// Why those weights (`--weights auto`'s reason), when it chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_reason: Option<String>,
     /// Program version.
     pub program: String,
 }
@@ -224,6 +232,17 @@ pub struct LensReport {
 }
 
 impl LensReport {
+    /// The weights that computed this report: `f32` (also for reports of releases before weight
+    /// formats, which were all f32), `int8` or `int4`.
+    pub fn weights(&self) -> &str {
+        if self.run.weights.is_empty() { "f32" } else { &self.run.weights }
+    }
+
+    /// Whether the forward pass used the checkpoint's exact (f32) weights.
+    pub fn exact_weights(&self) -> bool {
+        self.weights() == "f32"
+    }
+
     /// Number of positions.
     pub fn n_pos(&self) -> usize {
         self.tokens.len()

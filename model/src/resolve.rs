@@ -5,8 +5,12 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::bundle::format_version_of;
-use crate::convert::{MODEL_FILE, convert_hf_checkpoint, is_hf_checkpoint};
+use prost::Message;
+
+use crate::arch::Arch;
+use crate::convert::{MODEL_FILE, convert_hf_checkpoint_as, is_hf_checkpoint};
 use crate::error::{LensError, Progress, Result};
+use crate::quant::{WeightFormat, WeightsChoice, available_memory, choose_auto, is_quantized_matrix};
 use crate::runtime::cache_dir;
 
 /// Where the bundled demo model may be, in order: `LOGIT_LENS_DEMO_MODEL`, next to the executable
@@ -133,10 +137,69 @@ pub fn cached_hub_id(arg: &str) -> Result<PathBuf> {
     Ok(snap)
 }
 
+/// A resolved `--model`: the bundle folder, its weight format and, when `--weights auto` chose
+/// it for a checkpoint, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedModel {
+    /// The bundle folder.
+    pub dir: PathBuf,
+    /// The weights it holds.
+    pub weights: WeightFormat,
+    /// `auto`'s reason (sizes and the memory available), when it chose.
+    pub reason: Option<String>,
+}
+
 /// Resolves `--model`: a bundle folder is used as is; a Hugging Face checkpoint folder (or a hub
 /// id found in the local hub cache) is converted once into the per-user cache; `None` means the
-/// bundled demo model.
+/// bundled demo model. The weights are `auto`'s choice (see [`resolve_model_as`]).
 pub fn resolve_model(arg: Option<&Path>, progress: &Progress) -> Result<PathBuf> {
+    resolve_model_as(arg, WeightsChoice::Auto, progress).map(|r| r.dir)
+}
+
+/// The weight format a bundle folder holds (`lens.weights`; f32 when it does not say).
+pub fn bundle_weights(dir: &Path) -> Result<WeightFormat> {
+    let bytes = std::fs::read(dir.join(MODEL_FILE)).map_err(|e| LensError::io(&dir.join(MODEL_FILE), e))?;
+    let model = crate::onnx::ModelProto::decode(bytes.as_slice())
+        .map_err(|e| LensError::bad_file(&dir.join(MODEL_FILE), format!("not a valid ONNX model (truncated or corrupted?): {e}")))?;
+    match model.metadata_props.iter().find(|p| p.key.as_deref() == Some("lens.weights")).and_then(|p| p.value.clone()) {
+        None => Ok(WeightFormat::F32),
+        Some(w) => {
+            WeightFormat::parse(&w).ok_or_else(|| LensError::bad_file(&dir.join(MODEL_FILE), format!("metadata lens.weights = {w:?} is not f32, int8 or int4")))
+        }
+    }
+}
+
+/// Bytes of the bundle that `config.json` in `dir` converts to, in `format`.
+pub fn bundle_bytes(dir: &Path, format: WeightFormat) -> Result<u64> {
+    let arch = Arch::from_hf_config(&dir.join("config.json"))?;
+    Ok(arch
+        .tensors(arch.tie_word_embeddings)
+        .iter()
+        .map(|t| {
+            let count = t.dims.iter().product::<usize>() as u64;
+            if is_quantized_matrix(&t.name) { format.matrix_bytes(count) } else { count * 4 }
+        })
+        .sum())
+}
+
+/// The format `choice` means for the checkpoint in `dir` (for `auto`: its sizes against the
+/// memory available now).
+pub fn choose_weights(dir: &Path, choice: WeightsChoice) -> Result<(WeightFormat, Option<String>)> {
+    match choice {
+        WeightsChoice::Exact(w) => Ok((w, None)),
+        WeightsChoice::Auto => {
+            let sizes: Vec<(WeightFormat, u64)> = WeightFormat::ALL.iter().map(|&f| Ok((f, bundle_bytes(dir, f)?))).collect::<Result<_>>()?;
+            let bytes = |f: WeightFormat| sizes.iter().find(|(g, _)| *g == f).map_or(u64::MAX, |(_, b)| *b);
+            let c = choose_auto(bytes, available_memory());
+            Ok((c.format, Some(c.reason)))
+        }
+    }
+}
+
+/// [`resolve_model`] with the weight format chosen by `choice`: a checkpoint is converted (once,
+/// into the cache, one bundle per source and format) in that format; a bundle folder is used as
+/// it is, and asking it for another format than it holds is an error that says how to get one.
+pub fn resolve_model_as(arg: Option<&Path>, choice: WeightsChoice, progress: &Progress) -> Result<ResolvedModel> {
     let dir = match arg {
         Some(p) => match p.to_str() {
             Some(id) if names_hub_id(p) => resolve_hub_id(id, progress).map_err(|e| match e {
@@ -157,27 +220,42 @@ pub fn resolve_model(arg: Option<&Path>, progress: &Progress) -> Result<PathBuf>
         return Err(LensError::bad_file(&dir, "no such file or folder"));
     }
     if dir.join(MODEL_FILE).is_file() {
-        return Ok(dir);
+        let weights = bundle_weights(&dir)?;
+        if let WeightsChoice::Exact(w) = choice
+            && w != weights
+        {
+            let source = if is_hf_checkpoint(&dir) { String::new() } else { " (or --model the Hugging Face checkpoint it came from)".to_string() };
+            return Err(LensError::invalid(format!(
+                "{} holds {} weights, not {}: a bundle is used as it is; convert its checkpoint with `logit-lens convert --weights {}`{source}",
+                dir.display(),
+                weights.name(),
+                w.name(),
+                w.name()
+            )));
+        }
+        return Ok(ResolvedModel { dir, weights, reason: None });
     }
     if is_hf_checkpoint(&dir) {
+        let (weights, reason) = choose_weights(&dir, choice)?;
         let key = cache_key(&dir)?;
         let name = dir.canonicalize().ok().and_then(|p| p.file_name().map(|s| s.to_string_lossy().into_owned())).unwrap_or_else(|| "model".into());
-        let target = cache_dir().join("bundles").join(format!("{name}-{key}"));
+        let target = cache_dir().join("bundles").join(cache_entry(&name, &key, weights));
         // One conversion at a time in this process; another process may race us to the same
         // cache entry, in which case its finished bundle is used.
         static CONVERTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _guard = CONVERTING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let done = |dir: PathBuf| ResolvedModel { dir, weights, reason: reason.clone() };
         if target.join(MODEL_FILE).is_file() {
             // A bundle made by an older logit-lens (formats 1 and 2: no key/value cache) is
             // converted again from its source.
             if format_version_of(&target).is_some_and(|v| v >= 3) {
-                return Ok(target);
+                return Ok(done(target));
             }
             std::fs::remove_dir_all(&target).map_err(|e| LensError::io(&target, e))?;
         }
-        return match convert_hf_checkpoint(&dir, &target, progress) {
-            Ok(_) => Ok(target),
-            Err(_) if target.join(MODEL_FILE).is_file() => Ok(target),
+        return match convert_hf_checkpoint_as(&dir, &target, weights, progress) {
+            Ok(_) => Ok(done(target)),
+            Err(_) if target.join(MODEL_FILE).is_file() => Ok(done(target)),
             Err(e) => Err(e),
         };
     }
@@ -185,4 +263,10 @@ pub fn resolve_model(arg: Option<&Path>, progress: &Progress) -> Result<PathBuf>
         &dir,
         "not a model: expected a lens bundle (model.onnx + tokenizer.json) or a Hugging Face checkpoint folder (config.json + model.safetensors)",
     ))
+}
+
+/// The cache folder name of a checkpoint's bundle in `weights`: f32 keeps the name it always had,
+/// other formats add theirs, so each source has one bundle per format.
+pub fn cache_entry(name: &str, key: &str, weights: WeightFormat) -> String {
+    if weights.is_exact() { format!("{name}-{key}") } else { format!("{name}-{key}-{}", weights.name()) }
 }

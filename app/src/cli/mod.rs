@@ -15,6 +15,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use lens_model::error::Progress;
 use lens_model::lens::DecoderKind;
+use lens_model::quant::WeightsChoice;
 use lens_model::runtime::{Device, init_runtime};
 use lens_model::{LensEngine, LensOptions};
 
@@ -56,6 +57,12 @@ struct Cli {
     /// Desktop app: initial window size, WIDTHxHEIGHT in points (e.g. 1280x800).
     #[arg(long, value_name = "WxH")]
     window_size: Option<String>,
+    /// Weights of the forward graph: f32 (exact), int8 or int4 (block-wise MatMulNBits codes of
+    /// the block matrices), or auto (f32 when a run fits comfortably in the memory available now,
+    /// else int8, else int4). A Hugging Face checkpoint is converted once per format; a bundle is
+    /// used as it is.
+    #[arg(long, global = true, default_value = "auto", value_parser = weights_choice)]
+    weights: WeightsChoice,
     /// Print why GPU providers are not used when `--device auto` falls back to the CPU (`info`
     /// always shows it).
     #[arg(long, global = true)]
@@ -268,6 +275,31 @@ fn device(s: &str) -> Result<Device> {
     Ok(s.parse::<Device>()?)
 }
 
+/// ` (block 32, zero points, MatMulNBits)` for a quantized bundle; empty for f32.
+fn weights_detail(b: &lens_model::bundle::Bundle) -> String {
+    match b.weights.spec() {
+        None => " (exact)".into(),
+        Some(_) => {
+            let get = |k: &str| b.metadata.get(k).cloned().unwrap_or_else(|| "?".into());
+            let zp = if get("lens.weights.zero_points") == "true" { "zero points" } else { "symmetric" };
+            format!(" (block-wise MatMulNBits: block {}, {zp}, accuracy level {})", get("lens.weights.block_size"), get("lens.weights.accuracy_level"))
+        }
+    }
+}
+
+/// Parses `--weights`.
+fn weights_choice(s: &str) -> std::result::Result<WeightsChoice, String> {
+    s.parse::<WeightsChoice>().map_err(|e| e.to_string())
+}
+
+/// `--weights` of this process (set once from the command line).
+static WEIGHTS: std::sync::OnceLock<WeightsChoice> = std::sync::OnceLock::new();
+
+/// The `--weights` choice of this command.
+pub fn weights() -> WeightsChoice {
+    WEIGHTS.get().copied().unwrap_or_default()
+}
+
 /// Loads the runtime, resolves `--model` and opens the engine.
 pub fn open_engine(ort_lib: Option<&Path>, model: Option<&Path>, device: Device) -> Result<LensEngine> {
     open_engine_notes(ort_lib, model, device, true)
@@ -289,8 +321,13 @@ static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::n
 fn open_engine_notes(ort_lib: Option<&Path>, model: Option<&Path>, device: Device, print_notes: bool) -> Result<LensEngine> {
     init_runtime(ort_lib)?;
     let progress = stderr_progress();
-    let dir = lens_model::resolve::resolve_model(model, &progress)?;
-    let engine = LensEngine::open(&dir, device, &Progress::default()).with_context(|| format!("cannot open the model {}", dir.display()))?;
+    let resolved = lens_model::resolve::resolve_model_as(model, weights(), &progress)?;
+    if let Some(reason) = resolved.reason.as_ref().filter(|_| !resolved.weights.is_exact() || VERBOSE.load(std::sync::atomic::Ordering::Relaxed)) {
+        eprintln!("{reason}");
+    }
+    let dir = resolved.dir;
+    let mut engine = LensEngine::open(&dir, device, &Progress::default()).with_context(|| format!("cannot open the model {}", dir.display()))?;
+    engine.weights_reason = resolved.reason;
     if print_notes && VERBOSE.load(std::sync::atomic::Ordering::Relaxed) {
         for note in &engine.provider.notes {
             eprintln!("note: {note}");
@@ -301,6 +338,7 @@ fn open_engine_notes(ort_lib: Option<&Path>, model: Option<&Path>, device: Devic
 
 fn run(cli: Cli, gui: GuiServer) -> Result<()> {
     VERBOSE.store(cli.verbose, std::sync::atomic::Ordering::Relaxed);
+    let _ = WEIGHTS.set(cli.weights);
     if !matches!(cli.command, None | Some(Command::BenchUi(_))) {
         interrupt::install();
     }
@@ -324,12 +362,21 @@ fn run(cli: Cli, gui: GuiServer) -> Result<()> {
                 None => None,
                 Some(s) => Some(window_size(s)?),
             },
+            weights: cli.weights,
         })),
         Some(Command::Convert { hf_dir, bundle_dir }) => {
-            let summary = lens_model::convert::convert_hf_checkpoint(&hf_dir, &bundle_dir, &stderr_progress())?;
+            let (format, reason) = if lens_model::convert::is_hf_checkpoint(&hf_dir) {
+                lens_model::resolve::choose_weights(&hf_dir, cli.weights)?
+            } else {
+                (lens_model::quant::WeightFormat::F32, None)
+            };
+            if let Some(r) = reason {
+                eprintln!("{r}");
+            }
+            let summary = lens_model::convert::convert_hf_checkpoint_as(&hf_dir, &bundle_dir, format, &stderr_progress())?;
             let s = &summary.shape;
             println!(
-                "wrote {} ({}, {} layers, d_model {}, {} heads, d_vocab {}, n_ctx {}; weights sha256 {})",
+                "wrote {} ({}, {} layers, d_model {}, {} heads, d_vocab {}, n_ctx {}; {} weights, sha256 {})",
                 summary.bundle.display(),
                 summary.family.model_type(),
                 s.n_layers,
@@ -337,6 +384,7 @@ fn run(cli: Cli, gui: GuiServer) -> Result<()> {
                 s.n_heads,
                 s.d_vocab,
                 s.n_ctx,
+                summary.weights.name(),
                 summary.weights_sha256
             );
             Ok(())
@@ -354,6 +402,7 @@ fn run(cli: Cli, gui: GuiServer) -> Result<()> {
                 s.n_layers, s.d_model, s.n_heads, s.d_mlp, s.d_vocab, s.n_ctx, s.eps
             );
             println!("  family {}, {} residual, parameters {}", engine.bundle.family, engine.bundle.residual.name(), engine.bundle.n_params());
+            println!("  weights {}{}", engine.bundle.weights.name(), weights_detail(&engine.bundle));
             if let Some(h) = &engine.bundle.weights_sha256 {
                 println!("  weights sha256 {h}");
             }
@@ -458,11 +507,12 @@ fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
         wrote.push(npz.display().to_string());
     }
     eprintln!(
-        "{} tokens x {} sites: forward {:.0} ms ({}), lens {:.0} ms ({}); wrote {}",
+        "{} tokens x {} sites: forward {:.0} ms ({}, {} weights), lens {:.0} ms ({}); wrote {}",
         report.n_pos(),
         report.sites.len(),
         report.run.forward_ms,
         report.run.provider,
+        report.run.weights,
         report.run.lens_ms,
         report.run.lens_path,
         wrote.join(", ")

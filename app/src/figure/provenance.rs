@@ -19,6 +19,10 @@ pub struct Provenance {
     pub model_path: String,
     /// sha256 of the model's weights.
     pub model_sha256: Option<String>,
+    /// The weights that computed it: `f32` (exact), `int8` or `int4` (absent in figures of
+    /// releases before weight formats, which were all f32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
     /// The exact prompt.
     pub prompt: String,
     /// Figure settings.
@@ -61,6 +65,7 @@ impl Provenance {
             model_name: report.model.name.clone(),
             model_path,
             model_sha256: report.model.weights_sha256.clone(),
+            weights: Some(report.weights().to_string()),
             prompt,
             spec,
             corpus: None,
@@ -76,6 +81,7 @@ impl Provenance {
             model_name: first.model.name.clone(),
             model_path: String::new(),
             model_sha256: first.model.weights_sha256.clone(),
+            weights: None,
             prompt: String::new(),
             spec,
             corpus: Some(source),

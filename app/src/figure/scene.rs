@@ -190,7 +190,9 @@ pub fn subtitle(report: &LensReport) -> String {
         Some(t) => format!("{} ({})", report.decoder, std::path::Path::new(t).file_name().map_or_else(|| t.clone(), |n| n.to_string_lossy().into_owned())),
         None => report.decoder.clone(),
     };
-    format!("{} ({} layers, d_model {}) · {} tokens · {decoder}", report.model.name, report.model.n_layers, report.model.d_model, report.n_pos())
+    // Quantized weights are said in every figure: such a figure can never pass for an exact one.
+    let weights = if report.exact_weights() { String::new() } else { format!(" · {} weights (approximate)", report.weights()) };
+    format!("{} ({} layers, d_model {}) · {} tokens · {decoder}{weights}", report.model.name, report.model.n_layers, report.model.d_model, report.n_pos())
 }
 
 /// Lays out the figure of `spec` from the view model (and the report, for contributions).

@@ -14,8 +14,13 @@ pub enum AppCommand {
     PromptEdited,
     /// Replace the prompt with a file's content (checked: UTF-8, size limit).
     OpenPromptFile(PathBuf),
-    /// Open a model folder (a bundle, or an HF checkpoint converted on the way).
+    /// Open a model folder (a bundle, or an HF checkpoint converted on the way); with `--weights
+    /// auto`, a checkpoint that would be quantized is asked about first.
     OpenModel(PathBuf),
+    /// Open a model folder with these weights (the answer to that question).
+    OpenModelAs(PathBuf, lens_model::quant::WeightsChoice),
+    /// Close the weights question without opening anything.
+    DismissWeightsAsk,
     /// Show the open-prompt dialog (the app opens it, never a panel or a test).
     RequestPromptDialog,
     /// Show the open-model dialog.

@@ -81,6 +81,10 @@ pub struct AppState {
     /// The id typed there (`org/name`).
     #[serde(skip)]
     pub open_id_text: String,
+    /// A checkpoint that `--weights auto` would open quantized: the window asking which
+    /// weights to use is shown until the user answers.
+    #[serde(skip)]
+    pub ask_weights: Option<WeightsAsk>,
     /// Figure export settings (format, size, resolution, which panels).
     pub export: ExportSettings,
     /// The Export figure window is open.
@@ -164,6 +168,7 @@ impl Default for AppState {
             show_about: false,
             show_open_id: false,
             open_id_text: String::new(),
+            ask_weights: None,
             export: ExportSettings::default(),
             show_export: false,
             show_corpus: false,
@@ -261,4 +266,15 @@ fn recent_models_compat<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Re
             Stored::Path(p) => RecentModel::bare(p),
         })
         .collect())
+}
+
+/// The question shown before a checkpoint is converted with quantized weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightsAsk {
+    /// The checkpoint folder.
+    pub path: std::path::PathBuf,
+    /// What `auto` chose for it.
+    pub format: lens_model::quant::WeightFormat,
+    /// Why (sizes and the memory available).
+    pub reason: String,
 }

@@ -33,6 +33,8 @@ pub struct GuiOptions {
     pub tuned_lens: Option<PathBuf>,
     /// Initial window size in points (default 1500 x 940).
     pub window_size: Option<[f32; 2]>,
+    /// Weight format of the models opened (`--weights`; `auto` by the memory available).
+    pub weights: lens_model::quant::WeightsChoice,
 }
 
 /// Options of `bench-ui`.

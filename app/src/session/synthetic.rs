@@ -88,6 +88,8 @@ pub fn synthetic_result(n_layers: usize, n_pos: usize, k: usize) -> RunResult {
             cached_positions: 0,
             lens_path: "kernel (CPU)".into(),
             tuned_lens: None,
+            weights: "f32".into(),
+            weights_reason: None,
         },
     };
     RunResult { prompt: String::new(), total_positions: report.n_pos(), report, pinned_dla: None, compare: None }

@@ -12,6 +12,7 @@ use lens_model::config::ModelShape;
 use lens_model::error::Progress;
 use lens_model::grid::Grid;
 use lens_model::lens::DecoderKind;
+use lens_model::quant::WeightsChoice;
 use lens_model::report::LensReport;
 use lens_model::runtime::{Device, init_runtime};
 use lens_model::trace::ResidualTrace;
@@ -65,6 +66,10 @@ pub struct ModelSummary {
     pub vocab: Arc<Vec<VocabEntry>>,
     /// The tokenizer puts a BOS (a special token) before every prompt.
     pub adds_bos: bool,
+    /// The weights of the forward graph (`f32` exact, `int8`, `int4`).
+    pub weights: String,
+    /// Why those weights (`--weights auto`'s reason), when it chose.
+    pub weights_reason: Option<String>,
 }
 
 impl ModelSummary {
@@ -82,6 +87,8 @@ impl ModelSummary {
             runtime: String::new(),
             vocab: Arc::new(Vec::new()),
             adds_bos: report.tokens.first().is_some_and(|t| t.special),
+            weights: if report.run.weights.is_empty() { "f32".into() } else { report.run.weights.clone() },
+            weights_reason: report.run.weights_reason.clone(),
         }
     }
 
@@ -98,6 +105,8 @@ impl ModelSummary {
             runtime: engine.runtime.version.clone(),
             vocab: Arc::new(Self::vocab_of(engine)),
             adds_bos: engine.tokenizer.adds_bos(),
+            weights: engine.bundle.weights.name().into(),
+            weights_reason: engine.weights_reason.clone(),
         }
     }
 
@@ -202,6 +211,8 @@ pub enum JobKind {
         device: Device,
         /// Runtime library.
         ort_lib: Option<PathBuf>,
+        /// Weight format (`auto`: by the memory available).
+        weights: WeightsChoice,
     },
     /// Run the lens on a prompt.
     Run {
@@ -437,12 +448,23 @@ struct WorkerState {
     /// The device and runtime library of the last load (for a model compared with).
     device: Device,
     ort_lib: Option<PathBuf>,
+    /// The weight choice of the last load (for a model compared with).
+    weights: WeightsChoice,
     /// The model of the last comparison with another model (kept for the next run).
     other: Option<(PathBuf, LensEngine)>,
 }
 
 fn worker_loop(jobs: &Receiver<Job>, out: &Sender<Outcome>, repaint: &Repaint, piece_positions: Option<usize>) {
-    let mut st = WorkerState { engine: None, last: None, last_result: None, piece_positions, device: Device::default(), ort_lib: None, other: None };
+    let mut st = WorkerState {
+        engine: None,
+        last: None,
+        last_result: None,
+        piece_positions,
+        device: Device::default(),
+        ort_lib: None,
+        weights: WeightsChoice::Auto,
+        other: None,
+    };
     let mut pending: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
     loop {
         if pending.is_empty() {
@@ -510,13 +532,16 @@ fn open_engine(
     model: Option<&std::path::Path>,
     device: Device,
     ort_lib: Option<&std::path::Path>,
+    weights: WeightsChoice,
     progress: &Progress,
     what: &str,
 ) -> anyhow::Result<(PathBuf, LensEngine)> {
     use anyhow::Context as _;
     init_runtime(ort_lib)?;
-    let dir = lens_model::resolve::resolve_model(model, progress)?;
-    let engine = LensEngine::open(&dir, device, progress).with_context(|| format!("{what} {}", dir.display()))?;
+    let resolved = lens_model::resolve::resolve_model_as(model, weights, progress)?;
+    let dir = resolved.dir;
+    let mut engine = LensEngine::open(&dir, device, progress).with_context(|| format!("{what} {}", dir.display()))?;
+    engine.weights_reason = resolved.reason;
     Ok((dir, engine))
 }
 
@@ -525,6 +550,7 @@ struct OtherModel<'a> {
     slot: &'a mut Option<(PathBuf, LensEngine)>,
     device: Device,
     ort_lib: Option<&'a std::path::Path>,
+    weights: WeightsChoice,
 }
 
 impl<'a> OtherModel<'a> {
@@ -532,7 +558,7 @@ impl<'a> OtherModel<'a> {
     fn engine(self, model: &std::path::Path, progress: &Progress) -> anyhow::Result<&'a mut LensEngine> {
         if self.slot.as_ref().is_none_or(|(p, _)| p != model) {
             *self.slot = None;
-            let (_, engine) = open_engine(Some(model), self.device, self.ort_lib, progress, "cannot open the model to compare with,")?;
+            let (_, engine) = open_engine(Some(model), self.device, self.ort_lib, self.weights, progress, "cannot open the model to compare with,")?;
             *self.slot = Some((model.to_path_buf(), engine));
         }
         match self.slot {
@@ -587,8 +613,9 @@ fn compare_run(
 fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyhow::Result<OutcomeKind> {
     use anyhow::Context as _;
     match &job.kind {
-        JobKind::Load { model, device, ort_lib } => {
-            let (dir, engine) = open_engine(model.as_deref(), *device, ort_lib.as_deref(), &job.progress, "cannot open the model")?;
+        JobKind::Load { model, device, ort_lib, weights } => {
+            let (dir, engine) = open_engine(model.as_deref(), *device, ort_lib.as_deref(), *weights, &job.progress, "cannot open the model")?;
+            st.weights = *weights;
             let summary = ModelSummary::of_engine(&engine, &dir);
             st.engine = Some(engine);
             st.last = None;
@@ -739,7 +766,7 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
                     let compared = match compare {
                         None => None,
                         Some(c) => {
-                            let other = OtherModel { slot: &mut st.other, device: st.device, ort_lib: st.ort_lib.as_deref() };
+                            let other = OtherModel { slot: &mut st.other, device: st.device, ort_lib: st.ort_lib.as_deref(), weights: st.weights };
                             Some(Arc::new(compare_run(engine, other, text, trace, &ids, &whole, &opts, c, *truncate_left, &job.progress)?))
                         }
                     };

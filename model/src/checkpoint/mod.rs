@@ -246,6 +246,24 @@ impl Checkpoint {
         Ok(TensorRef { dtype, shape: &e.shape, data: Cow::Borrowed(data) })
     }
 
+    /// Drops this process's pages of tensor `key` from memory once it has been converted (the
+    /// file stays in the page cache): converting a checkpoint larger than the memory then keeps
+    /// only the tensor at hand resident, not every shard read so far. A no-op for `.bin` files
+    /// and on systems without `madvise`.
+    pub fn release(&self, key: &str) {
+        #[cfg(unix)]
+        if let Some((_, e)) = self.find(&self.entries, key)
+            && let Some(file) = self.files.get(e.file)
+            && e.end > e.start
+        {
+            // SAFETY: the map is a read-only file mapping: dropped pages are read again from the
+            // file on the next access, so no value a reference may still see changes.
+            let _ = unsafe { file.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, e.start, e.end - e.start) };
+        }
+        #[cfg(not(unix))]
+        let _ = key;
+    }
+
     /// The first file (for messages).
     pub fn first_path(&self) -> &Path {
         match &self.pytorch {

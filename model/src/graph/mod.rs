@@ -13,14 +13,16 @@ use std::collections::{BTreeSet, HashMap};
 use crate::arch::{Arch, Family, Positions, Residual, names};
 use crate::error::{LensError, Result};
 use crate::onnx::{
-    AttributeProto, DT_FLOAT, DT_INT64, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto,
+    AttributeProto, DT_FLOAT, DT_INT64, DT_UINT8, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto,
     TypeProto, ValueInfoProto, attribute_proto, tensor_proto, tensor_shape_proto, type_proto,
 };
+use crate::quant::{CODES_SUFFIX, QuantSpec, SCALES_SUFFIX, ZERO_POINTS_SUFFIX};
 
 /// Where one weight tensor lives in the external data file.
 #[derive(Debug, Clone)]
 pub struct ExternalTensor {
-    /// Initializer name (see [`crate::arch::names`]).
+    /// Initializer name (see [`crate::arch::names`]; a quantized matrix's parts add
+    /// [`crate::quant::CODES_SUFFIX`] and the others to its name).
     pub name: String,
     /// Dimensions.
     pub dims: Vec<usize>,
@@ -28,6 +30,35 @@ pub struct ExternalTensor {
     pub offset: u64,
     /// Byte length in the data file.
     pub length: u64,
+    /// ONNX element type (`DT_FLOAT`, or `DT_UINT8` for codes and zero points).
+    pub data_type: i32,
+    /// On a quantized matrix's codes: its layout (the graph then multiplies with `MatMulNBits`).
+    pub quant: Option<QuantLayout>,
+}
+
+/// A matrix stored as `MatMulNBits` codes: `[k, n]` in MatMul terms, quantized with `spec`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuantLayout {
+    /// Input features.
+    pub k: usize,
+    /// Output features.
+    pub n: usize,
+    /// The quantization.
+    pub spec: QuantSpec,
+}
+
+/// The canonical names of the weights in `weights` (a quantized matrix by its own name) and the
+/// quantized matrices' layouts.
+fn known_weights(weights: &[ExternalTensor]) -> (BTreeSet<String>, HashMap<String, QuantLayout>) {
+    let mut known: BTreeSet<String> = weights.iter().map(|t| t.name.clone()).collect();
+    let mut quant = HashMap::new();
+    for t in weights {
+        if let (Some(layout), Some(base)) = (t.quant, t.name.strip_suffix(CODES_SUFFIX)) {
+            known.insert(base.to_string());
+            quant.insert(base.to_string(), layout);
+        }
+    }
+    (known, quant)
 }
 
 /// Hook names of one block, in TransformerLens spelling.
@@ -47,6 +78,9 @@ pub fn past_name(l: usize, kind: &str) -> String {
 pub fn present_name(l: usize, kind: &str) -> String {
     format!("present.{l}.{kind}")
 }
+
+/// ONNX Runtime's contrib operator domain (`MatMulNBits`).
+pub const MS_DOMAIN: &str = "com.microsoft";
 
 /// Input of the last-block graph: residual streams `[sites, pos, d_model]`.
 pub const LAST_BLOCK_INPUT: &str = "resid";
@@ -85,6 +119,15 @@ impl Builder {
     pub fn op(&mut self, op: &str, inputs: &[&str], out: Option<&str>, attrs: Vec<AttributeProto>) -> String {
         let out = out.map_or_else(|| self.fresh(op), str::to_string);
         self.push(op, inputs, vec![out.clone()], attrs);
+        out
+    }
+    /// Adds a node of operator domain `domain` (`com.microsoft`) with one fresh output.
+    pub fn op_in(&mut self, domain: &str, op: &str, inputs: &[&str], out: Option<&str>, attrs: Vec<AttributeProto>) -> String {
+        let out = out.map_or_else(|| self.fresh(op), str::to_string);
+        self.push(op, inputs, vec![out.clone()], attrs);
+        if let Some(n) = self.nodes.last_mut() {
+            n.domain = Some(domain.into());
+        }
         out
     }
     /// Adds a node with `N` fresh outputs.
@@ -128,6 +171,18 @@ impl Builder {
         });
         name
     }
+    /// A uint8 constant tensor (`MatMulNBits` codes and zero points in tests).
+    pub fn const_u8s(&mut self, hint: &str, dims: &[i64], values: &[u8]) -> String {
+        let name = self.fresh(hint);
+        self.inits.push(TensorProto {
+            name: Some(name.clone()),
+            dims: dims.to_vec(),
+            data_type: Some(DT_UINT8),
+            raw_data: Some(values.to_vec()),
+            ..Default::default()
+        });
+        name
+    }
     /// An empty f32 tensor named `name` (a zero among `dims`): the default of an optional input.
     pub fn empty_f32(&mut self, name: &str, dims: &[i64]) {
         self.inits.push(TensorProto {
@@ -145,12 +200,16 @@ impl Builder {
 
     /// A model of this builder's nodes and constants alone (no external weights; opset 17).
     pub fn into_model(self, name: &str, inputs: Vec<ValueInfoProto>, outputs: Vec<ValueInfoProto>) -> ModelProto {
+        let mut opset_import = vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }];
+        if self.nodes.iter().any(|n| n.domain.as_deref() == Some(MS_DOMAIN)) {
+            opset_import.push(OperatorSetIdProto { domain: Some(MS_DOMAIN.into()), version: Some(1) });
+        }
         let graph = GraphProto { name: Some(name.into()), node: self.nodes, initializer: self.inits, input: inputs, output: outputs, ..Default::default() };
         ModelProto {
             ir_version: Some(8),
             producer_name: Some("logit-lens".into()),
             producer_version: Some(env!("CARGO_PKG_VERSION").into()),
-            opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
+            opset_import,
             graph: Some(graph),
             ..Default::default()
         }
@@ -162,7 +221,7 @@ fn external_init(t: &ExternalTensor, data_file: &str) -> TensorProto {
     TensorProto {
         name: Some(t.name.clone()),
         dims: t.dims.iter().map(|&d| d as i64).collect(),
-        data_type: Some(DT_FLOAT),
+        data_type: Some(t.data_type),
         data_location: Some(tensor_proto::DataLocation::External as i32),
         external_data: vec![kv("location", data_file.into()), kv("offset", t.offset.to_string()), kv("length", t.length.to_string())],
         ..Default::default()
@@ -212,6 +271,7 @@ pub struct GraphCtx<'a> {
     /// The nodes so far.
     pub b: Builder,
     known: BTreeSet<String>,
+    quant: HashMap<String, QuantLayout>,
     used: BTreeSet<String>,
     missing: Vec<String>,
     /// Absolute positions of the graph's rows as int64 `[pos]`: `0..pos`, or `past..past + pos`
@@ -239,7 +299,8 @@ impl<'a> GraphCtx<'a> {
     /// `[batch, pos, d_model]`). `name_hooks`: give hook outputs their TransformerLens names.
     /// `cache`: the rows follow `past` cached positions, whose count is axis 2 of layer 0's cached
     /// keys.
-    fn new(arch: &'a Arch, known: BTreeSet<String>, x: &str, name_hooks: bool, cache: bool) -> Self {
+    fn new(arch: &'a Arch, weights: &[ExternalTensor], x: &str, name_hooks: bool, cache: bool) -> Self {
+        let (known, quant) = known_weights(weights);
         let mut b = Builder::default();
         let shp = b.op("Shape", &[x], None, vec![]);
         let one_idx = b.const_i64("idx1", &[], &[1]);
@@ -266,6 +327,7 @@ impl<'a> GraphCtx<'a> {
             arch,
             b,
             known,
+            quant,
             used: BTreeSet::new(),
             missing: Vec::new(),
             range,
@@ -283,12 +345,23 @@ impl<'a> GraphCtx<'a> {
     /// A weight by canonical name. A name that the tensor plan lacks is recorded and reported
     /// when the graph is finished (the plan and the graph must agree).
     pub fn w(&mut self, name: &str) -> String {
-        if self.known.contains(name) {
+        if let Some(q) = self.quant.get(name) {
+            self.used.insert(format!("{name}{CODES_SUFFIX}"));
+            self.used.insert(format!("{name}{SCALES_SUFFIX}"));
+            if !q.spec.symmetric {
+                self.used.insert(format!("{name}{ZERO_POINTS_SUFFIX}"));
+            }
+        } else if self.known.contains(name) {
             self.used.insert(name.to_string());
         } else {
             self.missing.push(name.to_string());
         }
         name.to_string()
+    }
+
+    /// The layout of weight `name` when it is stored as `MatMulNBits` codes.
+    pub fn quantized(&self, name: &str) -> Option<QuantLayout> {
+        self.quant.get(name).copied()
     }
 
     /// The output name of hook `blocks.{l}.hook_{hook}` in the main graph; `None` (a fresh name)
@@ -369,12 +442,16 @@ impl<'a> GraphCtx<'a> {
         }
         let mut initializer: Vec<TensorProto> = weights.iter().filter(|t| self.used.contains(&t.name)).map(|t| external_init(t, data_file)).collect();
         initializer.extend(self.b.inits);
+        let mut opset_import = vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }];
+        if self.b.nodes.iter().any(|n| n.domain.as_deref() == Some(MS_DOMAIN)) {
+            opset_import.push(OperatorSetIdProto { domain: Some(MS_DOMAIN.into()), version: Some(1) });
+        }
         let graph = GraphProto { name: Some(name.into()), node: self.b.nodes, initializer, input: inputs, output: outputs, ..Default::default() };
         Ok(ModelProto {
             ir_version: Some(8),
             producer_name: Some("logit-lens".into()),
             producer_version: Some(env!("CARGO_PKG_VERSION").into()),
-            opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }],
+            opset_import,
             graph: Some(graph),
             metadata_props: metadata.iter().map(|(k, v)| StringStringEntryProto { key: Some(k.clone()), value: Some(v.clone()) }).collect(),
             ..Default::default()
@@ -407,8 +484,7 @@ pub fn hooks_of(residual: Residual) -> &'static [&'static str] {
 /// and `logits` `[1, pos, d_vocab]`. `weights` are the converter's written tensors; `tied`: the
 /// unembedding is `embed.W_E`.
 pub fn build_lens_model(arch: &Arch, weights: &[ExternalTensor], data_file: &str, tied: bool, metadata: &[(String, String)]) -> Result<ModelProto> {
-    let known: BTreeSet<String> = weights.iter().map(|t| t.name.clone()).collect();
-    let mut g = GraphCtx::new(arch, known, "input_ids", true, arch.shape.n_layers > 0);
+    let mut g = GraphCtx::new(arch, weights, "input_ids", true, arch.shape.n_layers > 0);
     let x0 = ops::embed(&mut g, "input_ids");
     let mut x = g.b.op("Identity", &[&x0], Some(&hook_name(0, "resid_pre")), vec![]);
     for l in 0..arch.shape.n_layers {
@@ -462,8 +538,7 @@ pub fn build_lens_model(arch: &Arch, weights: &[ExternalTensor], data_file: &str
 /// [`LAST_BLOCK_OUTPUT`] (the last block applied to each sequence, positions `0..pos`, its own
 /// mask and window) and [`LAST_MLP_OUTPUT`] (`x + mlp(norm(x))` with the last block's MLP).
 pub fn build_last_block_model(arch: &Arch, weights: &[ExternalTensor], data_file: &str) -> Result<ModelProto> {
-    let known: BTreeSet<String> = weights.iter().map(|t| t.name.clone()).collect();
-    let mut g = GraphCtx::new(arch, known, LAST_BLOCK_INPUT, false, false);
+    let mut g = GraphCtx::new(arch, weights, LAST_BLOCK_INPUT, false, false);
     let last = arch.shape.n_layers.saturating_sub(1);
     let out = family_block(&mut g, last, LAST_BLOCK_INPUT);
     g.b.op("Identity", &[&out.resid_post], Some(LAST_BLOCK_OUTPUT), vec![]);

@@ -2,8 +2,9 @@
 //! attention with its options (scale, causal or local window, rotary full or partial, half-split
 //! or interleaved), activations, the MLP, and the sequential and parallel blocks.
 
-use super::{BlockOut, GraphCtx, attr_float, attr_int, attr_ints, past_name, present_name};
+use super::{BlockOut, GraphCtx, MS_DOMAIN, attr_float, attr_int, attr_ints, past_name, present_name};
 use crate::arch::{Activation, Norm, Positions, Residual, names};
+use crate::quant::{CODES_SUFFIX, SCALES_SUFFIX, ZERO_POINTS_SUFFIX};
 
 /// Token embedding (scaled if the family scales it) plus the position table where there is one:
 /// `[1, pos, d_model]`.
@@ -79,8 +80,34 @@ fn rms_norm_to(g: &mut GraphCtx<'_>, x: &str, w: &str, eps: f64, out: Option<&st
     g.b.op("Mul", &[&y, &w], out, vec![])
 }
 
-/// `x · W (+ b)` with `W` stored `[in, out]`, its result named `out` (or a fresh name).
+/// `x · W (+ b)` with `W` stored `[in, out]`, its result named `out` (or a fresh name). A
+/// matrix the bundle stores as codes is multiplied by `MatMulNBits` (com.microsoft).
 pub fn linear(g: &mut GraphCtx<'_>, x: &str, w: &str, b: Option<&str>, out: Option<&str>) -> String {
+    if let Some(q) = g.quantized(w) {
+        let w = g.w(w);
+        let codes = format!("{w}{CODES_SUFFIX}");
+        let scales = format!("{w}{SCALES_SUFFIX}");
+        let zp = format!("{w}{ZERO_POINTS_SUFFIX}");
+        let mut inputs = vec![x, codes.as_str(), scales.as_str()];
+        if !q.spec.symmetric {
+            inputs.push(zp.as_str());
+        }
+        let attrs = vec![
+            attr_int("K", q.k as i64),
+            attr_int("N", q.n as i64),
+            attr_int("bits", i64::from(q.spec.bits)),
+            attr_int("block_size", q.spec.block_size as i64),
+            attr_int("accuracy_level", q.spec.accuracy_level),
+        ];
+        return match b {
+            Some(b) => {
+                let y = g.b.op_in(MS_DOMAIN, "MatMulNBits", &inputs, None, attrs);
+                let b = g.w(b);
+                g.b.op("Add", &[&y, &b], out, vec![])
+            }
+            None => g.b.op_in(MS_DOMAIN, "MatMulNBits", &inputs, out, attrs),
+        };
+    }
     let w = g.w(w);
     match b {
         Some(b) => {

@@ -32,6 +32,15 @@ impl LogitLensApp {
             AppCommand::OpenModel(p) => {
                 if p.is_dir() || lens_model::resolve::names_hub_id(&p) {
                     self.state.show_open_id = false;
+                    // A checkpoint that auto would quantize: ask first (reads config.json only).
+                    if self.opts.weights == WeightsChoice::Auto
+                        && lens_model::convert::is_hf_checkpoint(&p)
+                        && let Ok((format, Some(reason))) = lens_model::resolve::choose_weights(&p, WeightsChoice::Auto)
+                        && !format.is_exact()
+                    {
+                        self.state.ask_weights = Some(crate::gui::state::WeightsAsk { path: p, format, reason });
+                        return;
+                    }
                     self.load(Some(p));
                 } else {
                     self.state.error = Some(format!(
@@ -40,6 +49,11 @@ impl LogitLensApp {
                     ));
                 }
             }
+            AppCommand::OpenModelAs(p, weights) => {
+                self.state.ask_weights = None;
+                self.load_as(Some(p), weights);
+            }
+            AppCommand::DismissWeightsAsk => self.state.ask_weights = None,
             AppCommand::RequestPromptDialog => self.open_dialog(DialogKind::Prompt),
             AppCommand::RequestModelDialog => self.open_dialog(DialogKind::Model),
             AppCommand::Cancel => {

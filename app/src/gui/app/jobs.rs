@@ -28,9 +28,14 @@ impl LogitLensApp {
     }
 
     pub(super) fn load(&mut self, path: Option<PathBuf>) {
+        self.load_as(path, self.opts.weights);
+    }
+
+    /// [`Self::load`] with the weights given (the answer to the weights question).
+    pub(super) fn load_as(&mut self, path: Option<PathBuf>, weights: lens_model::quant::WeightsChoice) {
         let (device, ort_lib) = (self.opts.device, self.opts.ort_lib.clone());
         let Some(w) = self.worker() else { return };
-        let id = w.submit(JobKind::Load { model: path.clone(), device, ort_lib });
+        let id = w.submit(JobKind::Load { model: path.clone(), device, ort_lib, weights });
         self.latest_load = id;
         self.loading_path = Some((id, path));
         self.run_after_load = true;

@@ -20,6 +20,7 @@ use super::state::{AppState, Cell, Metric, PanelLayout, push_recent};
 use super::theme;
 use super::view::ViewModel;
 use crate::session::worker::{JobKind, ModelSummary, RunResult, Worker};
+use lens_model::quant::WeightsChoice;
 
 /// Seconds of quiet after an edit before the prompt re-runs.
 pub const RERUN_DELAY_S: f64 = 0.6;

@@ -35,6 +35,32 @@ impl LogitLensApp {
         if !open_id {
             self.state.show_open_id = false;
         }
+        if let Some(ask) = &self.state.ask_weights {
+            let cmds = &mut self.cmds;
+            let mut open = true;
+            egui::Window::new("Open with quantized weights?").open(&mut open).resizable(false).collapsible(false).show(ctx, |ui| {
+                ui.label(egui::RichText::new(ask.path.display().to_string()).strong());
+                ui.label(&ask.reason);
+                ui.label(format!(
+                    "With {} weights the attention and MLP matrices are block-wise codes: the lens is exact for those weights and close to, not equal to, the checkpoint's (figures and reports say so).",
+                    ask.format.name()
+                ));
+                ui.horizontal(|ui| {
+                    if ui.button(format!("Open with {} weights", ask.format.name())).clicked() {
+                        cmds.push(AppCommand::OpenModelAs(ask.path.clone(), WeightsChoice::Exact(ask.format)));
+                    }
+                    if ui.button("Open in f32 anyway").on_hover_text("Exact, but the run may not fit in memory").clicked() {
+                        cmds.push(AppCommand::OpenModelAs(ask.path.clone(), WeightsChoice::Exact(lens_model::quant::WeightFormat::F32)));
+                    }
+                    if ui.button("Cancel").clicked() {
+                        cmds.push(AppCommand::DismissWeightsAsk);
+                    }
+                });
+            });
+            if !open {
+                self.cmds.push(AppCommand::DismissWeightsAsk);
+            }
+        }
         let mut show_corpus = self.state.show_corpus;
         let (state, cmds) = (&self.state, &mut self.cmds);
         egui::Window::new("Corpus").open(&mut show_corpus).default_size([640.0, 380.0]).resizable(true).show(ctx, |ui| {

@@ -23,6 +23,22 @@ pub fn status_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
                 if !m.provider_notes.is_empty() {
                     ep.on_hover_text(m.provider_notes.join("\n"));
                 }
+                // Which weights ran: quantized ones are never shown as if they were exact.
+                let exact = m.weights == "f32";
+                let text = if exact {
+                    RichText::new("f32 weights").color(theme::DIM_TEXT)
+                } else {
+                    RichText::new(format!("{} weights", m.weights)).color(theme::CURSOR).strong()
+                };
+                let hover = match (&m.weights_reason, exact) {
+                    (Some(r), _) => r.clone(),
+                    (None, true) => "The forward pass uses the checkpoint's weights in f32 (exact)".to_string(),
+                    (None, false) => format!(
+                        "The block matrices are {} block-wise codes (MatMulNBits): the lens is exact for these weights, approximate for the checkpoint's",
+                        m.weights
+                    ),
+                };
+                ui.label(text).on_hover_text(hover);
             }
             None => {
                 ui.label(RichText::new("no model").color(theme::DIM_TEXT));
