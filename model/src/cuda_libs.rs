@@ -61,9 +61,17 @@ pub fn nvidia_dirs(ort_lib: &Path, extra: &[PathBuf]) -> Vec<PathBuf> {
     dirs
 }
 
-/// The existing library files under `dirs`, in load order, each the first found for its name.
+/// The existing library files under `dirs`, in load order, each the first found for its name:
+/// `nvidia/<package>/lib/` (CUDA 12's wheels), else `nvidia/cu<major>/lib/` (CUDA 13's
+/// consolidated `nvidia-*-cu13` wheels, which PyTorch's CUDA 13 builds install).
 pub fn candidates(dirs: &[PathBuf], major: u32) -> Vec<PathBuf> {
-    library_files(major).into_iter().filter_map(|(pkg, file)| dirs.iter().map(|d| d.join(pkg).join("lib").join(&file)).find(|p| p.is_file())).collect()
+    let consolidated = format!("cu{major}");
+    library_files(major)
+        .into_iter()
+        .filter_map(|(pkg, file)| {
+            dirs.iter().flat_map(|d| [d.join(pkg).join("lib").join(&file), d.join(&consolidated).join("lib").join(&file)]).find(|p| p.is_file())
+        })
+        .collect()
 }
 
 /// The `nvidia` namespace folders of the Python environment (`LOGIT_LENS_PYTHON` or `python3`), if any.
