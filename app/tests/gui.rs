@@ -1088,3 +1088,49 @@ fn a_tuned_lens_given_at_start_is_used_and_a_bad_one_is_said_and_replaced_by_the
     h.state_mut().apply(AppCommand::DismissError);
     assert!(h.state().state.error.is_none());
 }
+
+#[test]
+fn opening_a_checkpoint_that_auto_would_quantize_asks_first() {
+    // A machine with almost no memory: `auto` picks int4 for any checkpoint (no other test of this
+    // file opens a checkpoint through `auto`).
+    // SAFETY: read only by `quant::available_memory`, which only this test reaches.
+    unsafe { std::env::set_var("LOGIT_LENS_AVAILABLE_MEMORY", "1000") };
+    let hf = unique_temp_dir("gui-ask-hf");
+    write_checkpoint(&hf, &RandomGpt2::tiny(31)).unwrap();
+    let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, ..GuiOptions::default() };
+    let state = AppState { prompt: PROMPT.into(), ..AppState::default() };
+    let app = LogitLensApp::new_for_test(state, opts);
+    let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    step_until(&mut h, "the first result", |a| a.state.result.is_some());
+    assert_eq!(h.state().state.model.as_ref().unwrap().weights, "f32");
+    assert!(h.query_by_label("f32 weights").is_some(), "the status bar says which weights ran");
+
+    // Cancel: nothing is opened, the model stays.
+    h.state_mut().apply(AppCommand::OpenModel(hf.clone()));
+    h.step();
+    h.step(); // a new window's first frame is its sizing pass
+    let ask = h.state().state.ask_weights.clone().expect("the question is shown");
+    assert_eq!(ask.format, lens_model::quant::WeightFormat::Int4);
+    assert!(ask.reason.contains("may not fit"), "{}", ask.reason);
+    h.get_by_label("Cancel").click();
+    h.step();
+    h.step();
+    assert!(h.state().state.ask_weights.is_none());
+    assert_eq!(h.state().state.model.as_ref().unwrap().dir, bundle());
+
+    // Open with int4 weights: converted (into the cache, its own entry) and run; the status bar
+    // and the report say int4, with auto's reason.
+    h.state_mut().apply(AppCommand::OpenModel(hf.clone()));
+    h.step();
+    h.step();
+    h.get_by_label("Open with int4 weights").click();
+    step_until(&mut h, "the int4 model's result", |a| {
+        a.state.model.as_ref().is_some_and(|m| m.weights == "int4") && a.state.result.as_ref().is_some_and(|r| r.report.run.weights == "int4")
+    });
+    assert!(h.query_by_label("int4 weights").is_some());
+    let m = h.state().state.model.clone().unwrap();
+    assert!(m.dir.to_string_lossy().ends_with("-int4"), "{}", m.dir.display());
+    // An explicit answer is not auto's choice: no reason recorded.
+    assert_eq!(m.weights_reason, None);
+    unsafe { std::env::remove_var("LOGIT_LENS_AVAILABLE_MEMORY") };
+}

@@ -477,3 +477,21 @@ fn snapshot_fit_tuned_lens_window() {
     let options = SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels(1280 * 800 / 200);
     h.snapshot_options("window_fit", &options);
 }
+
+/// The question File → Open model asks when `--weights auto` would open a checkpoint quantized.
+#[test]
+fn snapshot_open_with_quantized_weights_window() {
+    use egui_kittest::kittest::Queryable as _;
+    let (model, result, prompt) = demo_result();
+    let mut state = AppState { prompt, ..AppState::default() };
+    state.ask_weights = Some(lens_app::gui::state::WeightsAsk {
+        path: "/models/Meta-Llama-3-8B".into(),
+        format: lens_model::quant::WeightFormat::Int4,
+        reason: "auto: int4 weights (f32 would need about 41.8 GB, int4 about 11.3 GB; 15.2 GB available)".into(),
+    });
+    let mut h = rendered(state, model, result, egui::vec2(1280.0, 800.0));
+    assert!(h.query_by_label("Open with int4 weights").is_some());
+    assert!(h.query_by_label("Open in f32 anyway").is_some());
+    let options = SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels(1280 * 800 / 200);
+    h.snapshot_options("window_open_quantized", &options);
+}

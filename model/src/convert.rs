@@ -19,7 +19,7 @@ use crate::checkpoint::{Checkpoint, TensorRef, decode_f32, has_weights};
 use crate::config::ModelShape;
 use crate::error::{LensError, Progress, Result};
 use crate::graph::{ExternalTensor, QuantLayout, build_last_block_model, build_lens_model, hooks_of};
-use crate::onnx::{DT_FLOAT, DT_UINT8};
+use crate::onnx::{DT_FLOAT, DT_FLOAT16, DT_UINT8};
 use crate::quant::{CODES_SUFFIX, QuantSpec, SCALES_SUFFIX, WeightFormat, ZERO_POINTS_SUFFIX, quantize};
 
 /// File name of the ONNX graph in a bundle.
@@ -300,6 +300,10 @@ fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &s
         dw.align()?;
         let start = dw.offset;
         let count: usize = dims.iter().product();
+        // Quantized bundles keep an untied embedding table in f16 (a Gather and a Cast in the
+        // graph): it is only looked up, and it is half of what a big vocabulary costs. A tied one
+        // is also the unembedding, which the lens decodes with in f32.
+        let half_embed = !weights.is_exact() && !tied && tname == names::EMBED;
         if let (Some(spec), Source::Checkpoint { key, pick, transpose }) = (weights.spec(), source)
             && crate::quant::is_quantized_matrix(tname)
         {
@@ -328,7 +332,12 @@ fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &s
                 for piece in view.data.chunks(PIECE * view.dtype.size()) {
                     buf.clear();
                     decode_f32(view.dtype, piece, &mut buf).map_err(|m| LensError::bad_file(&ckpt_path, format!("tensor {key} {m}")))?;
-                    dw.write(&buf)?;
+                    if half_embed {
+                        let bytes: Vec<u8> = buf.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+                        dw.write_bytes(&bytes)?;
+                    } else {
+                        dw.write(&buf)?;
+                    }
                     streamed += buf.len();
                     progress.report("converting weights", (done + streamed) as f32 / total.max(1) as f32);
                     progress.check()?;
@@ -351,10 +360,11 @@ fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &s
         done += count;
         progress.report("converting weights", done as f32 / total.max(1) as f32);
         let length = dw.offset - start;
-        if length != (count * 4) as u64 {
-            return Err(LensError::invalid(format!("internal: wrote {length} bytes for {tname}, expected {}", count * 4)));
+        let (elem, data_type) = if half_embed { (2, DT_FLOAT16) } else { (4, DT_FLOAT) };
+        if length != (count * elem) as u64 {
+            return Err(LensError::invalid(format!("internal: wrote {length} bytes for {tname}, expected {}", count * elem)));
         }
-        tensors.push(ExternalTensor { name: tname.clone(), dims: dims.clone(), offset: start, length, data_type: DT_FLOAT, quant: None });
+        tensors.push(ExternalTensor { name: tname.clone(), dims: dims.clone(), offset: start, length, data_type, quant: None });
     }
     dw.w.flush().map_err(|e| LensError::io(&data_path, e))?;
     let DataWriter { w, hasher, .. } = dw;

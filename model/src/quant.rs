@@ -29,8 +29,8 @@ use crate::error::{LensError, Result};
 pub enum WeightFormat {
     /// Every weight in f32 (exact: the reference format).
     F32,
-    /// The block matrices (attention and MLP) as 8-bit block-wise codes; embeddings, norms,
-    /// biases and the unembedding in f32.
+    /// The block matrices (attention and MLP) as 8-bit block-wise codes; an untied embedding
+    /// table in f16; norms, biases and the unembedding in f32.
     Int8,
     /// As [`WeightFormat::Int8`] with 4-bit codes.
     Int4,

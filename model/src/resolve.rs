@@ -172,12 +172,19 @@ pub fn bundle_weights(dir: &Path) -> Result<WeightFormat> {
 /// Bytes of the bundle that `config.json` in `dir` converts to, in `format`.
 pub fn bundle_bytes(dir: &Path, format: WeightFormat) -> Result<u64> {
     let arch = Arch::from_hf_config(&dir.join("config.json"))?;
+    let tied = arch.tie_word_embeddings;
     Ok(arch
-        .tensors(arch.tie_word_embeddings)
+        .tensors(tied)
         .iter()
         .map(|t| {
             let count = t.dims.iter().product::<usize>() as u64;
-            if is_quantized_matrix(&t.name) { format.matrix_bytes(count) } else { count * 4 }
+            if is_quantized_matrix(&t.name) {
+                format.matrix_bytes(count)
+            } else if !format.is_exact() && !tied && t.name == crate::arch::names::EMBED {
+                count * 2
+            } else {
+                count * 4
+            }
         })
         .sum())
 }

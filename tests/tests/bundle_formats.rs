@@ -147,10 +147,18 @@ fn unknown_family_or_format_is_a_clear_error() {
     assert!(e.contains("\"bloom\" is not supported") && e.contains("gpt_neo"), "{e}");
     edit_model(&bundle, |m| {
         set(m, "lens.family", "gpt2");
-        set(m, "lens.format_version", "4");
+        set(m, "lens.format_version", "5");
     });
     let e = Bundle::open(&bundle).unwrap_err().to_string();
-    assert!(e.contains("format version 4") && e.contains("update logit-lens"), "{e}");
+    assert!(e.contains("format version 5") && e.contains("update logit-lens"), "{e}");
+    // Format 4 is the quantized one: a header that says 4 over f32 weights (or names an
+    // unknown weight format) lies and is refused.
+    edit_model(&bundle, |m| set(m, "lens.format_version", "4"));
+    let e = Bundle::open(&bundle).unwrap_err().to_string();
+    assert!(e.contains("format 4 with f32 weights"), "{e}");
+    edit_model(&bundle, |m| set(m, "lens.weights", "int3"));
+    let e = Bundle::open(&bundle).unwrap_err().to_string();
+    assert!(e.contains("lens.weights = \"int3\""), "{e}");
 }
 
 #[test]

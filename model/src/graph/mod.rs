@@ -13,8 +13,8 @@ use std::collections::{BTreeSet, HashMap};
 use crate::arch::{Arch, Family, Positions, Residual, names};
 use crate::error::{LensError, Result};
 use crate::onnx::{
-    AttributeProto, DT_FLOAT, DT_INT64, DT_UINT8, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto, TensorShapeProto,
-    TypeProto, ValueInfoProto, attribute_proto, tensor_proto, tensor_shape_proto, type_proto,
+    AttributeProto, DT_FLOAT, DT_FLOAT16, DT_INT64, DT_UINT8, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto, tensor_proto, tensor_shape_proto, type_proto,
 };
 use crate::quant::{CODES_SUFFIX, QuantSpec, SCALES_SUFFIX, ZERO_POINTS_SUFFIX};
 
@@ -272,6 +272,8 @@ pub struct GraphCtx<'a> {
     pub b: Builder,
     known: BTreeSet<String>,
     quant: HashMap<String, QuantLayout>,
+    /// Weights stored in f16 (a quantized bundle's untied embedding).
+    half: BTreeSet<String>,
     used: BTreeSet<String>,
     missing: Vec<String>,
     /// Absolute positions of the graph's rows as int64 `[pos]`: `0..pos`, or `past..past + pos`
@@ -301,6 +303,7 @@ impl<'a> GraphCtx<'a> {
     /// keys.
     fn new(arch: &'a Arch, weights: &[ExternalTensor], x: &str, name_hooks: bool, cache: bool) -> Self {
         let (known, quant) = known_weights(weights);
+        let half = weights.iter().filter(|t| t.data_type == DT_FLOAT16).map(|t| t.name.clone()).collect();
         let mut b = Builder::default();
         let shp = b.op("Shape", &[x], None, vec![]);
         let one_idx = b.const_i64("idx1", &[], &[1]);
@@ -328,6 +331,7 @@ impl<'a> GraphCtx<'a> {
             b,
             known,
             quant,
+            half,
             used: BTreeSet::new(),
             missing: Vec::new(),
             range,
@@ -357,6 +361,11 @@ impl<'a> GraphCtx<'a> {
             self.missing.push(name.to_string());
         }
         name.to_string()
+    }
+
+    /// Whether weight `name` is stored in f16 (the graph casts what it reads to f32).
+    pub fn is_half(&self, name: &str) -> bool {
+        self.half.contains(name)
     }
 
     /// The layout of weight `name` when it is stored as `MatMulNBits` codes.

@@ -11,6 +11,10 @@ use crate::quant::{CODES_SUFFIX, SCALES_SUFFIX, ZERO_POINTS_SUFFIX};
 pub fn embed(g: &mut GraphCtx<'_>, input_ids: &str) -> String {
     let w_e = g.w(names::EMBED);
     let mut x = g.b.op("Gather", &[&w_e, input_ids], None, vec![attr_int("axis", 0)]);
+    if g.is_half(names::EMBED) {
+        // Cast the gathered rows, not the table: the table stays f16 in memory.
+        x = g.b.op("Cast", &[&x], None, vec![attr_int("to", i64::from(crate::onnx::DT_FLOAT))]);
+    }
     if let Some(s) = g.arch.embed_scale {
         let c = g.b.const_f32("embed_scale", s as f32);
         x = g.b.op("Mul", &[&x, &c], None, vec![]);

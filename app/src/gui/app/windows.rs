@@ -38,7 +38,13 @@ impl LogitLensApp {
         if let Some(ask) = &self.state.ask_weights {
             let cmds = &mut self.cmds;
             let mut open = true;
-            egui::Window::new("Open with quantized weights?").open(&mut open).resizable(false).collapsible(false).show(ctx, |ui| {
+            egui::Window::new("Open with quantized weights?")
+                .open(&mut open)
+                .resizable(false)
+                .collapsible(false)
+                .anchor(egui::Align2::CENTER_CENTER, [0.0, 0.0])
+                .default_width(460.0)
+                .show(ctx, |ui| {
                 ui.label(egui::RichText::new(ask.path.display().to_string()).strong());
                 ui.label(&ask.reason);
                 ui.label(format!(
