@@ -35,20 +35,30 @@ pub fn demo_model() -> Option<PathBuf> {
     demo_model_candidates().into_iter().find(|p| p.join(MODEL_FILE).is_file() || is_hf_checkpoint(p))
 }
 
+/// Version of what the converter writes for a given checkpoint and format: part of the bundle
+/// cache key, bumped whenever the converter's output changes (2026-12-06: weight formats).
+pub const CONVERTER_OUTPUT_VERSION: u32 = 4;
+
+/// Whether file `name` of a checkpoint folder is an input of its conversion.
+fn is_conversion_input(name: &str) -> bool {
+    const FILES: [&str; 7] =
+        ["config.json", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"];
+    FILES.contains(&name) || name.ends_with(".safetensors") || name.ends_with(".bin")
+}
+
+/// The cache key of a checkpoint folder: its path, every input file's name, size and mtime (each
+/// shard: one replaced after first use is converted again) and the converter's output version.
 fn cache_key(dir: &Path) -> Result<String> {
     let canon = dir.canonicalize().map_err(|e| LensError::io(dir, e))?;
     let mut h = Sha256::new();
     h.update(canon.to_string_lossy().as_bytes());
-    for f in [
-        "config.json",
-        "model.safetensors",
-        "model.safetensors.index.json",
-        "pytorch_model.bin",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "vocab.json",
-        "merges.txt",
-    ] {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| LensError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| is_conversion_input(n))
+        .collect();
+    files.sort();
+    for f in &files {
         let p = dir.join(f);
         if let Ok(meta) = std::fs::metadata(&p) {
             h.update(f.as_bytes());
@@ -59,6 +69,7 @@ fn cache_key(dir: &Path) -> Result<String> {
         }
     }
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    h.update(CONVERTER_OUTPUT_VERSION.to_le_bytes());
     let hex = format!("{:x}", h.finalize());
     Ok(hex.chars().take(20).collect())
 }

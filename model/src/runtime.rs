@@ -382,6 +382,22 @@ pub fn create_session(model: &Path, device: Device, threads: usize, initializers
     create_session_from(ModelSource::File(model), device, threads, initializers)
 }
 
+/// [`create_session`] with the CPU provider's weight pre-packing on: a quantized bundle's
+/// `MatMulNBits` computes on its packed codes only when they are pre-packed (unpacked, it
+/// dequantizes every matrix to f32 on every run: a 16-token forward pass of Llama-3-8B's shape
+/// took 26 s so, see the README).
+pub fn create_session_prepacked(model: &Path, device: Device, threads: usize, initializers: &[SharedInitializer]) -> Result<(Session, ProviderReport)> {
+    PREPACK.with(|p| p.set(true));
+    let out = create_session_from(ModelSource::File(model), device, threads, initializers);
+    PREPACK.with(|p| p.set(false));
+    out
+}
+
+thread_local! {
+    /// Set by [`create_session_prepacked`] for the session it creates on this thread.
+    static PREPACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Creates a session for `model` on `device`, registering providers with `error_on_failure`;
 /// `initializers` replace the model's initializers of the same names.
 pub fn create_session_from(model: ModelSource<'_>, device: Device, threads: usize, initializers: &[SharedInitializer]) -> Result<(Session, ProviderReport)> {
@@ -445,11 +461,12 @@ pub fn create_session_from(model: ModelSource<'_>, device: Device, threads: usiz
         return Err(LensError::Runtime(format!("the requested device is not usable: {why}")));
     }
     let mut builder = Session::builder(env)?;
-    // Memory: no arena (freed outputs go back to the system) and no pre-packed weight copies;
-    // measured on GPT-2-small, 291 tokens: peak RSS 1.29 GB -> 1.0 GB, forward time unchanged.
+    // Memory: no arena (freed outputs go back to the system) and no pre-packed weight copies
+    // (but for `create_session_prepacked`); measured on GPT-2-small, 291 tokens: peak RSS 1.29 GB
+    // -> 1.0 GB, forward time unchanged.
     #[allow(clippy::result_large_err)] // ort's builder error carries the builder back
-    // Quantized bundles too: MatMulNBits with pre-packed codes measured no faster here (README).
-    let configured = builder.with_execution_providers([ep::CPU::default().with_arena_allocator(false).build()]).and_then(|b| b.with_prepacking(false));
+    let prepack = PREPACK.with(std::cell::Cell::get);
+    let configured = builder.with_execution_providers([ep::CPU::default().with_arena_allocator(false).build()]).and_then(|b| b.with_prepacking(prepack));
     builder = configured.map_err(|e| LensError::Runtime(e.to_string()))?;
     if threads > 0 {
         builder = builder.with_intra_threads(threads).map_err(|e| LensError::Runtime(e.to_string()))?;

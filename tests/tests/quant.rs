@@ -238,3 +238,29 @@ fn cache_keeps_one_bundle_per_format_and_bundles_refuse_another_format() {
     assert_eq!(f, WeightFormat::F32, "{why:?}");
     assert!(why.unwrap().starts_with("auto: f32"));
 }
+
+#[test]
+fn a_shard_replaced_after_first_use_is_converted_again() {
+    // The cache key covers every shard (it used to cover only model.safetensors and the index).
+    let src = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/families/llama_f32"));
+    let dst = unique_temp_dir("quant-shard-key");
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    let shard = "model-00001-of-00001.safetensors";
+    std::fs::copy(src.join("model.safetensors"), dst.join(shard)).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let weight_map: serde_json::Map<String, serde_json::Value> =
+        st.names().into_iter().map(|n| (n.to_string(), serde_json::Value::String(shard.into()))).collect();
+    std::fs::write(dst.join("model.safetensors.index.json"), serde_json::json!({"weight_map": weight_map}).to_string()).unwrap();
+    let first = lens_model::resolve::resolve_model_as(Some(&dst), WeightsChoice::Exact(WeightFormat::Int8), &Progress::default()).unwrap();
+    let again = lens_model::resolve::resolve_model_as(Some(&dst), WeightsChoice::Exact(WeightFormat::Int8), &Progress::default()).unwrap();
+    assert_eq!(first.dir, again.dir, "unchanged inputs: the cached bundle");
+    // Replace the shard (same size; a later mtime): a new cache entry, converted from the new file.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(dst.join(shard), &bytes).unwrap();
+    let replaced = lens_model::resolve::resolve_model_as(Some(&dst), WeightsChoice::Exact(WeightFormat::Int8), &Progress::default()).unwrap();
+    assert_ne!(first.dir, replaced.dir, "a replaced shard must not reuse the old bundle");
+}

@@ -148,6 +148,7 @@ pub fn run(ort_lib: Option<&Path>, args: &BenchArgs) -> Result<()> {
     let ref_gflops = flops / ref_s / 1e9;
     println!("model            {} ({} layers, d_model {}, d_vocab {})", engine.bundle.name, shape.n_layers, d, v);
     println!("provider         {}", engine.provider.active);
+    println!("weights          {}", engine.bundle.weights.name());
     println!("threads          {}", rayon::current_num_threads());
     println!("tokens x sites   {} x {} = {} rows", args.tokens, report.sites.len(), rows);
     println!("bundle load      {:.1} ms (runtime, session, W_U, consistency check)", load_s * 1e3);
