@@ -464,8 +464,8 @@ pub fn create_session_from(model: ModelSource<'_>, device: Device, threads: usiz
     // Memory: no arena (freed outputs go back to the system) and no pre-packed weight copies
     // (but for `create_session_prepacked`); measured on GPT-2-small, 291 tokens: peak RSS 1.29 GB
     // -> 1.0 GB, forward time unchanged.
-    #[allow(clippy::result_large_err)] // ort's builder error carries the builder back
     let prepack = PREPACK.with(std::cell::Cell::get);
+    #[allow(clippy::result_large_err)] // ort's builder error carries the builder back
     let configured = builder.with_execution_providers([ep::CPU::default().with_arena_allocator(false).build()]).and_then(|b| b.with_prepacking(prepack));
     builder = configured.map_err(|e| LensError::Runtime(e.to_string()))?;
     if threads > 0 {
