@@ -18,7 +18,7 @@ use lens_tests::fixture::unique_temp_dir;
 const PROMPT: &str = "Sometimes, when people say plasma, they mean a state of matter.";
 
 fn families() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/families"))
+    common::families()
 }
 
 /// Ranks agree exactly inside the top-k; beyond it a GEMM logit within f32 rounding of the target's
@@ -112,14 +112,7 @@ fn compare_paths(engine: &mut LensEngine, what: &str, decoders: &[DecoderKind], 
 
 #[test]
 fn every_family_lens_graph_matches_the_kernel() {
-    let mut cases: Vec<String> = std::fs::read_dir(families())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("config.json").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    cases.sort();
-    assert!(cases.len() >= 15, "{cases:?}");
+    let cases = common::family_cases();
     for case in &cases {
         let bundle = unique_temp_dir(&format!("graph-{case}"));
         lens_model::convert::convert_hf_checkpoint(&families().join(case), &bundle, &Progress::default()).unwrap();

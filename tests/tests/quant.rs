@@ -186,15 +186,8 @@ fn demo_model_int8_and_int4_stay_close_to_f32() {
 
 #[test]
 fn every_family_fixture_runs_quantized() {
-    let families = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/families"));
-    let mut cases: Vec<String> = std::fs::read_dir(&families)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("config.json").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    cases.sort();
-    assert!(cases.len() >= 15);
+    let families = common::families();
+    let cases = common::family_cases();
     let text = "The quick brown fox jumps over the lazy dog. It was the best of times, it was the worst of times.";
     let mut failed = Vec::new();
     for case in &cases {

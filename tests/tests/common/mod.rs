@@ -17,6 +17,24 @@ pub fn make_bundle(tag: &str, spec: &RandomGpt2) -> (PathBuf, PathBuf) {
     (hf, bundle)
 }
 
+/// The family fixtures' folder.
+pub fn families() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/families"))
+}
+
+/// The family fixtures (folders with a `config.json`), sorted; at least 15.
+pub fn family_cases() -> Vec<String> {
+    let mut cases: Vec<String> = std::fs::read_dir(families())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("config.json").is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 15, "{cases:?}");
+    cases
+}
+
 /// Opens a bundle on the CPU.
 pub fn open(bundle: &Path) -> LensEngine {
     init_runtime(None).unwrap();

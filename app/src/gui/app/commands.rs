@@ -35,6 +35,7 @@ impl LogitLensApp {
                     // A checkpoint that auto would quantize: ask first (reads config.json only).
                     if self.opts.weights == WeightsChoice::Auto
                         && lens_model::convert::is_hf_checkpoint(&p)
+                        && !p.join(lens_model::convert::MODEL_FILE).is_file()
                         && let Ok((format, Some(reason))) = lens_model::resolve::choose_weights(&p, WeightsChoice::Auto)
                         && !format.is_exact()
                     {
