@@ -88,9 +88,31 @@ pub struct Bundle {
 /// The format version of the bundle in `dir` (reads only the graph file's metadata), or `None`
 /// when it is not a readable bundle.
 pub fn format_version_of(dir: &Path) -> Option<u32> {
-    let bytes = std::fs::read(dir.join(MODEL_FILE)).ok()?;
-    let model = ModelProto::decode(bytes.as_slice()).ok()?;
-    model.metadata_props.iter().find(|p| p.key.as_deref() == Some("lens.format_version")).and_then(|p| p.value.as_deref()?.parse().ok())
+    metadata_of(dir).ok()?.get("lens.format_version")?.parse().ok()
+}
+
+/// The weight format of the bundle in `dir` (reads only the graph file's metadata).
+pub fn weights_of(dir: &Path) -> Result<WeightFormat> {
+    weights_in(&metadata_of(dir)?, &dir.join(MODEL_FILE))
+}
+
+/// The `metadata_props` of the bundle in `dir`.
+fn metadata_of(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let model_path = dir.join(MODEL_FILE);
+    let bytes = std::fs::read(&model_path).map_err(|e| LensError::io(&model_path, e))?;
+    let model =
+        ModelProto::decode(bytes.as_slice()).map_err(|e| LensError::bad_file(&model_path, format!("not a valid ONNX model (truncated or corrupted?): {e}")))?;
+    Ok(model.metadata_props.into_iter().filter_map(|e| Some((e.key?, e.value?))).collect())
+}
+
+/// The weight format `metadata` names (`lens.weights`; f32 when it does not say).
+fn weights_in(metadata: &BTreeMap<String, String>, model_path: &Path) -> Result<WeightFormat> {
+    match metadata.get("lens.weights") {
+        None => Ok(WeightFormat::F32),
+        Some(w) => WeightFormat::parse(w).ok_or_else(|| {
+            LensError::bad_file(model_path, format!("metadata lens.weights = {w:?} is not a weight format this logit-lens reads (f32, int8, int4)"))
+        }),
+    }
 }
 
 fn check_external_location(dir: &Path, location: &str, model_path: &Path) -> Result<PathBuf> {
@@ -154,12 +176,7 @@ impl Bundle {
                 ));
             }
         };
-        let weights = match metadata.get("lens.weights") {
-            None => WeightFormat::F32,
-            Some(w) => WeightFormat::parse(w).ok_or_else(|| {
-                LensError::bad_file(&model_path, format!("metadata lens.weights = {w:?} is not a weight format this logit-lens reads (f32, int8, int4)"))
-            })?,
-        };
+        let weights = weights_in(&metadata, &model_path)?;
         if (format_version == 4) == weights.is_exact() {
             return Err(LensError::bad_file(
                 &model_path,

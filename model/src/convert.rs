@@ -300,10 +300,8 @@ fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &s
         dw.align()?;
         let start = dw.offset;
         let count: usize = dims.iter().product();
-        // Quantized bundles keep an untied embedding table in f16 (a Gather and a Cast in the
-        // graph): it is only looked up, and it is half of what a big vocabulary costs. A tied one
-        // is also the unembedding, which the lens decodes with in f32.
-        let half_embed = !weights.is_exact() && !tied && tname == names::EMBED;
+        // An untied embedding of a quantized bundle is f16 (a Gather and a Cast in the graph).
+        let half_embed = crate::quant::stores_half(tname, weights, tied);
         if let (Some(spec), Source::Checkpoint { key, pick, transpose }) = (weights.spec(), source)
             && crate::quant::is_quantized_matrix(tname)
         {

@@ -297,6 +297,13 @@ pub fn is_quantized_matrix(name: &str) -> bool {
     name.starts_with("blocks.") && MATRICES.iter().any(|m| name.ends_with(&format!(".{m}")))
 }
 
+/// Whether a bundle in `format` stores initializer `name` in f16: a quantized bundle's untied
+/// embedding table (only looked up, half of what a big vocabulary costs; a tied one is also the
+/// unembedding, which the lens decodes with in f32).
+pub fn stores_half(name: &str, format: WeightFormat, tied: bool) -> bool {
+    !format.is_exact() && !tied && name == crate::arch::names::EMBED
+}
+
 /// Suffix of a quantized matrix's codes initializer (`blocks.0.attn.W_Q.codes`).
 pub const CODES_SUFFIX: &str = ".codes";
 /// Suffix of its scales.

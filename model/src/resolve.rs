@@ -4,10 +4,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::bundle::format_version_of;
-use prost::Message;
-
 use crate::arch::Arch;
+use crate::bundle::{format_version_of, weights_of};
 use crate::convert::{MODEL_FILE, convert_hf_checkpoint_as, is_hf_checkpoint};
 use crate::error::{LensError, Progress, Result};
 use crate::quant::{WeightFormat, WeightsChoice, available_memory, choose_auto, is_quantized_matrix};
@@ -167,19 +165,6 @@ pub fn resolve_model(arg: Option<&Path>, progress: &Progress) -> Result<PathBuf>
     resolve_model_as(arg, WeightsChoice::Auto, progress).map(|r| r.dir)
 }
 
-/// The weight format a bundle folder holds (`lens.weights`; f32 when it does not say).
-pub fn bundle_weights(dir: &Path) -> Result<WeightFormat> {
-    let bytes = std::fs::read(dir.join(MODEL_FILE)).map_err(|e| LensError::io(&dir.join(MODEL_FILE), e))?;
-    let model = crate::onnx::ModelProto::decode(bytes.as_slice())
-        .map_err(|e| LensError::bad_file(&dir.join(MODEL_FILE), format!("not a valid ONNX model (truncated or corrupted?): {e}")))?;
-    match model.metadata_props.iter().find(|p| p.key.as_deref() == Some("lens.weights")).and_then(|p| p.value.clone()) {
-        None => Ok(WeightFormat::F32),
-        Some(w) => {
-            WeightFormat::parse(&w).ok_or_else(|| LensError::bad_file(&dir.join(MODEL_FILE), format!("metadata lens.weights = {w:?} is not f32, int8 or int4")))
-        }
-    }
-}
-
 /// Bytes of the bundle that `config.json` in `dir` converts to, in `format`.
 pub fn bundle_bytes(dir: &Path, format: WeightFormat) -> Result<u64> {
     let arch = Arch::from_hf_config(&dir.join("config.json"))?;
@@ -191,7 +176,7 @@ pub fn bundle_bytes(dir: &Path, format: WeightFormat) -> Result<u64> {
             let count = t.dims.iter().product::<usize>() as u64;
             if is_quantized_matrix(&t.name) {
                 format.matrix_bytes(count)
-            } else if !format.is_exact() && !tied && t.name == crate::arch::names::EMBED {
+            } else if crate::quant::stores_half(&t.name, format, tied) {
                 count * 2
             } else {
                 count * 4
@@ -238,7 +223,7 @@ pub fn resolve_model_as(arg: Option<&Path>, choice: WeightsChoice, progress: &Pr
         return Err(LensError::bad_file(&dir, "no such file or folder"));
     }
     if dir.join(MODEL_FILE).is_file() {
-        let weights = bundle_weights(&dir)?;
+        let weights = weights_of(&dir)?;
         if let WeightsChoice::Exact(w) = choice
             && w != weights
         {

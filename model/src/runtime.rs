@@ -387,20 +387,23 @@ pub fn create_session(model: &Path, device: Device, threads: usize, initializers
 /// dequantizes every matrix to f32 on every run: a 16-token forward pass of Llama-3-8B's shape
 /// took 26 s so, see the README).
 pub fn create_session_prepacked(model: &Path, device: Device, threads: usize, initializers: &[SharedInitializer]) -> Result<(Session, ProviderReport)> {
-    PREPACK.with(|p| p.set(true));
-    let out = create_session_from(ModelSource::File(model), device, threads, initializers);
-    PREPACK.with(|p| p.set(false));
-    out
-}
-
-thread_local! {
-    /// Set by [`create_session_prepacked`] for the session it creates on this thread.
-    static PREPACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    create_session_with(ModelSource::File(model), device, threads, initializers, true)
 }
 
 /// Creates a session for `model` on `device`, registering providers with `error_on_failure`;
 /// `initializers` replace the model's initializers of the same names.
 pub fn create_session_from(model: ModelSource<'_>, device: Device, threads: usize, initializers: &[SharedInitializer]) -> Result<(Session, ProviderReport)> {
+    create_session_with(model, device, threads, initializers, false)
+}
+
+/// [`create_session_from`]; `prepack`: the CPU provider pre-packs the weights.
+fn create_session_with(
+    model: ModelSource<'_>,
+    device: Device,
+    threads: usize,
+    initializers: &[SharedInitializer],
+    prepack: bool,
+) -> Result<(Session, ProviderReport)> {
     init_runtime(None)?;
     let env = environment()?;
     let mut report = ProviderReport::default();
@@ -464,7 +467,6 @@ pub fn create_session_from(model: ModelSource<'_>, device: Device, threads: usiz
     // Memory: no arena (freed outputs go back to the system) and no pre-packed weight copies
     // (but for `create_session_prepacked`); measured on GPT-2-small, 291 tokens: peak RSS 1.29 GB
     // -> 1.0 GB, forward time unchanged.
-    let prepack = PREPACK.with(std::cell::Cell::get);
     #[allow(clippy::result_large_err)] // ort's builder error carries the builder back
     let configured = builder.with_execution_providers([ep::CPU::default().with_arena_allocator(false).build()]).and_then(|b| b.with_prepacking(prepack));
     builder = configured.map_err(|e| LensError::Runtime(e.to_string()))?;

@@ -147,41 +147,23 @@ impl Builder {
             ..Default::default()
         });
     }
+    /// A constant of element type `data_type` from its little-endian bytes.
+    fn const_raw(&mut self, hint: &str, dims: &[i64], data_type: i32, raw: Vec<u8>) -> String {
+        let name = self.fresh(hint);
+        self.inits.push(TensorProto { name: Some(name.clone()), dims: dims.to_vec(), data_type: Some(data_type), raw_data: Some(raw), ..Default::default() });
+        name
+    }
     /// An int64 constant.
     pub fn const_i64(&mut self, hint: &str, dims: &[i64], values: &[i64]) -> String {
-        let name = self.fresh(hint);
-        self.inits.push(TensorProto {
-            name: Some(name.clone()),
-            dims: dims.to_vec(),
-            data_type: Some(DT_INT64),
-            raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
-            ..Default::default()
-        });
-        name
+        self.const_raw(hint, dims, DT_INT64, values.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
     /// An f32 constant tensor.
     pub fn const_f32s(&mut self, hint: &str, dims: &[i64], values: &[f32]) -> String {
-        let name = self.fresh(hint);
-        self.inits.push(TensorProto {
-            name: Some(name.clone()),
-            dims: dims.to_vec(),
-            data_type: Some(DT_FLOAT),
-            raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
-            ..Default::default()
-        });
-        name
+        self.const_raw(hint, dims, DT_FLOAT, values.iter().flat_map(|v| v.to_le_bytes()).collect())
     }
     /// A uint8 constant tensor (`MatMulNBits` codes and zero points in tests).
     pub fn const_u8s(&mut self, hint: &str, dims: &[i64], values: &[u8]) -> String {
-        let name = self.fresh(hint);
-        self.inits.push(TensorProto {
-            name: Some(name.clone()),
-            dims: dims.to_vec(),
-            data_type: Some(DT_UINT8),
-            raw_data: Some(values.to_vec()),
-            ..Default::default()
-        });
-        name
+        self.const_raw(hint, dims, DT_UINT8, values.to_vec())
     }
     /// An empty f32 tensor named `name` (a zero among `dims`): the default of an optional input.
     pub fn empty_f32(&mut self, name: &str, dims: &[i64]) {
@@ -200,10 +182,7 @@ impl Builder {
 
     /// A model of this builder's nodes and constants alone (no external weights; opset 17).
     pub fn into_model(self, name: &str, inputs: Vec<ValueInfoProto>, outputs: Vec<ValueInfoProto>) -> ModelProto {
-        let mut opset_import = vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }];
-        if self.nodes.iter().any(|n| n.domain.as_deref() == Some(MS_DOMAIN)) {
-            opset_import.push(OperatorSetIdProto { domain: Some(MS_DOMAIN.into()), version: Some(1) });
-        }
+        let opset_import = opset_imports(&self.nodes);
         let graph = GraphProto { name: Some(name.into()), node: self.nodes, initializer: self.inits, input: inputs, output: outputs, ..Default::default() };
         ModelProto {
             ir_version: Some(8),
@@ -214,6 +193,15 @@ impl Builder {
             ..Default::default()
         }
     }
+}
+
+/// The opsets a graph of `nodes` imports: ONNX 17, and `com.microsoft` 1 where a node uses it.
+fn opset_imports(nodes: &[NodeProto]) -> Vec<OperatorSetIdProto> {
+    let mut opsets = vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }];
+    if nodes.iter().any(|n| n.domain.as_deref() == Some(MS_DOMAIN)) {
+        opsets.push(OperatorSetIdProto { domain: Some(MS_DOMAIN.into()), version: Some(1) });
+    }
+    opsets
 }
 
 fn external_init(t: &ExternalTensor, data_file: &str) -> TensorProto {
@@ -451,10 +439,7 @@ impl<'a> GraphCtx<'a> {
         }
         let mut initializer: Vec<TensorProto> = weights.iter().filter(|t| self.used.contains(&t.name)).map(|t| external_init(t, data_file)).collect();
         initializer.extend(self.b.inits);
-        let mut opset_import = vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }];
-        if self.b.nodes.iter().any(|n| n.domain.as_deref() == Some(MS_DOMAIN)) {
-            opset_import.push(OperatorSetIdProto { domain: Some(MS_DOMAIN.into()), version: Some(1) });
-        }
+        let opset_import = opset_imports(&self.b.nodes);
         let graph = GraphProto { name: Some(name.into()), node: self.b.nodes, initializer, input: inputs, output: outputs, ..Default::default() };
         Ok(ModelProto {
             ir_version: Some(8),

@@ -87,39 +87,35 @@ fn rms_norm_to(g: &mut GraphCtx<'_>, x: &str, w: &str, eps: f64, out: Option<&st
 /// `x · W (+ b)` with `W` stored `[in, out]`, its result named `out` (or a fresh name). A
 /// matrix the bundle stores as codes is multiplied by `MatMulNBits` (com.microsoft).
 pub fn linear(g: &mut GraphCtx<'_>, x: &str, w: &str, b: Option<&str>, out: Option<&str>) -> String {
-    if let Some(q) = g.quantized(w) {
-        let w = g.w(w);
-        let codes = format!("{w}{CODES_SUFFIX}");
-        let scales = format!("{w}{SCALES_SUFFIX}");
-        let zp = format!("{w}{ZERO_POINTS_SUFFIX}");
-        let mut inputs = vec![x, codes.as_str(), scales.as_str()];
-        if !q.spec.symmetric {
-            inputs.push(zp.as_str());
-        }
-        let attrs = vec![
-            attr_int("K", q.k as i64),
-            attr_int("N", q.n as i64),
-            attr_int("bits", i64::from(q.spec.bits)),
-            attr_int("block_size", q.spec.block_size as i64),
-            attr_int("accuracy_level", q.spec.accuracy_level),
-        ];
-        return match b {
-            Some(b) => {
-                let y = g.b.op_in(MS_DOMAIN, "MatMulNBits", &inputs, None, attrs);
-                let b = g.w(b);
-                g.b.op("Add", &[&y, &b], out, vec![])
+    let product_out = if b.is_some() { None } else { out };
+    let y = match g.quantized(w) {
+        Some(q) => {
+            let w = g.w(w);
+            let (codes, scales, zp) = (format!("{w}{CODES_SUFFIX}"), format!("{w}{SCALES_SUFFIX}"), format!("{w}{ZERO_POINTS_SUFFIX}"));
+            let mut inputs = vec![x, codes.as_str(), scales.as_str()];
+            if !q.spec.symmetric {
+                inputs.push(zp.as_str());
             }
-            None => g.b.op_in(MS_DOMAIN, "MatMulNBits", &inputs, out, attrs),
-        };
-    }
-    let w = g.w(w);
+            let attrs = vec![
+                attr_int("K", q.k as i64),
+                attr_int("N", q.n as i64),
+                attr_int("bits", i64::from(q.spec.bits)),
+                attr_int("block_size", q.spec.block_size as i64),
+                attr_int("accuracy_level", q.spec.accuracy_level),
+            ];
+            g.b.op_in(MS_DOMAIN, "MatMulNBits", &inputs, product_out, attrs)
+        }
+        None => {
+            let w = g.w(w);
+            g.b.op("MatMul", &[x, &w], product_out, vec![])
+        }
+    };
     match b {
         Some(b) => {
-            let y = g.b.op("MatMul", &[x, &w], None, vec![]);
             let b = g.w(b);
             g.b.op("Add", &[&y, &b], out, vec![])
         }
-        None => g.b.op("MatMul", &[x, &w], out, vec![]),
+        None => y,
     }
 }
 
