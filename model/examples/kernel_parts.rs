@@ -44,13 +44,14 @@ fn main() -> lens_model::Result<()> {
     let threads = rayon::current_num_threads();
     let flops = 2.0 * rows as f64 * d as f64 * v as f64;
 
+    let w_all = dec.w_u.to_f32();
     let mut out = vec![0f32; rows * 4096];
     let mut reference = || -> lens_model::Result<f64> {
         let t = Instant::now();
         let mut v0 = 0;
         while v0 < v {
             let c = 4096.min(v - v0);
-            logits_block(&xs, dec.w_u.get(v0 * d..(v0 + c) * d).unwrap_or_default(), d, out.get_mut(..rows * c).unwrap_or_default(), true)?;
+            logits_block(&xs, w_all.get(v0 * d..(v0 + c) * d).unwrap_or_default(), d, out.get_mut(..rows * c).unwrap_or_default(), true)?;
             v0 += c;
         }
         Ok(t.elapsed().as_secs_f64())
@@ -66,7 +67,7 @@ fn main() -> lens_model::Result<()> {
             let mut v0 = 0;
             while v0 < v {
                 let c = chunk.min(v - v0);
-                logits_block(x, dec.w_u.get(v0 * d..(v0 + c) * d).unwrap_or_default(), d, buf.get_mut(..rb * c).unwrap_or_default(), false)?;
+                logits_block(x, w_all.get(v0 * d..(v0 + c) * d).unwrap_or_default(), d, buf.get_mut(..rb * c).unwrap_or_default(), false)?;
                 v0 += c;
             }
             Ok(())

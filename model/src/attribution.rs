@@ -40,7 +40,8 @@ pub fn terms(trace: &ResidualTrace, dec: &Decoder, pos: usize, token: u32) -> Re
     if token as usize >= dec.d_vocab {
         return Err(LensError::invalid(format!("internal: attribution to token {token} of a {}-token vocabulary", dec.d_vocab)));
     }
-    let w = dec.unembed_row(token);
+    let w_row = dec.unembed_row(token);
+    let w: &[f32] = &w_row;
     let bias_u = dec.b_u.as_ref().and_then(|b| b.get(token as usize)).copied().map_or(0.0, f64::from);
     fn row_of(o: &ndarray::Array2<f32>, pos: usize) -> Result<ndarray::ArrayView1<'_, f32>> {
         if pos < o.nrows() { Ok(o.row(pos)) } else { Err(LensError::invalid(format!("internal: no residual row {pos} in {} rows", o.nrows()))) }

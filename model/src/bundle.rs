@@ -76,6 +76,9 @@ pub struct Bundle {
     pub weights_sha256: Option<String>,
     /// The forward graph's weight format (`lens.weights`; f32 in bundles that do not say).
     pub weights: WeightFormat,
+    /// Whether the graph outputs the model's `logits` itself. A quantized bundle's unembedding is
+    /// f16 and its graph stops at the residual stream: the decoder is the model's head.
+    pub logits_in_graph: bool,
     /// All `metadata_props`.
     pub metadata: BTreeMap<String, String>,
     /// The initializers the decoder reads (final norm, unembedding and its bias); the others are
@@ -259,9 +262,7 @@ impl Bundle {
                 }
             }
         }
-        if !outputs.contains("logits") {
-            missing.push("logits".into());
-        }
+        let logits_in_graph = outputs.contains("logits");
         if !missing.is_empty() {
             let shown: Vec<_> = missing.iter().take(4).cloned().collect();
             return Err(LensError::bad_file(&model_path, format!("the graph lacks {} required outputs, e.g. {}", missing.len(), shown.join(", "))));
@@ -302,6 +303,11 @@ impl Bundle {
                 return Err(LensError::bad_file(&model_path, format!("metadata names initializer {n:?}, which the graph does not have")));
             }
         }
+        // Only an f16 unembedding (which the decoder reads and the graph never multiplies by) may
+        // leave the head out of the graph.
+        if !logits_in_graph && initializers.get(&unembed).is_none_or(|t| t.data_type != Some(DT_FLOAT16)) {
+            return Err(LensError::bad_file(&model_path, "the graph lacks its required output logits"));
+        }
         let last_block = match metadata.get("lens.last_block") {
             Some(f) => {
                 let p = check_external_location(dir, f, &model_path)?;
@@ -333,6 +339,7 @@ impl Bundle {
             kv_cache,
             weights_sha256: metadata.get("lens.weights_sha256").cloned(),
             weights,
+            logits_in_graph,
             metadata,
             initializers,
             n_params: 0,
@@ -416,6 +423,43 @@ impl Bundle {
     /// Whether initializer `name` exists and is stored as f32.
     pub fn initializer_is_f32(&self, name: &str) -> bool {
         self.initializers.get(name).is_some_and(|t| t.data_type == Some(DT_FLOAT))
+    }
+
+    /// Whether initializer `name` exists and is stored as f16.
+    pub fn initializer_is_f16(&self, name: &str) -> bool {
+        self.initializers.get(name).is_some_and(|t| t.data_type == Some(DT_FLOAT16))
+    }
+
+    /// Reads an f16 initializer as f16 values (no widening: a quantized bundle's unembedding stays
+    /// half the size of f32) with its dimensions.
+    pub fn read_initializer_f16(&self, name: &str) -> Result<(Vec<usize>, Vec<half::f16>)> {
+        let model_path = self.model_path();
+        let t = self.initializers.get(name).ok_or_else(|| LensError::bad_file(&model_path, format!("no initializer {name:?}")))?;
+        if t.data_type != Some(DT_FLOAT16) {
+            return Err(LensError::bad_file(&model_path, format!("initializer {name:?} has data type {}; expected f16", t.data_type.unwrap_or(0))));
+        }
+        let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
+        let count: usize = dims.iter().product();
+        let bytes = match self.external_range(t)? {
+            Some((path, offset, length)) => {
+                let mut f = std::fs::File::open(&path).map_err(|e| LensError::io(&path, e))?;
+                f.seek(SeekFrom::Start(offset)).map_err(|e| LensError::io(&path, e))?;
+                let mut values = vec![half::f16::ZERO; (length / 2) as usize];
+                f.read_exact(bytemuck_f16(&mut values)).map_err(|e| LensError::io(&path, e))?;
+                values
+            }
+            None => t
+                .raw_data
+                .as_deref()
+                .unwrap_or_default()
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c.first().copied().unwrap_or(0), c.get(1).copied().unwrap_or(0)]))
+                .collect(),
+        };
+        if bytes.len() != count {
+            return Err(LensError::bad_file(&model_path, format!("initializer {name:?} holds {} values, its shape {dims:?} needs {count}", bytes.len())));
+        }
+        Ok((dims, bytes))
     }
 
     /// Reads a float initializer as f32 values with its dimensions.
@@ -516,6 +560,15 @@ fn declared_last_dim(o: &crate::onnx::ValueInfoProto) -> Option<i64> {
         Value::DimValue(v) => Some(*v),
         Value::DimParam(_) => None,
     }
+}
+
+/// The bytes of `values`, to read little-endian f16 straight into (every bit pattern is an f16).
+fn bytemuck_f16(values: &mut [half::f16]) -> &mut [u8] {
+    #[cfg(target_endian = "big")]
+    compile_error!("bundles are little-endian; reading f16 straight into memory assumes a little-endian machine");
+    // SAFETY: `half::f16` is `repr(transparent)` over `u16`: 2 bytes, no padding, any bit pattern
+    // valid; the byte slice covers exactly the same memory and borrows `values` mutably.
+    unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
 }
 
 /// Appends little-endian f32 (or f16) values decoded from `bytes` (whole elements only; the piece

@@ -256,6 +256,15 @@ impl DataWriter<'_> {
         let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.write_bytes(&bytes)
     }
+    /// Writes `vals` as f32, or as f16 where `half`.
+    fn write_as(&mut self, vals: &[f32], half: bool) -> Result<()> {
+        if half {
+            let bytes: Vec<u8> = vals.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+            self.write_bytes(&bytes)
+        } else {
+            self.write(vals)
+        }
+    }
     fn write_bytes(&mut self, bytes: &[u8]) -> Result<()> {
         self.hasher.update(bytes);
         self.w.write_all(bytes).map_err(|e| LensError::io(self.path, e))?;
@@ -300,8 +309,8 @@ fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &s
         dw.align()?;
         let start = dw.offset;
         let count: usize = dims.iter().product();
-        // An untied embedding of a quantized bundle is f16 (a Gather and a Cast in the graph).
-        let half_embed = crate::quant::stores_half(tname, weights, tied);
+        // A quantized bundle's embedding and unembedding are f16 (`quant::stores_half`).
+        let half = crate::quant::stores_half(tname, weights, tied);
         if let (Some(spec), Source::Checkpoint { key, pick, transpose }) = (weights.spec(), source)
             && crate::quant::is_quantized_matrix(tname)
         {
@@ -330,12 +339,7 @@ fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &s
                 for piece in view.data.chunks(PIECE * view.dtype.size()) {
                     buf.clear();
                     decode_f32(view.dtype, piece, &mut buf).map_err(|m| LensError::bad_file(&ckpt_path, format!("tensor {key} {m}")))?;
-                    if half_embed {
-                        let bytes: Vec<u8> = buf.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
-                        dw.write_bytes(&bytes)?;
-                    } else {
-                        dw.write(&buf)?;
-                    }
+                    dw.write_as(&buf, half)?;
                     streamed += buf.len();
                     progress.report("converting weights", (done + streamed) as f32 / total.max(1) as f32);
                     progress.check()?;
@@ -344,7 +348,7 @@ fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &s
             Source::Checkpoint { key, pick, transpose } => {
                 let view = ckpt.tensor(key)?;
                 let vals = materialize(view, key, pick, *transpose, dims, &ckpt_path)?;
-                dw.write(&vals)?;
+                dw.write_as(&vals, half)?;
             }
             Source::PlusOne { key } => {
                 let view = ckpt.tensor(key)?;
@@ -358,7 +362,7 @@ fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &s
         done += count;
         progress.report("converting weights", done as f32 / total.max(1) as f32);
         let length = dw.offset - start;
-        let (elem, data_type) = if half_embed { (2, DT_FLOAT16) } else { (4, DT_FLOAT) };
+        let (elem, data_type) = if half { (2, DT_FLOAT16) } else { (4, DT_FLOAT) };
         if length != (count * elem) as u64 {
             return Err(LensError::invalid(format!("internal: wrote {length} bytes for {tname}, expected {}", count * elem)));
         }

@@ -250,14 +250,34 @@ impl LensEngine {
         self.tuned.as_ref()
     }
 
+    /// The top-1 of every position's final site (`prepared`: `n_sites` rows per position), decoded
+    /// with `dec`: the final-top-1 targets where the graph has no head to give them.
+    fn final_top1(&self, path: LensPath, prepared: &[f32], n_sites: usize, dec: &Decoder, chunk: usize, progress: &Progress) -> Result<Vec<u32>> {
+        let d = dec.d_model;
+        let mut finals = Vec::with_capacity(prepared.len() / n_sites.max(1));
+        for block in prepared.chunks_exact((n_sites * d).max(1)) {
+            finals.extend_from_slice(part(block, (n_sites - 1) * d..n_sites * d, "final rows")?);
+        }
+        let n_pos = finals.len() / d.max(1);
+        let spec = KernelSpec { n_pos, n_sites: 1, final_site: 0, input_site: 0, k: 1, n_targets: 0, chunk };
+        // Its share of the progress bar is small (one site of many); the lens reports the rest.
+        let rows = self.rows(path, &finals, &[], dec, &spec, &progress.part(0.0, 0.0))?;
+        rows.iter().map(|r| r.top.first().map(|t| t.0).ok_or_else(|| LensError::invalid("internal: a final row has no top-1"))).collect()
+    }
+
     /// Runs a short probe and checks that the last site decoded reproduces the model's `logits`.
     fn check_consistency(&mut self) -> Result<()> {
         let n = self.bundle.shape.n_ctx.min(4);
         let ids: Vec<u32> = (0..n as u32).map(|i| (i * 7919 + 13) % self.bundle.shape.d_vocab as u32).collect();
         let trace = run_trace(&mut self.session, &self.bundle, &ids, true, true, &Progress::default())?;
         self.check_cache(&ids, &trace)?;
-        let (Some(last), Some(logits)) = (trace.final_resid(), trace.logits.as_ref()) else {
+        let Some(last) = trace.final_resid() else {
             return Err(LensError::invalid("the bundle produced no residuals"));
+        };
+        // A graph without a head (a quantized bundle's f16 unembedding): the decoder is the head,
+        // so there is nothing to compare it with.
+        let Some(logits) = trace.logits.as_ref() else {
+            return if self.bundle.logits_in_graph { Err(LensError::invalid("the bundle produced no logits")) } else { Ok(()) };
         };
         let d = self.decoder.d_model;
         let mut prepared = vec![0f32; n * d];
@@ -267,7 +287,7 @@ impl LensEngine {
         }
         let v = self.decoder.d_vocab;
         let mut ours = vec![0f32; n * v];
-        crate::lens::logits_block(&prepared, self.decoder.w_u.as_slice(), d, &mut ours, true)?;
+        crate::lens::logits_block(&prepared, &self.decoder.w_u.to_f32(), d, &mut ours, true)?;
         let bias = self.decoder.b_u.clone().unwrap_or_else(|| vec![0.0; v]);
         let mut worst = 0f32;
         for (row_ours, row_model) in ours.chunks_exact(v).zip(logits.rows()) {
@@ -493,7 +513,12 @@ impl LensEngine {
         let graph = self.resolve_path(opts.path) == LensPath::Graph;
         let chunk = if graph && opts.chunk == LensOptions::default().chunk { GRAPH_CHUNK } else { opts.chunk.max(16) };
         let spec = KernelSpec { n_pos, n_sites, final_site, input_site: 0, k: opts.k.max(1), n_targets: n_t, chunk };
-        let mut candidates = part(&trace.logits_top1, range.clone(), "the model's argmax")?.to_vec();
+        let mut candidates = match trace.logits_top1.get(range.clone()) {
+            Some(top1) => top1.to_vec(),
+            // No head in the graph: the final site's own top-1, decoded first (1/n_sites of the work).
+            None if !self.bundle.logits_in_graph => self.final_top1(opts.path, &prepared, n_sites, &dec, chunk, progress)?,
+            None => return Err(LensError::invalid("internal: the trace holds no argmax for these positions")),
+        };
         let mut rows = self.rows(opts.path, &prepared, &make_targets(&candidates), &dec, &spec, progress)?;
         // The model's argmax is only a candidate: where the decoded final site disagrees (a near
         // tie, or the raw decoder), recompute those positions with the exact final top-1.

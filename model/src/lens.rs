@@ -102,22 +102,36 @@ impl Decoder {
         if gd != [d] || bd != [d] {
             return Err(LensError::bad_file(&path, format!("ln_final has shape {gd:?}/{bd:?}, expected [{d}]")));
         }
-        let (ud, mut w_u) = bundle.read_initializer(&bundle.unembed)?;
-        match bundle.unembed_layout {
-            UnembedLayout::VocabModel if ud == [v, d] => {}
-            UnembedLayout::ModelVocab if ud == [d, v] => {
-                let mut t = vec![0f32; v * d];
-                for (i, row) in w_u.chunks_exact(v).enumerate() {
-                    for (j, &x) in row.iter().enumerate() {
-                        if let Some(slot) = t.get_mut(j * d + i) {
-                            *slot = x;
+        let w_u = if bundle.unembed_layout == UnembedLayout::VocabModel && bundle.initializer_is_f16(&bundle.unembed) {
+            // A quantized bundle's: kept in f16, widened slice by slice by the kernel.
+            let (ud, w_u) = bundle.read_initializer_f16(&bundle.unembed)?;
+            if ud != [v, d] {
+                return Err(LensError::bad_file(&path, format!("unembedding has shape {ud:?}, metadata implies d_vocab {v} x d_model {d}")));
+            }
+            Unembedding::from(w_u)
+        } else {
+            let (ud, mut w_u) = bundle.read_initializer(&bundle.unembed)?;
+            match bundle.unembed_layout {
+                UnembedLayout::VocabModel if ud == [v, d] => {}
+                UnembedLayout::ModelVocab if ud == [d, v] => {
+                    let mut t = vec![0f32; v * d];
+                    for (i, row) in w_u.chunks_exact(v).enumerate() {
+                        for (j, &x) in row.iter().enumerate() {
+                            if let Some(slot) = t.get_mut(j * d + i) {
+                                *slot = x;
+                            }
                         }
                     }
+                    w_u = t;
                 }
-                w_u = t;
+                _ => return Err(LensError::bad_file(&path, format!("unembedding has shape {ud:?}, metadata implies d_vocab {v} x d_model {d}"))),
             }
-            _ => return Err(LensError::bad_file(&path, format!("unembedding has shape {ud:?}, metadata implies d_vocab {v} x d_model {d}"))),
-        }
+            // Where the graph's unembedding initializer holds exactly these f32 values in this
+            // layout, the buffer becomes an ONNX Runtime tensor that the session uses in place of
+            // reading its own copy (see [`Unembedding`]).
+            let shareable = bundle.unembed_layout == UnembedLayout::VocabModel && bundle.initializer_is_f32(&bundle.unembed);
+            if shareable { Unembedding::shared(&bundle.unembed, v, d, w_u)? } else { Unembedding::from(w_u) }
+        };
         let b_u = match &bundle.unembed_bias {
             Some(name) => {
                 let (dims, b) = bundle.read_initializer(name)?;
@@ -128,11 +142,6 @@ impl Decoder {
             }
             None => None,
         };
-        // Where the graph's unembedding initializer holds exactly these f32 values in this layout,
-        // the buffer becomes an ONNX Runtime tensor that the session uses in place of reading its own
-        // copy (see [`Unembedding`]).
-        let shareable = bundle.unembed_layout == UnembedLayout::VocabModel && bundle.initializer_is_f32(&bundle.unembed);
-        let w_u = if shareable { Unembedding::shared(&bundle.unembed, v, d, w_u)? } else { Unembedding::from(w_u) };
         Ok(Self {
             kind,
             d_model: d,
@@ -183,16 +192,23 @@ impl Decoder {
         }
     }
 
-    /// Row `t` of W_U (the token's unembedding vector) // [d_model]
-    pub fn unembed_row(&self, t: u32) -> &[f32] {
-        let start = t as usize * self.d_model;
-        // Callers pass ids below `d_vocab` (checked where ids enter); an id past the end has no row.
-        self.w_u.as_slice().get(start..start + self.d_model).unwrap_or(&[])
+    /// Row `t` of W_U as f32 (the token's unembedding vector; empty past the end) // [d_model]
+    pub fn unembed_row(&self, t: u32) -> std::borrow::Cow<'_, [f32]> {
+        let range = t as usize * self.d_model..(t as usize + 1) * self.d_model;
+        if let Some(v) = self.w_u.as_f32() {
+            return std::borrow::Cow::Borrowed(v.get(range).unwrap_or(&[]));
+        }
+        let mut scratch = Vec::new();
+        if self.w_u.rows_f32(range, &mut scratch).is_none() {
+            scratch.clear();
+        }
+        std::borrow::Cow::Owned(scratch)
     }
 
-    /// The logit of token `t` for a prepared row (f64 accumulation).
+    /// The logit of token `t` for a prepared row (f64 accumulation; callers pass ids below
+    /// `d_vocab`, checked where ids enter).
     pub fn logit(&self, prepared: &[f32], t: u32) -> f32 {
-        let dot: f64 = prepared.iter().zip(self.unembed_row(t)).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
+        let dot = self.w_u.dot(t as usize * self.d_model, prepared);
         let bias = self.b_u.as_ref().and_then(|b| b.get(t as usize)).copied().unwrap_or(0.0);
         self.cap((dot + f64::from(bias)) as f32)
     }
@@ -215,12 +231,16 @@ impl Decoder {
 
 /// The unembedding matrix `[d_vocab, d_model]`, held once for the whole process.
 ///
-/// For a bundle whose graph multiplies by the same f32 matrix (every bundle our converter writes:
-/// `Gemm(ln_final(x), W, transB=1)`), the values live in an ONNX Runtime tensor that is handed to
-/// the session as the initializer of that name ([`Unembedding::initializer`]); ORT then uses the
-/// buffer instead of loading its own copy from `model.onnx.data`. The lens kernel reads the same
-/// memory, so the largest matrix of the model (0.54 GB for Qwen2-0.5B, 1.05 GB for Llama-3.2-1B in
-/// f32) is in memory once instead of twice.
+/// For a bundle whose graph multiplies by the same f32 matrix (every f32 bundle our converter
+/// writes: `Gemm(ln_final(x), W, transB=1)`), the values live in an ONNX Runtime tensor that is
+/// handed to the session as the initializer of that name ([`Unembedding::initializer`]); ORT then
+/// uses the buffer instead of loading its own copy from `model.onnx.data`. The lens kernel reads
+/// the same memory, so the largest matrix of the model (0.54 GB for Qwen2-0.5B, 1.05 GB for
+/// Llama-3.2-1B in f32) is in memory once instead of twice.
+///
+/// A quantized bundle stores it in f16 (half of Llama-3-8B's 2.1 GB) and its graph has no head:
+/// the lens kernel widens each slice of rows to f32 as it reads it ([`Unembedding::rows_f32`]) and
+/// accumulates in f32, so the decoder stays exact with respect to the weights the bundle has.
 #[derive(Clone)]
 pub struct Unembedding {
     storage: UnembedStorage,
@@ -230,6 +250,8 @@ pub struct Unembedding {
 enum UnembedStorage {
     /// Our own buffer (the graph's copy, if any, is ORT's).
     Plain(std::sync::Arc<[f32]>),
+    /// Our own f16 buffer (a quantized bundle's; the graph has no copy).
+    Half(std::sync::Arc<[half::f16]>),
     /// A buffer owned by an ORT tensor; `ptr`/`len` point into it.
     Ort { name: String, value: std::sync::Arc<ort::value::DynValue>, ptr: *const f32, len: usize },
 }
@@ -243,17 +265,24 @@ unsafe impl Sync for UnembedStorage {}
 
 impl std::fmt::Debug for Unembedding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (kind, len) = match &self.storage {
-            UnembedStorage::Plain(v) => ("plain", v.len()),
-            UnembedStorage::Ort { len, .. } => ("shared with the session", *len),
+        let kind = match &self.storage {
+            UnembedStorage::Plain(_) => "plain",
+            UnembedStorage::Half(_) => "f16",
+            UnembedStorage::Ort { .. } => "shared with the session",
         };
-        f.debug_struct("Unembedding").field("storage", &kind).field("len", &len).finish()
+        f.debug_struct("Unembedding").field("storage", &kind).field("len", &self.len()).finish()
     }
 }
 
 impl From<Vec<f32>> for Unembedding {
     fn from(v: Vec<f32>) -> Self {
         Self { storage: UnembedStorage::Plain(v.into()) }
+    }
+}
+
+impl From<Vec<half::f16>> for Unembedding {
+    fn from(v: Vec<half::f16>) -> Self {
+        Self { storage: UnembedStorage::Half(v.into()) }
     }
 }
 
@@ -276,13 +305,79 @@ impl Unembedding {
         Ok(Self { storage: UnembedStorage::Ort { name: name.to_owned(), value, ptr, len } })
     }
 
-    /// The values, row-major `[d_vocab, d_model]`.
-    pub fn as_slice(&self) -> &[f32] {
+    /// The f32 values, row-major `[d_vocab, d_model]`; `None` for an f16 unembedding (read it with
+    /// [`Self::rows_f32`], [`Self::dot`] or [`Self::to_f32`]).
+    pub fn as_f32(&self) -> Option<&[f32]> {
         match &self.storage {
-            UnembedStorage::Plain(v) => v,
+            UnembedStorage::Plain(v) => Some(v),
+            UnembedStorage::Half(_) => None,
             // SAFETY: see the `Send`/`Sync` impls: `ptr..ptr+len` is the live, immutable buffer of
             // `value`, checked at construction to hold `len` f32 values.
-            UnembedStorage::Ort { ptr, len, .. } => unsafe { std::slice::from_raw_parts(*ptr, *len) },
+            UnembedStorage::Ort { ptr, len, .. } => Some(unsafe { std::slice::from_raw_parts(*ptr, *len) }),
+        }
+    }
+
+    /// Number of values (`d_vocab · d_model`).
+    pub fn len(&self) -> usize {
+        match &self.storage {
+            UnembedStorage::Plain(v) => v.len(),
+            UnembedStorage::Half(v) => v.len(),
+            UnembedStorage::Ort { len, .. } => *len,
+        }
+    }
+
+    /// Whether it holds no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the values are stored in f16 (a quantized bundle's).
+    pub fn is_half(&self) -> bool {
+        matches!(self.storage, UnembedStorage::Half(_))
+    }
+
+    /// Values `range` as f32: borrowed where they are f32, else widened into `scratch` (exactly:
+    /// every f16 is an f32). `None` where the range is out of bounds.
+    pub fn rows_f32<'a>(&'a self, range: std::ops::Range<usize>, scratch: &'a mut Vec<f32>) -> Option<&'a [f32]> {
+        match &self.storage {
+            UnembedStorage::Half(v) => {
+                let src = v.get(range)?;
+                scratch.resize(src.len(), 0.0);
+                half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, scratch);
+                Some(scratch)
+            }
+            _ => self.as_f32()?.get(range),
+        }
+    }
+
+    /// Value `i` as f32 (NaN past the end).
+    pub fn value(&self, i: usize) -> f32 {
+        match &self.storage {
+            UnembedStorage::Half(v) => v.get(i).map_or(f32::NAN, |h| h.to_f32()),
+            _ => self.as_f32().and_then(|v| v.get(i)).copied().unwrap_or(f32::NAN),
+        }
+    }
+
+    /// `Σ_j x[j] · W[start + j]` in f64 (the exact logit of one row; 0 past the end).
+    pub fn dot(&self, start: usize, x: &[f32]) -> f64 {
+        let end = start + x.len();
+        match &self.storage {
+            UnembedStorage::Half(v) => v.get(start..end).map_or(0.0, |w| x.iter().zip(w).map(|(&a, b)| f64::from(a) * f64::from(b.to_f32())).sum()),
+            _ => self.as_f32().and_then(|v| v.get(start..end)).map_or(0.0, |w| x.iter().zip(w).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum()),
+        }
+    }
+
+    /// Every value as f32: borrowed where they are f32, else a widened copy (2× the f16 memory:
+    /// for the tuned-lens fit and the lens graph, not the lens kernel).
+    pub fn to_f32(&self) -> std::borrow::Cow<'_, [f32]> {
+        match (&self.storage, self.as_f32()) {
+            (_, Some(v)) => std::borrow::Cow::Borrowed(v),
+            (UnembedStorage::Half(v), None) => {
+                let mut out = vec![0f32; v.len()];
+                half::slice::HalfFloatSliceExt::convert_to_f32_slice(&v[..], &mut out);
+                std::borrow::Cow::Owned(out)
+            }
+            (_, None) => std::borrow::Cow::Owned(Vec::new()),
         }
     }
 
@@ -290,7 +385,7 @@ impl Unembedding {
     /// this buffer is shared.
     pub fn initializer(&self) -> Option<(String, std::sync::Arc<ort::value::DynValue>)> {
         match &self.storage {
-            UnembedStorage::Plain(_) => None,
+            UnembedStorage::Plain(_) | UnembedStorage::Half(_) => None,
             UnembedStorage::Ort { name, value, .. } => Some((name.clone(), value.clone())),
         }
     }
@@ -298,13 +393,6 @@ impl Unembedding {
     /// Whether the session shares this buffer.
     pub fn is_shared(&self) -> bool {
         matches!(self.storage, UnembedStorage::Ort { .. })
-    }
-}
-
-impl std::ops::Deref for Unembedding {
-    type Target = [f32];
-    fn deref(&self) -> &[f32] {
-        self.as_slice()
     }
 }
 

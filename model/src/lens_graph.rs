@@ -227,7 +227,7 @@ impl LensGraph {
         let w = match dec.w_u.initializer() {
             Some((_, v)) => v,
             None => {
-                let t = Tensor::from_array(([dec.d_vocab, dec.d_model], dec.w_u.as_slice().to_vec().into_boxed_slice())).map_err(tensor_err)?;
+                let t = Tensor::from_array(([dec.d_vocab, dec.d_model], dec.w_u.to_f32().into_owned().into_boxed_slice())).map_err(tensor_err)?;
                 std::sync::Arc::new(t.into_dyn())
             }
         };

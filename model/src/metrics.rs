@@ -189,11 +189,13 @@ fn run_block(xs: &[f32], ts: &[u32], n_pos: usize, dec: &Decoder, spec: &KernelS
         .collect::<Result<_>>()?;
     let mut buf = vec![0f32; rb * c_max];
     let mut e_all = vec![0f32; s_n * c_max];
+    // An f16 unembedding (a quantized bundle's) is widened one chunk at a time.
+    let mut w_buf = Vec::new();
     let mut v0 = 0usize;
     while v0 < dec.d_vocab {
         progress.check()?;
         let c = c_max.min(dec.d_vocab - v0);
-        let w = dec.w_u.get(v0 * d..(v0 + c) * d).ok_or_else(|| LensError::invalid("unembedding too short"))?;
+        let w = dec.w_u.rows_f32(v0 * d..(v0 + c) * d, &mut w_buf).ok_or_else(|| LensError::invalid("unembedding too short"))?;
         let out = buf.get_mut(..rb * c).ok_or_else(|| LensError::invalid("kernel buffer"))?;
         crate::lens::logits_block(xs, w, d, out, false)?;
         if let Some(b) = dec.b_u.as_ref().and_then(|b| b.get(v0..v0 + c)) {

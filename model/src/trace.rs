@@ -26,7 +26,8 @@ pub struct ResidualTrace {
     pub attn_out: Vec<Array2<f32>>,
     /// `blocks.{l}.hook_mlp_out` per layer (derived as resid_post - resid_mid when not exported).
     pub mlp_out: Vec<Array2<f32>>,
-    /// The model's `logits`: argmax id per position (ties: lower id) // [pos]
+    /// The model's `logits`: argmax id per position (ties: lower id); empty where the bundle's
+    /// graph has no head (a quantized bundle: the decoder computes them) // [pos]
     pub logits_top1: Vec<u32>,
     /// The model's full `logits` when requested // [pos, d_vocab]
     pub logits: Option<Array2<f32>>,
@@ -295,11 +296,19 @@ fn collect(
     }
     // The argmax is read from ORT's own buffer; the [pos, d_vocab] logits (51 MB at 256 tokens of
     // GPT-2) are copied only when asked for.
-    let value = take_output(outputs, "logits")?;
-    let data = checked(&value, "logits", n_pos, shape.d_vocab)?;
-    let logits_top1 = data.chunks_exact(shape.d_vocab).map(argmax).collect();
-    let logits =
-        if keep_logits { Some(Array2::from_shape_vec((n_pos, shape.d_vocab), data.to_vec()).map_err(|e| LensError::Runtime(e.to_string()))?) } else { None };
+    // A graph without a head (a quantized bundle's) leaves both empty: the decoder is the head.
+    let (logits_top1, logits) = if bundle.logits_in_graph {
+        let value = take_output(outputs, "logits")?;
+        let data = checked(&value, "logits", n_pos, shape.d_vocab)?;
+        let logits = if keep_logits {
+            Some(Array2::from_shape_vec((n_pos, shape.d_vocab), data.to_vec()).map_err(|e| LensError::Runtime(e.to_string()))?)
+        } else {
+            None
+        };
+        (data.chunks_exact(shape.d_vocab).map(argmax).collect(), logits)
+    } else {
+        (Vec::new(), None)
+    };
     let kv = match bundle.kv_cache {
         Some(kv_shape) if keep_kv => {
             let all = past + n_pos;

@@ -42,7 +42,8 @@ fn case(d: usize, v: usize, n_pos: usize, n_sites: usize, integer: bool, seed: u
 fn logits_of(c: &Case, row: usize) -> Vec<f64> {
     let d = c.dec.d_model;
     let x = &c.prepared[row * d..(row + 1) * d];
-    (0..c.dec.d_vocab).map(|t| x.iter().zip(&c.dec.w_u[t * d..(t + 1) * d]).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum()).collect()
+    let w = c.dec.w_u.to_f32();
+    (0..c.dec.d_vocab).map(|t| x.iter().zip(&w[t * d..(t + 1) * d]).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum()).collect()
 }
 
 fn check(c: &Case, chunk: usize, k: usize, exact: bool) {
@@ -111,6 +112,19 @@ fn random_logits_match_naive() {
     }
 }
 
+/// A quantized bundle's f16 unembedding: the kernel widens each chunk it reads; the naive
+/// reference takes the same f16 values in f64. Sizes that are not a multiple of the chunk.
+#[test]
+fn f16_unembedding_matches_naive() {
+    for (d, v, chunk, seed) in [(64, 1000, 256, 11), (48, 777, 100, 12)] {
+        let mut c = case(d, v, 5, 4, false, seed);
+        let half: Vec<half::f16> = c.dec.w_u.to_f32().iter().map(|&x| half::f16::from_f32(x)).collect();
+        c.dec.w_u = half.into();
+        assert!(c.dec.w_u.is_half() && c.dec.w_u.as_f32().is_none());
+        check(&c, chunk, 5, false);
+    }
+}
+
 #[test]
 fn tie_ranks_do_not_push_tokens_down() {
     // Three tokens share the top logit; each has rank 1 and the top-k lists them by id.
@@ -148,7 +162,7 @@ fn tie_ranks_do_not_push_tokens_down() {
 fn near_ties_rank_as_the_top_k_shows() {
     let (d, v, n_pos, n_sites, k) = (96, 2048, 24, 3, 8);
     let mut c = case(d, v, n_pos, n_sites, false, 77);
-    let mut w = c.dec.w_u.as_slice().to_vec();
+    let mut w = c.dec.w_u.to_f32().into_owned();
     let mut s = 5u64;
     for pair in 0..v / 2 {
         let (a, b) = (2 * pair * d, (2 * pair + 1) * d);

@@ -257,3 +257,64 @@ fn a_shard_replaced_after_first_use_is_converted_again() {
     let replaced = lens_model::resolve::resolve_model_as(Some(&dst), WeightsChoice::Exact(WeightFormat::Int8), &Progress::default()).unwrap();
     assert_ne!(first.dir, replaced.dir, "a replaced shard must not reuse the old bundle");
 }
+
+/// A quantized bundle keeps its embedding and unembedding in f16 and its graph has no head: the
+/// decoder (the lens kernel) is the model's head. Checked on the tied demo model and an untied
+/// fixture: the f16 values are the f32 bundle's rounded to f16, bit for bit; the graph has no
+/// `logits`; the tuned-lens hash is the same as of the widened values; the report's final top-1
+/// at every position is the argmax of the naive f64 decode of the final residual; and an f32
+/// bundle whose graph lost its `logits` is refused.
+#[test]
+fn quantized_bundles_keep_an_f16_head_outside_the_graph() {
+    let fixture = common::families().join("llama_f32");
+    let text = "The quick brown fox jumps over the lazy dog. It was the best of times.";
+    for (label, src) in [("demo", demo_hf()), ("llama_f32", fixture)] {
+        let exact_dir = unique_temp_dir(&format!("quant-head-{label}-f32"));
+        lens_model::convert::convert_hf_checkpoint_as(&src, &exact_dir, WeightFormat::F32, &Progress::default()).unwrap();
+        let dir = unique_temp_dir(&format!("quant-head-{label}-int8"));
+        lens_model::convert::convert_hf_checkpoint_as(&src, &dir, WeightFormat::Int8, &Progress::default()).unwrap();
+        let exact = common::open(&exact_dir);
+        let mut q = common::open(&dir);
+        assert!(exact.bundle.logits_in_graph && !q.bundle.logits_in_graph, "{label}");
+        let m = lens_model::onnx::ModelProto::decode(std::fs::read(dir.join("model.onnx")).unwrap().as_slice()).unwrap();
+        let g = m.graph.as_ref().unwrap();
+        assert!(!g.output.iter().any(|o| o.name.as_deref() == Some("logits")), "{label}: the quantized graph outputs logits");
+        assert!(!g.node.iter().any(|n| n.op_type.as_deref() == Some("Gemm")), "{label}: the quantized graph multiplies by W_U");
+        let (wq, we) = (&q.decoder.w_u, exact.decoder.w_u.to_f32());
+        assert!(wq.is_half() && !exact.decoder.w_u.is_half(), "{label}");
+        assert_eq!(wq.len(), we.len());
+        let widened = wq.to_f32();
+        let off = widened.iter().zip(we.iter()).filter(|(h, f)| h.to_bits() != half::f16::from_f32(**f).to_f32().to_bits()).count();
+        assert_eq!(off, 0, "{label}: {off} unembedding values are not the f32 bundle's rounded to f16");
+        let (v, d) = (q.decoder.d_vocab, q.decoder.d_model);
+        assert_eq!(
+            lens_model::tuned_lens::hash::unembedding_hash_of(wq, v, d),
+            lens_model::tuned_lens::hash::unembedding_hash(&widened, v, d),
+            "{label}: the hash of the f16 unembedding"
+        );
+        // The final top-1 comes from the decoder (no graph logits): against a naive f64 decode.
+        let ids = q.tokenize(text, true).unwrap();
+        let trace = q.trace(&ids).unwrap();
+        assert!(trace.logits_top1.is_empty() && trace.logits.is_none(), "{label}");
+        let report = q.lens(&ids, &trace, &LensOptions::default(), &Progress::default()).unwrap();
+        let fin = trace.final_resid().unwrap();
+        let last = report.sites.len() - 1;
+        for p in 0..ids.len() {
+            let row: Vec<f32> = fin.row(p).to_vec();
+            let mut prepared = vec![0f32; d];
+            q.decoder.prepare_row(&row, &mut prepared);
+            let naive = (0..v as u32).map(|t| (q.decoder.logit(&prepared, t), t)).fold((f32::NEG_INFINITY, 0), |a, b| if b.0 > a.0 { b } else { a });
+            let ours = report.top_k.ids.get(last, p).unwrap()[0];
+            assert_eq!(ours, naive.1, "{label}: position {p}: final top-1");
+        }
+    }
+    // An f32 bundle whose graph lost its logits is refused by name.
+    let dir = unique_temp_dir("quant-head-no-logits");
+    lens_model::convert::convert_hf_checkpoint_as(&demo_hf(), &dir, WeightFormat::F32, &Progress::default()).unwrap();
+    let path = dir.join("model.onnx");
+    let mut m = lens_model::onnx::ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
+    m.graph.as_mut().unwrap().output.retain(|o| o.name.as_deref() != Some("logits"));
+    std::fs::write(&path, m.encode_to_vec()).unwrap();
+    let e = lens_model::bundle::Bundle::open(&dir).unwrap_err().to_string();
+    assert!(e.contains("logits"), "{e}");
+}

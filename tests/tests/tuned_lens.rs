@@ -236,8 +236,8 @@ fn naive_loss(dec: &lens_model::lens::Decoder, lens: &TunedLens, h: &[Vec<f32>],
         let y: Vec<f64> = t.iter().zip(&dec.gamma).zip(&dec.beta).map(|((x, g), b)| (x - mean) / sigma * f64::from(*g) + f64::from(*b)).collect();
         (0..dec.d_vocab)
             .map(|v| {
-                let z: f64 =
-                    y.iter().zip(&dec.w_u[v * d..(v + 1) * d]).map(|(a, b)| a * f64::from(*b)).sum::<f64>() + dec.b_u.as_ref().map_or(0.0, |b| f64::from(b[v]));
+                let z: f64 = y.iter().zip(&dec.w_u.to_f32()[v * d..(v + 1) * d]).map(|(a, b)| a * f64::from(*b)).sum::<f64>()
+                    + dec.b_u.as_ref().map_or(0.0, |b| f64::from(b[v]));
                 match dec.softcap {
                     Some(c) => f64::from(c) * (z / f64::from(c)).tanh(),
                     None => z,

@@ -334,6 +334,13 @@ impl<'a> GraphCtx<'a> {
         }
     }
 
+    /// Lists initializer `name` in the graph without a node using it, where the plan writes it.
+    pub fn keep(&mut self, name: &str) {
+        if self.known.contains(name) {
+            self.used.insert(name.to_string());
+        }
+    }
+
     /// A weight by canonical name. A name that the tensor plan lacks is recorded and reported
     /// when the graph is finished (the plan and the graph must agree).
     pub fn w(&mut self, name: &str) -> String {
@@ -475,7 +482,8 @@ pub fn hooks_of(residual: Residual) -> &'static [&'static str] {
 }
 
 /// Builds the lens model: input `input_ids` `[1, pos]`; outputs every hook `[1, pos, d_model]`
-/// and `logits` `[1, pos, d_vocab]`. `weights` are the converter's written tensors; `tied`: the
+/// and `logits` `[1, pos, d_vocab]` (not where the unembedding is f16: see
+/// [`crate::quant::stores_half`]). `weights` are the converter's written tensors; `tied`: the
 /// unembedding is `embed.W_E`.
 pub fn build_lens_model(arch: &Arch, weights: &[ExternalTensor], data_file: &str, tied: bool, metadata: &[(String, String)]) -> Result<ModelProto> {
     let mut g = GraphCtx::new(arch, weights, "input_ids", true, arch.shape.n_layers > 0);
@@ -487,22 +495,33 @@ pub fn build_lens_model(arch: &Arch, weights: &[ExternalTensor], data_file: &str
         }
         x = family_block(&mut g, l, &x).resid_post;
     }
-    let lnf = ops::norm(&mut g, &x, &names::final_norm(), arch.shape.eps);
-    let d = arch.shape.d_model as i64;
-    let flat_shape = g.b.const_i64("flat_shape", &[2], &[-1, d]);
-    let flat = g.b.op("Reshape", &[&lnf, &flat_shape], None, vec![]);
-    let unembed = g.w(Arch::unembed_name(tied));
-    let mut gemm_in = vec![flat.as_str(), unembed.as_str()];
-    let bias = arch.unembed_bias_key.map(|_| g.w(names::UNEMBED_BIAS));
-    if let Some(b) = &bias {
-        gemm_in.push(b);
+    // An f16 unembedding (a quantized bundle's) is not multiplied by here: a Cast of it would be
+    // folded into a second, f32 copy. The lens kernel reads it and is the model's head.
+    let head = !g.is_half(Arch::unembed_name(tied));
+    if head {
+        let lnf = ops::norm(&mut g, &x, &names::final_norm(), arch.shape.eps);
+        let d = arch.shape.d_model as i64;
+        let flat_shape = g.b.const_i64("flat_shape", &[2], &[-1, d]);
+        let flat = g.b.op("Reshape", &[&lnf, &flat_shape], None, vec![]);
+        let unembed = g.w(Arch::unembed_name(tied));
+        let mut gemm_in = vec![flat.as_str(), unembed.as_str()];
+        let bias = arch.unembed_bias_key.map(|_| g.w(names::UNEMBED_BIAS));
+        if let Some(b) = &bias {
+            gemm_in.push(b);
+        }
+        let mut logits2 = g.b.op("Gemm", &gemm_in, None, vec![attr_int("transB", 1)]);
+        if let Some(cap) = arch.final_softcap {
+            logits2 = ops::softcap(&mut g, &logits2, cap);
+        }
+        let logits_shape = g.b.const_i64("logits_shape", &[3], &[1, -1, arch.shape.d_vocab as i64]);
+        g.b.op("Reshape", &[&logits2, &logits_shape], Some("logits"), vec![]);
+    } else {
+        // The decoder still reads the head's weights from this graph's initializers (ONNX Runtime
+        // drops initializers no node uses before it loads them).
+        for name in [names::LN_FINAL_W, names::LN_FINAL_B, Arch::unembed_name(tied), names::UNEMBED_BIAS] {
+            g.keep(name);
+        }
     }
-    let mut logits2 = g.b.op("Gemm", &gemm_in, None, vec![attr_int("transB", 1)]);
-    if let Some(cap) = arch.final_softcap {
-        logits2 = ops::softcap(&mut g, &logits2, cap);
-    }
-    let logits_shape = g.b.const_i64("logits_shape", &[3], &[1, -1, arch.shape.d_vocab as i64]);
-    g.b.op("Reshape", &[&logits2, &logits_shape], Some("logits"), vec![]);
 
     let mut outputs = Vec::new();
     let resid: [std::result::Result<usize, &str>; 3] = [Ok(1), Err("pos"), Ok(arch.shape.d_model)];
@@ -511,7 +530,9 @@ pub fn build_lens_model(arch: &Arch, weights: &[ExternalTensor], data_file: &str
             outputs.push(value_info(&hook_name(l, hook), DT_FLOAT, &resid));
         }
     }
-    outputs.push(value_info("logits", DT_FLOAT, &[Ok(1), Err("pos"), Ok(arch.shape.d_vocab)]));
+    if head {
+        outputs.push(value_info("logits", DT_FLOAT, &[Ok(1), Err("pos"), Ok(arch.shape.d_vocab)]));
+    }
     let mut inputs = vec![value_info("input_ids", DT_INT64, &[Ok(1), Err("pos")])];
     if g.cache {
         // The cache: inputs with an empty default (an initializer of the same name), outputs.

@@ -354,7 +354,7 @@ pub fn fit(
         d_model: d,
         num_hidden_layers: n_layers,
         bias: true,
-        unembed_hash: Some(hash::unembedding_hash(dec.w_u.as_slice(), dec.d_vocab, d)),
+        unembed_hash: Some(hash::unembedding_hash_of(&dec.w_u, dec.d_vocab, d)),
         include_input: true,
     };
     let mut lens = TunedLens::zeros(config);

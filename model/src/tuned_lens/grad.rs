@@ -106,7 +106,8 @@ fn block(x: &[f32], n_layers: usize, np: usize, dec: &Decoder, chunk: usize) -> 
     use crate::simd;
     let d = dec.d_model;
     let v = dec.d_vocab;
-    let w_u = dec.w_u.as_slice();
+    // An f16 unembedding (a quantized bundle's) is widened one chunk at a time.
+    let mut w_buf = Vec::new();
     let n_lens = n_layers * np;
     let rows = n_lens + np;
     let finals = part(x, n_lens * d..rows * d, "final rows")?;
@@ -120,7 +121,7 @@ fn block(x: &[f32], n_layers: usize, np: usize, dec: &Decoder, chunk: usize) -> 
     let mut c0 = 0;
     while c0 < v {
         let n = chunk.min(v - c0);
-        let uc = part(w_u, c0 * d..(c0 + n) * d, "unembedding chunk")?;
+        let uc = dec.w_u.rows_f32(c0 * d..(c0 + n) * d, &mut w_buf).ok_or_else(|| LensError::invalid("unembedding too short"))?;
         let zf = part_mut(&mut z, 0..np * n, "logits")?;
         let sl = if capped { part_mut(&mut slope, 0..np * n, "slopes")? } else { &mut [][..] };
         chunk_logits(finals, uc, c0, n, dec, zf, sl)?;
@@ -147,7 +148,7 @@ fn block(x: &[f32], n_layers: usize, np: usize, dec: &Decoder, chunk: usize) -> 
     let mut c0 = 0;
     while c0 < v {
         let n = chunk.min(v - c0);
-        let uc = part(w_u, c0 * d..(c0 + n) * d, "unembedding chunk")?;
+        let uc = dec.w_u.rows_f32(c0 * d..(c0 + n) * d, &mut w_buf).ok_or_else(|| LensError::invalid("unembedding too short"))?;
         let zc = part_mut(&mut z, 0..rows * n, "logits")?;
         let sl = if capped { part_mut(&mut slope, 0..rows * n, "slopes")? } else { &mut [][..] };
         chunk_logits(x, uc, c0, n, dec, zc, sl)?;

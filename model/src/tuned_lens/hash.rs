@@ -12,7 +12,16 @@ const LINE_WIDTH: usize = 75;
 
 /// The hash a lens trained on this unembedding records // w: [rows, cols] row-major
 pub fn unembedding_hash(w: &[f32], rows: usize, cols: usize) -> String {
-    let text = array_str(w, rows, cols);
+    sha_hex(&array_str(w, rows, cols))
+}
+
+/// [`unembedding_hash`] of the decoder's unembedding, whatever its storage (an f16 one is hashed
+/// as the f32 values it widens to, reading only the printed edge values).
+pub fn unembedding_hash_of(w: &crate::lens::Unembedding, rows: usize, cols: usize) -> String {
+    sha_hex(&array_str_by(&|i| w.value(i), rows, cols))
+}
+
+fn sha_hex(text: &str) -> String {
     let digest = Sha256::digest(text.as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -96,10 +105,15 @@ fn formatter(values: &[f32]) -> impl Fn(f32) -> String {
 
 /// `np.array_str(w, precision=1)` of a float32 matrix `[rows, cols]` (`rows, cols ≥ 1`).
 pub fn array_str(w: &[f32], rows: usize, cols: usize) -> String {
+    array_str_by(&|i| w.get(i).copied().unwrap_or(f32::NAN), rows, cols)
+}
+
+/// [`array_str`] of the matrix whose row-major element `i` is `value(i)`.
+fn array_str_by(value: &dyn Fn(usize) -> f32, rows: usize, cols: usize) -> String {
     let summarize = rows * cols > THRESHOLD;
     let (ri, row_gap) = shown(rows, summarize);
     let (ci, col_gap) = shown(cols, summarize);
-    let at = |r: usize, c: usize| w.get(r * cols + c).copied().unwrap_or(f32::NAN);
+    let at = |r: usize, c: usize| value(r * cols + c);
     let printed: Vec<f32> = ri.iter().flat_map(|&r| ci.iter().map(move |&c| at(r, c))).collect();
     let fmt = formatter(&printed);
     // Rows: hanging indent "  ", width 75 − 1 for the outer "]", 1 more for the row's own.

@@ -87,7 +87,7 @@ impl TunedLens {
             return Err(LensError::bad_file(&path, format!("this tuned lens has {} translators, a model of {n_layers} layers needs {expected}", self.len())));
         }
         if let Some(want) = &c.unembed_hash {
-            let ours = hash::unembedding_hash(decoder.w_u.as_slice(), decoder.d_vocab, decoder.d_model);
+            let ours = hash::unembedding_hash_of(&decoder.w_u, decoder.d_vocab, decoder.d_model);
             if &ours != want {
                 return Err(LensError::bad_file(
                     &path,
