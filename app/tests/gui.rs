@@ -947,7 +947,7 @@ fn a_tuned_lens_is_fitted_resumed_and_used_in_the_app() {
     // Fit from the window, cancel after the first step: a checkpoint is left, no lens.
     let out = dir.join("lens");
     h.state_mut().apply(AppCommand::ShowWindow(lens_app::gui::command::Window::FitLens));
-    let fit = lens_app::gui::state::FitSettings { text: Some(text.clone()), out: Some(out.clone()), steps: 40, tokens: 128 };
+    let fit = lens_app::gui::state::FitSettings { text: Some(text.clone()), out: Some(out.clone()), steps: 40, tokens: 128, replace: false };
     h.state_mut().apply(AppCommand::SetFit(fit.clone()));
     h.run_steps(2);
     assert!(h.query_by_label("Fit").is_some(), "the Fit button");
@@ -983,6 +983,15 @@ fn a_tuned_lens_is_fitted_resumed_and_used_in_the_app() {
     assert_eq!(report.run.tuned_lens.as_deref(), Some(out.to_str().unwrap()));
     h.run_steps(2);
     assert!(h.query_all_by_label_contains("tuned lens").count() >= 1);
+    // The folder now holds a lens: the window asks before replacing it, and a fit started
+    // without the box ticked is refused, the lens left as it was.
+    let params_before = std::fs::read(out.join("params.pt")).unwrap();
+    h.run_steps(2);
+    assert!(h.query_by_label("Replace the lens already in this folder").is_some(), "the Replace box");
+    h.state_mut().apply(AppCommand::StartFit { resume: false });
+    step_until(&mut h, "the refusal", |a| a.state.error.is_some());
+    assert!(h.state().state.error.as_deref().unwrap().contains("already holds a tuned lens"), "{:?}", h.state().state.error);
+    assert_eq!(std::fs::read(out.join("params.pt")).unwrap(), params_before);
 }
 
 #[test]

@@ -471,6 +471,7 @@ fn snapshot_fit_tuned_lens_window() {
         out: Some("assets/demo-model/tuned-lens".into()),
         steps: 60,
         tokens: 1024,
+        replace: false,
     };
     state.show_fit = true;
     let mut h = rendered(state, model, result, egui::vec2(1280.0, 800.0));

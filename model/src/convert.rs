@@ -74,6 +74,7 @@ pub fn convert_hf_checkpoint_as(src: &Path, dst: &Path, weights: WeightFormat, p
     }
     let arch = Arch::from_hf_config(&src.join("config.json"))?;
     let ckpt = Checkpoint::open(src, arch.family.base_prefix(), arch.key_prefixes)?;
+    check_sizes_against_checkpoint(&arch, &ckpt, &src.join("config.json"))?;
     if dst.exists() {
         let empty = std::fs::read_dir(dst).map_err(|e| LensError::io(dst, e))?.next().is_none();
         if !empty {
@@ -108,6 +109,35 @@ pub fn convert_hf_checkpoint_as(src: &Path, dst: &Path, weights: WeightFormat, p
             Err(e)
         }
     }
+}
+
+/// Checks config.json's sizes against the checkpoint before anything is planned or written (a
+/// config that claims a million layers is refused in milliseconds, not after planning them): the
+/// layer count against the checkpoint's layer indices, and the embedding's shape against the
+/// vocabulary and width.
+fn check_sizes_against_checkpoint(arch: &Arch, ckpt: &Checkpoint, config: &Path) -> Result<()> {
+    let n = arch.shape.n_layers;
+    match ckpt.layer_count() {
+        Some(have) if n > have => {
+            return Err(LensError::bad_file(config, format!("config.json says {n} layers; the checkpoint holds weights for {have}")));
+        }
+        None if n > 0 => return Err(LensError::bad_file(config, format!("config.json says {n} layers; the checkpoint holds no layer weights"))),
+        _ => {}
+    }
+    // The tensors outside the blocks (embedding, final norm, unembedding): the plan of the same
+    // model without layers, shapes read from the headers.
+    let tied = is_tied(arch, ckpt)?;
+    let mut head = arch.clone();
+    head.shape.n_layers = 0;
+    for t in head.tensors(tied) {
+        if let TensorPlan { name, dims, source: Source::Checkpoint { key, pick: Pick::All, transpose: false } } = &t {
+            let view = ckpt.tensor(key)?;
+            if view.shape != dims.as_slice() {
+                return Err(LensError::bad_file(config, format!("config.json implies {name} of shape {dims:?}; the checkpoint's {key} is {:?}", view.shape)));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Marker written into every conversion's temporary folder: the process and the boot that own it.

@@ -25,7 +25,7 @@ pub const CORPUS_SCHEMA: &str = "logit-lens/corpus@1";
 /// What to compute.
 #[derive(Debug, Clone)]
 pub struct CorpusOptions {
-    /// Tokens per window (`None`: the model's context).
+    /// Tokens per window (`None`: the model's context, at most [`DEFAULT_MAX_WINDOW`]).
     pub window: Option<usize>,
     /// Use only the first this many tokens of the text.
     pub max_tokens: Option<usize>,
@@ -168,12 +168,17 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     a + (b - a) * (x - lo as f64)
 }
 
+/// The longest default window: a model that claims 131,072 positions would otherwise run one
+/// window of the whole text, whose trace and attention grow with its square. A longer window is
+/// still there to ask for (`--window`).
+pub const DEFAULT_MAX_WINDOW: usize = 1024;
+
 /// Runs the lens over `text` window by window and aggregates it. Cancelling `progress` stops it
 /// between windows and inside the running one.
 pub fn run_corpus(engine: &mut LensEngine, text: &str, opts: &CorpusOptions, progress: &Progress) -> Result<CorpusReport> {
     let t0 = std::time::Instant::now();
     let n_ctx = engine.bundle.shape.n_ctx;
-    let window = opts.window.unwrap_or(n_ctx);
+    let window = opts.window.unwrap_or(n_ctx.min(DEFAULT_MAX_WINDOW));
     if window < 2 || window > n_ctx {
         return Err(LensError::invalid(format!("--window {window}: use 2 to the model's context ({n_ctx})")));
     }

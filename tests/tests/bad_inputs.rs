@@ -61,8 +61,23 @@ fn converter_errors_name_the_file() {
     std::fs::write(more.join("config.json"), cfg.to_string()).unwrap();
     let out = unique_temp_dir("o3");
     let e = err_of(convert_hf_checkpoint(&more, &out, &Progress::default()));
-    assert!(e.contains("missing tensor") && e.contains("h.2."), "{e}");
+    assert!(e.contains("config.json says 3 layers") && e.contains("weights for 2"), "{e}");
     assert!(!out.exists(), "a failed conversion leaves nothing behind");
+
+    // A million layers, and a width the embedding does not have: refused from the key names and
+    // the headers before anything is planned (it took ~25 s and 3 GB when every layer was
+    // planned first; the bound is loose, this is not a benchmark).
+    cfg["n_layer"] = serde_json::json!(1_000_000);
+    std::fs::write(more.join("config.json"), cfg.to_string()).unwrap();
+    let t = std::time::Instant::now();
+    let e = err_of(convert_hf_checkpoint(&more, &unique_temp_dir("o3b"), &Progress::default()));
+    assert!(e.contains("config.json says 1000000 layers"), "{e}");
+    assert!(t.elapsed().as_secs_f64() < 5.0, "refusing took {:?}", t.elapsed());
+    cfg["n_layer"] = serde_json::json!(2);
+    cfg["n_embd"] = serde_json::json!(cfg["n_embd"].as_u64().unwrap() * 2);
+    std::fs::write(more.join("config.json"), cfg.to_string()).unwrap();
+    let e = err_of(convert_hf_checkpoint(&more, &unique_temp_dir("o3c"), &Progress::default()));
+    assert!(e.contains("config.json implies embed.W_E of shape"), "{e}");
 
     // A non-GPT-2 model type.
     let other = unique_temp_dir("bad-type");

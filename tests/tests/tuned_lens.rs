@@ -7,7 +7,7 @@
 //! * bad lenses: wrong width, wrong layer count, another model's hash, missing or truncated
 //!   `params.pt`, a pickle that calls a foreign global;
 //! * the fit's gradient against a naive float64 implementation (finite differences), with and
-//!   without a soft cap and an unembedding bias;
+//!   without a soft cap and an unembedding bias, and with a quantized bundle's f16 unembedding;
 //! * fitting on the demo model lowers held-out KL below the logit lens's at every site but the last;
 //!   a cancelled fit resumes from its checkpoint to the same lens; `params.pt` round-trips.
 
@@ -327,6 +327,11 @@ fn gradient_matches_finite_differences_of_a_naive_loss() {
     capped.softcap = Some(3.0);
     capped.b_u = Some((0..capped.d_vocab).map(|v| ((v * 37) % 11) as f32 * 0.1 - 0.5).collect());
     check_gradient(&capped, "gpt2 + soft cap + bias");
+    // A quantized bundle's f16 unembedding (widened chunk by chunk in the gradient).
+    let mut halved = llama.decoder.clone();
+    halved.w_u = llama.decoder.w_u.to_f32().iter().map(|&x| half::f16::from_f32(x)).collect::<Vec<_>>().into();
+    assert!(halved.w_u.is_half());
+    check_gradient(&halved, "llama with an f16 unembedding");
 }
 
 /// The demo model's held-out stories (`heldout.txt`, 32 TinyStories stories it never saw), cut
@@ -400,4 +405,42 @@ fn fitting_on_the_demo_model_beats_the_logit_lens_on_held_out_text() {
         assert!(tuned[s] < plain[s], "site {s}: tuned {} vs logit lens {}", tuned[s], plain[s]);
     }
     assert!(tuned[last_site].abs() < 1e-6 && plain[last_site].abs() < 1e-6);
+}
+
+/// A fit touches only what it made (issue 24): a `checkpoint/` of the user's in the output folder
+/// is refused before any work and left as it was; a model folder is never an output folder; a
+/// finished fit removes its own checkpoint files and nothing else.
+#[test]
+fn a_fit_never_removes_or_overwrites_the_users_files() {
+    let dir = lens_model::resolve::resolve_model(Some(&assets().join("demo-model")), &Progress::default()).unwrap();
+    let mut engine = common::open(&dir);
+    let text = heldout_halves().1;
+    let opts = FitOptions { steps: 2, tokens_per_step: 256, checkpoint_every: 1, ..FitOptions::default() };
+    // The user's own checkpoint/ folder.
+    let out = unique_temp_dir("tl-fit-users");
+    std::fs::create_dir_all(out.join("checkpoint")).unwrap();
+    std::fs::write(out.join("checkpoint/notes.txt"), "my notes").unwrap();
+    std::fs::write(out.join("checkpoint/state.json"), "{\"mine\": true}").unwrap();
+    let e = fit(&mut engine, &text, &opts, &out, false, &mut |_| {}, &Progress::default()).unwrap_err().to_string();
+    assert!(e.contains("not a logit-lens fit checkpoint"), "{e}");
+    assert_eq!(std::fs::read_to_string(out.join("checkpoint/notes.txt")).unwrap(), "my notes");
+    assert_eq!(std::fs::read_to_string(out.join("checkpoint/state.json")).unwrap(), "{\"mine\": true}");
+    assert!(!out.join("params.pt").exists());
+    // A model folder (here the demo checkpoint's own layout) is never an output folder.
+    let model_like = unique_temp_dir("tl-fit-model");
+    std::fs::create_dir_all(&model_like).unwrap();
+    std::fs::write(model_like.join("config.json"), "{}").unwrap();
+    std::fs::write(model_like.join("model.safetensors"), "weights").unwrap();
+    let e = fit(&mut engine, &text, &opts, &model_like, false, &mut |_| {}, &Progress::default()).unwrap_err().to_string();
+    assert!(e.contains("holds a model"), "{e}");
+    assert_eq!(std::fs::read_to_string(model_like.join("config.json")).unwrap(), "{}");
+    // A finished fit (checkpointing every step) leaves the lens and none of its checkpoint, and
+    // keeps a file of the user's that appeared next to it.
+    let out = unique_temp_dir("tl-fit-own");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("README.txt"), "mine").unwrap();
+    fit(&mut engine, &text, &opts, &out, false, &mut |_| {}, &Progress::default()).unwrap();
+    assert!(out.join("params.pt").is_file() && out.join("config.json").is_file());
+    assert!(!out.join("checkpoint").exists(), "the finished fit left its checkpoint");
+    assert_eq!(std::fs::read_to_string(out.join("README.txt")).unwrap(), "mine");
 }

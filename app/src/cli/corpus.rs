@@ -19,7 +19,7 @@ pub struct CorpusArgs {
     /// UTF-8 text files (each at most 10 MB), joined by a blank line and tokenized once.
     #[arg(long, required = true, num_args = 1..)]
     pub text: Vec<PathBuf>,
-    /// Tokens per window (default: the model's context).
+    /// Tokens per window (default: the model's context, at most 1024).
     #[arg(long)]
     pub window: Option<usize>,
     /// Use only the first N tokens of the text.

@@ -5,9 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use lens_model::tuned_lens::config::CONFIG_FILE;
 use lens_model::tuned_lens::fit::{FitOptions, FitStep, fit, has_checkpoint};
-use lens_model::tuned_lens::params::PARAMS_PT;
 
 use super::{device, interrupt, open_engine};
 
@@ -64,7 +62,7 @@ fn print_step(s: &FitStep, labels: &[String]) {
 
 /// Runs `fit-lens`.
 pub fn run(ort_lib: Option<&std::path::Path>, args: &FitLensArgs) -> Result<()> {
-    let has_lens = args.out.join(CONFIG_FILE).exists() || args.out.join(PARAMS_PT).exists();
+    let has_lens = lens_model::tuned_lens::fit::holds_lens(&args.out);
     if has_lens && !args.overwrite && !args.resume {
         bail!("{} already holds a tuned lens; pass --overwrite to replace it, or choose another --out", args.out.display());
     }

@@ -238,7 +238,13 @@ fn compare_scene(
         .ok_or_else(|| anyhow!("nothing to draw for B"))?;
     let unit = if metric == crate::view::settings::Metric::Ranks { "log10 rank".to_string() } else { pa.scale.unit.clone() };
     let aligned = if cmp.aligned_by == "position" { "by position".to_string() } else { format!("{} common tokens", cmp.alignment.len()) };
-    let scene_d = scene::build_diff(vm, &diff, spec, &format!("aligned {aligned}; grey: no counterpart in B"), &format!("A − B: {title}"), &unit)
+    let b_report = &b.result.report;
+    let weights = if a.exact_weights() && b_report.exact_weights() {
+        String::new()
+    } else {
+        format!(" · A {} weights, B {} weights (approximate)", a.weights(), b_report.weights())
+    };
+    let scene_d = scene::build_diff(vm, &diff, spec, &format!("aligned {aligned}; grey: no counterpart in B{weights}"), &format!("A − B: {title}"), &unit)
         .ok_or_else(|| anyhow!("nothing to draw for A − B"))?;
     Ok(scene::stack(vec![scene_a, scene_b, scene_d]))
 }

@@ -41,7 +41,17 @@ fn label_of(v: f64) -> String {
 pub fn build(runs: &[(String, &CorpusReport)], metric: &str, width: f64, title: Option<&str>) -> Option<Scene> {
     let axis_label = CORPUS_METRICS.iter().find(|(m, _)| *m == metric).map(|(_, l)| *l)?;
     let first = runs.first()?.1;
-    let series: Vec<(&str, &Interval, usize)> = runs.iter().filter_map(|(l, r)| Some((l.as_str(), r.interval(metric)?, r.sites.len()))).collect();
+    // Quantized weights are said in every figure (the subtitle where all runs share them, else
+    // each run's legend entry): such a figure can never pass for an exact one.
+    let weights_of = |r: &CorpusReport| if r.run.weights.is_empty() { "f32".to_string() } else { r.run.weights.clone() };
+    let shared_weights = runs.iter().all(|(_, r)| weights_of(r) == weights_of(first));
+    let series: Vec<(String, &Interval, usize)> = runs
+        .iter()
+        .filter_map(|(l, r)| {
+            let label = if shared_weights || weights_of(r) == "f32" { l.clone() } else { format!("{l} ({} weights)", weights_of(r)) };
+            Some((label, r.interval(metric)?, r.sites.len()))
+        })
+        .collect();
     let finite = series.iter().flat_map(|(_, iv, _)| iv.ci95_low.iter().chain(&iv.ci95_high).chain(&iv.mean)).copied().filter(|v| v.is_finite());
     let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
     if !lo.is_finite() || !hi.is_finite() {
@@ -71,6 +81,9 @@ pub fn build(runs: &[(String, &CorpusReport)], metric: &str, width: f64, title: 
     }
     if same(&|r| r.decoder.clone()) {
         sub.push(format!("{} decoder", first.decoder));
+    }
+    if shared_weights && weights_of(first) != "f32" {
+        sub.push(format!("{} weights (approximate)", weights_of(first)));
     }
     let sub = sub.join(" · ");
     text(&mut items, left, 22.0, 6.0, sub, Anchor::Start, 0.0, dim);

@@ -90,8 +90,18 @@ pub fn figure_from_app(
     output::write(&scene, path, &title, &prov)
 }
 
+/// A CSV text cell: quoted where it holds a separator, a quote or a line break; and where a
+/// spreadsheet would run it as a formula (it starts with `=`, `+`, `-`, `@`, a tab or a carriage
+/// return: a token text can), prefixed with `'` and quoted, so it opens as text. The JSON and
+/// `.npz` exports keep every token's exact text.
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("\"'{}\"", s.replace('"', "\"\""))
+    } else if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 fn opt<T: ToString>(v: Option<T>) -> String {
@@ -138,8 +148,34 @@ pub fn data(report: &LensReport, path: &Path, token_text: &dyn Fn(u32) -> String
                     )?;
                 }
             }
-            std::fs::write(path, out).with_context(|| format!("cannot write {}", path.display()))
+            // Through a temporary file: a failed or interrupted export leaves no half-written table
+            // (and an earlier file of that name as it was).
+            lens_model::report::write_replacing(path, |tmp| std::fs::write(tmp, &out).map_err(|e| lens_model::LensError::io(tmp, e)))
+                .with_context(|| format!("cannot write {}", path.display()))
         }
         _ => bail!("{}: data files end in .json, .csv or .npz", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_cells_never_run_as_formulas_and_keep_their_text() {
+        // Plain, separator, quote; then every formula lead a spreadsheet runs.
+        assert_eq!(csv_field("Paris"), "Paris");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        for (cell, want) in [
+            ("=HYPERLINK(\"x\")", "\"'=HYPERLINK(\"\"x\"\")\""),
+            ("+1", "\"'+1\""),
+            ("-", "\"'-\""),
+            ("@SUM(A1)", "\"'@SUM(A1)\""),
+            ("\tx", "\"'\tx\""),
+            ("\rx", "\"'\rx\""),
+        ] {
+            assert_eq!(csv_field(cell), want, "{cell:?}");
+        }
     }
 }

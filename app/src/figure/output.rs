@@ -131,9 +131,10 @@ pub fn write(scene: &Scene, path: &Path, title: &str, prov: &Provenance) -> Resu
         Format::Png => png_bytes(&svg_text, prov.spec.dpi, &provenance)?,
         Format::Pdf => pdf_bytes(&svg_text, scene, title, prov, &provenance)?,
     };
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", path.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    // Through `NAME.EXT.partial` (one per format: fig.svg and fig.png written at once do not
+    // share it), removed if the write or the rename fails.
+    lens_model::report::write_replacing(path, |tmp| std::fs::write(tmp, &bytes).map_err(|e| lens_model::LensError::io(tmp, e)))
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 

@@ -130,12 +130,15 @@ pub struct FitSettings {
     pub steps: usize,
     /// Tokens per step.
     pub tokens: usize,
+    /// The user agreed to replace the lens already in `out` (the CLI's `--overwrite`); reset
+    /// whenever another folder is chosen.
+    pub replace: bool,
 }
 
 impl Default for FitSettings {
     fn default() -> Self {
         let d = lens_model::tuned_lens::fit::FitOptions::default();
-        Self { text: None, out: None, steps: d.steps, tokens: d.tokens_per_step }
+        Self { text: None, out: None, steps: d.steps, tokens: d.tokens_per_step, replace: false }
     }
 }
 

@@ -259,7 +259,7 @@ pub enum JobKind {
 /// A corpus run as the UI shows it: a legend label and the report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CorpusRun {
-    /// Legend label (file, decoder).
+    /// Legend label (file, decoder, and the weights where they are quantized).
     pub label: String,
     /// The aggregated report.
     pub report: lens_model::corpus::CorpusReport,
@@ -652,7 +652,10 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
             };
             let report = lens_model::corpus::run_corpus(engine, &text, &opts, &job.progress)?;
             let name = file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
-            Ok(OutcomeKind::Corpus(Arc::new(CorpusRun { label: format!("{name} · {}", report.decoder), report })))
+            // Quantized weights are named in the legend: such a run can never pass for an exact one.
+            let weights =
+                if report.run.weights.is_empty() || report.run.weights == "f32" { String::new() } else { format!(" · {} weights", report.run.weights) };
+            Ok(OutcomeKind::Corpus(Arc::new(CorpusRun { label: format!("{name} · {}{weights}", report.decoder), report })))
         }
         JobKind::Run { text, pinned, group, k, decoder, truncate_left, compare } => {
             let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };

@@ -200,6 +200,30 @@ impl Checkpoint {
         }
     }
 
+    /// The number of blocks the checkpoint's keys hold weights for: 1 + the largest index that
+    /// follows a `layers`, `layer`, `h` or `blocks` segment (`model.layers.31.mlp…`,
+    /// `transformer.h.11.attn…`); `None` when no key has one. Reads key names only: a config that
+    /// claims more layers is refused before anything is planned or allocated.
+    pub fn layer_count(&self) -> Option<usize> {
+        let keys: Box<dyn Iterator<Item = &String>> = match &self.pytorch {
+            Some((_, t)) => Box::new(t.keys()),
+            None => Box::new(self.entries.keys()),
+        };
+        let mut max: Option<usize> = None;
+        for k in keys {
+            let mut prev = "";
+            for seg in k.split('.') {
+                if matches!(prev, "layers" | "layer" | "h" | "blocks")
+                    && let Ok(i) = seg.parse::<usize>()
+                {
+                    max = Some(max.map_or(i, |m| m.max(i)));
+                }
+                prev = seg;
+            }
+        }
+        max.map(|m| m + 1)
+    }
+
     fn missing(&self, key: &str) -> LensError {
         LensError::bad_file(self.first_path(), format!("missing tensor {key:?}; is this checkpoint of the model type its config.json names?"))
     }

@@ -35,6 +35,67 @@ use crate::tuned_lens::{TunedLens, TunedLensConfig, hash};
 pub const CHECKPOINT_DIR: &str = "checkpoint";
 const STATE_JSON: &str = "state.json";
 const STATE_TENSORS: &str = "state.safetensors";
+/// Marks a checkpoint folder as a fit's own: only a folder holding it is written to, and only the
+/// files named here are ever removed (a `checkpoint/` of the user's in `--out` is left alone).
+const CHECKPOINT_MARK: &str = ".logit-lens-fit-checkpoint";
+
+/// Refuses an `out/checkpoint/` that exists without being a fit's own (its mark): the user's
+/// files there are neither written over nor removed.
+fn check_checkpoint_is_ours(out: &Path) -> Result<()> {
+    let dir = checkpoint_dir(out);
+    if dir.exists() && !dir.join(CHECKPOINT_MARK).is_file() {
+        return Err(LensError::bad_file(
+            &dir,
+            "this folder exists and is not a logit-lens fit checkpoint (it would be written over and removed): move it, or choose another output folder",
+        ));
+    }
+    Ok(())
+}
+
+/// Files whose presence makes a folder a model (a checkpoint or a bundle): a lens is never
+/// written into one, whatever `--overwrite` says (its `config.json` would be replaced).
+const MODEL_FILES: [&str; 5] = ["model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json", "model.onnx"];
+
+/// Whether `dir` holds a tuned lens (its `config.json` or `params.pt`), which a fit replaces only
+/// when asked (the CLI's `--overwrite`, the app's "Replace" box).
+pub fn holds_lens(dir: &Path) -> bool {
+    dir.join(crate::tuned_lens::config::CONFIG_FILE).is_file() || dir.join(crate::tuned_lens::params::PARAMS_PT).is_file()
+}
+
+/// Whether `dir` holds a model (a checkpoint's or a bundle's weights): never a lens's folder.
+pub fn is_model_folder(dir: &Path) -> bool {
+    MODEL_FILES.iter().any(|f| dir.join(f).is_file())
+}
+
+/// Refuses an output folder that holds a model.
+fn check_not_a_model_folder(out: &Path) -> Result<()> {
+    if let Some(f) = MODEL_FILES.iter().find(|f| out.join(f).is_file()) {
+        return Err(LensError::bad_file(
+            out,
+            format!("this folder holds a model ({f}); a tuned lens is never written into a model folder: choose another output folder"),
+        ));
+    }
+    Ok(())
+}
+
+/// Removes a finished fit's checkpoint: its own files, then the folder if nothing else is in it.
+fn remove_checkpoint(out: &Path) -> Result<()> {
+    let dir = checkpoint_dir(out);
+    if !dir.join(CHECKPOINT_MARK).is_file() {
+        return Ok(());
+    }
+    for name in [STATE_JSON, STATE_TENSORS, CHECKPOINT_MARK] {
+        let p = dir.join(name);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LensError::io(&p, e)),
+        }
+    }
+    // Not empty (something else was put there): left as it is.
+    let _ = std::fs::remove_dir(&dir);
+    Ok(())
+}
 
 /// How to fit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -252,8 +313,10 @@ fn checkpoint_dir(out: &Path) -> PathBuf {
 }
 
 fn save_checkpoint(out: &Path, meta: &StateMeta, lens: &TunedLens, mom: &[(Vec<f32>, Vec<f32>)]) -> Result<()> {
+    check_checkpoint_is_ours(out)?;
     let dir = checkpoint_dir(out);
     std::fs::create_dir_all(&dir).map_err(|e| LensError::io(&dir, e))?;
+    write_atomic(&dir.join(CHECKPOINT_MARK), |f| std::io::Write::write_all(f, b"a logit-lens fit-lens checkpoint; removed when the fit finishes\n"))?;
     let d = lens.config.d_model;
     let mut named: Vec<(String, Vec<usize>, &[f32])> = Vec::new();
     for (i, ((w, b), (mw, mb))) in lens.weights.iter().zip(&lens.biases).zip(mom).enumerate() {
@@ -302,9 +365,9 @@ fn load_checkpoint(out: &Path, lens: &mut TunedLens, mom: &mut [(Vec<f32>, Vec<f
     Ok(meta)
 }
 
-/// Whether `out` holds a checkpoint a fit can resume from.
+/// Whether `out` holds a checkpoint a fit can resume from (one of ours).
 pub fn has_checkpoint(out: &Path) -> bool {
-    checkpoint_dir(out).join(STATE_JSON).is_file()
+    checkpoint_dir(out).join(STATE_JSON).is_file() && checkpoint_dir(out).join(CHECKPOINT_MARK).is_file()
 }
 
 /// Fits a tuned lens for the engine's model on `text`, writing it (tuned-lens's format) to `out`
@@ -333,6 +396,9 @@ pub fn fit(
     if text.trim().is_empty() {
         return Err(LensError::invalid("the training text is empty"));
     }
+    // Before any work: a model folder, or a checkpoint folder of the user's in `out`, is refused.
+    check_not_a_model_folder(out)?;
+    check_checkpoint_is_ours(out)?;
     progress.report("tokenizing", 0.0);
     let mut ids = engine.tokenizer.encode(text)?;
     if let Some(m) = opts.max_tokens {
@@ -447,10 +513,7 @@ pub fn fit(
         Err(e) => return Err(e),
     }
     lens.save(out)?;
-    let dir = checkpoint_dir(out);
-    if dir.is_dir() {
-        std::fs::remove_dir_all(&dir).map_err(|e| LensError::io(&dir, e))?;
-    }
+    remove_checkpoint(out)?;
     lens.source = Some(out.to_path_buf());
     Ok(FitResult { lens, history, steps_run: step - start, seconds: t0.elapsed().as_secs_f64() })
 }

@@ -226,7 +226,7 @@ impl LogitLensApp {
                 DialogKind::FitOut => rfd::FileDialog::new()
                     .set_title("Fit tuned lens: the lens folder to write")
                     .pick_folder()
-                    .map(|p| AppCommand::SetFit(crate::gui::state::FitSettings { out: Some(p), ..fit.clone() })),
+                    .map(|p| AppCommand::SetFit(crate::gui::state::FitSettings { out: Some(p), replace: false, ..fit.clone() })),
                 DialogKind::Prompt => rfd::FileDialog::new()
                     .set_title("Open prompt")
                     .add_filter("Text", &["txt", "md", "text"])

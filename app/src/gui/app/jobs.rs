@@ -76,6 +76,13 @@ impl LogitLensApp {
             self.state.error = Some("no model is loaded: open one first".into());
             return;
         }
+        // The window's guard, again where every fit starts: a lens already there is replaced only
+        // when the user ticked "Replace" (a resumed fit writes where it checkpointed).
+        if !resume && !f.replace && lens_model::tuned_lens::fit::holds_lens(&out) {
+            self.state.error =
+                Some(format!("{} already holds a tuned lens: tick \"Replace the lens already in this folder\", or choose another folder", out.display()));
+            return;
+        }
         if !resume {
             self.state.fit_history.clear();
         }
