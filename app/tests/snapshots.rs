@@ -468,7 +468,8 @@ fn snapshot_fit_tuned_lens_window() {
     assert_eq!(state.fit_history[0].loss.len(), 8);
     state.fit = lens_app::gui::state::FitSettings {
         text: Some("shared/corpus/tinystories_v1_valid_head.txt".into()),
-        out: Some("assets/demo-model/tuned-lens".into()),
+        // Relative to the test's folder (app/): the demo lens, so the window asks before replacing it.
+        out: Some("../assets/demo-model/tuned-lens".into()),
         steps: 60,
         tokens: 1024,
         replace: false,
