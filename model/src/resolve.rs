@@ -96,11 +96,13 @@ pub fn names_hub_id(path: &Path) -> bool {
     !path.exists() && path.to_str().is_some_and(is_hub_id)
 }
 
-/// Whether `arg` reads as a hub id (`org/name`, optionally `@revision`) rather than a path.
+/// Whether `arg` reads as a hub id (`org/name`, optionally `@revision`) rather than a path. The
+/// revision becomes part of a URL and of cache paths, so only a branch, tag or commit name is one
+/// ([`crate::hub::valid_revision`]): `org/name@../x` is not a hub id.
 pub fn is_hub_id(arg: &str) -> bool {
-    let (id, _) = split_revision(arg);
+    let (id, revision) = split_revision(arg);
     let ok = |s: &str| !s.is_empty() && !s.starts_with('.') && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    matches!(id.split_once('/'), Some((org, name)) if ok(org) && ok(name))
+    crate::hub::valid_revision(revision) && matches!(id.split_once('/'), Some((org, name)) if ok(org) && ok(name))
 }
 
 /// The snapshot folder of hub id `org/name[@revision]` in the local hub cache
@@ -124,6 +126,9 @@ pub fn resolve_hub_id(arg: &str, progress: &Progress) -> Result<PathBuf> {
 /// [`resolve_hub_id`] without downloading.
 pub fn cached_hub_id(arg: &str) -> Result<PathBuf> {
     let (id, revision) = split_revision(arg);
+    if !crate::hub::valid_revision(revision) {
+        return Err(LensError::invalid(format!("{revision:?} is not a revision (a branch, tag or commit name)")));
+    }
     let cache = hf_hub_cache();
     let repo = cache.join(format!("models--{}", id.replace('/', "--")));
     let not_cached = || {
@@ -139,8 +144,13 @@ pub fn cached_hub_id(arg: &str) -> Result<PathBuf> {
         Ok(r) => r.trim().to_string(),
         Err(_) => revision.to_string(),
     };
+    if !crate::hub::valid_revision(&rev) {
+        return Err(not_cached());
+    }
     let snap = repo.join("snapshots").join(&rev);
-    if !snap.join("config.json").is_file() {
+    // Cached means complete: the config, the weights, and every shard an index lists (a download
+    // stopped half-way leaves a snapshot with config.json but not all its weights).
+    if !snap.join("config.json").is_file() || !crate::hub::snapshot_has_weights(&snap) {
         return Err(not_cached());
     }
     Ok(snap)
