@@ -97,11 +97,16 @@ pub fn convert_hf_checkpoint_as(src: &Path, dst: &Path, weights: WeightFormat, p
     let result = convert_into(src, &ckpt, &tmp, &arch, &name, weights, progress);
     match result {
         Ok(sha) => {
-            let _ = std::fs::remove_file(&marker);
             if dst.exists() {
                 let _ = std::fs::remove_dir(dst);
             }
-            std::fs::rename(&tmp, dst).map_err(|e| LensError::io(dst, e))?;
+            // The marker goes only once the bundle is in place: a failed rename leaves a folder a
+            // later sweep recognises (and it is removed here at once).
+            if let Err(e) = std::fs::rename(&tmp, dst) {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(LensError::io(dst, e));
+            }
+            let _ = std::fs::remove_file(dst.join(PARTIAL_MARKER));
             Ok(ConvertSummary { bundle: dst.to_path_buf(), family: arch.family, shape: arch.shape.clone(), weights_sha256: sha, weights })
         }
         Err(e) => {

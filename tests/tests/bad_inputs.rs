@@ -79,6 +79,32 @@ fn converter_errors_name_the_file() {
     let e = err_of(convert_hf_checkpoint(&more, &unique_temp_dir("o3c"), &Progress::default()));
     assert!(e.contains("config.json implies embed.W_E of shape"), "{e}");
 
+    // A sharded checkpoint whose index names a shard outside the folder (a Windows drive-relative
+    // name too), or whose shards hold the same tensor twice (issue 24).
+    let sharded = unique_temp_dir("bad-shards");
+    std::fs::create_dir_all(&sharded).unwrap();
+    for f in ["config.json", "tokenizer.json"] {
+        if hf.join(f).is_file() {
+            std::fs::copy(hf.join(f), sharded.join(f)).unwrap();
+        }
+    }
+    for f in ["vocab.json", "merges.txt"] {
+        if hf.join(f).is_file() {
+            std::fs::copy(hf.join(f), sharded.join(f)).unwrap();
+        }
+    }
+    std::fs::copy(hf.join("model.safetensors"), sharded.join("a.safetensors")).unwrap();
+    std::fs::copy(hf.join("model.safetensors"), sharded.join("b.safetensors")).unwrap();
+    let index = |map: serde_json::Value| std::fs::write(sharded.join("model.safetensors.index.json"), serde_json::json!({"metadata": {}, "weight_map": map}).to_string()).unwrap();
+    for bad in ["C:a.safetensors", "../a.safetensors", "/tmp/a.safetensors"] {
+        index(serde_json::json!({"wte.weight": bad}));
+        let e = err_of(convert_hf_checkpoint(&sharded, &unique_temp_dir("o-shard"), &Progress::default()));
+        assert!(e.contains("leaves the folder"), "{bad}: {e}");
+    }
+    index(serde_json::json!({"wte.weight": "a.safetensors", "wpe.weight": "b.safetensors"}));
+    let e = err_of(convert_hf_checkpoint(&sharded, &unique_temp_dir("o-dup"), &Progress::default()));
+    assert!(e.contains("is also in a.safetensors"), "{e}");
+
     // A non-GPT-2 model type.
     let other = unique_temp_dir("bad-type");
     copy_dir(&hf, &other);

@@ -170,7 +170,12 @@ impl Checkpoint {
             let (map, data_start, meta) = map_file(&path)?;
             for (key, info) in meta.tensors() {
                 let (start, end) = info.data_offsets;
-                entries.insert(key, Entry { file: i, dtype: info.dtype, shape: info.shape.clone(), start: data_start + start, end: data_start + end });
+                let entry = Entry { file: i, dtype: info.dtype, shape: info.shape.clone(), start: data_start + start, end: data_start + end };
+                // The same tensor in two shards: which one is meant is not knowable.
+                if let Some(earlier) = entries.insert(key.clone(), entry) {
+                    let other = shard_names.get(earlier.file).map_or("?", String::as_str);
+                    return Err(LensError::bad_file(&path, format!("tensor {key:?} is also in {other}: a checkpoint holds each tensor once")));
+                }
             }
             files.push(MappedFile { path, map, data_start });
         }
@@ -307,7 +312,8 @@ pub(crate) fn shards_of(index: &Path) -> Result<Vec<String>> {
     let mut shards: Vec<String> = idx.weight_map.into_values().collect();
     shards.sort();
     shards.dedup();
-    if let Some(bad) = shards.iter().find(|s| s.contains('/') || s.contains('\\') || s.starts_with('.')) {
+    // A shard is a file of this folder: no separator, no `..` or hidden name, no drive (`C:x`).
+    if let Some(bad) = shards.iter().find(|s| s.is_empty() || s.contains(['/', '\\', ':']) || s.starts_with('.')) {
         return Err(LensError::bad_file(index, format!("shard name {bad:?} leaves the folder")));
     }
     if shards.is_empty() {
