@@ -95,7 +95,9 @@ fn converter_errors_name_the_file() {
     }
     std::fs::copy(hf.join("model.safetensors"), sharded.join("a.safetensors")).unwrap();
     std::fs::copy(hf.join("model.safetensors"), sharded.join("b.safetensors")).unwrap();
-    let index = |map: serde_json::Value| std::fs::write(sharded.join("model.safetensors.index.json"), serde_json::json!({"metadata": {}, "weight_map": map}).to_string()).unwrap();
+    let index = |map: serde_json::Value| {
+        std::fs::write(sharded.join("model.safetensors.index.json"), serde_json::json!({"metadata": {}, "weight_map": map}).to_string()).unwrap()
+    };
     for bad in ["C:a.safetensors", "../a.safetensors", "/tmp/a.safetensors"] {
         index(serde_json::json!({"wte.weight": bad}));
         let e = err_of(convert_hf_checkpoint(&sharded, &unique_temp_dir("o-shard"), &Progress::default()));

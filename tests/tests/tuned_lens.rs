@@ -444,3 +444,24 @@ fn a_fit_never_removes_or_overwrites_the_users_files() {
     assert!(!out.join("checkpoint").exists(), "the finished fit left its checkpoint");
     assert_eq!(std::fs::read_to_string(out.join("README.txt")).unwrap(), "mine");
 }
+
+/// Hostile lens files (issue 24): a translator key with an absurd index, and a `params.pt` whose
+/// translator is a zero-stride view of one element shaped [30000, 30000] (3.6 GB expanded, under pytorch-reader's own 10 GB limit; the
+/// file is 1.8 KB, `tests/fixtures/tuned_lens/stride0/make_stride0.py`). Both are refused from
+/// their names and shapes before anything is allocated.
+#[test]
+fn hostile_lens_files_are_refused_before_anything_is_allocated() {
+    let e = TunedLens::open(&fixtures().join("stride0")).unwrap_err().to_string();
+    assert!(e.contains("more than the whole file") && e.contains("zero-stride"), "{e}");
+    // params.safetensors whose only translator is number 99,999,999,999 of a 3-layer model.
+    let dir = unique_temp_dir("tl-huge-index");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fixtures().join("gpt2/lens/config.json"), dir.join("config.json")).unwrap();
+    let header = serde_json::json!({"99999999999.weight": {"dtype": "F32", "shape": [32, 32], "data_offsets": [0, 4096]}}).to_string();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    bytes.extend(std::iter::repeat_n(0u8, 4096));
+    std::fs::write(dir.join("params.safetensors"), bytes).unwrap();
+    let e = TunedLens::open(&dir).unwrap_err().to_string();
+    assert!(e.contains("names translator 99999999999") && e.contains("3 layers"), "{e}");
+}

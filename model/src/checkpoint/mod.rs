@@ -102,11 +102,20 @@ pub(crate) fn open_pytorch(path: &Path) -> Result<HashMap<String, pytorch_reader
     let mut zip = zip::ZipArchive::new(file).map_err(|e| {
         LensError::bad_file(path, format!("not a zip-format PyTorch checkpoint ({e}); files saved before PyTorch 1.6 are not read: save it again with a current PyTorch, or as safetensors"))
     })?;
-    let pkl_name = zip
-        .file_names()
-        .filter_map(|n| n.ok().map(|c| c.into_owned()))
-        .find(|n| n == "data.pkl" || n.ends_with("/data.pkl"))
-        .ok_or_else(|| LensError::bad_file(path, "no data.pkl in this zip: not a PyTorch checkpoint"))?;
+    // One archive from the first byte, one data.pkl: the pickle checked here is then the one the
+    // reader parses (two data.pkl entries, or bytes before the archive, could show each a different
+    // one).
+    if zip.offset() != 0 {
+        return Err(LensError::bad_file(path, format!("{} bytes come before the zip archive: not a file torch.save writes", zip.offset())));
+    }
+    let pkls: Vec<String> = zip.file_names().filter_map(|n| n.ok().map(|c| c.into_owned())).filter(|n| n == "data.pkl" || n.ends_with("/data.pkl")).collect();
+    let pkl_name = match pkls.as_slice() {
+        [one] => one.clone(),
+        [] => return Err(LensError::bad_file(path, "no data.pkl in this zip: not a PyTorch checkpoint")),
+        more => {
+            return Err(LensError::bad_file(path, format!("{} data.pkl entries in this zip ({}): not a file torch.save writes", more.len(), more.join(", "))));
+        }
+    };
     let mut pickle = Vec::new();
     {
         use std::io::Read as _;
@@ -243,6 +252,15 @@ impl Checkpoint {
                 pytorch_reader::DType::BF16 => ElemType::BF16,
                 other => return Err(LensError::bad_file(path, format!("tensor {found} has dtype {other:?}; expected float32, float16 or bfloat16"))),
             };
+            // A view larger than the whole file repeats its storage (a zero stride): refused, not
+            // expanded (pytorch-reader's own limit is 10 GB).
+            let file_len = std::fs::metadata(path).map_err(|e| LensError::io(path, e))?.len();
+            if t.byte_len() as u64 > file_len {
+                return Err(LensError::bad_file(
+                    path,
+                    format!("tensor {found} would be {} bytes, more than the whole file ({file_len}): a repeated (zero-stride) view is refused", t.byte_len()),
+                ));
+            }
             let data = t.read().map_err(|e| LensError::bad_file(path, format!("cannot read tensor {found}: {e}")))?;
             if data.len() != t.num_elements() * dtype.size() {
                 return Err(LensError::bad_file(

@@ -72,6 +72,15 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Longest string the scan keeps (for `STACK_GLOBAL`, through the memo): module and attribute
+/// names are short; a longer string is remembered as "not a name", so that a pickle that memoizes
+/// one big string many times costs nothing (each copy used to be kept: a few KB of opcodes over a
+/// 4 MB string asked for gigabytes).
+const MAX_NAME: usize = 256;
+
+/// Most memo entries a state dict's pickle is allowed (a few per tensor); more is refused.
+const MAX_MEMO: usize = 1 << 22;
+
 /// Walks every opcode of `pickle` and checks every global it names against [`ALLOWED`].
 /// Returns the globals named (each once, in order of first use).
 pub fn check(pickle: &[u8]) -> Result<Vec<String>, Refusal> {
@@ -117,9 +126,13 @@ pub fn check(pickle: &[u8]) -> Result<Vec<String>, Refusal> {
                     0x8d => r.uint(8)?,
                     _ => r.uint(4)?,
                 };
-                pushed = Some(std::str::from_utf8(r.take(n)?).ok().map(str::to_string));
+                let bytes = r.take(n)?;
+                pushed = Some(if n <= MAX_NAME { std::str::from_utf8(bytes).ok().map(str::to_string) } else { None });
             }
-            b'V' | b'S' => pushed = Some(Some(r.line()?.to_string())),
+            b'V' | b'S' => {
+                let line = r.line()?;
+                pushed = Some((line.len() <= MAX_NAME).then(|| line.to_string()));
+            }
             // Memo.
             b'q' | b'r' | b'p' => {
                 let idx = match op {
@@ -127,10 +140,16 @@ pub fn check(pickle: &[u8]) -> Result<Vec<String>, Refusal> {
                     b'r' => r.uint(4)?,
                     _ => r.line()?.trim().parse().map_err(|_| Refusal::Malformed("bad PUT".into()))?,
                 };
+                if memo.len() >= MAX_MEMO && !memo.contains_key(&idx) {
+                    return Err(Refusal::Malformed(format!("more than {MAX_MEMO} memo entries")));
+                }
                 memo.insert(idx, recent.last().cloned().flatten());
                 pushed = None;
             }
             0x94 => {
+                if memo.len() >= MAX_MEMO {
+                    return Err(Refusal::Malformed(format!("more than {MAX_MEMO} memo entries")));
+                }
                 memo.insert(memo.len(), recent.last().cloned().flatten());
                 pushed = None;
             }
@@ -208,5 +227,24 @@ mod tests {
         let p4 = b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06system\x94\x93\x94.";
         assert_eq!(check(p4), Err(Refusal::Global("os.system".into())));
         assert!(matches!(check(b"\x80\x02c"), Err(Refusal::Malformed(_))));
+    }
+
+    /// A memory bomb of a few KB of opcodes: one 8 MB string memoized 4,000 times (32 GB when
+    /// each memo entry copied it), then an `os.system` call. The scan stays small and still finds
+    /// the global.
+    #[test]
+    fn memoizing_a_big_string_many_times_costs_nothing() {
+        let mut p = b"\x80\x04".to_vec();
+        p.push(0x8d);
+        p.extend((8u64 << 20).to_le_bytes());
+        p.extend(std::iter::repeat_n(b'a', 8 << 20));
+        p.extend(std::iter::repeat_n(0x94, 4000));
+        p.extend(b"\x8c\x02os\x94\x8c\x06system\x94\x93\x94.");
+        assert_eq!(check(&p), Err(Refusal::Global("os.system".into())));
+        // Too many memo entries is refused outright.
+        let mut q = b"\x80\x04N".to_vec();
+        q.extend(std::iter::repeat_n(0x94, MAX_MEMO + 1));
+        q.push(b'.');
+        assert!(matches!(check(&q), Err(Refusal::Malformed(m)) if m.contains("memo entries")));
     }
 }

@@ -23,34 +23,77 @@ struct Raw {
     data: Vec<u8>,
 }
 
-fn read_pt(path: &Path) -> Result<HashMap<String, Raw>> {
+/// The translator a key names: `{i}.weight` / `{i}.bias`, or with the module's name in front
+/// (`layer_translators.0.weight`) → `(i, is_weight)`; anything else (an `unembed.*` copy) is `None`.
+fn translator_of(key: &str) -> Option<(usize, bool)> {
+    let bare = key.strip_prefix("layer_translators.").unwrap_or(key);
+    let (i, what) = bare.split_once('.')?;
+    let i = i.parse::<usize>().ok()?;
+    match what {
+        "weight" => Some((i, true)),
+        "bias" => Some((i, false)),
+        _ => None,
+    }
+}
+
+/// Checks a tensor's name and shape before anything of it is read: its translator index is below
+/// the model's layer count (a key like `999999999999.weight` would otherwise size the translator
+/// list) and its shape is the one config.json's `d_model` gives. `None`: not a translator's.
+fn check_meta(path: &Path, key: &str, shape: &[usize], config: &TunedLensConfig) -> Result<Option<(usize, bool)>> {
+    let Some((i, is_weight)) = translator_of(key) else { return Ok(None) };
+    let max = config.num_hidden_layers;
+    if i >= max {
+        return Err(LensError::bad_file(path, format!("tensor {key} names translator {i}; config.json's model has {max} layers (translators 0..{max})")));
+    }
+    let d = config.d_model;
+    let want: &[usize] = if is_weight { &[d, d] } else { &[d] };
+    if shape != want {
+        let what = if is_weight { "weight" } else { "bias" };
+        return Err(LensError::bad_file(path, format!("{i}.{what} has shape {shape:?}; config.json's d_model {d} needs {want:?}")));
+    }
+    Ok(Some((i, is_weight)))
+}
+
+/// The translators' tensors of a `params.pt`: names, shapes and sizes checked before any is read
+/// (a view larger than the whole file — a storage repeated by a zero stride — is refused, not
+/// expanded); other tensors are never read.
+fn read_pt(path: &Path, config: &TunedLensConfig) -> Result<HashMap<(usize, bool), Raw>> {
     let tensors = crate::checkpoint::open_pytorch(path)?;
-    let mut out = HashMap::with_capacity(tensors.len());
+    let file_len = std::fs::metadata(path).map_err(|e| LensError::io(path, e))?.len();
+    let mut out = HashMap::new();
     for (key, t) in tensors {
+        let Some(slot) = check_meta(path, &key, t.shape(), config)? else { continue };
         let dtype = match t.dtype() {
             pytorch_reader::DType::F32 => ElemType::F32,
             pytorch_reader::DType::F16 => ElemType::F16,
             pytorch_reader::DType::BF16 => ElemType::BF16,
             other => return Err(LensError::bad_file(path, format!("tensor {key} has dtype {other:?}; expected float32, float16 or bfloat16"))),
         };
+        if t.byte_len() as u64 > file_len {
+            return Err(LensError::bad_file(
+                path,
+                format!("tensor {key} would be {} bytes, more than the whole file ({file_len}): a repeated (zero-stride) view is refused", t.byte_len()),
+            ));
+        }
         let data = t.read().map_err(|e| LensError::bad_file(path, format!("cannot read tensor {key} (truncated file?): {e}")))?;
-        out.insert(key, Raw { dtype, shape: t.shape().to_vec(), data });
+        out.insert(slot, Raw { dtype, shape: t.shape().to_vec(), data });
     }
     Ok(out)
 }
 
-fn read_safetensors(path: &Path) -> Result<HashMap<String, Raw>> {
+fn read_safetensors(path: &Path, config: &TunedLensConfig) -> Result<HashMap<(usize, bool), Raw>> {
     let bytes = std::fs::read(path).map_err(|e| LensError::io(path, e))?;
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| LensError::bad_file(path, format!("not a valid safetensors file (truncated?): {e}")))?;
     let mut out = HashMap::new();
     for (key, view) in st.tensors() {
+        let Some(slot) = check_meta(path, &key, view.shape(), config)? else { continue };
         let dtype = match view.dtype() {
             safetensors::Dtype::F32 => ElemType::F32,
             safetensors::Dtype::F16 => ElemType::F16,
             safetensors::Dtype::BF16 => ElemType::BF16,
             other => return Err(LensError::bad_file(path, format!("tensor {key} has dtype {other:?}; expected F32, F16 or BF16"))),
         };
-        out.insert(key, Raw { dtype, shape: view.shape().to_vec(), data: view.data().to_vec() });
+        out.insert(slot, Raw { dtype, shape: view.shape().to_vec(), data: view.data().to_vec() });
     }
     Ok(out)
 }
@@ -60,30 +103,17 @@ pub type Translators = (Vec<Vec<f32>>, Vec<Vec<f32>>);
 
 /// Reads the translators of the lens in `dir`.
 pub fn read(dir: &Path, config: &TunedLensConfig) -> Result<Translators> {
-    let (path, raw) = if dir.join(PARAMS_PT).is_file() {
+    let (path, found) = if dir.join(PARAMS_PT).is_file() {
         let p = dir.join(PARAMS_PT);
-        let r = read_pt(&p)?;
+        let r = read_pt(&p, config)?;
         (p, r)
     } else if dir.join(PARAMS_SAFETENSORS).is_file() {
         let p = dir.join(PARAMS_SAFETENSORS);
-        let r = read_safetensors(&p)?;
+        let r = read_safetensors(&p, config)?;
         (p, r)
     } else {
         return Err(LensError::bad_file(dir, format!("no {PARAMS_PT} or {PARAMS_SAFETENSORS} in this tuned lens folder")));
     };
-    // Keys `{i}.weight` / `{i}.bias`, or with the module's name in front (`layer_translators.0.weight`);
-    // anything else (an `unembed.*` copy) is ignored.
-    let mut found: HashMap<(usize, bool), Raw> = HashMap::new();
-    for (key, t) in raw {
-        let bare = key.strip_prefix("layer_translators.").unwrap_or(&key);
-        let Some((i, what)) = bare.split_once('.') else { continue };
-        let Ok(i) = i.parse::<usize>() else { continue };
-        match what {
-            "weight" => found.insert((i, true), t),
-            "bias" => found.insert((i, false), t),
-            _ => continue,
-        };
-    }
     let n = found.keys().map(|(i, _)| i + 1).max().unwrap_or(0);
     if n == 0 {
         return Err(LensError::bad_file(&path, "holds no translators (expected tensors named 0.weight, 0.bias, 1.weight, …)"));
