@@ -373,6 +373,9 @@ fn fit_lens_writes_a_lens_that_lens_render_and_corpus_use() {
     let out = bin().args(["render", "--device", "cpu", "--from"]).arg(&svg).arg("--out").arg(&again).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(std::fs::read_to_string(&again).unwrap().contains("tuned_lens (lens)"));
+    // Before opening them, it says which model and lens the figure names (issue 24).
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("names the model") && said.contains("names the tuned lens") && said.contains(l), "{said}");
     // corpus under the tuned lens.
     let cj = dir.join("corpus.json");
     let out =

@@ -173,6 +173,37 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// still there to ask for (`--window`).
 pub const DEFAULT_MAX_WINDOW: usize = 1024;
 
+/// About how many bytes one window of `window` tokens needs at its peak: the attention scores of
+/// one layer (`n_heads · window²`, three f32 copies: scores, softmax, the product's input), every
+/// hook the graph returns (`n_layers · 6 · window · d_model` f32) and the lens's prepared rows
+/// (`(2 · n_layers + 1) · window · d_model` f32). An estimate to refuse a window that cannot fit,
+/// not a measurement: the weights are not counted.
+pub fn window_bytes(shape: &crate::config::ModelShape, window: usize) -> u64 {
+    let (w, l, d, h) = (window as u64, shape.n_layers as u64, shape.d_model as u64, shape.n_heads as u64);
+    4 * (3 * h * w * w + 6 * l * w * d + (2 * l + 1) * w * d)
+}
+
+/// Refuses a window whose estimate ([`window_bytes`]) exceeds `available` bytes, naming the
+/// largest window that fits; `None` (memory unknown) checks nothing.
+pub fn check_window_memory(shape: &crate::config::ModelShape, window: usize, available: Option<u64>) -> Result<()> {
+    let Some(avail) = available else { return Ok(()) };
+    let need = window_bytes(shape, window);
+    if need <= avail {
+        return Ok(());
+    }
+    // The largest window that fits (the estimate grows with the window).
+    let (mut lo, mut hi) = (1usize, window);
+    while lo + 1 < hi {
+        let mid = lo + (hi - lo) / 2;
+        if window_bytes(shape, mid) <= avail { lo = mid } else { hi = mid }
+    }
+    Err(LensError::invalid(format!(
+        "a window of {window} tokens needs about {:.1} GB (attention grows with its square), {:.1} GB are available: use --window {lo} or less",
+        need as f64 / 1e9,
+        avail as f64 / 1e9
+    )))
+}
+
 /// Runs the lens over `text` window by window and aggregates it. Cancelling `progress` stops it
 /// between windows and inside the running one.
 pub fn run_corpus(engine: &mut LensEngine, text: &str, opts: &CorpusOptions, progress: &Progress) -> Result<CorpusReport> {
@@ -182,6 +213,8 @@ pub fn run_corpus(engine: &mut LensEngine, text: &str, opts: &CorpusOptions, pro
     if window < 2 || window > n_ctx {
         return Err(LensError::invalid(format!("--window {window}: use 2 to the model's context ({n_ctx})")));
     }
+    // Before any window runs: one that cannot fit in the memory available now is refused.
+    check_window_memory(&engine.bundle.shape, window, crate::quant::available_memory())?;
     if text.trim().is_empty() {
         return Err(LensError::invalid("the corpus text is empty"));
     }

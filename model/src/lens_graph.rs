@@ -36,6 +36,9 @@ use crate::runtime::{Device, ModelSource, create_session_from};
 /// Rows per run at most (whole positions); with the engine's graph chunk (4096) the graph's
 /// largest temporaries (the `[rows, chunk, targets]` comparison) stay near 100 MB.
 const MAX_ROWS: usize = 2048;
+/// Bytes the `[rows, chunk, targets]` comparison may take (f32): with many targets (a token group
+/// of thousands of ids rides along as targets) a run takes fewer positions, then a smaller chunk.
+const TEMP_BUDGET: usize = 128 << 20;
 /// `TensorProto.DataType.DOUBLE`.
 const DT_DOUBLE: i32 = 11;
 /// The maximum's start value: far below any logit, finite (so `0 · (m₀ − m)` stays 0).
@@ -246,7 +249,13 @@ impl LensGraph {
         if prepared.len() != spec.n_pos * s_n * d || targets.len() != spec.n_pos * spec.n_targets || spec.final_site >= s_n || spec.input_site >= s_n {
             return Err(LensError::invalid("lens graph: inconsistent input sizes"));
         }
-        let per_block = (MAX_ROWS / s_n.max(1)).max(1);
+        // Positions per run, then the chunk, bounded so that the [rows, chunk, targets]
+        // comparison stays within TEMP_BUDGET (3 targets: MAX_ROWS rows of a 4096 chunk).
+        let n_t = spec.n_targets.max(1);
+        let chunk = spec.chunk.max(1);
+        let per_block = (MAX_ROWS / s_n.max(1)).min(TEMP_BUDGET / (4 * s_n.max(1) * chunk * n_t)).max(1);
+        let chunk = chunk.min((TEMP_BUDGET / (4 * s_n.max(1) * per_block * n_t)).max(256));
+        let spec = &KernelSpec { chunk, ..spec.clone() };
         let mut out = Vec::with_capacity(spec.n_pos * s_n);
         let n_blocks = spec.n_pos.div_ceil(per_block).max(1);
         for (bi, p0) in (0..spec.n_pos).step_by(per_block).enumerate() {

@@ -125,6 +125,15 @@ fn corpus_refuses_bad_windows_and_empty_text() {
         let e = run_corpus(&mut engine, text, &CorpusOptions { window, ..CorpusOptions::default() }, &Progress::default()).unwrap_err().to_string();
         assert!(e.contains(needle), "{e}");
     }
+    // A window whose attention cannot fit is refused before it runs (issue 24), naming the
+    // largest that fits: Llama-3-8B's shape (32 heads) at 131,072 tokens needs ~7.1 TB.
+    let llama = lens_model::config::ModelShape { n_layers: 32, d_model: 4096, n_heads: 32, d_mlp: 14336, d_vocab: 128_256, n_ctx: 131_072, eps: 1e-5 };
+    let e = lens_model::corpus::check_window_memory(&llama, 131_072, Some(16_000_000_000)).unwrap_err().to_string();
+    assert!(e.contains("131072 tokens needs about") && e.contains("use --window"), "{e}");
+    let fits: usize = e.rsplit("--window ").next().unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    assert!(lens_model::corpus::window_bytes(&llama, fits) <= 16_000_000_000 && lens_model::corpus::window_bytes(&llama, fits + 1) > 16_000_000_000, "{fits}");
+    assert!(lens_model::corpus::check_window_memory(&llama, 1024, Some(16_000_000_000)).is_ok());
+    assert!(lens_model::corpus::check_window_memory(&llama, 131_072, None).is_ok(), "unknown memory checks nothing");
     // Cancelling stops it.
     let p = Progress::default();
     p.cancel();

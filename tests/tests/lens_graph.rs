@@ -134,3 +134,28 @@ fn demo_model_and_the_tuned_lens_through_the_lens_graph() {
     assert_eq!(engine.resolve_path(LensPath::Auto), LensPath::Kernel);
     assert_eq!(engine.lens_path_label(LensPath::Graph), "graph (CPU)");
 }
+
+/// Many targets through the graph (issue 24): a token group of 1,000 ids rides along as targets,
+/// so the graph takes fewer positions per run and a smaller chunk to keep its `[rows, chunk,
+/// targets]` temporaries bounded; the report still matches the kernel's. And a quantized bundle
+/// (no head in its graph, an f16 W_U) through the graph path.
+#[test]
+fn many_targets_and_a_quantized_bundle_through_the_lens_graph() {
+    let demo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo-model"));
+    let dir = lens_model::resolve::resolve_model(Some(&demo), &Progress::default()).unwrap();
+    let mut engine = common::open(&dir);
+    let ids = engine.tokenize(PROMPT, true).unwrap();
+    let group = lens_model::TokenGroup { name: "many".into(), token_ids: (100..1100).collect() };
+    let base = LensOptions { k: 5, groups: vec![group], ..LensOptions::default() };
+    let a = engine.run_ids(&ids, &LensOptions { path: LensPath::Kernel, ..base.clone() }, &Progress::default()).unwrap();
+    let b = engine.run_ids(&ids, &LensOptions { path: LensPath::Graph, ..base.clone() }, &Progress::default()).unwrap();
+    check_same("demo, 1000 group tokens", &a, &b);
+    let q = unique_temp_dir("graph-int8");
+    lens_model::convert::convert_hf_checkpoint_as(&demo, &q, lens_model::quant::WeightFormat::Int8, &Progress::default()).unwrap();
+    let mut engine = common::open(&q);
+    let ids = engine.tokenize(PROMPT, true).unwrap();
+    let base = LensOptions { k: 7, ..LensOptions::default() };
+    let a = engine.run_ids(&ids, &LensOptions { path: LensPath::Kernel, ..base.clone() }, &Progress::default()).unwrap();
+    let b = engine.run_ids(&ids, &LensOptions { path: LensPath::Graph, ..base }, &Progress::default()).unwrap();
+    check_same("demo int8", &a, &b);
+}

@@ -253,7 +253,13 @@ fn compare_scene(
 fn render_corpus(a: &RenderArgs, mut spec: FigureSpec, source: Option<crate::figure::provenance::CorpusSource>) -> Result<()> {
     use crate::figure::provenance::CorpusSource;
     let (files, labels, metric) = match source {
-        Some(src) if a.corpus.is_empty() => (src.files.iter().map(PathBuf::from).collect::<Vec<_>>(), src.labels, src.metric),
+        Some(src) if a.corpus.is_empty() => {
+            // Say which files a figure names before they are opened.
+            for f in &src.files {
+                eprintln!("the figure names the corpus report {f}; reading it (--corpus overrides)");
+            }
+            (src.files.iter().map(PathBuf::from).collect::<Vec<_>>(), src.labels, src.metric)
+        }
         _ => (a.corpus.clone(), a.labels.clone(), a.corpus_metric.clone()),
     };
     if !crate::figure::corpus::CORPUS_METRICS.iter().any(|(m, _)| *m == metric) {
@@ -416,6 +422,16 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
         bail!("the prompt is empty");
     }
     let model_arg = a.model.clone().or_else(|| recorded.as_ref().map(|p| PathBuf::from(&p.model_path)));
+    // A figure is a file anyone can send: say which paths it names before anything opens them
+    // (the options override them).
+    if let (Some(fig), Some(p)) = (&a.from, &recorded) {
+        if a.model.is_none() {
+            eprintln!("{} names the model {}; opening it (--model overrides)", fig.display(), p.model_path);
+        }
+        if let (None, Some(t)) = (&a.tuned_lens, &spec.tuned_lens) {
+            eprintln!("{} names the tuned lens {t}; opening it (--tuned-lens overrides)", fig.display());
+        }
+    }
     let mut engine = super::open_engine(ort_lib, model_arg.as_deref(), a.device.parse()?)?;
     if let Some(p) = &recorded
         && a.model.is_none()
