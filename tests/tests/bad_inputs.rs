@@ -107,6 +107,16 @@ fn converter_errors_name_the_file() {
     let e = err_of(convert_hf_checkpoint(&sharded, &unique_temp_dir("o-dup"), &Progress::default()));
     assert!(e.contains("is also in a.safetensors"), "{e}");
 
+    // CTRL computes its position table: a config claiming a billion positions is refused before
+    // the table is built.
+    let ctrl = unique_temp_dir("bad-ctrl-positions");
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/families/ctrl_f32"), &ctrl);
+    let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ctrl.join("config.json")).unwrap()).unwrap();
+    c["n_positions"] = serde_json::json!(1_000_000_000u64);
+    std::fs::write(ctrl.join("config.json"), c.to_string()).unwrap();
+    let e = err_of(convert_hf_checkpoint(&ctrl, &unique_temp_dir("o-ctrl"), &Progress::default()));
+    assert!(e.contains("sinusoidal table") && e.contains("refused"), "{e}");
+
     // A non-GPT-2 model type.
     let other = unique_temp_dir("bad-type");
     copy_dir(&hf, &other);

@@ -140,3 +140,21 @@ fn corpus_refuses_bad_windows_and_empty_text() {
     let e = run_corpus(&mut engine, "Once upon a time there was a cat.", &CorpusOptions::default(), &p).unwrap_err();
     assert!(matches!(e, lens_model::LensError::Cancelled), "{e}");
 }
+
+/// `--max-tokens` tokenizes only the prefix it needs (issue 24), and gets exactly the ids of
+/// tokenizing the whole text and keeping the first N: the demo model's GPT-2 BPE and a Llama
+/// fixture's SentencePiece-style tokenizer, on a 100 KB text, for several N.
+#[test]
+fn max_tokens_reads_a_prefix_with_the_same_ids() {
+    init_runtime(None).unwrap();
+    let text: String = std::fs::read_to_string(assets().join("demo-model/heldout.txt")).unwrap().repeat(3);
+    let families = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/families"));
+    for tok_path in [assets().join("demo-model/tokenizer.json"), families.join("llama_f32/tokenizer.json")] {
+        let tok = lens_model::tokenizer::LensTokenizer::from_file(&tok_path).unwrap();
+        let whole = tok.encode(&text).unwrap();
+        for n in [1, 37, 500, 4000, whole.len() - 1, whole.len(), whole.len() + 10] {
+            let got = lens_model::corpus::encode_prefix(&tok, &text, n).unwrap();
+            assert_eq!(got, whole[..n.min(whole.len())], "{} n={n}", tok_path.display());
+        }
+    }
+}
