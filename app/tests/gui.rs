@@ -919,7 +919,8 @@ fn corpus_runs_from_the_app_are_overlaid() {
     h.state_mut().apply(AppCommand::RunCorpus(big));
     step_until(&mut h, "the corpus progress", |a| a.state.progress.is_some());
     h.state_mut().apply(AppCommand::Cancel);
-    step_until(&mut h, "the cancel", |a| a.state.progress.is_none());
+    // The progress line and the job's outcome arrive separately: wait for both.
+    step_until(&mut h, "the cancel", |a| a.state.progress.is_none() && a.state.notice.as_deref().is_some_and(|n| n.contains("cancelled")));
     assert_eq!(h.state().state.corpus_runs.len(), 2);
     assert!(h.state().state.notice.as_deref().is_some_and(|n| n.contains("cancelled")), "{:?}", h.state().state.notice);
     h.state_mut().apply(AppCommand::ClearCorpus);

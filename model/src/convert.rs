@@ -140,7 +140,10 @@ fn check_sizes_against_checkpoint(arch: &Arch, ckpt: &Checkpoint, config: &Path)
         if let TensorPlan { dims, source: Source::Sinusoidal, .. } = &t {
             let bytes = dims.iter().try_fold(4usize, |a, &d| a.checked_mul(d)).unwrap_or(usize::MAX);
             if bytes > 1 << 30 {
-                return Err(LensError::bad_file(config, format!("config.json's position count makes a sinusoidal table of shape {dims:?} ({:.1} GB); refused", bytes as f64 / 1e9)));
+                return Err(LensError::bad_file(
+                    config,
+                    format!("config.json's position count makes a sinusoidal table of shape {dims:?} ({:.1} GB); refused", bytes as f64 / 1e9),
+                ));
             }
         }
         if let TensorPlan { name, dims, source: Source::Checkpoint { key, pick: Pick::All, transpose: false } } = &t {

@@ -216,7 +216,9 @@ impl Decoder {
     /// The soft cap applied to a logit (identity without one).
     pub fn cap(&self, x: f32) -> f32 {
         match self.softcap {
-            Some(c) => c * (x / c).tanh(),
+            // The same arithmetic as the kernel's vectorised cap (`simd::softcap`), so that a
+            // target's logit and the kernel's agree bit for bit.
+            Some(c) => c * crate::simd::tanh(x * (1.0 / c)),
             None => x,
         }
     }

@@ -205,10 +205,8 @@ fn run_block(xs: &[f32], ts: &[u32], n_pos: usize, dec: &Decoder, spec: &KernelS
                 }
             }
         }
-        if dec.softcap.is_some() {
-            for x in out.iter_mut() {
-                *x = dec.cap(*x);
-            }
+        if let Some(c) = dec.softcap {
+            simd::softcap(out, c);
         }
         for (p, (logits_p, st_p)) in out.chunks_exact(s_n * c).zip(state.chunks_exact_mut(s_n)).enumerate() {
             let m_f_old = st_p.get(spec.final_site).map_or(f32::NEG_INFINITY, |s| s.m);
