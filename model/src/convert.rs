@@ -302,9 +302,15 @@ impl DataWriter<'_> {
         let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.write_bytes(&bytes)
     }
-    /// Writes `vals` as f32, or as f16 where `half`.
-    fn write_as(&mut self, vals: &[f32], half: bool) -> Result<()> {
+    /// Writes `vals` as f32, or as f16 where `half`; a value f16 cannot hold (beyond ±65504) is
+    /// an error naming tensor `name`, never an infinity in the bundle.
+    fn write_as(&mut self, vals: &[f32], half: bool, name: &str) -> Result<()> {
         if half {
+            if let Some(bad) = vals.iter().find(|v| v.abs() > 65504.0) {
+                return Err(LensError::invalid(format!(
+                    "{name} holds {bad}, beyond f16's ±65504: a quantized bundle stores the embedding and unembedding in f16; convert this model with --weights f32"
+                )));
+            }
             let bytes: Vec<u8> = vals.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
             self.write_bytes(&bytes)
         } else {
@@ -385,7 +391,7 @@ fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &s
                 for piece in view.data.chunks(PIECE * view.dtype.size()) {
                     buf.clear();
                     decode_f32(view.dtype, piece, &mut buf).map_err(|m| LensError::bad_file(&ckpt_path, format!("tensor {key} {m}")))?;
-                    dw.write_as(&buf, half)?;
+                    dw.write_as(&buf, half, tname)?;
                     streamed += buf.len();
                     progress.report("converting weights", (done + streamed) as f32 / total.max(1) as f32);
                     progress.check()?;
@@ -394,7 +400,7 @@ fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &s
             Source::Checkpoint { key, pick, transpose } => {
                 let view = ckpt.tensor(key)?;
                 let vals = materialize(view, key, pick, *transpose, dims, &ckpt_path)?;
-                dw.write_as(&vals, half)?;
+                dw.write_as(&vals, half, tname)?;
             }
             Source::PlusOne { key } => {
                 let view = ckpt.tensor(key)?;

@@ -318,3 +318,29 @@ fn quantized_bundles_keep_an_f16_head_outside_the_graph() {
     let e = lens_model::bundle::Bundle::open(&dir).unwrap_err().to_string();
     assert!(e.contains("logits"), "{e}");
 }
+
+/// A weight that f16 cannot hold (an embedding value of 1e6) is a clear error when a quantized
+/// bundle would store it in f16, never an infinity in the bundle; f32 still converts it.
+#[test]
+fn an_embedding_beyond_f16_range_is_refused_for_quantized_bundles() {
+    let src = common::families().join("llama_f32");
+    let dir = unique_temp_dir("quant-f16-range");
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let path = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let (n, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let info = meta.info("model.embed_tokens.weight").unwrap();
+    assert_eq!(info.dtype, safetensors::Dtype::F32);
+    let at = 8 + n + info.data_offsets.0;
+    bytes[at..at + 4].copy_from_slice(&1.0e6f32.to_le_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    let out = unique_temp_dir("quant-f16-range-int8");
+    let e = lens_model::convert::convert_hf_checkpoint_as(&dir, &out, WeightFormat::Int8, &Progress::default()).unwrap_err().to_string();
+    assert!(e.contains("embed.W_E") && e.contains("65504") && e.contains("--weights f32"), "{e}");
+    assert!(!out.exists(), "a refused conversion leaves nothing");
+    lens_model::convert::convert_hf_checkpoint_as(&dir, &unique_temp_dir("quant-f16-range-f32"), WeightFormat::F32, &Progress::default()).unwrap();
+}
