@@ -886,6 +886,8 @@ fn a_word_group_is_followed_in_the_app() {
 /// statistic switched, Cancel stopping a run (nothing added), Clear.
 #[test]
 fn corpus_runs_from_the_app_are_overlaid() {
+    // The corpus checks its window against the memory available (see AVAILABLE_MEMORY_ENV).
+    let _env = AVAILABLE_MEMORY_ENV.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, ..GuiOptions::default() };
     let app = LogitLensApp::new_for_test(AppState { prompt: PROMPT.into(), ..AppState::default() }, opts);
     let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
@@ -1099,11 +1101,18 @@ fn a_tuned_lens_given_at_start_is_used_and_a_bad_one_is_said_and_replaced_by_the
     assert!(h.state().state.error.is_none());
 }
 
+/// Held by the tests that read the memory available (`quant::available_memory`: `auto`'s choice,
+/// the corpus window check) while one of them sets `LOGIT_LENS_AVAILABLE_MEMORY`: the tests of
+/// this file run in parallel in one process.
+static AVAILABLE_MEMORY_ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn opening_a_checkpoint_that_auto_would_quantize_asks_first() {
+    let _env = AVAILABLE_MEMORY_ENV.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     // A machine with almost no memory: `auto` picks int4 for any checkpoint (no other test of this
     // file opens a checkpoint through `auto`).
-    // SAFETY: read only by `quant::available_memory`, which only this test reaches.
+    // SAFETY: read only by `quant::available_memory`; every test of this file that reaches it
+    // holds AVAILABLE_MEMORY_ENV, as this one does until it removes the variable.
     unsafe { std::env::set_var("LOGIT_LENS_AVAILABLE_MEMORY", "1000") };
     let hf = unique_temp_dir("gui-ask-hf");
     write_checkpoint(&hf, &RandomGpt2::tiny(31)).unwrap();
