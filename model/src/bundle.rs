@@ -440,22 +440,12 @@ impl Bundle {
         }
         let dims: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
         let count: usize = dims.iter().product();
-        let bytes = match self.external_range(t)? {
-            Some((path, offset, length)) => {
-                let mut f = std::fs::File::open(&path).map_err(|e| LensError::io(&path, e))?;
-                f.seek(SeekFrom::Start(offset)).map_err(|e| LensError::io(&path, e))?;
-                let mut values = vec![half::f16::ZERO; (length / 2) as usize];
-                f.read_exact(bytemuck_f16(&mut values)).map_err(|e| LensError::io(&path, e))?;
-                values
-            }
-            None => t
-                .raw_data
-                .as_deref()
-                .unwrap_or_default()
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c.first().copied().unwrap_or(0), c.get(1).copied().unwrap_or(0)]))
-                .collect(),
-        };
+        let decode = |piece: &[u8], out: &mut Vec<half::f16>| out.extend(piece.as_chunks::<2>().0.iter().map(|c| half::f16::from_le_bytes(*c)));
+        let mut bytes = Vec::with_capacity(count);
+        match self.external_range(t)? {
+            Some((path, offset, length)) => read_external(&path, offset, length, &mut |piece| decode(piece, &mut bytes))?,
+            None => decode(t.raw_data.as_deref().unwrap_or_default(), &mut bytes),
+        }
         if bytes.len() != count {
             return Err(LensError::bad_file(&model_path, format!("initializer {name:?} holds {} values, its shape {dims:?} needs {count}", bytes.len())));
         }
@@ -476,18 +466,8 @@ impl Bundle {
                 DT_FLOAT16 => 2,
                 other => return Err(LensError::bad_file(&model_path, format!("initializer {name:?} has data type {other}; expected float"))),
             };
-            let mut f = std::fs::File::open(&path).map_err(|e| LensError::io(&path, e))?;
-            f.seek(SeekFrom::Start(offset)).map_err(|e| LensError::io(&path, e))?;
             let mut values = Vec::with_capacity((length / elem) as usize);
-            let mut piece = vec![0u8; 1 << 20];
-            let mut left = length;
-            while left > 0 {
-                let n = piece.len().min(left as usize);
-                let buf = piece.get_mut(..n).unwrap_or_default();
-                f.read_exact(buf).map_err(|e| LensError::io(&path, e))?;
-                decode_floats(buf, dt, &mut values);
-                left -= n as u64;
-            }
+            read_external(&path, offset, length, &mut |piece| decode_floats(piece, dt, &mut values))?;
             values
         } else if let Some(raw) = &t.raw_data {
             let mut values = Vec::with_capacity(count);
@@ -562,13 +542,21 @@ fn declared_last_dim(o: &crate::onnx::ValueInfoProto) -> Option<i64> {
     }
 }
 
-/// The bytes of `values`, to read little-endian f16 straight into (every bit pattern is an f16).
-fn bytemuck_f16(values: &mut [half::f16]) -> &mut [u8] {
-    #[cfg(target_endian = "big")]
-    compile_error!("bundles are little-endian; reading f16 straight into memory assumes a little-endian machine");
-    // SAFETY: `half::f16` is `repr(transparent)` over `u16`: 2 bytes, no padding, any bit pattern
-    // valid; the byte slice covers exactly the same memory and borrows `values` mutably.
-    unsafe { std::slice::from_raw_parts_mut(values.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(values)) }
+/// Reads `length` bytes of `path` from `offset` in pieces of 1 MiB (a multiple of every element
+/// size: no element is split), handing each to `f`: no second full-size buffer.
+fn read_external(path: &Path, offset: u64, length: u64, f: &mut dyn FnMut(&[u8])) -> Result<()> {
+    let mut file = std::fs::File::open(path).map_err(|e| LensError::io(path, e))?;
+    file.seek(SeekFrom::Start(offset)).map_err(|e| LensError::io(path, e))?;
+    let mut piece = vec![0u8; 1 << 20];
+    let mut left = length;
+    while left > 0 {
+        let n = piece.len().min(left as usize);
+        let buf = piece.get_mut(..n).unwrap_or_default();
+        file.read_exact(buf).map_err(|e| LensError::io(path, e))?;
+        f(buf);
+        left -= n as u64;
+    }
+    Ok(())
 }
 
 /// Appends little-endian f32 (or f16) values decoded from `bytes` (whole elements only; the piece

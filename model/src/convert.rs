@@ -118,8 +118,8 @@ pub fn convert_hf_checkpoint_as(src: &Path, dst: &Path, weights: WeightFormat, p
 
 /// Checks config.json's sizes against the checkpoint before anything is planned or written (a
 /// config that claims a million layers is refused in milliseconds, not after planning them): the
-/// layer count against the checkpoint's layer indices, and the embedding's shape against the
-/// vocabulary and width.
+/// layer count against the checkpoint's layer indices, and the shapes of the tensors outside the
+/// blocks (vocabulary, width, learned positions) against the headers, reading no tensor data.
 fn check_sizes_against_checkpoint(arch: &Arch, ckpt: &Checkpoint, config: &Path) -> Result<()> {
     let n = arch.shape.n_layers;
     match ckpt.layer_count() {
@@ -147,9 +147,9 @@ fn check_sizes_against_checkpoint(arch: &Arch, ckpt: &Checkpoint, config: &Path)
             }
         }
         if let TensorPlan { name, dims, source: Source::Checkpoint { key, pick: Pick::All, transpose: false } } = &t {
-            let view = ckpt.tensor(key)?;
-            if view.shape != dims.as_slice() {
-                return Err(LensError::bad_file(config, format!("config.json implies {name} of shape {dims:?}; the checkpoint's {key} is {:?}", view.shape)));
+            let shape = ckpt.shape_of(key)?;
+            if shape != *dims {
+                return Err(LensError::bad_file(config, format!("config.json implies {name} of shape {dims:?}; the checkpoint's {key} is {shape:?}")));
             }
         }
     }

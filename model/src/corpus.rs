@@ -89,6 +89,14 @@ pub struct CorpusRun {
     pub program: String,
 }
 
+impl CorpusRun {
+    /// The weights of the forward pass (`f32` for reports written before they were recorded), as
+    /// [`crate::LensReport::weights`] says them.
+    pub fn weights(&self) -> &str {
+        if self.weights.is_empty() { "f32" } else { &self.weights }
+    }
+}
+
 /// The lens over a corpus, aggregated per site.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CorpusReport {

@@ -43,12 +43,11 @@ pub fn build(runs: &[(String, &CorpusReport)], metric: &str, width: f64, title: 
     let first = runs.first()?.1;
     // Quantized weights are said in every figure (the subtitle where all runs share them, else
     // each run's legend entry): such a figure can never pass for an exact one.
-    let weights_of = |r: &CorpusReport| if r.run.weights.is_empty() { "f32".to_string() } else { r.run.weights.clone() };
-    let shared_weights = runs.iter().all(|(_, r)| weights_of(r) == weights_of(first));
+    let shared_weights = runs.iter().all(|(_, r)| r.run.weights() == first.run.weights());
     let series: Vec<(String, &Interval, usize)> = runs
         .iter()
         .filter_map(|(l, r)| {
-            let label = if shared_weights || weights_of(r) == "f32" { l.clone() } else { format!("{l} ({} weights)", weights_of(r)) };
+            let label = if shared_weights || r.run.weights() == "f32" { l.clone() } else { format!("{l} ({} weights)", r.run.weights()) };
             Some((label, r.interval(metric)?, r.sites.len()))
         })
         .collect();
@@ -82,8 +81,8 @@ pub fn build(runs: &[(String, &CorpusReport)], metric: &str, width: f64, title: 
     if same(&|r| r.decoder.clone()) {
         sub.push(format!("{} decoder", first.decoder));
     }
-    if shared_weights && weights_of(first) != "f32" {
-        sub.push(format!("{} weights (approximate)", weights_of(first)));
+    if shared_weights && first.run.weights() != "f32" {
+        sub.push(format!("{} weights (approximate)", first.run.weights()));
     }
     let sub = sub.join(" · ");
     text(&mut items, left, 22.0, 6.0, sub, Anchor::Start, 0.0, dim);

@@ -81,7 +81,7 @@ impl Provenance {
             model_name: first.model.name.clone(),
             model_path: String::new(),
             model_sha256: first.model.weights_sha256.clone(),
-            weights: Some(if first.run.weights.is_empty() { "f32".into() } else { first.run.weights.clone() }),
+            weights: Some(first.run.weights().into()),
             prompt: String::new(),
             spec,
             corpus: Some(source),

@@ -87,7 +87,7 @@ impl ModelSummary {
             runtime: String::new(),
             vocab: Arc::new(Vec::new()),
             adds_bos: report.tokens.first().is_some_and(|t| t.special),
-            weights: if report.run.weights.is_empty() { "f32".into() } else { report.run.weights.clone() },
+            weights: report.weights().into(),
             weights_reason: report.run.weights_reason.clone(),
         }
     }
@@ -653,8 +653,7 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
             let report = lens_model::corpus::run_corpus(engine, &text, &opts, &job.progress)?;
             let name = file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
             // Quantized weights are named in the legend: such a run can never pass for an exact one.
-            let weights =
-                if report.run.weights.is_empty() || report.run.weights == "f32" { String::new() } else { format!(" · {} weights", report.run.weights) };
+            let weights = if report.run.weights() == "f32" { String::new() } else { format!(" · {} weights", report.run.weights()) };
             Ok(OutcomeKind::Corpus(Arc::new(CorpusRun { label: format!("{name} · {}{weights}", report.decoder), report })))
         }
         JobKind::Run { text, pinned, group, k, decoder, truncate_left, compare } => {

@@ -135,6 +135,34 @@ pub(crate) fn open_pytorch(path: &Path) -> Result<HashMap<String, pytorch_reader
     Ok(reader.into_tensors())
 }
 
+/// The bytes of one tensor of a PyTorch zip (`pytorch_model.bin`, a tuned lens's `params.pt`) and
+/// its element type: float32, float16 or bfloat16 only, and a view larger than the whole file (a
+/// storage repeated by a zero stride) refused before it is read, not expanded (pytorch-reader's
+/// own limit is 10 GB).
+pub(crate) fn read_pytorch_tensor(path: &Path, name: &str, t: &pytorch_reader::Tensor) -> Result<(ElemType, Vec<u8>)> {
+    let dtype = match t.dtype() {
+        pytorch_reader::DType::F32 => ElemType::F32,
+        pytorch_reader::DType::F16 => ElemType::F16,
+        pytorch_reader::DType::BF16 => ElemType::BF16,
+        other => return Err(LensError::bad_file(path, format!("tensor {name} has dtype {other:?}; expected float32, float16 or bfloat16"))),
+    };
+    let file_len = std::fs::metadata(path).map_err(|e| LensError::io(path, e))?.len();
+    if t.byte_len() as u64 > file_len {
+        return Err(LensError::bad_file(
+            path,
+            format!("tensor {name} would be {} bytes, more than the whole file ({file_len}): a repeated (zero-stride) view is refused", t.byte_len()),
+        ));
+    }
+    let data = t.read().map_err(|e| LensError::bad_file(path, format!("cannot read tensor {name} (truncated file?): {e}")))?;
+    if data.len() != t.num_elements() * dtype.size() {
+        return Err(LensError::bad_file(
+            path,
+            format!("tensor {name} has {} bytes, its shape {:?} needs {}", data.len(), t.shape(), t.num_elements() * dtype.size()),
+        ));
+    }
+    Ok((dtype, data))
+}
+
 fn map_file(path: &Path) -> Result<(memmap2::Mmap, usize, safetensors::tensor::Metadata)> {
     let file = File::open(path).map_err(|e| LensError::io(path, e))?;
     // SAFETY: the file is opened read-only and only read through the mapping; a concurrent writer
@@ -238,6 +266,16 @@ impl Checkpoint {
         max.map(|m| m + 1)
     }
 
+    /// The shape of tensor `key` (or `key` without the base prefix) from the headers alone: no
+    /// tensor data is read (a `.bin`'s tensors are only read by [`Self::tensor`]).
+    pub fn shape_of(&self, key: &str) -> Result<Vec<usize>> {
+        match &self.pytorch {
+            Some((_, tensors)) => self.find(tensors, key).map(|(_, t)| t.shape().to_vec()),
+            None => self.find(&self.entries, key).map(|(_, e)| e.shape.clone()),
+        }
+        .ok_or_else(|| self.missing(key))
+    }
+
     fn missing(&self, key: &str) -> LensError {
         LensError::bad_file(self.first_path(), format!("missing tensor {key:?}; is this checkpoint of the model type its config.json names?"))
     }
@@ -246,28 +284,7 @@ impl Checkpoint {
     pub fn tensor(&self, key: &str) -> Result<TensorRef<'_>> {
         if let Some((path, tensors)) = &self.pytorch {
             let (found, t) = self.find(tensors, key).ok_or_else(|| self.missing(key))?;
-            let dtype = match t.dtype() {
-                pytorch_reader::DType::F32 => ElemType::F32,
-                pytorch_reader::DType::F16 => ElemType::F16,
-                pytorch_reader::DType::BF16 => ElemType::BF16,
-                other => return Err(LensError::bad_file(path, format!("tensor {found} has dtype {other:?}; expected float32, float16 or bfloat16"))),
-            };
-            // A view larger than the whole file repeats its storage (a zero stride): refused, not
-            // expanded (pytorch-reader's own limit is 10 GB).
-            let file_len = std::fs::metadata(path).map_err(|e| LensError::io(path, e))?.len();
-            if t.byte_len() as u64 > file_len {
-                return Err(LensError::bad_file(
-                    path,
-                    format!("tensor {found} would be {} bytes, more than the whole file ({file_len}): a repeated (zero-stride) view is refused", t.byte_len()),
-                ));
-            }
-            let data = t.read().map_err(|e| LensError::bad_file(path, format!("cannot read tensor {found}: {e}")))?;
-            if data.len() != t.num_elements() * dtype.size() {
-                return Err(LensError::bad_file(
-                    path,
-                    format!("tensor {found} has {} bytes, its shape {:?} needs {}", data.len(), t.shape(), t.num_elements() * dtype.size()),
-                ));
-            }
+            let (dtype, data) = read_pytorch_tensor(path, found, t)?;
             return Ok(TensorRef { dtype, shape: t.shape(), data: Cow::Owned(data) });
         }
         let (found, e) = self.find(&self.entries, key).ok_or_else(|| self.missing(key))?;

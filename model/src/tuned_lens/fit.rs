@@ -62,14 +62,19 @@ pub fn holds_lens(dir: &Path) -> bool {
     dir.join(crate::tuned_lens::config::CONFIG_FILE).is_file() || dir.join(crate::tuned_lens::params::PARAMS_PT).is_file()
 }
 
+/// The first of [`MODEL_FILES`] that `dir` holds.
+fn model_file_in(dir: &Path) -> Option<&'static str> {
+    MODEL_FILES.iter().copied().find(|f| dir.join(f).is_file())
+}
+
 /// Whether `dir` holds a model (a checkpoint's or a bundle's weights): never a lens's folder.
 pub fn is_model_folder(dir: &Path) -> bool {
-    MODEL_FILES.iter().any(|f| dir.join(f).is_file())
+    model_file_in(dir).is_some()
 }
 
 /// Refuses an output folder that holds a model.
 fn check_not_a_model_folder(out: &Path) -> Result<()> {
-    if let Some(f) = MODEL_FILES.iter().find(|f| out.join(f).is_file()) {
+    if let Some(f) = model_file_in(out) {
         return Err(LensError::bad_file(
             out,
             format!("this folder holds a model ({f}); a tuned lens is never written into a model folder: choose another output folder"),

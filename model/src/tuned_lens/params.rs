@@ -16,10 +16,9 @@ pub const PARAMS_PT: &str = "params.pt";
 /// The safetensors parameters file.
 pub const PARAMS_SAFETENSORS: &str = "params.safetensors";
 
-/// One tensor as read: type, shape, bytes.
+/// One translator tensor as read (its shape checked by [`check_meta`]): type, bytes.
 struct Raw {
     dtype: ElemType,
-    shape: Vec<usize>,
     data: Vec<u8>,
 }
 
@@ -59,24 +58,11 @@ fn check_meta(path: &Path, key: &str, shape: &[usize], config: &TunedLensConfig)
 /// expanded); other tensors are never read.
 fn read_pt(path: &Path, config: &TunedLensConfig) -> Result<HashMap<(usize, bool), Raw>> {
     let tensors = crate::checkpoint::open_pytorch(path)?;
-    let file_len = std::fs::metadata(path).map_err(|e| LensError::io(path, e))?.len();
     let mut out = HashMap::new();
     for (key, t) in tensors {
         let Some(slot) = check_meta(path, &key, t.shape(), config)? else { continue };
-        let dtype = match t.dtype() {
-            pytorch_reader::DType::F32 => ElemType::F32,
-            pytorch_reader::DType::F16 => ElemType::F16,
-            pytorch_reader::DType::BF16 => ElemType::BF16,
-            other => return Err(LensError::bad_file(path, format!("tensor {key} has dtype {other:?}; expected float32, float16 or bfloat16"))),
-        };
-        if t.byte_len() as u64 > file_len {
-            return Err(LensError::bad_file(
-                path,
-                format!("tensor {key} would be {} bytes, more than the whole file ({file_len}): a repeated (zero-stride) view is refused", t.byte_len()),
-            ));
-        }
-        let data = t.read().map_err(|e| LensError::bad_file(path, format!("cannot read tensor {key} (truncated file?): {e}")))?;
-        out.insert(slot, Raw { dtype, shape: t.shape().to_vec(), data });
+        let (dtype, data) = crate::checkpoint::read_pytorch_tensor(path, &key, &t)?;
+        out.insert(slot, Raw { dtype, data });
     }
     Ok(out)
 }
@@ -93,7 +79,7 @@ fn read_safetensors(path: &Path, config: &TunedLensConfig) -> Result<HashMap<(us
             safetensors::Dtype::BF16 => ElemType::BF16,
             other => return Err(LensError::bad_file(path, format!("tensor {key} has dtype {other:?}; expected F32, F16 or BF16"))),
         };
-        out.insert(slot, Raw { dtype, shape: view.shape().to_vec(), data: view.data().to_vec() });
+        out.insert(slot, Raw { dtype, data: view.data().to_vec() });
     }
     Ok(out)
 }
@@ -123,19 +109,11 @@ pub fn read(dir: &Path, config: &TunedLensConfig) -> Result<Translators> {
     let mut biases = Vec::with_capacity(n);
     for i in 0..n {
         let w = found.get(&(i, true)).ok_or_else(|| LensError::bad_file(&path, format!("translator {i} has no weight ({i}.weight is missing)")))?;
-        if w.shape != [d, d] {
-            return Err(LensError::bad_file(&path, format!("{i}.weight has shape {:?}; config.json's d_model {d} needs [{d}, {d}]", w.shape)));
-        }
         let mut wv = Vec::with_capacity(d * d);
         decode_f32(w.dtype, &w.data, &mut wv).map_err(|m| LensError::bad_file(&path, format!("{i}.weight {m}")))?;
         let mut bv = Vec::with_capacity(d);
         match found.get(&(i, false)) {
-            Some(b) => {
-                if b.shape != [d] {
-                    return Err(LensError::bad_file(&path, format!("{i}.bias has shape {:?}; config.json's d_model {d} needs [{d}]", b.shape)));
-                }
-                decode_f32(b.dtype, &b.data, &mut bv).map_err(|m| LensError::bad_file(&path, format!("{i}.bias {m}")))?;
-            }
+            Some(b) => decode_f32(b.dtype, &b.data, &mut bv).map_err(|m| LensError::bad_file(&path, format!("{i}.bias {m}")))?,
             None if config.bias => {
                 return Err(LensError::bad_file(&path, format!("translator {i} has no bias ({i}.bias is missing) but config.json says bias: true")));
             }
