@@ -212,30 +212,7 @@ pub fn check_window_memory(shape: &crate::config::ModelShape, window: usize, ava
     )))
 }
 
-/// The first `max` tokens of `text`, tokenizing only as much of it as they need: prefixes cut
-/// after a line break, each four times the last, until one gives `max` tokens and 64 more (the
-/// tokens near a cut can differ from the whole text's; those 64 are dropped). The same ids as
-/// tokenizing the whole text and keeping `max` (tested), without tokenizing a long file for a
-/// short run.
-pub fn encode_prefix(tokenizer: &crate::tokenizer::LensTokenizer, text: &str, max: usize) -> Result<Vec<u32>> {
-    const MARGIN: usize = 64;
-    let mut want = max.saturating_add(MARGIN).saturating_mul(8).max(4096);
-    loop {
-        // The cut: after the first line break at or past `want` bytes (the whole text if none).
-        let end = if want >= text.len() {
-            text.len()
-        } else {
-            text.as_bytes().get(want..).and_then(|rest| rest.iter().position(|&b| b == b'\n')).map_or(text.len(), |i| want + i + 1)
-        };
-        let piece = text.get(..end).ok_or_else(|| LensError::invalid("internal: a corpus cut inside a character"))?;
-        let mut ids = tokenizer.encode(piece)?;
-        if end == text.len() || ids.len() >= max.saturating_add(MARGIN) {
-            ids.truncate(max);
-            return Ok(ids);
-        }
-        want = want.saturating_mul(4);
-    }
-}
+pub use crate::long_text::encode_prefix;
 
 /// Runs the lens over `text` window by window and aggregates it. Cancelling `progress` stops it
 /// between windows and inside the running one.
@@ -254,7 +231,10 @@ pub fn run_corpus(engine: &mut LensEngine, text: &str, opts: &CorpusOptions, pro
     progress.report("tokenizing", 0.0);
     let ids = match opts.max_tokens {
         Some(m) => encode_prefix(&engine.tokenizer, text, m)?,
-        None => engine.tokenizer.encode(text)?,
+        None => crate::long_text::encode_long(&engine.tokenizer, text, crate::long_text::PIECE_BYTES, &mut |f| {
+            progress.report("tokenizing", f);
+            progress.check()
+        })?,
     };
     let d_vocab = engine.bundle.shape.d_vocab;
     if let Some(&bad) = ids.iter().find(|&&id| id as usize >= d_vocab) {

@@ -21,6 +21,7 @@ pub mod hub;
 pub mod last_block;
 pub mod lens;
 pub mod lens_graph;
+pub mod long_text;
 pub mod metrics;
 pub mod npz;
 pub mod onnx;

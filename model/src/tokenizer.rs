@@ -183,13 +183,38 @@ impl LensTokenizer {
     /// it too).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self.inner.encode(text, true).map_err(|e| LensError::Tokenizer(e.to_string()))?;
-        let mut ids = enc.get_ids().to_vec();
+        Ok(self.with_forced_bos(enc.get_ids().to_vec()))
+    }
+
+    /// The ids of `text` without any BOS or template, each with the byte range of `text` it came
+    /// from (what [`crate::long_text`] stitches pieces of a long text with).
+    pub fn encode_plain_spans(&self, text: &str) -> Result<Vec<(u32, usize, usize)>> {
+        let enc = self.inner.encode(text, false).map_err(|e| LensError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().iter().zip(enc.get_offsets()).map(|(&id, &(a, b))| (id, a, b)).collect())
+    }
+
+    /// What [`encode`](Self::encode) puts around a text's own ids: the post-processor's tokens
+    /// before and after them (found on a one-letter text; a template does not depend on the text).
+    pub fn template(&self) -> Result<(Vec<u32>, Vec<u32>)> {
+        let with = self.inner.encode("a", true).map_err(|e| LensError::Tokenizer(e.to_string()))?;
+        let plain = self.inner.encode("a", false).map_err(|e| LensError::Tokenizer(e.to_string()))?;
+        let (with, plain) = (with.get_ids(), plain.get_ids());
+        let extra = with.len().checked_sub(plain.len()).ok_or_else(|| LensError::Tokenizer("the template removes tokens".into()))?;
+        (0..=extra)
+            .find(|&i| with.get(i..i + plain.len()) == Some(plain))
+            .and_then(|i| Some((with.get(..i)?.to_vec(), with.get(i + plain.len()..)?.to_vec())))
+            .ok_or_else(|| LensError::Tokenizer("the template changes the text's own tokens".into()))
+    }
+
+    /// `ids` (a text's ids with its template) with the BOS `tokenizer_config.json` asks for put
+    /// first, as [`encode`](Self::encode) does.
+    pub fn with_forced_bos(&self, mut ids: Vec<u32>) -> Vec<u32> {
         if let Some(bos) = self.forced_bos
             && ids.first() != Some(&bos)
         {
             ids.insert(0, bos);
         }
-        Ok(ids)
+        ids
     }
 
     /// Whether `id` is a BOS: a special token of the tokenizer, or the one its config asks for.

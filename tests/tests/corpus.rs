@@ -158,3 +158,54 @@ fn max_tokens_reads_a_prefix_with_the_same_ids() {
         }
     }
 }
+
+/// Long texts are tokenized piece by piece (issue 24) with exactly the whole text's ids: pieces of
+/// 8 KB (the smallest) over a 100 KB text, with line breaks, without any, and with multi-byte
+/// characters at the cuts; GPT-2 BPE and a Llama fixture's SentencePiece-style tokenizer (whose
+/// template adds a BOS). A cancel from the progress callback stops it.
+#[test]
+fn long_texts_are_tokenized_in_pieces_with_the_same_ids() {
+    init_runtime(None).unwrap();
+    let base: String = std::fs::read_to_string(assets().join("demo-model/heldout.txt")).unwrap().repeat(4);
+    let one_line = base.replace('\n', " ");
+    let accented = base.replace("e ", "é ").replace("a", "å").replace(". ", ". 日本語の文 🙂 ");
+    let families = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/families"));
+    for tok_path in [assets().join("demo-model/tokenizer.json"), families.join("llama_f32/tokenizer.json")] {
+        let tok = lens_model::tokenizer::LensTokenizer::from_file(&tok_path).unwrap();
+        for (what, text) in [("lines", &base), ("one line", &one_line), ("accented", &accented)] {
+            assert!(text.len() > 100_000);
+            let whole = tok.encode(text).unwrap();
+            let mut pieces = 0;
+            let got = lens_model::long_text::encode_long(&tok, text, 8192, &mut |_| {
+                pieces += 1;
+                Ok(())
+            })
+            .unwrap();
+            // A piece advances by about half its size: every seam was found (no whole-text fallback).
+            assert!(pieces >= text.len() / 8192, "{what}: {pieces} pieces");
+            assert_eq!(got.len(), whole.len(), "{} {what}", tok_path.display());
+            assert_eq!(got, whole, "{} {what}", tok_path.display());
+        }
+        let e = lens_model::long_text::encode_long(&tok, &base, 8192, &mut |_| Err(lens_model::LensError::Cancelled)).unwrap_err();
+        assert!(matches!(e, lens_model::LensError::Cancelled), "{e}");
+    }
+}
+
+/// Measurement, not a test (run by hand, one mode per process): peak memory of tokenizing a 10 MB
+/// text whole or in pieces. `LOGIT_LENS_TOKENIZE=whole|pieces cargo test --release -p lens_tests
+/// --test corpus tokenize_memory -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement; run by hand"]
+fn tokenize_memory() {
+    init_runtime(None).unwrap();
+    let text: String = std::fs::read_to_string(assets().join("demo-model/heldout.txt")).unwrap().repeat(320);
+    let tok = lens_model::tokenizer::LensTokenizer::from_file(&assets().join("demo-model/tokenizer.json")).unwrap();
+    let hwm = || std::fs::read_to_string("/proc/self/status").unwrap().lines().find(|l| l.starts_with("VmHWM")).unwrap().to_string();
+    let before = hwm();
+    let t = std::time::Instant::now();
+    let ids = match std::env::var("LOGIT_LENS_TOKENIZE").as_deref() {
+        Ok("whole") => tok.encode(&text).unwrap(),
+        _ => lens_model::long_text::encode_long(&tok, &text, lens_model::long_text::PIECE_BYTES, &mut |_| Ok(())).unwrap(),
+    };
+    println!("{} bytes -> {} tokens in {:.2} s; peak before: {before}; after: {}", text.len(), ids.len(), t.elapsed().as_secs_f64(), hwm());
+}

@@ -125,11 +125,12 @@ pub(crate) fn open_pytorch(path: &Path) -> Result<HashMap<String, pytorch_reader
         }
         entry.read_to_end(&mut pickle).map_err(|e| LensError::io(path, e))?;
     }
-    pickle_globals::check(&pickle).map_err(|r| {
-        LensError::bad_file(
+    pickle_globals::check(&pickle).map_err(|r| match r {
+        pickle_globals::Refusal::View(v) => LensError::bad_file(path, format!("refused: {v}")),
+        r => LensError::bad_file(
             path,
             format!("refused: {r}; only plain state dicts of tensors are read (convert it with transformers to safetensors if you trust it)"),
-        )
+        ),
     })?;
     let reader = pytorch_reader::PytorchReader::new(path).map_err(|e| LensError::bad_file(path, format!("cannot read this PyTorch checkpoint: {e}")))?;
     Ok(reader.into_tensors())

@@ -405,10 +405,13 @@ pub fn fit(
     check_not_a_model_folder(out)?;
     check_checkpoint_is_ours(out)?;
     progress.report("tokenizing", 0.0);
-    let mut ids = engine.tokenizer.encode(text)?;
-    if let Some(m) = opts.max_tokens {
-        ids.truncate(m);
-    }
+    let ids = match opts.max_tokens {
+        Some(m) => crate::long_text::encode_prefix(&engine.tokenizer, text, m)?,
+        None => crate::long_text::encode_long(&engine.tokenizer, text, crate::long_text::PIECE_BYTES, &mut |f| {
+            progress.report("tokenizing", f);
+            progress.check()
+        })?,
+    };
     if let Some(&bad) = ids.iter().find(|&&id| id as usize >= shape.d_vocab) {
         return Err(LensError::invalid(format!("the text contains token id {bad}, which the model has no row for (vocabulary of {})", shape.d_vocab)));
     }
