@@ -15,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 cd "$root"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-ort_version=$(sed -n 's/^pub const ORT_WHEEL_VERSION: &str = "\(.*\)";/\1/p' model/src/runtime.rs)
+ort_version=$(sed -n 's/^pub const ORT_WHEEL_VERSION: &str = "\(.*\)";/\1/p' model/src/run/runtime.rs)
 target=x86_64-pc-windows-gnu
 out="$here/out/windows"
 stage="$out/stage"

@@ -17,7 +17,7 @@ use lens_app::gui::state::{AppState, Cell, KlRef, Metric, PanelLayout, PosWindow
 use lens_app::gui::theme::ColorMap;
 use lens_app::session::worker::{ModelSummary, RunResult};
 use lens_model::error::Progress;
-use lens_model::runtime::{Device, init_runtime};
+use lens_model::run::runtime::{Device, init_runtime};
 use lens_model::{LensEngine, LensOptions};
 use lens_tests::fixture::{RandomGpt2, unique_temp_dir, write_checkpoint};
 
@@ -30,7 +30,7 @@ fn bundle() -> &'static Path {
         let hf = unique_temp_dir("gui-hf");
         write_checkpoint(&hf, &RandomGpt2::tiny(5)).unwrap();
         let b = unique_temp_dir("gui-bundle");
-        lens_model::convert::convert_hf_checkpoint(&hf, &b, &Progress::default()).unwrap();
+        lens_model::build::convert::convert_hf_checkpoint(&hf, &b, &Progress::default()).unwrap();
         b
     })
 }
@@ -404,8 +404,12 @@ fn export_figure_and_data_from_the_app() {
     let rows = std::fs::read_to_string(&csv).unwrap().lines().count();
     assert_eq!(rows, 1 + back.sites.len() * back.n_pos());
     // A bad path is an error in the banner, and the results stay.
+    // The page (issue 23): the figure inline with the run's top-k for hover.
+    h.state_mut().apply(AppCommand::ExportFigure(dir.join("fig.html")));
+    let page = std::fs::read_to_string(dir.join("fig.html")).unwrap();
+    assert!(page.contains("<svg") && page.contains("id=\"logit-lens-data\"") && page.contains("\"topk\""));
     h.state_mut().apply(AppCommand::ExportFigure(dir.join("fig.jpg")));
-    assert!(h.state().state.error.as_deref().unwrap_or_default().contains(".svg, .pdf or .png"));
+    assert!(h.state().state.error.as_deref().unwrap_or_default().contains(".svg, .pdf, .png or .html"));
     assert!(h.state().state.result.is_some());
 }
 
@@ -489,7 +493,7 @@ fn the_bos_choice_is_remembered_per_model_in_recent_models() {
     write_checkpoint(&hf, &RandomGpt2::tiny(6)).unwrap();
     std::fs::write(hf.join("tokenizer_config.json"), r#"{"add_bos_token": true, "bos_token": "<|endoftext|>"}"#).unwrap();
     let bos_bundle = unique_temp_dir("gui-bos-bundle");
-    lens_model::convert::convert_hf_checkpoint(&hf, &bos_bundle, &Progress::default()).unwrap();
+    lens_model::build::convert::convert_hf_checkpoint(&hf, &bos_bundle, &Progress::default()).unwrap();
 
     let opts = GuiOptions { model: Some(bos_bundle.clone()), device: Device::Cpu, ..GuiOptions::default() };
     let app = LogitLensApp::new_for_test(AppState { prompt: PROMPT.into(), ..AppState::default() }, opts);
@@ -536,7 +540,7 @@ fn switching_models_drops_the_old_result_and_the_pin() {
     let hf = unique_temp_dir("gui-switch-hf");
     write_checkpoint(&hf, &RandomGpt2::tiny(7)).unwrap();
     let other = unique_temp_dir("gui-switch-bundle");
-    lens_model::convert::convert_hf_checkpoint(&hf, &other, &Progress::default()).unwrap();
+    lens_model::build::convert::convert_hf_checkpoint(&hf, &other, &Progress::default()).unwrap();
 
     let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, ..GuiOptions::default() };
     let app = LogitLensApp::new_for_test(AppState { prompt: PROMPT.into(), ..AppState::default() }, opts);
@@ -592,7 +596,7 @@ fn an_over_long_prompt_can_be_truncated_in_the_app() {
     step_until(&mut h, "the truncated result", |a| a.state.result.is_some());
     let r = &h.state().state.result.as_ref().unwrap().report;
     assert_eq!(r.n_pos(), 64);
-    assert_eq!(r.truncated, Some(lens_model::report::Truncation { original_tokens: 100, dropped_tokens: 36 }));
+    assert_eq!(r.truncated, Some(lens_model::output::report::Truncation { original_tokens: 100, dropped_tokens: 36 }));
     assert!(h.query_by_label_contains("first 36 of 100 tokens dropped").is_some());
 }
 
@@ -673,7 +677,7 @@ fn progress_repaints_at_a_capped_rate() {
         pinned: Vec::new(),
         group: None,
         k: 5,
-        decoder: lens_model::lens::DecoderKind::LogitLens,
+        decoder: lens_model::lens::kernel::DecoderKind::LogitLens,
         truncate_left: false,
         compare: None,
     });
@@ -906,7 +910,7 @@ fn corpus_runs_from_the_app_are_overlaid() {
     assert!(h.query_all_by_label_contains("stories.txt · logit_lens").count() >= 2, "legend (and the status notice)");
     // Another decoder: overlaid.
     let mut v = h.state().state.view.clone();
-    v.decoder = lens_model::lens::DecoderKind::Raw;
+    v.decoder = lens_model::lens::kernel::DecoderKind::Raw;
     h.state_mut().apply(AppCommand::SetView(v));
     step_until(&mut h, "the raw run's lens", |a| a.state.progress.is_none());
     h.state_mut().apply(AppCommand::RunCorpus(text.clone()));
@@ -960,7 +964,7 @@ fn a_tuned_lens_is_fitted_resumed_and_used_in_the_app() {
     step_until(&mut h, "the cancel", |a| a.state.progress.is_none());
     let done = h.state().state.fit_history.len();
     assert!((1..40).contains(&done), "{done} steps");
-    assert!(lens_model::tuned_lens::fit::has_checkpoint(&out));
+    assert!(lens_model::lens::tuned_lens::fit::has_checkpoint(&out));
     assert!(!out.join("params.pt").exists());
     assert!(h.state().state.tuned_lens.is_none());
     // Resume with fewer steps is refused (other options); with the same ones it continues.
@@ -978,7 +982,7 @@ fn a_tuned_lens_is_fitted_resumed_and_used_in_the_app() {
     let last: f64 = h.state().state.fit_history[39].loss.iter().sum();
     assert!(last < first, "loss {first} -> {last}");
     assert!(out.join("params.pt").is_file() && out.join("config.json").is_file());
-    assert_eq!(h.state().state.view.decoder, lens_model::lens::DecoderKind::TunedLens);
+    assert_eq!(h.state().state.view.decoder, lens_model::lens::kernel::DecoderKind::TunedLens);
     // The lens re-runs under it: no sub-block rows (no translators there), the decoder recorded.
     step_until(&mut h, "the tuned run", |a| a.state.result.as_ref().is_some_and(|r| r.report.decoder == "tuned_lens") && a.state.progress.is_none());
     let report = h.state().state.result.as_ref().unwrap().report.clone();
@@ -1005,7 +1009,7 @@ fn compare_runs_b_and_the_difference_in_the_app() {
     let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
     step_until(&mut h, "the model", |a| a.state.result.is_some());
     // Another decoder: B is the raw decoder's report of the same tokens, A − B cell by cell.
-    h.state_mut().apply(AppCommand::SetCompare(Some(CompareWith::Decoder(lens_model::lens::DecoderKind::Raw))));
+    h.state_mut().apply(AppCommand::SetCompare(Some(CompareWith::Decoder(lens_model::lens::kernel::DecoderKind::Raw))));
     step_until(&mut h, "the comparison", |a| a.state.result.as_ref().is_some_and(|r| r.compare.is_some()) && a.state.progress.is_none());
     let res = h.state().state.result.clone().unwrap();
     let cmp = res.compare.as_ref().unwrap();
@@ -1066,7 +1070,7 @@ fn a_tuned_lens_given_at_start_is_used_and_a_bad_one_is_said_and_replaced_by_the
     init_runtime(None).unwrap();
     let engine = LensEngine::open(bundle(), Device::Cpu, &Progress::default()).unwrap();
     let s = &engine.bundle.shape;
-    let config = lens_model::tuned_lens::TunedLensConfig {
+    let config = lens_model::lens::tuned_lens::TunedLensConfig {
         base_model_name_or_path: "tiny".into(),
         base_model_revision: None,
         d_model: s.d_model,
@@ -1076,7 +1080,7 @@ fn a_tuned_lens_given_at_start_is_used_and_a_bad_one_is_said_and_replaced_by_the
         include_input: true,
     };
     let good = unique_temp_dir("gui-start-lens");
-    lens_model::tuned_lens::TunedLens::zeros(config).save(&good).unwrap();
+    lens_model::lens::tuned_lens::TunedLens::zeros(config).save(&good).unwrap();
     drop(engine);
     let run = |lens: PathBuf| {
         let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, tuned_lens: Some(lens), ..GuiOptions::default() };
@@ -1094,7 +1098,7 @@ fn a_tuned_lens_given_at_start_is_used_and_a_bad_one_is_said_and_replaced_by_the
     // A folder that is not a lens: said (and kept on screen), the logit lens runs instead.
     let mut h = run(unique_temp_dir("gui-no-lens"));
     assert_eq!(h.state().state.result.as_ref().unwrap().report.decoder, "logit_lens");
-    assert_eq!(h.state().state.view.decoder, lens_model::lens::DecoderKind::LogitLens);
+    assert_eq!(h.state().state.view.decoder, lens_model::lens::kernel::DecoderKind::LogitLens);
     let err = h.state().state.error.clone().unwrap_or_default();
     assert!(err.contains("tuned lens") && err.contains("not a folder") || err.contains("config.json"), "{err}");
     h.state_mut().apply(AppCommand::DismissError);
@@ -1129,7 +1133,7 @@ fn opening_a_checkpoint_that_auto_would_quantize_asks_first() {
     h.step();
     h.step(); // a new window's first frame is its sizing pass
     let ask = h.state().state.ask_weights.clone().expect("the question is shown");
-    assert_eq!(ask.format, lens_model::quant::WeightFormat::Int4);
+    assert_eq!(ask.format, lens_model::build::quant::WeightFormat::Int4);
     assert!(ask.reason.contains("may not fit"), "{}", ask.reason);
     h.get_by_label("Cancel").click();
     h.step();

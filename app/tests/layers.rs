@@ -55,3 +55,59 @@ fn layers_import_only_downwards() {
     // The rule can fail: the GUI does use egui.
     assert!(!uses("gui", "egui::").is_empty());
 }
+
+/// The stage of a `lens_model` module path's first segment, or `None` for the base modules.
+fn stage_rank(stage: &str) -> Option<usize> {
+    ["source", "build", "run", "lens", "output", "analyses"].iter().position(|s| *s == stage)
+}
+
+/// `(file relative to model/src, "stage::module")` of every code line's `crate::stage::module`.
+fn model_imports() -> Vec<(String, String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/src");
+    let mut out = Vec::new();
+    for f in rust_files(&root) {
+        let rel = f.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
+        for line in std::fs::read_to_string(&f).unwrap().lines() {
+            let code = line.split("//").next().unwrap_or("");
+            for (i, _) in code.match_indices("crate::") {
+                let rest = &code[i + "crate::".len()..];
+                let path: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect();
+                let mut parts = path.split("::").filter(|p| !p.is_empty());
+                if let (Some(stage), Some(module)) = (parts.next(), parts.next())
+                    && stage_rank(stage).is_some()
+                {
+                    out.push((rel.clone(), stage.to_string(), module.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The model's stages (DESIGN.md, "Layers"): each imports only the stages before it and the base,
+/// with the named exceptions; the base imports no stage; the graph builder never imports a family.
+#[test]
+fn model_stages_import_only_earlier_stages() {
+    let exceptions: [(&str, &str, Option<&str>); 3] =
+        [("run/engine.rs", "lens", None), ("run/engine.rs", "output", Some("report")), ("run/trace.rs", "lens", Some("kernel"))];
+    let imports = model_imports();
+    assert!(imports.len() > 100, "the scan found the imports ({})", imports.len());
+    let mut broken = Vec::new();
+    for (file, stage, module) in &imports {
+        let own = file.split('/').next().unwrap();
+        let target = stage_rank(stage).unwrap();
+        let allowed = match stage_rank(own) {
+            None => false, // a base module (error.rs, files.rs, grid.rs, lib.rs's re-exports excepted)
+            Some(r) => target <= r || exceptions.iter().any(|(f, s, m)| f == file && s == stage && m.is_none_or(|m| m == module)),
+        };
+        if !allowed && file != "lib.rs" {
+            broken.push(format!("model/src/{file} imports crate::{stage}::{module}"));
+        }
+        if file.starts_with("build/graph/") && stage == "build" && module == "arch" {
+            broken.push(format!("model/src/{file} imports the families (crate::build::arch): the block comes from the caller"));
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+    // The rule can fail: the engine does import a later stage.
+    assert!(imports.iter().any(|(f, s, _)| f == "run/engine.rs" && s == "lens"));
+}

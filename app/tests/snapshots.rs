@@ -19,7 +19,7 @@ use lens_app::gui::LogitLensApp;
 use lens_app::gui::state::{AppState, Cell, Metric, PanelLayout, PosWindow, RankTarget};
 use lens_app::session::worker::{ModelSummary, RunResult};
 use lens_model::error::Progress;
-use lens_model::runtime::{Device, init_runtime};
+use lens_model::run::runtime::{Device, init_runtime};
 use lens_model::{LensEngine, LensOptions};
 
 struct Texture {
@@ -187,7 +187,7 @@ fn the_soft_renderer_paints_what_egui_asks_for() {
 /// The demo model's report on the copy prompt, " plasma" pinned, as the worker would deliver it.
 fn demo_result() -> (ModelSummary, RunResult, String) {
     init_runtime(None).unwrap();
-    let dir = lens_model::resolve::resolve_model(None, &Progress::default()).unwrap();
+    let dir = lens_model::run::resolve::resolve_model(None, &Progress::default()).unwrap();
     let mut engine = LensEngine::open(&dir, Device::Cpu, &Progress::default()).unwrap();
     let prompt = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/prompts/plasma.txt")).unwrap();
     let ids = engine.tokenize(&prompt, false).unwrap();
@@ -197,7 +197,7 @@ fn demo_result() -> (ModelSummary, RunResult, String) {
     report.run.forward_ms = 0.0; // timings are shown in the status bar: keep the pictures stable
     report.run.lens_ms = 0.0;
     let trace = engine.trace(&ids).unwrap();
-    let dla: Vec<Vec<f64>> = (0..ids.len()).map(|p| lens_model::attribution::terms(&trace, &engine.decoder, p, plasma).unwrap()).collect();
+    let dla: Vec<Vec<f64>> = (0..ids.len()).map(|p| lens_model::lens::attribution::terms(&trace, &engine.decoder, p, plasma).unwrap()).collect();
     let dla = lens_model::grid::Grid::from_rows(dla).unwrap().transposed();
     (
         ModelSummary::of_engine(&engine, &dir),
@@ -333,13 +333,13 @@ fn side_by_side_and_stacked_layouts_fit_at_two_sizes() {
 #[test]
 fn snapshot_corpus_window() {
     use lens_app::session::worker::CorpusRun;
-    use lens_model::corpus::{CorpusOptions, run_corpus};
+    use lens_model::analyses::corpus::{CorpusOptions, run_corpus};
     let (model, result, prompt) = demo_result();
-    let dir = lens_model::resolve::resolve_model(None, &Progress::default()).unwrap();
+    let dir = lens_model::run::resolve::resolve_model(None, &Progress::default()).unwrap();
     let mut engine = LensEngine::open(&dir, Device::Cpu, &Progress::default()).unwrap();
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo-model/heldout.txt")).unwrap();
     let mut state = AppState { prompt, ..AppState::default() };
-    for decoder in [lens_model::lens::DecoderKind::LogitLens, lens_model::lens::DecoderKind::LastMlp] {
+    for decoder in [lens_model::lens::kernel::DecoderKind::LogitLens, lens_model::lens::kernel::DecoderKind::LastMlp] {
         let opts = CorpusOptions {
             window: Some(128),
             max_tokens: Some(1024),
@@ -360,12 +360,12 @@ fn snapshot_corpus_window() {
 /// the demo model is open. Each panel shows A, B and A − B, the inspector both trajectories.
 fn compare_result(with: lens_app::session::worker::CompareWith, prompt: &str) -> (ModelSummary, RunResult, AppState) {
     use lens_app::session::worker::CompareWith;
-    use lens_model::lens::DecoderKind;
+    use lens_model::lens::kernel::DecoderKind;
     init_runtime(None).unwrap();
-    let dir = lens_model::resolve::resolve_model(None, &Progress::default()).unwrap();
+    let dir = lens_model::run::resolve::resolve_model(None, &Progress::default()).unwrap();
     let mut engine = LensEngine::open(&dir, Device::Cpu, &Progress::default()).unwrap();
     let lens_dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo-model/tuned-lens"));
-    engine.set_tuned_lens(Some(lens_model::tuned_lens::TunedLens::open(&lens_dir).unwrap())).unwrap();
+    engine.set_tuned_lens(Some(lens_model::lens::tuned_lens::TunedLens::open(&lens_dir).unwrap())).unwrap();
     let opts = LensOptions { subblocks: false, k: 10, ..LensOptions::default() };
     let ids = engine.tokenize(prompt, false).unwrap();
     let mut a = engine.run_ids(&ids, &opts, &Progress::default()).unwrap();
@@ -379,7 +379,7 @@ fn compare_result(with: lens_app::session::worker::CompareWith, prompt: &str) ->
         r.run.lens_ms = 0.0;
         r.run.tuned_lens = r.run.tuned_lens.as_ref().map(|_| "assets/demo-model/tuned-lens".into());
     }
-    let cmp = lens_model::compare::compare(a.clone(), b, with.varied()).unwrap();
+    let cmp = lens_model::analyses::compare::compare(a.clone(), b, with.varied()).unwrap();
     let mut state = AppState { prompt: prompt.into(), ..AppState::default() };
     if let CompareWith::Prompt(p) = &with {
         state.compare_text.clone_from(p);
@@ -397,7 +397,7 @@ fn compare_result(with: lens_app::session::worker::CompareWith, prompt: &str) ->
 #[test]
 fn snapshot_compare_logit_lens_and_tuned_lens() {
     let prompt = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/prompts/plasma.txt")).unwrap();
-    let (model, result, mut state) = compare_result(lens_app::session::worker::CompareWith::Decoder(lens_model::lens::DecoderKind::TunedLens), &prompt);
+    let (model, result, mut state) = compare_result(lens_app::session::worker::CompareWith::Decoder(lens_model::lens::kernel::DecoderKind::TunedLens), &prompt);
     state.view.layout = PanelLayout::Tabs;
     state.view.tab = Metric::Kl;
     state.view.positions = PosWindow::LastN(8);
@@ -454,7 +454,7 @@ fn snapshot_fit_tuned_lens_window() {
         let (head, rest) = line.split_once("  KL ").unwrap();
         let (step, steps) = head.trim_start_matches("step ").split_once('/').unwrap();
         let losses: Vec<f64> = rest.split(" · ").next().unwrap().split_whitespace().skip(1).step_by(2).map(|v| v.parse().unwrap()).collect();
-        state.fit_history.push(std::sync::Arc::new(lens_model::tuned_lens::fit::FitStep {
+        state.fit_history.push(std::sync::Arc::new(lens_model::lens::tuned_lens::fit::FitStep {
             step: step.parse().unwrap(),
             steps: steps.parse().unwrap(),
             loss: losses,
@@ -488,7 +488,7 @@ fn snapshot_open_with_quantized_weights_window() {
     let mut state = AppState { prompt, ..AppState::default() };
     state.ask_weights = Some(lens_app::gui::state::WeightsAsk {
         path: "/models/Meta-Llama-3-8B".into(),
-        format: lens_model::quant::WeightFormat::Int4,
+        format: lens_model::build::quant::WeightFormat::Int4,
         reason: "auto: int4 weights (f32 would need about 41.8 GB, int4 about 11.3 GB; 15.2 GB available)".into(),
     });
     let mut h = rendered(state, model, result, egui::vec2(1280.0, 800.0));

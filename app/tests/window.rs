@@ -59,7 +59,7 @@ fn screenshot_of_a_real_window_shows_the_lens() {
     let hf = unique_temp_dir("win-hf");
     write_checkpoint(&hf, &RandomGpt2::tiny(9)).unwrap();
     let bundle = unique_temp_dir("win-bundle");
-    lens_model::convert::convert_hf_checkpoint(&hf, &bundle, &Progress::default()).unwrap();
+    lens_model::build::convert::convert_hf_checkpoint(&hf, &bundle, &Progress::default()).unwrap();
     let dir = unique_temp_dir("win-out");
     std::fs::create_dir_all(&dir).unwrap();
     let prompt = dir.join("prompt.txt");

@@ -6,8 +6,8 @@
 use std::time::Instant;
 
 use lens_model::error::Progress;
-use lens_model::lens::{Decoder, DecoderKind, logits_block};
-use lens_model::metrics::{KernelSpec, run_kernel};
+use lens_model::lens::kernel::{Decoder, DecoderKind, logits_block};
+use lens_model::lens::metrics::{KernelSpec, run_kernel};
 use rayon::prelude::*;
 
 fn main() -> lens_model::Result<()> {
@@ -31,7 +31,7 @@ fn main() -> lens_model::Result<()> {
         d_model: d,
         d_vocab: v,
         eps: 1e-5,
-        norm: lens_model::arch::Norm::LayerNorm,
+        norm: lens_model::build::arch::Norm::LayerNorm,
         softcap: None,
         gamma: vec![1.0; d],
         beta: vec![0.0; d],

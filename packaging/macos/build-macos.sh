@@ -3,7 +3,7 @@
 # silicon) from the repository root, with Rust 1.95 and python3 + pip:
 #   bash packaging/macos/build-macos.sh
 # The app finds libonnxruntime.dylib next to its executable (Contents/MacOS) and the demo model in
-# Contents/Resources/demo-model (model/src/resolve.rs); settings and the model cache go to
+# Contents/Resources/demo-model (model/src/run/resolve.rs); settings and the model cache go to
 # ~/Library/Application Support and ~/Library/Caches.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)

@@ -5,10 +5,10 @@ mod common;
 use std::path::Path;
 
 use lens_model::LensEngine;
-use lens_model::bundle::Bundle;
-use lens_model::convert::convert_hf_checkpoint;
+use lens_model::build::convert::convert_hf_checkpoint;
 use lens_model::error::Progress;
-use lens_model::runtime::{Device, init_runtime};
+use lens_model::run::bundle::Bundle;
+use lens_model::run::runtime::{Device, init_runtime};
 use lens_tests::fixture::{RandomGpt2, unique_temp_dir, write_checkpoint};
 use prost::Message;
 
@@ -24,9 +24,9 @@ fn copy_dir(src: &Path, dst: &Path) {
     }
 }
 
-fn edit_model(bundle: &Path, f: impl FnOnce(&mut lens_model::onnx::ModelProto)) {
+fn edit_model(bundle: &Path, f: impl FnOnce(&mut lens_model::build::onnx::ModelProto)) {
     let path = bundle.join("model.onnx");
-    let mut m = lens_model::onnx::ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
+    let mut m = lens_model::build::onnx::ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
     f(&mut m);
     std::fs::write(&path, m.encode_to_vec()).unwrap();
 }
@@ -231,8 +231,8 @@ fn model_argument_that_is_not_a_model() {
     let dir = unique_temp_dir("not-a-model");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("notes.txt"), "hello").unwrap();
-    let e = err_of(lens_model::resolve::resolve_model(Some(&dir), &Progress::default()));
+    let e = err_of(lens_model::run::resolve::resolve_model(Some(&dir), &Progress::default()));
     assert!(e.contains("not a model"), "{e}");
-    let e = err_of(lens_model::resolve::resolve_model(Some(&dir.join("missing")), &Progress::default()));
+    let e = err_of(lens_model::run::resolve::resolve_model(Some(&dir.join("missing")), &Progress::default()));
     assert!(e.contains("no such file"), "{e}");
 }

@@ -8,11 +8,11 @@ mod common;
 use std::path::Path;
 
 use lens_model::LensOptions;
-use lens_model::bundle::{Bundle, format_version_of};
+use lens_model::build::onnx::{ModelProto, StringStringEntryProto};
 use lens_model::error::Progress;
-use lens_model::lens::DecoderKind;
-use lens_model::onnx::{ModelProto, StringStringEntryProto};
-use lens_model::runtime::init_runtime;
+use lens_model::lens::kernel::DecoderKind;
+use lens_model::run::bundle::{Bundle, format_version_of};
+use lens_model::run::runtime::init_runtime;
 use lens_tests::fixture::{RandomGpt2, unique_temp_dir, write_checkpoint};
 use prost::Message;
 
@@ -124,17 +124,17 @@ fn format_1_and_2_bundles_in_the_cache_are_converted_again() {
     unsafe { std::env::set_var("LOGIT_LENS_CACHE", unique_temp_dir("fmt1-cache")) };
     let hf = unique_temp_dir("fmt1-src");
     write_checkpoint(&hf, &RandomGpt2::tiny(22)).unwrap();
-    let target = lens_model::resolve::resolve_model(Some(&hf), &Progress::default()).unwrap();
+    let target = lens_model::run::resolve::resolve_model(Some(&hf), &Progress::default()).unwrap();
     assert_eq!(format_version_of(&target), Some(3));
     downgrade_to_format_1(&target);
     assert_eq!(format_version_of(&target), Some(1));
-    let again = lens_model::resolve::resolve_model(Some(&hf), &Progress::default()).unwrap();
+    let again = lens_model::run::resolve::resolve_model(Some(&hf), &Progress::default()).unwrap();
     assert_eq!(again, target);
     assert_eq!(format_version_of(&again), Some(3));
     assert!(again.join("last_block.onnx").is_file());
     downgrade_to_format_2(&target);
     assert_eq!(format_version_of(&target), Some(2));
-    let again = lens_model::resolve::resolve_model(Some(&hf), &Progress::default()).unwrap();
+    let again = lens_model::run::resolve::resolve_model(Some(&hf), &Progress::default()).unwrap();
     assert_eq!(format_version_of(&again), Some(3));
     assert!(Bundle::open(&again).unwrap().kv_cache.is_some());
 }
@@ -177,6 +177,6 @@ fn a_graph_whose_cache_lies_is_refused_at_open() {
             }
         }
     });
-    let e = lens_model::LensEngine::open(&bundle, lens_model::runtime::Device::Cpu, &Progress::default()).unwrap_err().to_string();
+    let e = lens_model::LensEngine::open(&bundle, lens_model::run::runtime::Device::Cpu, &Progress::default()).unwrap_err().to_string();
     assert!(e.contains("inconsistent bundle") && e.contains("key/value cache"), "{e}");
 }

@@ -106,7 +106,7 @@ fn stale_partial_conversions_are_swept() {
     }
     let hf = lens_tests::fixture::TempDir::new("sweep-hf").unwrap();
     lens_tests::fixture::write_checkpoint(hf.path(), &RandomGpt2::tiny(33)).unwrap();
-    lens_model::convert::convert_hf_checkpoint(hf.path(), &parent.path().join("bundle"), &Progress::default()).unwrap();
+    lens_model::build::convert::convert_hf_checkpoint(hf.path(), &parent.path().join("bundle"), &Progress::default()).unwrap();
     for (name, _, kept) in &cases {
         assert_eq!(parent.path().join(name).exists(), *kept, "{name}");
     }

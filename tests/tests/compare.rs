@@ -6,9 +6,9 @@
 mod common;
 
 use lens_model::LensOptions;
-use lens_model::compare::{COMPARE_SCHEMA, common_subsequence, compare};
+use lens_model::analyses::compare::{COMPARE_SCHEMA, common_subsequence, compare};
 use lens_model::error::Progress;
-use lens_model::lens::DecoderKind;
+use lens_model::lens::kernel::DecoderKind;
 use lens_tests::fixture::RandomGpt2;
 
 /// LCS length by brute force over every subsequence of `a` (tiny inputs only).
@@ -79,7 +79,7 @@ fn the_difference_is_a_minus_b_over_the_alignment() {
     }
     // JSON round trip.
     let text = serde_json::to_string(&c2).unwrap();
-    let back: lens_model::compare::CompareReport = serde_json::from_str(&text).unwrap();
+    let back: lens_model::analyses::compare::CompareReport = serde_json::from_str(&text).unwrap();
     assert_eq!(back.alignment, c2.alignment);
     assert_eq!(back.diff.top1_same, c2.diff.top1_same);
     // Different rows (sub-block rows in one run only) are refused.

@@ -8,9 +8,9 @@
 
 use std::path::PathBuf;
 
-use lens_model::corpus::{CORPUS_SCHEMA, CorpusOptions, run_corpus};
+use lens_model::analyses::corpus::{CORPUS_SCHEMA, CorpusOptions, run_corpus};
 use lens_model::error::Progress;
-use lens_model::runtime::{Device, init_runtime};
+use lens_model::run::runtime::{Device, init_runtime};
 use lens_model::{LensEngine, LensOptions};
 
 fn assets() -> PathBuf {
@@ -20,7 +20,7 @@ fn assets() -> PathBuf {
 #[test]
 fn corpus_means_match_the_model_card_and_an_independent_aggregation() {
     init_runtime(None).unwrap();
-    let dir = lens_model::resolve::resolve_model(Some(&assets().join("demo-model")), &Progress::default()).unwrap();
+    let dir = lens_model::run::resolve::resolve_model(Some(&assets().join("demo-model")), &Progress::default()).unwrap();
     let mut engine = LensEngine::open(&dir, Device::Cpu, &Progress::default()).unwrap();
     let text = std::fs::read_to_string(assets().join("demo-model/heldout.txt")).unwrap();
     let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(assets().join("demo-model/eval.json")).unwrap()).unwrap();
@@ -101,7 +101,7 @@ fn corpus_means_match_the_model_card_and_an_independent_aggregation() {
         run_corpus(&mut engine, &text, &CorpusOptions { window: Some(256), max_tokens: Some(8 * 256), ..CorpusOptions::default() }, &Progress::default())
             .unwrap();
     assert_eq!(small.n_windows, 8);
-    let mean_width = |iv: &lens_model::corpus::Interval| (0..last).map(|s| iv.ci95_high[s] - iv.ci95_low[s]).sum::<f64>() / last as f64;
+    let mean_width = |iv: &lens_model::analyses::corpus::Interval| (0..last).map(|s| iv.ci95_high[s] - iv.ci95_low[s]).sum::<f64>() / last as f64;
     for (what, a, b) in [
         ("KL", &small.per_site.kl_to_final, &ps.kl_to_final),
         ("NLL", &small.per_site.nll_next, &ps.nll_next),
@@ -117,7 +117,7 @@ fn corpus_means_match_the_model_card_and_an_independent_aggregation() {
 #[test]
 fn corpus_refuses_bad_windows_and_empty_text() {
     init_runtime(None).unwrap();
-    let dir = lens_model::resolve::resolve_model(Some(&assets().join("demo-model")), &Progress::default()).unwrap();
+    let dir = lens_model::run::resolve::resolve_model(Some(&assets().join("demo-model")), &Progress::default()).unwrap();
     let mut engine = LensEngine::open(&dir, Device::Cpu, &Progress::default()).unwrap();
     for (text, window, needle) in
         [("Some text here.", Some(1), "--window 1"), ("Some text here.", Some(100_000), "--window 100000"), ("   ", None, "empty"), ("a", None, "too few")]
@@ -127,13 +127,17 @@ fn corpus_refuses_bad_windows_and_empty_text() {
     }
     // A window whose attention cannot fit is refused before it runs (issue 24), naming the
     // largest that fits: Llama-3-8B's shape (32 heads) at 131,072 tokens needs ~7.1 TB.
-    let llama = lens_model::config::ModelShape { n_layers: 32, d_model: 4096, n_heads: 32, d_mlp: 14336, d_vocab: 128_256, n_ctx: 131_072, eps: 1e-5 };
-    let e = lens_model::corpus::check_window_memory(&llama, 131_072, Some(16_000_000_000)).unwrap_err().to_string();
+    let llama = lens_model::source::config::ModelShape { n_layers: 32, d_model: 4096, n_heads: 32, d_mlp: 14336, d_vocab: 128_256, n_ctx: 131_072, eps: 1e-5 };
+    let e = lens_model::analyses::corpus::check_window_memory(&llama, 131_072, Some(16_000_000_000)).unwrap_err().to_string();
     assert!(e.contains("131072 tokens needs about") && e.contains("use --window"), "{e}");
     let fits: usize = e.rsplit("--window ").next().unwrap().split_whitespace().next().unwrap().parse().unwrap();
-    assert!(lens_model::corpus::window_bytes(&llama, fits) <= 16_000_000_000 && lens_model::corpus::window_bytes(&llama, fits + 1) > 16_000_000_000, "{fits}");
-    assert!(lens_model::corpus::check_window_memory(&llama, 1024, Some(16_000_000_000)).is_ok());
-    assert!(lens_model::corpus::check_window_memory(&llama, 131_072, None).is_ok(), "unknown memory checks nothing");
+    assert!(
+        lens_model::analyses::corpus::window_bytes(&llama, fits) <= 16_000_000_000
+            && lens_model::analyses::corpus::window_bytes(&llama, fits + 1) > 16_000_000_000,
+        "{fits}"
+    );
+    assert!(lens_model::analyses::corpus::check_window_memory(&llama, 1024, Some(16_000_000_000)).is_ok());
+    assert!(lens_model::analyses::corpus::check_window_memory(&llama, 131_072, None).is_ok(), "unknown memory checks nothing");
     // Cancelling stops it.
     let p = Progress::default();
     p.cancel();
@@ -150,10 +154,10 @@ fn max_tokens_reads_a_prefix_with_the_same_ids() {
     let text: String = std::fs::read_to_string(assets().join("demo-model/heldout.txt")).unwrap().repeat(3);
     let families = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/families"));
     for tok_path in [assets().join("demo-model/tokenizer.json"), families.join("llama_f32/tokenizer.json")] {
-        let tok = lens_model::tokenizer::LensTokenizer::from_file(&tok_path).unwrap();
+        let tok = lens_model::source::tokenizer::LensTokenizer::from_file(&tok_path).unwrap();
         let whole = tok.encode(&text).unwrap();
         for n in [1, 37, 500, 4000, whole.len() - 1, whole.len(), whole.len() + 10] {
-            let got = lens_model::corpus::encode_prefix(&tok, &text, n).unwrap();
+            let got = lens_model::analyses::corpus::encode_prefix(&tok, &text, n).unwrap();
             assert_eq!(got, whole[..n.min(whole.len())], "{} n={n}", tok_path.display());
         }
     }
@@ -171,12 +175,12 @@ fn long_texts_are_tokenized_in_pieces_with_the_same_ids() {
     let accented = base.replace("e ", "é ").replace("a", "å").replace(". ", ". 日本語の文 🙂 ");
     let families = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/families"));
     for tok_path in [assets().join("demo-model/tokenizer.json"), families.join("llama_f32/tokenizer.json")] {
-        let tok = lens_model::tokenizer::LensTokenizer::from_file(&tok_path).unwrap();
+        let tok = lens_model::source::tokenizer::LensTokenizer::from_file(&tok_path).unwrap();
         for (what, text) in [("lines", &base), ("one line", &one_line), ("accented", &accented)] {
             assert!(text.len() > 100_000);
             let whole = tok.encode(text).unwrap();
             let mut pieces = 0;
-            let got = lens_model::long_text::encode_long(&tok, text, 8192, &mut |_| {
+            let got = lens_model::source::long_text::encode_long(&tok, text, 8192, &mut |_| {
                 pieces += 1;
                 Ok(())
             })
@@ -186,7 +190,7 @@ fn long_texts_are_tokenized_in_pieces_with_the_same_ids() {
             assert_eq!(got.len(), whole.len(), "{} {what}", tok_path.display());
             assert_eq!(got, whole, "{} {what}", tok_path.display());
         }
-        let e = lens_model::long_text::encode_long(&tok, &base, 8192, &mut |_| Err(lens_model::LensError::Cancelled)).unwrap_err();
+        let e = lens_model::source::long_text::encode_long(&tok, &base, 8192, &mut |_| Err(lens_model::LensError::Cancelled)).unwrap_err();
         assert!(matches!(e, lens_model::LensError::Cancelled), "{e}");
     }
 }
@@ -199,13 +203,13 @@ fn long_texts_are_tokenized_in_pieces_with_the_same_ids() {
 fn tokenize_memory() {
     init_runtime(None).unwrap();
     let text: String = std::fs::read_to_string(assets().join("demo-model/heldout.txt")).unwrap().repeat(320);
-    let tok = lens_model::tokenizer::LensTokenizer::from_file(&assets().join("demo-model/tokenizer.json")).unwrap();
+    let tok = lens_model::source::tokenizer::LensTokenizer::from_file(&assets().join("demo-model/tokenizer.json")).unwrap();
     let hwm = || std::fs::read_to_string("/proc/self/status").unwrap().lines().find(|l| l.starts_with("VmHWM")).unwrap().to_string();
     let before = hwm();
     let t = std::time::Instant::now();
     let ids = match std::env::var("LOGIT_LENS_TOKENIZE").as_deref() {
         Ok("whole") => tok.encode(&text).unwrap(),
-        _ => lens_model::long_text::encode_long(&tok, &text, lens_model::long_text::PIECE_BYTES, &mut |_| Ok(())).unwrap(),
+        _ => lens_model::source::long_text::encode_long(&tok, &text, lens_model::source::long_text::PIECE_BYTES, &mut |_| Ok(())).unwrap(),
     };
     println!("{} bytes -> {} tokens in {:.2} s; peak before: {before}; after: {}", text.len(), ids.len(), t.elapsed().as_secs_f64(), hwm());
 }

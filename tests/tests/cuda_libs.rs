@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use lens_model::cuda_libs::{candidates, cuda_major, explain_provider_failure, library_files, nvidia_dirs, preload};
+use lens_model::run::cuda_libs::{candidates, cuda_major, explain_provider_failure, library_files, nvidia_dirs, preload};
 use lens_tests::fixture::unique_temp_dir;
 
 fn touch(p: &Path) {

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use lens_model::error::Progress;
-use lens_model::runtime::{Device, init_runtime};
+use lens_model::run::runtime::{Device, init_runtime};
 use lens_model::{LensEngine, LensOptions};
 
 fn assets() -> PathBuf {
@@ -20,7 +20,7 @@ fn assets() -> PathBuf {
 
 fn engine() -> LensEngine {
     init_runtime(None).unwrap();
-    let dir = lens_model::resolve::resolve_model(Some(&assets().join("demo-model")), &Progress::default()).unwrap();
+    let dir = lens_model::run::resolve::resolve_model(Some(&assets().join("demo-model")), &Progress::default()).unwrap();
     LensEngine::open(&dir, Device::Cpu, &Progress::default()).unwrap()
 }
 

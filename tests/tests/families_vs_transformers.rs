@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use lens_model::LensOptions;
 use lens_model::error::Progress;
-use lens_model::lens::DecoderKind;
+use lens_model::lens::kernel::DecoderKind;
 use lens_tests::fixture::unique_temp_dir;
 use lens_tests::reference::{self, RefSiteMetrics, read_safetensors_f64};
 
@@ -89,7 +89,7 @@ fn check_case(case: &str, family: &str, parallel: bool) {
 /// [`check_case`] for the checkpoint in folder `dir`, against the reference of `case`.
 fn check_checkpoint(dir: &Path, case: &str, family: &str, parallel: bool) {
     let bundle = unique_temp_dir(&format!("fam-{case}"));
-    let summary = lens_model::convert::convert_hf_checkpoint(dir, &bundle, &Progress::default()).unwrap();
+    let summary = lens_model::build::convert::convert_hf_checkpoint(dir, &bundle, &Progress::default()).unwrap();
     assert_eq!(summary.family.model_type(), family);
     let mut engine = common::open(&bundle);
     assert_eq!(engine.bundle.family, family);
@@ -291,7 +291,7 @@ fn ctrl_f16_from_pytorch_model_bin() {
 fn pytorch_model_bin_calling_os_system_is_refused() {
     let out = unique_temp_dir("evil-bin");
     let evil = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/evil_bin");
-    let e = lens_model::convert::convert_hf_checkpoint(&evil, &out, &Progress::default()).unwrap_err().to_string();
+    let e = lens_model::build::convert::convert_hf_checkpoint(&evil, &out, &Progress::default()).unwrap_err().to_string();
     assert!(e.contains("pytorch_model.bin") && e.contains("os.system") && e.contains("refused"), "{e}");
     assert!(!out.exists());
     let parent_entries: Vec<_> =
@@ -368,7 +368,7 @@ fn tokenizer_config_bos_is_kept_by_the_converter() {
     std::fs::write(dst.path().join("special_tokens_map.json"), r#"{"bos_token": {"content": "!", "lstrip": false}}"#).unwrap();
     let bundle = lens_tests::fixture::TempDir::new("llama-bos-bundle").unwrap();
     let out = bundle.path().join("b");
-    lens_model::convert::convert_hf_checkpoint(dst.path(), &out, &Progress::default()).unwrap();
+    lens_model::build::convert::convert_hf_checkpoint(dst.path(), &out, &Progress::default()).unwrap();
     let kept: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("tokenizer_config.json")).unwrap()).unwrap();
     assert_eq!(kept, serde_json::json!({"add_bos_token": true, "bos_token": "!"}));
     let engine = common::open(&out);
@@ -385,7 +385,7 @@ fn tokenizer_config_bos_is_kept_by_the_converter() {
     assert_eq!(cut.len(), n_ctx);
     assert_eq!(cut[0], 0, "the BOS stays");
     assert_eq!(cut[1..], all[all.len() - (n_ctx - 1)..]);
-    assert_eq!(t, Some(lens_model::report::Truncation { original_tokens: all.len(), dropped_tokens: all.len() - n_ctx }));
+    assert_eq!(t, Some(lens_model::output::report::Truncation { original_tokens: all.len(), dropped_tokens: all.len() - n_ctx }));
 }
 
 /// Gemma 3's tokenizer adds `<image_soft_token>` at id 262144, one past the text model's rows:
@@ -403,7 +403,7 @@ fn added_token_past_the_vocabulary_opens_and_is_refused_in_a_prompt() {
     tj["added_tokens"] = serde_json::json!([{"id": n, "content": "<image_soft_token>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}]);
     std::fs::write(dst.path().join("tokenizer.json"), tj.to_string()).unwrap();
     let out = dst.path().join("bundle");
-    lens_model::convert::convert_hf_checkpoint(dst.path(), &out, &Progress::default()).unwrap();
+    lens_model::build::convert::convert_hf_checkpoint(dst.path(), &out, &Progress::default()).unwrap();
     let engine = common::open(&out);
     assert_eq!(engine.bundle.shape.d_vocab, n);
     let r = Reference::load("llama_f32");

@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use lens_model::error::Progress;
-use lens_model::resolve::{is_hub_id, resolve_hub_id, resolve_model};
-use lens_model::runtime::init_runtime;
+use lens_model::run::resolve::{is_hub_id, resolve_hub_id, resolve_model};
+use lens_model::run::runtime::init_runtime;
 use lens_tests::fixture::unique_temp_dir;
 
 fn fixture(case: &str) -> std::path::PathBuf {
@@ -42,7 +42,7 @@ fn hub_ids_resolve_from_the_local_cache_and_convert() {
     assert_eq!(resolve_hub_id(&format!("tiny-org/llama-test@{rev}"), &Progress::default()).unwrap(), snap);
 
     let bundle = resolve_model(Some(Path::new("tiny-org/llama-test")), &Progress::default()).unwrap();
-    let b = lens_model::bundle::Bundle::open(&bundle).unwrap();
+    let b = lens_model::run::bundle::Bundle::open(&bundle).unwrap();
     assert_eq!((b.family.as_str(), b.shape.n_layers), ("llama", 3));
 
     let e = resolve_model(Some(Path::new("nobody/not-downloaded")), &Progress::default()).unwrap_err().to_string();

@@ -14,8 +14,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use lens_model::error::Progress;
-use lens_model::resolve::resolve_model;
-use lens_model::runtime::init_runtime;
+use lens_model::run::resolve::resolve_model;
+use lens_model::run::runtime::init_runtime;
 use lens_tests::fixture::unique_temp_dir;
 use sha2::{Digest, Sha256};
 
@@ -141,7 +141,7 @@ fn a_hub_id_downloads_resumes_caches_and_needs_a_token_when_gated() {
         std::env::set_var("LOGIT_LENS_HUB_STALL_S", "1");
     }
     let bundle = resolve_model(Some(Path::new("tiny-org/llama-dl")), &Progress::default()).unwrap();
-    assert_eq!(lens_model::bundle::Bundle::open(&bundle).unwrap().family, "llama");
+    assert_eq!(lens_model::run::bundle::Bundle::open(&bundle).unwrap().family, "llama");
 
     // The cache is laid out as huggingface_hub does: refs, snapshot symlinks into blobs.
     let repo = hub.join("models--tiny-org--llama-dl");
@@ -213,11 +213,11 @@ fn a_hub_id_downloads_resumes_caches_and_needs_a_token_when_gated() {
     assert!(repo_file(&hub, "llama-dl", "special_tokens_map.json").is_file());
     // A snapshot that lost its weights is not "cached": it is fetched again.
     std::fs::remove_file(repo_file(&hub, "llama-dl", "model.safetensors")).unwrap();
-    assert!(lens_model::resolve::cached_hub_id("tiny-org/llama-dl").is_err());
+    assert!(lens_model::run::resolve::cached_hub_id("tiny-org/llama-dl").is_err());
     // A revision that would leave the cache or change the URL is not a revision: no request.
     let n = log.lock().unwrap().len();
-    assert!(!lens_model::resolve::is_hub_id("tiny-org/llama-dl@../../x"));
-    let e = lens_model::hub::download(&hub, "tiny-org/llama-dl", "../x", &Progress::default()).unwrap_err().to_string();
+    assert!(!lens_model::run::resolve::is_hub_id("tiny-org/llama-dl@../../x"));
+    let e = lens_model::source::hub::download(&hub, "tiny-org/llama-dl", "../x", &Progress::default()).unwrap_err().to_string();
     assert!(e.contains("not a revision"), "{e}");
     assert_eq!(log.lock().unwrap().len(), n, "a request was made for a bad revision");
 }

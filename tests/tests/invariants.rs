@@ -20,11 +20,11 @@ fn out_of_range_is_an_error_not_zeros() {
     let mut engine = common::open(&bundle);
     let ids = engine.tokenize("The cat sat.", false).unwrap();
     let trace = engine.trace(&ids).unwrap();
-    let dla = lens_model::attribution::terms(&trace, &engine.decoder, ids.len() - 1, 262).unwrap();
+    let dla = lens_model::lens::attribution::terms(&trace, &engine.decoder, ids.len() - 1, 262).unwrap();
     assert_eq!(dla.len(), 1 + 2 * 2 + 1, "embed, 2 x (attn, mlp), ln_bias");
-    let past = lens_model::attribution::terms(&trace, &engine.decoder, ids.len(), 262).unwrap_err().to_string();
+    let past = lens_model::lens::attribution::terms(&trace, &engine.decoder, ids.len(), 262).unwrap_err().to_string();
     assert!(past.contains("position 4 of a 4-position trace"), "{past}");
-    let beyond = lens_model::attribution::terms(&trace, &engine.decoder, 0, 50257).unwrap_err().to_string();
+    let beyond = lens_model::lens::attribution::terms(&trace, &engine.decoder, 0, 50257).unwrap_err().to_string();
     assert!(beyond.contains("token 50257"), "{beyond}");
 }
 

@@ -3,8 +3,8 @@
 //! vocabulary sizes that are not a multiple of the chunk.
 
 use lens_model::error::Progress;
-use lens_model::lens::{Decoder, DecoderKind};
-use lens_model::metrics::{KernelSpec, NO_TARGET, run_kernel};
+use lens_model::lens::kernel::{Decoder, DecoderKind};
+use lens_model::lens::metrics::{KernelSpec, NO_TARGET, run_kernel};
 use lens_tests::reference::{entropy, kl, log_sum_exp, nll, rank, top_k};
 
 struct Case {
@@ -29,7 +29,7 @@ fn case(d: usize, v: usize, n_pos: usize, n_sites: usize, integer: bool, seed: u
         d_model: d,
         d_vocab: v,
         eps: 1e-5,
-        norm: lens_model::arch::Norm::LayerNorm,
+        norm: lens_model::build::arch::Norm::LayerNorm,
         softcap: None,
         gamma: vec![1.0; d],
         beta: vec![0.0; d],
@@ -139,7 +139,7 @@ fn tie_ranks_do_not_push_tokens_down() {
         d_model: d,
         d_vocab: 10,
         eps: 1e-5,
-        norm: lens_model::arch::Norm::LayerNorm,
+        norm: lens_model::build::arch::Norm::LayerNorm,
         softcap: None,
         gamma: vec![1.0; d],
         beta: vec![0.0; d],

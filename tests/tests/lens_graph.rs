@@ -9,9 +9,9 @@ mod common;
 use std::path::PathBuf;
 
 use lens_model::error::Progress;
-use lens_model::lens::DecoderKind;
-use lens_model::lens_graph::LensPath;
-use lens_model::report::LensReport;
+use lens_model::lens::graph::LensPath;
+use lens_model::lens::kernel::DecoderKind;
+use lens_model::output::report::LensReport;
 use lens_model::{LensEngine, LensOptions};
 use lens_tests::fixture::unique_temp_dir;
 
@@ -115,7 +115,7 @@ fn every_family_lens_graph_matches_the_kernel() {
     let cases = common::family_cases();
     for case in &cases {
         let bundle = unique_temp_dir(&format!("graph-{case}"));
-        lens_model::convert::convert_hf_checkpoint(&families().join(case), &bundle, &Progress::default()).unwrap();
+        lens_model::build::convert::convert_hf_checkpoint(&families().join(case), &bundle, &Progress::default()).unwrap();
         let mut engine = common::open(&bundle);
         compare_paths(&mut engine, case, &[DecoderKind::LogitLens, DecoderKind::LastMlp, DecoderKind::Raw], true);
     }
@@ -123,10 +123,10 @@ fn every_family_lens_graph_matches_the_kernel() {
 
 #[test]
 fn demo_model_and_the_tuned_lens_through_the_lens_graph() {
-    let dir =
-        lens_model::resolve::resolve_model(Some(&PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo-model"))), &Progress::default()).unwrap();
+    let dir = lens_model::run::resolve::resolve_model(Some(&PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo-model"))), &Progress::default())
+        .unwrap();
     let mut engine = common::open(&dir);
-    let lens = lens_model::tuned_lens::TunedLens::open(&PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo-model/tuned-lens"))).unwrap();
+    let lens = lens_model::lens::tuned_lens::TunedLens::open(&PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo-model/tuned-lens"))).unwrap();
     engine.set_tuned_lens(Some(lens)).unwrap();
     // The real 50257-token vocabulary: 13 chunks of 4096 (the last one short).
     compare_paths(&mut engine, "demo", &[DecoderKind::LogitLens, DecoderKind::TunedLens], true);
@@ -142,7 +142,7 @@ fn demo_model_and_the_tuned_lens_through_the_lens_graph() {
 #[test]
 fn many_targets_and_a_quantized_bundle_through_the_lens_graph() {
     let demo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/demo-model"));
-    let dir = lens_model::resolve::resolve_model(Some(&demo), &Progress::default()).unwrap();
+    let dir = lens_model::run::resolve::resolve_model(Some(&demo), &Progress::default()).unwrap();
     let mut engine = common::open(&dir);
     let ids = engine.tokenize(PROMPT, true).unwrap();
     let group = lens_model::TokenGroup { name: "many".into(), token_ids: (100..1100).collect() };
@@ -151,7 +151,7 @@ fn many_targets_and_a_quantized_bundle_through_the_lens_graph() {
     let b = engine.run_ids(&ids, &LensOptions { path: LensPath::Graph, ..base.clone() }, &Progress::default()).unwrap();
     check_same("demo, 1000 group tokens", &a, &b);
     let q = unique_temp_dir("graph-int8");
-    lens_model::convert::convert_hf_checkpoint_as(&demo, &q, lens_model::quant::WeightFormat::Int8, &Progress::default()).unwrap();
+    lens_model::build::convert::convert_hf_checkpoint_as(&demo, &q, lens_model::build::quant::WeightFormat::Int8, &Progress::default()).unwrap();
     let mut engine = common::open(&q);
     let ids = engine.tokenize(PROMPT, true).unwrap();
     let base = LensOptions { k: 7, ..LensOptions::default() };

@@ -6,11 +6,11 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use lens_model::build::graph::{Builder, MS_DOMAIN, attr_int, value_info};
+use lens_model::build::onnx::DT_FLOAT;
+use lens_model::build::quant::{QuantSpec, Quantized, WeightFormat, WeightsChoice, dequantize, quantize};
 use lens_model::error::Progress;
-use lens_model::graph::{Builder, MS_DOMAIN, attr_int, value_info};
-use lens_model::onnx::DT_FLOAT;
-use lens_model::quant::{QuantSpec, Quantized, WeightFormat, WeightsChoice, dequantize, quantize};
-use lens_model::runtime::{Device, ModelSource, create_session_from, init_runtime};
+use lens_model::run::runtime::{Device, ModelSource, create_session_from, init_runtime};
 use lens_model::{LensOptions, LensReport};
 use lens_tests::fixture::unique_temp_dir;
 use prost::Message;
@@ -162,15 +162,15 @@ fn demo_model_int8_and_int4_stay_close_to_f32() {
     // Held-out text of the trained demo model (its own heldout.txt), 512 tokens.
     let text: String = std::fs::read_to_string(demo_hf().join("heldout.txt")).unwrap().chars().take(2400).collect();
     let exact_dir = unique_temp_dir("quant-demo-f32");
-    lens_model::convert::convert_hf_checkpoint_as(&demo_hf(), &exact_dir, WeightFormat::F32, &Progress::default()).unwrap();
+    lens_model::build::convert::convert_hf_checkpoint_as(&demo_hf(), &exact_dir, WeightFormat::F32, &Progress::default()).unwrap();
     let exact = report_of(&exact_dir, &text);
     assert_eq!(exact.run.weights, "f32");
     // Measured on this model (README): int8 agreement 0.992, mean |ΔKL| 0.0126 nats; int4 0.930, 0.192.
     for (format, min_agree, max_mean_dkl) in [(WeightFormat::Int8, 0.98, 0.02), (WeightFormat::Int4, 0.90, 0.2)] {
         let dir = unique_temp_dir(&format!("quant-demo-{format}"));
-        let s = lens_model::convert::convert_hf_checkpoint_as(&demo_hf(), &dir, format, &Progress::default()).unwrap();
+        let s = lens_model::build::convert::convert_hf_checkpoint_as(&demo_hf(), &dir, format, &Progress::default()).unwrap();
         assert_eq!(s.weights, format);
-        assert_eq!(lens_model::bundle::format_version_of(&dir), Some(4));
+        assert_eq!(lens_model::run::bundle::format_version_of(&dir), Some(4));
         let q = report_of(&dir, &text);
         assert_eq!(q.run.weights, format.name());
         assert_eq!(q.tokens, exact.tokens);
@@ -192,11 +192,11 @@ fn every_family_fixture_runs_quantized() {
     let mut failed = Vec::new();
     for case in &cases {
         let exact_dir = unique_temp_dir(&format!("quant-{case}-f32"));
-        lens_model::convert::convert_hf_checkpoint(&families.join(case), &exact_dir, &Progress::default()).unwrap();
+        lens_model::build::convert::convert_hf_checkpoint(&families.join(case), &exact_dir, &Progress::default()).unwrap();
         let exact = report_of(&exact_dir, text);
         for format in [WeightFormat::Int8, WeightFormat::Int4] {
             let dir = unique_temp_dir(&format!("quant-{case}-{format}"));
-            lens_model::convert::convert_hf_checkpoint_as(&families.join(case), &dir, format, &Progress::default()).unwrap();
+            lens_model::build::convert::convert_hf_checkpoint_as(&families.join(case), &dir, format, &Progress::default()).unwrap();
             let q = report_of(&dir, text);
             let (agree, mean, worst) = accuracy(&exact, &q);
             eprintln!("{case} {format}: final top-1 agreement {agree:.3}, mean |dKL| {mean:.5}, max {worst:.4}");
@@ -214,20 +214,20 @@ fn every_family_fixture_runs_quantized() {
 #[test]
 fn cache_keeps_one_bundle_per_format_and_bundles_refuse_another_format() {
     let hf = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/families/llama_f32"));
-    let a = lens_model::resolve::resolve_model_as(Some(&hf), WeightsChoice::Exact(WeightFormat::Int4), &Progress::default()).unwrap();
-    let b = lens_model::resolve::resolve_model_as(Some(&hf), WeightsChoice::Exact(WeightFormat::F32), &Progress::default()).unwrap();
-    let c = lens_model::resolve::resolve_model_as(Some(&hf), WeightsChoice::Exact(WeightFormat::Int4), &Progress::default()).unwrap();
+    let a = lens_model::run::resolve::resolve_model_as(Some(&hf), WeightsChoice::Exact(WeightFormat::Int4), &Progress::default()).unwrap();
+    let b = lens_model::run::resolve::resolve_model_as(Some(&hf), WeightsChoice::Exact(WeightFormat::F32), &Progress::default()).unwrap();
+    let c = lens_model::run::resolve::resolve_model_as(Some(&hf), WeightsChoice::Exact(WeightFormat::Int4), &Progress::default()).unwrap();
     assert_ne!(a.dir, b.dir);
     assert_eq!(a.dir, c.dir);
     assert!(a.dir.to_string_lossy().ends_with("-int4"), "{}", a.dir.display());
     assert_eq!((a.weights, b.weights), (WeightFormat::Int4, WeightFormat::F32));
     // A bundle is used as it is: asking it for another format says how to get one.
-    let e = lens_model::resolve::resolve_model_as(Some(&a.dir), WeightsChoice::Exact(WeightFormat::Int8), &Progress::default()).unwrap_err().to_string();
+    let e = lens_model::run::resolve::resolve_model_as(Some(&a.dir), WeightsChoice::Exact(WeightFormat::Int8), &Progress::default()).unwrap_err().to_string();
     assert!(e.contains("holds int4 weights, not int8") && e.contains("convert --weights int8"), "{e}");
-    let same = lens_model::resolve::resolve_model_as(Some(&a.dir), WeightsChoice::Auto, &Progress::default()).unwrap();
+    let same = lens_model::run::resolve::resolve_model_as(Some(&a.dir), WeightsChoice::Auto, &Progress::default()).unwrap();
     assert_eq!(same.weights, WeightFormat::Int4);
     // auto with little memory picks a quantized format, with its reason.
-    let (f, why) = lens_model::resolve::choose_weights(&hf, WeightsChoice::Auto).unwrap();
+    let (f, why) = lens_model::run::resolve::choose_weights(&hf, WeightsChoice::Auto).unwrap();
     assert_eq!(f, WeightFormat::F32, "{why:?}");
     assert!(why.unwrap().starts_with("auto: f32"));
 }
@@ -248,13 +248,13 @@ fn a_shard_replaced_after_first_use_is_converted_again() {
     let weight_map: serde_json::Map<String, serde_json::Value> =
         st.names().into_iter().map(|n| (n.to_string(), serde_json::Value::String(shard.into()))).collect();
     std::fs::write(dst.join("model.safetensors.index.json"), serde_json::json!({"weight_map": weight_map}).to_string()).unwrap();
-    let first = lens_model::resolve::resolve_model_as(Some(&dst), WeightsChoice::Exact(WeightFormat::Int8), &Progress::default()).unwrap();
-    let again = lens_model::resolve::resolve_model_as(Some(&dst), WeightsChoice::Exact(WeightFormat::Int8), &Progress::default()).unwrap();
+    let first = lens_model::run::resolve::resolve_model_as(Some(&dst), WeightsChoice::Exact(WeightFormat::Int8), &Progress::default()).unwrap();
+    let again = lens_model::run::resolve::resolve_model_as(Some(&dst), WeightsChoice::Exact(WeightFormat::Int8), &Progress::default()).unwrap();
     assert_eq!(first.dir, again.dir, "unchanged inputs: the cached bundle");
     // Replace the shard (same size; a later mtime): a new cache entry, converted from the new file.
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::write(dst.join(shard), &bytes).unwrap();
-    let replaced = lens_model::resolve::resolve_model_as(Some(&dst), WeightsChoice::Exact(WeightFormat::Int8), &Progress::default()).unwrap();
+    let replaced = lens_model::run::resolve::resolve_model_as(Some(&dst), WeightsChoice::Exact(WeightFormat::Int8), &Progress::default()).unwrap();
     assert_ne!(first.dir, replaced.dir, "a replaced shard must not reuse the old bundle");
 }
 
@@ -270,13 +270,13 @@ fn quantized_bundles_keep_an_f16_head_outside_the_graph() {
     let text = "The quick brown fox jumps over the lazy dog. It was the best of times.";
     for (label, src) in [("demo", demo_hf()), ("llama_f32", fixture)] {
         let exact_dir = unique_temp_dir(&format!("quant-head-{label}-f32"));
-        lens_model::convert::convert_hf_checkpoint_as(&src, &exact_dir, WeightFormat::F32, &Progress::default()).unwrap();
+        lens_model::build::convert::convert_hf_checkpoint_as(&src, &exact_dir, WeightFormat::F32, &Progress::default()).unwrap();
         let dir = unique_temp_dir(&format!("quant-head-{label}-int8"));
-        lens_model::convert::convert_hf_checkpoint_as(&src, &dir, WeightFormat::Int8, &Progress::default()).unwrap();
+        lens_model::build::convert::convert_hf_checkpoint_as(&src, &dir, WeightFormat::Int8, &Progress::default()).unwrap();
         let exact = common::open(&exact_dir);
         let mut q = common::open(&dir);
         assert!(exact.bundle.logits_in_graph && !q.bundle.logits_in_graph, "{label}");
-        let m = lens_model::onnx::ModelProto::decode(std::fs::read(dir.join("model.onnx")).unwrap().as_slice()).unwrap();
+        let m = lens_model::build::onnx::ModelProto::decode(std::fs::read(dir.join("model.onnx")).unwrap().as_slice()).unwrap();
         let g = m.graph.as_ref().unwrap();
         assert!(!g.output.iter().any(|o| o.name.as_deref() == Some("logits")), "{label}: the quantized graph outputs logits");
         assert!(!g.node.iter().any(|n| n.op_type.as_deref() == Some("Gemm")), "{label}: the quantized graph multiplies by W_U");
@@ -288,8 +288,8 @@ fn quantized_bundles_keep_an_f16_head_outside_the_graph() {
         assert_eq!(off, 0, "{label}: {off} unembedding values are not the f32 bundle's rounded to f16");
         let (v, d) = (q.decoder.d_vocab, q.decoder.d_model);
         assert_eq!(
-            lens_model::tuned_lens::hash::unembedding_hash_of(wq, v, d),
-            lens_model::tuned_lens::hash::unembedding_hash(&widened, v, d),
+            lens_model::lens::tuned_lens::hash::unembedding_hash_of(wq, v, d),
+            lens_model::lens::tuned_lens::hash::unembedding_hash(&widened, v, d),
             "{label}: the hash of the f16 unembedding"
         );
         // The final top-1 comes from the decoder (no graph logits): against a naive f64 decode.
@@ -310,12 +310,12 @@ fn quantized_bundles_keep_an_f16_head_outside_the_graph() {
     }
     // An f32 bundle whose graph lost its logits is refused by name.
     let dir = unique_temp_dir("quant-head-no-logits");
-    lens_model::convert::convert_hf_checkpoint_as(&demo_hf(), &dir, WeightFormat::F32, &Progress::default()).unwrap();
+    lens_model::build::convert::convert_hf_checkpoint_as(&demo_hf(), &dir, WeightFormat::F32, &Progress::default()).unwrap();
     let path = dir.join("model.onnx");
-    let mut m = lens_model::onnx::ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
+    let mut m = lens_model::build::onnx::ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
     m.graph.as_mut().unwrap().output.retain(|o| o.name.as_deref() != Some("logits"));
     std::fs::write(&path, m.encode_to_vec()).unwrap();
-    let e = lens_model::bundle::Bundle::open(&dir).unwrap_err().to_string();
+    let e = lens_model::run::bundle::Bundle::open(&dir).unwrap_err().to_string();
     assert!(e.contains("logits"), "{e}");
 }
 
@@ -339,8 +339,8 @@ fn an_embedding_beyond_f16_range_is_refused_for_quantized_bundles() {
     bytes[at..at + 4].copy_from_slice(&1.0e6f32.to_le_bytes());
     std::fs::write(&path, bytes).unwrap();
     let out = unique_temp_dir("quant-f16-range-int8");
-    let e = lens_model::convert::convert_hf_checkpoint_as(&dir, &out, WeightFormat::Int8, &Progress::default()).unwrap_err().to_string();
+    let e = lens_model::build::convert::convert_hf_checkpoint_as(&dir, &out, WeightFormat::Int8, &Progress::default()).unwrap_err().to_string();
     assert!(e.contains("embed.W_E") && e.contains("65504") && e.contains("--weights f32"), "{e}");
     assert!(!out.exists(), "a refused conversion leaves nothing");
-    lens_model::convert::convert_hf_checkpoint_as(&dir, &unique_temp_dir("quant-f16-range-f32"), WeightFormat::F32, &Progress::default()).unwrap();
+    lens_model::build::convert::convert_hf_checkpoint_as(&dir, &unique_temp_dir("quant-f16-range-f32"), WeightFormat::F32, &Progress::default()).unwrap();
 }

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use lens_model::tokenizer::LensTokenizer;
+use lens_model::source::tokenizer::LensTokenizer;
 
 const TEXT: &str = "Sometimes, when people say plasma";
 
@@ -116,7 +116,7 @@ fn long_texts_in_pieces_match_the_whole_with_real_tokenizers() {
         let tok = LensTokenizer::from_file(&path).unwrap();
         let whole = tok.encode(&text).unwrap();
         let mut pieces = 0;
-        let got = lens_model::long_text::encode_long(&tok, &text, 8192, &mut |_| {
+        let got = lens_model::source::long_text::encode_long(&tok, &text, 8192, &mut |_| {
             pieces += 1;
             Ok(())
         })

@@ -6,7 +6,7 @@ mod common;
 
 use lens_model::LensOptions;
 use lens_model::error::Progress;
-use lens_model::report::LensReport;
+use lens_model::output::report::LensReport;
 use lens_tests::fixture::{RandomGpt2, TempDir};
 
 #[test]

@@ -44,7 +44,7 @@ fn the_report_as_npz_reads_back_in_numpy_layout() {
     let dir = TempDir::new("npz").unwrap();
     let path = dir.path().join("r.npz");
     let text = |id: u32| String::from_utf8_lossy(&engine.tokenizer.token_bytes(id)).into_owned();
-    lens_model::npz::write_report(&r, &path, &text).unwrap();
+    lens_model::output::npz::write_report(&r, &path, &text).unwrap();
     assert!(!dir.path().join("r.npz.partial").exists());
 
     let (s, p) = (r.sites.len(), r.n_pos());

@@ -1,7 +1,7 @@
 //! The tokenizer wrapper: exact encoding (truncation/padding in tokenizer.json are disabled) and
 //! display text that shows whitespace and never a replacement character.
 
-use lens_model::tokenizer::{LensTokenizer, display_bytes};
+use lens_model::source::tokenizer::{LensTokenizer, display_bytes};
 use lens_tests::fixture::{gpt2_tokenizer_json, unique_temp_dir};
 
 #[test]

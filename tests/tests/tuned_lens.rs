@@ -16,9 +16,9 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use lens_model::error::Progress;
-use lens_model::lens::DecoderKind;
-use lens_model::tuned_lens::fit::{FitOptions, batch_gradient, fit, has_checkpoint};
-use lens_model::tuned_lens::{TunedLens, hash};
+use lens_model::lens::kernel::DecoderKind;
+use lens_model::lens::tuned_lens::fit::{FitOptions, batch_gradient, fit, has_checkpoint};
+use lens_model::lens::tuned_lens::{TunedLens, hash};
 use lens_model::{LensEngine, LensOptions};
 use lens_tests::fixture::unique_temp_dir;
 use lens_tests::reference::read_safetensors_f64;
@@ -33,7 +33,7 @@ fn assets() -> PathBuf {
 
 fn engine_of(case: &str) -> LensEngine {
     let bundle = unique_temp_dir(&format!("tl-{case}"));
-    lens_model::convert::convert_hf_checkpoint(&fixtures().join(case), &bundle, &Progress::default()).unwrap();
+    lens_model::build::convert::convert_hf_checkpoint(&fixtures().join(case), &bundle, &Progress::default()).unwrap();
     common::open(&bundle)
 }
 
@@ -137,7 +137,7 @@ fn bad_lenses_are_refused_with_a_clear_error() {
     let e = refused(&mut llama, &lens);
     assert!(e.contains("trained for another model") && e.contains("fixture-gpt2"), "{e}");
     // Wrong width: the demo model is 256 wide.
-    let dir = lens_model::resolve::resolve_model(Some(&assets().join("demo-model")), &Progress::default()).unwrap();
+    let dir = lens_model::run::resolve::resolve_model(Some(&assets().join("demo-model")), &Progress::default()).unwrap();
     let mut demo = common::open(&dir);
     let e = refused(&mut demo, &lens);
     assert!(e.contains("width d_model 32") && e.contains("256"), "{e}");
@@ -225,7 +225,7 @@ fn saved_params_pt_round_trips() {
 }
 
 /// Naive float64 loss Σ_i mean_n KL(p_n ‖ q_{i,n}) for translators (w, b) of `lens`.
-fn naive_loss(dec: &lens_model::lens::Decoder, lens: &TunedLens, h: &[Vec<f32>], finals: &[f32]) -> f64 {
+fn naive_loss(dec: &lens_model::lens::kernel::Decoder, lens: &TunedLens, h: &[Vec<f32>], finals: &[f32]) -> f64 {
     let d = dec.d_model;
     let n = finals.len() / d;
     let decode = |t: &[f64]| -> Vec<f64> {
@@ -262,7 +262,7 @@ fn naive_loss(dec: &lens_model::lens::Decoder, lens: &TunedLens, h: &[Vec<f32>],
     total
 }
 
-fn check_gradient(dec: &lens_model::lens::Decoder, what: &str) {
+fn check_gradient(dec: &lens_model::lens::kernel::Decoder, what: &str) {
     let d = dec.d_model;
     let (n, n_tr) = (5, 3);
     let mut seed = 12345u64;
@@ -272,7 +272,7 @@ fn check_gradient(dec: &lens_model::lens::Decoder, what: &str) {
         seed ^= seed << 17;
         (seed % 20001) as f32 / 10000.0 - 1.0
     };
-    let mut lens = TunedLens::zeros(lens_model::tuned_lens::TunedLensConfig {
+    let mut lens = TunedLens::zeros(lens_model::lens::tuned_lens::TunedLensConfig {
         base_model_name_or_path: String::new(),
         base_model_revision: None,
         d_model: d,
@@ -345,19 +345,19 @@ fn heldout_halves() -> (String, String) {
 /// Mean KL(final ‖ site) of each site under `decoder` on the evaluation half, by the corpus mode.
 fn heldout_kl(engine: &mut LensEngine, decoder: DecoderKind) -> Vec<f64> {
     let text = heldout_halves().0;
-    let opts = lens_model::corpus::CorpusOptions {
+    let opts = lens_model::analyses::corpus::CorpusOptions {
         window: Some(256),
         max_tokens: Some(2048),
         resamples: 10,
         lens: LensOptions { k: 1, decoder, ..LensOptions::default() },
         ..Default::default()
     };
-    lens_model::corpus::run_corpus(engine, &text, &opts, &Progress::default()).unwrap().per_site.kl_to_final.mean
+    lens_model::analyses::corpus::run_corpus(engine, &text, &opts, &Progress::default()).unwrap().per_site.kl_to_final.mean
 }
 
 #[test]
 fn fitting_on_the_demo_model_beats_the_logit_lens_on_held_out_text() {
-    let dir = lens_model::resolve::resolve_model(Some(&assets().join("demo-model")), &Progress::default()).unwrap();
+    let dir = lens_model::run::resolve::resolve_model(Some(&assets().join("demo-model")), &Progress::default()).unwrap();
     let mut engine = common::open(&dir);
     let text = heldout_halves().1;
     let out = unique_temp_dir("tl-fit");
@@ -412,7 +412,7 @@ fn fitting_on_the_demo_model_beats_the_logit_lens_on_held_out_text() {
 /// finished fit removes its own checkpoint files and nothing else.
 #[test]
 fn a_fit_never_removes_or_overwrites_the_users_files() {
-    let dir = lens_model::resolve::resolve_model(Some(&assets().join("demo-model")), &Progress::default()).unwrap();
+    let dir = lens_model::run::resolve::resolve_model(Some(&assets().join("demo-model")), &Progress::default()).unwrap();
     let mut engine = common::open(&dir);
     let text = heldout_halves().1;
     let opts = FitOptions { steps: 2, tokens_per_step: 256, checkpoint_every: 1, ..FitOptions::default() };

@@ -126,7 +126,7 @@ pub fn run(ort_lib: Option<&Path>, args: &BenchArgs) -> Result<()> {
         while v0 < v {
             let c = block.min(v - v0);
             let w = w_u.get(v0 * d..(v0 + c) * d).unwrap_or_default();
-            lens_model::lens::logits_block(&lhs, w, d, out.get_mut(..rows * c).unwrap_or_default(), true)?;
+            lens_model::lens::kernel::logits_block(&lhs, w, d, out.get_mut(..rows * c).unwrap_or_default(), true)?;
             v0 += c;
         }
         Ok(())
@@ -202,7 +202,7 @@ pub fn run(ort_lib: Option<&Path>, args: &BenchArgs) -> Result<()> {
 
 /// Best-of-`repeat` times of appending `all[ids.len()..]` to the report `prev` of `ids` (forward
 /// pass of the new tokens on the key/value cache of `ids` when the bundle has one, else of the
-/// whole new prompt; lens of the positions [`lens_model::engine::reusable_positions`] does not
+/// whole new prompt; lens of the positions [`lens_model::run::engine::reusable_positions`] does not
 /// keep, joined to the kept ones) and of the full recompute; checks that both give the same report.
 fn time_append(
     engine: &mut lens_model::LensEngine,
@@ -212,7 +212,7 @@ fn time_append(
     opts: &LensOptions,
     repeat: usize,
 ) -> Result<(f64, f64)> {
-    let keep = lens_model::engine::reusable_positions(ids, all);
+    let keep = lens_model::run::engine::reusable_positions(ids, all);
     let (prev_trace, _) = engine.trace_edit(None, ids, &Progress::default())?;
     let (append_s, appended) = best_of(repeat, || {
         let (trace, _) = engine.trace_edit(Some((ids, &prev_trace)), all, &Progress::default())?;

@@ -1,12 +1,12 @@
 //! `logit-lens corpus`: the lens over whole texts, per-site means with bootstrap intervals
-//! (`lens_model::corpus`, schema `logit-lens/corpus@1`).
+//! (`lens_model::analyses::corpus`, schema `logit-lens/corpus@1`).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use lens_model::LensOptions;
-use lens_model::corpus::{CorpusOptions, run_corpus};
+use lens_model::analyses::corpus::{CorpusOptions, run_corpus};
 
 use super::{device, interrupt, open_engine};
 

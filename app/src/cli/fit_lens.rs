@@ -1,11 +1,11 @@
-//! `logit-lens fit-lens`: fits a tuned lens on texts (`lens_model::tuned_lens::fit`) and saves
+//! `logit-lens fit-lens`: fits a tuned lens on texts (`lens_model::lens::tuned_lens::fit`) and saves
 //! it in the tuned-lens package's format.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use lens_model::tuned_lens::fit::{FitOptions, FitStep, fit, has_checkpoint};
+use lens_model::lens::tuned_lens::fit::{FitOptions, FitStep, fit, has_checkpoint};
 
 use super::{device, interrupt, open_engine};
 
@@ -62,7 +62,7 @@ fn print_step(s: &FitStep, labels: &[String]) {
 
 /// Runs `fit-lens`.
 pub fn run(ort_lib: Option<&std::path::Path>, args: &FitLensArgs) -> Result<()> {
-    let has_lens = lens_model::tuned_lens::fit::holds_lens(&args.out);
+    let has_lens = lens_model::lens::tuned_lens::fit::holds_lens(&args.out);
     if has_lens && !args.overwrite && !args.resume {
         bail!("{} already holds a tuned lens; pass --overwrite to replace it, or choose another --out", args.out.display());
     }
@@ -91,7 +91,7 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &FitLensArgs) -> Result<()> 
         Err(lens_model::LensError::Cancelled) => {
             eprintln!(
                 "stopped; a checkpoint is in {}: continue with the same command and --resume",
-                args.out.join(lens_model::tuned_lens::fit::CHECKPOINT_DIR).display()
+                args.out.join(lens_model::lens::tuned_lens::fit::CHECKPOINT_DIR).display()
             );
             return Err(lens_model::LensError::Cancelled.into());
         }

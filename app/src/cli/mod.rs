@@ -13,10 +13,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use lens_model::build::quant::WeightsChoice;
 use lens_model::error::Progress;
-use lens_model::lens::DecoderKind;
-use lens_model::quant::WeightsChoice;
-use lens_model::runtime::{Device, init_runtime};
+use lens_model::lens::kernel::DecoderKind;
+use lens_model::run::runtime::{Device, init_runtime};
 use lens_model::{LensEngine, LensOptions};
 
 /// logit-lens: look inside GPT-2, GPT-Neo, CTRL, GPT-NeoX/Pythia and GPT-J models with the logit lens.
@@ -219,7 +219,7 @@ pub fn stderr_progress() -> Progress {
 
 /// The token groups of `--group NAME=TEXT|TEXT|…` and `--group-word WORD`: every TEXT must be a
 /// single token of this tokenizer (the error names the one that is not); repeats are dropped.
-pub fn token_groups(tok: &lens_model::tokenizer::LensTokenizer, specs: &[String], words: &[String]) -> Result<Vec<lens_model::TokenGroup>> {
+pub fn token_groups(tok: &lens_model::source::tokenizer::LensTokenizer, specs: &[String], words: &[String]) -> Result<Vec<lens_model::TokenGroup>> {
     use crate::session::groups::{group_of_tokens, group_of_word};
     let mut groups = Vec::new();
     for spec in specs {
@@ -260,15 +260,15 @@ pub fn decoder_choice(arg: Option<&str>, tuned_lens: bool) -> Result<DecoderKind
 /// Opens the tuned lens of `--tuned-lens DIR` (if given) and checks it against the engine's model.
 pub fn attach_tuned_lens(engine: &mut LensEngine, dir: Option<&Path>) -> Result<()> {
     if let Some(dir) = dir {
-        let lens = lens_model::tuned_lens::TunedLens::open(dir).with_context(|| format!("cannot read the tuned lens {}", dir.display()))?;
+        let lens = lens_model::lens::tuned_lens::TunedLens::open(dir).with_context(|| format!("cannot read the tuned lens {}", dir.display()))?;
         engine.set_tuned_lens(Some(lens)).with_context(|| format!("cannot use the tuned lens {}", dir.display()))?;
     }
     Ok(())
 }
 
 /// Parses `--lens-path`.
-pub fn lens_path(s: &str) -> Result<lens_model::lens_graph::LensPath> {
-    lens_model::lens_graph::LensPath::parse(s).ok_or_else(|| anyhow::anyhow!("--lens-path {s:?}: use auto, kernel or graph"))
+pub fn lens_path(s: &str) -> Result<lens_model::lens::graph::LensPath> {
+    lens_model::lens::graph::LensPath::parse(s).ok_or_else(|| anyhow::anyhow!("--lens-path {s:?}: use auto, kernel or graph"))
 }
 
 fn device(s: &str) -> Result<Device> {
@@ -276,7 +276,7 @@ fn device(s: &str) -> Result<Device> {
 }
 
 /// ` (block 32, zero points, MatMulNBits)` for a quantized bundle; empty for f32.
-fn weights_detail(b: &lens_model::bundle::Bundle) -> String {
+fn weights_detail(b: &lens_model::run::bundle::Bundle) -> String {
     match b.weights.spec() {
         None => " (exact)".into(),
         Some(_) => {
@@ -306,7 +306,7 @@ pub fn open_engine(ort_lib: Option<&Path>, model: Option<&Path>, device: Device)
 }
 
 /// Says on stderr what `--truncate left` dropped, if anything.
-fn note_truncation(truncated: Option<lens_model::report::Truncation>) {
+fn note_truncation(truncated: Option<lens_model::output::report::Truncation>) {
     if let Some(t) = truncated {
         eprintln!("the prompt has {} tokens; the first {} were dropped to fit the context (--truncate left)", t.original_tokens, t.dropped_tokens);
     }
@@ -321,7 +321,7 @@ static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::n
 fn open_engine_notes(ort_lib: Option<&Path>, model: Option<&Path>, device: Device, print_notes: bool) -> Result<LensEngine> {
     init_runtime(ort_lib)?;
     let progress = stderr_progress();
-    let resolved = lens_model::resolve::resolve_model_as(model, weights(), &progress)?;
+    let resolved = lens_model::run::resolve::resolve_model_as(model, weights(), &progress)?;
     if let Some(reason) = resolved.reason.as_ref().filter(|_| !resolved.weights.is_exact() || VERBOSE.load(std::sync::atomic::Ordering::Relaxed)) {
         eprintln!("{reason}");
     }
@@ -365,15 +365,15 @@ fn run(cli: Cli, gui: GuiServer) -> Result<()> {
             weights: cli.weights,
         })),
         Some(Command::Convert { hf_dir, bundle_dir }) => {
-            let (format, reason) = if lens_model::convert::is_hf_checkpoint(&hf_dir) {
-                lens_model::resolve::choose_weights(&hf_dir, cli.weights)?
+            let (format, reason) = if lens_model::build::convert::is_hf_checkpoint(&hf_dir) {
+                lens_model::run::resolve::choose_weights(&hf_dir, cli.weights)?
             } else {
-                (lens_model::quant::WeightFormat::F32, None)
+                (lens_model::build::quant::WeightFormat::F32, None)
             };
             if let Some(r) = reason {
                 eprintln!("{r}");
             }
-            let summary = lens_model::convert::convert_hf_checkpoint_as(&hf_dir, &bundle_dir, format, &stderr_progress())?;
+            let summary = lens_model::build::convert::convert_hf_checkpoint_as(&hf_dir, &bundle_dir, format, &stderr_progress())?;
             let s = &summary.shape;
             println!(
                 "wrote {} ({}, {} layers, d_model {}, {} heads, d_vocab {}, n_ctx {}; {} weights, sha256 {})",
@@ -407,7 +407,7 @@ fn run(cli: Cli, gui: GuiServer) -> Result<()> {
                 println!("  weights sha256 {h}");
             }
             println!("execution provider: {}", engine.provider.active);
-            println!("lens: {} (auto; --lens-path kernel|graph chooses)", engine.lens_path_label(lens_model::lens_graph::LensPath::Auto));
+            println!("lens: {} (auto; --lens-path kernel|graph chooses)", engine.lens_path_label(lens_model::lens::graph::LensPath::Auto));
             for n in &engine.provider.notes {
                 println!("  {n}");
             }
@@ -486,7 +486,7 @@ fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
             b.truncated = truncated_b;
             (b, "prompt")
         };
-        let cmp = lens_model::compare::compare(report, b, varied)?;
+        let cmp = lens_model::analyses::compare::compare(report, b, varied)?;
         cmp.write_json(json).with_context(|| format!("cannot write the comparison to {}", json.display()))?;
         eprintln!(
             "compared two runs ({varied} varied; {} position pairs aligned by {}); wrote {}",
@@ -503,7 +503,7 @@ fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
     }
     if let Some(npz) = &args.npz {
         let text = |id: u32| String::from_utf8_lossy(&engine.tokenizer.token_bytes(id)).into_owned();
-        lens_model::npz::write_report(&report, npz, &text).with_context(|| format!("cannot write the report to {}", npz.display()))?;
+        lens_model::output::npz::write_report(&report, npz, &text).with_context(|| format!("cannot write the report to {}", npz.display()))?;
         wrote.push(npz.display().to_string());
     }
     eprintln!(

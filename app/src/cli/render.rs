@@ -7,8 +7,9 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use lens_model::LensOptions;
 use lens_model::error::Progress;
-use lens_model::lens::DecoderKind;
+use lens_model::lens::kernel::DecoderKind;
 
+use crate::figure::html::{PageRun, page_run};
 use crate::figure::output::{self, Format};
 use crate::figure::provenance::{CompareSource, Provenance};
 use crate::figure::scene;
@@ -191,19 +192,26 @@ fn other_prompt_text(engine: &lens_model::LensEngine, ids: &[u32]) -> String {
 
 /// A, B and A − B stacked: B drawn with A's settings; the difference over the aligned cells
 /// (positions, or the common tokens of two prompts), log10 for ranks.
+/// Run A of a comparison as drawn: its view model, report and vocabulary.
+struct SideA<'a> {
+    vm: &'a ViewModel,
+    report: &'a lens_model::LensReport,
+    vocab: &'a [crate::session::worker::VocabEntry],
+}
+
 fn compare_scene(
-    vm: &ViewModel,
-    a: &lens_model::LensReport,
+    side_a: SideA<'_>,
     b: &ComparedRun,
     c: &CompareSource,
     spec: &FigureSpec,
     view: &crate::view::settings::ViewSettings,
     title: &str,
-) -> Result<scene::Scene> {
+) -> Result<(scene::Scene, Vec<PageRun>)> {
+    let SideA { vm, report: a, vocab: vocab_a } = side_a;
     if spec.view == FigureView::Contributions {
         bail!("a comparison draws the lens views (logits, probs, ranks, kl, entropy), not contributions");
     }
-    let cmp = lens_model::compare::compare(a.clone(), b.result.report.clone(), &c.varied)?;
+    let cmp = lens_model::analyses::compare::compare(a.clone(), b.result.report.clone(), &c.varied)?;
     let vm_b = ViewModel::build(&b.result, view, &b.vocab);
     let (label_a, label_b) = match c.varied.as_str() {
         "decoder" => (a.decoder.clone(), b.result.report.decoder.clone()),
@@ -230,12 +238,17 @@ fn compare_scene(
     }
     let sub_a = scene::subtitle(a);
     let sub_b = scene::subtitle(&b.result.report);
-    let text_a = |id: u32| crate::view::model::token_display(a, &[], id);
+    let text_a = |id: u32| crate::view::model::token_display(a, vocab_a, id);
     let scene_a = scene::build(vm, a, &FigureSpec { title: Some(format!("A · {label_a}: {title}")), ..spec.clone() }, &sub_a, &text_a)
         .ok_or_else(|| anyhow!("nothing to draw for A"))?;
     let text_b = |id: u32| token_display(&b.result.report, &b.vocab, id);
-    let scene_b = scene::build(&vm_b, &b.result.report, &FigureSpec { title: Some(format!("B · {label_b}: {title}")), ..spec.clone() }, &sub_b, &text_b)
+    let mut scene_b = scene::build(&vm_b, &b.result.report, &FigureSpec { title: Some(format!("B · {label_b}: {title}")), ..spec.clone() }, &sub_b, &text_b)
         .ok_or_else(|| anyhow!("nothing to draw for B"))?;
+    // The B panel's cells are B's run in the HTML page (the A − B panel has A's geometry).
+    for c in &mut scene_b.cells {
+        c.run = 1;
+    }
+    let runs = vec![page_run(&format!("A · {label_a}"), vm, a, &text_a), page_run(&format!("B · {label_b}"), &vm_b, &b.result.report, &text_b)];
     let unit = if metric == crate::view::settings::Metric::Ranks { "log10 rank".to_string() } else { pa.scale.unit.clone() };
     let aligned = if cmp.aligned_by == "position" { "by position".to_string() } else { format!("{} common tokens", cmp.alignment.len()) };
     let b_report = &b.result.report;
@@ -246,7 +259,7 @@ fn compare_scene(
     };
     let scene_d = scene::build_diff(vm, &diff, spec, &format!("aligned {aligned}; grey: no counterpart in B{weights}"), &format!("A − B: {title}"), &unit)
         .ok_or_else(|| anyhow!("nothing to draw for A − B"))?;
-    Ok(scene::stack(vec![scene_a, scene_b, scene_d]))
+    Ok((scene::stack(vec![scene_a, scene_b, scene_d]), runs))
 }
 
 /// Draws a corpus figure from `files` (the `corpus` command's JSON).
@@ -271,15 +284,16 @@ fn render_corpus(a: &RenderArgs, mut spec: FigureSpec, source: Option<crate::fig
     let mut reports = Vec::with_capacity(files.len());
     for f in &files {
         let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
-        let r: lens_model::corpus::CorpusReport = serde_json::from_str(&text).with_context(|| format!("{} is not a logit-lens corpus report", f.display()))?;
-        if r.schema != lens_model::corpus::CORPUS_SCHEMA {
-            bail!("{}: schema {:?} is not {}", f.display(), r.schema, lens_model::corpus::CORPUS_SCHEMA);
+        let r: lens_model::analyses::corpus::CorpusReport =
+            serde_json::from_str(&text).with_context(|| format!("{} is not a logit-lens corpus report", f.display()))?;
+        if r.schema != lens_model::analyses::corpus::CORPUS_SCHEMA {
+            bail!("{}: schema {:?} is not {}", f.display(), r.schema, lens_model::analyses::corpus::CORPUS_SCHEMA);
         }
         reports.push(r);
     }
     let labels: Vec<String> =
         reports.iter().enumerate().map(|(i, r)| labels.get(i).cloned().unwrap_or_else(|| format!("{} · {}", r.model.name, r.decoder))).collect();
-    let runs: Vec<(String, &lens_model::corpus::CorpusReport)> = labels.iter().cloned().zip(reports.iter()).collect();
+    let runs: Vec<(String, &lens_model::analyses::corpus::CorpusReport)> = labels.iter().cloned().zip(reports.iter()).collect();
     apply(&mut spec, a)?;
     let width = spec.width_in * 72.0;
     let scene = crate::figure::corpus::build(&runs, &metric, width, spec.title.as_deref())
@@ -292,7 +306,7 @@ fn render_corpus(a: &RenderArgs, mut spec: FigureSpec, source: Option<crate::fig
     };
     let title = spec.title.clone().unwrap_or_else(|| format!("{metric} per site"));
     let prov = Provenance::of_corpus(first, source, spec);
-    output::write(&scene, &a.out, &title, &prov)?;
+    output::write(&scene, &a.out, &title, &prov, &[])?;
     eprintln!("wrote {} ({:.1} x {:.1} in)", a.out.display(), scene.width / 72.0, scene.height / 72.0);
     Ok(())
 }
@@ -459,17 +473,17 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
         .ok_or_else(|| anyhow!("nothing to draw: the position window or layer step leaves no cells"))?;
     let title = spec.title.clone().unwrap_or_else(|| vm.panel(spec.metric()).map(|p| p.title.clone()).unwrap_or_default());
     let compare = compare_source(a, recorded.as_ref())?;
-    let scene = match &compare {
-        None => scene,
+    let (scene, runs) = match &compare {
+        None => (scene, vec![page_run("", &vm, report, &|id| token_display(report, &vocab, id))]),
         Some(c) => {
             let b = ComparedRun::run(ort_lib, &mut engine, a, &ids, &opts, c, &spec)?;
-            compare_scene(&vm, report, &b, c, &spec, &view, &title)?
+            compare_scene(SideA { vm: &vm, report, vocab: &vocab }, &b, c, &spec, &view, &title)?
         }
     };
     let model_path = engine.bundle.dir.canonicalize().unwrap_or_else(|_| engine.bundle.dir.clone());
     let mut prov = Provenance::new(report, model_path.display().to_string(), prompt, spec);
     prov.compare = compare;
-    output::write(&scene, &a.out, &title, &prov)?;
+    output::write(&scene, &a.out, &title, &prov, &runs)?;
     eprintln!("wrote {} ({:.1} x {:.1} in)", a.out.display(), scene.width / 72.0, scene.height / 72.0);
     Ok(())
 }

@@ -2,13 +2,13 @@
 //! as lines with their 95% bands, for a paper (`render --corpus A.json [--corpus B.json …]`).
 
 use ecolor::Color32;
-use lens_model::corpus::{CorpusReport, Interval};
+use lens_model::analyses::corpus::{CorpusReport, Interval};
 
 use super::scene::{Anchor, Item, Scene};
 use crate::view::theme;
 
 /// The statistics a corpus figure can show: (name in the JSON, axis label).
-pub use lens_model::corpus::METRICS as CORPUS_METRICS;
+pub use lens_model::analyses::corpus::METRICS as CORPUS_METRICS;
 
 #[allow(clippy::too_many_arguments)]
 fn text(items: &mut Vec<Item>, x: f64, y: f64, size: f64, s: String, anchor: Anchor, rotate: f64, color: Color32) {
@@ -127,5 +127,5 @@ pub fn build(runs: &[(String, &CorpusReport)], metric: &str, width: f64, title: 
         text(&mut items, lx + 14.0, ly + 1.0, 6.5, label.to_string(), Anchor::Start, 0.0, ink);
     }
     items.push(Item::Rect { x: left, y: top, w: pw, h: ph, fill: None, stroke: Some((ink, 0.5)) });
-    Some(Scene { width, height, items })
+    Some(Scene { width, height, items, cells: Vec::new() })
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
-use lens_model::report::LensReport;
+use lens_model::output::report::LensReport;
 
 use super::output;
 use super::provenance::Provenance;
@@ -87,7 +87,8 @@ pub fn figure_from_app(
     let scene: Scene = scene::stack(scenes);
     let title = vm.panel(view.tab).map(|p| p.title.clone()).unwrap_or_else(|| "logit lens".into());
     let prov = Provenance::new(report, model.map(|m| m.dir.display().to_string()).unwrap_or_default(), result.prompt.clone(), first);
-    output::write(&scene, path, &title, &prov)
+    let runs = [super::html::page_run("", vm, report, &|id| token_display(report, vocab, id))];
+    output::write(&scene, path, &title, &prov, &runs)
 }
 
 /// A CSV text cell: quoted where it holds a separator, a quote or a line break; and where a
@@ -109,11 +110,11 @@ fn opt<T: ToString>(v: Option<T>) -> String {
 }
 
 /// Writes the report: `.json` (DESIGN §3.4), `.csv` (one row per site and position, with display
-/// and exact token text) or `.npz` (numpy arrays, see [`lens_model::npz::write_report`]).
+/// and exact token text) or `.npz` (numpy arrays, see [`lens_model::output::npz::write_report`]).
 pub fn data(report: &LensReport, path: &Path, token_text: &dyn Fn(u32) -> String) -> Result<()> {
     match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
         Some("json") => Ok(report.write_json(path)?),
-        Some("npz") => Ok(lens_model::npz::write_report(report, path, token_text)?),
+        Some("npz") => Ok(lens_model::output::npz::write_report(report, path, token_text)?),
         Some("csv") => {
             let mut out = Vec::new();
             writeln!(
@@ -150,7 +151,7 @@ pub fn data(report: &LensReport, path: &Path, token_text: &dyn Fn(u32) -> String
             }
             // Through a temporary file: a failed or interrupted export leaves no half-written table
             // (and an earlier file of that name as it was).
-            lens_model::report::write_replacing(path, |tmp| std::fs::write(tmp, &out).map_err(|e| lens_model::LensError::io(tmp, e)))
+            lens_model::files::write_replacing(path, |tmp| std::fs::write(tmp, &out).map_err(|e| lens_model::LensError::io(tmp, e)))
                 .with_context(|| format!("cannot write {}", path.display()))
         }
         _ => bail!("{}: data files end in .json, .csv or .npz", path.display()),

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
+use super::html::PageRun;
 use super::provenance::{Provenance, from_hex, to_hex};
 use super::scene::Scene;
 use super::svg;
@@ -25,6 +26,8 @@ pub enum Format {
     Png,
     /// Portable document format.
     Pdf,
+    /// One self-contained HTML page (the SVG inline, hover and trajectories).
+    Html,
 }
 
 impl Format {
@@ -34,7 +37,8 @@ impl Format {
             Some("svg") => Ok(Self::Svg),
             Some("png") => Ok(Self::Png),
             Some("pdf") => Ok(Self::Pdf),
-            _ => bail!("{}: the figure file must end in .svg, .pdf or .png", path.display()),
+            Some("html" | "htm") => Ok(Self::Html),
+            _ => bail!("{}: the figure file must end in .svg, .pdf, .png or .html", path.display()),
         }
     }
 }
@@ -121,8 +125,10 @@ fn pdf_bytes(svg_text: &str, scene: &Scene, title: &str, prov: &Provenance, prov
     Ok(pdf.finish())
 }
 
-/// Writes `scene` to `path` in the format its extension names, with `prov` inside.
-pub fn write(scene: &Scene, path: &Path, title: &str, prov: &Provenance) -> Result<()> {
+/// Writes `scene` to `path` in the format its extension names, with `prov` inside. `runs` is
+/// what an HTML page shows on hover and click for the panels of `scene.cells` (the other formats
+/// do not use it; a page without it is the figure and its provenance).
+pub fn write(scene: &Scene, path: &Path, title: &str, prov: &Provenance, runs: &[PageRun]) -> Result<()> {
     let format = Format::of(path)?;
     let provenance = serde_json::to_string(prov)?;
     let svg_text = svg::to_svg(scene, title, &provenance);
@@ -130,10 +136,11 @@ pub fn write(scene: &Scene, path: &Path, title: &str, prov: &Provenance) -> Resu
         Format::Svg => svg_text.into_bytes(),
         Format::Png => png_bytes(&svg_text, prov.spec.dpi, &provenance)?,
         Format::Pdf => pdf_bytes(&svg_text, scene, title, prov, &provenance)?,
+        Format::Html => super::html::to_html(scene, &svg_text, title, &provenance, runs).into_bytes(),
     };
     // Through `NAME.EXT.partial` (one per format: fig.svg and fig.png written at once do not
     // share it), removed if the write or the rename fails.
-    lens_model::report::write_replacing(path, |tmp| std::fs::write(tmp, &bytes).map_err(|e| lens_model::LensError::io(tmp, e)))
+    lens_model::files::write_replacing(path, |tmp| std::fs::write(tmp, &bytes).map_err(|e| lens_model::LensError::io(tmp, e)))
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
@@ -144,6 +151,7 @@ pub fn read_provenance(path: &Path) -> Result<Provenance> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let json = match format {
         Format::Svg => svg::read_provenance(&String::from_utf8_lossy(&bytes)),
+        Format::Html => super::html::read_provenance(&String::from_utf8_lossy(&bytes)),
         Format::Png => {
             let decoder = png::Decoder::new(std::io::Cursor::new(&bytes));
             let reader = decoder.read_info().with_context(|| format!("{} is not a PNG", path.display()))?;

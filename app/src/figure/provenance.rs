@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use lens_model::report::LensReport;
+use lens_model::output::report::LensReport;
 
 use super::spec::FigureSpec;
 
@@ -74,7 +74,7 @@ impl Provenance {
     }
 
     /// The provenance of a corpus figure drawn from `source`, whose first report is `first`.
-    pub fn of_corpus(first: &lens_model::corpus::CorpusReport, source: CorpusSource, spec: FigureSpec) -> Self {
+    pub fn of_corpus(first: &lens_model::analyses::corpus::CorpusReport, source: CorpusSource, spec: FigureSpec) -> Self {
         Self {
             schema: SCHEMA.into(),
             program: format!("logit-lens {}", env!("CARGO_PKG_VERSION")),

@@ -3,7 +3,7 @@
 //! colour-bar ticks and units), so screen and figure cannot drift apart.
 
 use ecolor::Color32;
-use lens_model::report::LensReport;
+use lens_model::output::report::LensReport;
 
 use super::spec::{FigureSpec, FigureView};
 use crate::view::model::{ViewModel, shown};
@@ -77,6 +77,26 @@ pub enum Item {
     },
 }
 
+/// Where a grid panel's cells lie in its figure (pt), so that a page can tell which cell is under
+/// the pointer (the HTML export).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct CellArea {
+    /// Left edge of the first column.
+    pub x: f64,
+    /// Top edge of the first row.
+    pub y: f64,
+    /// Cell width.
+    pub w: f64,
+    /// Cell height.
+    pub h: f64,
+    /// Rows (the view model's `rows`, top first).
+    pub n_rows: usize,
+    /// Columns (the view model's `cols`, left first).
+    pub n_cols: usize,
+    /// Which run the panel shows: 0 (the run, or A), 1 (B of a comparison).
+    pub run: usize,
+}
+
 /// A figure: size in points and its primitives in painting order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scene {
@@ -86,6 +106,8 @@ pub struct Scene {
     pub height: f64,
     /// Primitives.
     pub items: Vec<Item>,
+    /// The grid panels' cells (none for plots such as the corpus figures).
+    pub cells: Vec<CellArea>,
 }
 
 const FONT: f64 = 7.0;
@@ -324,14 +346,16 @@ fn layout(grid: Grid, spec: &FigureSpec, subtitle: &str) -> Option<Scene> {
         text(&mut items, bx + bw + 4.0, y + 2.2, 6.0, label.clone(), Anchor::Start, 0.0, INK, false);
     }
     text(&mut items, width - 6.0, grid_top + grid_h / 2.0, 6.5, grid.unit.clone(), Anchor::Middle, 90.0, INK, false);
-    Some(Scene { width, height, items })
+    let cells = vec![CellArea { x: left, y: grid_top, w: cell_w, h: cell_h, n_rows, n_cols, run: 0 }];
+    Some(Scene { width, height, items, cells })
 }
 
 /// Stacks scenes vertically into one figure (e.g. all synchronized panels together).
 pub fn stack(scenes: Vec<Scene>) -> Scene {
-    let mut out = Scene { width: 0.0, height: 0.0, items: Vec::new() };
+    let mut out = Scene { width: 0.0, height: 0.0, items: Vec::new(), cells: Vec::new() };
     for s in scenes {
         let dy = out.height;
+        out.cells.extend(s.cells.into_iter().map(|c| CellArea { y: c.y + dy, ..c }));
         out.width = out.width.max(s.width);
         out.height += s.height;
         out.items.extend(s.items.into_iter().map(|item| match item {

@@ -18,7 +18,7 @@ pub enum AppCommand {
     /// auto`, a checkpoint that would be quantized is asked about first.
     OpenModel(PathBuf),
     /// Open a model folder with these weights (the answer to that question).
-    OpenModelAs(PathBuf, lens_model::quant::WeightsChoice),
+    OpenModelAs(PathBuf, lens_model::build::quant::WeightsChoice),
     /// Close the weights question without opening anything.
     DismissWeightsAsk,
     /// Show the open-prompt dialog (the app opens it, never a panel or a test).

@@ -74,8 +74,8 @@ pub fn apply_outcome(state: &mut AppState, book: &mut JobBook, was_load: bool, k
             // A new engine has no tuned lens: its decoder falls back to the logit lens unless
             // one is being opened with the model.
             state.tuned_lens = None;
-            if state.view.decoder == lens_model::lens::DecoderKind::TunedLens && !book.lens_after_load {
-                state.view.decoder = lens_model::lens::DecoderKind::LogitLens;
+            if state.view.decoder == lens_model::lens::kernel::DecoderKind::TunedLens && !book.lens_after_load {
+                state.view.decoder = lens_model::lens::kernel::DecoderKind::LogitLens;
             }
             // Nothing may still say "pinned" when no token is.
             if state.pinned.is_none() && state.view.rank_target == RankTarget::Pinned {
@@ -125,8 +125,8 @@ pub fn apply_outcome(state: &mut AppState, book: &mut JobBook, was_load: bool, k
             state.notice = Some(format!("tuned lens {}", dir.display()));
             state.error = None;
             state.tuned_lens = Some(dir);
-            let rerun = state.view.decoder == lens_model::lens::DecoderKind::TunedLens || state.result.is_some();
-            state.view.decoder = lens_model::lens::DecoderKind::TunedLens;
+            let rerun = state.view.decoder == lens_model::lens::kernel::DecoderKind::TunedLens || state.result.is_some();
+            state.view.decoder = lens_model::lens::kernel::DecoderKind::TunedLens;
             if rerun && state.model.is_some() && !state.prompt.is_empty() {
                 effects.push(Effect::RunLens);
             }
@@ -146,8 +146,8 @@ pub fn apply_outcome(state: &mut AppState, book: &mut JobBook, was_load: bool, k
             // reason stays on screen.
             state.error = Some(format!("{msg} (the tuned lens is not open)"));
             state.error_sticky = true;
-            if state.tuned_lens.is_none() && state.view.decoder == lens_model::lens::DecoderKind::TunedLens {
-                state.view.decoder = lens_model::lens::DecoderKind::LogitLens;
+            if state.tuned_lens.is_none() && state.view.decoder == lens_model::lens::kernel::DecoderKind::TunedLens {
+                state.view.decoder = lens_model::lens::kernel::DecoderKind::LogitLens;
                 if state.model.is_some() && !state.prompt.is_empty() {
                     effects.push(Effect::RunLens);
                 }

@@ -115,7 +115,7 @@ pub struct AppState {
     pub compare_text: String,
     /// The steps of the fit in progress or last finished (for its loss plot).
     #[serde(skip)]
-    pub fit_history: Vec<std::sync::Arc<lens_model::tuned_lens::fit::FitStep>>,
+    pub fit_history: Vec<std::sync::Arc<lens_model::lens::tuned_lens::fit::FitStep>>,
 }
 
 /// What the Fit tuned lens window fits on and where it saves.
@@ -137,7 +137,7 @@ pub struct FitSettings {
 
 impl Default for FitSettings {
     fn default() -> Self {
-        let d = lens_model::tuned_lens::fit::FitOptions::default();
+        let d = lens_model::lens::tuned_lens::fit::FitOptions::default();
         Self { text: None, out: None, steps: d.steps, tokens: d.tokens_per_step, replace: false }
     }
 }
@@ -225,7 +225,7 @@ impl RecentModel {
 
     /// Whether `source` is a Hugging Face id rather than a folder.
     pub fn is_hub_id(&self) -> bool {
-        lens_model::resolve::names_hub_id(&self.source)
+        lens_model::run::resolve::names_hub_id(&self.source)
     }
 
     /// The hover text of its menu entry: what kind of source it is, and the whole path or id.
@@ -277,7 +277,7 @@ pub struct WeightsAsk {
     /// The checkpoint folder.
     pub path: std::path::PathBuf,
     /// What `auto` chose for it.
-    pub format: lens_model::quant::WeightFormat,
+    pub format: lens_model::build::quant::WeightFormat,
     /// Why (sizes and the memory available).
     pub reason: String,
 }

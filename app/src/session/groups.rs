@@ -1,9 +1,9 @@
 //! Token groups from what a user types, for every face: an explicit list `TEXT|TEXT|…` (each one
-//! token) or a word's single-token variants ([`lens_model::tokenizer::LensTokenizer::word_variants`]).
+//! token) or a word's single-token variants ([`lens_model::source::tokenizer::LensTokenizer::word_variants`]).
 
 use anyhow::{Result, bail};
 use lens_model::TokenGroup;
-use lens_model::tokenizer::LensTokenizer;
+use lens_model::source::tokenizer::LensTokenizer;
 
 /// The group `name` of the tokens `TEXT|TEXT|…`: each TEXT must be one token (the error names
 /// the one that is not and how many tokens it is); repeats are dropped.

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use lens_model::runtime::Device;
+use lens_model::run::runtime::Device;
 
 /// Start-up options (from the command line).
 #[derive(Debug, Clone, Default)]
@@ -26,7 +26,7 @@ pub struct GuiOptions {
     /// [`crate::session::worker::positions_per_piece`]; tests set a small number).
     pub piece_positions: Option<usize>,
     /// Decoder to start with (overrides the remembered one).
-    pub decoder: Option<lens_model::lens::DecoderKind>,
+    pub decoder: Option<lens_model::lens::kernel::DecoderKind>,
     /// Start with the sub-block rows shown.
     pub subblocks: bool,
     /// A tuned lens folder to open with the model.
@@ -34,7 +34,7 @@ pub struct GuiOptions {
     /// Initial window size in points (default 1500 x 940).
     pub window_size: Option<[f32; 2]>,
     /// Weight format of the models opened (`--weights`; `auto` by the memory available).
-    pub weights: lens_model::quant::WeightsChoice,
+    pub weights: lens_model::build::quant::WeightsChoice,
 }
 
 /// Options of `bench-ui`.

@@ -1,9 +1,9 @@
 //! A synthetic [`RunResult`] of any size (benchmarks and tests of the painting code).
 
-use lens_model::attribution::{Attribution, component_names};
 use lens_model::grid::Grid;
-use lens_model::report::{LensReport, Metrics, ModelInfo, RunInfo, SCHEMA, TopK};
-use lens_model::tokenizer::Token;
+use lens_model::lens::attribution::{Attribution, component_names};
+use lens_model::output::report::{LensReport, Metrics, ModelInfo, RunInfo, SCHEMA, TopK};
+use lens_model::source::tokenizer::Token;
 
 use crate::session::worker::RunResult;
 

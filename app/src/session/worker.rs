@@ -8,14 +8,14 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use lens_model::config::ModelShape;
+use lens_model::build::quant::WeightsChoice;
 use lens_model::error::Progress;
 use lens_model::grid::Grid;
-use lens_model::lens::DecoderKind;
-use lens_model::quant::WeightsChoice;
-use lens_model::report::LensReport;
-use lens_model::runtime::{Device, init_runtime};
-use lens_model::trace::ResidualTrace;
+use lens_model::lens::kernel::DecoderKind;
+use lens_model::output::report::LensReport;
+use lens_model::run::runtime::{Device, init_runtime};
+use lens_model::run::trace::ResidualTrace;
+use lens_model::source::config::ModelShape;
 use lens_model::{LensEngine, LensError, LensOptions};
 
 /// How the worker asks its face to show something new: `None` = now, `Some(d)` = within `d`.
@@ -130,7 +130,7 @@ pub struct RunResult {
     /// Positions of the whole prompt: more than the report's while it is a partial result.
     pub total_positions: usize,
     /// The second run and the difference, when comparing (only on complete results).
-    pub compare: Option<Arc<lens_model::compare::CompareReport>>,
+    pub compare: Option<Arc<lens_model::analyses::compare::CompareReport>>,
 }
 
 /// What a run is compared with ([`JobKind::Run`]'s `compare`).
@@ -233,7 +233,7 @@ pub enum JobKind {
     },
     /// Open a tuned lens folder for the `tuned_lens` decoder (checked against the model).
     OpenTunedLens(PathBuf),
-    /// Fit a tuned lens ([`lens_model::tuned_lens::fit`]) on text files, save it in `out` and
+    /// Fit a tuned lens ([`lens_model::lens::tuned_lens::fit`]) on text files, save it in `out` and
     /// use it; every step is reported ([`OutcomeKind::FitStep`]).
     FitLens {
         /// Training text files (each at most 10 MB), joined by a blank line.
@@ -241,11 +241,11 @@ pub enum JobKind {
         /// The lens folder to write.
         out: PathBuf,
         /// Steps, tokens per step, ….
-        opts: lens_model::tuned_lens::fit::FitOptions,
+        opts: lens_model::lens::tuned_lens::fit::FitOptions,
         /// Continue from `out`'s checkpoint.
         resume: bool,
     },
-    /// Corpus mode over a text file ([`lens_model::corpus`]).
+    /// Corpus mode over a text file ([`lens_model::analyses::corpus`]).
     Corpus {
         /// The text file (at most 10 MB).
         file: PathBuf,
@@ -262,7 +262,7 @@ pub struct CorpusRun {
     /// Legend label (file, decoder, and the weights where they are quantized).
     pub label: String,
     /// The aggregated report.
-    pub report: lens_model::corpus::CorpusReport,
+    pub report: lens_model::analyses::corpus::CorpusReport,
 }
 
 impl JobKind {
@@ -289,7 +289,7 @@ pub enum OutcomeKind {
     /// A tuned lens is open (and used by the `tuned_lens` decoder): its folder.
     TunedLens(PathBuf),
     /// One step of a fit in progress (the job goes on).
-    FitStep(Arc<lens_model::tuned_lens::fit::FitStep>),
+    FitStep(Arc<lens_model::lens::tuned_lens::fit::FitStep>),
     /// A fit finished: its lens is saved in this folder and open.
     Fitted(PathBuf),
     /// The first positions of a result that is still being computed (big models): shown at
@@ -520,7 +520,7 @@ pub fn positions_per_piece(n_sites: usize, d_model: usize, d_vocab: usize) -> us
 
 /// The token group of the app's group box: `TEXT|TEXT|…` (each one token) or a word (its
 /// single-token variants); errors name what is not a token.
-pub fn token_group(tok: &lens_model::tokenizer::LensTokenizer, text: &str) -> anyhow::Result<lens_model::TokenGroup> {
+pub fn token_group(tok: &lens_model::source::tokenizer::LensTokenizer, text: &str) -> anyhow::Result<lens_model::TokenGroup> {
     use anyhow::Context as _;
     let group = if text.contains('|') { super::groups::group_of_tokens(tok, text.trim(), text) } else { super::groups::group_of_word(tok, text) };
     group.context("group")
@@ -538,7 +538,7 @@ fn open_engine(
 ) -> anyhow::Result<(PathBuf, LensEngine)> {
     use anyhow::Context as _;
     init_runtime(ort_lib)?;
-    let resolved = lens_model::resolve::resolve_model_as(model, weights, progress)?;
+    let resolved = lens_model::run::resolve::resolve_model_as(model, weights, progress)?;
     let dir = resolved.dir;
     let mut engine = LensEngine::open(&dir, device, progress).with_context(|| format!("{what} {}", dir.display()))?;
     engine.weights_reason = resolved.reason;
@@ -581,7 +581,7 @@ fn compare_run(
     with: &CompareWith,
     truncate_left: bool,
     progress: &Progress,
-) -> anyhow::Result<lens_model::compare::CompareReport> {
+) -> anyhow::Result<lens_model::analyses::compare::CompareReport> {
     use anyhow::Context as _;
     progress.report("comparison", 0.0);
     let b = match with {
@@ -607,7 +607,7 @@ fn compare_run(
             other.lens(&ids_b, &trace_b, opts, progress)?
         }
     };
-    Ok(lens_model::compare::compare(a.clone(), b, with.varied())?)
+    Ok(lens_model::analyses::compare::compare(a.clone(), b, with.varied())?)
 }
 
 fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyhow::Result<OutcomeKind> {
@@ -626,7 +626,7 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
         }
         JobKind::OpenTunedLens(dir) => {
             let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded: open a model before its tuned lens") };
-            let lens = lens_model::tuned_lens::TunedLens::open(dir).with_context(|| format!("cannot read the tuned lens {}", dir.display()))?;
+            let lens = lens_model::lens::tuned_lens::TunedLens::open(dir).with_context(|| format!("cannot read the tuned lens {}", dir.display()))?;
             engine.set_tuned_lens(Some(lens)).with_context(|| format!("cannot use the tuned lens {}", dir.display()))?;
             // Results of the old lens must not be reused.
             st.last_result = None;
@@ -635,9 +635,16 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
         JobKind::FitLens { texts, out, opts, resume } => {
             let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
             let text = crate::session::prompt::read_texts(texts)?;
-            let result =
-                lens_model::tuned_lens::fit::fit(engine, &text, opts, out, *resume, &mut |s| emit(OutcomeKind::FitStep(Arc::new(s.clone()))), &job.progress)
-                    .with_context(|| format!("fitting a tuned lens into {}", out.display()))?;
+            let result = lens_model::lens::tuned_lens::fit::fit(
+                engine,
+                &text,
+                opts,
+                out,
+                *resume,
+                &mut |s| emit(OutcomeKind::FitStep(Arc::new(s.clone()))),
+                &job.progress,
+            )
+            .with_context(|| format!("fitting a tuned lens into {}", out.display()))?;
             engine.set_tuned_lens(Some(result.lens))?;
             st.last_result = None;
             Ok(OutcomeKind::Fitted(out.clone()))
@@ -645,12 +652,12 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
         JobKind::Corpus { file, window, decoder } => {
             let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
             let text = crate::session::prompt::read_prompt_file(file)?;
-            let opts = lens_model::corpus::CorpusOptions {
+            let opts = lens_model::analyses::corpus::CorpusOptions {
                 window: *window,
                 lens: LensOptions { k: 1, decoder: *decoder, ..LensOptions::default() },
-                ..lens_model::corpus::CorpusOptions::default()
+                ..lens_model::analyses::corpus::CorpusOptions::default()
             };
-            let report = lens_model::corpus::run_corpus(engine, &text, &opts, &job.progress)?;
+            let report = lens_model::analyses::corpus::run_corpus(engine, &text, &opts, &job.progress)?;
             let name = file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
             // Quantized weights are named in the legend: such a run can never pass for an exact one.
             let weights = if report.run.weights() == "f32" { String::new() } else { format!(" · {} weights", report.run.weights()) };
@@ -689,10 +696,10 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
             let opts = LensOptions { subblocks, k: (*k).max(1), pinned: pinned.clone(), decoder: *decoder, groups, ..LensOptions::default() };
             let t1 = Instant::now();
             let shape = &engine.bundle.shape;
-            let n_sites = lens_model::sites::site_list(shape.n_layers, subblocks).len();
+            let n_sites = lens_model::run::sites::site_list(shape.n_layers, subblocks).len();
             let step = st.piece_positions.unwrap_or_else(|| positions_per_piece(n_sites, shape.d_model, shape.d_vocab)).max(1);
             let n_pos = trace.n_pos;
-            let mut report: Option<lens_model::report::LensReport> = None;
+            let mut report: Option<lens_model::output::report::LensReport> = None;
             // Direct logit attribution to the first pinned token, per position // [pos][component]
             let mut dla_rows: Vec<Vec<f64>> = Vec::new();
             let mut start = 0;
@@ -702,7 +709,7 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
             if let Some(prev) = st.last_result.as_ref()
                 && prev.opts == opts
             {
-                let keep = lens_model::engine::reusable_positions(&prev.ids, &ids).min(n_pos);
+                let keep = lens_model::run::engine::reusable_positions(&prev.ids, &ids).min(n_pos);
                 if keep > 0 && keep < n_pos {
                     let mut r = prev.result.report.clone();
                     r.keep_positions(keep);
@@ -728,10 +735,10 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
                 let mut piece_dla = Vec::new();
                 if let Some(&t) = pinned.first() {
                     for p in start..end {
-                        piece_dla.push(lens_model::attribution::terms(trace, &engine.decoder, p, t)?);
+                        piece_dla.push(lens_model::lens::attribution::terms(trace, &engine.decoder, p, t)?);
                     }
                 }
-                let piece_start = report.as_ref().map_or(0, lens_model::report::LensReport::n_pos);
+                let piece_start = report.as_ref().map_or(0, lens_model::output::report::LensReport::n_pos);
                 let r = match report.as_mut() {
                     Some(r) => {
                         r.append_positions(piece.clone())?;

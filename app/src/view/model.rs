@@ -2,7 +2,7 @@
 //! (compute, then paint: `ui()` only draws).
 
 use ecolor::Color32;
-use lens_model::report::LensReport;
+use lens_model::output::report::LensReport;
 
 use super::settings::{KlRef, LogitColor, Metric, PosWindow, RankTarget, ViewSettings};
 use super::theme::{self, ColorMap};
@@ -80,10 +80,10 @@ fn at<T: Copy>(g: &lens_model::grid::Grid<T>, s: usize, p: usize) -> Option<T> {
 
 /// Layer of a site name (`embed` → None, `3.attn` or `3.pre+attn` → (3, true), `3` → (3, false)).
 pub fn parse_site(name: &str) -> Option<(usize, bool)> {
-    match lens_model::sites::SiteKind::parse(name)? {
-        lens_model::sites::SiteKind::Embed => None,
-        lens_model::sites::SiteKind::Attn(l) => Some((l, true)),
-        lens_model::sites::SiteKind::Block(l) => Some((l, false)),
+    match lens_model::run::sites::SiteKind::parse(name)? {
+        lens_model::run::sites::SiteKind::Embed => None,
+        lens_model::run::sites::SiteKind::Attn(l) => Some((l, true)),
+        lens_model::run::sites::SiteKind::Block(l) => Some((l, false)),
     }
 }
 

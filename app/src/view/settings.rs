@@ -2,7 +2,7 @@
 //! `render`). Settings that change the run (top-k, decoder, truncation) are told apart from those
 //! that only change the painting by [`ViewSettings::run_differs`].
 
-use lens_model::lens::DecoderKind;
+use lens_model::lens::kernel::DecoderKind;
 use serde::{Deserialize, Serialize};
 
 use super::theme::ColorMap;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use lens_model::LensEngine;
 use lens_model::error::Progress;
-use lens_model::runtime::{Device, init_runtime};
+use lens_model::run::runtime::{Device, init_runtime};
 use lens_tests::fixture::{RandomGpt2, unique_temp_dir, write_checkpoint};
 
 /// Writes `spec` as an HF checkpoint and converts it; returns (hf_dir, bundle_dir).
@@ -13,7 +13,7 @@ pub fn make_bundle(tag: &str, spec: &RandomGpt2) -> (PathBuf, PathBuf) {
     let hf = unique_temp_dir(&format!("{tag}-hf"));
     write_checkpoint(&hf, spec).unwrap();
     let bundle = unique_temp_dir(&format!("{tag}-bundle"));
-    lens_model::convert::convert_hf_checkpoint(&hf, &bundle, &Progress::default()).unwrap();
+    lens_model::build::convert::convert_hf_checkpoint(&hf, &bundle, &Progress::default()).unwrap();
     (hf, bundle)
 }
 

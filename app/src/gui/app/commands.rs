@@ -30,13 +30,13 @@ impl LogitLensApp {
             AppCommand::PromptEdited => self.edited_at = Some(self.now()),
             AppCommand::OpenPromptFile(p) => self.open_prompt_file(p, true),
             AppCommand::OpenModel(p) => {
-                if p.is_dir() || lens_model::resolve::names_hub_id(&p) {
+                if p.is_dir() || lens_model::run::resolve::names_hub_id(&p) {
                     self.state.show_open_id = false;
                     // A checkpoint that auto would quantize: ask first (reads config.json only).
                     if self.opts.weights == WeightsChoice::Auto
-                        && lens_model::convert::is_hf_checkpoint(&p)
-                        && !p.join(lens_model::convert::MODEL_FILE).is_file()
-                        && let Ok((format, Some(reason))) = lens_model::resolve::choose_weights(&p, WeightsChoice::Auto)
+                        && lens_model::build::convert::is_hf_checkpoint(&p)
+                        && !p.join(lens_model::build::convert::MODEL_FILE).is_file()
+                        && let Ok((format, Some(reason))) = lens_model::run::resolve::choose_weights(&p, WeightsChoice::Auto)
                         && !format.is_exact()
                     {
                         self.state.ask_weights = Some(crate::gui::state::WeightsAsk { path: p, format, reason });
@@ -239,7 +239,7 @@ impl LogitLensApp {
                 DialogKind::ExportFigure => rfd::FileDialog::new()
                     .set_title("Export figure")
                     .set_file_name(format!("logit-lens.{export_ext}"))
-                    .add_filter("Figure", &["pdf", "svg", "png"])
+                    .add_filter("Figure", &["pdf", "svg", "png", "html"])
                     .save_file()
                     .map(AppCommand::ExportFigure),
                 DialogKind::ExportData => rfd::FileDialog::new()

@@ -32,7 +32,7 @@ impl LogitLensApp {
     }
 
     /// [`Self::load`] with the weights given (the answer to the weights question).
-    pub(super) fn load_as(&mut self, path: Option<PathBuf>, weights: lens_model::quant::WeightsChoice) {
+    pub(super) fn load_as(&mut self, path: Option<PathBuf>, weights: lens_model::build::quant::WeightsChoice) {
         let (device, ort_lib) = (self.opts.device, self.opts.ort_lib.clone());
         let Some(w) = self.worker() else { return };
         let id = w.submit(JobKind::Load { model: path.clone(), device, ort_lib, weights });
@@ -78,7 +78,7 @@ impl LogitLensApp {
         }
         // The window's guard, again where every fit starts: a lens already there is replaced only
         // when the user ticked "Replace" (a resumed fit writes where it checkpointed).
-        if !resume && !f.replace && lens_model::tuned_lens::fit::holds_lens(&out) {
+        if !resume && !f.replace && lens_model::lens::tuned_lens::fit::holds_lens(&out) {
             self.state.error =
                 Some(format!("{} already holds a tuned lens: tick \"Replace the lens already in this folder\", or choose another folder", out.display()));
             return;
@@ -86,7 +86,7 @@ impl LogitLensApp {
         if !resume {
             self.state.fit_history.clear();
         }
-        let opts = lens_model::tuned_lens::fit::FitOptions { steps: f.steps.max(1), tokens_per_step: f.tokens.max(1), ..Default::default() };
+        let opts = lens_model::lens::tuned_lens::fit::FitOptions { steps: f.steps.max(1), tokens_per_step: f.tokens.max(1), ..Default::default() };
         let job = JobKind::FitLens { texts: vec![text], out, opts, resume };
         if let Some(w) = self.worker() {
             self.latest_lens = w.submit(job);

@@ -126,7 +126,7 @@ impl LogitLensApp {
                     }
                 });
                 ui.menu_button("Decoder", |ui| {
-                    for d in lens_model::lens::DecoderKind::ALL {
+                    for d in lens_model::lens::kernel::DecoderKind::ALL {
                         crate::gui::panels::prompt::decoder_option(ui, &mut v.decoder, d, state.tuned_lens.is_some());
                     }
                 });

@@ -20,7 +20,7 @@ use super::state::{AppState, Cell, Metric, PanelLayout, push_recent};
 use super::theme;
 use super::view::ViewModel;
 use crate::session::worker::{JobKind, ModelSummary, RunResult, Worker};
-use lens_model::quant::WeightsChoice;
+use lens_model::build::quant::WeightsChoice;
 
 /// Seconds of quiet after an edit before the prompt re-runs.
 pub const RERUN_DELAY_S: f64 = 0.6;
@@ -153,7 +153,7 @@ impl LogitLensApp {
         }
         let lens_after_load = opts.tuned_lens.clone();
         if lens_after_load.is_some() && opts.decoder.is_none() {
-            state.view.decoder = lens_model::lens::DecoderKind::TunedLens;
+            state.view.decoder = lens_model::lens::kernel::DecoderKind::TunedLens;
         }
         let (dialog_tx, dialog_rx) = channel();
         let screenshot = opts.screenshot.clone().map(|path| ScreenshotPlan { path, ready_frames: 0, requested: false, outcome: Arc::default() });

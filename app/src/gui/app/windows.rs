@@ -15,7 +15,7 @@ impl LogitLensApp {
                 let label = ui.label("Id");
                 let resp = ui.add(egui::TextEdit::singleline(id_text).hint_text("org/name").desired_width(260.0)).labelled_by(label.id);
                 let enter = resp.lost_focus() && ui.input(|i| i.key_pressed(egui::Key::Enter));
-                let valid = lens_model::resolve::is_hub_id(id_text.trim());
+                let valid = lens_model::run::resolve::is_hub_id(id_text.trim());
                 let clicked = ui.add_enabled(valid, egui::Button::new("Open")).clicked();
                 if valid && (clicked || enter) {
                     cmds.push(AppCommand::OpenModel(PathBuf::from(id_text.trim())));
@@ -56,7 +56,7 @@ impl LogitLensApp {
                         cmds.push(AppCommand::OpenModelAs(ask.path.clone(), WeightsChoice::Exact(ask.format)));
                     }
                     if ui.button("Open in f32 anyway").on_hover_text("Exact, but the run may not fit in memory").clicked() {
-                        cmds.push(AppCommand::OpenModelAs(ask.path.clone(), WeightsChoice::Exact(lens_model::quant::WeightFormat::F32)));
+                        cmds.push(AppCommand::OpenModelAs(ask.path.clone(), WeightsChoice::Exact(lens_model::build::quant::WeightFormat::F32)));
                     }
                     if ui.button("Cancel").clicked() {
                         cmds.push(AppCommand::DismissWeightsAsk);

@@ -7,7 +7,7 @@ use egui_plot::{Legend, Line, Plot, PlotPoints, Polygon};
 use crate::gui::command::AppCommand;
 use crate::gui::state::AppState;
 use crate::gui::theme;
-use lens_model::corpus::METRICS as CORPUS_METRICS;
+use lens_model::analyses::corpus::METRICS as CORPUS_METRICS;
 
 /// The window's contents.
 pub fn corpus_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {

@@ -41,8 +41,8 @@ pub fn fit_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
     });
     // The CLI's overwrite guard: a lens already in the folder is replaced only when asked; a
     // model folder is never an output folder (the fit refuses it too).
-    let has_lens = f.out.as_ref().is_some_and(|o| lens_model::tuned_lens::fit::holds_lens(o));
-    let model_folder = f.out.as_ref().is_some_and(|o| lens_model::tuned_lens::fit::is_model_folder(o));
+    let has_lens = f.out.as_ref().is_some_and(|o| lens_model::lens::tuned_lens::fit::holds_lens(o));
+    let model_folder = f.out.as_ref().is_some_and(|o| lens_model::lens::tuned_lens::fit::is_model_folder(o));
     if model_folder {
         ui.label(RichText::new("This folder holds a model: choose another folder for the lens.").color(theme::WARN));
     } else if has_lens {
@@ -52,7 +52,7 @@ pub fn fit_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
         cmds.push(AppCommand::SetFit(f.clone()));
     }
     let ready = !busy && state.model.is_some() && f.text.is_some() && f.out.is_some() && !model_folder && (!has_lens || f.replace);
-    let checkpoint = f.out.as_ref().is_some_and(|o| lens_model::tuned_lens::fit::has_checkpoint(o));
+    let checkpoint = f.out.as_ref().is_some_and(|o| lens_model::lens::tuned_lens::fit::has_checkpoint(o));
     ui.horizontal(|ui| {
         if ui
             .add_enabled(ready, egui::Button::new("Fit"))

@@ -99,7 +99,7 @@ fn dashed() -> egui_plot::LineStyle {
 /// The followed token's probability, log10 rank and KL(final ‖ site) over `sites` at `pos` of `r`
 /// (each `[x, y]`, only where known).
 #[allow(clippy::type_complexity)]
-fn points(r: &lens_model::report::LensReport, sites: &[usize], pos: usize, token: u32) -> (Vec<[f64; 2]>, Vec<[f64; 2]>, Vec<[f64; 2]>) {
+fn points(r: &lens_model::output::report::LensReport, sites: &[usize], pos: usize, token: u32) -> (Vec<[f64; 2]>, Vec<[f64; 2]>, Vec<[f64; 2]>) {
     let m = &r.metrics;
     let pinned_idx = r.pinned.as_ref().and_then(|p| p.tokens.iter().position(|t| t.id == token));
     let next_id = r.tokens.get(pos + 1).map(|t| t.id);

@@ -134,7 +134,7 @@ fn decoder_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
     egui::ComboBox::from_id_salt("decoder")
         .selected_text(v.decoder.label())
         .show_ui(ui, |ui| {
-            for d in lens_model::lens::DecoderKind::ALL {
+            for d in lens_model::lens::kernel::DecoderKind::ALL {
                 decoder_option(ui, &mut v.decoder, d, state.tuned_lens.is_some());
             }
         })
@@ -151,8 +151,8 @@ fn decoder_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
 
 /// One decoder in a decoder menu: the tuned lens only when one is open (else greyed, saying how
 /// to get one).
-pub fn decoder_option(ui: &mut Ui, current: &mut lens_model::lens::DecoderKind, d: lens_model::lens::DecoderKind, has_tuned_lens: bool) {
-    if d == lens_model::lens::DecoderKind::TunedLens && !has_tuned_lens {
+pub fn decoder_option(ui: &mut Ui, current: &mut lens_model::lens::kernel::DecoderKind, d: lens_model::lens::kernel::DecoderKind, has_tuned_lens: bool) {
+    if d == lens_model::lens::kernel::DecoderKind::TunedLens && !has_tuned_lens {
         ui.add_enabled(false, egui::Button::selectable(false, d.label()))
             .on_disabled_hover_text("No tuned lens is open: File → Open tuned lens… or File → Fit tuned lens…");
     } else {
@@ -164,7 +164,7 @@ pub fn decoder_option(ui: &mut Ui, current: &mut lens_model::lens::DecoderKind, 
 /// every lens panel then shows A, B and A − B.
 fn compare_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
     use crate::session::worker::CompareWith;
-    use lens_model::lens::DecoderKind;
+    use lens_model::lens::kernel::DecoderKind;
     let label = ui.label("Compare");
     let current = match &state.compare {
         None => "off".to_string(),
@@ -231,7 +231,7 @@ pub fn toolbar_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
         if state.result.as_ref().is_some_and(|r| r.report.tokens.first().is_some_and(|t| t.special)) {
             ui.checkbox(&mut v.hide_bos, "Hide BOS").on_hover_text("Hide the first column, the tokenizer's BOS: its lens is degenerate (an attention sink)");
         }
-        let tuned = v.decoder == lens_model::lens::DecoderKind::TunedLens;
+        let tuned = v.decoder == lens_model::lens::kernel::DecoderKind::TunedLens;
         ui.add_enabled(!tuned, egui::Checkbox::new(&mut v.subblocks, "Sub-block rows"))
             .on_hover_text("Show the .attn rows (resid_mid; for parallel blocks the derived resid_pre + attn_out, labelled .pre+attn)")
             .on_disabled_hover_text("The tuned lens has translators for block outputs only: no sub-block rows");
