@@ -1157,3 +1157,89 @@ fn opening_a_checkpoint_that_auto_would_quantize_asks_first() {
     assert_eq!(m.weights_reason, None);
     unsafe { std::env::remove_var("LOGIT_LENS_AVAILABLE_MEMORY") };
 }
+
+/// `--open-report` (issue 23): a report written by `lens --json` opens with no model and no
+/// runtime: the grids, the inspector's top-k texts (from the report's own vocabulary, the same
+/// texts the model's tokenizer gives) and the trajectories are there; no worker is started; Run,
+/// a pin and corpus mode are refused with a note that says why; a comparison and a corpus report
+/// open too; a file that is not a report is a clear error that keeps what is shown.
+#[test]
+fn a_report_opens_without_its_model() {
+    let dir = unique_temp_dir("gui-open-report");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (model, result) = engine_result(&[]);
+    let json = dir.join("r.json");
+    result.report.write_json(&json).unwrap();
+    assert!(!result.report.vocab.is_empty(), "the report carries its tokens' texts");
+    let opts = GuiOptions { open_report: Some(json.clone()), device: Device::Cpu, ..GuiOptions::default() };
+    let app = LogitLensApp::new_for_test(AppState { prompt: "something else".into(), ..AppState::default() }, opts);
+    let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    step_until(&mut h, "the report", |a| a.state.result.is_some());
+    let shown = h.state().state.result.clone().unwrap();
+    assert_eq!(shown.report, lens_model::LensReport::read_json(&json).unwrap());
+    assert_eq!(h.state().state.prompt, PROMPT);
+    assert_eq!(h.state().state.report_file.as_deref(), Some(json.as_path()));
+    assert!(h.state().view_model.is_some());
+    // Every top-1 text is the model's own, read from the report alone.
+    let r = &shown.report;
+    let final_site = r.sites.len() - 1;
+    for p in 0..r.n_pos() {
+        let id = *r.metrics.top1_id.get(final_site, p).unwrap();
+        let want = model.vocab.iter().find(|e| e.id == id).unwrap().display.clone();
+        assert_eq!(lens_app::view::model::token_display(r, &[], id), lens_app::view::model::shown(&want), "position {p}");
+    }
+    // The inspector shows the selected cell's top-k.
+    h.state_mut().apply(AppCommand::Select(Some(lens_app::gui::state::Cell { site: final_site, pos: 2 })));
+    h.step();
+    let top = r.top_k.ids.get(final_site, 2).unwrap()[0];
+    let top_text = lens_app::view::model::token_display(r, &[], top);
+    assert!(h.query_all_by_label_contains(&top_text).next().is_some(), "the inspector lists {top_text}");
+    // Nothing that needs the model runs.
+    let other_decoder = lens_app::gui::state::ViewSettings { decoder: lens_model::lens::kernel::DecoderKind::Raw, ..h.state().state.view.clone() };
+    let painting = lens_app::gui::state::ViewSettings { colormap: lens_app::view::theme::ColorMap::Magma, ..h.state().state.view.clone() };
+    for cmd in [AppCommand::Run, AppCommand::Pin(" mat".into()), AppCommand::RunCorpus(json.clone()), AppCommand::SetView(other_decoder)] {
+        h.state_mut().state.notice = None;
+        h.state_mut().apply(cmd.clone());
+        h.step();
+        assert!(h.state().state.notice.as_deref().unwrap_or_default().contains("without its model"), "{cmd:?}: {:?}", h.state().state.notice);
+    }
+    assert_eq!(h.state().state.view.decoder.name(), "logit_lens", "the refused decoder change did not stick");
+    assert_eq!(h.state().state.pinned, None);
+    // A painting setting needs no model.
+    h.state_mut().apply(AppCommand::SetView(painting));
+    h.step();
+    assert_eq!(h.state().state.view.colormap, lens_app::view::theme::ColorMap::Magma);
+    assert!(!h.state().worker_started(), "no worker, no runtime");
+    assert_eq!(h.state().state.result.as_ref().unwrap().report, shown.report);
+
+    // A comparison file: run A with the comparison.
+    let (_, b) = engine_result_of("The dog sat on the mat.", &[]);
+    let cmp = lens_model::analyses::compare::compare(result.report.clone(), b.report.clone(), "prompt").unwrap();
+    let cjson = dir.join("c.json");
+    cmp.write_json(&cjson).unwrap();
+    h.state_mut().apply(AppCommand::OpenReport(cjson.clone()));
+    step_until(&mut h, "the comparison", |a| a.state.report_file.as_deref() == Some(cjson.as_path()));
+    assert!(h.state().state.result.as_ref().unwrap().compare.is_some());
+
+    // A corpus report joins the Corpus window.
+    let corpus = lens_model::analyses::corpus::CorpusReport {
+        schema: lens_model::analyses::corpus::CORPUS_SCHEMA.into(),
+        decoder: "logit_lens".into(),
+        n_tokens: 1000,
+        ..Default::default()
+    };
+    let kjson = dir.join("k.json");
+    std::fs::write(&kjson, serde_json::to_string(&corpus).unwrap()).unwrap();
+    h.state_mut().apply(AppCommand::OpenReport(kjson));
+    step_until(&mut h, "the corpus run", |a| !a.state.corpus_runs.is_empty());
+    assert_eq!(h.state().state.corpus_runs[0].report, corpus);
+    assert!(h.state().state.show_corpus);
+
+    // Not a report: an error; the comparison stays.
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, "{\"schema\": \"something/else@9\"}").unwrap();
+    h.state_mut().apply(AppCommand::OpenReport(bad));
+    step_until(&mut h, "the error", |a| a.state.error.is_some());
+    assert!(h.state().state.error.as_deref().unwrap().contains("is not one logit-lens writes"));
+    assert!(h.state().state.result.as_ref().unwrap().compare.is_some());
+}

@@ -38,6 +38,10 @@ struct Cli {
     /// Desktop app: a UTF-8 prompt file (at most 10 MB).
     #[arg(long, value_name = "FILE")]
     prompt_file: Option<PathBuf>,
+    /// Desktop app: show a report (lens, comparison or corpus JSON) without its model; nothing
+    /// is loaded or run.
+    #[arg(long, value_name = "R.json", conflicts_with_all = ["model", "prompt", "prompt_file", "file", "tuned_lens"])]
+    open_report: Option<PathBuf>,
     /// Desktop app: save a PNG of the window once the first result is shown, then exit.
     #[arg(long, value_name = "OUT.png")]
     screenshot: Option<PathBuf>,
@@ -363,6 +367,7 @@ fn run(cli: Cli, gui: GuiServer) -> Result<()> {
                 Some(s) => Some(window_size(s)?),
             },
             weights: cli.weights,
+            open_report: cli.open_report,
         })),
         Some(Command::Convert { hf_dir, bundle_dir }) => {
             let (format, reason) = if lens_model::build::convert::is_hf_checkpoint(&hf_dir) {

@@ -23,6 +23,12 @@ pub enum AppCommand {
     DismissWeightsAsk,
     /// Show the open-prompt dialog (the app opens it, never a panel or a test).
     RequestPromptDialog,
+    /// Show the open-report dialog.
+    RequestReportDialog,
+    /// Show a report file (JSON) without a model: read on a thread, then [`AppCommand::ReportOpened`].
+    OpenReport(PathBuf),
+    /// A report file was read (or why not).
+    ReportOpened(PathBuf, Result<crate::session::report_file::Opened, String>),
     /// Show the open-model dialog.
     RequestModelDialog,
     /// Cancel the jobs in flight.

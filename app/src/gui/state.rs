@@ -45,6 +45,10 @@ pub struct AppState {
     /// The latest result.
     #[serde(skip)]
     pub result: Option<Arc<RunResult>>,
+    /// The report file the result on screen was opened from, with no model behind it: editing
+    /// and running are off until a model is opened.
+    #[serde(skip)]
+    pub report_file: Option<PathBuf>,
     /// The pinned token id, when one is pinned.
     #[serde(skip)]
     pub pinned: Option<u32>,
@@ -159,6 +163,7 @@ impl Default for AppState {
             model: None,
             model_source: None,
             result: None,
+            report_file: None,
             pinned: None,
             hover: None,
             selection: None,

@@ -33,6 +33,9 @@ pub struct GuiOptions {
     pub tuned_lens: Option<PathBuf>,
     /// Initial window size in points (default 1500 x 940).
     pub window_size: Option<[f32; 2]>,
+    /// A report (`lens --json`, the app's JSON export) to show without any model
+    /// (`--open-report`); nothing is loaded.
+    pub open_report: Option<PathBuf>,
     /// Weight format of the models opened (`--weights`; `auto` by the memory available).
     pub weights: lens_model::build::quant::WeightsChoice,
 }

@@ -57,6 +57,7 @@ pub fn synthetic_result(n_layers: usize, n_pos: usize, k: usize) -> RunResult {
     };
     let tokens = (0..n_pos).map(|p| Token { id: (p as u32 * 31 + 7) % 1000, text: format!("␣tok{p}"), decoded: format!(" tok{p}"), special: false }).collect();
     let report = LensReport {
+        vocab: Vec::new(),
         schema: SCHEMA.into(),
         model: ModelInfo {
             name: format!("synthetic-{n_layers}L"),

@@ -387,14 +387,10 @@ pub fn token_display(r: &LensReport, vocab: &[VocabEntry], id: u32) -> String {
     }
 }
 
-/// Display text of any token id that appears in the report (input tokens, pins), else `#id`.
+/// Display text of any token id the report holds a text for (input tokens, its vocabulary of
+/// top-1s and top-k, pins, groups), else `#id`.
 pub fn token_text(r: &LensReport, id: u32) -> String {
-    r.tokens
-        .iter()
-        .find(|t| t.id == id)
-        .or_else(|| r.pinned.as_ref().and_then(|p| p.tokens.iter().find(|t| t.id == id)))
-        .map(|t| t.text.clone())
-        .unwrap_or_else(|| format!("#{id}"))
+    r.token_text(id).map_or_else(|| format!("#{id}"), str::to_string)
 }
 
 #[cfg(test)]

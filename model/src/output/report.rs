@@ -211,6 +211,11 @@ pub struct LensReport {
     /// Token groups, when any (`--group`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<GroupReport>,
+    /// The texts of the tokens the grids name beyond the input (every top-1 and top-k id), sorted
+    /// by id, so that the report can be shown without the model (`--open-report`). Empty in
+    /// reports of releases before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vocab: Vec<Token>,
     /// Set when the prompt was cut to the model's context (`--truncate left`): what was dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncated: Option<Truncation>,
@@ -229,6 +234,31 @@ impl LensReport {
     /// Whether the forward pass used the checkpoint's exact (f32) weights.
     pub fn exact_weights(&self) -> bool {
         self.weights() == "f32"
+    }
+
+    /// Every token id the grids name (top-1s, top-k, the attribution's targets), sorted, each
+    /// once: what [`LensReport::vocab`] holds the texts of.
+    pub fn named_ids(&self) -> Vec<u32> {
+        let mut ids: std::collections::BTreeSet<u32> = std::collections::BTreeSet::new();
+        ids.extend(self.metrics.top1_id.cells().copied());
+        for list in self.top_k.ids.cells() {
+            ids.extend(list.iter().copied());
+        }
+        ids.extend(self.attribution.final_top1_ids.iter().copied());
+        ids.into_iter().collect()
+    }
+
+    /// The display text of `id` from what the report holds (its input tokens, pins, groups and
+    /// [`LensReport::vocab`]), if any.
+    pub fn token_text(&self, id: u32) -> Option<&str> {
+        let by_id = |t: &&Token| t.id == id;
+        self.tokens
+            .iter()
+            .find(by_id)
+            .or_else(|| self.vocab.binary_search_by_key(&id, |t| t.id).ok().and_then(|i| self.vocab.get(i)))
+            .or_else(|| self.pinned.as_ref().and_then(|p| p.tokens.iter().find(by_id)))
+            .or_else(|| self.groups.iter().find_map(|g| g.tokens.iter().find(by_id)))
+            .map(|t| t.text.as_str())
     }
 
     /// Number of positions.
@@ -283,6 +313,10 @@ impl LensReport {
             return Err(LensError::invalid("cannot join reports of different models, sites or options"));
         }
         self.tokens.extend(other.tokens);
+        // The union of both vocabularies, sorted by id.
+        self.vocab.extend(other.vocab);
+        self.vocab.sort_by_key(|t| t.id);
+        self.vocab.dedup_by_key(|t| t.id);
         let (m, o) = (&mut self.metrics, other.metrics);
         m.top1_id.append_cols(o.top1_id)?;
         m.top1_logit.append_cols(o.top1_logit)?;

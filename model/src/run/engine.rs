@@ -603,7 +603,7 @@ impl LensEngine {
         }
         let final_top1: Vec<u32> = (0..n_pos).map(|p| rows.get(p * n_sites + final_site).and_then(|r| r.top.first()).map_or(0, |t| t.0)).collect();
         let attribution = attribute(trace, &dec, shape.n_layers, range.clone(), &final_top1, &next)?;
-        Ok(LensReport {
+        let mut report = LensReport {
             schema: SCHEMA.into(),
             model: ModelInfo {
                 name: self.bundle.name.clone(),
@@ -624,6 +624,7 @@ impl LensEngine {
             attribution,
             pinned,
             groups,
+            vocab: Vec::new(),
             truncated: None,
             run: RunInfo {
                 provider: self.provider.active.clone(),
@@ -638,6 +639,8 @@ impl LensEngine {
                 weights: self.bundle.weights.name().into(),
                 weights_reason: self.weights_reason.clone(),
             },
-        })
+        };
+        report.vocab = self.tokenizer.tokens(&report.named_ids());
+        Ok(report)
     }
 }

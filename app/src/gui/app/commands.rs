@@ -25,6 +25,24 @@ impl LogitLensApp {
 
     /// Applies one command: the single place where the state changes on user request.
     pub fn apply(&mut self, cmd: AppCommand) {
+        // A report shown without its model: what would run the lens is refused (with a note),
+        // before any setting changes.
+        let needs_model = match &cmd {
+            AppCommand::Run
+            | AppCommand::PromptEdited
+            | AppCommand::Pin(_)
+            | AppCommand::PinId(_)
+            | AppCommand::Unpin
+            | AppCommand::Group(_)
+            | AppCommand::SetCompare(_)
+            | AppCommand::RunCorpus(_)
+            | AppCommand::OpenTunedLens(_) => true,
+            AppCommand::SetView(v) => self.state.view.run_differs(v),
+            _ => false,
+        };
+        if needs_model && self.refused_without_model() {
+            return;
+        }
         match cmd {
             AppCommand::Run => self.run(),
             AppCommand::PromptEdited => self.edited_at = Some(self.now()),
@@ -57,6 +75,9 @@ impl LogitLensApp {
             AppCommand::DismissWeightsAsk => self.state.ask_weights = None,
             AppCommand::RequestPromptDialog => self.open_dialog(DialogKind::Prompt),
             AppCommand::RequestModelDialog => self.open_dialog(DialogKind::Model),
+            AppCommand::RequestReportDialog => self.open_dialog(DialogKind::Report),
+            AppCommand::OpenReport(p) => self.open_report(p),
+            AppCommand::ReportOpened(p, opened) => self.report_opened(p, opened),
             AppCommand::Cancel => {
                 if let Some(w) = &self.worker {
                     w.cancel_all();
@@ -192,6 +213,76 @@ impl LogitLensApp {
         }
     }
 
+    /// Reads a result file on a thread (it can be large); [`AppCommand::ReportOpened`] brings it.
+    pub(super) fn open_report(&mut self, path: PathBuf) {
+        let tx = self.dialog_tx.clone();
+        let ctx = self.ctx.clone();
+        let spawned = std::thread::Builder::new().name("open-report".into()).spawn(move || {
+            let opened = crate::session::report_file::read(&path).map_err(|e| format!("{e:#}"));
+            let _ = tx.send(AppCommand::ReportOpened(path, opened));
+            if let Some(ctx) = ctx {
+                ctx.request_repaint();
+            }
+        });
+        if let Err(e) = spawned {
+            self.state.error = Some(format!("cannot read the report: {e}"));
+        }
+    }
+
+    /// Shows a result file read by [`Self::open_report`]: a lens report (or a comparison) replaces
+    /// the model and the result on screen, with editing and running off; a corpus report joins the
+    /// Corpus window.
+    pub(super) fn report_opened(&mut self, path: PathBuf, opened: Result<crate::session::report_file::Opened, String>) {
+        use crate::session::report_file::Opened;
+        match opened {
+            Err(e) => self.state.error = Some(e),
+            Ok(Opened::Corpus(run)) => {
+                self.state.notice = Some(format!("opened the corpus report {}", path.display()));
+                self.state.error = None;
+                self.state.show_corpus = true;
+                self.state.corpus_runs.push(run);
+                let extra = self.state.corpus_runs.len().saturating_sub(crate::gui::state::MAX_CORPUS_RUNS);
+                self.state.corpus_runs.drain(..extra);
+            }
+            Ok(Opened::Lens(result)) => {
+                if let Some(w) = &self.worker {
+                    w.cancel_all();
+                }
+                // The jobs in flight are forgotten: none of their outcomes replaces this.
+                self.latest_run = u64::MAX;
+                self.latest_load = u64::MAX;
+                self.loading_path = None;
+                self.run_after_load = false;
+                self.edited_at = None;
+                let report = &result.report;
+                if let Some(d) = lens_model::lens::kernel::DecoderKind::parse(&report.decoder) {
+                    self.state.view.decoder = d;
+                }
+                self.state.model = Some(Arc::new(ModelSummary::from_report(report)));
+                self.state.prompt.clone_from(&result.prompt);
+                self.state.compare = None;
+                self.state.selection = None;
+                self.state.hover = None;
+                self.state.progress = None;
+                self.state.error = None;
+                self.state.notice = Some(format!(
+                    "{}: a report shown without its model: editing and re-running are off (File → Open model… runs the lens again)",
+                    path.display()
+                ));
+                self.state.result = Some(result);
+                self.state.report_file = Some(path);
+            }
+        }
+    }
+
+    /// Refuses what needs the model while a report is shown without it (and says why).
+    pub(super) fn refused_without_model(&mut self) -> bool {
+        let Some(f) = &self.state.report_file else { return false };
+        self.state.notice =
+            Some(format!("this result was opened from {} without its model: open a model (File → Open model…) to run the lens again", f.display()));
+        true
+    }
+
     pub(super) fn open_dialog(&mut self, kind: DialogKind) {
         self.last_dialog_request = Some(kind);
         if !self.dialogs_enabled {
@@ -233,6 +324,11 @@ impl LogitLensApp {
                     .add_filter("All files", &["*"])
                     .pick_file()
                     .map(AppCommand::OpenPromptFile),
+                DialogKind::Report => rfd::FileDialog::new()
+                    .set_title("Open report (lens, comparison or corpus JSON), without its model")
+                    .add_filter("logit-lens report", &["json"])
+                    .pick_file()
+                    .map(AppCommand::OpenReport),
                 DialogKind::Model => {
                     rfd::FileDialog::new().set_title("Open model folder (lens bundle or Hugging Face checkpoint)").pick_folder().map(AppCommand::OpenModel)
                 }

@@ -33,6 +33,11 @@ impl LogitLensApp {
 
     /// [`Self::load`] with the weights given (the answer to the weights question).
     pub(super) fn load_as(&mut self, path: Option<PathBuf>, weights: lens_model::build::quant::WeightsChoice) {
+        // A report shown without its model gives way to a real model (its summary was the
+        // report's).
+        if self.state.report_file.take().is_some() {
+            self.state.model = None;
+        }
         let (device, ort_lib) = (self.opts.device, self.opts.ort_lib.clone());
         let Some(w) = self.worker() else { return };
         let id = w.submit(JobKind::Load { model: path.clone(), device, ort_lib, weights });
@@ -44,6 +49,9 @@ impl LogitLensApp {
     /// Runs corpus mode over `file` with the current model and decoder (progress and Cancel in
     /// the status bar; the result joins the Corpus window's runs).
     pub(super) fn run_corpus(&mut self, file: PathBuf) {
+        if self.refused_without_model() {
+            return;
+        }
         if self.state.model.is_none() {
             self.state.error = Some("no model is loaded: open one first".into());
             return;
@@ -56,6 +64,9 @@ impl LogitLensApp {
 
     /// Opens a tuned lens folder on the worker (checked against the model there).
     pub(super) fn open_tuned_lens(&mut self, dir: PathBuf) {
+        if self.refused_without_model() {
+            return;
+        }
         if self.state.model.is_none() && self.loading_path.is_none() {
             self.state.error = Some("no model is loaded: open a model before its tuned lens".into());
             return;
@@ -67,6 +78,9 @@ impl LogitLensApp {
 
     /// Fits a tuned lens with the Fit window's settings (progress, loss per step, Cancel).
     pub(super) fn start_fit(&mut self, resume: bool) {
+        if self.refused_without_model() {
+            return;
+        }
         let f = self.state.fit.clone();
         let (Some(text), Some(out)) = (f.text, f.out) else {
             self.state.error = Some("choose a training text file and an output folder first".into());
@@ -95,6 +109,9 @@ impl LogitLensApp {
 
     pub(super) fn run(&mut self) {
         self.edited_at = None;
+        if self.refused_without_model() {
+            return;
+        }
         if self.state.prompt.is_empty() {
             self.state.error = Some("the prompt is empty".into());
             return;
@@ -133,6 +150,10 @@ impl LogitLensApp {
     }
 
     pub(super) fn poll_worker(&mut self) {
+        // Dialog answers and opened reports (these need no worker).
+        while let Ok(cmd) = self.dialog_rx.try_recv() {
+            self.cmds.push(cmd);
+        }
         let Some(w) = self.worker.as_mut() else { return };
         let outcomes = w.poll();
         self.state.progress = w.progress();
@@ -176,9 +197,6 @@ impl LogitLensApp {
                     }
                 }
             }
-        }
-        while let Ok(cmd) = self.dialog_rx.try_recv() {
-            self.cmds.push(cmd);
         }
     }
 }

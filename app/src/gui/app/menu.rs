@@ -60,6 +60,13 @@ impl LogitLensApp {
                 if ui.button("Open Hugging Face model…").clicked() {
                     cmds.push(AppCommand::ShowWindow(Window::OpenHubId));
                 }
+                if ui
+                    .button("Open report…")
+                    .on_hover_text("A lens report, comparison or corpus report (JSON) shown without its model: no model is loaded, nothing runs")
+                    .clicked()
+                {
+                    cmds.push(AppCommand::RequestReportDialog);
+                }
                 ui.menu_button("Recent prompts", |ui| {
                     if state.recent_prompts.is_empty() {
                         ui.label("none");

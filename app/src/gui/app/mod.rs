@@ -34,6 +34,8 @@ pub enum DialogKind {
     Prompt,
     /// Pick a model folder.
     Model,
+    /// Pick a result file to show without its model.
+    Report,
     /// Choose where to save a figure.
     ExportFigure,
     /// Choose where to save the report data.
@@ -190,6 +192,12 @@ impl LogitLensApp {
         app
     }
 
+    /// Whether the worker thread (and with it the runtime) was started (tests: a report opened
+    /// without its model starts none).
+    pub fn worker_started(&self) -> bool {
+        self.worker.is_some()
+    }
+
     /// The outcome of `--screenshot`, to read after the window closed.
     pub fn screenshot_outcome(&self) -> Option<Arc<Mutex<ScreenshotOutcome>>> {
         self.screenshot.as_ref().map(|s| Arc::clone(&s.outcome))
@@ -201,7 +209,10 @@ impl LogitLensApp {
             return;
         }
         self.ctx = Some(ctx.clone());
-        if self.state.model.is_none() {
+        if let Some(p) = self.opts.open_report.clone() {
+            // A report without its model: nothing is loaded.
+            self.open_report(p);
+        } else if self.state.model.is_none() {
             let path = self.state.model_path.clone();
             self.load(path);
         }
@@ -244,13 +255,26 @@ impl LogitLensApp {
         }
         egui::Panel::bottom("status").show(ui, |ui| status::status_ui(ui, &self.state, &mut self.cmds));
         egui::Panel::top("prompt").show(ui, |ui| {
-            let busy = self.state.progress.is_some();
-            prompt::prompt_ui(ui, &mut self.state.prompt, busy, &mut self.cmds);
-            let mut pin_text = std::mem::take(&mut self.state.pin_text);
-            ui.horizontal(|ui| {
-                prompt::pin_ui(ui, &mut pin_text, &self.state, &mut self.cmds);
+            if let Some(f) = &self.state.report_file {
+                ui.label(
+                    RichText::new(format!(
+                        "Report {} shown without its model: the prompt, pins and decoder cannot change (File → Open model… runs the lens again)",
+                        f.display()
+                    ))
+                    .color(theme::DIM_TEXT),
+                );
+            }
+            // The prompt and the pin cannot be edited while a report is shown without its model
+            // (the toolbar's run settings are refused with a note when changed).
+            ui.add_enabled_ui(self.state.report_file.is_none(), |ui| {
+                let busy = self.state.progress.is_some();
+                prompt::prompt_ui(ui, &mut self.state.prompt, busy, &mut self.cmds);
+                let mut pin_text = std::mem::take(&mut self.state.pin_text);
+                ui.horizontal(|ui| {
+                    prompt::pin_ui(ui, &mut pin_text, &self.state, &mut self.cmds);
+                });
+                self.state.pin_text = pin_text;
             });
-            self.state.pin_text = pin_text;
             prompt::toolbar_ui(ui, &self.state, &mut self.cmds);
         });
         if self.state.view.show_inspector {
