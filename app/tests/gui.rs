@@ -1243,3 +1243,32 @@ fn a_report_opens_without_its_model() {
     assert!(h.state().state.error.as_deref().unwrap().contains("is not one logit-lens writes"));
     assert!(h.state().state.result.as_ref().unwrap().compare.is_some());
 }
+
+/// The app exports what it shows (issue 23): while comparing, Export writes A, B and A − B, the
+/// difference being the view model's own (the panels the app paints), and the provenance records
+/// the comparison so that `render --from` redraws it.
+#[test]
+fn export_while_comparing_writes_a_b_and_the_difference() {
+    let dir = unique_temp_dir("gui-export-compare");
+    std::fs::create_dir_all(&dir).unwrap();
+    let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, ..GuiOptions::default() };
+    let app = LogitLensApp::new_for_test(AppState { prompt: PROMPT.into(), ..AppState::default() }, opts);
+    let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    step_until(&mut h, "the first result", |a| a.state.result.is_some());
+    h.state_mut().apply(AppCommand::SetCompare(Some(lens_app::session::compare::CompareWith::Decoder(lens_model::lens::kernel::DecoderKind::Raw))));
+    step_until(&mut h, "the comparison", |a| a.state.result.as_ref().is_some_and(|r| r.compare.is_some()));
+    h.step();
+    let svg = dir.join("cmp.svg");
+    h.state_mut().apply(AppCommand::ExportFigure(svg.clone()));
+    assert!(h.state().state.error.is_none(), "{:?}", h.state().state.error);
+    let s = std::fs::read_to_string(&svg).unwrap();
+    assert!(s.contains(">A · logit_lens: ") && s.contains(">B · raw: ") && s.contains(">A − B: "), "three titled panels");
+    // The difference's labels are the view model's (what the app paints).
+    let vm = h.state().view_model.clone().unwrap();
+    let diff = vm.compare.as_ref().unwrap().diff.panel(h.state().state.view.tab).unwrap().labels.clone();
+    let shown = diff.iter().filter(|l| !l.is_empty() && s.contains(&format!(">{}<", lens_app::figure::svg::escape(&lens_app::view::model::shown(l))))).count();
+    assert!(shown * 2 > diff.len(), "{shown} of {} difference labels in the figure", diff.len());
+    let prov = lens_app::figure::output::read_provenance(&svg).unwrap();
+    let c = prov.compare.unwrap();
+    assert_eq!((c.varied.as_str(), c.with.as_str()), ("decoder", "raw"));
+}

@@ -322,6 +322,29 @@ static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::n
 /// [`open_engine`], printing the provider notes to stderr (with `--verbose`) or not (`info`
 /// prints them itself). `--device auto` falling back to the CPU is the normal case on a machine
 /// without a GPU and says nothing by default; an explicit device that cannot be used is an error.
+/// Run B's model for a command (`--compare-model`): opened on first use.
+pub struct OpenedOnce {
+    ort_lib: Option<PathBuf>,
+    device: Device,
+    slot: Option<LensEngine>,
+}
+
+impl OpenedOnce {
+    /// Nothing opened yet; `engine` opens the model with these settings.
+    pub fn new(ort_lib: Option<&Path>, device: Device) -> Self {
+        Self { ort_lib: ort_lib.map(Path::to_path_buf), device, slot: None }
+    }
+}
+
+impl crate::session::compare::OtherEngine for OpenedOnce {
+    fn engine(&mut self, model: &Path, _progress: &Progress) -> Result<&mut LensEngine> {
+        if self.slot.is_none() {
+            self.slot = Some(open_engine(self.ort_lib.as_deref(), Some(model), self.device)?);
+        }
+        self.slot.as_mut().ok_or_else(|| anyhow::anyhow!("internal: the model to compare with is not open"))
+    }
+}
+
 fn open_engine_notes(ort_lib: Option<&Path>, model: Option<&Path>, device: Device, print_notes: bool) -> Result<LensEngine> {
     init_runtime(ort_lib)?;
     let progress = stderr_progress();
@@ -467,31 +490,22 @@ fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
             bail!("--npz holds one report; with a --compare-… option write --json");
         }
         let Some(json) = &args.json else { bail!("a comparison is written with --json OUT") };
-        let (b, varied) = if let Some(d) = &args.compare_decoder {
+        let with = if let Some(d) = &args.compare_decoder {
             let Some(kind) = DecoderKind::parse(d) else { bail!("--compare-decoder {d:?}: use one of {}", DecoderKind::ALL.map(DecoderKind::name).join(", ")) };
-            (engine.run_ids(&ids, &LensOptions { decoder: kind, ..opts.clone() }, &interrupt::watched(Progress::default()))?, "decoder")
+            crate::session::compare::CompareWith::Decoder(kind)
         } else if let Some(m) = &args.compare_model {
-            let mut other = open_engine(ort_lib, Some(m), device(&args.device)?)?;
-            let (ids_b, _) = other.tokenize_with(&text, truncate_left)?;
-            if ids_b != ids || other.bundle.shape.d_vocab != engine.bundle.shape.d_vocab {
-                bail!(
-                    "--compare-model {}: its tokenizer splits the prompt differently (or its vocabulary differs); compare models that share a tokenizer",
-                    m.display()
-                );
-            }
-            (other.run_ids(&ids_b, &opts, &interrupt::watched(Progress::default()))?, "model")
+            crate::session::compare::CompareWith::Model(m.clone())
         } else {
-            let text_b = match (&args.compare_prompt, &args.compare_prompt_file) {
+            crate::session::compare::CompareWith::Prompt(match (&args.compare_prompt, &args.compare_prompt_file) {
                 (Some(t), _) => t.clone(),
                 (None, Some(f)) => crate::session::prompt::read_prompt_file(f)?,
                 (None, None) => bail!("internal: no comparison given"),
-            };
-            let (ids_b, truncated_b) = engine.tokenize_with(&text_b, truncate_left)?;
-            let mut b = engine.run_ids(&ids_b, &opts, &interrupt::watched(Progress::default()))?;
-            b.truncated = truncated_b;
-            (b, "prompt")
+            })
         };
-        let cmp = lens_model::analyses::compare::compare(report, b, varied)?;
+        let varied = with.varied();
+        let mut other = OpenedOnce::new(ort_lib, device(&args.device)?);
+        let progress = interrupt::watched(Progress::default());
+        let cmp = crate::session::compare::compare_with(&mut engine, &mut other, &text, &ids, None, &report, &opts, &with, truncate_left, &progress)?;
         cmp.write_json(json).with_context(|| format!("cannot write the comparison to {}", json.display()))?;
         eprintln!(
             "compared two runs ({varied} varied; {} position pairs aligned by {}); wrote {}",

@@ -9,7 +9,7 @@ use lens_model::LensOptions;
 use lens_model::error::Progress;
 use lens_model::lens::kernel::DecoderKind;
 
-use crate::figure::html::{PageRun, page_run};
+use crate::figure::html::page_run;
 use crate::figure::output::{self, Format};
 use crate::figure::provenance::{CompareSource, Provenance};
 use crate::figure::scene;
@@ -142,124 +142,6 @@ fn compare_source(a: &RenderArgs, recorded: Option<&Provenance>) -> Result<Optio
     } else {
         recorded.and_then(|p| p.compare.clone())
     })
-}
-
-/// The B run of a comparison figure: its result and vocabulary.
-struct ComparedRun {
-    result: RunResult,
-    vocab: Vec<crate::session::worker::VocabEntry>,
-}
-
-impl ComparedRun {
-    fn run(
-        ort_lib: Option<&std::path::Path>,
-        engine: &mut lens_model::LensEngine,
-        a: &RenderArgs,
-        ids: &[u32],
-        opts: &LensOptions,
-        c: &CompareSource,
-        spec: &FigureSpec,
-    ) -> Result<Self> {
-        let progress = super::interrupt::watched(Progress::default());
-        let (report, vocab) = match c.varied.as_str() {
-            "decoder" => {
-                let kind = DecoderKind::parse(&c.with).ok_or_else(|| anyhow!("unknown decoder {:?} to compare with", c.with))?;
-                (engine.run_ids(ids, &LensOptions { decoder: kind, ..opts.clone() }, &progress)?, ModelSummary::vocab_of(engine))
-            }
-            "prompt" => {
-                let (ids_b, _) = engine.tokenize_with(&c.with, spec.truncate_left)?;
-                (engine.run_ids(&ids_b, opts, &progress)?, ModelSummary::vocab_of(engine))
-            }
-            "model" => {
-                let mut other = super::open_engine(ort_lib, Some(std::path::Path::new(&c.with)), a.device.parse()?)?;
-                let ids_b = other.tokenize(&other_prompt_text(engine, ids), spec.truncate_left)?;
-                if ids_b != ids {
-                    bail!("--compare-model {}: its tokenizer splits the prompt differently; compare models that share a tokenizer", c.with);
-                }
-                (other.run_ids(&ids_b, opts, &progress)?, ModelSummary::vocab_of(&other))
-            }
-            other => bail!("unknown comparison {other:?}"),
-        };
-        Ok(Self { result: RunResult { prompt: String::new(), total_positions: report.n_pos(), report, pinned_dla: None, compare: None }, vocab })
-    }
-}
-
-/// The prompt text of `ids` as `engine` decodes it (what B's model tokenizes again).
-fn other_prompt_text(engine: &lens_model::LensEngine, ids: &[u32]) -> String {
-    let bytes: Vec<u8> = ids.iter().filter(|&&id| !engine.tokenizer.is_bos(id)).flat_map(|&id| engine.tokenizer.token_bytes(id)).collect();
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// A, B and A − B stacked: B drawn with A's settings; the difference over the aligned cells
-/// (positions, or the common tokens of two prompts), log10 for ranks.
-/// Run A of a comparison as drawn: its view model, report and vocabulary.
-struct SideA<'a> {
-    vm: &'a ViewModel,
-    report: &'a lens_model::LensReport,
-    vocab: &'a [crate::session::worker::VocabEntry],
-}
-
-fn compare_scene(
-    side_a: SideA<'_>,
-    b: &ComparedRun,
-    c: &CompareSource,
-    spec: &FigureSpec,
-    view: &crate::view::settings::ViewSettings,
-    title: &str,
-) -> Result<(scene::Scene, Vec<PageRun>)> {
-    let SideA { vm, report: a, vocab: vocab_a } = side_a;
-    if spec.view == FigureView::Contributions {
-        bail!("a comparison draws the lens views (logits, probs, ranks, kl, entropy), not contributions");
-    }
-    let cmp = lens_model::analyses::compare::compare(a.clone(), b.result.report.clone(), &c.varied)?;
-    let vm_b = ViewModel::build(&b.result, view, &b.vocab);
-    let (label_a, label_b) = match c.varied.as_str() {
-        "decoder" => (a.decoder.clone(), b.result.report.decoder.clone()),
-        "model" => (a.model.name.clone(), b.result.report.model.name.clone()),
-        _ => ("prompt A".to_string(), "prompt B".to_string()),
-    };
-    let metric = spec.metric();
-    let (Some(pa), Some(pb)) = (vm.panel(metric), vm_b.panel(metric)) else { bail!("no {metric:?} panel") };
-    let pos_b: std::collections::HashMap<usize, usize> = cmp.alignment.iter().map(|&[i, j]| (i, j)).collect();
-    let col_b: std::collections::HashMap<usize, usize> = vm_b.cols.iter().enumerate().map(|(k, &p)| (p, k)).collect();
-    let row_b: std::collections::HashMap<usize, usize> = vm_b.rows.iter().enumerate().map(|(k, &s)| (s, k)).collect();
-    let tr = |v: f64| if metric == crate::view::settings::Metric::Ranks { v.log10() } else { v };
-    let n_cols_b = vm_b.cols.len();
-    let mut diff = Vec::with_capacity(vm.rows.len() * vm.cols.len());
-    for (r, &site) in vm.rows.iter().enumerate() {
-        for (k, &p) in vm.cols.iter().enumerate() {
-            let va = pa.values.get(r * vm.cols.len() + k).copied();
-            let vb = pos_b.get(&p).and_then(|j| col_b.get(j)).zip(row_b.get(&site)).and_then(|(&cb, &rb)| pb.values.get(rb * n_cols_b + cb).copied());
-            diff.push(match (va, vb) {
-                (Some(x), Some(y)) => tr(x) - tr(y),
-                _ => f64::NAN,
-            });
-        }
-    }
-    let sub_a = scene::subtitle(a);
-    let sub_b = scene::subtitle(&b.result.report);
-    let text_a = |id: u32| crate::view::model::token_display(a, vocab_a, id);
-    let scene_a = scene::build(vm, a, &FigureSpec { title: Some(format!("A · {label_a}: {title}")), ..spec.clone() }, &sub_a, &text_a)
-        .ok_or_else(|| anyhow!("nothing to draw for A"))?;
-    let text_b = |id: u32| token_display(&b.result.report, &b.vocab, id);
-    let mut scene_b = scene::build(&vm_b, &b.result.report, &FigureSpec { title: Some(format!("B · {label_b}: {title}")), ..spec.clone() }, &sub_b, &text_b)
-        .ok_or_else(|| anyhow!("nothing to draw for B"))?;
-    // The B panel's cells are B's run in the HTML page (the A − B panel has A's geometry).
-    for c in &mut scene_b.cells {
-        c.run = 1;
-    }
-    let runs = vec![page_run(&format!("A · {label_a}"), vm, a, &text_a), page_run(&format!("B · {label_b}"), &vm_b, &b.result.report, &text_b)];
-    let unit = if metric == crate::view::settings::Metric::Ranks { "log10 rank".to_string() } else { pa.scale.unit.clone() };
-    let aligned = if cmp.aligned_by == "position" { "by position".to_string() } else { format!("{} common tokens", cmp.alignment.len()) };
-    let b_report = &b.result.report;
-    let weights = if a.exact_weights() && b_report.exact_weights() {
-        String::new()
-    } else {
-        format!(" · A {} weights, B {} weights (approximate)", a.weights(), b_report.weights())
-    };
-    let scene_d = scene::build_diff(vm, &diff, spec, &format!("aligned {aligned}; grey: no counterpart in B{weights}"), &format!("A − B: {title}"), &unit)
-        .ok_or_else(|| anyhow!("nothing to draw for A − B"))?;
-    Ok((scene::stack(vec![scene_a, scene_b, scene_d]), runs))
 }
 
 /// Draws a corpus figure from `files` (the `corpus` command's JSON).
@@ -463,22 +345,33 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
     };
     let decoder = DecoderKind::parse(&spec.decoder).ok_or_else(|| anyhow!("unknown decoder {:?} in the figure settings", spec.decoder))?;
     let opts = LensOptions { subblocks: spec.subblocks, pinned, decoder, ..LensOptions::default() };
-    let report = engine.run_ids(&ids, &opts, &super::interrupt::watched(Progress::default()))?;
+    let progress = super::interrupt::watched(Progress::default());
+    let report = engine.run_ids(&ids, &opts, &progress)?;
     let vocab = ModelSummary::vocab_of(&engine);
-    let result = RunResult { prompt: prompt.clone(), total_positions: report.n_pos(), report, pinned_dla: None, compare: None };
+    let compare = compare_source(a, recorded.as_ref())?;
+    // Run B by the one rule the app and `lens` use too; A − B by the view model the app paints.
+    let compared = match &compare {
+        None => None,
+        Some(c) => {
+            let with = crate::session::compare::CompareWith::from_parts(&c.varied, &c.with)?;
+            let mut other = super::OpenedOnce::new(ort_lib, a.device.parse()?);
+            let cmp =
+                crate::session::compare::compare_with(&mut engine, &mut other, &prompt, &ids, None, &report, &opts, &with, spec.truncate_left, &progress)?;
+            Some(std::sync::Arc::new(cmp))
+        }
+    };
+    let result = RunResult { prompt: prompt.clone(), total_positions: report.n_pos(), report, pinned_dla: None, compare: compared };
     let vm = ViewModel::build(&result, &view, &vocab);
     let report = &result.report;
-    let subtitle = scene::subtitle(report);
-    let scene = scene::build(&vm, report, &spec, &subtitle, &|id| token_display(report, &vocab, id))
-        .ok_or_else(|| anyhow!("nothing to draw: the position window or layer step leaves no cells"))?;
-    let title = spec.title.clone().unwrap_or_else(|| vm.panel(spec.metric()).map(|p| p.title.clone()).unwrap_or_default());
-    let compare = compare_source(a, recorded.as_ref())?;
-    let (scene, runs) = match &compare {
-        None => (scene, vec![page_run("", &vm, report, &|id| token_display(report, &vocab, id))]),
-        Some(c) => {
-            let b = ComparedRun::run(ort_lib, &mut engine, a, &ids, &opts, c, &spec)?;
-            compare_scene(SideA { vm: &vm, report, vocab: &vocab }, &b, c, &spec, &view, &title)?
-        }
+    let panel_title = vm.panel(spec.metric()).map(|p| crate::figure::compare::base_title(&vm, &p.title)).unwrap_or_default();
+    let title = spec.title.clone().unwrap_or(panel_title);
+    let text = |r: &lens_model::LensReport, id: u32| token_display(r, &vocab, id);
+    let (scene, runs) = if result.compare.is_some() {
+        crate::figure::compare::compare_figure(&vm, &result, &spec, &title, &text)?
+    } else {
+        let scene = scene::build(&vm, report, &spec, &scene::subtitle(report), &|id| text(report, id))
+            .ok_or_else(|| anyhow!("nothing to draw: the position window or layer step leaves no cells"))?;
+        (scene, vec![page_run("", &vm, report, &|id| text(report, id))])
     };
     let model_path = engine.bundle.dir.canonicalize().unwrap_or_else(|_| engine.bundle.dir.clone());
     let mut prov = Provenance::new(report, model_path.display().to_string(), prompt, spec);

@@ -57,37 +57,65 @@ pub fn spec_from_view(view: &ViewSettings, metric: Metric, export: &ExportSettin
     }
 }
 
-/// Writes the app's current view (one panel, or all shown panels stacked) to `path`.
-pub fn figure_from_app(
-    vm: &ViewModel,
-    result: &RunResult,
-    view: &ViewSettings,
-    export: &ExportSettings,
-    model: Option<&ModelSummary>,
-    pin_text: Option<String>,
-    path: &Path,
-) -> Result<()> {
+/// What the app shows, for [`figure_from_app`].
+pub struct AppView<'a> {
+    /// The view model on screen (with a comparison: B and A − B too).
+    pub vm: &'a ViewModel,
+    /// The result it was built from.
+    pub result: &'a RunResult,
+    /// The view settings.
+    pub view: &'a ViewSettings,
+    /// The loaded model, if any (a report opened without its model has only a summary).
+    pub model: Option<&'a ModelSummary>,
+    /// The pinned token's text, when one is pinned.
+    pub pin_text: Option<String>,
+    /// What run B of the comparison on screen changes, when comparing.
+    pub compare: Option<&'a crate::session::compare::CompareWith>,
+}
+
+/// Writes the app's current view (one panel, or all shown panels stacked; while comparing, A, B
+/// and A − B of each, as the app shows them) to `path`.
+pub fn figure_from_app(app: &AppView<'_>, export: &ExportSettings, path: &Path) -> Result<()> {
+    let AppView { vm, result, view, model, .. } = *app;
     let report = &result.report;
     let metrics: Vec<Metric> =
         if export.all_panels { Metric::ALL.into_iter().zip(view.shown).filter(|(_, s)| *s).map(|(m, _)| m).collect() } else { vec![view.tab] };
     let empty = Vec::new();
     let vocab = model.map_or(&empty, |m| m.vocab.as_ref());
+    let text = |r: &lens_model::LensReport, id: u32| token_display(r, vocab, id);
+    let comparing = result.compare.is_some() && vm.compare.is_some();
     let subtitle = scene::subtitle(report);
     let mut scenes = Vec::new();
     let mut specs = Vec::new();
+    let mut runs = vec![super::html::page_run("", vm, report, &|id| text(report, id))];
     for m in metrics {
         // The tuned lens the report was decoded with, so that `render --from` opens it again.
-        let spec = FigureSpec { tuned_lens: report.run.tuned_lens.clone(), ..spec_from_view(view, m, export, pin_text.clone()) };
-        let s =
-            scene::build(vm, report, &spec, &subtitle, &|id| token_display(report, vocab, id)).ok_or_else(|| anyhow!("nothing to draw: no visible cells"))?;
+        let spec = FigureSpec { tuned_lens: report.run.tuned_lens.clone(), ..spec_from_view(view, m, export, app.pin_text.clone()) };
+        let s = if comparing {
+            let title = vm.panel(m).map(|p| super::compare::base_title(vm, &p.title)).unwrap_or_default();
+            let (s, page) = super::compare::compare_figure(vm, result, &spec, &title, &text)?;
+            runs = page;
+            s
+        } else {
+            scene::build(vm, report, &spec, &subtitle, &|id| text(report, id)).ok_or_else(|| anyhow!("nothing to draw: no visible cells"))?
+        };
         scenes.push(s);
         specs.push(spec);
     }
     let first = specs.first().cloned().ok_or_else(|| anyhow!("no panel is shown"))?;
     let scene: Scene = scene::stack(scenes);
     let title = vm.panel(view.tab).map(|p| p.title.clone()).unwrap_or_else(|| "logit lens".into());
-    let prov = Provenance::new(report, model.map(|m| m.dir.display().to_string()).unwrap_or_default(), result.prompt.clone(), first);
-    let runs = [super::html::page_run("", vm, report, &|id| token_display(report, vocab, id))];
+    let mut prov = Provenance::new(report, model.map(|m| m.dir.display().to_string()).unwrap_or_default(), result.prompt.clone(), first);
+    if comparing {
+        prov.compare = app.compare.map(|c| super::provenance::CompareSource {
+            varied: c.varied().to_string(),
+            with: match c {
+                crate::session::compare::CompareWith::Decoder(d) => d.name().to_string(),
+                crate::session::compare::CompareWith::Prompt(p) => p.clone(),
+                crate::session::compare::CompareWith::Model(m) => m.display().to_string(),
+            },
+        });
+    }
     output::write(&scene, path, &title, &prov, &runs)
 }
 

@@ -4,6 +4,7 @@
 //! self-contained HTML page ([`html`]: hover shows a cell's top-k, a click its trajectories), each
 //! carrying its provenance so that `logit-lens render --from FIG` can regenerate it.
 
+pub mod compare;
 pub mod corpus;
 pub mod export;
 pub mod html;

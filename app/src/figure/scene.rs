@@ -223,28 +223,6 @@ pub fn build(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, subtitle: &
     layout(grid, spec, subtitle)
 }
 
-/// The difference panel of a comparison: `diff` per cell of `vm` (A's grid geometry and labels;
-/// NaN where a cell has no counterpart in B), on a diverging scale symmetric about 0, titled
-/// `title`, its colour bar in `unit`.
-pub fn build_diff(vm: &ViewModel, diff: &[f64], spec: &FigureSpec, subtitle: &str, title: &str, unit: &str) -> Option<Scene> {
-    let max = diff.iter().copied().filter(|v| v.is_finite()).fold(0f64, |a, v| a.max(v.abs())).max(1e-9);
-    let grid = Grid {
-        title: title.to_string(),
-        row_labels: vm.row_labels.clone(),
-        top_labels: vm.next_labels.iter().map(|(t, _)| t.clone()).collect(),
-        bottom_labels: vm.input_labels.clone(),
-        colors: diff.iter().map(|&v| theme::diverging(v, max)).collect(),
-        labels: diff.iter().map(|&v| short(v)).collect(),
-        outline: vec![false; diff.len()],
-        depth: (Vec::new(), true),
-        bar: diverging_bar(max),
-        // A and B equal everywhere: one tick, not "−0.00 … 0.00".
-        ticks: if max > 1e-6 { diverging_ticks(max) } else { vec![(0.5, "0".into())] },
-        unit: unit.to_string(),
-    };
-    layout(grid, &FigureSpec { title: None, ..spec.clone() }, subtitle)
-}
-
 /// Lays out a grid figure: title, subtitle, tilted token labels, cells, colour bar.
 fn layout(grid: Grid, spec: &FigureSpec, subtitle: &str) -> Option<Scene> {
     let n_rows = grid.row_labels.len();

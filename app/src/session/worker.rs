@@ -133,40 +133,7 @@ pub struct RunResult {
     pub compare: Option<Arc<lens_model::analyses::compare::CompareReport>>,
 }
 
-/// What a run is compared with ([`JobKind::Run`]'s `compare`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum CompareWith {
-    /// The same prompt under another decoder.
-    Decoder(DecoderKind),
-    /// Another prompt (e.g. a corrupted one), same model and decoder.
-    Prompt(String),
-    /// The same prompt through another model of the same tokenizer and depth (a folder or a
-    /// Hugging Face id).
-    Model(PathBuf),
-}
-
-impl CompareWith {
-    /// What varies, as the compare report names it (`decoder`, `prompt`).
-    pub fn varied(&self) -> &'static str {
-        match self {
-            Self::Decoder(_) => "decoder",
-            Self::Prompt(_) => "prompt",
-            Self::Model(_) => "model",
-        }
-    }
-
-    /// A short label of run B (`raw`, `"…the prompt…"`).
-    pub fn label(&self) -> String {
-        match self {
-            Self::Decoder(d) => d.label().to_string(),
-            Self::Prompt(p) => {
-                let short: String = p.chars().take(24).collect();
-                if p.chars().count() > 24 { format!("\"{short}…\"") } else { format!("\"{short}\"") }
-            }
-            Self::Model(m) => m.file_name().map_or_else(|| m.display().to_string(), |n| n.to_string_lossy().into_owned()),
-        }
-    }
-}
+pub use crate::session::compare::CompareWith;
 
 /// The next positions of a run whose first positions are on screen ([`OutcomeKind::More`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -553,9 +520,9 @@ struct OtherModel<'a> {
     weights: WeightsChoice,
 }
 
-impl<'a> OtherModel<'a> {
+impl crate::session::compare::OtherEngine for OtherModel<'_> {
     /// The engine of `model` (opened, or converted and opened, when it is not the one kept).
-    fn engine(self, model: &std::path::Path, progress: &Progress) -> anyhow::Result<&'a mut LensEngine> {
+    fn engine(&mut self, model: &std::path::Path, progress: &Progress) -> anyhow::Result<&mut LensEngine> {
         if self.slot.as_ref().is_none_or(|(p, _)| p != model) {
             *self.slot = None;
             let (_, engine) = open_engine(Some(model), self.device, self.ort_lib, self.weights, progress, "cannot open the model to compare with,")?;
@@ -566,48 +533,6 @@ impl<'a> OtherModel<'a> {
             None => anyhow::bail!("internal: the model to compare with is not open"),
         }
     }
-}
-
-/// Run B of a comparison and the difference A − B (`a` is run A's whole report on `trace`).
-#[allow(clippy::too_many_arguments)]
-fn compare_run(
-    engine: &mut LensEngine,
-    other: OtherModel<'_>,
-    text: &str,
-    trace: &ResidualTrace,
-    ids: &[u32],
-    a: &LensReport,
-    opts: &LensOptions,
-    with: &CompareWith,
-    truncate_left: bool,
-    progress: &Progress,
-) -> anyhow::Result<lens_model::analyses::compare::CompareReport> {
-    use anyhow::Context as _;
-    progress.report("comparison", 0.0);
-    let b = match with {
-        CompareWith::Decoder(d) => engine.lens(ids, trace, &LensOptions { decoder: *d, ..opts.clone() }, progress)?,
-        CompareWith::Prompt(p) => {
-            let (ids_b, truncated) = engine.tokenize_with(p, truncate_left).context("the prompt to compare with")?;
-            let trace_b = engine.trace_with(&ids_b, progress)?;
-            let mut b = engine.lens(&ids_b, &trace_b, opts, progress)?;
-            b.truncated = truncated;
-            b
-        }
-        CompareWith::Model(m) => {
-            let (vocab, name) = (engine.bundle.shape.d_vocab, m.display().to_string());
-            if opts.decoder == DecoderKind::TunedLens {
-                anyhow::bail!("{name}: a tuned lens belongs to one model; compare models under another decoder");
-            }
-            let other = other.engine(m, progress)?;
-            let ids_b = other.tokenize(text, truncate_left)?;
-            if ids_b != ids || other.bundle.shape.d_vocab != vocab {
-                anyhow::bail!("{name}: its tokenizer splits the prompt differently (or its vocabulary differs); compare models that share a tokenizer");
-            }
-            let trace_b = other.trace_with(&ids_b, progress)?;
-            other.lens(&ids_b, &trace_b, opts, progress)?
-        }
-    };
-    Ok(lens_model::analyses::compare::compare(a.clone(), b, with.varied())?)
 }
 
 fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyhow::Result<OutcomeKind> {
@@ -775,8 +700,20 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
                     let compared = match compare {
                         None => None,
                         Some(c) => {
-                            let other = OtherModel { slot: &mut st.other, device: st.device, ort_lib: st.ort_lib.as_deref(), weights: st.weights };
-                            Some(Arc::new(compare_run(engine, other, text, trace, &ids, &whole, &opts, c, *truncate_left, &job.progress)?))
+                            let mut other = OtherModel { slot: &mut st.other, device: st.device, ort_lib: st.ort_lib.as_deref(), weights: st.weights };
+                            let cmp = crate::session::compare::compare_with(
+                                engine,
+                                &mut other,
+                                text,
+                                &ids,
+                                Some(trace),
+                                &whole,
+                                &opts,
+                                c,
+                                *truncate_left,
+                                &job.progress,
+                            )?;
+                            Some(Arc::new(cmp))
                         }
                     };
                     let res = Arc::new(RunResult { prompt: text.clone(), report: whole, pinned_dla, total_positions: n_pos, compare: compared });

@@ -185,9 +185,15 @@ impl LogitLensApp {
             self.state.error = Some("nothing to export yet: run the lens first".into());
             return;
         };
-        let model = self.state.model.as_deref();
-        let pin = self.state.pinned.map(|_| self.state.pin_text.clone());
-        match crate::figure::export::figure_from_app(vm, res, &self.state.view, &self.state.export, model, pin, path) {
+        let app = crate::figure::export::AppView {
+            vm,
+            result: res,
+            view: &self.state.view,
+            model: self.state.model.as_deref(),
+            pin_text: self.state.pinned.map(|_| self.state.pin_text.clone()),
+            compare: self.state.compare.as_ref(),
+        };
+        match crate::figure::export::figure_from_app(&app, &self.state.export, path) {
             Ok(()) => {
                 self.state.notice = Some(format!("exported {}", path.display()));
                 self.state.error = None;

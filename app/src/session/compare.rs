@@ -1,0 +1,131 @@
+//! The one rule for run B of a comparison, used by the app's worker, `lens` and `render`: what
+//! varies ([`CompareWith`]), how B's tokens are made, what is refused, and A − B
+//! ([`lens_model::analyses::compare::compare`]).
+//!
+//! * another **decoder**: A's tokens (and A's forward pass when the caller has it);
+//! * another **prompt**: tokenized like A's (`truncate_left` too); its truncation is recorded;
+//! * another **model**: A's prompt *text* tokenized by B's tokenizer must give A's ids, and the
+//!   vocabularies must be the same size; a tuned lens is refused (it belongs to one model).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use lens_model::analyses::compare::CompareReport;
+use lens_model::error::Progress;
+use lens_model::lens::kernel::DecoderKind;
+use lens_model::run::trace::ResidualTrace;
+use lens_model::{LensEngine, LensOptions, LensReport};
+
+/// What run B changes (also what the app remembers to compare with).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum CompareWith {
+    /// The same prompt under another decoder.
+    Decoder(DecoderKind),
+    /// Another prompt (e.g. a corrupted one), same model and decoder.
+    Prompt(String),
+    /// The same prompt through another model of the same tokenizer and depth (a folder or a
+    /// Hugging Face id).
+    Model(PathBuf),
+}
+
+impl CompareWith {
+    /// What varies, as the compare report names it (`decoder`, `prompt`, `model`).
+    pub fn varied(&self) -> &'static str {
+        match self {
+            Self::Decoder(_) => "decoder",
+            Self::Prompt(_) => "prompt",
+            Self::Model(_) => "model",
+        }
+    }
+
+    /// A short label of run B (`raw`, `"…the prompt…"`).
+    pub fn label(&self) -> String {
+        match self {
+            Self::Decoder(d) => d.label().to_string(),
+            Self::Prompt(p) => {
+                let short: String = p.chars().take(24).collect();
+                if p.chars().count() > 24 { format!("\"{short}…\"") } else { format!("\"{short}\"") }
+            }
+            Self::Model(m) => m.file_name().map_or_else(|| m.display().to_string(), |n| n.to_string_lossy().into_owned()),
+        }
+    }
+
+    /// From what a comparison records (`varied` and `with`, as a figure's provenance keeps them).
+    pub fn from_parts(varied: &str, with: &str) -> Result<Self> {
+        Ok(match varied {
+            "decoder" => Self::Decoder(DecoderKind::parse(with).with_context(|| format!("unknown decoder {with:?} to compare with"))?),
+            "prompt" => Self::Prompt(with.to_string()),
+            "model" => Self::Model(PathBuf::from(with)),
+            other => bail!("unknown comparison {other:?} (decoder, prompt or model)"),
+        })
+    }
+}
+
+/// Where run B's model comes from: the app's worker keeps it open between runs; a command opens it
+/// once.
+pub trait OtherEngine {
+    /// The engine of `model`, opened (or converted and opened) when it is not open yet.
+    fn engine(&mut self, model: &Path, progress: &Progress) -> Result<&mut LensEngine>;
+}
+
+/// Run B of `with` against run A: A's prompt `text`, tokenized as `ids` (traced as `trace` when
+/// the caller has the forward pass), with A's options `opts`.
+#[allow(clippy::too_many_arguments)]
+pub fn run_b(
+    engine: &mut LensEngine,
+    other: &mut dyn OtherEngine,
+    text: &str,
+    ids: &[u32],
+    trace: Option<&ResidualTrace>,
+    opts: &LensOptions,
+    with: &CompareWith,
+    truncate_left: bool,
+    progress: &Progress,
+) -> Result<LensReport> {
+    Ok(match with {
+        CompareWith::Decoder(d) => {
+            let opts_b = LensOptions { decoder: *d, ..opts.clone() };
+            match trace {
+                Some(t) => engine.lens(ids, t, &opts_b, progress)?,
+                None => engine.run_ids(ids, &opts_b, progress)?,
+            }
+        }
+        CompareWith::Prompt(p) => {
+            let (ids_b, truncated) = engine.tokenize_with(p, truncate_left).context("the prompt to compare with")?;
+            let mut b = engine.run_ids(&ids_b, opts, progress)?;
+            b.truncated = truncated;
+            b
+        }
+        CompareWith::Model(m) => {
+            let (vocab, name) = (engine.bundle.shape.d_vocab, m.display().to_string());
+            if opts.decoder == DecoderKind::TunedLens {
+                bail!("{name}: a tuned lens belongs to one model; compare models under another decoder");
+            }
+            let other = other.engine(m, progress)?;
+            let ids_b = other.tokenize(text, truncate_left)?;
+            if ids_b != ids || other.bundle.shape.d_vocab != vocab {
+                bail!("{name}: its tokenizer splits the prompt differently (or its vocabulary differs); compare models that share a tokenizer");
+            }
+            other.run_ids(&ids_b, opts, progress)?
+        }
+    })
+}
+
+/// Run B and A − B (`a`: run A's whole report).
+#[allow(clippy::too_many_arguments)]
+pub fn compare_with(
+    engine: &mut LensEngine,
+    other: &mut dyn OtherEngine,
+    text: &str,
+    ids: &[u32],
+    trace: Option<&ResidualTrace>,
+    a: &LensReport,
+    opts: &LensOptions,
+    with: &CompareWith,
+    truncate_left: bool,
+    progress: &Progress,
+) -> Result<CompareReport> {
+    progress.report("comparison", 0.0);
+    let b = run_b(engine, other, text, ids, trace, opts, with, truncate_left, progress)?;
+    Ok(lens_model::analyses::compare::compare(a.clone(), b, with.varied())?)
+}
