@@ -261,14 +261,7 @@ pub fn decoder_choice(arg: Option<&str>, tuned_lens: bool) -> Result<DecoderKind
     }
 }
 
-/// Opens the tuned lens of `--tuned-lens DIR` (if given) and checks it against the engine's model.
-pub fn attach_tuned_lens(engine: &mut LensEngine, dir: Option<&Path>) -> Result<()> {
-    if let Some(dir) = dir {
-        let lens = lens_model::lens::tuned_lens::TunedLens::open(dir).with_context(|| format!("cannot read the tuned lens {}", dir.display()))?;
-        engine.set_tuned_lens(Some(lens)).with_context(|| format!("cannot use the tuned lens {}", dir.display()))?;
-    }
-    Ok(())
-}
+pub use crate::session::engine::attach_tuned_lens;
 
 /// Parses `--lens-path`.
 pub fn lens_path(s: &str) -> Result<lens_model::lens::graph::LensPath> {
@@ -319,9 +312,6 @@ fn note_truncation(truncated: Option<lens_model::output::report::Truncation>) {
 /// `--verbose` was given.
 static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// [`open_engine`], printing the provider notes to stderr (with `--verbose`) or not (`info`
-/// prints them itself). `--device auto` falling back to the CPU is the normal case on a machine
-/// without a GPU and says nothing by default; an explicit device that cannot be used is an error.
 /// Run B's model for a command (`--compare-model`): opened on first use.
 pub struct OpenedOnce {
     ort_lib: Option<PathBuf>,
@@ -345,16 +335,21 @@ impl crate::session::compare::OtherEngine for OpenedOnce {
     }
 }
 
+/// [`open_engine`], printing the provider notes to stderr (with `--verbose`) or not (`info`
+/// prints them itself). `--device auto` falling back to the CPU is the normal case on a machine
+/// without a GPU and says nothing by default; an explicit device that cannot be used is an error.
 fn open_engine_notes(ort_lib: Option<&Path>, model: Option<&Path>, device: Device, print_notes: bool) -> Result<LensEngine> {
-    init_runtime(ort_lib)?;
-    let progress = stderr_progress();
-    let resolved = lens_model::run::resolve::resolve_model_as(model, weights(), &progress)?;
-    if let Some(reason) = resolved.reason.as_ref().filter(|_| !resolved.weights.is_exact() || VERBOSE.load(std::sync::atomic::Ordering::Relaxed)) {
+    let (_, engine) = crate::session::engine::open(
+        model,
+        device,
+        ort_lib,
+        weights(),
+        crate::session::engine::OpenProgress { resolve: &stderr_progress(), open: &Progress::default() },
+        "cannot open the model",
+    )?;
+    if let Some(reason) = engine.weights_reason.as_ref().filter(|_| !engine.bundle.weights.is_exact() || VERBOSE.load(std::sync::atomic::Ordering::Relaxed)) {
         eprintln!("{reason}");
     }
-    let dir = resolved.dir;
-    let mut engine = LensEngine::open(&dir, device, &Progress::default()).with_context(|| format!("cannot open the model {}", dir.display()))?;
-    engine.weights_reason = resolved.reason;
     if print_notes && VERBOSE.load(std::sync::atomic::Ordering::Relaxed) {
         for note in &engine.provider.notes {
             eprintln!("note: {note}");

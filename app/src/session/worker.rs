@@ -13,10 +13,12 @@ use lens_model::error::Progress;
 use lens_model::grid::Grid;
 use lens_model::lens::kernel::DecoderKind;
 use lens_model::output::report::LensReport;
-use lens_model::run::runtime::{Device, init_runtime};
+use lens_model::run::runtime::Device;
 use lens_model::run::trace::ResidualTrace;
 use lens_model::source::config::ModelShape;
 use lens_model::{LensEngine, LensError, LensOptions};
+
+use crate::session::engine::{OpenProgress, open as open_engine};
 
 /// How the worker asks its face to show something new: `None` = now, `Some(d)` = within `d`.
 pub type Repaint = Arc<dyn Fn(Option<std::time::Duration>) + Send + Sync>;
@@ -493,25 +495,6 @@ pub fn token_group(tok: &lens_model::source::tokenizer::LensTokenizer, text: &st
     group.context("group")
 }
 
-/// Loads the runtime, resolves `model` (converting a checkpoint into the cache) and opens it:
-/// the model's folder and its engine. A failure to open says `{what} {folder}`.
-fn open_engine(
-    model: Option<&std::path::Path>,
-    device: Device,
-    ort_lib: Option<&std::path::Path>,
-    weights: WeightsChoice,
-    progress: &Progress,
-    what: &str,
-) -> anyhow::Result<(PathBuf, LensEngine)> {
-    use anyhow::Context as _;
-    init_runtime(ort_lib)?;
-    let resolved = lens_model::run::resolve::resolve_model_as(model, weights, progress)?;
-    let dir = resolved.dir;
-    let mut engine = LensEngine::open(&dir, device, progress).with_context(|| format!("{what} {}", dir.display()))?;
-    engine.weights_reason = resolved.reason;
-    Ok((dir, engine))
-}
-
 /// Where the model compared with lives: opened on first use, kept for the next runs.
 struct OtherModel<'a> {
     slot: &'a mut Option<(PathBuf, LensEngine)>,
@@ -525,7 +508,14 @@ impl crate::session::compare::OtherEngine for OtherModel<'_> {
     fn engine(&mut self, model: &std::path::Path, progress: &Progress) -> anyhow::Result<&mut LensEngine> {
         if self.slot.as_ref().is_none_or(|(p, _)| p != model) {
             *self.slot = None;
-            let (_, engine) = open_engine(Some(model), self.device, self.ort_lib, self.weights, progress, "cannot open the model to compare with,")?;
+            let (_, engine) = open_engine(
+                Some(model),
+                self.device,
+                self.ort_lib,
+                self.weights,
+                OpenProgress { resolve: progress, open: progress },
+                "cannot open the model to compare with,",
+            )?;
             *self.slot = Some((model.to_path_buf(), engine));
         }
         match self.slot {
@@ -539,7 +529,14 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
     use anyhow::Context as _;
     match &job.kind {
         JobKind::Load { model, device, ort_lib, weights } => {
-            let (dir, engine) = open_engine(model.as_deref(), *device, ort_lib.as_deref(), *weights, &job.progress, "cannot open the model")?;
+            let (dir, engine) = open_engine(
+                model.as_deref(),
+                *device,
+                ort_lib.as_deref(),
+                *weights,
+                OpenProgress { resolve: &job.progress, open: &job.progress },
+                "cannot open the model",
+            )?;
             st.weights = *weights;
             let summary = ModelSummary::of_engine(&engine, &dir);
             st.engine = Some(engine);
@@ -551,8 +548,7 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
         }
         JobKind::OpenTunedLens(dir) => {
             let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded: open a model before its tuned lens") };
-            let lens = lens_model::lens::tuned_lens::TunedLens::open(dir).with_context(|| format!("cannot read the tuned lens {}", dir.display()))?;
-            engine.set_tuned_lens(Some(lens)).with_context(|| format!("cannot use the tuned lens {}", dir.display()))?;
+            crate::session::engine::attach_tuned_lens(engine, Some(dir))?;
             // Results of the old lens must not be reused.
             st.last_result = None;
             Ok(OutcomeKind::TunedLens(dir.clone()))
