@@ -403,3 +403,24 @@ fn lens_path_chooses_the_kernel_or_the_lens_graph() {
     let out = bin().args(["info", "--device", "cpu", "--model"]).arg(bundle()).output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("lens: kernel (CPU)"), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// The shared argument groups parse their values once, for every command (issue 23): a bad
+/// decoder, device, lens path or truncation is clap's usage error (exit code 2) naming the
+/// choices, whichever command it is given to.
+#[test]
+fn typed_arguments_are_refused_with_their_choices() {
+    let cases: [(&[&str], &str); 6] = [
+        (&["lens", "--prompt", "hi", "--json", "/tmp/never.json", "--decoder", "bogus"], "use one of logit_lens, tuned_lens"),
+        (&["render", "--prompt", "hi", "--out", "/tmp/never.svg", "--decoder", "bogus"], "use one of logit_lens, tuned_lens"),
+        (&["corpus", "--text", "/tmp/never.txt", "--json", "/tmp/never.json", "--device", "tpu"], "use auto, cpu, cuda or directml"),
+        (&["info", "--device", "tpu"], "use auto, cpu, cuda or directml"),
+        (&["lens", "--prompt", "hi", "--json", "/tmp/never.json", "--lens-path", "gpu"], "use auto, kernel or graph"),
+        (&["lens", "--prompt", "hi", "--json", "/tmp/never.json", "--truncate", "right"], "use --truncate left"),
+    ];
+    for (args, needle) in cases {
+        let o = bin().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
+    }
+}

@@ -12,9 +12,9 @@ use lens_model::error::Progress;
 /// Options of `bench`.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// A bundle or Hugging Face folder (default: the demo model).
-    #[arg(long)]
-    model: Option<PathBuf>,
+    /// --model and --device.
+    #[command(flatten)]
+    model: super::args::ModelArgs,
     /// Number of tokens (random ids, fixed seed).
     #[arg(long, default_value_t = 256)]
     tokens: usize,
@@ -27,12 +27,9 @@ pub struct BenchArgs {
     /// Vocabulary chunk of the kernel.
     #[arg(long, default_value_t = 256)]
     chunk: usize,
-    /// auto, cpu, cuda or directml.
-    #[arg(long, default_value = "auto")]
-    device: String,
     /// What computes the lens: auto, kernel or graph (see `lens --lens-path`).
-    #[arg(long, default_value = "auto")]
-    lens_path: String,
+    #[arg(long, default_value = "auto", value_parser = super::args::parse_lens_path)]
+    lens_path: lens_model::lens::graph::LensPath,
     /// Also time appending this many tokens to the `--tokens` prompt (the app's incremental edit:
     /// the old positions' lens is kept) against the full recompute, in this process.
     #[arg(long)]
@@ -83,7 +80,7 @@ fn best_of<T>(n: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, T)> {
 /// Runs the benchmark and prints its figures.
 pub fn run(ort_lib: Option<&Path>, args: &BenchArgs) -> Result<()> {
     let t = Instant::now();
-    let mut engine = super::open_engine(ort_lib, args.model.as_deref(), args.device.parse()?)?;
+    let mut engine = super::open_engine(ort_lib, args.model.model.as_deref(), args.model.device)?;
     let load_s = t.elapsed().as_secs_f64();
     let shape = engine.bundle.shape.clone();
     let extra = args.append.unwrap_or(0);
@@ -107,7 +104,7 @@ pub fn run(ort_lib: Option<&Path>, args: &BenchArgs) -> Result<()> {
         .collect();
     let ids = all_ids.get(..args.tokens).unwrap_or_default().to_vec();
     let (fwd_s, trace) = best_of(args.repeat, || Ok(engine.trace(&ids)?))?;
-    let opts = LensOptions { subblocks: args.subblocks, chunk: args.chunk, path: super::lens_path(&args.lens_path)?, ..LensOptions::default() };
+    let opts = LensOptions { subblocks: args.subblocks, chunk: args.chunk, path: args.lens_path, ..LensOptions::default() };
     let (lens_s, report) = best_of(args.repeat, || Ok(engine.lens(&ids, &trace, &opts, &Progress::default())?))?;
     let rss_lens = peak_rss_mib();
     let rows = args.tokens * report.sites.len();

@@ -8,14 +8,14 @@ use clap::Args;
 use lens_model::LensOptions;
 use lens_model::analyses::corpus::{CorpusOptions, run_corpus};
 
-use super::{device, interrupt, open_engine};
+use super::{interrupt, open_engine};
 
 /// Arguments of `corpus`.
 #[derive(Args, Debug)]
 pub struct CorpusArgs {
-    /// A bundle or Hugging Face folder (default: the demo model).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    /// --model and --device.
+    #[command(flatten)]
+    pub model: super::args::ModelArgs,
     /// UTF-8 text files (each at most 10 MB), joined by a blank line and tokenized once.
     #[arg(long, required = true, num_args = 1..)]
     pub text: Vec<PathBuf>,
@@ -25,22 +25,15 @@ pub struct CorpusArgs {
     /// Use only the first N tokens of the text.
     #[arg(long)]
     pub max_tokens: Option<usize>,
-    /// Decoder: logit_lens, tuned_lens, last_block, last_mlp or raw (default: tuned_lens with
-    /// --tuned-lens, else logit_lens).
-    #[arg(long)]
-    pub decoder: Option<String>,
-    /// A tuned lens (tuned-lens folder) for the tuned_lens decoder.
-    #[arg(long, value_name = "DIR")]
-    pub tuned_lens: Option<PathBuf>,
+    /// --decoder and --tuned-lens.
+    #[command(flatten)]
+    pub decoder: super::args::DecoderArgs,
     /// Add the `.attn` (resid_mid) rows.
     #[arg(long)]
     pub subblocks: bool,
     /// Bootstrap resamples for the 95% intervals.
     #[arg(long, default_value_t = 1000)]
     pub resamples: usize,
-    /// auto, cpu, cuda or directml.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
     /// Output JSON path.
     #[arg(long)]
     pub json: PathBuf,
@@ -66,7 +59,7 @@ fn corpus_progress() -> lens_model::error::Progress {
 
 /// Runs `corpus`.
 pub fn run(ort_lib: Option<&std::path::Path>, args: &CorpusArgs) -> Result<()> {
-    let decoder = super::decoder_choice(args.decoder.as_deref(), args.tuned_lens.is_some())?;
+    let decoder = args.decoder.kind();
     if args.resamples == 0 {
         bail!("--resamples must be at least 1");
     }
@@ -74,8 +67,8 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &CorpusArgs) -> Result<()> {
         crate::session::prompt::check_writable(out)?;
     }
     let text = crate::session::prompt::read_texts(&args.text)?;
-    let mut engine = open_engine(ort_lib, args.model.as_deref(), device(&args.device)?)?;
-    super::attach_tuned_lens(&mut engine, args.tuned_lens.as_deref())?;
+    let mut engine = open_engine(ort_lib, args.model.model.as_deref(), args.model.device)?;
+    super::attach_tuned_lens(&mut engine, args.decoder.tuned_lens.as_deref())?;
     let opts = CorpusOptions {
         window: args.window,
         max_tokens: args.max_tokens,

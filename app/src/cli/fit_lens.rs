@@ -7,14 +7,14 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use lens_model::lens::tuned_lens::fit::{FitOptions, FitStep, fit, has_checkpoint};
 
-use super::{device, interrupt, open_engine};
+use super::{interrupt, open_engine};
 
 /// Arguments of `fit-lens`.
 #[derive(Args, Debug)]
 pub struct FitLensArgs {
-    /// A bundle or Hugging Face folder (default: the demo model).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    /// --model and --device.
+    #[command(flatten)]
+    pub model: super::args::ModelArgs,
     /// UTF-8 training text files (each at most 10 MB), joined by a blank line.
     #[arg(long, required = true, num_args = 1..)]
     pub text: Vec<PathBuf>,
@@ -48,9 +48,6 @@ pub struct FitLensArgs {
     /// Replace a lens already in OUT.
     #[arg(long)]
     pub overwrite: bool,
-    /// auto, cpu, cuda or directml (the forward pass; the gradient runs on the CPU).
-    #[arg(long, default_value = "auto")]
-    pub device: String,
 }
 
 /// One line per step: the loss of every translator (nats), its mean, the gradient norm, the time.
@@ -73,7 +70,7 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &FitLensArgs) -> Result<()> 
         eprintln!("note: {} holds a checkpoint of an unfinished fit; starting again (pass --resume to continue it)", args.out.display());
     }
     let text = crate::session::prompt::read_texts(&args.text)?;
-    let mut engine = open_engine(ort_lib, args.model.as_deref(), device(&args.device)?)?;
+    let mut engine = open_engine(ort_lib, args.model.model.as_deref(), args.model.device)?;
     let opts = FitOptions {
         steps: args.steps,
         tokens_per_step: args.tokens,

@@ -1,10 +1,14 @@
 //! Command-line interface: no subcommand = the desktop app; `convert`, `lens`, `info`, `bench`,
 //! `render`. Ctrl+C stops the running command cleanly ([`interrupt`]).
 
+mod args;
 mod bench;
+mod convert;
 mod corpus;
 mod fit_lens;
+mod info;
 mod interrupt;
+mod lens;
 
 mod render;
 
@@ -12,12 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+use lens_model::LensEngine;
 use lens_model::build::quant::WeightsChoice;
 use lens_model::error::Progress;
 use lens_model::lens::kernel::DecoderKind;
-use lens_model::run::runtime::{Device, init_runtime};
-use lens_model::{LensEngine, LensOptions};
+use lens_model::run::runtime::Device;
 
 /// logit-lens: look inside GPT-2, GPT-Neo, CTRL, GPT-NeoX/Pythia and GPT-J models with the logit lens.
 #[derive(Parser, Debug)]
@@ -46,11 +50,11 @@ struct Cli {
     #[arg(long, value_name = "OUT.png")]
     screenshot: Option<PathBuf>,
     /// Desktop app: execution provider (auto, cpu, cuda, directml).
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[arg(long, default_value = "auto", value_parser = args::parse_device)]
+    device: Device,
     /// Desktop app: the decoder to start with (logit_lens, tuned_lens, last_block, last_mlp, raw).
-    #[arg(long)]
-    decoder: Option<String>,
+    #[arg(long, value_parser = args::parse_decoder)]
+    decoder: Option<DecoderKind>,
     /// Desktop app: a tuned lens to open (a tuned-lens folder: config.json + params.pt); starts
     /// with the tuned-lens decoder unless --decoder says otherwise.
     #[arg(long, value_name = "DIR")]
@@ -79,23 +83,11 @@ struct Cli {
 #[allow(clippy::large_enum_variant)] // parsed once per process; boxing would only obscure clap's derive
 enum Command {
     /// Convert a Hugging Face checkpoint folder (GPT-2, GPT-Neo, CTRL, GPT-NeoX, GPT-J, Llama, Mistral, Qwen2/3, Gemma 2/3) into a lens bundle.
-    Convert {
-        /// Folder with config.json, model.safetensors and tokenizer.json (or vocab.json + merges.txt).
-        hf_dir: PathBuf,
-        /// Output bundle folder (must not exist or be empty).
-        bundle_dir: PathBuf,
-    },
+    Convert(convert::ConvertArgs),
     /// Run the logit lens on a prompt and write the report as JSON.
-    Lens(LensArgs),
+    Lens(lens::LensArgs),
     /// Print the runtime library, execution providers and (with --model) the model's shape.
-    Info {
-        /// A bundle or Hugging Face folder (default: the demo model).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Execution provider to try.
-        #[arg(long, default_value = "auto")]
-        device: String,
-    },
+    Info(args::ModelArgs),
     /// Benchmark load, forward and lens; compare the lens's GFLOP/s with a plain GEMM of its shape.
     Bench(bench::BenchArgs),
     /// Render a lens view as a figure (SVG, PDF or PNG) without a window.
@@ -107,78 +99,6 @@ enum Command {
     /// Benchmark the UI: CPU time per frame of a synthetic GPT-2-XL-sized grid.
     #[command(hide = true)]
     BenchUi(crate::session::start::BenchUiArgs),
-}
-
-#[derive(Args, Debug)]
-struct LensArgs {
-    /// A bundle or Hugging Face folder (default: the demo model).
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// The prompt text.
-    #[arg(long, conflicts_with = "prompt_file")]
-    prompt: Option<String>,
-    /// A UTF-8 text file holding the prompt (at most 10 MB).
-    #[arg(long)]
-    prompt_file: Option<PathBuf>,
-    /// Add the `.attn` (resid_mid) rows.
-    #[arg(long)]
-    subblocks: bool,
-    /// Only the final site (the model's own predictions; e.g. for evaluating its loss). kl_to_input is null.
-    #[arg(long, conflicts_with = "subblocks")]
-    final_only: bool,
-    /// Number of top tokens per cell.
-    #[arg(long, default_value_t = 10)]
-    top_k: usize,
-    /// Decoder: logit_lens (final norm + W_U), tuned_lens (needs --tuned-lens), last_block (the
-    /// last block, then the logit lens), last_mlp (x + the last block's MLP, then the logit lens)
-    /// or raw (W_U only). Default: tuned_lens with --tuned-lens, else logit_lens.
-    #[arg(long)]
-    decoder: Option<String>,
-    /// A tuned lens (a tuned-lens folder: config.json + params.pt or params.safetensors) for the
-    /// tuned_lens decoder (also in --compare-decoder tuned_lens).
-    #[arg(long, value_name = "DIR")]
-    tuned_lens: Option<PathBuf>,
-    /// Tokens to follow through the layers (text of a single token, e.g. " plasma"); repeatable.
-    #[arg(long = "pin")]
-    pin: Vec<String>,
-    /// A token group followed through the layers: `NAME=TEXT|TEXT|…` (each TEXT one token, e.g.
-    /// 'Paris= Paris|Paris| paris'); the report gets its summed probability and best rank.
-    /// Repeatable.
-    #[arg(long = "group", value_name = "NAME=TEXT|TEXT")]
-    group: Vec<String>,
-    /// A token group of a word's single-token variants (leading space, capitals), named after
-    /// the word; repeatable.
-    #[arg(long = "group-word", value_name = "WORD")]
-    group_word: Vec<String>,
-    /// auto, cpu, cuda or directml.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// What computes the lens: kernel (the streaming CPU kernel), graph (the lens as an ONNX graph
-    /// on the forward pass's execution provider) or auto (the graph on a GPU provider).
-    #[arg(long, default_value = "auto")]
-    lens_path: String,
-    /// Keep the last n_ctx tokens of a prompt that is too long (`left`), instead of refusing it.
-    #[arg(long, value_name = "left")]
-    truncate: Option<String>,
-    /// Output JSON path.
-    #[arg(long, required_unless_present = "npz")]
-    json: Option<PathBuf>,
-    /// Output .npz path (numpy: fixed dtypes, NaN / -1 where unknown, token strings).
-    #[arg(long)]
-    npz: Option<PathBuf>,
-    /// Compare with the same run on another prompt: --json then holds both reports and A − B
-    /// (`logit-lens/compare@1`).
-    #[arg(long, conflicts_with_all = ["compare_prompt_file", "compare_model", "compare_decoder"])]
-    compare_prompt: Option<String>,
-    /// Compare with the same run on the prompt in this file.
-    #[arg(long, conflicts_with_all = ["compare_model", "compare_decoder"])]
-    compare_prompt_file: Option<PathBuf>,
-    /// Compare with the same run through another model of the same tokenizer and depth.
-    #[arg(long, conflicts_with = "compare_decoder")]
-    compare_model: Option<PathBuf>,
-    /// Compare with the same run under another decoder.
-    #[arg(long)]
-    compare_decoder: Option<String>,
 }
 
 /// Starts the desktop app for the CLI (the binary passes `gui::serve`; the CLI never imports the
@@ -249,40 +169,7 @@ fn window_size(s: &str) -> Result<[f32; 2]> {
     }
 }
 
-/// The decoder of `--decoder` (default: the tuned lens when `--tuned-lens` is given, else the
-/// logit lens).
-pub fn decoder_choice(arg: Option<&str>, tuned_lens: bool) -> Result<DecoderKind> {
-    match arg {
-        None if tuned_lens => Ok(DecoderKind::TunedLens),
-        None => Ok(DecoderKind::LogitLens),
-        Some(d) => {
-            DecoderKind::parse(d).ok_or_else(|| anyhow::anyhow!("unknown decoder {d:?}; use one of {}", DecoderKind::ALL.map(DecoderKind::name).join(", ")))
-        }
-    }
-}
-
 pub use crate::session::engine::attach_tuned_lens;
-
-/// Parses `--lens-path`.
-pub fn lens_path(s: &str) -> Result<lens_model::lens::graph::LensPath> {
-    lens_model::lens::graph::LensPath::parse(s).ok_or_else(|| anyhow::anyhow!("--lens-path {s:?}: use auto, kernel or graph"))
-}
-
-fn device(s: &str) -> Result<Device> {
-    Ok(s.parse::<Device>()?)
-}
-
-/// ` (block 32, zero points, MatMulNBits)` for a quantized bundle; empty for f32.
-fn weights_detail(b: &lens_model::run::bundle::Bundle) -> String {
-    match b.weights.spec() {
-        None => " (exact)".into(),
-        Some(_) => {
-            let get = |k: &str| b.metadata.get(k).cloned().unwrap_or_else(|| "?".into());
-            let zp = if get("lens.weights.zero_points") == "true" { "zero points" } else { "symmetric" };
-            format!(" (block-wise MatMulNBits: block {}, {zp}, accuracy level {})", get("lens.weights.block_size"), get("lens.weights.accuracy_level"))
-        }
-    }
-}
 
 /// Parses `--weights`.
 fn weights_choice(s: &str) -> std::result::Result<WeightsChoice, String> {
@@ -371,13 +258,10 @@ fn run(cli: Cli, gui: GuiServer) -> Result<()> {
             prompt: cli.prompt,
             prompt_file: cli.prompt_file.or(cli.file),
             screenshot: cli.screenshot,
-            device: device(&cli.device)?,
+            device: cli.device,
             ort_lib: ort_lib.map(Path::to_path_buf),
             piece_positions: None,
-            decoder: match cli.decoder.as_deref() {
-                None if cli.tuned_lens.is_none() => None,
-                d => Some(decoder_choice(d, cli.tuned_lens.is_some())?),
-            },
+            decoder: cli.decoder.or(cli.tuned_lens.as_ref().map(|_| DecoderKind::TunedLens)),
             tuned_lens: cli.tuned_lens,
             subblocks: cli.subblocks,
             window_size: match cli.window_size.as_deref() {
@@ -387,149 +271,13 @@ fn run(cli: Cli, gui: GuiServer) -> Result<()> {
             weights: cli.weights,
             open_report: cli.open_report,
         })),
-        Some(Command::Convert { hf_dir, bundle_dir }) => {
-            let (format, reason) = if lens_model::build::convert::is_hf_checkpoint(&hf_dir) {
-                lens_model::run::resolve::choose_weights(&hf_dir, cli.weights)?
-            } else {
-                (lens_model::build::quant::WeightFormat::F32, None)
-            };
-            if let Some(r) = reason {
-                eprintln!("{r}");
-            }
-            let summary = lens_model::build::convert::convert_hf_checkpoint_as(&hf_dir, &bundle_dir, format, &stderr_progress())?;
-            let s = &summary.shape;
-            println!(
-                "wrote {} ({}, {} layers, d_model {}, {} heads, d_vocab {}, n_ctx {}; {} weights, sha256 {})",
-                summary.bundle.display(),
-                summary.family.model_type(),
-                s.n_layers,
-                s.d_model,
-                s.n_heads,
-                s.d_vocab,
-                s.n_ctx,
-                summary.weights.name(),
-                summary.weights_sha256
-            );
-            Ok(())
-        }
-        Some(Command::Info { model, device: dev }) => {
-            let rt = init_runtime(ort_lib)?;
-            println!("ONNX Runtime {} at {}", rt.version, rt.library.display());
-            println!("  found by: {}", rt.found_by);
-            println!("  providers compiled in: {}", rt.compiled_providers.join(", "));
-            let engine = open_engine_notes(ort_lib, model.as_deref(), device(&dev)?, false)?;
-            let s = &engine.bundle.shape;
-            println!("model {} ({})", engine.bundle.name, engine.bundle.dir.display());
-            println!(
-                "  n_layers {}, d_model {}, n_heads {}, d_mlp {}, d_vocab {}, n_ctx {}, eps {:e}",
-                s.n_layers, s.d_model, s.n_heads, s.d_mlp, s.d_vocab, s.n_ctx, s.eps
-            );
-            println!("  family {}, {} residual, parameters {}", engine.bundle.family, engine.bundle.residual.name(), engine.bundle.n_params());
-            println!("  weights {}{}", engine.bundle.weights.name(), weights_detail(&engine.bundle));
-            if let Some(h) = &engine.bundle.weights_sha256 {
-                println!("  weights sha256 {h}");
-            }
-            println!("execution provider: {}", engine.provider.active);
-            println!("lens: {} (auto; --lens-path kernel|graph chooses)", engine.lens_path_label(lens_model::lens::graph::LensPath::Auto));
-            for n in &engine.provider.notes {
-                println!("  {n}");
-            }
-            Ok(())
-        }
-        Some(Command::Lens(args)) => lens(ort_lib, args),
+        Some(Command::Convert(args)) => convert::run(&args, cli.weights),
+        Some(Command::Info(args)) => info::run(ort_lib, &args),
+        Some(Command::Lens(args)) => lens::run(ort_lib, args),
         Some(Command::Bench(args)) => bench::run(ort_lib, &args),
         Some(Command::Render(args)) => render::run(ort_lib, &args),
         Some(Command::Corpus(args)) => corpus::run(ort_lib, &args),
         Some(Command::FitLens(args)) => fit_lens::run(ort_lib, &args),
         Some(Command::BenchUi(args)) => gui(crate::session::start::GuiRequest::BenchUi(args)),
     }
-}
-
-fn lens(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
-    let text = match (&args.prompt, &args.prompt_file) {
-        (Some(t), None) => t.clone(),
-        (None, Some(f)) => crate::session::prompt::read_prompt_file(f)?,
-        _ => bail!("give the prompt with --prompt TEXT or --prompt-file FILE"),
-    };
-    if text.is_empty() {
-        bail!("the prompt is empty");
-    }
-    let truncate_left = match args.truncate.as_deref() {
-        None => false,
-        Some("left") => true,
-        Some(other) => bail!("--truncate {other:?} is not supported; use --truncate left"),
-    };
-    let decoder = decoder_choice(args.decoder.as_deref(), args.tuned_lens.is_some())?;
-    for out in args.json.iter().chain(&args.npz) {
-        crate::session::prompt::check_writable(out)?;
-    }
-    let mut engine = open_engine(ort_lib, args.model.as_deref(), device(&args.device)?)?;
-    attach_tuned_lens(&mut engine, args.tuned_lens.as_deref())?;
-    let (ids, truncated) = engine.tokenize_with(&text, truncate_left)?;
-    let mut pinned = Vec::new();
-    for p in &args.pin {
-        match engine.tokenizer.token_id(p) {
-            Some(id) => pinned.push(id),
-            None => bail!("--pin {p:?} is not a single token of this model's vocabulary"),
-        }
-    }
-    let groups = token_groups(&engine.tokenizer, &args.group, &args.group_word)?;
-    let path = lens_path(&args.lens_path)?;
-    let opts = LensOptions { subblocks: args.subblocks, k: args.top_k, decoder, pinned, final_only: args.final_only, groups, path, ..LensOptions::default() };
-    let mut report = engine.run_ids(&ids, &opts, &interrupt::watched(Progress::default()))?;
-    report.truncated = truncated;
-    note_truncation(truncated);
-    let comparing = args.compare_prompt.is_some() || args.compare_prompt_file.is_some() || args.compare_model.is_some() || args.compare_decoder.is_some();
-    if comparing {
-        if args.npz.is_some() {
-            bail!("--npz holds one report; with a --compare-… option write --json");
-        }
-        let Some(json) = &args.json else { bail!("a comparison is written with --json OUT") };
-        let with = if let Some(d) = &args.compare_decoder {
-            let Some(kind) = DecoderKind::parse(d) else { bail!("--compare-decoder {d:?}: use one of {}", DecoderKind::ALL.map(DecoderKind::name).join(", ")) };
-            crate::session::compare::CompareWith::Decoder(kind)
-        } else if let Some(m) = &args.compare_model {
-            crate::session::compare::CompareWith::Model(m.clone())
-        } else {
-            crate::session::compare::CompareWith::Prompt(match (&args.compare_prompt, &args.compare_prompt_file) {
-                (Some(t), _) => t.clone(),
-                (None, Some(f)) => crate::session::prompt::read_prompt_file(f)?,
-                (None, None) => bail!("internal: no comparison given"),
-            })
-        };
-        let varied = with.varied();
-        let mut other = OpenedOnce::new(ort_lib, device(&args.device)?);
-        let progress = interrupt::watched(Progress::default());
-        let cmp = crate::session::compare::compare_with(&mut engine, &mut other, &text, &ids, None, &report, &opts, &with, truncate_left, &progress)?;
-        cmp.write_json(json).with_context(|| format!("cannot write the comparison to {}", json.display()))?;
-        eprintln!(
-            "compared two runs ({varied} varied; {} position pairs aligned by {}); wrote {}",
-            cmp.alignment.len(),
-            cmp.aligned_by.replace('_', " "),
-            json.display()
-        );
-        return Ok(());
-    }
-    let mut wrote = Vec::new();
-    if let Some(json) = &args.json {
-        report.write_json(json).with_context(|| format!("cannot write the report to {}", json.display()))?;
-        wrote.push(json.display().to_string());
-    }
-    if let Some(npz) = &args.npz {
-        let text = |id: u32| String::from_utf8_lossy(&engine.tokenizer.token_bytes(id)).into_owned();
-        lens_model::output::npz::write_report(&report, npz, &text).with_context(|| format!("cannot write the report to {}", npz.display()))?;
-        wrote.push(npz.display().to_string());
-    }
-    eprintln!(
-        "{} tokens x {} sites: forward {:.0} ms ({}, {} weights), lens {:.0} ms ({}); wrote {}",
-        report.n_pos(),
-        report.sites.len(),
-        report.run.forward_ms,
-        report.run.provider,
-        report.run.weights,
-        report.run.lens_ms,
-        report.run.lens_path,
-        wrote.join(", ")
-    );
-    Ok(())
 }

@@ -20,9 +20,9 @@ use crate::view::model::{ViewModel, token_display};
 /// Options of `render`.
 #[derive(Args, Debug, Default)]
 pub struct RenderArgs {
-    /// A bundle or Hugging Face folder (default: the demo model; with --from: the one recorded).
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    /// --model and --device.
+    #[command(flatten)]
+    pub model: super::args::ModelArgs,
     /// The prompt text.
     #[arg(long, conflicts_with = "prompt_file")]
     pub prompt: Option<String>,
@@ -38,13 +38,9 @@ pub struct RenderArgs {
     /// Show the `.attn` rows.
     #[arg(long)]
     pub subblocks: bool,
-    /// Decoder: logit_lens, tuned_lens, last_block, last_mlp or raw (default: tuned_lens with
-    /// --tuned-lens, else logit_lens).
-    #[arg(long)]
-    pub decoder: Option<String>,
-    /// A tuned lens (tuned-lens folder) for the tuned_lens decoder; recorded in the figure.
-    #[arg(long, value_name = "DIR")]
-    pub tuned_lens: Option<PathBuf>,
+    /// --decoder and --tuned-lens.
+    #[command(flatten)]
+    pub decoder: super::args::DecoderArgs,
     /// Leave out the first column when it is the tokenizer's BOS (a special token).
     #[arg(long)]
     pub hide_bos: bool,
@@ -94,9 +90,6 @@ pub struct RenderArgs {
     /// Figure title (default: the view's name).
     #[arg(long)]
     pub title: Option<String>,
-    /// auto, cpu, cuda or directml.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
     /// Regenerate from the provenance of an exported figure (other options override it).
     #[arg(long)]
     pub from: Option<PathBuf>,
@@ -225,15 +218,14 @@ fn apply(spec: &mut FigureSpec, a: &RenderArgs) -> Result<()> {
         Some("left") => spec.truncate_left = true,
         Some(other) => bail!("--truncate {other:?} is not supported; use --truncate left"),
     }
-    if let Some(t) = &a.tuned_lens {
+    if let Some(t) = &a.decoder.tuned_lens {
         let t = t.canonicalize().unwrap_or_else(|_| t.clone());
         spec.tuned_lens = Some(t.display().to_string());
-        if a.decoder.is_none() {
+        if a.decoder.decoder.is_none() {
             spec.decoder = DecoderKind::TunedLens.name().into();
         }
     }
-    if let Some(d) = &a.decoder {
-        let kind = DecoderKind::parse(d).ok_or_else(|| anyhow!("--decoder {d:?}: use one of {}", DecoderKind::ALL.map(DecoderKind::name).join(", ")))?;
+    if let Some(kind) = a.decoder.decoder {
         spec.decoder = kind.name().into();
     }
     if let Some(n) = a.layer_step {
@@ -317,20 +309,20 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
     if prompt.is_empty() {
         bail!("the prompt is empty");
     }
-    let model_arg = a.model.clone().or_else(|| recorded.as_ref().map(|p| PathBuf::from(&p.model_path)));
+    let model_arg = a.model.model.clone().or_else(|| recorded.as_ref().map(|p| PathBuf::from(&p.model_path)));
     // A figure is a file anyone can send: say which paths it names before anything opens them
     // (the options override them).
     if let (Some(fig), Some(p)) = (&a.from, &recorded) {
-        if a.model.is_none() {
+        if a.model.model.is_none() {
             eprintln!("{} names the model {}; opening it (--model overrides)", fig.display(), p.model_path);
         }
-        if let (None, Some(t)) = (&a.tuned_lens, &spec.tuned_lens) {
+        if let (None, Some(t)) = (&a.decoder.tuned_lens, &spec.tuned_lens) {
             eprintln!("{} names the tuned lens {t}; opening it (--tuned-lens overrides)", fig.display());
         }
     }
-    let mut engine = super::open_engine(ort_lib, model_arg.as_deref(), a.device.parse()?)?;
+    let mut engine = super::open_engine(ort_lib, model_arg.as_deref(), a.model.device)?;
     if let Some(p) = &recorded
-        && a.model.is_none()
+        && a.model.model.is_none()
         && p.model_sha256.is_some()
         && p.model_sha256 != engine.bundle.weights_sha256
     {
@@ -354,7 +346,7 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
         None => None,
         Some(c) => {
             let with = crate::session::compare::CompareWith::from_parts(&c.varied, &c.with)?;
-            let mut other = super::OpenedOnce::new(ort_lib, a.device.parse()?);
+            let mut other = super::OpenedOnce::new(ort_lib, a.model.device);
             let cmp =
                 crate::session::compare::compare_with(&mut engine, &mut other, &prompt, &ids, None, &report, &opts, &with, spec.truncate_left, &progress)?;
             Some(std::sync::Arc::new(cmp))

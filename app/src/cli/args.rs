@@ -1,0 +1,65 @@
+//! The argument groups every command shares, declared once and flattened into each command's
+//! options, with typed value parsers (a bad value is clap's usage error naming the choices).
+
+use std::path::PathBuf;
+
+use clap::Args;
+use lens_model::lens::kernel::DecoderKind;
+use lens_model::run::runtime::Device;
+
+/// `--model` and `--device`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ModelArgs {
+    /// A bundle, a Hugging Face checkpoint folder or a hub id `org/name` (default: the demo model;
+    /// for `render --from`, the one the figure records).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Execution provider: auto, cpu, cuda or directml.
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    pub device: Device,
+}
+
+/// `--decoder` and `--tuned-lens`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct DecoderArgs {
+    /// Decoder: logit_lens (final norm + W_U), tuned_lens (needs --tuned-lens), last_block (the
+    /// last block, then the logit lens), last_mlp (x + the last block's MLP, then the logit lens)
+    /// or raw (W_U only). Default: tuned_lens with --tuned-lens, else logit_lens.
+    #[arg(long, value_parser = parse_decoder)]
+    pub decoder: Option<DecoderKind>,
+    /// A tuned lens (a tuned-lens folder: config.json + params.pt or params.safetensors) for the
+    /// tuned_lens decoder.
+    #[arg(long, value_name = "DIR")]
+    pub tuned_lens: Option<PathBuf>,
+}
+
+impl DecoderArgs {
+    /// The decoder asked for: `--decoder`, else the tuned lens when `--tuned-lens` is given, else
+    /// the logit lens.
+    pub fn kind(&self) -> DecoderKind {
+        self.decoder.unwrap_or(if self.tuned_lens.is_some() { DecoderKind::TunedLens } else { DecoderKind::LogitLens })
+    }
+}
+
+/// Parses `--device`.
+pub fn parse_device(s: &str) -> Result<Device, String> {
+    s.parse::<Device>().map_err(|e| e.to_string())
+}
+
+/// Parses a decoder name (`--decoder`, `--compare-decoder`).
+pub fn parse_decoder(s: &str) -> Result<DecoderKind, String> {
+    DecoderKind::parse(s).ok_or_else(|| format!("unknown decoder {s:?}; use one of {}", DecoderKind::ALL.map(DecoderKind::name).join(", ")))
+}
+
+/// Parses `--lens-path` (auto, kernel or graph).
+pub fn parse_lens_path(s: &str) -> Result<lens_model::lens::graph::LensPath, String> {
+    lens_model::lens::graph::LensPath::parse(s).ok_or_else(|| format!("--lens-path {s:?}: use auto, kernel or graph"))
+}
+
+/// Parses `--truncate` (only `left` exists).
+pub fn parse_truncate(s: &str) -> Result<bool, String> {
+    match s {
+        "left" => Ok(true),
+        other => Err(format!("--truncate {other:?} is not supported; use --truncate left")),
+    }
+}

@@ -1,0 +1,161 @@
+//! `logit-lens lens`: the lens on one prompt, written as a report (JSON, `.npz`), or two runs and
+//! A − B (`--compare-…`, `compare@1`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use lens_model::LensOptions;
+use lens_model::error::Progress;
+use lens_model::lens::kernel::DecoderKind;
+
+use super::{OpenedOnce, attach_tuned_lens, interrupt, note_truncation, open_engine, token_groups};
+
+/// Options of `lens`.
+#[derive(Args, Debug)]
+pub struct LensArgs {
+    /// --model and --device.
+    #[command(flatten)]
+    model: super::args::ModelArgs,
+    /// The prompt text.
+    #[arg(long, conflicts_with = "prompt_file")]
+    prompt: Option<String>,
+    /// A UTF-8 text file holding the prompt (at most 10 MB).
+    #[arg(long)]
+    prompt_file: Option<PathBuf>,
+    /// Add the `.attn` (resid_mid) rows.
+    #[arg(long)]
+    subblocks: bool,
+    /// Only the final site (the model's own predictions; e.g. for evaluating its loss). kl_to_input is null.
+    #[arg(long, conflicts_with = "subblocks")]
+    final_only: bool,
+    /// Number of top tokens per cell.
+    #[arg(long, default_value_t = 10)]
+    top_k: usize,
+    /// --decoder and --tuned-lens.
+    #[command(flatten)]
+    decoder: super::args::DecoderArgs,
+    /// Tokens to follow through the layers (text of a single token, e.g. " plasma"); repeatable.
+    #[arg(long = "pin")]
+    pin: Vec<String>,
+    /// A token group followed through the layers: `NAME=TEXT|TEXT|…` (each TEXT one token, e.g.
+    /// 'Paris= Paris|Paris| paris'); the report gets its summed probability and best rank.
+    /// Repeatable.
+    #[arg(long = "group", value_name = "NAME=TEXT|TEXT")]
+    group: Vec<String>,
+    /// A token group of a word's single-token variants (leading space, capitals), named after
+    /// the word; repeatable.
+    #[arg(long = "group-word", value_name = "WORD")]
+    group_word: Vec<String>,
+    /// What computes the lens: kernel (the streaming CPU kernel), graph (the lens as an ONNX graph
+    /// on the forward pass's execution provider) or auto (the graph on a GPU provider).
+    #[arg(long, default_value = "auto", value_parser = super::args::parse_lens_path)]
+    lens_path: lens_model::lens::graph::LensPath,
+    /// Keep the last n_ctx tokens of a prompt that is too long (`left`), instead of refusing it.
+    #[arg(long = "truncate", value_name = "left", value_parser = super::args::parse_truncate)]
+    truncate_left: Option<bool>,
+    /// Output JSON path.
+    #[arg(long, required_unless_present = "npz")]
+    json: Option<PathBuf>,
+    /// Output .npz path (numpy: fixed dtypes, NaN / -1 where unknown, token strings).
+    #[arg(long)]
+    npz: Option<PathBuf>,
+    /// Compare with the same run on another prompt: --json then holds both reports and A − B
+    /// (`logit-lens/compare@1`).
+    #[arg(long, conflicts_with_all = ["compare_prompt_file", "compare_model", "compare_decoder"])]
+    compare_prompt: Option<String>,
+    /// Compare with the same run on the prompt in this file.
+    #[arg(long, conflicts_with_all = ["compare_model", "compare_decoder"])]
+    compare_prompt_file: Option<PathBuf>,
+    /// Compare with the same run through another model of the same tokenizer and depth.
+    #[arg(long, conflicts_with = "compare_decoder")]
+    compare_model: Option<PathBuf>,
+    /// Compare with the same run under another decoder.
+    #[arg(long, value_parser = super::args::parse_decoder)]
+    compare_decoder: Option<DecoderKind>,
+}
+
+/// Runs `lens`.
+pub fn run(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
+    let text = match (&args.prompt, &args.prompt_file) {
+        (Some(t), None) => t.clone(),
+        (None, Some(f)) => crate::session::prompt::read_prompt_file(f)?,
+        _ => bail!("give the prompt with --prompt TEXT or --prompt-file FILE"),
+    };
+    if text.is_empty() {
+        bail!("the prompt is empty");
+    }
+    let truncate_left = args.truncate_left.unwrap_or(false);
+    let decoder = args.decoder.kind();
+    for out in args.json.iter().chain(&args.npz) {
+        crate::session::prompt::check_writable(out)?;
+    }
+    let mut engine = open_engine(ort_lib, args.model.model.as_deref(), args.model.device)?;
+    attach_tuned_lens(&mut engine, args.decoder.tuned_lens.as_deref())?;
+    let (ids, truncated) = engine.tokenize_with(&text, truncate_left)?;
+    let mut pinned = Vec::new();
+    for p in &args.pin {
+        match engine.tokenizer.token_id(p) {
+            Some(id) => pinned.push(id),
+            None => bail!("--pin {p:?} is not a single token of this model's vocabulary"),
+        }
+    }
+    let groups = token_groups(&engine.tokenizer, &args.group, &args.group_word)?;
+    let path = args.lens_path;
+    let opts = LensOptions { subblocks: args.subblocks, k: args.top_k, decoder, pinned, final_only: args.final_only, groups, path, ..LensOptions::default() };
+    let mut report = engine.run_ids(&ids, &opts, &interrupt::watched(Progress::default()))?;
+    report.truncated = truncated;
+    note_truncation(truncated);
+    let comparing = args.compare_prompt.is_some() || args.compare_prompt_file.is_some() || args.compare_model.is_some() || args.compare_decoder.is_some();
+    if comparing {
+        if args.npz.is_some() {
+            bail!("--npz holds one report; with a --compare-… option write --json");
+        }
+        let Some(json) = &args.json else { bail!("a comparison is written with --json OUT") };
+        let with = if let Some(kind) = args.compare_decoder {
+            crate::session::compare::CompareWith::Decoder(kind)
+        } else if let Some(m) = &args.compare_model {
+            crate::session::compare::CompareWith::Model(m.clone())
+        } else {
+            crate::session::compare::CompareWith::Prompt(match (&args.compare_prompt, &args.compare_prompt_file) {
+                (Some(t), _) => t.clone(),
+                (None, Some(f)) => crate::session::prompt::read_prompt_file(f)?,
+                (None, None) => bail!("internal: no comparison given"),
+            })
+        };
+        let varied = with.varied();
+        let mut other = OpenedOnce::new(ort_lib, args.model.device);
+        let progress = interrupt::watched(Progress::default());
+        let cmp = crate::session::compare::compare_with(&mut engine, &mut other, &text, &ids, None, &report, &opts, &with, truncate_left, &progress)?;
+        cmp.write_json(json).with_context(|| format!("cannot write the comparison to {}", json.display()))?;
+        eprintln!(
+            "compared two runs ({varied} varied; {} position pairs aligned by {}); wrote {}",
+            cmp.alignment.len(),
+            cmp.aligned_by.replace('_', " "),
+            json.display()
+        );
+        return Ok(());
+    }
+    let mut wrote = Vec::new();
+    if let Some(json) = &args.json {
+        report.write_json(json).with_context(|| format!("cannot write the report to {}", json.display()))?;
+        wrote.push(json.display().to_string());
+    }
+    if let Some(npz) = &args.npz {
+        let text = |id: u32| String::from_utf8_lossy(&engine.tokenizer.token_bytes(id)).into_owned();
+        lens_model::output::npz::write_report(&report, npz, &text).with_context(|| format!("cannot write the report to {}", npz.display()))?;
+        wrote.push(npz.display().to_string());
+    }
+    eprintln!(
+        "{} tokens x {} sites: forward {:.0} ms ({}, {} weights), lens {:.0} ms ({}); wrote {}",
+        report.n_pos(),
+        report.sites.len(),
+        report.run.forward_ms,
+        report.run.provider,
+        report.run.weights,
+        report.run.lens_ms,
+        report.run.lens_path,
+        wrote.join(", ")
+    );
+    Ok(())
+}
