@@ -13,8 +13,12 @@ fn weights_detail(b: &lens_model::run::bundle::Bundle) -> String {
         None => " (exact)".into(),
         Some(_) => {
             let get = |k: &str| b.metadata.get(k).cloned().unwrap_or_else(|| "?".into());
-            let zp = if get("lens.weights.zero_points") == "true" { "zero points" } else { "symmetric" };
-            format!(" (block-wise MatMulNBits: block {}, {zp}, accuracy level {})", get("lens.weights.block_size"), get("lens.weights.accuracy_level"))
+            let zp = if get(lens_model::build::meta_keys::WEIGHTS_ZERO_POINTS) == "true" { "zero points" } else { "symmetric" };
+            format!(
+                " (block-wise MatMulNBits: block {}, {zp}, accuracy level {})",
+                get(lens_model::build::meta_keys::WEIGHTS_BLOCK_SIZE),
+                get(lens_model::build::meta_keys::WEIGHTS_ACCURACY_LEVEL)
+            )
         }
     }
 }

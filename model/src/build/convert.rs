@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::build::arch::{Arch, Family, Norm, Pick, Source, TensorPlan, block_fn, names};
 use crate::build::graph::{ExternalTensor, QuantLayout, build_last_block_model, build_lens_model, hooks_of};
+use crate::build::meta_keys;
 use crate::build::onnx::{DT_FLOAT, DT_FLOAT16, DT_UINT8};
 use crate::build::quant::{CODES_SUFFIX, QuantSpec, SCALES_SUFFIX, WeightFormat, ZERO_POINTS_SUFFIX, quantize};
 use crate::error::{LensError, Progress, Result};
@@ -428,46 +429,46 @@ fn convert_into(src: &Path, ckpt: &Checkpoint, out: &Path, arch: &Arch, name: &s
     let s = &arch.shape;
     let version = if weights.is_exact() { FORMAT_VERSION } else { QUANTIZED_FORMAT_VERSION };
     let mut meta: Vec<(String, String)> = vec![
-        ("lens.format_version".into(), version.into()),
-        ("lens.family".into(), arch.family.model_type().into()),
-        ("lens.name".into(), name.into()),
-        ("lens.n_layers".into(), s.n_layers.to_string()),
-        ("lens.d_model".into(), s.d_model.to_string()),
-        ("lens.n_heads".into(), s.n_heads.to_string()),
-        ("lens.n_kv_heads".into(), arch.n_kv_heads.to_string()),
-        ("lens.d_head".into(), arch.head_dim.to_string()),
-        ("lens.d_mlp".into(), s.d_mlp.to_string()),
-        ("lens.d_vocab".into(), s.d_vocab.to_string()),
-        ("lens.n_ctx".into(), s.n_ctx.to_string()),
-        ("lens.residual".into(), arch.residual.name().into()),
-        ("lens.hooks".into(), hooks_of(arch.residual).join(",")),
-        ("lens.final_norm".into(), arch.norm.name().into()),
-        ("lens.final_norm.eps".into(), format!("{:e}", s.eps)),
-        ("lens.final_norm.weight".into(), names::LN_FINAL_W.into()),
-        ("lens.unembed".into(), Arch::unembed_name(tied).into()),
-        ("lens.unembed.layout".into(), "vocab_model".into()),
-        ("lens.last_block".into(), LAST_BLOCK_FILE.into()),
-        ("lens.weights_sha256".into(), sha.clone()),
+        (meta_keys::FORMAT_VERSION.into(), version.into()),
+        (meta_keys::FAMILY.into(), arch.family.model_type().into()),
+        (meta_keys::NAME.into(), name.into()),
+        (meta_keys::N_LAYERS.into(), s.n_layers.to_string()),
+        (meta_keys::D_MODEL.into(), s.d_model.to_string()),
+        (meta_keys::N_HEADS.into(), s.n_heads.to_string()),
+        (meta_keys::N_KV_HEADS.into(), arch.n_kv_heads.to_string()),
+        (meta_keys::D_HEAD.into(), arch.head_dim.to_string()),
+        (meta_keys::D_MLP.into(), s.d_mlp.to_string()),
+        (meta_keys::D_VOCAB.into(), s.d_vocab.to_string()),
+        (meta_keys::N_CTX.into(), s.n_ctx.to_string()),
+        (meta_keys::RESIDUAL.into(), arch.residual.name().into()),
+        (meta_keys::HOOKS.into(), hooks_of(arch.residual).join(",")),
+        (meta_keys::FINAL_NORM.into(), arch.norm.name().into()),
+        (meta_keys::FINAL_NORM_EPS.into(), format!("{:e}", s.eps)),
+        (meta_keys::FINAL_NORM_WEIGHT.into(), names::LN_FINAL_W.into()),
+        (meta_keys::UNEMBED.into(), Arch::unembed_name(tied).into()),
+        (meta_keys::UNEMBED_LAYOUT.into(), "vocab_model".into()),
+        (meta_keys::LAST_BLOCK.into(), LAST_BLOCK_FILE.into()),
+        (meta_keys::WEIGHTS_SHA256.into(), sha.clone()),
     ];
     if arch.norm == Norm::LayerNorm {
-        meta.push(("lens.final_norm.bias".into(), names::LN_FINAL_B.into()));
+        meta.push((meta_keys::FINAL_NORM_BIAS.into(), names::LN_FINAL_B.into()));
     }
-    meta.push(("lens.weights".into(), weights.name().into()));
-    meta.push(("lens.n_params".into(), total.to_string()));
+    meta.push((meta_keys::WEIGHTS.into(), weights.name().into()));
+    meta.push((meta_keys::N_PARAMS.into(), total.to_string()));
     if let Some(spec) = weights.spec() {
-        meta.push(("lens.weights.bits".into(), spec.bits.to_string()));
-        meta.push(("lens.weights.block_size".into(), spec.block_size.to_string()));
-        meta.push(("lens.weights.zero_points".into(), (!spec.symmetric).to_string()));
-        meta.push(("lens.weights.accuracy_level".into(), spec.accuracy_level.to_string()));
+        meta.push((meta_keys::WEIGHTS_BITS.into(), spec.bits.to_string()));
+        meta.push((meta_keys::WEIGHTS_BLOCK_SIZE.into(), spec.block_size.to_string()));
+        meta.push((meta_keys::WEIGHTS_ZERO_POINTS.into(), (!spec.symmetric).to_string()));
+        meta.push((meta_keys::WEIGHTS_ACCURACY_LEVEL.into(), spec.accuracy_level.to_string()));
     }
     if let Some(cap) = arch.final_softcap {
-        meta.push(("lens.final_softcap".into(), format!("{cap:e}")));
+        meta.push((meta_keys::FINAL_SOFTCAP.into(), format!("{cap:e}")));
     }
     if arch.unembed_bias_key.is_some() {
-        meta.push(("lens.unembed.bias".into(), names::UNEMBED_BIAS.into()));
+        meta.push((meta_keys::UNEMBED_BIAS.into(), names::UNEMBED_BIAS.into()));
     }
     if let Ok(canon) = src.canonicalize() {
-        meta.push(("lens.source".into(), canon.to_string_lossy().into_owned()));
+        meta.push((meta_keys::SOURCE.into(), canon.to_string_lossy().into_owned()));
     }
     let model = build_lens_model(arch, block_fn(arch.family), &tensors, DATA_FILE, tied, &meta)?;
     let model_path = out.join(MODEL_FILE);

@@ -6,6 +6,7 @@
 pub mod arch;
 pub mod convert;
 pub mod graph;
+pub mod meta_keys;
 pub mod names;
 pub mod onnx;
 pub mod quant;

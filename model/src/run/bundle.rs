@@ -9,6 +9,7 @@ use prost::Message;
 use crate::build::arch::{Family, Norm, Residual};
 use crate::build::convert::{MODEL_FILE, TOKENIZER_FILE};
 use crate::build::graph::hook_name;
+use crate::build::meta_keys;
 use crate::build::onnx::{DT_FLOAT, DT_FLOAT16, DT_UINT8, ModelProto, TensorProto, tensor_proto};
 use crate::build::quant::WeightFormat;
 use crate::error::{LensError, Result};
@@ -91,7 +92,7 @@ pub struct Bundle {
 /// The format version of the bundle in `dir` (reads only the graph file's metadata), or `None`
 /// when it is not a readable bundle.
 pub fn format_version_of(dir: &Path) -> Option<u32> {
-    metadata_of(dir).ok()?.get("lens.format_version")?.parse().ok()
+    metadata_of(dir).ok()?.get(meta_keys::FORMAT_VERSION)?.parse().ok()
 }
 
 /// The weight format of the bundle in `dir` (reads only the graph file's metadata).
@@ -110,7 +111,7 @@ fn metadata_of(dir: &Path) -> Result<BTreeMap<String, String>> {
 
 /// The weight format `metadata` names (`lens.weights`; f32 when it does not say).
 fn weights_in(metadata: &BTreeMap<String, String>, model_path: &Path) -> Result<WeightFormat> {
-    match metadata.get("lens.weights") {
+    match metadata.get(meta_keys::WEIGHTS) {
         None => Ok(WeightFormat::F32),
         Some(w) => WeightFormat::parse(w).ok_or_else(|| {
             LensError::bad_file(model_path, format!("metadata lens.weights = {w:?} is not a weight format this logit-lens reads (f32, int8, int4)"))
@@ -130,41 +131,71 @@ fn check_external_location(dir: &Path, location: &str, model_path: &Path) -> Res
     Ok(dir.join(rel))
 }
 
-impl Bundle {
-    /// Opens the bundle folder `dir` and validates everything that can be checked without running it.
-    pub fn open(dir: &Path) -> Result<Self> {
-        if !dir.is_dir() {
-            return Err(LensError::bad_file(dir, "not a folder; a lens bundle is a folder with model.onnx and tokenizer.json"));
-        }
-        let model_path = dir.join(MODEL_FILE);
-        if !model_path.is_file() {
-            return Err(LensError::bad_file(dir, "not a lens bundle: there is no model.onnx (for a Hugging Face checkpoint folder, run `logit-lens convert`)"));
-        }
-        if !dir.join(TOKENIZER_FILE).is_file() {
-            return Err(LensError::bad_file(dir, "not a lens bundle: there is no tokenizer.json"));
-        }
-        let bytes = std::fs::read(&model_path).map_err(|e| LensError::io(&model_path, e))?;
-        let model = ModelProto::decode(bytes.as_slice())
-            .map_err(|e| LensError::bad_file(&model_path, format!("not a valid ONNX model (truncated or corrupted?): {e}")))?;
-        drop(bytes);
-        let graph = model.graph.ok_or_else(|| LensError::bad_file(&model_path, "ONNX model has no graph (truncated or corrupted?)"))?;
-        let metadata: BTreeMap<String, String> = model.metadata_props.iter().filter_map(|e| Some((e.key.clone()?, e.value.clone()?))).collect();
+/// Checks that `dir` is a bundle folder (`model.onnx` and `tokenizer.json`); returns the graph
+/// file's path.
+fn bundle_files(dir: &Path) -> Result<PathBuf> {
+    if !dir.is_dir() {
+        return Err(LensError::bad_file(dir, "not a folder; a lens bundle is a folder with model.onnx and tokenizer.json"));
+    }
+    let model_path = dir.join(MODEL_FILE);
+    if !model_path.is_file() {
+        return Err(LensError::bad_file(dir, "not a lens bundle: there is no model.onnx (for a Hugging Face checkpoint folder, run `logit-lens convert`)"));
+    }
+    if !dir.join(TOKENIZER_FILE).is_file() {
+        return Err(LensError::bad_file(dir, "not a lens bundle: there is no tokenizer.json"));
+    }
+    Ok(model_path)
+}
+
+/// Reads `model.onnx`: its graph and its `metadata_props`.
+fn read_model(model_path: &Path) -> Result<(crate::build::onnx::GraphProto, BTreeMap<String, String>)> {
+    let bytes = std::fs::read(model_path).map_err(|e| LensError::io(model_path, e))?;
+    let model =
+        ModelProto::decode(bytes.as_slice()).map_err(|e| LensError::bad_file(model_path, format!("not a valid ONNX model (truncated or corrupted?): {e}")))?;
+    drop(bytes);
+    let graph = model.graph.ok_or_else(|| LensError::bad_file(model_path, "ONNX model has no graph (truncated or corrupted?)"))?;
+    let metadata: BTreeMap<String, String> = model.metadata_props.iter().filter_map(|e| Some((e.key.clone()?, e.value.clone()?))).collect();
+    Ok((graph, metadata))
+}
+
+/// What the metadata says of the model, parsed and checked (before the graph is looked at).
+struct Header {
+    format_version: u32,
+    weights: WeightFormat,
+    family: String,
+    final_norm: Norm,
+    final_softcap: Option<f64>,
+    residual: Residual,
+    shape: ModelShape,
+    unembed_layout: UnembedLayout,
+}
+
+/// A metadata value, or the error that the file was not made for logit-lens.
+fn meta<'m>(metadata: &'m BTreeMap<String, String>, k: &str, model_path: &Path) -> Result<&'m String> {
+    metadata.get(k).ok_or_else(|| {
+        LensError::bad_file(
+            model_path,
+            format!("missing metadata {k:?}; this ONNX file was not made for logit-lens (convert the checkpoint with `logit-lens convert`)"),
+        )
+    })
+}
+
+impl Header {
+    /// Parses the version, weights, family, final norm, soft cap, residual layout and shape.
+    fn parse(metadata: &BTreeMap<String, String>, model_path: &Path) -> Result<Self> {
         let meta = |k: &str| -> Result<&String> {
             metadata.get(k).ok_or_else(|| {
                 LensError::bad_file(
-                    &model_path,
+                    model_path,
                     format!("missing metadata {k:?}; this ONNX file was not made for logit-lens (convert the checkpoint with `logit-lens convert`)"),
                 )
             })
         };
         let num = |k: &str| -> Result<usize> {
             let v = meta(k)?;
-            v.parse::<usize>()
-                .ok()
-                .filter(|x| *x > 0)
-                .ok_or_else(|| LensError::bad_file(&model_path, format!("metadata {k} = {v:?} is not a positive integer")))
+            v.parse::<usize>().ok().filter(|x| *x > 0).ok_or_else(|| LensError::bad_file(model_path, format!("metadata {k} = {v:?} is not a positive integer")))
         };
-        let version = meta("lens.format_version")?;
+        let version = meta(meta_keys::FORMAT_VERSION)?;
         let format_version: u32 = match version.as_str() {
             "1" => 1,
             "2" => 2,
@@ -172,81 +203,93 @@ impl Bundle {
             "4" => 4,
             other => {
                 return Err(LensError::bad_file(
-                    &model_path,
+                    model_path,
                     format!(
                         "bundle format version {other} is not supported by this logit-lens (it reads 1 to 4); update logit-lens or convert the checkpoint again"
                     ),
                 ));
             }
         };
-        let weights = weights_in(&metadata, &model_path)?;
+        let weights = weights_in(metadata, model_path)?;
         if (format_version == 4) == weights.is_exact() {
             return Err(LensError::bad_file(
-                &model_path,
+                model_path,
                 format!("bundle format {format_version} with {} weights: quantized weights are format 4 and only they are", weights.name()),
             ));
         }
-        let family = meta("lens.family")?.clone();
+        let family = meta(meta_keys::FAMILY)?.clone();
         if Family::from_model_type(&family).is_none() || (format_version == 1 && family != "gpt2") {
             return Err(LensError::bad_file(
-                &model_path,
+                model_path,
                 format!("model family {family:?} is not supported; this logit-lens reads {}", Family::supported_list()),
             ));
         }
         // Format 1 (GPT-2 only) named the final LayerNorm `ln_final`; format 2 names the norm's kind.
-        let (eps_key, norm_w_key, norm_b_key) = if format_version == 1 {
-            ("lens.ln_eps", "lens.ln_final.weight", "lens.ln_final.bias")
-        } else {
-            ("lens.final_norm.eps", "lens.final_norm.weight", "lens.final_norm.bias")
-        };
+        let eps_key = if format_version == 1 { meta_keys::V1_LN_EPS } else { meta_keys::FINAL_NORM_EPS };
         let final_norm = if format_version == 1 {
             Norm::LayerNorm
         } else {
-            let n = meta("lens.final_norm")?;
+            let n = meta(meta_keys::FINAL_NORM)?;
             Norm::parse(n)
-                .ok_or_else(|| LensError::bad_file(&model_path, format!("final norm {n:?} is not supported by this logit-lens (layer_norm, rms_norm)")))?
+                .ok_or_else(|| LensError::bad_file(model_path, format!("final norm {n:?} is not supported by this logit-lens (layer_norm, rms_norm)")))?
         };
-        let final_softcap = match metadata.get("lens.final_softcap") {
+        let final_softcap = match metadata.get(meta_keys::FINAL_SOFTCAP) {
             Some(v) => Some(
                 v.parse::<f64>()
                     .ok()
                     .filter(|c| *c > 0.0 && c.is_finite())
-                    .ok_or_else(|| LensError::bad_file(&model_path, format!("metadata lens.final_softcap = {v:?} is not a positive number")))?,
+                    .ok_or_else(|| LensError::bad_file(model_path, format!("metadata lens.final_softcap = {v:?} is not a positive number")))?,
             ),
             None => None,
         };
         let residual = if format_version == 1 {
             Residual::Sequential
         } else {
-            let r = meta("lens.residual")?;
-            Residual::parse(r).ok_or_else(|| LensError::bad_file(&model_path, format!("metadata lens.residual = {r:?} is not sequential or parallel")))?
+            let r = meta(meta_keys::RESIDUAL)?;
+            Residual::parse(r).ok_or_else(|| LensError::bad_file(model_path, format!("metadata lens.residual = {r:?} is not sequential or parallel")))?
         };
         let eps_s = meta(eps_key)?;
         let eps: f64 = eps_s
             .parse()
             .ok()
             .filter(|e: &f64| *e > 0.0 && *e < 1.0)
-            .ok_or_else(|| LensError::bad_file(&model_path, format!("metadata {eps_key} = {eps_s:?} is not a valid epsilon")))?;
-        let d_model = num("lens.d_model")?;
+            .ok_or_else(|| LensError::bad_file(model_path, format!("metadata {eps_key} = {eps_s:?} is not a valid epsilon")))?;
+        let d_model = num(meta_keys::D_MODEL)?;
         let shape = ModelShape {
-            n_layers: num("lens.n_layers")?,
+            n_layers: num(meta_keys::N_LAYERS)?,
             d_model,
-            n_heads: num("lens.n_heads")?,
-            d_mlp: metadata.get("lens.d_mlp").and_then(|v| v.parse().ok()).unwrap_or(4 * d_model),
-            d_vocab: num("lens.d_vocab")?,
-            n_ctx: num("lens.n_ctx")?,
+            n_heads: num(meta_keys::N_HEADS)?,
+            d_mlp: metadata.get(meta_keys::D_MLP).and_then(|v| v.parse().ok()).unwrap_or(4 * d_model),
+            d_vocab: num(meta_keys::D_VOCAB)?,
+            n_ctx: num(meta_keys::N_CTX)?,
             eps,
         };
-        let unembed_layout = match metadata.get("lens.unembed.layout").map(String::as_str) {
+        let unembed_layout = match metadata.get(meta_keys::UNEMBED_LAYOUT).map(String::as_str) {
             None | Some("vocab_model") => UnembedLayout::VocabModel,
             Some("model_vocab") => UnembedLayout::ModelVocab,
-            Some(other) => return Err(LensError::bad_file(&model_path, format!("unknown unembedding layout {other:?}"))),
+            Some(other) => return Err(LensError::bad_file(model_path, format!("unknown unembedding layout {other:?}"))),
         };
 
+        Ok(Self { format_version, weights, family, final_norm, final_softcap, residual, shape, unembed_layout })
+    }
+}
+
+/// What the graph's inputs and outputs say, checked against the header.
+struct GraphFacts {
+    has_resid_mid: bool,
+    has_subblock_outputs: bool,
+    logits_in_graph: bool,
+    kv_cache: Option<KvCacheShape>,
+}
+
+impl GraphFacts {
+    /// Checks `input_ids`, every block's required hooks and the outputs' declared widths.
+    fn check(graph: &crate::build::onnx::GraphProto, head: &Header, model_path: &Path) -> Result<Self> {
+        let (shape, residual) = (&head.shape, head.residual);
         // Inputs and outputs.
         let input_ok = graph.input.iter().any(|i| i.name.as_deref() == Some("input_ids"));
         if !input_ok {
-            return Err(LensError::bad_file(&model_path, "the graph has no input named input_ids"));
+            return Err(LensError::bad_file(model_path, "the graph has no input named input_ids"));
         }
         let outputs: std::collections::BTreeSet<&str> = graph.output.iter().filter_map(|o| o.name.as_deref()).collect();
         let has = |l: usize, hook: &str| outputs.contains(hook_name(l, hook).as_str());
@@ -265,9 +308,9 @@ impl Bundle {
         let logits_in_graph = outputs.contains("logits");
         if !missing.is_empty() {
             let shown: Vec<_> = missing.iter().take(4).cloned().collect();
-            return Err(LensError::bad_file(&model_path, format!("the graph lacks {} required outputs, e.g. {}", missing.len(), shown.join(", "))));
+            return Err(LensError::bad_file(model_path, format!("the graph lacks {} required outputs, e.g. {}", missing.len(), shown.join(", "))));
         }
-        let kv_cache = kv_cache_of(&graph, shape.n_layers);
+        let kv_cache = kv_cache_of(graph, shape.n_layers);
         // Declared shapes of outputs, where given, must match the metadata.
         for o in &graph.output {
             let Some(name) = o.name.as_deref() else { continue };
@@ -281,10 +324,68 @@ impl Bundle {
             if let Some(last) = declared_last_dim(o)
                 && last != want as i64
             {
-                return Err(LensError::bad_file(&model_path, format!("output {name} has last dimension {last}, metadata says {want}")));
+                return Err(LensError::bad_file(model_path, format!("output {name} has last dimension {last}, metadata says {want}")));
             }
         }
 
+        Ok(Self { has_resid_mid, has_subblock_outputs, logits_in_graph, kv_cache })
+    }
+}
+
+/// The initializers the decoder reads (final norm, unembedding and its bias), named by the metadata.
+struct HeadNames {
+    ln_final_weight: String,
+    ln_final_bias: Option<String>,
+    unembed: String,
+    unembed_bias: Option<String>,
+}
+
+impl HeadNames {
+    /// The head's names, each present in `initializers`; a graph without `logits` must have an f16
+    /// unembedding (a quantized bundle, whose decoder is the head).
+    fn check(
+        metadata: &BTreeMap<String, String>,
+        format_version: u32,
+        initializers: &BTreeMap<String, TensorProto>,
+        logits_in_graph: bool,
+        model_path: &Path,
+    ) -> Result<Self> {
+        // Format 1 (GPT-2 only) named the final LayerNorm `ln_final`; format 2 names the norm's kind.
+        let (norm_w_key, norm_b_key) = if format_version == 1 {
+            (meta_keys::V1_LN_FINAL_WEIGHT, meta_keys::V1_LN_FINAL_BIAS)
+        } else {
+            (meta_keys::FINAL_NORM_WEIGHT, meta_keys::FINAL_NORM_BIAS)
+        };
+        let need = |k: &str| meta(metadata, k, model_path);
+        let ln_final_weight = need(norm_w_key)?.clone();
+        // Format 1 always had a bias; format 2 names one where the norm has it.
+        let ln_final_bias = if format_version == 1 { Some(need(norm_b_key)?.clone()) } else { metadata.get(norm_b_key).cloned() };
+        let unembed = need(meta_keys::UNEMBED)?.clone();
+        let unembed_bias = metadata.get(meta_keys::UNEMBED_BIAS).cloned();
+        for n in [&ln_final_weight, &unembed].into_iter().chain(ln_final_bias.as_ref()).chain(unembed_bias.as_ref()) {
+            if !initializers.contains_key(n) {
+                return Err(LensError::bad_file(model_path, format!("metadata names initializer {n:?}, which the graph does not have")));
+            }
+        }
+        // Only an f16 unembedding (which the decoder reads and the graph never multiplies by) may
+        // leave the head out of the graph.
+        if !logits_in_graph && initializers.get(&unembed).is_none_or(|t| t.data_type != Some(DT_FLOAT16)) {
+            return Err(LensError::bad_file(model_path, "the graph lacks its required output logits"));
+        }
+        Ok(Self { ln_final_weight, ln_final_bias, unembed, unembed_bias })
+    }
+}
+
+impl Bundle {
+    /// Opens the bundle folder `dir` and validates everything that can be checked without running
+    /// it: the files ([`bundle_files`]), the metadata ([`Header::parse`]), the graph's inputs and
+    /// outputs ([`GraphFacts::check`]), the external data's locations and ranges, and the head's
+    /// initializers ([`HeadNames::check`]).
+    pub fn open(dir: &Path) -> Result<Self> {
+        let model_path = bundle_files(dir)?;
+        let (graph, metadata) = read_model(&model_path)?;
+        let head = Header::parse(&metadata, &model_path)?;
+        let facts = GraphFacts::check(&graph, &head, &model_path)?;
         // External data must stay inside the bundle; check before anything reads it.
         for t in &graph.initializer {
             if t.data_location == Some(tensor_proto::DataLocation::External as i32) {
@@ -293,22 +394,8 @@ impl Bundle {
             }
         }
         let initializers: BTreeMap<String, TensorProto> = graph.initializer.into_iter().filter_map(|t| Some((t.name.clone()?, t))).collect();
-        let ln_final_weight = meta(norm_w_key)?.clone();
-        // Format 1 always had a bias; format 2 names one where the norm has it.
-        let ln_final_bias = if format_version == 1 { Some(meta(norm_b_key)?.clone()) } else { metadata.get(norm_b_key).cloned() };
-        let unembed = meta("lens.unembed")?.clone();
-        let unembed_bias = metadata.get("lens.unembed.bias").cloned();
-        for n in [&ln_final_weight, &unembed].into_iter().chain(ln_final_bias.as_ref()).chain(unembed_bias.as_ref()) {
-            if !initializers.contains_key(n) {
-                return Err(LensError::bad_file(&model_path, format!("metadata names initializer {n:?}, which the graph does not have")));
-            }
-        }
-        // Only an f16 unembedding (which the decoder reads and the graph never multiplies by) may
-        // leave the head out of the graph.
-        if !logits_in_graph && initializers.get(&unembed).is_none_or(|t| t.data_type != Some(DT_FLOAT16)) {
-            return Err(LensError::bad_file(&model_path, "the graph lacks its required output logits"));
-        }
-        let last_block = match metadata.get("lens.last_block") {
+        let names = HeadNames::check(&metadata, head.format_version, &initializers, facts.logits_in_graph, &model_path)?;
+        let last_block = match metadata.get(meta_keys::LAST_BLOCK) {
             Some(f) => {
                 let p = check_external_location(dir, f, &model_path)?;
                 if !p.is_file() {
@@ -318,39 +405,39 @@ impl Bundle {
             }
             None => None,
         };
-        let name = metadata.get("lens.name").cloned().or_else(|| dir.file_name().map(|s| s.to_string_lossy().into_owned())).unwrap_or_else(|| "model".into());
-        let bundle = Self {
+        let name =
+            metadata.get(meta_keys::NAME).cloned().or_else(|| dir.file_name().map(|s| s.to_string_lossy().into_owned())).unwrap_or_else(|| "model".into());
+        let mut bundle = Self {
             dir: dir.to_path_buf(),
-            format_version,
+            format_version: head.format_version,
             name,
-            family,
-            shape,
-            residual,
-            final_norm,
-            final_softcap,
-            has_subblock_outputs,
-            has_resid_mid,
-            ln_final_weight,
-            ln_final_bias,
-            unembed,
-            unembed_layout,
-            unembed_bias,
+            family: head.family,
+            shape: head.shape,
+            residual: head.residual,
+            final_norm: head.final_norm,
+            final_softcap: head.final_softcap,
+            has_subblock_outputs: facts.has_subblock_outputs,
+            has_resid_mid: facts.has_resid_mid,
+            ln_final_weight: names.ln_final_weight,
+            ln_final_bias: names.ln_final_bias,
+            unembed: names.unembed,
+            unembed_layout: head.unembed_layout,
+            unembed_bias: names.unembed_bias,
             last_block,
-            kv_cache,
-            weights_sha256: metadata.get("lens.weights_sha256").cloned(),
-            weights,
-            logits_in_graph,
+            kv_cache: facts.kv_cache,
+            weights_sha256: metadata.get(meta_keys::WEIGHTS_SHA256).cloned(),
+            weights: head.weights,
+            logits_in_graph: facts.logits_in_graph,
             metadata,
             initializers,
             n_params: 0,
         };
-        let mut bundle = bundle;
         // Check every external range fits its file (a truncated model.onnx.data is caught here).
         for t in bundle.initializers.values() {
             bundle.external_range(t)?;
         }
         // Quantized bundles record the count (their codes' elements are bytes, not weights).
-        bundle.n_params = match bundle.metadata.get("lens.n_params").and_then(|v| v.parse().ok()) {
+        bundle.n_params = match bundle.metadata.get(meta_keys::N_PARAMS).and_then(|v| v.parse().ok()) {
             Some(n) => n,
             None => bundle
                 .initializers
