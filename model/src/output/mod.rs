@@ -1,5 +1,6 @@
-//! What a run leaves behind: the report and its JSON schema ([`report`]) and the `.npz` arrays
-//! ([`npz`]).
+//! What a run leaves behind: the report and its JSON schema ([`report`]), its grids assembled from
+//! the kernel's rows ([`assemble`]), and the `.npz` arrays ([`npz`]).
 
+pub mod assemble;
 pub mod npz;
 pub mod report;

@@ -6,15 +6,15 @@ use std::time::Instant;
 use ort::session::Session;
 
 use crate::error::{LensError, Progress, Result, part};
-use crate::grid::Grid;
 use crate::lens::attribution::attribute;
 use crate::lens::graph::{LensGraph, LensPath};
 use crate::lens::kernel::{Decoder, DecoderKind};
 use crate::lens::last_block::LastBlockRunner;
-use crate::lens::metrics::{KernelSpec, NO_TARGET, RowMetrics, run_kernel};
+use crate::lens::metrics::{KernelSpec, RowMetrics, run_kernel};
 use crate::lens::tuned_lens::TunedLens;
+use crate::output::assemble;
 use crate::output::report::Truncation;
-use crate::output::report::{GroupReport, LensReport, Metrics, ModelInfo, Pinned, RunInfo, SCHEMA, TopK};
+use crate::output::report::{LensReport, ModelInfo, RunInfo, SCHEMA};
 use crate::run::bundle::Bundle;
 use crate::run::runtime::{Device, ProviderReport, RuntimeInfo, create_session, init_runtime};
 use crate::run::sites::{SiteKind, site_list};
@@ -104,17 +104,25 @@ impl std::fmt::Debug for LensEngine {
     }
 }
 
-/// The grid `[site][pos]` of `f(row, pos)` over the kernel's rows (position-major, `n_sites`
-/// rows per position); `rows` has exactly `n_pos · n_sites` entries (checked by the caller).
-fn grid<T>(rows: &[RowMetrics], n_sites: usize, f: impl Fn(&RowMetrics, usize) -> T) -> Result<Grid<T>> {
-    let n_pos = rows.len() / n_sites.max(1);
-    let mut out: Vec<Vec<T>> = (0..n_sites).map(|_| Vec::with_capacity(n_pos)).collect();
-    for (p, at_pos) in rows.chunks_exact(n_sites.max(1)).enumerate() {
-        for (row, r) in out.iter_mut().zip(at_pos) {
-            row.push(f(r, p));
+/// The followed targets of a run: its pinned tokens, then every group's tokens, each checked
+/// (inside the vocabulary of `d_vocab`; a group neither empty nor naming a token twice).
+fn followed_targets(opts: &LensOptions, d_vocab: usize) -> Result<Vec<u32>> {
+    if let Some(bad) = opts.pinned.iter().find(|&&t| t as usize >= d_vocab) {
+        return Err(LensError::invalid(format!("pinned token id {bad} is outside the vocabulary")));
+    }
+    for g in &opts.groups {
+        if g.token_ids.is_empty() {
+            return Err(LensError::invalid(format!("token group {:?} has no tokens", g.name)));
+        }
+        if let Some(bad) = g.token_ids.iter().find(|&&t| t as usize >= d_vocab) {
+            return Err(LensError::invalid(format!("token group {:?}: id {bad} is outside the vocabulary", g.name)));
+        }
+        if let Some(twice) = g.token_ids.iter().enumerate().find(|&(i, t)| g.token_ids.iter().take(i).any(|u| u == t)).map(|(_, t)| t) {
+            return Err(LensError::invalid(format!("token group {:?} has token id {twice} twice (its probability would count twice)", g.name)));
         }
     }
-    Grid::from_rows(out)
+    // Pinned tokens, then every group's tokens, are targets after [final top-1, next, input].
+    Ok(opts.pinned.iter().chain(opts.groups.iter().flat_map(|g| &g.token_ids)).copied().collect())
 }
 
 /// How many leading positions of a report of `prev` stay exact for `ids` (an edit that keeps the
@@ -454,22 +462,7 @@ impl LensEngine {
         }
         let start = range.start;
         let n_pos = range.len();
-        if let Some(bad) = opts.pinned.iter().find(|&&t| t as usize >= shape.d_vocab) {
-            return Err(LensError::invalid(format!("pinned token id {bad} is outside the vocabulary")));
-        }
-        for g in &opts.groups {
-            if g.token_ids.is_empty() {
-                return Err(LensError::invalid(format!("token group {:?} has no tokens", g.name)));
-            }
-            if let Some(bad) = g.token_ids.iter().find(|&&t| t as usize >= shape.d_vocab) {
-                return Err(LensError::invalid(format!("token group {:?}: id {bad} is outside the vocabulary", g.name)));
-            }
-            if let Some(twice) = g.token_ids.iter().enumerate().find(|&(i, t)| g.token_ids.iter().take(i).any(|u| u == t)).map(|(_, t)| t) {
-                return Err(LensError::invalid(format!("token group {:?} has token id {twice} twice (its probability would count twice)", g.name)));
-            }
-        }
-        // Pinned tokens, then every group's tokens, are targets after [final top-1, next, input].
-        let followed: Vec<u32> = opts.pinned.iter().chain(opts.groups.iter().flat_map(|g| &g.token_ids)).copied().collect();
+        let followed = followed_targets(opts, shape.d_vocab)?;
         let mut dec = self.decoder.clone(); // cheap: W_U is shared, not copied
         dec.kind = opts.decoder;
         let sites = if opts.final_only { vec![SiteKind::Block(shape.n_layers.saturating_sub(1))] } else { site_list(shape.n_layers, opts.subblocks) };
@@ -498,18 +491,8 @@ impl LensEngine {
             }
         }
         // Targets per position: [final top-1 (candidate from the model's logits), next, input, pinned...]
-        let n_t = 3 + followed.len();
-        let make_targets = |top1: &[u32]| -> Vec<u32> {
-            let mut t = Vec::with_capacity(n_pos * n_t);
-            for i in 0..n_pos {
-                let p = start + i;
-                t.push(top1.get(i).copied().unwrap_or(NO_TARGET));
-                t.push(ids.get(p + 1).copied().unwrap_or(NO_TARGET));
-                t.push(ids.get(p).copied().unwrap_or(NO_TARGET));
-                t.extend(&followed);
-            }
-            t
-        };
+        let n_t = assemble::FIXED_TARGETS + followed.len();
+        let make_targets = |top1: &[u32]| assemble::targets(ids, start, n_pos, top1, &followed);
         let graph = self.resolve_path(opts.path) == LensPath::Graph;
         let chunk = if graph && opts.chunk == LensOptions::default().chunk { GRAPH_CHUNK } else { opts.chunk.max(16) };
         let spec = KernelSpec { n_pos, n_sites, final_site, input_site: 0, k: opts.k.max(1), n_targets: n_t, chunk };
@@ -551,56 +534,12 @@ impl LensEngine {
         if rows.len() != n_pos * n_sites || rows.iter().any(|r| r.target_rank.len() != n_t || r.target_logit.len() != n_t) {
             return Err(LensError::invalid(format!("internal: the kernel returned {} rows for {n_pos} positions × {n_sites} sites", rows.len())));
         }
-        let k = opts.k;
         let next: Vec<Option<u32>> = range.clone().map(|p| ids.get(p + 1).copied()).collect();
-        let metrics = Metrics {
-            top1_id: grid(&rows, n_sites, |r, _| r.top.first().map_or(0, |t| t.0))?,
-            top1_logit: grid(&rows, n_sites, |r, _| r.top.first().map_or(f32::NAN, |t| t.1))?,
-            top1_prob: grid(&rows, n_sites, |r, _| r.top.first().map_or(f64::NAN, |t| r.prob(t.1)))?,
-            rank_of_final_top1: grid(&rows, n_sites, |r, _| r.target_rank.first().copied().unwrap_or(0))?,
-            final_top1_prob: grid(&rows, n_sites, |r, _| r.target_logit.first().map_or(f64::NAN, |&l| r.prob(l)))?,
-            rank_of_next: grid(&rows, n_sites, |r, p| next.get(p).copied().flatten().and(r.target_rank.get(1).copied()))?,
-            rank_of_input: grid(&rows, n_sites, |r, _| r.target_rank.get(2).copied().unwrap_or(0))?,
-            kl_to_final: grid(&rows, n_sites, |r, _| r.kl_to_final)?,
-            // Without the embed row there is no input distribution: NaN, written as null.
-            kl_to_input: grid(&rows, n_sites, |r, _| if opts.final_only { f64::NAN } else { r.kl_to_input })?,
-            entropy: grid(&rows, n_sites, |r, _| r.entropy)?,
-            nll_next: grid(&rows, n_sites, |r, p| next.get(p).copied().flatten().and(r.target_logit.get(1)).map(|&l| r.lse - f64::from(l)))?,
-            prediction_depth: Vec::new(),
-        };
-        let metrics = Metrics { prediction_depth: crate::output::report::prediction_depth(&metrics.top1_id), ..metrics };
-        let top_k = TopK {
-            k,
-            ids: grid(&rows, n_sites, |r, _| r.top.iter().take(k).map(|t| t.0).collect())?,
-            logits: grid(&rows, n_sites, |r, _| r.top.iter().take(k).map(|t| t.1).collect())?,
-            probs: grid(&rows, n_sites, |r, _| r.top.iter().take(k).map(|t| r.prob(t.1)).collect())?,
-        };
-        let pinned = if opts.pinned.is_empty() {
-            None
-        } else {
-            let pins = 0..opts.pinned.len();
-            Some(Pinned {
-                tokens: self.tokenizer.tokens(&opts.pinned),
-                rank: pins.clone().map(|i| grid(&rows, n_sites, |r, _| r.target_rank.get(3 + i).copied().unwrap_or(0))).collect::<Result<Vec<_>>>()?,
-                prob: pins
-                    .clone()
-                    .map(|i| grid(&rows, n_sites, |r, _| r.target_logit.get(3 + i).map_or(f64::NAN, |&l| r.prob(l))))
-                    .collect::<Result<Vec<_>>>()?,
-                logit: pins.map(|i| grid(&rows, n_sites, |r, _| r.target_logit.get(3 + i).copied().unwrap_or(f32::NAN))).collect::<Result<Vec<_>>>()?,
-            })
-        };
-        let mut groups = Vec::with_capacity(opts.groups.len());
-        let mut first = 3 + opts.pinned.len();
-        for g in &opts.groups {
-            let targets = first..first + g.token_ids.len();
-            first = targets.end;
-            groups.push(GroupReport {
-                name: g.name.clone(),
-                tokens: self.tokenizer.tokens(&g.token_ids),
-                prob: grid(&rows, n_sites, |r, _| targets.clone().filter_map(|t| r.target_logit.get(t)).map(|&l| r.prob(l)).sum())?,
-                best_rank: grid(&rows, n_sites, |r, _| targets.clone().filter_map(|t| r.target_rank.get(t).copied()).min().unwrap_or(0))?,
-            });
-        }
+        let metrics = assemble::metrics(&rows, n_sites, &next, opts.final_only)?;
+        let top_k = assemble::top_k(&rows, n_sites, opts.k)?;
+        let pinned = assemble::pinned(&rows, n_sites, self.tokenizer.tokens(&opts.pinned))?;
+        let groups =
+            assemble::groups(&rows, n_sites, opts.pinned.len(), opts.groups.iter().map(|g| (g.name.clone(), self.tokenizer.tokens(&g.token_ids))).collect())?;
         let final_top1: Vec<u32> = (0..n_pos).map(|p| rows.get(p * n_sites + final_site).and_then(|r| r.top.first()).map_or(0, |t| t.0)).collect();
         let attribution = attribute(trace, &dec, shape.n_layers, range.clone(), &final_top1, &next)?;
         let mut report = LensReport {
