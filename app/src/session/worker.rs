@@ -526,26 +526,8 @@ impl crate::session::compare::OtherEngine for OtherModel<'_> {
 }
 
 fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyhow::Result<OutcomeKind> {
-    use anyhow::Context as _;
     match &job.kind {
-        JobKind::Load { model, device, ort_lib, weights } => {
-            let (dir, engine) = open_engine(
-                model.as_deref(),
-                *device,
-                ort_lib.as_deref(),
-                *weights,
-                OpenProgress { resolve: &job.progress, open: &job.progress },
-                "cannot open the model",
-            )?;
-            st.weights = *weights;
-            let summary = ModelSummary::of_engine(&engine, &dir);
-            st.engine = Some(engine);
-            st.last = None;
-            st.last_result = None;
-            st.device = *device;
-            st.ort_lib.clone_from(ort_lib);
-            Ok(OutcomeKind::Loaded(Arc::new(summary)))
-        }
+        JobKind::Load { model, device, ort_lib, weights } => load_job(st, model.as_deref(), *device, ort_lib.as_ref(), *weights, &job.progress),
         JobKind::OpenTunedLens(dir) => {
             let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded: open a model before its tuned lens") };
             crate::session::engine::attach_tuned_lens(engine, Some(dir))?;
@@ -553,171 +535,192 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
             st.last_result = None;
             Ok(OutcomeKind::TunedLens(dir.clone()))
         }
-        JobKind::FitLens { texts, out, opts, resume } => {
-            let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
-            let text = crate::session::prompt::read_texts(texts)?;
-            let result = lens_model::lens::tuned_lens::fit::fit(
-                engine,
-                &text,
-                opts,
-                out,
-                *resume,
-                &mut |s| emit(OutcomeKind::FitStep(Arc::new(s.clone()))),
-                &job.progress,
-            )
-            .with_context(|| format!("fitting a tuned lens into {}", out.display()))?;
-            engine.set_tuned_lens(Some(result.lens))?;
-            st.last_result = None;
-            Ok(OutcomeKind::Fitted(out.clone()))
+        JobKind::FitLens { texts, out, opts, resume } => fit_job(st, texts, out, opts, *resume, emit, &job.progress),
+        JobKind::Corpus { file, window, decoder } => corpus_job(st, file, *window, *decoder, &job.progress),
+        JobKind::Run { .. } => run_lens_job(st, job, emit),
+    }
+}
+
+/// Opens a model (converting it first when needed); the old one's traces and results go.
+fn load_job(
+    st: &mut WorkerState,
+    model: Option<&std::path::Path>,
+    device: Device,
+    ort_lib: Option<&PathBuf>,
+    weights: WeightsChoice,
+    progress: &Progress,
+) -> anyhow::Result<OutcomeKind> {
+    let (dir, engine) =
+        open_engine(model, device, ort_lib.map(PathBuf::as_path), weights, OpenProgress { resolve: progress, open: progress }, "cannot open the model")?;
+    st.weights = weights;
+    let summary = ModelSummary::of_engine(&engine, &dir);
+    st.engine = Some(engine);
+    st.last = None;
+    st.last_result = None;
+    st.device = device;
+    st.ort_lib = ort_lib.cloned();
+    Ok(OutcomeKind::Loaded(Arc::new(summary)))
+}
+
+/// Fits a tuned lens on the open model, reporting every step; the model then decodes with it.
+fn fit_job(
+    st: &mut WorkerState,
+    texts: &[PathBuf],
+    out: &std::path::Path,
+    opts: &lens_model::lens::tuned_lens::fit::FitOptions,
+    resume: bool,
+    emit: &dyn Fn(OutcomeKind),
+    progress: &Progress,
+) -> anyhow::Result<OutcomeKind> {
+    use anyhow::Context as _;
+    let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
+    let text = crate::session::prompt::read_texts(texts)?;
+    let result = lens_model::lens::tuned_lens::fit::fit(engine, &text, opts, out, resume, &mut |s| emit(OutcomeKind::FitStep(Arc::new(s.clone()))), progress)
+        .with_context(|| format!("fitting a tuned lens into {}", out.display()))?;
+    engine.set_tuned_lens(Some(result.lens))?;
+    st.last_result = None;
+    Ok(OutcomeKind::Fitted(out.to_path_buf()))
+}
+
+/// Corpus mode over one text file with the open model.
+fn corpus_job(st: &mut WorkerState, file: &std::path::Path, window: Option<usize>, decoder: DecoderKind, progress: &Progress) -> anyhow::Result<OutcomeKind> {
+    let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
+    let text = crate::session::prompt::read_prompt_file(file)?;
+    let opts = lens_model::analyses::corpus::CorpusOptions {
+        window,
+        lens: LensOptions { k: 1, decoder, ..LensOptions::default() },
+        ..lens_model::analyses::corpus::CorpusOptions::default()
+    };
+    let report = lens_model::analyses::corpus::run_corpus(engine, &text, &opts, progress)?;
+    let name = file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
+    // Quantized weights are named in the legend: such a run can never pass for an exact one.
+    let weights = if report.run.weights() == "f32" { String::new() } else { format!(" · {} weights", report.run.weights()) };
+    Ok(OutcomeKind::Corpus(Arc::new(CorpusRun { label: format!("{name} · {}{weights}", report.decoder), report })))
+}
+
+/// The forward pass of `ids` into `last`: kept when the tokens did not change; after an edit
+/// that keeps the start of the prompt, only the rest runs, on the last trace's key/value cache.
+/// Returns whether it was reused, the positions taken from the cache, and its milliseconds.
+fn forward(last: &mut Option<(Vec<u32>, ResidualTrace)>, engine: &mut LensEngine, ids: &[u32], progress: &Progress) -> anyhow::Result<(bool, usize, f64)> {
+    let t0 = Instant::now();
+    progress.report("forward", 0.0);
+    let reuse = matches!(last, Some((last_ids, _)) if last_ids.as_slice() == ids);
+    let mut cached = 0;
+    if !reuse {
+        // Without a shared start the old trace goes first.
+        if last.as_ref().is_some_and(|(last_ids, _)| last_ids.first() != ids.first()) {
+            *last = None;
         }
-        JobKind::Corpus { file, window, decoder } => {
-            let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
-            let text = crate::session::prompt::read_prompt_file(file)?;
-            let opts = lens_model::analyses::corpus::CorpusOptions {
-                window: *window,
-                lens: LensOptions { k: 1, decoder: *decoder, ..LensOptions::default() },
-                ..lens_model::analyses::corpus::CorpusOptions::default()
-            };
-            let report = lens_model::analyses::corpus::run_corpus(engine, &text, &opts, &job.progress)?;
-            let name = file.file_name().map_or_else(|| file.display().to_string(), |n| n.to_string_lossy().into_owned());
-            // Quantized weights are named in the legend: such a run can never pass for an exact one.
-            let weights = if report.run.weights() == "f32" { String::new() } else { format!(" · {} weights", report.run.weights()) };
-            Ok(OutcomeKind::Corpus(Arc::new(CorpusRun { label: format!("{name} · {}{weights}", report.decoder), report })))
+        let prev = last.as_ref().map(|(last_ids, t)| (last_ids.as_slice(), t));
+        // The job's own progress: Cancel (or a newer edit) terminates the pass in ORT.
+        let (trace, kept) = engine.trace_edit(prev, ids, progress)?;
+        cached = kept;
+        *last = Some((ids.to_vec(), trace));
+    }
+    Ok((reuse, cached, t0.elapsed().as_secs_f64() * 1e3))
+}
+
+/// What an edit keeps of the previous result `prev` (same options): its report cut to the
+/// leading positions whose prefix and next token are unchanged, their attribution rows, and how
+/// many they are (none when nothing, or everything, is kept).
+fn kept_start(prev: Option<&LastResult>, opts: &LensOptions, ids: &[u32], n_pos: usize, pinned: &[u32]) -> (Option<LensReport>, Vec<Vec<f64>>, usize) {
+    let Some(prev) = prev.filter(|p| p.opts == *opts) else { return (None, Vec::new(), 0) };
+    let keep = lens_model::run::engine::reusable_positions(&prev.ids, ids).min(n_pos);
+    if keep == 0 || keep >= n_pos {
+        return (None, Vec::new(), 0);
+    }
+    let dla_rows = prev.dla_rows.get(..keep).map(<[Vec<f64>]>::to_vec).unwrap_or_default();
+    if !pinned.is_empty() && dla_rows.len() != keep {
+        return (None, Vec::new(), 0);
+    }
+    let mut r = prev.result.report.clone();
+    r.keep_positions(keep);
+    (Some(r), dla_rows, keep)
+}
+
+/// Runs the lens on a prompt: the forward pass (reused, or run after the kept start of an edit),
+/// the positions piece by piece (a partial result first, then the rest), and run B when comparing.
+fn run_lens_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyhow::Result<OutcomeKind> {
+    let JobKind::Run { text, pinned, group, k, decoder, truncate_left, compare } = &job.kind else { anyhow::bail!("internal: not a run job") };
+    let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
+    let (ids, truncated) = engine.tokenize_with(text, *truncate_left)?;
+    let (reuse, cached, forward_ms) = forward(&mut st.last, engine, &ids, &job.progress)?;
+    job.progress.check()?;
+    let Some((_, trace)) = st.last.as_ref() else { anyhow::bail!("no forward pass") };
+    let groups = match group {
+        Some(g) => vec![token_group(&engine.tokenizer, g)?],
+        None => Vec::new(),
+    };
+    // Sub-block rows always (the view hides them), except under the tuned lens, whose
+    // translators read block outputs only.
+    let tuned = |d: DecoderKind| d == DecoderKind::TunedLens;
+    let subblocks = !tuned(*decoder) && !matches!(compare, Some(CompareWith::Decoder(d)) if tuned(*d));
+    let opts = LensOptions { subblocks, k: (*k).max(1), pinned: pinned.clone(), decoder: *decoder, groups, ..LensOptions::default() };
+    let t1 = Instant::now();
+    let shape = &engine.bundle.shape;
+    let n_sites = lens_model::run::sites::site_list(shape.n_layers, subblocks).len();
+    let step = st.piece_positions.unwrap_or_else(|| positions_per_piece(n_sites, shape.d_model, shape.d_vocab)).max(1);
+    let n_pos = trace.n_pos;
+    // Incremental edit: the positions whose prefix and next token are unchanged keep the
+    // previous result's metrics; only the rest is computed.
+    let (mut report, mut dla_rows, reused) = kept_start(st.last_result.as_ref(), &opts, &ids, n_pos, pinned);
+    let mut start = reused;
+    // The first partial result carries everything so far; later ones only their own
+    // positions (`More`), so a run of many pieces copies each position once.
+    let mut shown = false;
+    while start < n_pos {
+        let end = (start + step).min(n_pos);
+        // The kernel reports progress per piece; scale it to the whole prompt.
+        let piece_progress = job.progress.part(start as f32 / n_pos as f32, (end - start) as f32 / n_pos as f32);
+        let mut piece = engine.lens_range(&ids, trace, &opts, start..end, &piece_progress)?;
+        piece.run.forward_ms = forward_ms;
+        let mut piece_dla = Vec::new();
+        if let Some(&t) = pinned.first() {
+            for p in start..end {
+                piece_dla.push(lens_model::lens::attribution::terms(trace, &engine.decoder, p, t)?);
+            }
         }
-        JobKind::Run { text, pinned, group, k, decoder, truncate_left, compare } => {
-            let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
-            let (ids, truncated) = engine.tokenize_with(text, *truncate_left)?;
-            let t0 = Instant::now();
-            job.progress.report("forward", 0.0);
-            let reuse = matches!(&st.last, Some((last_ids, _)) if *last_ids == ids);
-            let mut cached = 0;
-            if !reuse {
-                // An edit that keeps the start of the prompt runs only the rest, on the last
-                // trace's key/value cache; without a shared start the old trace goes first.
-                if st.last.as_ref().is_some_and(|(last_ids, _)| last_ids.first() != ids.first()) {
-                    st.last = None;
-                }
-                let prev = st.last.as_ref().map(|(last_ids, t)| (last_ids.as_slice(), t));
-                // The job's own progress: Cancel (or a newer edit) terminates the pass in ORT.
-                let (trace, kept) = engine.trace_edit(prev, &ids, &job.progress)?;
-                cached = kept;
-                st.last = Some((ids.clone(), trace));
+        let piece_start = report.as_ref().map_or(0, lens_model::output::report::LensReport::n_pos);
+        let r = match report.as_mut() {
+            Some(r) => {
+                r.append_positions(piece.clone())?;
+                r
             }
-            let forward_ms = t0.elapsed().as_secs_f64() * 1e3;
-            job.progress.check()?;
-            let Some((_, trace)) = st.last.as_ref() else { anyhow::bail!("no forward pass") };
-            let groups = match group {
-                Some(g) => vec![token_group(&engine.tokenizer, g)?],
-                None => Vec::new(),
+            None => report.insert(piece.clone()),
+        };
+        r.run.forward_ms = forward_ms;
+        r.run.forward_reused = reuse;
+        r.run.reused_positions = reused;
+        r.run.cached_positions = cached;
+        r.truncated = truncated;
+        r.run.lens_ms = t1.elapsed().as_secs_f64() * 1e3;
+        start = end;
+        if start < n_pos && shown {
+            let pinned_dla = pinned.first().map(|_| Grid::from_rows(piece_dla.clone()).map(|g| g.transposed())).transpose()?;
+            emit(OutcomeKind::More(Arc::new(RunPiece { start: piece_start, report: piece, pinned_dla })));
+        }
+        dla_rows.extend(piece_dla);
+        if start < n_pos && !shown {
+            let pinned_dla = pinned.first().map(|_| Grid::from_rows(dla_rows.clone()).map(|g| g.transposed())).transpose()?;
+            emit(OutcomeKind::Partial(Arc::new(RunResult { prompt: text.clone(), report: r.clone(), pinned_dla, total_positions: n_pos, compare: None })));
+            shown = true;
+        }
+        if start >= n_pos {
+            let Some(whole) = report.take() else { anyhow::bail!("no report") };
+            let pinned_dla = pinned.first().map(|_| Grid::from_rows(dla_rows.clone()).map(|g| g.transposed())).transpose()?;
+            let compared = match compare {
+                None => None,
+                Some(c) => {
+                    let mut other = OtherModel { slot: &mut st.other, device: st.device, ort_lib: st.ort_lib.as_deref(), weights: st.weights };
+                    let cmp =
+                        crate::session::compare::compare_with(engine, &mut other, text, &ids, Some(trace), &whole, &opts, c, *truncate_left, &job.progress)?;
+                    Some(Arc::new(cmp))
+                }
             };
-            // Sub-block rows always (the view hides them), except under the tuned lens, whose
-            // translators read block outputs only.
-            let tuned = |d: DecoderKind| d == DecoderKind::TunedLens;
-            let subblocks = !tuned(*decoder) && !matches!(compare, Some(CompareWith::Decoder(d)) if tuned(*d));
-            let opts = LensOptions { subblocks, k: (*k).max(1), pinned: pinned.clone(), decoder: *decoder, groups, ..LensOptions::default() };
-            let t1 = Instant::now();
-            let shape = &engine.bundle.shape;
-            let n_sites = lens_model::run::sites::site_list(shape.n_layers, subblocks).len();
-            let step = st.piece_positions.unwrap_or_else(|| positions_per_piece(n_sites, shape.d_model, shape.d_vocab)).max(1);
-            let n_pos = trace.n_pos;
-            let mut report: Option<lens_model::output::report::LensReport> = None;
-            // Direct logit attribution to the first pinned token, per position // [pos][component]
-            let mut dla_rows: Vec<Vec<f64>> = Vec::new();
-            let mut start = 0;
-            let mut reused = 0;
-            // Incremental edit: the positions whose prefix and next token are unchanged keep the
-            // previous result's metrics; only the rest is computed.
-            if let Some(prev) = st.last_result.as_ref()
-                && prev.opts == opts
-            {
-                let keep = lens_model::run::engine::reusable_positions(&prev.ids, &ids).min(n_pos);
-                if keep > 0 && keep < n_pos {
-                    let mut r = prev.result.report.clone();
-                    r.keep_positions(keep);
-                    dla_rows = prev.dla_rows.get(..keep).map(<[Vec<f64>]>::to_vec).unwrap_or_default();
-                    if !pinned.is_empty() && dla_rows.len() != keep {
-                        dla_rows.clear();
-                    } else {
-                        report = Some(r);
-                        start = keep;
-                        reused = keep;
-                    }
-                }
-            }
-            // The first partial result carries everything so far; later ones only their own
-            // positions (`More`), so a run of many pieces copies each position once.
-            let mut shown = false;
-            while start < n_pos {
-                let end = (start + step).min(n_pos);
-                // The kernel reports progress per piece; scale it to the whole prompt.
-                let piece_progress = job.progress.part(start as f32 / n_pos as f32, (end - start) as f32 / n_pos as f32);
-                let mut piece = engine.lens_range(&ids, trace, &opts, start..end, &piece_progress)?;
-                piece.run.forward_ms = forward_ms;
-                let mut piece_dla = Vec::new();
-                if let Some(&t) = pinned.first() {
-                    for p in start..end {
-                        piece_dla.push(lens_model::lens::attribution::terms(trace, &engine.decoder, p, t)?);
-                    }
-                }
-                let piece_start = report.as_ref().map_or(0, lens_model::output::report::LensReport::n_pos);
-                let r = match report.as_mut() {
-                    Some(r) => {
-                        r.append_positions(piece.clone())?;
-                        r
-                    }
-                    None => report.insert(piece.clone()),
-                };
-                r.run.forward_ms = forward_ms;
-                r.run.forward_reused = reuse;
-                r.run.reused_positions = reused;
-                r.run.cached_positions = cached;
-                r.truncated = truncated;
-                r.run.lens_ms = t1.elapsed().as_secs_f64() * 1e3;
-                start = end;
-                if start < n_pos && shown {
-                    let pinned_dla = pinned.first().map(|_| Grid::from_rows(piece_dla.clone()).map(|g| g.transposed())).transpose()?;
-                    emit(OutcomeKind::More(Arc::new(RunPiece { start: piece_start, report: piece, pinned_dla })));
-                }
-                dla_rows.extend(piece_dla);
-                if start < n_pos && !shown {
-                    let pinned_dla = pinned.first().map(|_| Grid::from_rows(dla_rows.clone()).map(|g| g.transposed())).transpose()?;
-                    emit(OutcomeKind::Partial(Arc::new(RunResult {
-                        prompt: text.clone(),
-                        report: r.clone(),
-                        pinned_dla,
-                        total_positions: n_pos,
-                        compare: None,
-                    })));
-                    shown = true;
-                }
-                if start >= n_pos {
-                    let Some(whole) = report.take() else { anyhow::bail!("no report") };
-                    let pinned_dla = pinned.first().map(|_| Grid::from_rows(dla_rows.clone()).map(|g| g.transposed())).transpose()?;
-                    let compared = match compare {
-                        None => None,
-                        Some(c) => {
-                            let mut other = OtherModel { slot: &mut st.other, device: st.device, ort_lib: st.ort_lib.as_deref(), weights: st.weights };
-                            let cmp = crate::session::compare::compare_with(
-                                engine,
-                                &mut other,
-                                text,
-                                &ids,
-                                Some(trace),
-                                &whole,
-                                &opts,
-                                c,
-                                *truncate_left,
-                                &job.progress,
-                            )?;
-                            Some(Arc::new(cmp))
-                        }
-                    };
-                    let res = Arc::new(RunResult { prompt: text.clone(), report: whole, pinned_dla, total_positions: n_pos, compare: compared });
-                    st.last_result = Some(LastResult { opts: opts.clone(), result: Arc::clone(&res), ids: ids.clone(), dla_rows });
-                    return Ok(OutcomeKind::Ran(res));
-                }
-            }
-            anyhow::bail!("the prompt has no tokens")
+            let res = Arc::new(RunResult { prompt: text.clone(), report: whole, pinned_dla, total_positions: n_pos, compare: compared });
+            st.last_result = Some(LastResult { opts: opts.clone(), result: Arc::clone(&res), ids: ids.clone(), dla_rows });
+            return Ok(OutcomeKind::Ran(res));
         }
     }
+    anyhow::bail!("the prompt has no tokens")
 }
