@@ -214,22 +214,10 @@ pub fn check_window_memory(shape: &crate::source::config::ModelShape, window: us
 
 pub use crate::source::long_text::encode_prefix;
 
-/// Runs the lens over `text` window by window and aggregates it. Cancelling `progress` stops it
-/// between windows and inside the running one.
-pub fn run_corpus(engine: &mut LensEngine, text: &str, opts: &CorpusOptions, progress: &Progress) -> Result<CorpusReport> {
-    let t0 = std::time::Instant::now();
-    let n_ctx = engine.bundle.shape.n_ctx;
-    let window = opts.window.unwrap_or(n_ctx.min(DEFAULT_MAX_WINDOW));
-    if window < 2 || window > n_ctx {
-        return Err(LensError::invalid(format!("--window {window}: use 2 to the model's context ({n_ctx})")));
-    }
-    // Before any window runs: one that cannot fit in the memory available now is refused.
-    check_window_memory(&engine.bundle.shape, window, crate::build::quant::available_memory())?;
-    if text.trim().is_empty() {
-        return Err(LensError::invalid("the corpus text is empty"));
-    }
+/// The corpus's token ids (only the prefix `max_tokens` needs), each inside the model's vocabulary.
+fn corpus_ids(engine: &LensEngine, text: &str, max_tokens: Option<usize>, progress: &Progress) -> Result<Vec<u32>> {
     progress.report("tokenizing", 0.0);
-    let ids = match opts.max_tokens {
+    let ids = match max_tokens {
         Some(m) => encode_prefix(&engine.tokenizer, text, m)?,
         None => crate::source::long_text::encode_long(&engine.tokenizer, text, crate::source::long_text::PIECE_BYTES, &mut |f| {
             progress.report("tokenizing", f);
@@ -240,78 +228,61 @@ pub fn run_corpus(engine: &mut LensEngine, text: &str, opts: &CorpusOptions, pro
     if let Some(&bad) = ids.iter().find(|&&id| id as usize >= d_vocab) {
         return Err(LensError::invalid(format!("the text contains token id {bad}, which the model has no row for (vocabulary of {d_vocab})")));
     }
-    let chunks: Vec<&[u32]> = ids.chunks(window).filter(|c| c.len() >= 2).collect();
-    if chunks.is_empty() {
-        return Err(LensError::invalid(format!("the text has {} tokens: too few for one window of at least 2", ids.len())));
-    }
-    let mut sites: Vec<String> = Vec::new();
-    let mut model = ModelInfo::default();
-    let mut decoder = String::new();
-    let mut sums: Vec<WindowSums> = Vec::with_capacity(chunks.len());
-    let mut depth_hist: Vec<u64> = Vec::new();
-    let n_windows = chunks.len();
-    for (i, chunk) in chunks.iter().enumerate() {
-        progress.check()?;
-        let part = progress.part(i as f32 / n_windows as f32, 1.0 / n_windows as f32);
-        let r = engine.run_ids(chunk, &opts.lens, &part)?;
-        let n_sites = r.sites.len();
-        if sites.is_empty() {
-            sites.clone_from(&r.sites);
-            model = r.model.clone();
-            decoder.clone_from(&r.decoder);
-            depth_hist = vec![0; n_sites];
-        }
-        let m = &r.metrics;
-        let fin = n_sites.saturating_sub(1);
-        let mut w = WindowSums {
-            n: chunk.len() as f64,
-            n_next: (chunk.len() - 1) as f64,
-            bytes: chunk.iter().skip(1).map(|&t| engine.tokenizer.token_bytes(t).len() as f64).sum(),
-            kl: vec![0.0; n_sites],
-            entropy: vec![0.0; n_sites],
-            agree: vec![0.0; n_sites],
-            nll: vec![0.0; n_sites],
-            is_next: vec![0.0; n_sites],
-        };
-        for s in 0..n_sites {
-            for p in 0..chunk.len() {
-                let cell = |g: &crate::grid::Grid<f64>| g.get(s, p).copied().ok_or_else(|| LensError::invalid("internal: a corpus window's report is short"));
-                let (kl, h) = (cell(&m.kl_to_final)?, cell(&m.entropy)?);
-                let top1 = m.top1_id.get(s, p);
-                let slot = |v: &mut Vec<f64>, x: f64| {
-                    if let Some(a) = v.get_mut(s) {
-                        *a += x;
-                    }
-                };
-                slot(&mut w.kl, kl);
-                slot(&mut w.entropy, h);
-                slot(&mut w.agree, f64::from(u8::from(top1.is_some() && top1 == m.top1_id.get(fin, p))));
-                if let Some(&next) = chunk.get(p + 1) {
-                    let nll = m
-                        .nll_next
-                        .get(s, p)
-                        .copied()
-                        .flatten()
-                        .ok_or_else(|| LensError::invalid("internal: a corpus window has no NLL where it has a next token"))?;
-                    slot(&mut w.nll, nll);
-                    slot(&mut w.is_next, f64::from(u8::from(top1 == Some(&next))));
+    Ok(ids)
+}
+
+/// One window's sums per site from its report `r` over the tokens `chunk`.
+fn window_sums(r: &crate::output::report::LensReport, chunk: &[u32], tokenizer: &crate::source::tokenizer::LensTokenizer) -> Result<WindowSums> {
+    let n_sites = r.sites.len();
+    let m = &r.metrics;
+    let fin = n_sites.saturating_sub(1);
+    let mut w = WindowSums {
+        n: chunk.len() as f64,
+        n_next: (chunk.len() - 1) as f64,
+        bytes: chunk.iter().skip(1).map(|&t| tokenizer.token_bytes(t).len() as f64).sum(),
+        kl: vec![0.0; n_sites],
+        entropy: vec![0.0; n_sites],
+        agree: vec![0.0; n_sites],
+        nll: vec![0.0; n_sites],
+        is_next: vec![0.0; n_sites],
+    };
+    for s in 0..n_sites {
+        for p in 0..chunk.len() {
+            let cell = |g: &crate::grid::Grid<f64>| g.get(s, p).copied().ok_or_else(|| LensError::invalid("internal: a corpus window's report is short"));
+            let (kl, h) = (cell(&m.kl_to_final)?, cell(&m.entropy)?);
+            let top1 = m.top1_id.get(s, p);
+            let slot = |v: &mut Vec<f64>, x: f64| {
+                if let Some(a) = v.get_mut(s) {
+                    *a += x;
                 }
+            };
+            slot(&mut w.kl, kl);
+            slot(&mut w.entropy, h);
+            slot(&mut w.agree, f64::from(u8::from(top1.is_some() && top1 == m.top1_id.get(fin, p))));
+            if let Some(&next) = chunk.get(p + 1) {
+                let nll = m
+                    .nll_next
+                    .get(s, p)
+                    .copied()
+                    .flatten()
+                    .ok_or_else(|| LensError::invalid("internal: a corpus window has no NLL where it has a next token"))?;
+                slot(&mut w.nll, nll);
+                slot(&mut w.is_next, f64::from(u8::from(top1 == Some(&next))));
             }
         }
-        for d in r.prediction_depth() {
-            if let Some(c) = depth_hist.get_mut(d as usize) {
-                *c += 1;
-            }
-        }
-        sums.push(w);
     }
-    let n_sites = sites.len();
+    Ok(w)
+}
+
+/// Per-site means of `sums` with percentile-bootstrap 95% intervals over windows (`b` resamples
+/// drawn with `seed`).
+fn bootstrap(sums: &[WindowSums], n_sites: usize, b: usize, seed: u64, progress: &Progress) -> Result<PerSite> {
+    let n_windows = sums.len();
     let all: Vec<&WindowSums> = sums.iter().collect();
     let means = stats(&all, n_sites);
     // Percentile bootstrap over windows.
-    let b = opts.resamples.max(1);
     let mut draws: [Vec<Vec<f64>>; 6] = std::array::from_fn(|_| vec![Vec::with_capacity(b); n_sites]);
-    let mut rng = opts.seed ^ 0x5DEE_CE66_D1CE_5EED;
+    let mut rng = seed ^ 0x5DEE_CE66_D1CE_5EED;
     let mut sample: Vec<&WindowSums> = Vec::with_capacity(n_windows);
     for _ in 0..b {
         progress.check()?;
@@ -351,6 +322,56 @@ pub fn run_corpus(engine: &mut LensEngine, text: &str, opts: &CorpusOptions, pro
         top1_is_next: interval(4),
         entropy: interval(5),
     };
+    Ok(per_site)
+}
+
+/// Runs the lens over `text` window by window and aggregates it. Cancelling `progress` stops it
+/// between windows and inside the running one.
+pub fn run_corpus(engine: &mut LensEngine, text: &str, opts: &CorpusOptions, progress: &Progress) -> Result<CorpusReport> {
+    let t0 = std::time::Instant::now();
+    let n_ctx = engine.bundle.shape.n_ctx;
+    let window = opts.window.unwrap_or(n_ctx.min(DEFAULT_MAX_WINDOW));
+    if window < 2 || window > n_ctx {
+        return Err(LensError::invalid(format!("--window {window}: use 2 to the model's context ({n_ctx})")));
+    }
+    // Before any window runs: one that cannot fit in the memory available now is refused.
+    check_window_memory(&engine.bundle.shape, window, crate::build::quant::available_memory())?;
+    if text.trim().is_empty() {
+        return Err(LensError::invalid("the corpus text is empty"));
+    }
+    let ids = corpus_ids(engine, text, opts.max_tokens, progress)?;
+    let chunks: Vec<&[u32]> = ids.chunks(window).filter(|c| c.len() >= 2).collect();
+    if chunks.is_empty() {
+        return Err(LensError::invalid(format!("the text has {} tokens: too few for one window of at least 2", ids.len())));
+    }
+    let mut sites: Vec<String> = Vec::new();
+    let mut model = ModelInfo::default();
+    let mut decoder = String::new();
+    let mut sums: Vec<WindowSums> = Vec::with_capacity(chunks.len());
+    let mut depth_hist: Vec<u64> = Vec::new();
+    let n_windows = chunks.len();
+    for (i, chunk) in chunks.iter().enumerate() {
+        progress.check()?;
+        let part = progress.part(i as f32 / n_windows as f32, 1.0 / n_windows as f32);
+        let r = engine.run_ids(chunk, &opts.lens, &part)?;
+        let n_sites = r.sites.len();
+        if sites.is_empty() {
+            sites.clone_from(&r.sites);
+            model = r.model.clone();
+            decoder.clone_from(&r.decoder);
+            depth_hist = vec![0; n_sites];
+        }
+        let w = window_sums(&r, chunk, &engine.tokenizer)?;
+        for d in r.prediction_depth() {
+            if let Some(c) = depth_hist.get_mut(d as usize) {
+                *c += 1;
+            }
+        }
+        sums.push(w);
+    }
+    let n_sites = sites.len();
+    let b = opts.resamples.max(1);
+    let per_site = bootstrap(&sums, n_sites, b, opts.seed, progress)?;
     progress.report("done", 1.0);
     Ok(CorpusReport {
         schema: CORPUS_SCHEMA.into(),
