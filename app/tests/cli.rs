@@ -1,4 +1,4 @@
-//! The `logit-lens` binary: `lens` writes the DESIGN §3.4 JSON; every bad input is a clear error
+//! The `logit-lens` binary: `lens` writes the report JSON (README, "Metrics"); every bad input is a clear error
 //! with a non-zero exit, never a panic.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]

@@ -23,7 +23,7 @@ use lens_model::error::Progress;
 use lens_model::lens::kernel::DecoderKind;
 use lens_model::run::runtime::Device;
 
-/// logit-lens: look inside GPT-2, GPT-Neo, CTRL, GPT-NeoX/Pythia and GPT-J models with the logit lens.
+/// logit-lens: look inside GPT-2, GPT-Neo, CTRL, GPT-NeoX/Pythia, GPT-J, Llama, Mistral, Qwen2/3 and Gemma 2/3 models with the logit lens.
 #[derive(Parser, Debug)]
 #[command(name = "logit-lens", version, about, long_about = None, args_conflicts_with_subcommands = true)]
 struct Cli {

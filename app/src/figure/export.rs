@@ -137,7 +137,7 @@ fn opt<T: ToString>(v: Option<T>) -> String {
     v.map(|x| x.to_string()).unwrap_or_default()
 }
 
-/// Writes the report: `.json` (DESIGN §3.4), `.csv` (one row per site and position, with display
+/// Writes the report: `.json` (README, "Metrics"), `.csv` (one row per site and position, with display
 /// and exact token text) or `.npz` (numpy arrays, see [`lens_model::output::npz::write_report`]).
 pub fn data(report: &LensReport, path: &Path, token_text: &dyn Fn(u32) -> String) -> Result<()> {
     match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {

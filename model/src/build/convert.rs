@@ -1,4 +1,4 @@
-//! Hugging Face checkpoint folder -> lens bundle (DESIGN §3.1), generic over the family.
+//! Hugging Face checkpoint folder -> lens bundle (README, "The lens bundle"), generic over the family.
 //!
 //! The family file ([`crate::build::arch`]) gives the one tensor plan; the converter reads each entry
 //! from the memory-mapped checkpoint, converts it to f32 (picking rows or columns, transposing

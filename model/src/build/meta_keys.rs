@@ -1,5 +1,5 @@
 //! The bundle's metadata keys (`metadata_props` of `model.onnx`), defined once: the converter
-//! writes them and [`crate::run::bundle::Bundle::open`] reads them (README, "Bundle format").
+//! writes them and [`crate::run::bundle::Bundle::open`] reads them (README, "The lens bundle").
 
 /// Format version (1 to 4; 4 = quantized weights).
 pub const FORMAT_VERSION: &str = "lens.format_version";

@@ -1,4 +1,4 @@
-//! Direct logit attribution (DESIGN §3.3) of the embedding, every attention and every MLP output.
+//! Direct logit attribution (README, "Metrics") of the embedding, every attention and every MLP output.
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! The lens as an ONNX graph, for execution providers other than our CPU kernel (DESIGN §3.3's
+//! The lens as an ONNX graph, for execution providers other than our CPU kernel (README, "Metrics":
 //! metrics, unchanged): one run per vocabulary chunk, the running state in and out.
 //!
 //! A run takes the prepared decoder inputs `x` `[R, d]` (rows position-major, whole positions),

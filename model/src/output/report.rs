@@ -1,4 +1,4 @@
-//! [`LensReport`] and its JSON form (DESIGN §3.4, schema `logit-lens/report@1`).
+//! [`LensReport`] and its JSON form (README, "Metrics", schema `logit-lens/report@1`).
 
 use std::path::Path;
 
@@ -17,7 +17,8 @@ pub const SCHEMA: &str = "logit-lens/report@1";
 pub struct ModelInfo {
     /// Name.
     pub name: String,
-    /// Family (`gpt2`, `gpt_neo`, `ctrl`, `gpt_neox`, `gptj`).
+    /// Family: the Hugging Face `model_type` (`gpt2`, `gpt_neo`, `ctrl`, `gpt_neox`, `gptj`, `llama`,
+    /// `mistral`, `qwen2`, `qwen3`, `gemma2`, `gemma3_text`).
     pub family: String,
     /// Residual layout (`sequential` / `parallel`; absent in reports of the first release).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -193,7 +194,7 @@ pub struct LensReport {
     pub schema: String,
     /// The model.
     pub model: ModelInfo,
-    /// `logit_lens` or `raw`.
+    /// The decoder: `logit_lens`, `tuned_lens`, `last_block`, `last_mlp` or `raw`.
     pub decoder: String,
     /// Input tokens in position order.
     pub tokens: Vec<Token>,

@@ -1,4 +1,4 @@
-//! The lens bundle (DESIGN §3.1): open, validate, metadata, and reading initializers.
+//! The lens bundle (README, "The lens bundle"): open, validate, metadata, and reading initializers.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};

@@ -1,4 +1,4 @@
-//! Sites: the rows of every lens grid (DESIGN §3.2).
+//! Sites: the rows of every lens grid (README, "Metrics").
 
 use serde::{Deserialize, Serialize};
 
