@@ -9,6 +9,9 @@ use lens_model::LensOptions;
 use lens_model::error::Progress;
 use lens_model::lens::kernel::DecoderKind;
 
+use crate::session::compare::CompareWith;
+use crate::session::run::{RunCache, RunRequest, run_prompt};
+
 use super::{OpenedOnce, attach_tuned_lens, interrupt, note_truncation, open_engine, token_groups};
 
 /// Options of `lens`.
@@ -92,7 +95,6 @@ pub fn run(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
     }
     let mut engine = open_engine(ort_lib, args.model.model.as_deref(), args.model.device)?;
     attach_tuned_lens(&mut engine, args.decoder.tuned_lens.as_deref())?;
-    let (ids, truncated) = engine.tokenize_with(&text, truncate_left)?;
     let mut pinned = Vec::new();
     for p in &args.pin {
         match engine.tokenizer.token_id(p) {
@@ -103,39 +105,42 @@ pub fn run(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
     let groups = token_groups(&engine.tokenizer, &args.group, &args.group_word)?;
     let path = args.lens_path;
     let opts = LensOptions { subblocks: args.subblocks, k: args.top_k, decoder, pinned, final_only: args.final_only, groups, path, ..LensOptions::default() };
-    let mut report = engine.run_ids(&ids, &opts, &interrupt::watched(Progress::default()))?;
-    report.truncated = truncated;
-    note_truncation(truncated);
-    let comparing = args.compare_prompt.is_some() || args.compare_prompt_file.is_some() || args.compare_model.is_some() || args.compare_decoder.is_some();
-    if comparing {
+    let with = if let Some(kind) = args.compare_decoder {
+        Some(CompareWith::Decoder(kind))
+    } else if let Some(m) = &args.compare_model {
+        Some(CompareWith::Model(m.clone()))
+    } else {
+        match (&args.compare_prompt, &args.compare_prompt_file) {
+            (Some(t), _) => Some(CompareWith::Prompt(t.clone())),
+            (None, Some(f)) => Some(CompareWith::Prompt(crate::session::prompt::read_prompt_file(f)?)),
+            (None, None) => None,
+        }
+    };
+    if with.is_some() {
         if args.npz.is_some() {
             bail!("--npz holds one report; with a --compare-… option write --json");
         }
-        let Some(json) = &args.json else { bail!("a comparison is written with --json OUT") };
-        let with = if let Some(kind) = args.compare_decoder {
-            crate::session::compare::CompareWith::Decoder(kind)
-        } else if let Some(m) = &args.compare_model {
-            crate::session::compare::CompareWith::Model(m.clone())
-        } else {
-            crate::session::compare::CompareWith::Prompt(match (&args.compare_prompt, &args.compare_prompt_file) {
-                (Some(t), _) => t.clone(),
-                (None, Some(f)) => crate::session::prompt::read_prompt_file(f)?,
-                (None, None) => bail!("internal: no comparison given"),
-            })
-        };
-        let varied = with.varied();
-        let mut other = OpenedOnce::new(ort_lib, args.model.device);
-        let progress = interrupt::watched(Progress::default());
-        let cmp = crate::session::compare::compare_with(&mut engine, &mut other, &text, &ids, None, &report, &opts, &with, truncate_left, &progress)?;
+        if args.json.is_none() {
+            bail!("a comparison is written with --json OUT");
+        }
+    }
+    // The one run path (the app's worker runs the same).
+    let req = RunRequest { text: &text, opts, truncate_left, compare: with.as_ref(), piece_positions: None };
+    let mut other = OpenedOnce::new(ort_lib, args.model.device);
+    let result = run_prompt(&mut engine, &mut RunCache::default(), &mut other, &req, &interrupt::watched(Progress::default()), &|_| {})?;
+    note_truncation(result.report.truncated);
+    if let (Some(cmp), Some(json), Some(with)) = (&result.compare, &args.json, &with) {
         cmp.write_json(json).with_context(|| format!("cannot write the comparison to {}", json.display()))?;
         eprintln!(
-            "compared two runs ({varied} varied; {} position pairs aligned by {}); wrote {}",
+            "compared two runs ({} varied; {} position pairs aligned by {}); wrote {}",
+            with.varied(),
             cmp.alignment.len(),
             cmp.aligned_by.replace('_', " "),
             json.display()
         );
         return Ok(());
     }
+    let report = &result.report;
     let mut wrote = Vec::new();
     if let Some(json) = &args.json {
         report.write_json(json).with_context(|| format!("cannot write the report to {}", json.display()))?;
@@ -143,7 +148,7 @@ pub fn run(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
     }
     if let Some(npz) = &args.npz {
         let text = |id: u32| String::from_utf8_lossy(&engine.tokenizer.token_bytes(id)).into_owned();
-        lens_model::output::npz::write_report(&report, npz, &text).with_context(|| format!("cannot write the report to {}", npz.display()))?;
+        lens_model::output::npz::write_report(report, npz, &text).with_context(|| format!("cannot write the report to {}", npz.display()))?;
         wrote.push(npz.display().to_string());
     }
     eprintln!(

@@ -14,7 +14,7 @@ use crate::figure::output::{self, Format};
 use crate::figure::provenance::{CompareSource, Provenance};
 use crate::figure::scene;
 use crate::figure::spec::{FigureSpec, FigureView, RankOf};
-use crate::session::worker::{ModelSummary, RunResult};
+use crate::session::worker::ModelSummary;
 use crate::view::model::{ViewModel, token_display};
 
 /// Options of `render`.
@@ -329,30 +329,22 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
         bail!("the model at {} is not the one the figure was made with (weights sha256 differs); pass --model", p.model_path);
     }
     super::attach_tuned_lens(&mut engine, spec.tuned_lens.as_deref().map(std::path::Path::new))?;
-    let (ids, truncated) = engine.tokenize_with(&prompt, spec.truncate_left)?;
-    super::note_truncation(truncated);
     let pinned = match &spec.rank_of {
         RankOf::Token(t) => vec![engine.tokenizer.token_id(t).ok_or_else(|| anyhow!("--rank-of {t:?} is not a single token of this model"))?],
         _ => Vec::new(),
     };
     let decoder = DecoderKind::parse(&spec.decoder).ok_or_else(|| anyhow!("unknown decoder {:?} in the figure settings", spec.decoder))?;
     let opts = LensOptions { subblocks: spec.subblocks, pinned, decoder, ..LensOptions::default() };
-    let progress = super::interrupt::watched(Progress::default());
-    let report = engine.run_ids(&ids, &opts, &progress)?;
-    let vocab = ModelSummary::vocab_of(&engine);
     let compare = compare_source(a, recorded.as_ref())?;
-    // Run B by the one rule the app and `lens` use too; A − B by the view model the app paints.
-    let compared = match &compare {
-        None => None,
-        Some(c) => {
-            let with = crate::session::compare::CompareWith::from_parts(&c.varied, &c.with)?;
-            let mut other = super::OpenedOnce::new(ort_lib, a.model.device);
-            let cmp =
-                crate::session::compare::compare_with(&mut engine, &mut other, &prompt, &ids, None, &report, &opts, &with, spec.truncate_left, &progress)?;
-            Some(std::sync::Arc::new(cmp))
-        }
-    };
-    let result = RunResult { prompt: prompt.clone(), total_positions: report.n_pos(), report, pinned_dla: None, compare: compared };
+    let with = compare.as_ref().map(|c| crate::session::compare::CompareWith::from_parts(&c.varied, &c.with)).transpose()?;
+    // The one run path (the app's worker and `lens` run the same); A − B by the view model the
+    // app paints.
+    let req = crate::session::run::RunRequest { text: &prompt, opts, truncate_left: spec.truncate_left, compare: with.as_ref(), piece_positions: None };
+    let mut other = super::OpenedOnce::new(ort_lib, a.model.device);
+    let progress = super::interrupt::watched(Progress::default());
+    let result = crate::session::run::run_prompt(&mut engine, &mut crate::session::run::RunCache::default(), &mut other, &req, &progress, &|_| {})?;
+    super::note_truncation(result.report.truncated);
+    let vocab = ModelSummary::vocab_of(&engine);
     let vm = ViewModel::build(&result, &view, &vocab);
     let report = &result.report;
     let panel_title = vm.panel(spec.metric()).map(|p| crate::figure::compare::base_title(&vm, &p.title)).unwrap_or_default();

@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use lens_model::build::quant::WeightsChoice;
 use lens_model::error::Progress;
@@ -14,11 +13,11 @@ use lens_model::grid::Grid;
 use lens_model::lens::kernel::DecoderKind;
 use lens_model::output::report::LensReport;
 use lens_model::run::runtime::Device;
-use lens_model::run::trace::ResidualTrace;
 use lens_model::source::config::ModelShape;
 use lens_model::{LensEngine, LensError, LensOptions};
 
 use crate::session::engine::{OpenProgress, open as open_engine};
+use crate::session::run::{RunCache, RunEvent, RunRequest, run_prompt};
 
 /// How the worker asks its face to show something new: `None` = now, `Some(d)` = within `d`.
 pub type Repaint = Arc<dyn Fn(Option<std::time::Duration>) + Send + Sync>;
@@ -397,22 +396,10 @@ impl Worker {
     }
 }
 
-/// The engine and the last forward pass (reused when only the pins change).
-/// A complete result with what it was computed from.
-struct LastResult {
-    opts: LensOptions,
-    result: Arc<RunResult>,
-    ids: Vec<u32>,
-    /// Direct logit attribution to the first pinned token // [pos][component]
-    dla_rows: Vec<Vec<f64>>,
-}
-
 struct WorkerState {
     engine: Option<LensEngine>,
-    last: Option<(Vec<u32>, ResidualTrace)>,
-    /// The last complete result: an edit that keeps the start of the prompt (appending text)
-    /// reuses its first positions.
-    last_result: Option<LastResult>,
+    /// The last forward pass and result (reused by the next run, see [`RunCache`]).
+    cache: RunCache,
     piece_positions: Option<usize>,
     /// The device and runtime library of the last load (for a model compared with).
     device: Device,
@@ -426,8 +413,7 @@ struct WorkerState {
 fn worker_loop(jobs: &Receiver<Job>, out: &Sender<Outcome>, repaint: &Repaint, piece_positions: Option<usize>) {
     let mut st = WorkerState {
         engine: None,
-        last: None,
-        last_result: None,
+        cache: RunCache::default(),
         piece_positions,
         device: Device::default(),
         ort_lib: None,
@@ -532,7 +518,7 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
             let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded: open a model before its tuned lens") };
             crate::session::engine::attach_tuned_lens(engine, Some(dir))?;
             // Results of the old lens must not be reused.
-            st.last_result = None;
+            st.cache.forget_results();
             Ok(OutcomeKind::TunedLens(dir.clone()))
         }
         JobKind::FitLens { texts, out, opts, resume } => fit_job(st, texts, out, opts, *resume, emit, &job.progress),
@@ -555,8 +541,7 @@ fn load_job(
     st.weights = weights;
     let summary = ModelSummary::of_engine(&engine, &dir);
     st.engine = Some(engine);
-    st.last = None;
-    st.last_result = None;
+    st.cache = RunCache::default();
     st.device = device;
     st.ort_lib = ort_lib.cloned();
     Ok(OutcomeKind::Loaded(Arc::new(summary)))
@@ -578,7 +563,7 @@ fn fit_job(
     let result = lens_model::lens::tuned_lens::fit::fit(engine, &text, opts, out, resume, &mut |s| emit(OutcomeKind::FitStep(Arc::new(s.clone()))), progress)
         .with_context(|| format!("fitting a tuned lens into {}", out.display()))?;
     engine.set_tuned_lens(Some(result.lens))?;
-    st.last_result = None;
+    st.cache.forget_results();
     Ok(OutcomeKind::Fitted(out.to_path_buf()))
 }
 
@@ -598,55 +583,11 @@ fn corpus_job(st: &mut WorkerState, file: &std::path::Path, window: Option<usize
     Ok(OutcomeKind::Corpus(Arc::new(CorpusRun { label: format!("{name} · {}{weights}", report.decoder), report })))
 }
 
-/// The forward pass of `ids` into `last`: kept when the tokens did not change; after an edit
-/// that keeps the start of the prompt, only the rest runs, on the last trace's key/value cache.
-/// Returns whether it was reused, the positions taken from the cache, and its milliseconds.
-fn forward(last: &mut Option<(Vec<u32>, ResidualTrace)>, engine: &mut LensEngine, ids: &[u32], progress: &Progress) -> anyhow::Result<(bool, usize, f64)> {
-    let t0 = Instant::now();
-    progress.report("forward", 0.0);
-    let reuse = matches!(last, Some((last_ids, _)) if last_ids.as_slice() == ids);
-    let mut cached = 0;
-    if !reuse {
-        // Without a shared start the old trace goes first.
-        if last.as_ref().is_some_and(|(last_ids, _)| last_ids.first() != ids.first()) {
-            *last = None;
-        }
-        let prev = last.as_ref().map(|(last_ids, t)| (last_ids.as_slice(), t));
-        // The job's own progress: Cancel (or a newer edit) terminates the pass in ORT.
-        let (trace, kept) = engine.trace_edit(prev, ids, progress)?;
-        cached = kept;
-        *last = Some((ids.to_vec(), trace));
-    }
-    Ok((reuse, cached, t0.elapsed().as_secs_f64() * 1e3))
-}
-
-/// What an edit keeps of the previous result `prev` (same options): its report cut to the
-/// leading positions whose prefix and next token are unchanged, their attribution rows, and how
-/// many they are (none when nothing, or everything, is kept).
-fn kept_start(prev: Option<&LastResult>, opts: &LensOptions, ids: &[u32], n_pos: usize, pinned: &[u32]) -> (Option<LensReport>, Vec<Vec<f64>>, usize) {
-    let Some(prev) = prev.filter(|p| p.opts == *opts) else { return (None, Vec::new(), 0) };
-    let keep = lens_model::run::engine::reusable_positions(&prev.ids, ids).min(n_pos);
-    if keep == 0 || keep >= n_pos {
-        return (None, Vec::new(), 0);
-    }
-    let dla_rows = prev.dla_rows.get(..keep).map(<[Vec<f64>]>::to_vec).unwrap_or_default();
-    if !pinned.is_empty() && dla_rows.len() != keep {
-        return (None, Vec::new(), 0);
-    }
-    let mut r = prev.result.report.clone();
-    r.keep_positions(keep);
-    (Some(r), dla_rows, keep)
-}
-
 /// Runs the lens on a prompt: the forward pass (reused, or run after the kept start of an edit),
 /// the positions piece by piece (a partial result first, then the rest), and run B when comparing.
 fn run_lens_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyhow::Result<OutcomeKind> {
     let JobKind::Run { text, pinned, group, k, decoder, truncate_left, compare } = &job.kind else { anyhow::bail!("internal: not a run job") };
     let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
-    let (ids, truncated) = engine.tokenize_with(text, *truncate_left)?;
-    let (reuse, cached, forward_ms) = forward(&mut st.last, engine, &ids, &job.progress)?;
-    job.progress.check()?;
-    let Some((_, trace)) = st.last.as_ref() else { anyhow::bail!("no forward pass") };
     let groups = match group {
         Some(g) => vec![token_group(&engine.tokenizer, g)?],
         None => Vec::new(),
@@ -656,71 +597,13 @@ fn run_lens_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> 
     let tuned = |d: DecoderKind| d == DecoderKind::TunedLens;
     let subblocks = !tuned(*decoder) && !matches!(compare, Some(CompareWith::Decoder(d)) if tuned(*d));
     let opts = LensOptions { subblocks, k: (*k).max(1), pinned: pinned.clone(), decoder: *decoder, groups, ..LensOptions::default() };
-    let t1 = Instant::now();
-    let shape = &engine.bundle.shape;
-    let n_sites = lens_model::run::sites::site_list(shape.n_layers, subblocks).len();
-    let step = st.piece_positions.unwrap_or_else(|| positions_per_piece(n_sites, shape.d_model, shape.d_vocab)).max(1);
-    let n_pos = trace.n_pos;
-    // Incremental edit: the positions whose prefix and next token are unchanged keep the
-    // previous result's metrics; only the rest is computed.
-    let (mut report, mut dla_rows, reused) = kept_start(st.last_result.as_ref(), &opts, &ids, n_pos, pinned);
-    let mut start = reused;
-    // The first partial result carries everything so far; later ones only their own
-    // positions (`More`), so a run of many pieces copies each position once.
-    let mut shown = false;
-    while start < n_pos {
-        let end = (start + step).min(n_pos);
-        // The kernel reports progress per piece; scale it to the whole prompt.
-        let piece_progress = job.progress.part(start as f32 / n_pos as f32, (end - start) as f32 / n_pos as f32);
-        let mut piece = engine.lens_range(&ids, trace, &opts, start..end, &piece_progress)?;
-        piece.run.forward_ms = forward_ms;
-        let mut piece_dla = Vec::new();
-        if let Some(&t) = pinned.first() {
-            for p in start..end {
-                piece_dla.push(lens_model::lens::attribution::terms(trace, &engine.decoder, p, t)?);
-            }
-        }
-        let piece_start = report.as_ref().map_or(0, lens_model::output::report::LensReport::n_pos);
-        let r = match report.as_mut() {
-            Some(r) => {
-                r.append_positions(piece.clone())?;
-                r
-            }
-            None => report.insert(piece.clone()),
-        };
-        r.run.forward_ms = forward_ms;
-        r.run.forward_reused = reuse;
-        r.run.reused_positions = reused;
-        r.run.cached_positions = cached;
-        r.truncated = truncated;
-        r.run.lens_ms = t1.elapsed().as_secs_f64() * 1e3;
-        start = end;
-        if start < n_pos && shown {
-            let pinned_dla = pinned.first().map(|_| Grid::from_rows(piece_dla.clone()).map(|g| g.transposed())).transpose()?;
-            emit(OutcomeKind::More(Arc::new(RunPiece { start: piece_start, report: piece, pinned_dla })));
-        }
-        dla_rows.extend(piece_dla);
-        if start < n_pos && !shown {
-            let pinned_dla = pinned.first().map(|_| Grid::from_rows(dla_rows.clone()).map(|g| g.transposed())).transpose()?;
-            emit(OutcomeKind::Partial(Arc::new(RunResult { prompt: text.clone(), report: r.clone(), pinned_dla, total_positions: n_pos, compare: None })));
-            shown = true;
-        }
-        if start >= n_pos {
-            let Some(whole) = report.take() else { anyhow::bail!("no report") };
-            let pinned_dla = pinned.first().map(|_| Grid::from_rows(dla_rows.clone()).map(|g| g.transposed())).transpose()?;
-            let compared = match compare {
-                None => None,
-                Some(c) => {
-                    let mut other = OtherModel { slot: &mut st.other, device: st.device, ort_lib: st.ort_lib.as_deref(), weights: st.weights };
-                    let cmp =
-                        crate::session::compare::compare_with(engine, &mut other, text, &ids, Some(trace), &whole, &opts, c, *truncate_left, &job.progress)?;
-                    Some(Arc::new(cmp))
-                }
-            };
-            let res = Arc::new(RunResult { prompt: text.clone(), report: whole, pinned_dla, total_positions: n_pos, compare: compared });
-            st.last_result = Some(LastResult { opts: opts.clone(), result: Arc::clone(&res), ids: ids.clone(), dla_rows });
-            return Ok(OutcomeKind::Ran(res));
-        }
-    }
-    anyhow::bail!("the prompt has no tokens")
+    let req = RunRequest { text, opts, truncate_left: *truncate_left, compare: compare.as_ref(), piece_positions: st.piece_positions };
+    let mut other = OtherModel { slot: &mut st.other, device: st.device, ort_lib: st.ort_lib.as_deref(), weights: st.weights };
+    let res = run_prompt(engine, &mut st.cache, &mut other, &req, &job.progress, &|e| {
+        emit(match e {
+            RunEvent::Partial(r) => OutcomeKind::Partial(r),
+            RunEvent::More(p) => OutcomeKind::More(p),
+        });
+    })?;
+    Ok(OutcomeKind::Ran(res))
 }
