@@ -211,59 +211,125 @@ pub fn grid_ui(
     if header_rect.height() < place.min_header_h {
         ui.add_space(place.min_header_h - header_rect.height());
     }
-    // The grid takes the panel's own width (never what an overflowing header claimed).
-    let avail = ui.available_rect_before_wrap();
-    let full = Rect::from_min_max(Pos2::new(panel_rect.left(), avail.top()), Pos2::new(panel_rect.right(), panel_rect.bottom().max(avail.top() + 50.0)));
-    let full = Rect::from_min_size(full.min, Vec2::new(full.width().max(50.0), full.height().max(50.0)));
-    ui.allocate_rect(full, Sense::hover());
-    // Token strips shrink in short panels so that the cells keep most of the room; stacked panels
-    // share them (the top panel has the next tokens, the bottom one the input tokens).
-    let top_h = if place.top_strip { TOP_LABEL_H.min(full.height() * 0.2) } else { 4.0 };
-    let bottom_h = if place.bottom_strip { BOTTOM_LABEL_H.min(full.height() * 0.22) } else { 4.0 };
-    let cells = Rect::from_min_max(Pos2::new(full.left() + ROW_LABEL_W, full.top() + top_h), Pos2::new(full.right() - 4.0, full.bottom() - bottom_h));
-    if cells.width() < 8.0 || cells.height() < 8.0 {
-        return None;
+    let g = GridLayout::new(ui, panel_rect, vm, state, place, compact)?;
+    geometry.push(GridGeometry {
+        metric: panel.metric,
+        panel: panel_rect,
+        header: header_rect,
+        color_bar: bar_rect,
+        cells: g.cells,
+        origin: g.origin,
+        cell: Vec2::new(g.cw, g.ch),
+    });
+    let (resp, hovered) = interact(ui, &g, vm, panel.metric, state, cmds);
+    let painter = ui.painter_at(g.full);
+    paint_cells(&painter, &g, vm, panel);
+    paint_marks(&painter, &g, vm, state);
+    paint_row_labels(&painter, &g, vm, state);
+    paint_token_strips(&painter, &g, vm, state, place);
+    paint_scroll_bars(&painter, &g);
+    if let Some(h) = hovered {
+        resp.on_hover_ui_at_pointer(|ui| cell_tooltip(ui, vm, panel, h));
     }
-    let n_rows = vm.rows.len();
-    let n_cols = vm.cols.len();
-    let (cw, ch) = cell_size(view, cells.size(), n_rows, n_cols, compact);
-    // Shrink the cell area to the content, so that the token strips hug the cells.
-    let cells = Rect::from_min_size(cells.min, Vec2::new(cells.width().min(n_cols as f32 * cw).max(8.0), cells.height().min(n_rows as f32 * ch).max(8.0)));
-    let content = Vec2::new(n_cols as f32 * cw, n_rows as f32 * ch);
-    let max_scroll = (content - cells.size()).max(Vec2::ZERO);
-    let scroll = state.scroll.clamp(Vec2::ZERO, max_scroll);
-    let origin = cells.min - scroll;
-    geometry.push(GridGeometry { metric: panel.metric, panel: panel_rect, header: header_rect, color_bar: bar_rect, cells, origin, cell: Vec2::new(cw, ch) });
+    hovered
+}
 
-    // Interact: hover, click, drag to pan, wheel to scroll, ctrl+wheel to zoom.
-    let id = ui.scope_id().with(("grid", panel.metric));
-    let resp = ui.interact(cells, id, Sense::click_and_drag());
-    let cell_at = |pos: Pos2| -> Option<Cell> {
-        if !cells.contains(pos) {
+/// Where a grid's parts lie this frame: the whole area, the cells' window, the scrolled origin
+/// and the cell size.
+struct GridLayout {
+    full: Rect,
+    cells: Rect,
+    origin: Pos2,
+    cw: f32,
+    ch: f32,
+    scroll: Vec2,
+    max_scroll: Vec2,
+    content: Vec2,
+    n_rows: usize,
+    n_cols: usize,
+    bottom_h: f32,
+}
+
+impl GridLayout {
+    /// Allocates the grid's area below the header; `None` when it is too small to draw.
+    fn new(ui: &mut Ui, panel_rect: Rect, vm: &ViewModel, state: &AppState, place: Placement, compact: bool) -> Option<Self> {
+        // The grid takes the panel's own width (never what an overflowing header claimed).
+        let avail = ui.available_rect_before_wrap();
+        let full = Rect::from_min_max(Pos2::new(panel_rect.left(), avail.top()), Pos2::new(panel_rect.right(), panel_rect.bottom().max(avail.top() + 50.0)));
+        let full = Rect::from_min_size(full.min, Vec2::new(full.width().max(50.0), full.height().max(50.0)));
+        ui.allocate_rect(full, Sense::hover());
+        // Token strips shrink in short panels so that the cells keep most of the room; stacked
+        // panels share them (the top panel has the next tokens, the bottom one the input tokens).
+        let top_h = if place.top_strip { TOP_LABEL_H.min(full.height() * 0.2) } else { 4.0 };
+        let bottom_h = if place.bottom_strip { BOTTOM_LABEL_H.min(full.height() * 0.22) } else { 4.0 };
+        let cells = Rect::from_min_max(Pos2::new(full.left() + ROW_LABEL_W, full.top() + top_h), Pos2::new(full.right() - 4.0, full.bottom() - bottom_h));
+        if cells.width() < 8.0 || cells.height() < 8.0 {
             return None;
         }
-        let c = ((pos.x - origin.x) / cw).floor();
-        let r = ((pos.y - origin.y) / ch).floor();
+        let (n_rows, n_cols) = (vm.rows.len(), vm.cols.len());
+        let (cw, ch) = cell_size(&state.view, cells.size(), n_rows, n_cols, compact);
+        // Shrink the cell area to the content, so that the token strips hug the cells.
+        let cells = Rect::from_min_size(cells.min, Vec2::new(cells.width().min(n_cols as f32 * cw).max(8.0), cells.height().min(n_rows as f32 * ch).max(8.0)));
+        let content = Vec2::new(n_cols as f32 * cw, n_rows as f32 * ch);
+        let max_scroll = (content - cells.size()).max(Vec2::ZERO);
+        let scroll = state.scroll.clamp(Vec2::ZERO, max_scroll);
+        Some(Self { full, cells, origin: cells.min - scroll, cw, ch, scroll, max_scroll, content, n_rows, n_cols, bottom_h })
+    }
+
+    /// The rectangle of display cell (`row`, `col`).
+    fn cell_rect(&self, row: usize, col: usize) -> Rect {
+        Rect::from_min_size(self.origin + Vec2::new(col as f32 * self.cw, row as f32 * self.ch), Vec2::new(self.cw, self.ch))
+    }
+
+    /// The visible rows and columns (only those are painted).
+    fn visible(&self) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let col_lo = (self.scroll.x / self.cw).floor().max(0.0) as usize;
+        let col_hi = (((self.scroll.x + self.cells.width()) / self.cw).ceil() as usize).min(self.n_cols);
+        let row_lo = (self.scroll.y / self.ch).floor().max(0.0) as usize;
+        let row_hi = (((self.scroll.y + self.cells.height()) / self.ch).ceil() as usize).min(self.n_rows);
+        (row_lo..row_hi, col_lo..col_hi)
+    }
+
+    /// The cell under `pos`, if any.
+    fn cell_at(&self, vm: &ViewModel, pos: Pos2) -> Option<Cell> {
+        if !self.cells.contains(pos) {
+            return None;
+        }
+        let c = ((pos.x - self.origin.x) / self.cw).floor();
+        let r = ((pos.y - self.origin.y) / self.ch).floor();
         if c < 0.0 || r < 0.0 {
             return None;
         }
         let (Some(&site), Some(&p)) = (vm.rows.get(r as usize), vm.cols.get(c as usize)) else { return None };
         Some(Cell { site, pos: p })
-    };
-    let hovered = resp.hover_pos().and_then(cell_at);
+    }
+}
+
+/// Hover, click, drag to pan, wheel to scroll, ctrl+wheel to zoom: the commands go to `cmds`.
+fn interact(
+    ui: &mut Ui,
+    g: &GridLayout,
+    vm: &ViewModel,
+    metric: crate::gui::state::Metric,
+    state: &AppState,
+    cmds: &mut Vec<AppCommand>,
+) -> (egui::Response, Option<Cell>) {
+    let id = ui.scope_id().with(("grid", metric));
+    let resp = ui.interact(g.cells, id, Sense::click_and_drag());
+    let hovered = resp.hover_pos().and_then(|p| g.cell_at(vm, p));
     if resp.clicked()
-        && let Some(c) = resp.interact_pointer_pos().and_then(cell_at)
+        && let Some(c) = resp.interact_pointer_pos().and_then(|p| g.cell_at(vm, p))
     {
         cmds.push(AppCommand::Select(Some(c)));
     }
-    let mut new_scroll = scroll;
+    let mut new_scroll = g.scroll;
     if resp.dragged() {
         new_scroll -= resp.drag_delta();
     }
     if resp.hovered() {
         let (zoom, delta) = ui.input(|i| (i.zoom_delta(), i.smooth_scroll_delta));
         if (zoom - 1.0).abs() > 1e-3 {
-            let mut v = view.clone();
+            let mut v = state.view.clone();
             v.cell_w = (v.cell_w * zoom).clamp(4.0, 400.0);
             v.cell_h = (v.cell_h * zoom.sqrt()).clamp(4.0, 200.0);
             cmds.push(AppCommand::SetView(v));
@@ -271,41 +337,40 @@ pub fn grid_ui(
             new_scroll -= delta;
         }
     }
-    let new_scroll = new_scroll.clamp(Vec2::ZERO, max_scroll);
+    let new_scroll = new_scroll.clamp(Vec2::ZERO, g.max_scroll);
     if new_scroll != state.scroll {
         cmds.push(AppCommand::Scroll(new_scroll));
     }
+    (resp, hovered)
+}
 
-    // Paint: only the visible window.
-    let painter = ui.painter_at(full);
-    let col_lo = (scroll.x / cw).floor().max(0.0) as usize;
-    let col_hi = (((scroll.x + cells.width()) / cw).ceil() as usize).min(n_cols);
-    let row_lo = (scroll.y / ch).floor().max(0.0) as usize;
-    let row_hi = (((scroll.y + cells.height()) / ch).ceil() as usize).min(n_rows);
-    let cell_painter = painter.with_clip_rect(cells);
-    let cell_rect = |row: usize, col: usize| Rect::from_min_size(origin + Vec2::new(col as f32 * cw, row as f32 * ch), Vec2::new(cw, ch));
+/// The visible cells: colours (one mesh), outlines where the top-1 is the final one, labels.
+fn paint_cells(painter: &egui::Painter, g: &GridLayout, vm: &ViewModel, panel: &PanelModel) {
+    let (rows, cols) = g.visible();
+    let cell_painter = painter.with_clip_rect(g.cells);
+    let (cw, ch, n_cols) = (g.cw, g.ch, g.n_cols);
     let show_text = cw >= 22.0 && ch >= 11.0;
     let font = FontId::proportional((ch * 0.6).clamp(8.0, 14.0));
     let mut mesh = egui::Mesh::default();
-    for row in row_lo..row_hi {
-        for col in col_lo..col_hi {
+    for row in rows.clone() {
+        for col in cols.clone() {
             let i = row * n_cols + col;
             let color = panel.colors.get(i).copied().unwrap_or(theme::MISSING);
-            mesh.add_colored_rect(cell_rect(row, col), color);
+            mesh.add_colored_rect(g.cell_rect(row, col), color);
         }
     }
     cell_painter.add(Shape::mesh(mesh));
-    for row in row_lo..row_hi {
-        for col in col_lo..col_hi {
+    for row in rows {
+        for col in cols.clone() {
             let i = row * n_cols + col;
-            let r = cell_rect(row, col);
+            let r = g.cell_rect(row, col);
             // Outlines need room: in thin cells (stacked panels) they would only stripe the colours.
             if ch >= 8.0 && cw >= 8.0 && vm.outline.get(i).copied().unwrap_or(false) {
                 cell_painter.rect_stroke(r.shrink(1.0), 0.0, Stroke::new(1.0, theme::MATCH_OUTLINE), egui::StrokeKind::Inside);
             }
             if show_text && let Some(label) = panel.labels.get(i).filter(|l| !l.is_empty()) {
                 let color = theme::text_on(panel.colors.get(i).copied().unwrap_or(theme::MISSING));
-                cell_painter.with_clip_rect(r.shrink(1.0).intersect(cells)).text(
+                cell_painter.with_clip_rect(r.shrink(1.0).intersect(g.cells)).text(
                     Pos2::new(r.left() + 3.0, r.center().y),
                     Align2::LEFT_CENTER,
                     label,
@@ -315,55 +380,68 @@ pub fn grid_ui(
             }
         }
     }
+}
+
+/// The prediction-depth marks, the hover crosshair and the selection (shared across panels).
+fn paint_marks(painter: &egui::Painter, g: &GridLayout, vm: &ViewModel, state: &AppState) {
+    let cell_painter = painter.with_clip_rect(g.cells);
+    let (_, cols) = g.visible();
     // Prediction depth: a line on the edge below which the top-1 is not yet the final one.
-    for col in col_lo..col_hi {
+    for col in cols {
         if let Some(&Some(row)) = vm.depth.get(col) {
-            let r = cell_rect(row, col);
+            let r = g.cell_rect(row, col);
             let y = if vm.depth_below { r.bottom() - 1.0 } else { r.top() + 1.0 };
             cell_painter.line_segment([Pos2::new(r.left() + 1.0, y), Pos2::new(r.right() - 1.0, y)], Stroke::new(2.5, theme::DEPTH_MARK));
         }
     }
-    // Hover crosshair and selection (shared across panels).
     if let Some((row, col)) = state.hover.and_then(|h| vm.index_of(h.site, h.pos)) {
-        let r = cell_rect(row, col);
-        cell_painter.rect_filled(Rect::from_x_y_ranges(cells.x_range(), r.y_range()), 0.0, theme::HOVER.gamma_multiply(0.35));
-        cell_painter.rect_filled(Rect::from_x_y_ranges(r.x_range(), cells.y_range()), 0.0, theme::HOVER.gamma_multiply(0.35));
+        let r = g.cell_rect(row, col);
+        cell_painter.rect_filled(Rect::from_x_y_ranges(g.cells.x_range(), r.y_range()), 0.0, theme::HOVER.gamma_multiply(0.35));
+        cell_painter.rect_filled(Rect::from_x_y_ranges(r.x_range(), g.cells.y_range()), 0.0, theme::HOVER.gamma_multiply(0.35));
         cell_painter.rect_stroke(r, 0.0, Stroke::new(1.5, theme::HOVER), egui::StrokeKind::Inside);
     }
     if let Some((row, col)) = state.selection.and_then(|s| vm.index_of(s.site, s.pos)) {
-        cell_painter.rect_stroke(cell_rect(row, col), 0.0, Stroke::new(2.5, theme::SELECTION), egui::StrokeKind::Inside);
+        cell_painter.rect_stroke(g.cell_rect(row, col), 0.0, Stroke::new(2.5, theme::SELECTION), egui::StrokeKind::Inside);
     }
+}
 
-    // Row labels.
-    let label_painter = painter.with_clip_rect(Rect::from_min_max(Pos2::new(full.left(), cells.top()), Pos2::new(cells.left(), cells.bottom())));
-    let label_font = FontId::proportional(ch.clamp(8.0, 12.0) * 0.9);
-    let row_stride = ((11.0 / ch).ceil() as usize).max(1);
-    for row in row_lo..row_hi {
+/// The row labels (every one that fits, and the hovered row's).
+fn paint_row_labels(painter: &egui::Painter, g: &GridLayout, vm: &ViewModel, state: &AppState) {
+    let (rows, _) = g.visible();
+    let label_painter = painter.with_clip_rect(Rect::from_min_max(Pos2::new(g.full.left(), g.cells.top()), Pos2::new(g.cells.left(), g.cells.bottom())));
+    let label_font = FontId::proportional(g.ch.clamp(8.0, 12.0) * 0.9);
+    let row_stride = ((11.0 / g.ch).ceil() as usize).max(1);
+    for row in rows {
         let Some(label) = vm.row_labels.get(row) else { continue };
         let is_hover = state.hover.is_some_and(|h| vm.rows.get(row) == Some(&h.site));
         if row % row_stride != 0 && !is_hover {
             continue;
         }
         let color = if is_hover { theme::TEXT } else { theme::DIM_TEXT };
-        label_painter.text(Pos2::new(cells.left() - 4.0, cell_rect(row, 0).center().y), Align2::RIGHT_CENTER, label, label_font.clone(), color);
+        label_painter.text(Pos2::new(g.cells.left() - 4.0, g.cell_rect(row, 0).center().y), Align2::RIGHT_CENTER, label, label_font.clone(), color);
     }
+}
 
-    // Column labels: true next tokens (top, `*` = final top-1 right), input tokens (bottom), tilted.
+/// The token strips: true next tokens on top (`*` where the final top-1 is right), input tokens
+/// below, tilted.
+fn paint_token_strips(painter: &egui::Painter, g: &GridLayout, vm: &ViewModel, state: &AppState, place: Placement) {
+    let (_, cols) = g.visible();
+    let (cells, full) = (g.cells, g.full);
     let top_area = Rect::from_min_max(Pos2::new(cells.left(), full.top()), Pos2::new(cells.right(), cells.top()));
     let bottom_area =
-        Rect::from_min_max(Pos2::new(cells.left() - 30.0, cells.bottom()), Pos2::new(full.right(), (cells.bottom() + bottom_h).min(full.bottom())));
+        Rect::from_min_max(Pos2::new(cells.left() - 30.0, cells.bottom()), Pos2::new(full.right(), (cells.bottom() + g.bottom_h).min(full.bottom())));
     let top_painter = painter.with_clip_rect(top_area.expand2(Vec2::new(0.0, 0.0)));
     let bottom_painter = painter.with_clip_rect(bottom_area);
     let tok_font = FontId::monospace(11.0);
-    let col_stride = ((13.0 / cw).ceil() as usize).max(1);
+    let col_stride = ((13.0 / g.cw).ceil() as usize).max(1);
     let angle = std::f32::consts::FRAC_PI_4;
-    for col in col_lo..col_hi {
+    for col in cols {
         let is_hover = state.hover.is_some_and(|h| vm.cols.get(col) == Some(&h.pos));
         let is_sel = state.selection.is_some_and(|h| vm.cols.get(col) == Some(&h.pos));
         if col % col_stride != 0 && !is_hover && !is_sel {
             continue;
         }
-        let x = cell_rect(0, col).center().x;
+        let x = g.cell_rect(0, col).center().x;
         if let Some(text) = vm.input_labels.get(col).filter(|_| place.bottom_strip) {
             let color = if is_hover || is_sel { theme::TEXT } else { theme::DIM_TEXT };
             let galley = bottom_painter.layout_no_wrap(clip_chars(text, 16), tok_font.clone(), color);
@@ -388,23 +466,21 @@ pub fn grid_ui(
             top_painter.add(Shape::Text(TextShape::new(start, galley, color).with_angle(-angle)));
         }
     }
+}
 
-    // Scroll indicators.
-    if max_scroll.x > 0.0 {
+/// Scroll indicators where the content is larger than the window.
+fn paint_scroll_bars(painter: &egui::Painter, g: &GridLayout) {
+    let (cells, content, scroll) = (g.cells, g.content, g.scroll);
+    if g.max_scroll.x > 0.0 {
         let frac = cells.width() / content.x;
         let x0 = cells.left() + cells.width() * (scroll.x / content.x);
         painter.rect_filled(Rect::from_min_size(Pos2::new(x0, cells.bottom() + 1.0), Vec2::new(cells.width() * frac, 2.0)), 1.0, theme::SCROLL);
     }
-    if max_scroll.y > 0.0 {
+    if g.max_scroll.y > 0.0 {
         let frac = cells.height() / content.y;
         let y0 = cells.top() + cells.height() * (scroll.y / content.y);
         painter.rect_filled(Rect::from_min_size(Pos2::new(cells.right() + 1.0, y0), Vec2::new(2.0, cells.height() * frac)), 1.0, theme::SCROLL);
     }
-
-    if let Some(h) = hovered {
-        resp.on_hover_ui_at_pointer(|ui| cell_tooltip(ui, vm, panel, h));
-    }
-    hovered
 }
 
 fn clip_chars(s: &str, n: usize) -> String {
