@@ -104,7 +104,7 @@ impl LogitLensApp {
             egui::Grid::new("export").num_columns(2).show(ui, |ui| {
                 ui.label("Format");
                 ui.horizontal(|ui| {
-                    for f in ["pdf", "svg", "png"] {
+                    for f in ["pdf", "svg", "png", "html"] {
                         ui.radio_value(&mut export.format, f.to_string(), f.to_uppercase());
                     }
                 });
@@ -124,7 +124,9 @@ impl LogitLensApp {
                 ui.end_row();
             });
             ui.label(
-                egui::RichText::new("The figure is the panel: same cells, colours, labels and colour bar; provenance is stored in the file.")
+                egui::RichText::new(
+                    "The figure is the panel: same cells, colours, labels and colour bar; provenance is stored in the file. HTML: one page anyone can open (hover shows a cell's top-k, a click its trajectories).",
+                )
                     .small()
                     .color(theme::DIM_TEXT),
             );
@@ -135,7 +137,7 @@ impl LogitLensApp {
         self.state.show_export = open;
         egui::Window::new("About logit-lens").open(&mut self.state.show_about).resizable(false).show(ctx, |ui| {
             ui.label(format!("logit-lens {}", env!("CARGO_PKG_VERSION")));
-            ui.label("Decode every layer and sub-block of a GPT-2, GPT-Neo, CTRL, GPT-NeoX/Pythia or GPT-J model with its own final norm and unembedding (or through its last block first).");
+            ui.label("Decode every layer and sub-block of a GPT-2, GPT-Neo, CTRL, GPT-NeoX/Pythia, GPT-J, Llama, Mistral, Qwen2/3 or Gemma 2/3 model with its own final norm and unembedding (or through its last block, a tuned lens).");
             if let Some(m) = &self.state.model {
                 ui.label(format!("ONNX Runtime {} · {}", m.runtime, m.provider));
             }
