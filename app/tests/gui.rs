@@ -1220,6 +1220,7 @@ fn a_report_opens_without_its_model() {
     h.state_mut().apply(AppCommand::OpenReport(cjson.clone()));
     step_until(&mut h, "the comparison", |a| a.state.report_file.as_deref() == Some(cjson.as_path()));
     assert!(h.state().state.result.as_ref().unwrap().compare.is_some());
+    assert_eq!(h.state().state.compare, Some(lens_app::session::compare::CompareWith::Prompt("The dog sat on the mat.".into())), "the Compare box shows it");
 
     // A corpus report joins the Corpus window.
     let corpus = lens_model::analyses::corpus::CorpusReport {

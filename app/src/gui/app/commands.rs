@@ -266,7 +266,14 @@ impl LogitLensApp {
                 }
                 self.state.model = Some(Arc::new(ModelSummary::from_report(report)));
                 self.state.prompt.clone_from(&result.prompt);
-                self.state.compare = None;
+                // The comparison the file holds is what the Compare box shows (and what an export
+                // records).
+                self.state.compare = result.compare.as_deref().and_then(|c| match c.varied.as_str() {
+                    "decoder" => lens_model::lens::kernel::DecoderKind::parse(&c.b.decoder).map(crate::session::compare::CompareWith::Decoder),
+                    "prompt" => Some(crate::session::compare::CompareWith::Prompt(crate::session::report_file::prompt_of(&c.b))),
+                    "model" => Some(crate::session::compare::CompareWith::Model(PathBuf::from(&c.b.model.name))),
+                    _ => None,
+                });
                 self.state.selection = None;
                 self.state.hover = None;
                 self.state.progress = None;
