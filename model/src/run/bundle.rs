@@ -183,19 +183,12 @@ fn meta<'m>(metadata: &'m BTreeMap<String, String>, k: &str, model_path: &Path) 
 impl Header {
     /// Parses the version, weights, family, final norm, soft cap, residual layout and shape.
     fn parse(metadata: &BTreeMap<String, String>, model_path: &Path) -> Result<Self> {
-        let meta = |k: &str| -> Result<&String> {
-            metadata.get(k).ok_or_else(|| {
-                LensError::bad_file(
-                    model_path,
-                    format!("missing metadata {k:?}; this ONNX file was not made for logit-lens (convert the checkpoint with `logit-lens convert`)"),
-                )
-            })
-        };
+        let need = |k: &str| meta(metadata, k, model_path);
         let num = |k: &str| -> Result<usize> {
-            let v = meta(k)?;
+            let v = need(k)?;
             v.parse::<usize>().ok().filter(|x| *x > 0).ok_or_else(|| LensError::bad_file(model_path, format!("metadata {k} = {v:?} is not a positive integer")))
         };
-        let version = meta(meta_keys::FORMAT_VERSION)?;
+        let version = need(meta_keys::FORMAT_VERSION)?;
         let format_version: u32 = match version.as_str() {
             "1" => 1,
             "2" => 2,
@@ -217,7 +210,7 @@ impl Header {
                 format!("bundle format {format_version} with {} weights: quantized weights are format 4 and only they are", weights.name()),
             ));
         }
-        let family = meta(meta_keys::FAMILY)?.clone();
+        let family = need(meta_keys::FAMILY)?.clone();
         if Family::from_model_type(&family).is_none() || (format_version == 1 && family != "gpt2") {
             return Err(LensError::bad_file(
                 model_path,
@@ -229,7 +222,7 @@ impl Header {
         let final_norm = if format_version == 1 {
             Norm::LayerNorm
         } else {
-            let n = meta(meta_keys::FINAL_NORM)?;
+            let n = need(meta_keys::FINAL_NORM)?;
             Norm::parse(n)
                 .ok_or_else(|| LensError::bad_file(model_path, format!("final norm {n:?} is not supported by this logit-lens (layer_norm, rms_norm)")))?
         };
@@ -245,10 +238,10 @@ impl Header {
         let residual = if format_version == 1 {
             Residual::Sequential
         } else {
-            let r = meta(meta_keys::RESIDUAL)?;
+            let r = need(meta_keys::RESIDUAL)?;
             Residual::parse(r).ok_or_else(|| LensError::bad_file(model_path, format!("metadata lens.residual = {r:?} is not sequential or parallel")))?
         };
-        let eps_s = meta(eps_key)?;
+        let eps_s = need(eps_key)?;
         let eps: f64 = eps_s
             .parse()
             .ok()

@@ -137,9 +137,9 @@ pub(crate) fn open_pytorch(path: &Path) -> Result<HashMap<String, pytorch_reader
 }
 
 /// The bytes of one tensor of a PyTorch zip (`pytorch_model.bin`, a tuned lens's `params.pt`) and
-/// its element type: float32, float16 or bfloat16 only, and a view larger than the whole file (a
-/// storage repeated by a zero stride) refused before it is read, not expanded (pytorch-reader's
-/// own limit is 10 GB).
+/// its element type: float32, float16 or bfloat16 only. Views that repeat or overrun their storage
+/// were refused by the pickle scan ([`pickle_globals::check`]); a tensor larger than the whole
+/// file (a storage that claims more than the file holds) is refused here before it is read.
 pub(crate) fn read_pytorch_tensor(path: &Path, name: &str, t: &pytorch_reader::Tensor) -> Result<(ElemType, Vec<u8>)> {
     let dtype = match t.dtype() {
         pytorch_reader::DType::F32 => ElemType::F32,
@@ -151,7 +151,7 @@ pub(crate) fn read_pytorch_tensor(path: &Path, name: &str, t: &pytorch_reader::T
     if t.byte_len() as u64 > file_len {
         return Err(LensError::bad_file(
             path,
-            format!("tensor {name} would be {} bytes, more than the whole file ({file_len}): a repeated (zero-stride) view is refused", t.byte_len()),
+            format!("tensor {name} would be {} bytes, more than the whole file ({file_len}): its storage claims more than the file holds", t.byte_len()),
         ));
     }
     let data = t.read().map_err(|e| LensError::bad_file(path, format!("cannot read tensor {name} (truncated file?): {e}")))?;
