@@ -107,13 +107,9 @@ pub fn figure_from_app(app: &AppView<'_>, export: &ExportSettings, path: &Path) 
     let title = vm.panel(view.tab).map(|p| p.title.clone()).unwrap_or_else(|| "logit lens".into());
     let mut prov = Provenance::new(report, model.map(|m| m.dir.display().to_string()).unwrap_or_default(), result.prompt.clone(), first);
     if comparing {
-        prov.compare = app.compare.map(|c| super::provenance::CompareSource {
-            varied: c.varied().to_string(),
-            with: match c {
-                crate::session::compare::CompareWith::Decoder(d) => d.name().to_string(),
-                crate::session::compare::CompareWith::Prompt(p) => p.clone(),
-                crate::session::compare::CompareWith::Model(m) => m.display().to_string(),
-            },
+        prov.compare = app.compare.map(|c| {
+            let (varied, with) = c.to_parts();
+            super::provenance::CompareSource { varied: varied.to_string(), with }
         });
     }
     output::write(&scene, path, &title, &prov, &runs)

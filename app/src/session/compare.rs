@@ -50,6 +50,27 @@ impl CompareWith {
         }
     }
 
+    /// What a comparison records of it (`varied` and `with`, as a figure's provenance keeps them):
+    /// the inverse of [`Self::from_parts`].
+    pub fn to_parts(&self) -> (&'static str, String) {
+        let with = match self {
+            Self::Decoder(d) => d.name().to_string(),
+            Self::Prompt(p) => p.clone(),
+            Self::Model(m) => m.display().to_string(),
+        };
+        (self.varied(), with)
+    }
+
+    /// Run B of a comparison file (opened without its models: a model is named by its name).
+    pub fn of_report(c: &CompareReport) -> Option<Self> {
+        match c.varied.as_str() {
+            "decoder" => DecoderKind::parse(&c.b.decoder).map(Self::Decoder),
+            "prompt" => Some(Self::Prompt(crate::session::report_file::prompt_of(&c.b))),
+            "model" => Some(Self::Model(PathBuf::from(&c.b.model.name))),
+            _ => None,
+        }
+    }
+
     /// From what a comparison records (`varied` and `with`, as a figure's provenance keeps them).
     pub fn from_parts(varied: &str, with: &str) -> Result<Self> {
         Ok(match varied {
@@ -68,28 +89,22 @@ pub trait OtherEngine {
     fn engine(&mut self, model: &Path, progress: &Progress) -> Result<&mut LensEngine>;
 }
 
-/// Run B of `with` against run A: A's prompt `text`, tokenized as `ids` (traced as `trace` when
-/// the caller has the forward pass), with A's options `opts`.
+/// Run B of `with` against run A: A's prompt `text`, tokenized as `ids` and traced as `trace`, with
+/// A's options `opts`.
 #[allow(clippy::too_many_arguments)]
-pub fn run_b(
+fn run_b(
     engine: &mut LensEngine,
     other: &mut dyn OtherEngine,
     text: &str,
     ids: &[u32],
-    trace: Option<&ResidualTrace>,
+    trace: &ResidualTrace,
     opts: &LensOptions,
     with: &CompareWith,
     truncate_left: bool,
     progress: &Progress,
 ) -> Result<LensReport> {
     Ok(match with {
-        CompareWith::Decoder(d) => {
-            let opts_b = LensOptions { decoder: *d, ..opts.clone() };
-            match trace {
-                Some(t) => engine.lens(ids, t, &opts_b, progress)?,
-                None => engine.run_ids(ids, &opts_b, progress)?,
-            }
-        }
+        CompareWith::Decoder(d) => engine.lens(ids, trace, &LensOptions { decoder: *d, ..opts.clone() }, progress)?,
         CompareWith::Prompt(p) => {
             let (ids_b, truncated) = engine.tokenize_with(p, truncate_left).context("the prompt to compare with")?;
             let mut b = engine.run_ids(&ids_b, opts, progress)?;
@@ -118,7 +133,7 @@ pub fn compare_with(
     other: &mut dyn OtherEngine,
     text: &str,
     ids: &[u32],
-    trace: Option<&ResidualTrace>,
+    trace: &ResidualTrace,
     a: &LensReport,
     opts: &LensOptions,
     with: &CompareWith,

@@ -175,7 +175,7 @@ pub fn run_prompt(
             let compared = match req.compare {
                 None => None,
                 Some(c) => {
-                    let cmp = crate::session::compare::compare_with(engine, other, req.text, &ids, Some(trace), &whole, opts, c, req.truncate_left, progress)?;
+                    let cmp = crate::session::compare::compare_with(engine, other, req.text, &ids, trace, &whole, opts, c, req.truncate_left, progress)?;
                     Some(Arc::new(cmp))
                 }
             };

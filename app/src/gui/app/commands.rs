@@ -268,12 +268,7 @@ impl LogitLensApp {
                 self.state.prompt.clone_from(&result.prompt);
                 // The comparison the file holds is what the Compare box shows (and what an export
                 // records).
-                self.state.compare = result.compare.as_deref().and_then(|c| match c.varied.as_str() {
-                    "decoder" => lens_model::lens::kernel::DecoderKind::parse(&c.b.decoder).map(crate::session::compare::CompareWith::Decoder),
-                    "prompt" => Some(crate::session::compare::CompareWith::Prompt(crate::session::report_file::prompt_of(&c.b))),
-                    "model" => Some(crate::session::compare::CompareWith::Model(PathBuf::from(&c.b.model.name))),
-                    _ => None,
-                });
+                self.state.compare = result.compare.as_deref().and_then(crate::session::compare::CompareWith::of_report);
                 self.state.selection = None;
                 self.state.hover = None;
                 self.state.progress = None;
