@@ -347,7 +347,7 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
     let vocab = ModelSummary::vocab_of(&engine);
     let vm = ViewModel::build(&result, &view, &vocab);
     let report = &result.report;
-    let panel_title = vm.panel(spec.metric()).map(|p| crate::figure::compare::base_title(&vm, &p.title)).unwrap_or_default();
+    let panel_title = vm.base_title(spec.metric()).unwrap_or_default().to_string();
     let title = spec.title.clone().unwrap_or(panel_title);
     let text = |r: &lens_model::LensReport, id: u32| token_display(r, &vocab, id);
     let (scene, runs) = if result.compare.is_some() {

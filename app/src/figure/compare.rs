@@ -12,14 +12,6 @@ use super::spec::{FigureSpec, FigureView};
 use crate::session::worker::RunResult;
 use crate::view::model::ViewModel;
 
-/// A panel title without the "A (…) · " a comparison's view model puts before it.
-pub fn base_title(vm: &ViewModel, title: &str) -> String {
-    match (&vm.compare, title.split_once(" · ")) {
-        (Some(_), Some((_, t))) => t.to_string(),
-        _ => title.to_string(),
-    }
-}
-
 /// A, B and A − B of `vm` (built from `result`, which compares) for `spec`'s view, titled with
 /// `title`; token texts by `text(report, id)`. Also the HTML page's data of A and B.
 pub fn compare_figure(

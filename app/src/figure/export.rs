@@ -92,8 +92,8 @@ pub fn figure_from_app(app: &AppView<'_>, export: &ExportSettings, path: &Path) 
         // The tuned lens the report was decoded with, so that `render --from` opens it again.
         let spec = FigureSpec { tuned_lens: report.run.tuned_lens.clone(), ..spec_from_view(view, m, export, app.pin_text.clone()) };
         let s = if comparing {
-            let title = vm.panel(m).map(|p| super::compare::base_title(vm, &p.title)).unwrap_or_default();
-            let (s, page) = super::compare::compare_figure(vm, result, &spec, &title, &text)?;
+            let title = vm.base_title(m).unwrap_or_default();
+            let (s, page) = super::compare::compare_figure(vm, result, &spec, title, &text)?;
             runs = page;
             s
         } else {

@@ -47,11 +47,7 @@ pub fn read(path: &Path) -> Result<Opened> {
     }
     let head: Head = serde_json::from_str(&text).with_context(|| format!("{} is not a JSON file", path.display()))?;
     match head.schema.as_deref() {
-        Some(lens_model::output::report::SCHEMA) => {
-            let r: LensReport = serde_json::from_str(&text).with_context(|| format!("{} is not a readable logit-lens report", path.display()))?;
-            r.check_shapes().with_context(|| format!("{} is not a consistent logit-lens report", path.display()))?;
-            Ok(Opened::Lens(lens_result(r, None)))
-        }
+        Some(lens_model::output::report::SCHEMA) => Ok(Opened::Lens(lens_result(LensReport::from_json(&text, path)?, None))),
         Some(COMPARE_SCHEMA) => {
             let c: CompareReport = serde_json::from_str(&text).with_context(|| format!("{} is not a readable logit-lens comparison", path.display()))?;
             c.a.check_shapes().with_context(|| format!("{}: run A is not consistent", path.display()))?;

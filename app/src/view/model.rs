@@ -153,6 +153,11 @@ fn short(v: f64) -> String {
     }
 }
 
+/// A comparison's panel title without its run label (`A (logit lens) · Top-1 token` → `Top-1 token`).
+fn without_run_label(title: &str) -> &str {
+    title.split_once(" · ").map_or(title, |(_, t)| t)
+}
+
 /// The pinned-token grid of the first pin, if any // [site][pos]
 fn pinned_rank(report: &LensReport) -> Option<&lens_model::grid::Grid<u32>> {
     report.pinned.as_ref()?.rank.first()
@@ -214,7 +219,7 @@ impl ViewModel {
                     })
                     .collect();
                 let unit = if pa.metric == Metric::Ranks { "Δ log10 rank".to_string() } else { format!("Δ {}", pa.scale.unit) };
-                let title = pa.title.split_once(" · ").map_or_else(|| pa.title.clone(), |(_, t)| t.to_string());
+                let title = without_run_label(&pa.title);
                 let ticks = vec![(0.0, format!("-{}", short(max))), (0.5, "0".into()), (1.0, format!("+{}", short(max)))];
                 PanelModel {
                     metric: pa.metric,
@@ -371,6 +376,13 @@ impl ViewModel {
     /// The panel of `metric`.
     pub fn panel(&self, metric: Metric) -> Option<&PanelModel> {
         self.panels.iter().find(|p| p.metric == metric)
+    }
+
+    /// The title of `metric`'s panel without the run label a comparison puts before it
+    /// (`A (logit lens) · `): what a figure titles "A · …", "B · …" and "A − B · …" itself.
+    pub fn base_title(&self, metric: Metric) -> Option<&str> {
+        let title = self.panel(metric)?.title.as_str();
+        Some(if self.compare.is_some() { without_run_label(title) } else { title })
     }
 
     /// Display (row, col) of a cell, when visible.

@@ -442,7 +442,12 @@ impl LensReport {
     /// Reads a report, checking its schema.
     pub fn read_json(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| LensError::io(path, e))?;
-        let r: Self = serde_json::from_str(&text).map_err(|e| LensError::bad_file(path, format!("not a logit-lens report: {e}")))?;
+        Self::from_json(&text, path)
+    }
+
+    /// Parses a report read from `path` (for messages), checking its schema and grid shapes.
+    pub fn from_json(text: &str, path: &Path) -> Result<Self> {
+        let r: Self = serde_json::from_str(text).map_err(|e| LensError::bad_file(path, format!("not a logit-lens report: {e}")))?;
         if r.schema != SCHEMA {
             return Err(LensError::bad_file(path, format!("schema {:?} is not {SCHEMA}", r.schema)));
         }
