@@ -25,18 +25,12 @@ impl LogitLensApp {
 
     /// Applies one command: the single place where the state changes on user request.
     pub fn apply(&mut self, cmd: AppCommand) {
-        // A report shown without its model: what would run the lens is refused (with a note),
-        // before any setting changes.
+        // A report shown without its model: a command that changes a run setting and then runs
+        // is refused (with a note) before the setting changes. Running itself (Run, an edit,
+        // corpus mode, a tuned lens, a fit) is refused where every path to it goes: `run`,
+        // `run_corpus`, `open_tuned_lens`, `start_fit`.
         let needs_model = match &cmd {
-            AppCommand::Run
-            | AppCommand::PromptEdited
-            | AppCommand::Pin(_)
-            | AppCommand::PinId(_)
-            | AppCommand::Unpin
-            | AppCommand::Group(_)
-            | AppCommand::SetCompare(_)
-            | AppCommand::RunCorpus(_)
-            | AppCommand::OpenTunedLens(_) => true,
+            AppCommand::Pin(_) | AppCommand::PinId(_) | AppCommand::Unpin | AppCommand::Group(_) | AppCommand::SetCompare(_) => true,
             AppCommand::SetView(v) => self.state.view.run_differs(v),
             _ => false,
         };
