@@ -125,7 +125,7 @@ pub fn run(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
         }
     }
     // The one run path (the app's worker runs the same).
-    let req = RunRequest { text: &text, opts, truncate_left, compare: with.as_ref(), piece_positions: None };
+    let req = RunRequest { text: &text, opts, truncate_left, compare: with.as_ref(), pieces: crate::session::run::Pieces::Whole };
     let mut other = OpenedOnce::new(ort_lib, args.model.device);
     let result = run_prompt(&mut engine, &mut RunCache::default(), &mut other, &req, &interrupt::watched(Progress::default()), &|_| {})?;
     note_truncation(result.report.truncated);

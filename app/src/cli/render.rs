@@ -339,7 +339,13 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
     let with = compare.as_ref().map(|c| crate::session::compare::CompareWith::from_parts(&c.varied, &c.with)).transpose()?;
     // The one run path (the app's worker and `lens` run the same); A − B by the view model the
     // app paints.
-    let req = crate::session::run::RunRequest { text: &prompt, opts, truncate_left: spec.truncate_left, compare: with.as_ref(), piece_positions: None };
+    let req = crate::session::run::RunRequest {
+        text: &prompt,
+        opts,
+        truncate_left: spec.truncate_left,
+        compare: with.as_ref(),
+        pieces: crate::session::run::Pieces::Whole,
+    };
     let mut other = super::OpenedOnce::new(ort_lib, a.model.device);
     let progress = super::interrupt::watched(Progress::default());
     let result = crate::session::run::run_prompt(&mut engine, &mut crate::session::run::RunCache::default(), &mut other, &req, &progress, &|_| {})?;

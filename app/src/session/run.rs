@@ -52,8 +52,18 @@ pub struct RunRequest<'a> {
     pub truncate_left: bool,
     /// Run B of a comparison, if any.
     pub compare: Option<&'a CompareWith>,
-    /// Positions per piece (default: by the model's size, [`positions_per_piece`]).
-    pub piece_positions: Option<usize>,
+    /// All positions at once, or in pieces with partial results.
+    pub pieces: Pieces,
+}
+
+/// How a run's positions are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pieces {
+    /// All at once: a command, which shows no partial result.
+    Whole,
+    /// In pieces of this many positions (`None`: by the model's size, [`positions_per_piece`]),
+    /// the first shown at once: the app.
+    Partial(Option<usize>),
 }
 
 /// What a run reports while it goes (the app shows it at once; a command ignores it).
@@ -123,8 +133,12 @@ pub fn run_prompt(
     let t1 = Instant::now();
     let shape = &engine.bundle.shape;
     let n_sites = lens_model::run::sites::site_list(shape.n_layers, opts.subblocks).len();
-    let step = req.piece_positions.unwrap_or_else(|| positions_per_piece(n_sites, shape.d_model, shape.d_vocab)).max(1);
     let n_pos = trace.n_pos;
+    let step = match req.pieces {
+        Pieces::Whole => n_pos,
+        Pieces::Partial(n) => n.unwrap_or_else(|| positions_per_piece(n_sites, shape.d_model, shape.d_vocab)),
+    }
+    .max(1);
     // Incremental edit: the positions whose prefix and next token are unchanged keep the
     // previous result's metrics; only the rest is computed.
     let (mut report, mut dla_rows, reused) = kept_start(cache.last_result.as_ref(), opts, &ids, n_pos, pinned);
