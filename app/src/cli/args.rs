@@ -19,25 +19,44 @@ pub struct ModelArgs {
     pub device: Device,
 }
 
-/// `--decoder` and `--tuned-lens`.
+/// `--decoder`, `--tuned-lens` and `--jacobian-lens`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct DecoderArgs {
-    /// Decoder: logit_lens (final norm + W_U), tuned_lens (needs --tuned-lens), last_block (the
-    /// last block, then the logit lens), last_mlp (x + the last block's MLP, then the logit lens)
-    /// or raw (W_U only). Default: tuned_lens with --tuned-lens, else logit_lens.
+    /// Decoder: logit_lens (final norm + W_U), tuned_lens (needs --tuned-lens), jacobian_lens
+    /// (needs --jacobian-lens), last_block (the last block, then the logit lens), last_mlp (x + the
+    /// last block's MLP, then the logit lens) or raw (W_U only). Default: jacobian_lens with
+    /// --jacobian-lens, else tuned_lens with --tuned-lens, else logit_lens.
     #[arg(long, value_parser = parse_decoder)]
     pub decoder: Option<DecoderKind>,
     /// A tuned lens (a tuned-lens folder: config.json + params.pt or params.safetensors) for the
     /// tuned_lens decoder.
     #[arg(long, value_name = "DIR")]
     pub tuned_lens: Option<PathBuf>,
+    /// A J-lens (a .pt file as TransformerLens's JacobianLens.save writes it, or a fit
+    /// checkpoint) for the jacobian_lens decoder; `published` fetches the one published for
+    /// --model (a hub id such as google/gemma-2-2b) into the Hugging Face cache.
+    #[arg(long, value_name = "FILE")]
+    pub jacobian_lens: Option<PathBuf>,
 }
 
 impl DecoderArgs {
-    /// The decoder asked for: `--decoder`, else the tuned lens when `--tuned-lens` is given, else
-    /// the logit lens.
+    /// The decoder asked for: `--decoder`, else the J-lens when `--jacobian-lens` is given, else
+    /// the tuned lens when `--tuned-lens` is given, else the logit lens.
     pub fn kind(&self) -> DecoderKind {
-        self.decoder.unwrap_or(if self.tuned_lens.is_some() { DecoderKind::TunedLens } else { DecoderKind::LogitLens })
+        self.decoder.unwrap_or(if self.jacobian_lens.is_some() {
+            DecoderKind::JacobianLens
+        } else if self.tuned_lens.is_some() {
+            DecoderKind::TunedLens
+        } else {
+            DecoderKind::LogitLens
+        })
+    }
+
+    /// Opens the lenses asked for on `engine` (of the model `model` names): the tuned lens and
+    /// the J-lens. Returns the J-lens's file.
+    pub fn attach(&self, engine: &mut lens_model::LensEngine, model: Option<&std::path::Path>) -> anyhow::Result<Option<PathBuf>> {
+        crate::session::engine::attach_tuned_lens(engine, self.tuned_lens.as_deref())?;
+        crate::session::engine::attach_jacobian_lens(engine, self.jacobian_lens.as_deref(), model, &crate::cli::stderr_progress())
     }
 }
 

@@ -25,7 +25,7 @@ pub struct CorpusArgs {
     /// Use only the first N tokens of the text.
     #[arg(long)]
     pub max_tokens: Option<usize>,
-    /// --decoder and --tuned-lens.
+    /// --decoder, --tuned-lens and --jacobian-lens.
     #[command(flatten)]
     pub decoder: super::args::DecoderArgs,
     /// Add the `.attn` (resid_mid) rows.
@@ -68,7 +68,7 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &CorpusArgs) -> Result<()> {
     }
     let text = crate::session::prompt::read_texts(&args.text)?;
     let mut engine = open_engine(ort_lib, args.model.model.as_deref(), args.model.device)?;
-    super::attach_tuned_lens(&mut engine, args.decoder.tuned_lens.as_deref())?;
+    args.decoder.attach(&mut engine, args.model.model.as_deref())?;
     let opts = CorpusOptions {
         window: args.window,
         max_tokens: args.max_tokens,

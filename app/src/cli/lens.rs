@@ -12,7 +12,7 @@ use lens_model::lens::kernel::DecoderKind;
 use crate::session::compare::CompareWith;
 use crate::session::run::{RunCache, RunRequest, run_prompt};
 
-use super::{OpenedOnce, attach_tuned_lens, interrupt, note_truncation, open_engine, token_groups};
+use super::{OpenedOnce, interrupt, note_truncation, open_engine, token_groups};
 
 /// Options of `lens`.
 #[derive(Args, Debug)]
@@ -35,7 +35,7 @@ pub struct LensArgs {
     /// Number of top tokens per cell.
     #[arg(long, default_value_t = 10)]
     top_k: usize,
-    /// --decoder and --tuned-lens.
+    /// --decoder, --tuned-lens and --jacobian-lens.
     #[command(flatten)]
     decoder: super::args::DecoderArgs,
     /// Tokens to follow through the layers (text of a single token, e.g. " plasma"); repeatable.
@@ -94,7 +94,7 @@ pub fn run(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
         crate::session::prompt::check_writable(out)?;
     }
     let mut engine = open_engine(ort_lib, args.model.model.as_deref(), args.model.device)?;
-    attach_tuned_lens(&mut engine, args.decoder.tuned_lens.as_deref())?;
+    args.decoder.attach(&mut engine, args.model.model.as_deref())?;
     let mut pinned = Vec::new();
     for p in &args.pin {
         match engine.tokenizer.token_id(p) {

@@ -38,7 +38,7 @@ pub struct RenderArgs {
     /// Show the `.attn` rows.
     #[arg(long)]
     pub subblocks: bool,
-    /// --decoder and --tuned-lens.
+    /// --decoder, --tuned-lens and --jacobian-lens.
     #[command(flatten)]
     pub decoder: super::args::DecoderArgs,
     /// Leave out the first column when it is the tokenizer's BOS (a special token).
@@ -225,6 +225,13 @@ fn apply(spec: &mut FigureSpec, a: &RenderArgs) -> Result<()> {
             spec.decoder = DecoderKind::TunedLens.name().into();
         }
     }
+    if let Some(j) = &a.decoder.jacobian_lens {
+        let j = if j == std::path::Path::new(crate::session::engine::PUBLISHED) { j.clone() } else { j.canonicalize().unwrap_or_else(|_| j.clone()) };
+        spec.jacobian_lens = Some(j.display().to_string());
+        if a.decoder.decoder.is_none() {
+            spec.decoder = DecoderKind::JacobianLens.name().into();
+        }
+    }
     if let Some(kind) = a.decoder.decoder {
         spec.decoder = kind.name().into();
     }
@@ -319,6 +326,9 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
         if let (None, Some(t)) = (&a.decoder.tuned_lens, &spec.tuned_lens) {
             eprintln!("{} names the tuned lens {t}; opening it (--tuned-lens overrides)", fig.display());
         }
+        if let (None, Some(j)) = (&a.decoder.jacobian_lens, &spec.jacobian_lens) {
+            eprintln!("{} names the J-lens {j}; opening it (--jacobian-lens overrides)", fig.display());
+        }
     }
     let mut engine = super::open_engine(ort_lib, model_arg.as_deref(), a.model.device)?;
     if let Some(p) = &recorded
@@ -329,6 +339,15 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
         bail!("the model at {} is not the one the figure was made with (weights sha256 differs); pass --model", p.model_path);
     }
     super::attach_tuned_lens(&mut engine, spec.tuned_lens.as_deref().map(std::path::Path::new))?;
+    if let Some(file) = crate::session::engine::attach_jacobian_lens(
+        &mut engine,
+        spec.jacobian_lens.as_deref().map(std::path::Path::new),
+        model_arg.as_deref(),
+        &super::stderr_progress(),
+    )? {
+        // The figure names the file that decoded it (a published lens: its place in the hub cache).
+        spec.jacobian_lens = Some(file.display().to_string());
+    }
     let pinned = match &spec.rank_of {
         RankOf::Token(t) => vec![engine.tokenizer.token_id(t).ok_or_else(|| anyhow!("--rank-of {t:?} is not a single token of this model"))?],
         _ => Vec::new(),

@@ -31,6 +31,7 @@ pub fn spec_from_view(view: &ViewSettings, metric: Metric, export: &ExportSettin
         truncate_left: view.truncate_left,
         depth: view.show_depth,
         tuned_lens: None,
+        jacobian_lens: None,
         layer_step: view.layer_step,
         last: match view.positions {
             PosWindow::LastN(n) => Some(n),
@@ -89,8 +90,12 @@ pub fn figure_from_app(app: &AppView<'_>, export: &ExportSettings, path: &Path) 
     let mut specs = Vec::new();
     let mut runs = vec![super::html::page_run("", vm, report, &|id| text(report, id))];
     for m in metrics {
-        // The tuned lens the report was decoded with, so that `render --from` opens it again.
-        let spec = FigureSpec { tuned_lens: report.run.tuned_lens.clone(), ..spec_from_view(view, m, export, app.pin_text.clone()) };
+        // The tuned lens or J-lens the report was decoded with, so that `render --from` opens it again.
+        let spec = FigureSpec {
+            tuned_lens: report.run.tuned_lens.clone(),
+            jacobian_lens: report.run.jacobian_lens.clone(),
+            ..spec_from_view(view, m, export, app.pin_text.clone())
+        };
         let s = if comparing {
             let title = vm.base_title(m).unwrap_or_default();
             let (s, page) = super::compare::compare_figure(vm, result, &spec, title, &text)?;

@@ -147,7 +147,13 @@ fn lens_grid(vm: &ViewModel, spec: &FigureSpec) -> Option<Grid> {
     let cmap: ColorMap = panel.scale.cmap;
     Some(Grid {
         title: panel.title.clone(),
-        row_labels: vm.row_labels.clone(),
+        // A row the decoder did not transport says so beside its name (its cells are greyed).
+        row_labels: vm
+            .row_labels
+            .iter()
+            .zip(vm.greyed.iter().chain(std::iter::repeat(&false)))
+            .map(|(l, g)| if *g { format!("{l} (as is)") } else { l.clone() })
+            .collect(),
         top_labels: vm.next_labels.iter().map(|(t, star)| if *star { format!("*{t}") } else { t.clone() }).collect(),
         bottom_labels: vm.input_labels.clone(),
         colors: panel.colors.clone(),
@@ -208,9 +214,16 @@ fn contributions_grid(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, to
 
 /// The line under a figure's title: model, shape, token count and decoder.
 pub fn subtitle(report: &LensReport) -> String {
-    let decoder = match &report.run.tuned_lens {
+    let decoder = match report.run.tuned_lens.as_ref().or(report.run.jacobian_lens.as_ref()) {
         Some(t) => format!("{} ({})", report.decoder, std::path::Path::new(t).file_name().map_or_else(|| t.clone(), |n| n.to_string_lossy().into_owned())),
         None => report.decoder.clone(),
+    };
+    // Rows the decoder could not transform are said: they are the logit lens's, not the decoder's.
+    let decoder = if report.no_transport.is_empty() {
+        decoder
+    } else {
+        let n = report.no_transport.len();
+        format!("{decoder} · {n} row{} not transported (grey, \"as is\")", if n == 1 { "" } else { "s" })
     };
     // Quantized weights are said in every figure: such a figure can never pass for an exact one.
     let weights = if report.exact_weights() { String::new() } else { format!(" · {} weights (approximate)", report.weights()) };

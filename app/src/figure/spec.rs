@@ -84,7 +84,7 @@ pub struct FigureSpec {
     pub dpi: f64,
     /// Title (default: derived from the view).
     pub title: Option<String>,
-    /// The decoder (`logit_lens`, `tuned_lens`, `last_block`, `last_mlp`, `raw`).
+    /// The decoder (`logit_lens`, `tuned_lens`, `jacobian_lens`, `last_block`, `last_mlp`, `raw`).
     pub decoder: String,
     /// Leave out a leading special token (the BOS column).
     pub hide_bos: bool,
@@ -97,6 +97,9 @@ pub struct FigureSpec {
     /// The tuned lens folder of the `tuned_lens` decoder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tuned_lens: Option<String>,
+    /// The J-lens file of the `jacobian_lens` decoder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jacobian_lens: Option<String>,
 }
 
 impl Default for FigureSpec {
@@ -121,6 +124,7 @@ impl Default for FigureSpec {
             truncate_left: false,
             depth: false,
             tuned_lens: None,
+            jacobian_lens: None,
         }
     }
 }

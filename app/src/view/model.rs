@@ -45,6 +45,10 @@ pub struct ViewModel {
     pub cols: Vec<usize>,
     /// Row labels (`embed`, `0.attn`, `0`, …) per display row.
     pub row_labels: Vec<String>,
+    /// Per display row: the decoder had no transport for it (the report's `no_transport`: a
+    /// J-lens's embeddings, sub-blocks and unfitted layers), so it shows the logit lens's readout;
+    /// its cells are greyed in every panel.
+    pub greyed: Vec<bool>,
     /// Input token text per display column.
     pub input_labels: Vec<String>,
     /// True next token per column and whether the final top-1 predicts it (`*`).
@@ -234,7 +238,23 @@ impl ViewModel {
         // Outlined where A's and B's top-1 tokens agree; the input strip says where the tokens differ.
         let outline = a.panels.first().zip(b.panels.first()).map_or_else(Vec::new, |(pa, pb)| pa.labels.iter().zip(&pb.labels).map(|(x, y)| x == y).collect());
         let input_labels = a.input_labels.iter().zip(&b.input_labels).map(|(x, y)| if x == y { x.clone() } else { format!("{x}→{y}") }).collect();
-        Self { outline, input_labels, depth: Vec::new(), panels, compare: None, ..a.clone() }
+        let greyed = a.greyed.iter().zip(&b.greyed).map(|(x, y)| *x || *y).collect();
+        let mut d = Self { outline, input_labels, depth: Vec::new(), panels, compare: None, greyed, ..a.clone() };
+        d.grey_rows();
+        d
+    }
+
+    /// Greys every panel's cells in the rows [`ViewModel::greyed`] marks (their values and labels
+    /// stay: the tooltip and the labels still read them).
+    fn grey_rows(&mut self) {
+        let n_cols = self.cols.len();
+        for (row, _) in self.greyed.iter().enumerate().filter(|(_, g)| **g) {
+            for p in &mut self.panels {
+                for c in p.colors.iter_mut().skip(row * n_cols).take(n_cols) {
+                    *c = theme::greyed(*c);
+                }
+            }
+        }
     }
 
     /// The view model of one report over the positions `cols`.
@@ -246,6 +266,7 @@ impl ViewModel {
         }
         let final_site = r.sites.len().saturating_sub(1);
         let row_labels = rows.iter().map(|&s| r.sites.get(s).cloned().unwrap_or_default()).collect();
+        let greyed = rows.iter().map(|s| r.no_transport.contains(s)).collect();
         let input_labels = cols.iter().map(|&p| r.tokens.get(p).map(|t| shown(&t.text)).unwrap_or_default()).collect();
         let next_labels = cols
             .iter()
@@ -359,10 +380,11 @@ impl ViewModel {
             PanelModel { metric: Metric::Entropy, title: "Entropy".into(), colors, labels, values, scale: ColorScale { cmap, ticks, unit: "nats".into() } }
         };
 
-        Self {
+        let mut vm = Self {
             rows,
             cols,
             row_labels,
+            greyed,
             input_labels,
             next_labels,
             outline,
@@ -370,7 +392,9 @@ impl ViewModel {
             depth_below: !view.flip,
             panels: vec![logits, ranks, kl, entropy],
             compare: None,
-        }
+        };
+        vm.grey_rows();
+        vm
     }
 
     /// The panel of `metric`.

@@ -192,6 +192,14 @@ pub const BAR_MLP: Color32 = Color32::from_rgb(0xE0, 0x82, 0x14);
 /// Embedding / LN bias bars.
 pub const BAR_OTHER: Color32 = Color32::from_rgb(0x90, 0x90, 0x90);
 
+/// A cell colour greyed (a row the decoder had no transport for): its lightness kept, squeezed
+/// into mid greys, so that the row reads as different at a glance and its values still show.
+pub fn greyed(c: Color32) -> Color32 {
+    let l = 0.299 * f32::from(c.r()) + 0.587 * f32::from(c.g()) + 0.114 * f32::from(c.b());
+    let v = (70.0 + l * 0.55).round().clamp(0.0, 255.0) as u8;
+    Color32::from_rgb(v, v, v)
+}
+
 /// Black or white, whichever reads better on `bg`.
 pub fn text_on(bg: Color32) -> Color32 {
     let l = 0.299 * f32::from(bg.r()) + 0.587 * f32::from(bg.g()) + 0.114 * f32::from(bg.b());

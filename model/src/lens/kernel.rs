@@ -23,11 +23,15 @@ pub enum DecoderKind {
     /// The tuned lens: the site's translator (`h + W h + b`) from a tuned-lens folder, then
     /// ln_final and W_U (see [`crate::lens::tuned_lens`]).
     TunedLens,
+    /// The J-lens: the source layer's transport matrix (`J[l] · h`) from a J-lens file, then
+    /// ln_final and W_U (see [`crate::lens::jacobian_lens`]). Rows without a matrix are decoded
+    /// as they are and marked ([`crate::output::report::LensReport::no_transport`]).
+    JacobianLens,
 }
 
 impl DecoderKind {
     /// Every decoder, in the order a menu lists them.
-    pub const ALL: [Self; 5] = [Self::LogitLens, Self::TunedLens, Self::LastBlock, Self::LastMlp, Self::Raw];
+    pub const ALL: [Self; 6] = [Self::LogitLens, Self::TunedLens, Self::JacobianLens, Self::LastBlock, Self::LastMlp, Self::Raw];
 
     /// Name used in reports.
     pub fn name(self) -> &'static str {
@@ -37,6 +41,7 @@ impl DecoderKind {
             Self::LastBlock => "last_block",
             Self::LastMlp => "last_mlp",
             Self::TunedLens => "tuned_lens",
+            Self::JacobianLens => "jacobian_lens",
         }
     }
 
@@ -54,6 +59,7 @@ impl DecoderKind {
             Self::LastBlock => "last block",
             Self::LastMlp => "last MLP",
             Self::TunedLens => "tuned lens",
+            Self::JacobianLens => "J-lens",
         }
     }
 
@@ -183,7 +189,7 @@ impl Decoder {
                     *o = v;
                 }
             }
-            DecoderKind::LogitLens | DecoderKind::LastBlock | DecoderKind::LastMlp | DecoderKind::TunedLens => {
+            DecoderKind::LogitLens | DecoderKind::LastBlock | DecoderKind::LastMlp | DecoderKind::TunedLens | DecoderKind::JacobianLens => {
                 let (mean, sigma) = self.mean_sigma(x);
                 for (((o, &v), &g), &b) in out.iter_mut().zip(x).zip(&self.gamma).zip(&self.beta) {
                     *o = ((f64::from(v) - mean) / sigma * f64::from(g) + f64::from(b)) as f32;

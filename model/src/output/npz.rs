@@ -105,7 +105,10 @@ fn flat<T: Copy>(g: &[Vec<T>]) -> Vec<T> {
 /// `top_k_logit` / `top_k_prob` `[S, P, K]`, `attribution_components` `[C]`,
 /// `attribution_final_top1` / `attribution_next` `[C, P]`, with pins `pinned_id` `[N]`,
 /// `pinned_text`, `pinned_rank` / `pinned_prob` / `pinned_logit` `[N, S, P]`; and 0-d strings
-/// `schema`, `model`, `family`, `decoder`, `weights` (`f32`, `int8`, `int4`).
+/// `schema`, `model`, `family`, `decoder`, `weights` (`f32`, `int8`, `int4`); `no_transport`
+/// `[S]` (bool: the row was decoded as it is, the decoder has no transport for it — the J-lens's
+/// embeddings, sub-blocks and unfitted layers) and, where one decoded, 0-d `tuned_lens` /
+/// `jacobian_lens` (the lens's path).
 pub fn write_report(report: &LensReport, path: &Path, token_text: &dyn Fn(u32) -> String) -> Result<()> {
     let (s, p) = (report.sites.len(), report.n_pos());
     let m = &report.metrics;
@@ -116,6 +119,7 @@ pub fn write_report(report: &LensReport, path: &Path, token_text: &dyn Fn(u32) -
         ("family", vec![], Data::Str(vec![report.model.family.clone()])),
         ("decoder", vec![], Data::Str(vec![report.decoder.clone()])),
         ("weights", vec![], Data::Str(vec![report.weights().to_string()])),
+        ("no_transport", vec![s], Data::Bool((0..s).map(|i| report.no_transport.contains(&i)).collect())),
         ("tokens_id", vec![p], Data::I64(report.tokens.iter().map(|t| i64::from(t.id)).collect())),
         ("tokens_text", vec![p], Data::Str(report.tokens.iter().map(|t| t.text.clone()).collect())),
         ("tokens_decoded", vec![p], Data::Str(report.tokens.iter().map(|t| t.decoded.clone()).collect())),
@@ -142,6 +146,11 @@ pub fn write_report(report: &LensReport, path: &Path, token_text: &dyn Fn(u32) -
     }
     let a = &report.attribution;
     let c = a.components.len();
+    for (name, lens) in [("tuned_lens", &report.run.tuned_lens), ("jacobian_lens", &report.run.jacobian_lens)] {
+        if let Some(l) = lens {
+            arrays.push((name, vec![], Data::Str(vec![l.clone()])));
+        }
+    }
     arrays.push(("attribution_components", vec![c], Data::Str(a.components.clone())));
     if a.final_top1.len() == c && a.next.len() == c {
         arrays.push(("attribution_final_top1", vec![c, p], Data::F64(flat(&a.final_top1))));

@@ -175,6 +175,9 @@ pub struct RunInfo {
     /// The tuned lens the `tuned_lens` decoder applied (its folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tuned_lens: Option<String>,
+    /// The J-lens the `jacobian_lens` decoder applied (its file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jacobian_lens: Option<String>,
     /// The weights that computed the forward pass: `f32` (exact), `int8` or `int4` (block-wise
     /// `MatMulNBits` codes of the block matrices); empty in reports of older releases, which were
     /// all f32.
@@ -194,8 +197,15 @@ pub struct LensReport {
     pub schema: String,
     /// The model.
     pub model: ModelInfo,
-    /// The decoder: `logit_lens`, `tuned_lens`, `last_block`, `last_mlp` or `raw`.
+    /// The decoder: `logit_lens`, `tuned_lens`, `jacobian_lens`, `last_block`, `last_mlp` or `raw`.
     pub decoder: String,
+    /// Rows (indices into `sites`) the decoder has nothing for and decoded as they are, with the
+    /// model's final norm and unembedding (the logit lens's readout): under the J-lens the
+    /// embeddings, the sub-block rows and the layers the lens was not fitted at; under a tuned
+    /// lens without an input translator, the embeddings. Shown greyed, never as the decoder's.
+    /// The final row (the model's own output) is never listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_transport: Vec<usize>,
     /// Input tokens in position order.
     pub tokens: Vec<Token>,
     /// Row labels, bottom (input) to top (output).
@@ -383,6 +393,9 @@ impl LensReport {
         m.kl_to_input.check_shape("metrics.kl_to_input", s, n)?;
         m.entropy.check_shape("metrics.entropy", s, n)?;
         m.nll_next.check_shape("metrics.nll_next", s, n)?;
+        if let Some(&bad) = self.no_transport.iter().find(|&&i| i + 1 >= s) {
+            return Err(LensError::invalid(format!("no_transport names row {bad}; the rows without the final one are 0..{}", s.saturating_sub(1))));
+        }
         if !m.prediction_depth.is_empty() && (m.prediction_depth.len() != n || m.prediction_depth.iter().any(|&d| d as usize >= s)) {
             return Err(LensError::invalid(format!("metrics.prediction_depth has {} entries (sites below {s}), expected {n}", m.prediction_depth.len())));
         }

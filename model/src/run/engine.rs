@@ -8,6 +8,7 @@ use ort::session::Session;
 use crate::error::{LensError, Progress, Result, part};
 use crate::lens::attribution::attribute;
 use crate::lens::graph::{LensGraph, LensPath};
+use crate::lens::jacobian_lens::JacobianLens;
 use crate::lens::kernel::{Decoder, DecoderKind};
 use crate::lens::last_block::LastBlockRunner;
 use crate::lens::metrics::{KernelSpec, RowMetrics, run_kernel};
@@ -87,6 +88,8 @@ pub struct LensEngine {
     last_block: LastBlockRunner,
     /// The tuned lens the `tuned_lens` decoder applies, checked against this model.
     tuned: Option<std::sync::Arc<TunedLens>>,
+    /// The J-lens the `jacobian_lens` decoder applies, checked against this model.
+    jlens: Option<std::sync::Arc<JacobianLens>>,
     /// The device the forward pass was asked to run on (the lens graph runs there too).
     device: Device,
     /// The lens graph, built on first use.
@@ -193,6 +196,7 @@ impl LensEngine {
             session,
             last_block,
             tuned: None,
+            jlens: None,
             device,
             graph: std::sync::Mutex::new(None),
             weights_reason: None,
@@ -212,6 +216,21 @@ impl LensEngine {
         }
         self.tuned = lens.map(std::sync::Arc::new);
         Ok(())
+    }
+
+    /// Sets (or with `None` removes) the J-lens of the `jacobian_lens` decoder, refusing one made
+    /// for another model (width, a source layer at or past the final block).
+    pub fn set_jacobian_lens(&mut self, lens: Option<JacobianLens>) -> Result<()> {
+        if let Some(l) = &lens {
+            l.check_model(self.bundle.shape.n_layers, self.bundle.shape.d_model)?;
+        }
+        self.jlens = lens.map(std::sync::Arc::new);
+        Ok(())
+    }
+
+    /// The J-lens in use, if any.
+    pub fn jacobian_lens(&self) -> Option<&std::sync::Arc<JacobianLens>> {
+        self.jlens.as_ref()
     }
 
     /// The lens path `path` resolves to on this engine: `Auto` is the graph when the forward pass
@@ -420,6 +439,28 @@ impl LensEngine {
         Ok(report)
     }
 
+    /// The J-lens's transport of each of `sites` (none of them the final one) over the positions
+    /// `range`, and the indices of the sites it has no matrix for (decoded as they are)
+    /// // each [range.len(), d_model]
+    fn transport(&self, trace: &ResidualTrace, sites: &[SiteKind], range: std::ops::Range<usize>) -> Result<(Vec<ndarray::Array2<f32>>, Vec<usize>)> {
+        let lens = self.jlens.as_ref().ok_or_else(|| {
+            LensError::invalid("the J-lens decoder needs a J-lens: open one (--jacobian-lens FILE, or --jacobian-lens published for a model with a published J-lens; File > Open J-lens… in the app)")
+        })?;
+        let mut out = Vec::with_capacity(sites.len());
+        let mut none = Vec::new();
+        for (i, site) in sites.iter().enumerate() {
+            let x = trace.site(*site).ok_or_else(|| LensError::invalid("missing site in trace"))?.slice(ndarray::s![range.clone(), ..]);
+            out.push(match lens.transport_of(*site) {
+                Some(l) => lens.transport(l, x)?,
+                None => {
+                    none.push(i);
+                    x.to_owned()
+                }
+            });
+        }
+        Ok((out, none))
+    }
+
     /// The tuned lens's translation of each of `sites` (none of them the final one) over the
     /// positions `range` // each [range.len(), d_model]
     fn translate(&self, trace: &ResidualTrace, sites: &[SiteKind], range: std::ops::Range<usize>) -> Result<Vec<ndarray::Array2<f32>>> {
@@ -473,7 +514,15 @@ impl LensEngine {
         // or the tuned lens's translator.
         let (_, below_final) = sites.split_last().ok_or_else(|| LensError::invalid("no sites"))?;
         let transformed = if dec.kind.uses_last_block() { self.last_block.inputs(trace, below_final, dec.kind, progress)? } else { Vec::new() };
-        let translated = if dec.kind == DecoderKind::TunedLens { self.translate(trace, below_final, range.clone())? } else { Vec::new() };
+        let (translated, no_transport) = match dec.kind {
+            DecoderKind::TunedLens => {
+                let t = self.translate(trace, below_final, range.clone())?;
+                let lens = self.tuned.as_ref();
+                (t, below_final.iter().enumerate().filter(|(_, s)| lens.is_some_and(|l| l.translator_of(**s).is_none())).map(|(i, _)| i).collect())
+            }
+            DecoderKind::JacobianLens => self.transport(trace, below_final, range.clone())?,
+            _ => (Vec::new(), Vec::new()),
+        };
         let mut inputs: Vec<ndarray::ArrayView2<'_, f32>> = Vec::with_capacity(n_sites);
         for (i, site) in sites.iter().enumerate() {
             inputs.push(match (transformed.get(i), translated.get(i)) {
@@ -556,6 +605,7 @@ impl LensEngine {
                 weights_sha256: self.bundle.weights_sha256.clone(),
             },
             decoder: dec.kind.name().into(),
+            no_transport,
             tokens: self.tokenizer.tokens(part(ids, range.clone(), "token ids")?),
             sites: sites.iter().map(|s: &SiteKind| s.label_in(self.bundle.residual)).collect(),
             metrics,
@@ -574,6 +624,7 @@ impl LensEngine {
                 reused_positions: 0,
                 cached_positions: 0,
                 tuned_lens: if dec.kind == DecoderKind::TunedLens { self.tuned.as_ref().map(|l| l.describe()) } else { None },
+                jacobian_lens: if dec.kind == DecoderKind::JacobianLens { self.jlens.as_ref().map(|l| l.describe()) } else { None },
                 lens_path: self.lens_path_label(opts.path),
                 weights: self.bundle.weights.name().into(),
                 weights_reason: self.weights_reason.clone(),

@@ -222,6 +222,52 @@ pub fn download(cache: &Path, id: &str, revision: &str, progress: &Progress) -> 
     Ok(snap)
 }
 
+/// Downloads one file `file` of the repository `id` at `revision` into the hub cache `cache` (the
+/// same layout, resume, token, lock and checks as [`download`]) and returns its path in the
+/// snapshot. A file already in the snapshot of a commit `revision` is returned without a request;
+/// offline ([`offline`]) anything else is an error that says how to fetch it.
+pub fn download_file(cache: &Path, id: &str, revision: &str, file: &str, progress: &Progress) -> Result<PathBuf> {
+    if !valid_revision(revision) {
+        return Err(LensError::invalid(format!("{revision:?} is not a revision (a branch, tag or commit name)")));
+    }
+    safe_name(file)?;
+    let repo = cache.join(format!("models--{}", id.replace('/', "--")));
+    let pinned = match std::fs::read_to_string(repo.join("refs").join(revision)) {
+        Ok(r) if valid_revision(r.trim()) => Some(r.trim().to_string()),
+        _ => (revision.len() == 40 && revision.chars().all(|c| c.is_ascii_hexdigit())).then(|| revision.to_string()),
+    };
+    if let Some(sha) = &pinned
+        && repo.join("snapshots").join(sha).join(file).is_file()
+    {
+        return Ok(repo.join("snapshots").join(sha).join(file));
+    }
+    if offline() {
+        return Err(LensError::invalid(format!(
+            "{file} of {id} is not in the Hugging Face cache ({}) and downloads are off (HF_HUB_OFFLINE / LOGIT_LENS_NO_DOWNLOAD): fetch it with `huggingface-cli download {id} {file} --revision {revision}`",
+            cache.display()
+        )));
+    }
+    let agent = agent();
+    let sha = match pinned {
+        Some(sha) => sha,
+        None => repo_info(&agent, id, revision)?.0,
+    };
+    let snap = repo.join("snapshots").join(&sha);
+    let parent = snap.join(file).parent().map(Path::to_path_buf).unwrap_or_else(|| snap.clone());
+    for d in [repo.join("blobs"), parent, repo.join("refs")] {
+        std::fs::create_dir_all(&d).map_err(|e| LensError::io(&d, e))?;
+    }
+    fetch_file(&agent, &repo, &snap, id, &sha, file, progress)?;
+    if revision != sha {
+        let r = repo.join("refs").join(revision);
+        if let Some(parent) = r.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| LensError::io(parent, e))?;
+        }
+        std::fs::write(&r, &sha).map_err(|e| LensError::io(&r, e))?;
+    }
+    Ok(snap.join(file))
+}
+
 /// Takes the lock of one file's download (`blobs/NAME.lock`), waiting for another process that
 /// holds it (cancel answers while waiting). Released when the returned file is dropped.
 fn lock_download(lock: &Path, file: &str, progress: &Progress) -> Result<File> {

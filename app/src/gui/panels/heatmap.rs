@@ -418,6 +418,8 @@ fn paint_row_labels(painter: &egui::Painter, g: &GridLayout, vm: &ViewModel, sta
             continue;
         }
         let color = if is_hover { theme::TEXT } else { theme::DIM_TEXT };
+        // A row the decoder did not transport says so beside its name.
+        let label = if vm.greyed.get(row).copied().unwrap_or(false) { format!("{label} (as is)") } else { label.clone() };
         label_painter.text(Pos2::new(g.cells.left() - 4.0, g.cell_rect(row, 0).center().y), Align2::RIGHT_CENTER, label, label_font.clone(), color);
     }
 }
@@ -493,6 +495,9 @@ fn cell_tooltip(ui: &mut Ui, vm: &ViewModel, panel: &PanelModel, h: Cell) {
     let site = vm.row_labels.get(row).map_or("", String::as_str);
     let tok = vm.input_labels.get(col).map_or("", String::as_str);
     ui.label(format!("site {site} · position {} ({tok})", h.pos));
+    if vm.greyed.get(row).copied().unwrap_or(false) {
+        ui.label("not transported: the decoder has nothing for this row (the J-lens's embeddings, sub-blocks, unfitted layers), so it is decoded as it is — the logit lens's readout");
+    }
     if let Some(v) = panel.values.get(i).filter(|v| v.is_finite()) {
         ui.label(format!("{}: {v:.4} {}", panel.title, panel.scale.unit));
     }
