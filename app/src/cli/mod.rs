@@ -5,6 +5,7 @@ mod args;
 mod bench;
 mod convert;
 mod corpus;
+mod eval_lens;
 mod fit_lens;
 mod info;
 mod interrupt;
@@ -44,7 +45,7 @@ struct Cli {
     prompt_file: Option<PathBuf>,
     /// Desktop app: show a report (lens, comparison or corpus JSON) without its model; nothing
     /// is loaded or run.
-    #[arg(long, value_name = "R.json", conflicts_with_all = ["model", "prompt", "prompt_file", "file", "tuned_lens"])]
+    #[arg(long, value_name = "R.json", conflicts_with_all = ["model", "prompt", "prompt_file", "file", "tuned_lens", "jacobian_lens"])]
     open_report: Option<PathBuf>,
     /// Desktop app: save a PNG of the window once the first result is shown, then exit.
     #[arg(long, value_name = "OUT.png")]
@@ -59,6 +60,10 @@ struct Cli {
     /// with the tuned-lens decoder unless --decoder says otherwise.
     #[arg(long, value_name = "DIR")]
     tuned_lens: Option<PathBuf>,
+    /// Desktop app: a J-lens to open (a .pt file; `published`: the one published for --model);
+    /// starts with the J-lens decoder unless --decoder says otherwise.
+    #[arg(long, value_name = "FILE", conflicts_with = "tuned_lens")]
+    jacobian_lens: Option<PathBuf>,
     /// Desktop app: start with the sub-block rows shown.
     #[arg(long)]
     subblocks: bool,
@@ -96,6 +101,9 @@ enum Command {
     Corpus(corpus::CorpusArgs),
     /// Fit a tuned lens on texts and save it in the tuned-lens package's format (config.json, params.pt).
     FitLens(fit_lens::FitLensArgs),
+    /// The lens-quality suite: pass@k and rank per layer of the intermediates of prompt sets,
+    /// every decoder side by side (JSON, CSV, a figure).
+    EvalLens(eval_lens::EvalLensArgs),
     /// Benchmark the UI: CPU time per frame of a synthetic GPT-2-XL-sized grid.
     #[command(hide = true)]
     BenchUi(crate::session::start::BenchUiArgs),
@@ -261,8 +269,9 @@ fn run(cli: Cli, gui: GuiServer) -> Result<()> {
             device: cli.device,
             ort_lib: ort_lib.map(Path::to_path_buf),
             piece_positions: None,
-            decoder: cli.decoder.or(cli.tuned_lens.as_ref().map(|_| DecoderKind::TunedLens)),
+            decoder: cli.decoder.or(cli.jacobian_lens.as_ref().map(|_| DecoderKind::JacobianLens)).or(cli.tuned_lens.as_ref().map(|_| DecoderKind::TunedLens)),
             tuned_lens: cli.tuned_lens,
+            jacobian_lens: cli.jacobian_lens,
             subblocks: cli.subblocks,
             window_size: match cli.window_size.as_deref() {
                 None => None,
@@ -277,6 +286,7 @@ fn run(cli: Cli, gui: GuiServer) -> Result<()> {
         Some(Command::Bench(args)) => bench::run(ort_lib, &args),
         Some(Command::Render(args)) => render::run(ort_lib, &args),
         Some(Command::Corpus(args)) => corpus::run(ort_lib, &args),
+        Some(Command::EvalLens(args)) => eval_lens::run(ort_lib, &args),
         Some(Command::FitLens(args)) => fit_lens::run(ort_lib, &args),
         Some(Command::BenchUi(args)) => gui(crate::session::start::GuiRequest::BenchUi(args)),
     }

@@ -8,6 +8,7 @@ pub mod compare;
 pub mod corpus;
 pub mod export;
 pub mod html;
+pub mod lens_eval;
 pub mod output;
 pub mod provenance;
 pub mod scene;

@@ -34,6 +34,25 @@ pub struct Provenance {
     /// For a comparison figure (A, B, A − B): what B varies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compare: Option<CompareSource>,
+    /// For a lens-quality figure (`eval-lens --figure`): the prompt-set files, the decoders and
+    /// the lens files it was computed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<EvalSource>,
+}
+
+/// What a lens-quality figure was computed from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvalSource {
+    /// The prompt-set files.
+    pub sets: Vec<String>,
+    /// The decoders compared.
+    pub decoders: Vec<String>,
+    /// The tuned lens, if one was compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuned_lens: Option<String>,
+    /// The J-lens, if one was compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jacobian_lens: Option<String>,
 }
 
 /// What the B run of a comparison figure differs by.
@@ -70,6 +89,7 @@ impl Provenance {
             spec,
             corpus: None,
             compare: None,
+            eval: None,
         }
     }
 
@@ -86,6 +106,24 @@ impl Provenance {
             spec,
             corpus: Some(source),
             compare: None,
+            eval: None,
+        }
+    }
+
+    /// The provenance of a lens-quality figure of `report`, from the model at `model_path`.
+    pub fn of_eval(report: &lens_model::analyses::lens_eval::EvalReport, model_path: String, source: EvalSource, spec: FigureSpec) -> Self {
+        Self {
+            schema: SCHEMA.into(),
+            program: format!("logit-lens {}", env!("CARGO_PKG_VERSION")),
+            model_name: report.model.clone(),
+            model_path,
+            model_sha256: None,
+            weights: Some(report.weights.clone()),
+            prompt: String::new(),
+            spec,
+            corpus: None,
+            compare: None,
+            eval: Some(source),
         }
     }
 }

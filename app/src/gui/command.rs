@@ -57,6 +57,11 @@ pub enum AppCommand {
     RequestTunedLensDialog,
     /// Open a tuned lens folder and decode with it.
     OpenTunedLens(PathBuf),
+    /// Ask for a J-lens file to open.
+    RequestJacobianLensDialog,
+    /// Open a J-lens file (or `published`: fetch the one published for the open model) and
+    /// decode with it.
+    OpenJacobianLens(PathBuf),
     /// Ask for the Fit window's training text file.
     RequestFitTextDialog,
     /// Ask for the Fit window's output folder.

@@ -74,7 +74,10 @@ pub fn apply_outcome(state: &mut AppState, book: &mut JobBook, was_load: bool, k
             // A new engine has no tuned lens: its decoder falls back to the logit lens unless
             // one is being opened with the model.
             state.tuned_lens = None;
-            if state.view.decoder == lens_model::lens::kernel::DecoderKind::TunedLens && !book.lens_after_load {
+            state.jacobian_lens = None;
+            if matches!(state.view.decoder, lens_model::lens::kernel::DecoderKind::TunedLens | lens_model::lens::kernel::DecoderKind::JacobianLens)
+                && !book.lens_after_load
+            {
                 state.view.decoder = lens_model::lens::kernel::DecoderKind::LogitLens;
             }
             // Nothing may still say "pinned" when no token is.
@@ -131,6 +134,16 @@ pub fn apply_outcome(state: &mut AppState, book: &mut JobBook, was_load: bool, k
                 effects.push(Effect::RunLens);
             }
         }
+        OutcomeKind::JacobianLens(file) => {
+            state.notice = Some(format!("J-lens {}", file.display()));
+            state.error = None;
+            state.jacobian_lens = Some(file);
+            let rerun = state.view.decoder == lens_model::lens::kernel::DecoderKind::JacobianLens || state.result.is_some();
+            state.view.decoder = lens_model::lens::kernel::DecoderKind::JacobianLens;
+            if rerun && state.model.is_some() && !state.prompt.is_empty() {
+                effects.push(Effect::RunLens);
+            }
+        }
         OutcomeKind::FitStep(step) => state.fit_history.push(step),
         OutcomeKind::More(piece) => {
             // The next positions of the partial result on screen: appended in place (the result
@@ -144,9 +157,14 @@ pub fn apply_outcome(state: &mut AppState, book: &mut JobBook, was_load: bool, k
         OutcomeKind::Failed(msg) if book.lens_job => {
             // The tuned lens was refused: its decoder cannot run, so the logit lens does, and the
             // reason stays on screen.
-            state.error = Some(format!("{msg} (the tuned lens is not open)"));
+            state.error = Some(format!("{msg} (the lens is not open)"));
             state.error_sticky = true;
-            if state.tuned_lens.is_none() && state.view.decoder == lens_model::lens::kernel::DecoderKind::TunedLens {
+            let lost = match state.view.decoder {
+                lens_model::lens::kernel::DecoderKind::TunedLens => state.tuned_lens.is_none(),
+                lens_model::lens::kernel::DecoderKind::JacobianLens => state.jacobian_lens.is_none(),
+                _ => false,
+            };
+            if lost {
                 state.view.decoder = lens_model::lens::kernel::DecoderKind::LogitLens;
                 if state.model.is_some() && !state.prompt.is_empty() {
                     effects.push(Effect::RunLens);

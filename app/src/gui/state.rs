@@ -105,6 +105,8 @@ pub struct AppState {
     /// The tuned lens open for the `tuned_lens` decoder (its folder).
     #[serde(skip)]
     pub tuned_lens: Option<PathBuf>,
+    /// The J-lens open for the `jacobian_lens` decoder (its file).
+    pub jacobian_lens: Option<PathBuf>,
     /// The Fit tuned lens window is open.
     #[serde(skip)]
     pub show_fit: bool,
@@ -183,6 +185,7 @@ impl Default for AppState {
             corpus_runs: Vec::new(),
             corpus_metric: "kl_to_final".into(),
             tuned_lens: None,
+            jacobian_lens: None,
             show_fit: false,
             fit: FitSettings::default(),
             fit_history: Vec::new(),
@@ -285,4 +288,16 @@ pub struct WeightsAsk {
     pub format: lens_model::build::quant::WeightFormat,
     /// Why (sizes and the memory available).
     pub reason: String,
+}
+
+impl AppState {
+    /// Why decoder `d` cannot be chosen now (its lens is not open), or `None` when it can.
+    pub fn decoder_missing(&self, d: lens_model::lens::kernel::DecoderKind) -> Option<&'static str> {
+        use lens_model::lens::kernel::DecoderKind;
+        match d {
+            DecoderKind::TunedLens if self.tuned_lens.is_none() => Some("No tuned lens is open: File → Open tuned lens… or File → Fit tuned lens…"),
+            DecoderKind::JacobianLens if self.jacobian_lens.is_none() => Some("No J-lens is open: File → Open J-lens… (or Fetch published J-lens)"),
+            _ => None,
+        }
+    }
 }

@@ -113,8 +113,8 @@ fn run_b(
         }
         CompareWith::Model(m) => {
             let (vocab, name) = (engine.bundle.shape.d_vocab, m.display().to_string());
-            if opts.decoder == DecoderKind::TunedLens {
-                bail!("{name}: a tuned lens belongs to one model; compare models under another decoder");
+            if matches!(opts.decoder, DecoderKind::TunedLens | DecoderKind::JacobianLens) {
+                bail!("{name}: a {} belongs to one model; compare models under another decoder", opts.decoder.label());
             }
             let other = other.engine(m, progress)?;
             let ids_b = other.tokenize(text, truncate_left)?;

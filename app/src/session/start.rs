@@ -31,6 +31,8 @@ pub struct GuiOptions {
     pub subblocks: bool,
     /// A tuned lens folder to open with the model.
     pub tuned_lens: Option<PathBuf>,
+    /// A J-lens file to open with the model (`published`: the one published for it).
+    pub jacobian_lens: Option<PathBuf>,
     /// Initial window size in points (default 1500 x 940).
     pub window_size: Option<[f32; 2]>,
     /// A report (`lens --json`, the app's JSON export) to show without any model

@@ -71,6 +71,9 @@ pub struct ModelSummary {
     pub weights: String,
     /// Why those weights (`--weights auto`'s reason), when it chose.
     pub weights_reason: Option<String>,
+    /// The short name of the J-lens published for this model (File → Fetch published J-lens),
+    /// when the model was opened as one the registry lists.
+    pub published_jlens: Option<String>,
 }
 
 impl ModelSummary {
@@ -90,6 +93,7 @@ impl ModelSummary {
             adds_bos: report.tokens.first().is_some_and(|t| t.special),
             weights: report.weights().into(),
             weights_reason: report.run.weights_reason.clone(),
+            published_jlens: None,
         }
     }
 
@@ -108,6 +112,7 @@ impl ModelSummary {
             adds_bos: engine.tokenizer.adds_bos(),
             weights: engine.bundle.weights.name().into(),
             weights_reason: engine.weights_reason.clone(),
+            published_jlens: None,
         }
     }
 
@@ -201,6 +206,14 @@ pub enum JobKind {
     },
     /// Open a tuned lens folder for the `tuned_lens` decoder (checked against the model).
     OpenTunedLens(PathBuf),
+    /// Open a J-lens file for the `jacobian_lens` decoder (checked against the model); `file`
+    /// [`crate::session::engine::PUBLISHED`] fetches the one published for `model` first.
+    OpenJacobianLens {
+        /// The file, or `published`.
+        file: PathBuf,
+        /// What the user opened the model as (a hub id, a folder): finds the published lens.
+        model: Option<PathBuf>,
+    },
     /// Fit a tuned lens ([`lens_model::lens::tuned_lens::fit`]) on text files, save it in `out` and
     /// use it; every step is reported ([`OutcomeKind::FitStep`]).
     FitLens {
@@ -240,6 +253,7 @@ impl JobKind {
             Self::Run { .. } => "running the lens",
             Self::Corpus { .. } => "running the corpus",
             Self::OpenTunedLens(_) => "opening the tuned lens",
+            Self::OpenJacobianLens { .. } => "opening the J-lens",
             Self::FitLens { .. } => "fitting a tuned lens",
         }
     }
@@ -256,6 +270,8 @@ pub enum OutcomeKind {
     Corpus(Arc<CorpusRun>),
     /// A tuned lens is open (and used by the `tuned_lens` decoder): its folder.
     TunedLens(PathBuf),
+    /// A J-lens is open (and used by the `jacobian_lens` decoder): its file.
+    JacobianLens(PathBuf),
     /// One step of a fit in progress (the job goes on).
     FitStep(Arc<lens_model::lens::tuned_lens::fit::FitStep>),
     /// A fit finished: its lens is saved in this folder and open.
@@ -521,6 +537,12 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
             st.cache.forget_results();
             Ok(OutcomeKind::TunedLens(dir.clone()))
         }
+        JobKind::OpenJacobianLens { file, model } => {
+            let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded: open a model before its J-lens") };
+            let opened = crate::session::engine::attach_jacobian_lens(engine, Some(file), model.as_deref(), &job.progress)?;
+            st.cache.forget_results();
+            Ok(OutcomeKind::JacobianLens(opened.unwrap_or_else(|| file.clone())))
+        }
         JobKind::FitLens { texts, out, opts, resume } => fit_job(st, texts, out, opts, *resume, emit, &job.progress),
         JobKind::Corpus { file, window, decoder } => corpus_job(st, file, *window, *decoder, &job.progress),
         JobKind::Run { .. } => run_lens_job(st, job, emit),
@@ -539,7 +561,8 @@ fn load_job(
     let (dir, engine) =
         open_engine(model, device, ort_lib.map(PathBuf::as_path), weights, OpenProgress { resolve: progress, open: progress }, "cannot open the model")?;
     st.weights = weights;
-    let summary = ModelSummary::of_engine(&engine, &dir);
+    let published_jlens = model.and_then(|m| lens_model::lens::jacobian_lens::registry::find(&m.to_string_lossy())).map(|p| p.name);
+    let summary = ModelSummary { published_jlens, ..ModelSummary::of_engine(&engine, &dir) };
     st.engine = Some(engine);
     st.cache = RunCache::default();
     st.device = device;
@@ -593,7 +616,7 @@ fn run_lens_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> 
         None => Vec::new(),
     };
     // Sub-block rows always (the view hides them), except under the tuned lens, whose
-    // translators read block outputs only.
+    // translators read block outputs only (the J-lens has none either, but marks them).
     let tuned = |d: DecoderKind| d == DecoderKind::TunedLens;
     let subblocks = !tuned(*decoder) && !matches!(compare, Some(CompareWith::Decoder(d)) if tuned(*d));
     let opts = LensOptions { subblocks, k: (*k).max(1), pinned: pinned.clone(), decoder: *decoder, groups, ..LensOptions::default() };

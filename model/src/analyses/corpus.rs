@@ -157,7 +157,7 @@ fn stats(windows: &[&WindowSums], n_sites: usize) -> [Vec<f64>; 6] {
 }
 
 /// splitmix64: the bootstrap's random numbers (deterministic for a seed).
-fn splitmix(state: &mut u64) -> u64 {
+pub(crate) fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -166,7 +166,7 @@ fn splitmix(state: &mut u64) -> u64 {
 }
 
 /// The `q` quantile (0..=1) of sorted values, linearly interpolated.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }

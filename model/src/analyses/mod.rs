@@ -1,5 +1,6 @@
-//! What is computed from many lens runs: corpus mode over a whole text ([`corpus`]) and two runs
-//! side by side ([`compare`]). Each drives the engine and writes a file of its own.
+//! What is computed from many lens runs: corpus mode over a whole text ([`corpus`]), two runs
+//! side by side ([`compare`]) and the lens-quality suite over prompt sets ([`lens_eval`]). Each drives the engine and writes a file of its own.
 
 pub mod compare;
 pub mod corpus;
+pub mod lens_eval;

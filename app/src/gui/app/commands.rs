@@ -27,8 +27,8 @@ impl LogitLensApp {
     pub fn apply(&mut self, cmd: AppCommand) {
         // A report shown without its model: a command that changes a run setting and then runs
         // is refused (with a note) before the setting changes. Running itself (Run, an edit,
-        // corpus mode, a tuned lens, a fit) is refused where every path to it goes: `run`,
-        // `run_corpus`, `open_tuned_lens`, `start_fit`.
+        // corpus mode, a tuned lens or J-lens, a fit) is refused where every path to it goes:
+        // `run`, `run_corpus`, `open_tuned_lens`, `open_jacobian_lens`, `start_fit`.
         let needs_model = match &cmd {
             AppCommand::Pin(_) | AppCommand::PinId(_) | AppCommand::Unpin | AppCommand::Group(_) | AppCommand::SetCompare(_) => true,
             AppCommand::SetView(v) => self.state.view.run_differs(v),
@@ -145,6 +145,8 @@ impl LogitLensApp {
             AppCommand::RequestCorpusDialog => self.open_dialog(DialogKind::CorpusText),
             AppCommand::RequestTunedLensDialog => self.open_dialog(DialogKind::TunedLens),
             AppCommand::OpenTunedLens(dir) => self.open_tuned_lens(dir),
+            AppCommand::RequestJacobianLensDialog => self.open_dialog(DialogKind::JacobianLens),
+            AppCommand::OpenJacobianLens(file) => self.open_jacobian_lens(file),
             AppCommand::RequestFitTextDialog => self.open_dialog(DialogKind::FitText),
             AppCommand::RequestFitOutDialog => self.open_dialog(DialogKind::FitOut),
             AppCommand::SetFit(f) => self.state.fit = f,
@@ -307,6 +309,12 @@ impl LogitLensApp {
                     .set_title("Compare with the model in this folder (same tokenizer and depth)")
                     .pick_folder()
                     .map(|p| AppCommand::SetCompare(Some(crate::session::worker::CompareWith::Model(p)))),
+                DialogKind::JacobianLens => rfd::FileDialog::new()
+                    .set_title("Open J-lens (a .pt file: TransformerLens JacobianLens.save, or a published one)")
+                    .add_filter("J-lens", &["pt", "pth"])
+                    .add_filter("All files", &["*"])
+                    .pick_file()
+                    .map(AppCommand::OpenJacobianLens),
                 DialogKind::TunedLens => {
                     rfd::FileDialog::new().set_title("Open tuned lens (a folder with config.json and params.pt)").pick_folder().map(AppCommand::OpenTunedLens)
                 }

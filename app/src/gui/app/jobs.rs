@@ -76,6 +76,22 @@ impl LogitLensApp {
         }
     }
 
+    /// Opens a J-lens file (or fetches the published one of the open model) on the worker,
+    /// checked against the model there.
+    pub(super) fn open_jacobian_lens(&mut self, file: PathBuf) {
+        if self.refused_without_model() {
+            return;
+        }
+        if self.state.model.is_none() && self.loading_path.is_none() {
+            self.state.error = Some("no model is loaded: open a model before its J-lens".into());
+            return;
+        }
+        let model = self.state.model_path.clone();
+        if let Some(w) = self.worker() {
+            self.latest_lens = w.submit(JobKind::OpenJacobianLens { file, model });
+        }
+    }
+
     /// Fits a tuned lens with the Fit window's settings (progress, loss per step, Cancel).
     pub(super) fn start_fit(&mut self, resume: bool) {
         if self.refused_without_model() {
@@ -180,9 +196,12 @@ impl LogitLensApp {
                 lens_job: o.id == self.latest_lens && !o.was_load,
             };
             let effects = apply_outcome(&mut self.state, &mut book, o.was_load, o.kind);
-            // `--tuned-lens`: opened before the first run (the worker takes jobs in order).
-            if let Some(dir) = lens_after_load {
-                self.open_tuned_lens(dir);
+            // `--tuned-lens`, `--jacobian-lens`: opened before the first run (the worker takes
+            // jobs in order).
+            match lens_after_load {
+                Some(super::LensToOpen::Tuned(dir)) => self.open_tuned_lens(dir),
+                Some(super::LensToOpen::Jacobian(file)) => self.open_jacobian_lens(file),
+                None => {}
             }
             self.loading_path = book.loading;
             self.run_after_load = book.run_after_load;

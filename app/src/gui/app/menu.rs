@@ -100,6 +100,24 @@ impl LogitLensApp {
                 if ui.add_enabled(state.model.is_some(), egui::Button::new("Fit tuned lens…")).clicked() {
                     cmds.push(AppCommand::ShowWindow(Window::FitLens));
                 }
+                if ui
+                    .add_enabled(state.model.is_some(), egui::Button::new("Open J-lens…"))
+                    .on_hover_text("A J-lens file (.pt, as TransformerLens's JacobianLens.save writes it) made for this model; decodes each block output through its layer's transport matrix")
+                    .clicked()
+                {
+                    cmds.push(AppCommand::RequestJacobianLensDialog);
+                }
+                let published = state.model.as_ref().and_then(|m| m.published_jlens.clone());
+                let fetch = ui
+                    .add_enabled(published.is_some(), egui::Button::new(match &published {
+                        Some(name) => format!("Fetch published J-lens ({name})"),
+                        None => "Fetch published J-lens".to_string(),
+                    }))
+                    .on_hover_text("The J-lens published for this model (neuronpedia/jacobian-lens on the Hugging Face hub), downloaded into the Hugging Face cache once")
+                    .on_disabled_hover_text("No J-lens is published for this model (the published ones are for Gemma 2/3/4, Qwen 2.5–3.5, Llama 3.x, GPT-2, Pythia, OLMo 3 and gpt-oss, opened by their hub id)");
+                if fetch.clicked() {
+                    cmds.push(AppCommand::OpenJacobianLens(std::path::PathBuf::from(crate::session::engine::PUBLISHED)));
+                }
                 ui.separator();
                 if ui.add(egui::Button::new("Export figure…").shortcut_text("Ctrl+E")).clicked() {
                     cmds.push(AppCommand::ShowExport);
@@ -134,7 +152,7 @@ impl LogitLensApp {
                 });
                 ui.menu_button("Decoder", |ui| {
                     for d in lens_model::lens::kernel::DecoderKind::ALL {
-                        crate::gui::panels::prompt::decoder_option(ui, &mut v.decoder, d, state.tuned_lens.is_some());
+                        crate::gui::panels::prompt::decoder_option(ui, &mut v.decoder, d, state);
                     }
                 });
                 ui.menu_button("Top-k", |ui| {

@@ -27,6 +27,15 @@ pub const RERUN_DELAY_S: f64 = 0.6;
 
 pub use crate::session::start::GuiOptions;
 
+/// A lens named on the command line, opened once the model is loaded.
+#[derive(Debug, Clone)]
+enum LensToOpen {
+    /// `--tuned-lens DIR`.
+    Tuned(PathBuf),
+    /// `--jacobian-lens FILE` (or `published`).
+    Jacobian(PathBuf),
+}
+
 /// Which file dialog the UI asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DialogKind {
@@ -44,6 +53,8 @@ pub enum DialogKind {
     CorpusText,
     /// Pick a tuned lens folder.
     TunedLens,
+    /// Pick a J-lens file.
+    JacobianLens,
     /// Pick the training text of a fit.
     FitText,
     /// Pick (or create) the output folder of a fit.
@@ -95,8 +106,8 @@ pub struct LogitLensApp {
     latest_corpus: u64,
     /// The tuned-lens job (open or fit) whose outcomes are awaited.
     latest_lens: u64,
-    /// A tuned lens to open once the model is loaded (`--tuned-lens`).
-    lens_after_load: Option<PathBuf>,
+    /// A tuned lens or J-lens to open once the model is loaded (`--tuned-lens`, `--jacobian-lens`).
+    lens_after_load: Option<LensToOpen>,
     latest_load: u64,
     loading_path: Option<(u64, Option<PathBuf>)>,
     run_after_load: bool,
@@ -153,9 +164,16 @@ impl LogitLensApp {
         if let Some(m) = &opts.model {
             state.model_path = Some(m.clone());
         }
-        let lens_after_load = opts.tuned_lens.clone();
-        if lens_after_load.is_some() && opts.decoder.is_none() {
-            state.view.decoder = lens_model::lens::kernel::DecoderKind::TunedLens;
+        let lens_after_load = match (&opts.tuned_lens, &opts.jacobian_lens) {
+            (_, Some(f)) => Some(LensToOpen::Jacobian(f.clone())),
+            (Some(d), None) => Some(LensToOpen::Tuned(d.clone())),
+            (None, None) => None,
+        };
+        if let (Some(l), None) = (&lens_after_load, opts.decoder) {
+            state.view.decoder = match l {
+                LensToOpen::Tuned(_) => lens_model::lens::kernel::DecoderKind::TunedLens,
+                LensToOpen::Jacobian(_) => lens_model::lens::kernel::DecoderKind::JacobianLens,
+            };
         }
         let (dialog_tx, dialog_rx) = channel();
         let screenshot = opts.screenshot.clone().map(|path| ScreenshotPlan { path, ready_frames: 0, requested: false, outcome: Arc::default() });

@@ -262,7 +262,9 @@ impl GridLayout {
         // panels share them (the top panel has the next tokens, the bottom one the input tokens).
         let top_h = if place.top_strip { TOP_LABEL_H.min(full.height() * 0.2) } else { 4.0 };
         let bottom_h = if place.bottom_strip { BOTTOM_LABEL_H.min(full.height() * 0.22) } else { 4.0 };
-        let cells = Rect::from_min_max(Pos2::new(full.left() + ROW_LABEL_W, full.top() + top_h), Pos2::new(full.right() - 4.0, full.bottom() - bottom_h));
+        // Rows a decoder did not transport carry " (as is)" after their name: room for it.
+        let label_w = if vm.greyed.iter().any(|g| *g) { ROW_LABEL_W + 40.0 } else { ROW_LABEL_W };
+        let cells = Rect::from_min_max(Pos2::new(full.left() + label_w, full.top() + top_h), Pos2::new(full.right() - 4.0, full.bottom() - bottom_h));
         if cells.width() < 8.0 || cells.height() < 8.0 {
             return None;
         }

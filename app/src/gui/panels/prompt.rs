@@ -135,28 +135,31 @@ fn decoder_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
         .selected_text(v.decoder.label())
         .show_ui(ui, |ui| {
             for d in lens_model::lens::kernel::DecoderKind::ALL {
-                decoder_option(ui, &mut v.decoder, d, state.tuned_lens.is_some());
+                decoder_option(ui, &mut v.decoder, d, state);
             }
         })
         .response
         .labelled_by(label.id)
-        .on_hover_text(match &state.tuned_lens {
-            Some(t) => format!("How every site is decoded: the logit lens (final norm + unembedding), the tuned lens ({}), the last block or its MLP first (the original write-up's decoders for GPT-Neo), or the unembedding alone. The top row stays the model's output.", t.display()),
-            None => "How every site is decoded: the logit lens (final norm + unembedding), the tuned lens (File → Open tuned lens… or Fit tuned lens…), the last block or its MLP first (the original write-up's decoders for GPT-Neo), or the unembedding alone. The top row stays the model's output.".into(),
-        });
+        .on_hover_text(format!(
+            "How every site is decoded: the logit lens (final norm + unembedding), the tuned lens ({}), the J-lens ({}; rows it has no matrix for are greyed), the last block or its MLP first (the original write-up's decoders for GPT-Neo), or the unembedding alone. The top row stays the model's output.",
+            state.tuned_lens.as_ref().map_or_else(|| "File → Open tuned lens… or Fit tuned lens…".to_string(), |t| t.display().to_string()),
+            state.jacobian_lens.as_ref().map_or_else(|| "File → Open J-lens…".to_string(), |t| t.display().to_string()),
+        ));
     if v != state.view {
         cmds.push(AppCommand::SetView(v));
     }
 }
 
-/// One decoder in a decoder menu: the tuned lens only when one is open (else greyed, saying how
-/// to get one).
-pub fn decoder_option(ui: &mut Ui, current: &mut lens_model::lens::kernel::DecoderKind, d: lens_model::lens::kernel::DecoderKind, has_tuned_lens: bool) {
-    if d == lens_model::lens::kernel::DecoderKind::TunedLens && !has_tuned_lens {
-        ui.add_enabled(false, egui::Button::selectable(false, d.label()))
-            .on_disabled_hover_text("No tuned lens is open: File → Open tuned lens… or File → Fit tuned lens…");
-    } else {
-        ui.selectable_value(current, d, d.label());
+/// One decoder in a decoder menu: the tuned lens and the J-lens only when one is open (else
+/// greyed, saying how to get one).
+pub fn decoder_option(ui: &mut Ui, current: &mut lens_model::lens::kernel::DecoderKind, d: lens_model::lens::kernel::DecoderKind, state: &AppState) {
+    match state.decoder_missing(d) {
+        Some(why) => {
+            ui.add_enabled(false, egui::Button::selectable(false, d.label())).on_disabled_hover_text(why);
+        }
+        None => {
+            ui.selectable_value(current, d, d.label());
+        }
     }
 }
 
@@ -179,10 +182,10 @@ fn compare_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
             }
             for d in DecoderKind::ALL.into_iter().filter(|&d| d != state.view.decoder) {
                 let on = state.compare == Some(CompareWith::Decoder(d));
-                let enabled = d != DecoderKind::TunedLens || state.tuned_lens.is_some();
+                let missing = state.decoder_missing(d);
                 let resp = ui
-                    .add_enabled(enabled, egui::Button::selectable(on, format!("decoder: {}", d.label())))
-                    .on_disabled_hover_text("No tuned lens is open: File → Open tuned lens… or Fit tuned lens…");
+                    .add_enabled(missing.is_none(), egui::Button::selectable(on, format!("decoder: {}", d.label())))
+                    .on_disabled_hover_text(missing.unwrap_or_default());
                 if resp.clicked() {
                     chosen = Some(Some(CompareWith::Decoder(d)));
                 }

@@ -66,6 +66,16 @@ pub fn status_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
             let path = if r.run.lens_path.is_empty() { String::new() } else { format!(" [{}]", r.run.lens_path) };
             ui.label(format!("{forward} · lens {:.0} ms{path}{reused}", r.run.lens_ms))
                 .on_hover_text("The lens runs in the streaming CPU kernel, or (forward pass on a GPU provider) as the lens graph on that provider");
+            // Which lens file decoded it, and how many rows it had nothing for.
+            if let Some(f) = r.run.jacobian_lens.as_ref().or(r.run.tuned_lens.as_ref()) {
+                ui.separator();
+                let name = std::path::Path::new(f).file_name().map_or_else(|| f.clone(), |n| n.to_string_lossy().into_owned());
+                let rows = r.no_transport.len();
+                let text = if rows > 0 { format!("{}: {name} ({rows} rows as is)", r.decoder) } else { format!("{}: {name}", r.decoder) };
+                ui.label(text).on_hover_text(format!(
+                    "{f}\nGreyed rows have no transport (the embeddings, sub-blocks, layers the lens was not fitted at): decoded as they are"
+                ));
+            }
         }
         if let Some(n) = &state.notice {
             ui.separator();
