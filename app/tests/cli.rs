@@ -424,3 +424,176 @@ fn typed_arguments_are_refused_with_their_choices() {
         assert!(err.contains(needle) && !err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+/// The J-lens on every face of the CLI (issue 26), with TransformerLens's file for the random
+/// GPT-2 of the J-lens fixtures: `lens` (report, npz), the comparison with the logit lens,
+/// `render` and `render --from`, `corpus`, `eval-lens`; `published` and a wrong lens are clear
+/// errors.
+#[test]
+fn the_jacobian_lens_goes_everywhere_the_tuned_lens_goes() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+    let model = fixtures.join("tuned_lens/gpt2");
+    let model = model.to_str().unwrap();
+    let lens_file = fixtures.join("jacobian_lens/gpt2/lens_partial.pt");
+    let l = lens_file.to_str().unwrap();
+    let dir = unique_temp_dir("cli-jlens");
+    std::fs::create_dir_all(&dir).unwrap();
+    let prompt = "Sometimes, when people say plasma, they mean a state of matter.";
+    let run = |args: &[&str]| bin().args(args).output().unwrap();
+    // lens: the J-lens by default with --jacobian-lens; the rows it has no matrix for are listed.
+    let json = dir.join("r.json");
+    let npz = dir.join("r.npz");
+    let out = run(&[
+        "lens",
+        "--device",
+        "cpu",
+        "--model",
+        model,
+        "--jacobian-lens",
+        l,
+        "--prompt",
+        prompt,
+        "--json",
+        json.to_str().unwrap(),
+        "--npz",
+        npz.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["decoder"], "jacobian_lens");
+    assert_eq!(r["no_transport"], serde_json::json!([0, 1]), "embed and layer 0 (the lens has layer 1 only)");
+    assert!(r["run"]["jacobian_lens"].as_str().unwrap().ends_with("lens_partial.pt"));
+    let npz_bytes = std::fs::read(&npz).unwrap();
+    assert!(npz_bytes.windows(b"no_transport.npy".len()).any(|w| w == b"no_transport.npy"));
+    assert!(npz_bytes.windows(b"jacobian_lens.npy".len()).any(|w| w == b"jacobian_lens.npy"));
+    // Compared with the logit lens.
+    let cmp = dir.join("c.json");
+    let out = run(&[
+        "lens",
+        "--device",
+        "cpu",
+        "--model",
+        model,
+        "--jacobian-lens",
+        l,
+        "--compare-decoder",
+        "logit_lens",
+        "--prompt",
+        prompt,
+        "--json",
+        cmp.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cmp).unwrap()).unwrap();
+    assert_eq!((c["a"]["decoder"].as_str(), c["b"]["decoder"].as_str()), (Some("jacobian_lens"), Some("logit_lens")));
+    // render names the lens and the rows it did not transport; --from opens it again.
+    let svg = dir.join("fig.svg");
+    let out = run(&["render", "--device", "cpu", "--model", model, "--jacobian-lens", l, "--prompt", prompt, "--out", svg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let fig = std::fs::read_to_string(&svg).unwrap();
+    assert!(fig.contains("jacobian_lens (lens_partial.pt)") && fig.contains("2 rows not transported"), "the subtitle names the lens and the grey rows");
+    assert!(fig.contains("embed (as is)") && fig.contains("0 (as is)"), "the grey rows are labelled");
+    let again = dir.join("again.svg");
+    let out = run(&["render", "--device", "cpu", "--from", svg.to_str().unwrap(), "--out", again.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read_to_string(&again).unwrap().contains("jacobian_lens (lens_partial.pt)"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("names the J-lens"));
+    // corpus under the J-lens.
+    let text = dir.join("t.txt");
+    std::fs::write(&text, prompt.repeat(8)).unwrap();
+    let cj = dir.join("corpus.json");
+    let out = run(&["corpus", "--device", "cpu", "--model", model, "--jacobian-lens", l, "--text", text.to_str().unwrap(), "--json", cj.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cj).unwrap()).unwrap();
+    assert_eq!(c["decoder"], "jacobian_lens");
+    // eval-lens: both decoders side by side, JSON, CSV and a figure with its provenance.
+    let sets = fixtures.join("lens_eval/multihop_small.json");
+    let (ej, ec, ef) = (dir.join("e.json"), dir.join("e.csv"), dir.join("e.svg"));
+    let out = run(&[
+        "eval-lens",
+        "--device",
+        "cpu",
+        "--model",
+        model,
+        "--jacobian-lens",
+        l,
+        "--set",
+        sets.to_str().unwrap(),
+        "--k",
+        "1,10",
+        "--json",
+        ej.to_str().unwrap(),
+        "--csv",
+        ec.to_str().unwrap(),
+        "--figure",
+        ef.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ej).unwrap()).unwrap();
+    assert_eq!(e["schema"], "logit-lens/lens-eval@1");
+    let decs: Vec<&str> = e["sets"][0]["decoders"].as_array().unwrap().iter().map(|d| d["decoder"].as_str().unwrap()).collect();
+    assert_eq!(decs, ["logit_lens", "jacobian_lens"]);
+    assert!(std::fs::read_to_string(&ec).unwrap().starts_with("set,decoder,statistic,at,value,ci95_low,ci95_high\n"));
+    let fig = std::fs::read_to_string(&ef).unwrap();
+    assert!(fig.contains("multihop_small (5 items)") && fig.contains("jacobian_lens (1 layers as is)"));
+    // Clear errors: no lens for the decoder, published for a model with none, another model's lens.
+    assert_clean_error(
+        &run(&["lens", "--device", "cpu", "--model", model, "--decoder", "jacobian_lens", "--prompt", prompt, "--json", json.to_str().unwrap()]),
+        "--jacobian-lens",
+    );
+    // (The demo model's folder names no published model; a folder named `gpt2` would be taken for GPT-2.)
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/demo-model");
+    assert_clean_error(
+        &run(&[
+            "lens",
+            "--device",
+            "cpu",
+            "--model",
+            demo.to_str().unwrap(),
+            "--jacobian-lens",
+            "published",
+            "--prompt",
+            prompt,
+            "--json",
+            json.to_str().unwrap(),
+        ]),
+        "no published J-lens is known",
+    );
+    assert_clean_error(
+        &run(&["lens", "--device", "cpu", "--jacobian-lens", "published", "--prompt", prompt, "--json", json.to_str().unwrap()]),
+        "needs --model",
+    );
+    let gemma_lens = fixtures.join("jacobian_lens/gemma2/lens_f16.pt");
+    assert_clean_error(
+        &run(&[
+            "lens",
+            "--device",
+            "cpu",
+            "--model",
+            model,
+            "--jacobian-lens",
+            gemma_lens.to_str().unwrap(),
+            "--prompt",
+            prompt,
+            "--json",
+            json.to_str().unwrap(),
+        ]),
+        "width d_model 48",
+    );
+    assert_clean_error(
+        &run(&[
+            "eval-lens",
+            "--device",
+            "cpu",
+            "--model",
+            model,
+            "--decoders",
+            "jacobian_lens",
+            "--set",
+            sets.to_str().unwrap(),
+            "--json",
+            ej.to_str().unwrap(),
+        ]),
+        "--jacobian-lens",
+    );
+}

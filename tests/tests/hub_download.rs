@@ -79,7 +79,9 @@ fn handle(mut stream: std::net::TcpStream, files: &HashMap<String, Vec<u8>>, log
     }
     let repo = path.split('/').nth(2).unwrap_or("").to_string();
     let file = path.rsplit('/').next().unwrap_or("");
-    let Some(bytes) = files.get(file).filter(|_| path.contains(&format!("/resolve/{SHA}/"))) else {
+    // Published J-lenses are fetched at the registry's pinned commit.
+    let revision = lens_model::lens::jacobian_lens::registry::revision();
+    let Some(bytes) = files.get(file).filter(|_| path.contains(&format!("/resolve/{SHA}/")) || path.contains(&format!("/resolve/{revision}/"))) else {
         let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         return;
     };
@@ -129,6 +131,9 @@ fn a_hub_id_downloads_resumes_caches_and_needs_a_token_when_gated() {
     let mut files: HashMap<String, Vec<u8>> =
         FILES.iter().filter(|f| src.join(f).is_file()).map(|f| ((*f).to_string(), std::fs::read(src.join(f)).unwrap())).collect();
     files.insert("special_tokens_map.json".into(), b"{}".to_vec());
+    // A J-lens file as TransformerLens writes it (the J-lens fixture of the random GPT-2).
+    let jlens = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/jacobian_lens/gpt2/lens_f16.pt");
+    files.insert("gpt2_jacobian_lens.pt".into(), std::fs::read(jlens).unwrap());
     let (addr, log) = serve(files.clone());
     let hub = unique_temp_dir("dl-hub");
     // SAFETY: set before anything in this process reads them; the runtime is already loaded.
@@ -220,6 +225,34 @@ fn a_hub_id_downloads_resumes_caches_and_needs_a_token_when_gated() {
     let e = lens_model::source::hub::download(&hub, "tiny-org/llama-dl", "../x", &Progress::default()).unwrap_err().to_string();
     assert!(e.contains("not a revision"), "{e}");
     assert_eq!(log.lock().unwrap().len(), n, "a request was made for a bad revision");
+
+    // The published J-lens of GPT-2 (issue 26): fetched at the registry's commit into the same
+    // cache, by its path in the repository, with no API call (the commit is pinned); it opens as
+    // a J-lens; a second fetch makes no request; offline it comes from the cache, and a lens not
+    // in the cache is an error that says how to fetch it.
+    let published = lens_model::lens::jacobian_lens::registry::find("openai-community/gpt2").unwrap();
+    let revision = lens_model::lens::jacobian_lens::registry::revision();
+    let n = log.lock().unwrap().len();
+    let got = lens_model::source::hub::download_file(&hub, &published.repo_id, &revision, &published.filename, &Progress::default()).unwrap();
+    assert!(got.ends_with(&published.filename), "{}", got.display());
+    assert!(got.starts_with(hub.join("models--neuronpedia--jacobian-lens/snapshots").join(&revision)));
+    assert_eq!(std::fs::read(&got).unwrap(), files["gpt2_jacobian_lens.pt"]);
+    let lens = lens_model::lens::jacobian_lens::JacobianLens::open(&got).unwrap();
+    assert_eq!(lens.source_layers(), [0, 1]);
+    let requests: Vec<String> = log.lock().unwrap()[n..].iter().map(|(p, _, _)| p.clone()).collect();
+    assert_eq!(requests, [format!("/neuronpedia/jacobian-lens/resolve/{revision}/{}", published.filename)]);
+    let n = log.lock().unwrap().len();
+    // SAFETY: as above.
+    unsafe { std::env::set_var("HF_HUB_OFFLINE", "1") };
+    let again = lens_model::source::hub::download_file(&hub, &published.repo_id, &revision, &published.filename, &Progress::default()).unwrap();
+    assert_eq!(again, got);
+    let e = lens_model::source::hub::download_file(&hub, &published.repo_id, &revision, "qwen3-4b/jlens/x/Qwen3-4B_jacobian_lens.pt", &Progress::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("downloads are off") && e.contains("huggingface-cli download neuronpedia/jacobian-lens"), "{e}");
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("HF_HUB_OFFLINE") };
+    assert_eq!(log.lock().unwrap().len(), n, "the cached or offline fetch made a request");
 }
 
 fn repo_file(hub: &Path, name: &str, file: &str) -> std::path::PathBuf {

@@ -292,3 +292,84 @@ fn bad_lens_files_are_refused_with_a_clear_error() {
         .to_string();
     assert!(e.contains("--jacobian-lens"), "{e}");
 }
+
+/// The lens-quality suite against a naive recomputation from whole reports: for every item the
+/// full lens report with every intermediate's tokens pinned, ranks read at the last position;
+/// pass@k, the mean ranks per layer and the best ranks recomputed here.
+#[test]
+fn eval_lens_scores_match_a_naive_recomputation() {
+    use lens_model::analyses::lens_eval::{EvalOptions, evaluate, read_set, word_tokens};
+    let mut engine = engine_of("gpt2");
+    engine.set_jacobian_lens(Some(JacobianLens::open(&here().join("gpt2/lens_partial.pt")).unwrap())).unwrap();
+    let sets_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/lens_eval"));
+    let sets = vec![read_set(&sets_dir.join("multihop_small.json")).unwrap(), read_set(&sets_dir.join("association_small.json")).unwrap()];
+    let decoders = vec![DecoderKind::LogitLens, DecoderKind::JacobianLens];
+    let opts = EvalOptions { decoders: decoders.clone(), ks: vec![1, 5, 10, 50], resamples: 200, seed: 7 };
+    let report = evaluate(&mut engine, &sets, &opts, &Progress::default()).unwrap();
+    let n_layers = 3;
+    assert_eq!(report.layers, ["0", "1"], "the block outputs below the final one");
+    for (set, scores) in sets.iter().zip(&report.sets) {
+        assert_eq!(scores.name, set.name);
+        for (d, dec) in decoders.iter().enumerate() {
+            let got = &scores.decoders[d];
+            assert_eq!(got.decoder, dec.name());
+            // J-lens partial at layer 1: layer 0 (row 1) is decoded as it is.
+            assert_eq!(got.no_transport, if *dec == DecoderKind::JacobianLens { vec!["0".to_string()] } else { Vec::<String>::new() });
+            let mut best_all = Vec::new();
+            let mut rank_sum = vec![0f64; n_layers - 1];
+            let mut pairs = 0usize;
+            for item in &set.items {
+                let cands: Vec<Vec<u32>> = item.intermediates.iter().map(|w| word_tokens(&engine.tokenizer, w)).collect();
+                // The rule: first token of " word" and of "word", tokens of whitespace alone skipped
+                // (this tokenizer splits " Paris" into " ", "P", …).
+                let first = |t: &str| *engine.tokenizer.encode_plain(t).unwrap().iter().find(|&&id| engine.tokenizer.token_bytes(id) != b" ").unwrap();
+                for (w, c) in item.intermediates.iter().zip(&cands) {
+                    let a = first(&format!(" {w}"));
+                    let b = first(w);
+                    let mut want = vec![a];
+                    if b != a {
+                        want.push(b);
+                    }
+                    assert_eq!(c, &want, "{w}");
+                }
+                let pins: Vec<u32> = cands.iter().flatten().copied().collect();
+                let ids = engine.tokenize(&item.prompt, false).unwrap();
+                let r = engine.run_ids(&ids, &LensOptions { decoder: *dec, pinned: pins.clone(), ..LensOptions::default() }, &Progress::default()).unwrap();
+                let p = r.pinned.as_ref().unwrap();
+                let last = ids.len() - 1;
+                let mut best = Vec::new();
+                for c in &cands {
+                    let at = |site: usize| c.iter().map(|id| p.rank[pins.iter().position(|x| x == id).unwrap()][site][last]).min().unwrap();
+                    let per_layer: Vec<u32> = (1..n_layers).map(at).collect();
+                    for (l, r) in per_layer.iter().enumerate() {
+                        rank_sum[l] += f64::from(*r);
+                    }
+                    pairs += 1;
+                    best.push(*per_layer.iter().min().unwrap());
+                }
+                best_all.push(best);
+            }
+            assert_eq!(got.best_rank, best_all, "{} {}", set.name, dec.name());
+            for pa in &got.pass_at {
+                let want =
+                    best_all.iter().map(|b| b.iter().filter(|&&r| r as usize <= pa.k).count() as f64 / b.len() as f64).sum::<f64>() / best_all.len() as f64;
+                assert!((pa.estimate.mean - want).abs() < 1e-12, "{} {} pass@{}: {} vs {want}", set.name, dec.name(), pa.k, pa.estimate.mean);
+                assert!(pa.estimate.ci95_low <= want + 1e-12 && want <= pa.estimate.ci95_high + 1e-12, "{pa:?}");
+            }
+            for (l, s) in rank_sum.iter().enumerate() {
+                assert!((got.mean_rank[l] - s / pairs as f64).abs() < 1e-9, "{} {} layer {l}", set.name, dec.name());
+            }
+        }
+    }
+    // Deterministic for a seed; the CSV has a row per statistic.
+    let again = evaluate(&mut engine, &sets, &opts, &Progress::default()).unwrap();
+    assert_eq!(again, report);
+    let csv = report.to_csv();
+    assert_eq!(csv.lines().filter(|l| l.contains(",pass@k,")).count(), 2 * 2 * 4);
+    // A set that is not one is refused by name.
+    let tmp = unique_temp_dir("jl-eval");
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::write(tmp.join("bad.json"), r#"{"items": [{"name": "x", "prompt": "", "intermediates": ["a"]}]}"#).unwrap();
+    let e = read_set(&tmp.join("bad.json")).unwrap_err().to_string();
+    assert!(e.contains("empty prompt") && e.contains("bad.json"), "{e}");
+}
