@@ -1273,3 +1273,56 @@ fn export_while_comparing_writes_a_b_and_the_difference() {
     let c = prov.compare.unwrap();
     assert_eq!((c.varied.as_str(), c.with.as_str()), ("decoder", "raw"));
 }
+
+/// The J-lens in the app (issue 26): another model's lens is refused and the decoder stays; the
+/// J-lens decoder is greyed until a lens is open; File → Open J-lens decodes with it (sub-block
+/// rows and unfitted layers greyed, their labels marked, the status bar naming the lens); Compare
+/// runs it against the logit lens.
+#[test]
+fn a_jacobian_lens_is_opened_greys_its_missing_rows_and_compares_in_the_app() {
+    use lens_app::session::worker::CompareWith;
+    use lens_model::lens::kernel::DecoderKind;
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+    let opts = GuiOptions { model: Some(fixtures.join("tuned_lens/gpt2")), device: Device::Cpu, ..GuiOptions::default() };
+    let app =
+        LogitLensApp::new_for_test(AppState { prompt: "Sometimes, when people say plasma, they mean a state of matter.".into(), ..AppState::default() }, opts);
+    let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    step_until(&mut h, "the model", |a| a.state.result.is_some());
+    assert!(h.state().state.decoder_missing(DecoderKind::JacobianLens).is_some_and(|w| w.contains("Open J-lens")));
+    // Another model's lens (width 48): a clear error, nothing changes.
+    h.state_mut().apply(AppCommand::OpenJacobianLens(fixtures.join("jacobian_lens/gemma2/lens_f16.pt")));
+    step_until(&mut h, "the refusal", |a| a.state.error.is_some());
+    assert!(h.state().state.error.as_deref().unwrap().contains("width d_model 48"), "{:?}", h.state().state.error);
+    assert!(h.state().state.jacobian_lens.is_none());
+    assert_eq!(h.state().state.view.decoder, DecoderKind::LogitLens);
+    h.state_mut().apply(AppCommand::DismissError);
+    // The lens fitted at layer 1 only.
+    let file = fixtures.join("jacobian_lens/gpt2/lens_partial.pt");
+    h.state_mut().apply(AppCommand::OpenJacobianLens(file.clone()));
+    step_until(&mut h, "the J-lens run", |a| a.state.result.as_ref().is_some_and(|r| r.report.decoder == "jacobian_lens") && a.state.progress.is_none());
+    assert_eq!(h.state().state.jacobian_lens.as_deref(), Some(file.as_path()));
+    assert!(h.state().state.decoder_missing(DecoderKind::JacobianLens).is_none());
+    let result = h.state().state.result.clone().unwrap();
+    let r = &result.report;
+    // The worker runs sub-block rows: every .attn row, the embeddings and layer 0 have no matrix.
+    let marked: Vec<&str> = r.no_transport.iter().map(|&i| r.sites[i].as_str()).collect();
+    assert_eq!(marked, ["embed", "0.attn", "0", "1.attn", "2.attn"]);
+    let mut view = h.state().state.view.clone();
+    view.subblocks = true;
+    let vm = lens_app::view::model::ViewModel::build(&result, &view, &[]);
+    for (row, &site) in vm.rows.iter().enumerate() {
+        assert_eq!(vm.greyed[row], r.no_transport.contains(&site), "row {row}");
+        let n = vm.cols.len();
+        for c in &vm.panels[0].colors[row * n..(row + 1) * n] {
+            assert_eq!(vm.greyed[row], c.r() == c.g() && c.g() == c.b(), "row {row}: greyed cells are grey, the others coloured");
+        }
+    }
+    h.run_steps(2);
+    assert!(h.query_all_by_label_contains("lens_partial.pt").count() >= 1, "the status bar names the lens");
+    // Compare with the logit lens: A (J-lens), B (logit lens), A − B.
+    h.state_mut().apply(AppCommand::SetCompare(Some(CompareWith::Decoder(DecoderKind::LogitLens))));
+    step_until(&mut h, "the comparison", |a| a.state.result.as_ref().is_some_and(|r| r.compare.is_some()) && a.state.progress.is_none());
+    let res = h.state().state.result.clone().unwrap();
+    assert_eq!(res.report.decoder, "jacobian_lens");
+    assert_eq!(res.compare.as_ref().unwrap().b.decoder, "logit_lens");
+}

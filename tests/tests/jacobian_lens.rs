@@ -116,6 +116,22 @@ fn check_case(case: &str) {
         }
         worst = worst.max(row_gap(&report, layers + 1, finals, finals, &ids, v, &format!("{case}/{dtype} final")));
         assert!(worst < 1e-4, "{case}/{dtype}: worst metric difference {worst:e}");
+        // The lens graph (the ONNX Runtime path the GPU providers take) decodes the transported
+        // rows the same.
+        let graph = engine
+            .run_ids(
+                &ids,
+                &LensOptions { decoder: DecoderKind::JacobianLens, k: 5, path: lens_model::lens::graph::LensPath::Graph, ..LensOptions::default() },
+                &Progress::default(),
+            )
+            .unwrap();
+        assert!(graph.run.lens_path.starts_with("graph"), "{}", graph.run.lens_path);
+        assert_eq!(graph.metrics.top1_id, report.metrics.top1_id, "{case}/{dtype}: graph top-1");
+        assert_eq!(graph.metrics.rank_of_final_top1, report.metrics.rank_of_final_top1, "{case}/{dtype}: graph ranks");
+        assert_eq!(graph.no_transport, report.no_transport);
+        for (a, b) in graph.metrics.kl_to_final.iter().flatten().zip(report.metrics.kl_to_final.iter().flatten()) {
+            assert!((a - b).abs() < 1e-4, "{case}/{dtype}: graph KL {a} vs kernel {b}");
+        }
         // The embed row, untransported, is the logit lens's own.
         let plain = run(&mut engine, &ids, DecoderKind::LogitLens, false);
         assert_eq!(plain.metrics.top1_id[0], report.metrics.top1_id[0]);
