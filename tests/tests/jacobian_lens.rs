@@ -389,3 +389,41 @@ fn eval_lens_scores_match_a_naive_recomputation() {
     let e = read_set(&tmp.join("bad.json")).unwrap_err().to_string();
     assert!(e.contains("empty prompt") && e.contains("bad.json"), "{e}");
 }
+
+/// Measurement, not a check run by default: the peak memory of reading a Llama-3-8B-shaped J-lens
+/// (31 layers of 4096 × 4096 fp16, 1.04 GB; made with torch, path in `LOGIT_LENS_BIG_JLENS`).
+/// Matrices are read one at a time and kept as fp16: the peak should be the file plus about one
+/// layer.
+#[test]
+#[ignore = "measurement: needs a 1 GB lens file (see the doc comment)"]
+fn big_lens_memory() {
+    let Ok(path) = std::env::var("LOGIT_LENS_BIG_JLENS") else { return };
+    let peak = || {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("VmHWM"))
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            * 1024
+    };
+    let before = peak();
+    let t = std::time::Instant::now();
+    let lens = JacobianLens::open(std::path::Path::new(&path)).unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let file = std::fs::metadata(&path).unwrap().len();
+    eprintln!(
+        "J-lens {} layers × {}²: file {:.2} GB, held {:.2} GB, peak RSS {:.2} GB (before {:.2} GB), {secs:.1} s",
+        lens.matrices.len(),
+        lens.d_model,
+        file as f64 / 1e9,
+        lens.bytes() as f64 / 1e9,
+        peak() as f64 / 1e9,
+        before as f64 / 1e9
+    );
+    assert!(peak() < before + file + 3 * (lens.d_model * lens.d_model * 4) as u64, "more than the lens and one widened layer");
+}

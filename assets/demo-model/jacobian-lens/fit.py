@@ -4,9 +4,10 @@ estimator) and save it in the reference format (fp16):
 
     /work/venv-bench/bin/python assets/demo-model/jacobian-lens/fit.py
 
-Prompts: 128-token windows of ../heldout.txt's stories' first lines are too short, so the prompts
-are consecutive 600-character slices of ../heldout.txt (held-out TinyStories, the same text the
-model's held-out loss is measured on), 100 of them, each truncated to 128 tokens by fit().
+Prompts: consecutive 600-character slices of ../heldout.txt (held-out TinyStories, the same text
+the model's held-out loss is measured on; 32,251 bytes, so 54 slices), each truncated to 128
+tokens by fit(). The file records n_prompts = 54 (its corpus string says [0:60000]: the slices
+were taken up to 60,000 characters, past the file's end, where they are empty and skipped).
 Deterministic (fit has no randomness; one CPU thread).
 """
 import os
@@ -23,7 +24,7 @@ torch.set_num_threads(1)
 HERE = Path(__file__).resolve().parent
 MODEL = HERE.parent
 text = (MODEL / "heldout.txt").read_text(encoding="utf-8")
-prompts = [text[i : i + 600] for i in range(0, 600 * 100, 600)]
+prompts = [text[i : i + 600] for i in range(0, 600 * 100, 600) if text[i : i + 600]]
 bridge = TransformerBridge.boot_transformers(str(MODEL), device="cpu", dtype=torch.float32)
 # The model's tokenizer adds no BOS; TransformerLens's to_tokens would prepend one: fit on the ids
 # the model's own tokenizer gives (as logit-lens tokenizes).
