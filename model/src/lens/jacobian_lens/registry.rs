@@ -74,6 +74,7 @@ pub fn find(model: &str) -> Option<Published> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
