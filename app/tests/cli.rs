@@ -597,3 +597,58 @@ fn the_jacobian_lens_goes_everywhere_the_tuned_lens_goes() {
         "--jacobian-lens",
     );
 }
+
+/// `patch` (issue 27): JSON, CSV and a figure per kind of site on the demo model; the
+/// mismatched-length, multi-token target and missing-prompt errors.
+#[test]
+fn patch_writes_json_csv_and_figures_and_refuses_bad_inputs() {
+    let dir = unique_temp_dir("cli-patch");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (json, csv, fig) = (dir.join("p.json"), dir.join("p.csv"), dir.join("p.svg"));
+    let base = ["patch", "--device", "cpu", "--prompt", "The Eiffel Tower is in the city of", "--corrupt-prompt", "The Colosseum is in the city of"];
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend(["--target", " Paris", "--against", " Rome", "--sites", "resid,attn", "--json", json.to_str().unwrap(), "--csv", csv.to_str().unwrap()]);
+    args.extend(["--figure", fig.to_str().unwrap()]);
+    let out = bin().args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r["schema"], "logit-lens/patch@1");
+    assert_eq!(r["metric"], "logit_diff");
+    let grids = r["grids"].as_array().unwrap();
+    assert_eq!(grids.len(), 2);
+    assert_eq!(grids[0]["kind"], "resid");
+    assert_eq!(grids[0]["sites"].as_array().unwrap().len(), 9, "embed and 8 layers");
+    assert_eq!(grids[1]["sites"][0], "0.attn");
+    // The last block's output at the last position is the clean run's: normalised effect 1.
+    let n_pos = r["corrupt_tokens"].as_array().unwrap().len();
+    assert_eq!(grids[0]["normalized"][8][n_pos - 1].as_f64().unwrap(), 1.0);
+    let lines = std::fs::read_to_string(&csv).unwrap();
+    assert!(lines.starts_with("kind,site,position,corrupt_token,effect,normalized\n"));
+    assert_eq!(lines.lines().count(), 1 + (9 + 8) * n_pos);
+    let svg = std::fs::read_to_string(&fig).unwrap();
+    assert!(svg.contains("Activation patching (resid)") && svg.contains("normalised effect"));
+    assert!(std::fs::read_to_string(dir.join("p.attn.svg")).unwrap().contains("Activation patching (attn)"));
+    // Errors.
+    let out = bin()
+        .args([
+            "patch",
+            "--device",
+            "cpu",
+            "--prompt",
+            "The Eiffel Tower is in",
+            "--corrupt-prompt",
+            "Rome",
+            "--target",
+            " Paris",
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_clean_error(&out, "same length");
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend(["--target", " Parisian", "--json", json.to_str().unwrap()]);
+    assert_clean_error(&bin().args(&args).output().unwrap(), "not a single token");
+    let out = bin().args(["patch", "--device", "cpu", "--prompt", "a", "--target", " Paris", "--json", json.to_str().unwrap()]).output().unwrap();
+    assert_clean_error(&out, "corrupt-prompt");
+}

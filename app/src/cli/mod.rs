@@ -10,6 +10,7 @@ mod fit_lens;
 mod info;
 mod interrupt;
 mod lens;
+mod patch;
 
 mod render;
 
@@ -104,6 +105,9 @@ enum Command {
     /// The lens-quality suite: pass@k and rank per layer of the intermediates of prompt sets,
     /// every decoder side by side (JSON, CSV, a figure).
     EvalLens(eval_lens::EvalLensArgs),
+    /// Activation patching: the clean prompt's activations put into the corrupted one, site by site
+    /// and position by position; the effect on logit(target) − logit(against) (JSON, CSV).
+    Patch(patch::PatchArgs),
     /// Benchmark the UI: CPU time per frame of a synthetic GPT-2-XL-sized grid.
     #[command(hide = true)]
     BenchUi(crate::session::start::BenchUiArgs),
@@ -287,6 +291,7 @@ fn run(cli: Cli, gui: GuiServer) -> Result<()> {
         Some(Command::Render(args)) => render::run(ort_lib, &args),
         Some(Command::Corpus(args)) => corpus::run(ort_lib, &args),
         Some(Command::EvalLens(args)) => eval_lens::run(ort_lib, &args),
+        Some(Command::Patch(args)) => patch::run(ort_lib, &args),
         Some(Command::FitLens(args)) => fit_lens::run(ort_lib, &args),
         Some(Command::BenchUi(args)) => gui(crate::session::start::GuiRequest::BenchUi(args)),
     }

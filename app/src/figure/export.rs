@@ -124,7 +124,7 @@ pub fn figure_from_app(app: &AppView<'_>, export: &ExportSettings, path: &Path) 
 /// spreadsheet would run it as a formula (it starts with `=`, `+`, `-`, `@`, a tab or a carriage
 /// return: a token text can), prefixed with `'` and quoted, so it opens as text. The JSON and
 /// `.npz` exports keep every token's exact text.
-fn csv_field(s: &str) -> String {
+pub fn csv_field(s: &str) -> String {
     if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("\"'{}\"", s.replace('"', "\"\""))
     } else if s.contains([',', '"', '\n', '\r']) {

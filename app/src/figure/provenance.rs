@@ -38,6 +38,25 @@ pub struct Provenance {
     /// the lens files it was computed with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<EvalSource>,
+    /// For an activation-patching figure (`patch --figure`): the prompts, tokens and sites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<PatchSource>,
+}
+
+/// What an activation-patching figure was computed from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatchSource {
+    /// The clean prompt.
+    pub clean: String,
+    /// The corrupted prompt.
+    pub corrupt: String,
+    /// The answer token's text.
+    pub target: String,
+    /// The token it is measured against, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub against: Option<String>,
+    /// The kind of sites drawn (`resid`, `attn`, `mlp`).
+    pub sites: String,
 }
 
 /// What a lens-quality figure was computed from.
@@ -90,6 +109,7 @@ impl Provenance {
             corpus: None,
             compare: None,
             eval: None,
+            patch: None,
         }
     }
 
@@ -107,6 +127,7 @@ impl Provenance {
             corpus: Some(source),
             compare: None,
             eval: None,
+            patch: None,
         }
     }
 
@@ -124,6 +145,25 @@ impl Provenance {
             corpus: None,
             compare: None,
             eval: Some(source),
+            patch: None,
+        }
+    }
+
+    /// The provenance of an activation-patching figure of the model at `model_path`.
+    pub fn of_patch(model: &str, model_path: String, weights: &str, source: PatchSource, spec: FigureSpec) -> Self {
+        Self {
+            schema: SCHEMA.into(),
+            program: format!("logit-lens {}", env!("CARGO_PKG_VERSION")),
+            model_name: model.into(),
+            model_path,
+            model_sha256: None,
+            weights: Some(weights.into()),
+            prompt: source.clean.clone(),
+            spec,
+            corpus: None,
+            compare: None,
+            eval: None,
+            patch: Some(source),
         }
     }
 }

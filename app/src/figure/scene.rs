@@ -212,6 +212,41 @@ fn contributions_grid(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, to
     }
 }
 
+/// A heatmap on a diverging scale symmetric about 0 (activation patching's effects): `values`
+/// row-major over `row_labels` (top row first) × the columns, each cell labelled with its value.
+/// `None` when there is nothing finite to draw.
+#[allow(clippy::too_many_arguments)]
+pub fn diverging_figure(
+    title: String,
+    subtitle: &str,
+    row_labels: Vec<String>,
+    top_labels: Vec<String>,
+    bottom_labels: Vec<String>,
+    values: &[f64],
+    unit: &str,
+    spec: &FigureSpec,
+) -> Option<Scene> {
+    let max = values.iter().copied().filter(|v| v.is_finite()).fold(0f64, |a, v| a.max(v.abs()));
+    if !max.is_finite() || values.iter().all(|v| !v.is_finite()) {
+        return None;
+    }
+    let max = max.max(1e-9);
+    let grid = Grid {
+        title,
+        row_labels,
+        top_labels,
+        bottom_labels,
+        colors: values.iter().map(|&v| theme::diverging(v, max)).collect(),
+        labels: values.iter().map(|&v| short(v)).collect(),
+        outline: vec![false; values.len()],
+        depth: (Vec::new(), true),
+        bar: diverging_bar(max),
+        ticks: diverging_ticks(max),
+        unit: unit.into(),
+    };
+    layout(grid, spec, subtitle)
+}
+
 /// The line under a figure's title: model, shape, token count and decoder.
 pub fn subtitle(report: &LensReport) -> String {
     let decoder = match report.run.tuned_lens.as_ref().or(report.run.jacobian_lens.as_ref()) {

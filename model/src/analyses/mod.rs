@@ -1,6 +1,8 @@
 //! What is computed from many lens runs: corpus mode over a whole text ([`corpus`]), two runs
-//! side by side ([`compare`]) and the lens-quality suite over prompt sets ([`lens_eval`]). Each drives the engine and writes a file of its own.
+//! side by side ([`compare`]), the lens-quality suite over prompt sets ([`lens_eval`]) and
+//! activation patching ([`patch`]). Each drives the engine and writes a file of its own.
 
 pub mod compare;
 pub mod corpus;
 pub mod lens_eval;
+pub mod patch;

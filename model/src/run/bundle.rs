@@ -73,6 +73,10 @@ pub struct Bundle {
     /// [`crate::build::graph::present_name`] for every layer), if it has one; bundles converted before
     /// it existed have none and every edit runs the whole prompt.
     pub kv_cache: Option<KvCacheShape>,
+    /// The lens graph takes a patch ([`crate::build::graph::PATCH_SITE`] and the others): a
+    /// residual site's rows replaced, for activation patching and steering. Bundles converted
+    /// before it existed have none.
+    pub patchable: bool,
     /// sha256 of the weights, when the bundle records it.
     pub weights_sha256: Option<String>,
     /// The forward graph's weight format (`lens.weights`; f32 in bundles that do not say).
@@ -273,6 +277,7 @@ struct GraphFacts {
     has_subblock_outputs: bool,
     logits_in_graph: bool,
     kv_cache: Option<KvCacheShape>,
+    patchable: bool,
 }
 
 impl GraphFacts {
@@ -321,7 +326,9 @@ impl GraphFacts {
             }
         }
 
-        Ok(Self { has_resid_mid, has_subblock_outputs, logits_in_graph, kv_cache })
+        let inputs: std::collections::BTreeSet<&str> = graph.input.iter().filter_map(|i| i.name.as_deref()).collect();
+        let patchable = [crate::build::graph::PATCH_SITE, crate::build::graph::PATCH_ROW, crate::build::graph::PATCH_VALUE].iter().all(|n| inputs.contains(n));
+        Ok(Self { has_resid_mid, has_subblock_outputs, logits_in_graph, kv_cache, patchable })
     }
 }
 
@@ -418,6 +425,7 @@ impl Bundle {
             unembed_bias: names.unembed_bias,
             last_block,
             kv_cache: facts.kv_cache,
+            patchable: facts.patchable,
             weights_sha256: metadata.get(meta_keys::WEIGHTS_SHA256).cloned(),
             weights: head.weights,
             logits_in_graph: facts.logits_in_graph,

@@ -19,7 +19,7 @@ use crate::output::report::{LensReport, ModelInfo, RunInfo, SCHEMA};
 use crate::run::bundle::Bundle;
 use crate::run::runtime::{Device, ProviderReport, RuntimeInfo, create_session, init_runtime};
 use crate::run::sites::{SiteKind, site_list};
-use crate::run::trace::{ResidualTrace, run_trace, run_trace_after};
+use crate::run::trace::{Patch, ResidualTrace, run_trace, run_trace_after, run_trace_patched};
 use crate::source::tokenizer::LensTokenizer;
 
 /// Largest difference allowed between the decoded last site and the model's own `logits`.
@@ -423,6 +423,30 @@ impl LensEngine {
             }
             _ => Ok((run_trace(&mut self.session, &self.bundle, ids, false, true, progress)?, 0)),
         }
+    }
+
+    /// Runs the forward pass and keeps the key/value cache, the base of patched runs
+    /// ([`LensEngine::run_patched`]).
+    pub fn trace_for_patching(&mut self, ids: &[u32], progress: &Progress) -> Result<ResidualTrace> {
+        run_trace(&mut self.session, &self.bundle, ids, false, true, progress)
+    }
+
+    /// The trace of `ids` with `patch` applied; `base` is their unpatched trace
+    /// ([`LensEngine::trace_for_patching`]): only the positions from the patched one on run.
+    pub fn run_patched(&mut self, base: &ResidualTrace, ids: &[u32], patch: &Patch, progress: &Progress) -> Result<ResidualTrace> {
+        run_trace_patched(&mut self.session, &self.bundle, base, ids, patch, progress)
+    }
+
+    /// The model's own logits at position `p` of `trace`, from its last residual (final norm,
+    /// W_U, its bias and the soft cap, in the decoder's arithmetic) // [d_vocab]
+    pub fn final_logits(&self, trace: &ResidualTrace, p: usize) -> Result<Vec<f32>> {
+        let last = trace.final_resid().ok_or_else(|| LensError::invalid("internal: the trace has no layers"))?;
+        if p >= trace.n_pos {
+            return Err(LensError::invalid(format!("internal: position {p} is past the trace's {}", trace.n_pos)));
+        }
+        let row = last.row(p);
+        let row = row.as_slice().ok_or_else(|| LensError::invalid("internal: a residual row is not contiguous"))?;
+        Ok(self.decoder.decode_full(row))
     }
 
     /// Runs the forward pass and the lens on `ids`.

@@ -333,3 +333,100 @@ fn collect(
     };
     Ok(ResidualTrace { n_pos, embed, resid_mid, resid_post, attn_out, mlp_out, logits_top1, logits, kv, decoded: DecodedCache::default() })
 }
+
+/// A residual site's rows replaced in one forward pass (activation patching, steering).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Patch {
+    /// The site: the embeddings, a `resid_mid` (sequential blocks) or a `resid_post`.
+    pub site: SiteKind,
+    /// Which rows.
+    pub rows: PatchRows,
+    /// The replacement: one row `[d_model]` for [`PatchRows::One`], every row `[pos · d_model]`
+    /// for [`PatchRows::All`].
+    pub value: Vec<f32>,
+}
+
+/// The rows a [`Patch`] replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchRows {
+    /// The row of one position.
+    One(usize),
+    /// Every row.
+    All,
+}
+
+/// The lens graph's number of a residual site ([`crate::build::graph::PATCH_SITE`]): `0` the
+/// embeddings, `2l + 1` layer `l`'s `resid_mid`, `2l + 2` its `resid_post`.
+pub fn patch_site_of(site: SiteKind) -> usize {
+    match site {
+        SiteKind::Embed => 0,
+        SiteKind::Attn(l) => 2 * l + 1,
+        SiteKind::Block(l) => 2 * l + 2,
+    }
+}
+
+/// The trace of `ids` with `patch` applied, every other activation computed as the model does.
+/// `base` is the unpatched trace of the same `ids`: a patch at position `p` runs only positions
+/// `p…` on `base`'s key/value cache of the positions before it (which the patch cannot change),
+/// when the bundle and `base` have one; otherwise, and for [`PatchRows::All`], the whole prompt.
+pub fn run_trace_patched(
+    session: &mut Session,
+    bundle: &Bundle,
+    base: &ResidualTrace,
+    ids: &[u32],
+    patch: &Patch,
+    progress: &Progress,
+) -> Result<ResidualTrace> {
+    use crate::build::graph::{PATCH_ROW, PATCH_SITE, PATCH_VALUE};
+    if !bundle.patchable {
+        return Err(LensError::invalid(
+            "this bundle was converted before activation patching existed: convert it again (a model from a Hugging Face folder or the hub is converted again automatically)",
+        ));
+    }
+    let d = bundle.shape.d_model;
+    if base.n_pos != ids.len() {
+        return Err(LensError::invalid("internal: the unpatched trace is not of these tokens"));
+    }
+    let site = patch_site_of(patch.site);
+    let valid_site = match patch.site {
+        SiteKind::Embed => true,
+        SiteKind::Attn(l) => l < bundle.shape.n_layers && bundle.residual == crate::build::spec::Residual::Sequential,
+        SiteKind::Block(l) => l < bundle.shape.n_layers,
+    };
+    if !valid_site {
+        return Err(LensError::invalid(format!("internal: the lens graph has no residual site {}", patch.site.label())));
+    }
+    let (start, row, value_rows) = match patch.rows {
+        PatchRows::One(p) if p >= ids.len() => return Err(LensError::invalid(format!("position {p} is past the prompt's {} tokens", ids.len()))),
+        PatchRows::One(p) if p > 0 && bundle.kv_cache.is_some() && base.kv.as_ref().is_some_and(|kv| kv.n_pos == base.n_pos) => (p, 0i64, 1usize),
+        PatchRows::One(p) => (0, p as i64, 1),
+        PatchRows::All => (0, -2, ids.len()),
+    };
+    if patch.value.len() != value_rows * d || patch.value.iter().any(|v| !v.is_finite()) {
+        return Err(LensError::invalid(format!("a patch needs {value_rows} finite rows of {d} values, it has {} values", patch.value.len())));
+    }
+    check_ids(bundle, ids, 0)?;
+    let tail_ids = ids.get(start..).unwrap_or_default();
+    let input: Vec<i64> = tail_ids.iter().map(|&i| i64::from(i)).collect();
+    let mut inputs: Vec<(String, ort::session::SessionInputValue<'static>)> = vec![
+        ("input_ids".into(), Tensor::from_array(([1usize, tail_ids.len()], input))?.into()),
+        (PATCH_SITE.into(), Tensor::from_array((Vec::<usize>::new(), vec![site as i64]))?.into()),
+        (PATCH_ROW.into(), Tensor::from_array((Vec::<usize>::new(), vec![row]))?.into()),
+        (PATCH_VALUE.into(), Tensor::from_array(([1usize, value_rows, d], patch.value.clone()))?.into()),
+    ];
+    if start > 0 {
+        let (Some(shape), Some(kv)) = (bundle.kv_cache, base.kv.as_ref()) else {
+            return Err(LensError::invalid("internal: a patch after cached positions needs the key/value cache"));
+        };
+        for (l, pair) in kv.prefix(start)?.layers.into_iter().enumerate() {
+            for (kind, data) in ["key", "value"].into_iter().zip(pair) {
+                inputs.push((past_name(l, kind), Tensor::from_array(([1usize, shape.n_kv_heads, start, shape.d_head], data))?.into()));
+            }
+        }
+    }
+    let tail = run_cancellable(progress, |options| {
+        let mut outputs = session.run_with_options(inputs, options)?;
+        collect(&mut outputs, bundle, tail_ids.len(), start, false, false)
+    })?;
+    if start > 0 { base.joined(start, tail) } else { Ok(tail) }
+}

@@ -74,6 +74,18 @@ pub fn past_name(l: usize, kind: &str) -> String {
     format!("past_key_values.{l}.{kind}")
 }
 
+/// The lens graph's patch input: which residual site the patch replaces (int64 scalar; `-1`, the
+/// default, none). Sites are numbered as the report's rows with sub-blocks: `0` the embeddings
+/// (`blocks.0.hook_resid_pre`), `2l + 1` layer `l`'s `resid_mid` (sequential blocks only), `2l + 2`
+/// its `resid_post`.
+pub const PATCH_SITE: &str = "patch_site";
+/// The lens graph's patch input: which of the run's rows (positions after the cached ones) is
+/// replaced (int64 scalar; `-1`, the default, none; `-2` every row).
+pub const PATCH_ROW: &str = "patch_row";
+/// The lens graph's patch input: the replacement `[1, rows, d_model]`, `rows` 1 (one vector for
+/// every selected row) or the run's row count (default: one zero vector).
+pub const PATCH_VALUE: &str = "patch_value";
+
 /// The lens graph's key/value output of layer `l`: the past keys (values) followed by those of
 /// the new positions, `[1, n_kv_heads, past + pos, d_head]`; feed it back as [`past_name`].
 pub fn present_name(l: usize, kind: &str) -> String {
@@ -283,6 +295,8 @@ pub struct GraphCtx<'a> {
     pub kv_heads_shape: String,
     /// `[0, 0, n_heads · d_head]` for Reshape.
     pub attn_shape: String,
+    /// The patch inputs' row selection `[1, pos, 1]` (bool), when the graph takes a patch.
+    patch_rows: Option<String>,
 }
 
 impl<'a> GraphCtx<'a> {
@@ -332,7 +346,48 @@ impl<'a> GraphCtx<'a> {
             heads_shape,
             kv_heads_shape,
             attn_shape,
+            patch_rows: None,
         }
+    }
+
+    /// Makes this graph take a patch ([`PATCH_SITE`], [`PATCH_ROW`], [`PATCH_VALUE`], each with a
+    /// default that patches nothing) and returns their input descriptions. `x` is the input whose
+    /// axis 1 is the run's rows.
+    fn enable_patch(&mut self, x: &str) -> Vec<ValueInfoProto> {
+        let d = self.arch.shape.d_model;
+        let b = &mut self.b;
+        for (name, dims, data_type, raw) in [
+            (PATCH_SITE, vec![], DT_INT64, (-1i64).to_le_bytes().to_vec()),
+            (PATCH_ROW, vec![], DT_INT64, (-1i64).to_le_bytes().to_vec()),
+            (PATCH_VALUE, vec![1, 1, d as i64], DT_FLOAT, vec![0u8; d * 4]),
+        ] {
+            b.inits.push(TensorProto { name: Some(name.into()), dims, data_type: Some(data_type), raw_data: Some(raw), ..Default::default() });
+        }
+        let shp = b.op("Shape", &[x], None, vec![]);
+        let one_idx = b.const_i64("idx1", &[], &[1]);
+        let n = b.op("Gather", &[&shp, &one_idx], None, vec![attr_int("axis", 0)]);
+        let zero = b.const_i64("zero", &[], &[0]);
+        let one = b.const_i64("one", &[], &[1]);
+        let rows = b.op("Range", &[&zero, &n, &one], None, vec![]);
+        let this_row = b.op("Equal", &[&rows, PATCH_ROW], None, vec![]);
+        let all = b.const_i64("all_rows", &[], &[-2]);
+        let every = b.op("Equal", &[PATCH_ROW, &all], None, vec![]);
+        let selected = b.op("Or", &[&this_row, &every], None, vec![]);
+        let axes = b.const_i64("patch_axes", &[2], &[0, 2]);
+        self.patch_rows = Some(b.op("Unsqueeze", &[&selected, &axes], None, vec![]));
+        vec![value_info(PATCH_SITE, DT_INT64, &[]), value_info(PATCH_ROW, DT_INT64, &[]), value_info(PATCH_VALUE, DT_FLOAT, &[Ok(1), Err("patch_rows"), Ok(d)])]
+    }
+
+    /// `op(inputs)`, the residual at patch site `site` (see [`PATCH_SITE`]), named `out`: where the
+    /// graph takes a patch and its inputs select this site, the rows they select are replaced by
+    /// [`PATCH_VALUE`] (what follows, and the hook, see the replacement).
+    pub fn residual_site(&mut self, site: usize, op: &str, inputs: &[&str], out: Option<&str>) -> String {
+        let Some(rows) = self.patch_rows.clone() else { return self.b.op(op, inputs, out, vec![]) };
+        let raw = self.b.op(op, inputs, None, vec![]);
+        let id = self.b.const_i64("site_id", &[], &[site as i64]);
+        let here = self.b.op("Equal", &[&id, PATCH_SITE], None, vec![]);
+        let cond = self.b.op("And", &[&here, &rows], None, vec![]);
+        self.b.op("Where", &[&cond, PATCH_VALUE, &raw], out, vec![])
     }
 
     /// Lists initializer `name` in the graph without a node using it, where the plan writes it.
@@ -486,8 +541,9 @@ pub fn build_lens_model(
     metadata: &[(String, String)],
 ) -> Result<ModelProto> {
     let mut g = GraphCtx::new(arch, weights, "input_ids", true, arch.shape.n_layers > 0);
+    let patch_inputs = g.enable_patch("input_ids");
     let x0 = ops::embed(&mut g, "input_ids");
-    let mut x = g.b.op("Identity", &[&x0], Some(&hook_name(0, "resid_pre")), vec![]);
+    let mut x = g.residual_site(0, "Identity", &[&x0], Some(&hook_name(0, "resid_pre")));
     for l in 0..arch.shape.n_layers {
         if l > 0 {
             x = g.b.op("Identity", &[&x], Some(&hook_name(l, "resid_pre")), vec![]);
@@ -533,6 +589,7 @@ pub fn build_lens_model(
         outputs.push(value_info("logits", DT_FLOAT, &[Ok(1), Err("pos"), Ok(arch.shape.d_vocab)]));
     }
     let mut inputs = vec![value_info("input_ids", DT_INT64, &[Ok(1), Err("pos")])];
+    inputs.extend(patch_inputs);
     if g.cache {
         // The cache: inputs with an empty default (an initializer of the same name), outputs.
         let (kv, dh) = (arch.n_kv_heads, arch.d_head());

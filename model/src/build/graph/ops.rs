@@ -316,10 +316,12 @@ pub fn sequential_block(g: &mut GraphCtx<'_>, l: usize, x: &str) -> BlockOut {
     let n = names::BlockNames::of(l);
     let h = norm(g, x, &n.ln1, g.arch.block_eps);
     let attn_out = post_normed(g, l, "attn_out", &n.ln1_post, |g, out| attention(g, l, &h, out));
-    let mid = g.b.op("Add", &[x, &attn_out], g.hook(l, "resid_mid").as_deref(), vec![]);
+    let mid_name = g.hook(l, "resid_mid");
+    let mid = g.residual_site(2 * l + 1, "Add", &[x, &attn_out], mid_name.as_deref());
     let h2 = mlp_norm(g, l, &mid);
     let mlp_out = post_normed(g, l, "mlp_out", &n.ln2_post, |g, out| mlp(g, l, &h2, out));
-    let resid_post = g.b.op("Add", &[&mid, &mlp_out], g.hook(l, "resid_post").as_deref(), vec![]);
+    let post_name = g.hook(l, "resid_post");
+    let resid_post = g.residual_site(2 * l + 2, "Add", &[&mid, &mlp_out], post_name.as_deref());
     BlockOut { attn_out, resid_mid: Some(mid), mlp_out, resid_post }
 }
 
@@ -332,7 +334,8 @@ pub fn parallel_block(g: &mut GraphCtx<'_>, l: usize, x: &str) -> BlockOut {
     let h2 = if g.arch.shared_norm { h } else { mlp_norm(g, l, x) };
     let mlp_out = mlp(g, l, &h2, g.hook(l, "mlp_out").as_deref());
     let sum = g.b.op("Add", &[&attn_out, &mlp_out], None, vec![]);
-    let resid_post = g.b.op("Add", &[x, &sum], g.hook(l, "resid_post").as_deref(), vec![]);
+    let post_name = g.hook(l, "resid_post");
+    let resid_post = g.residual_site(2 * l + 2, "Add", &[x, &sum], post_name.as_deref());
     BlockOut { attn_out, resid_mid: None, mlp_out, resid_post }
 }
 
