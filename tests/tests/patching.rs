@@ -153,3 +153,64 @@ fn a_patch_on_the_cache_equals_one_over_the_whole_prompt_and_bad_inputs_are_erro
         .to_string();
     assert!(e.contains("finite rows"), "{e}");
 }
+
+/// Steering against transformers with a forward hook adding `alpha · v` to block 1's output at
+/// every position (`make_steering.py`): the steered logits at every position within 1e-4, the
+/// greedy continuations with and without it identical, the `.npy` vector read as numpy wrote it,
+/// and the text-pair vector (A's block output at its last position minus B's) within 1e-4.
+#[test]
+fn steering_matches_a_transformers_hook() {
+    use lens_model::analyses::steer::{SteerSource, SteerSpec, greedy, steered_trace, steering_of};
+    for case in ["gpt2", "llama_f32", "gemma2_f32", "gptj_f32"] {
+        let exp: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join(format!("patching/steer_{case}.json"))).unwrap()).unwrap();
+        let src = fixtures().join("..").join("..").join(exp["source"].as_str().unwrap());
+        let bundle = unique_temp_dir(&format!("steer-{case}"));
+        lens_model::build::convert::convert_hf_checkpoint(&src, &bundle, &Progress::default()).unwrap();
+        let mut engine = common::open(&bundle);
+        let ids_ = ids(&exp["ids"]);
+        let vector: Vec<f32> = exp["vector"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+        let npy = lens_model::source::npy::read_vector(&fixtures().join(format!("patching/steer_{case}.npy"))).unwrap();
+        assert_eq!(npy, vector, "{case}: the .npy vector");
+        let layer = exp["layer"].as_u64().unwrap() as usize;
+        let alpha = exp["alpha"].as_f64().unwrap() as f32;
+        let spec = SteerSpec { layer, source: SteerSource::File(fixtures().join(format!("patching/steer_{case}.npy"))), alpha };
+        let s = steering_of(&mut engine, &spec, &Progress::default()).unwrap();
+        assert_eq!(s.vector, vector);
+        let base = engine.trace_for_patching(&ids_, &Progress::default()).unwrap();
+        let steered = steered_trace(&mut engine, &ids_, &base, &s, &Progress::default()).unwrap();
+        for (p, want) in grid(&exp["logits"]).iter().enumerate() {
+            let got = engine.final_logits(&steered, p).unwrap();
+            let gap = got.iter().zip(want).map(|(a, b)| (f64::from(*a) - b).abs()).fold(0f64, f64::max);
+            assert!(gap < 1e-4, "{case} position {p}: steered logits differ by {gap}");
+        }
+        assert_eq!(greedy(&mut engine, &ids_, Some(&s), 5, &Progress::default()).unwrap(), ids(&exp["continuation"]), "{case}: steered continuation");
+        assert_eq!(greedy(&mut engine, &ids_, None, 5, &Progress::default()).unwrap(), ids(&exp["unsteered"]), "{case}: unsteered continuation");
+        // The text-pair vector, from token ids (the fixture's tokenizer is not the point here).
+        let pair: Vec<Vec<u32>> = exp["pair"].as_array().unwrap().iter().map(ids).collect();
+        let last_post = |engine: &mut lens_model::LensEngine, x: &[u32]| engine.trace(x).unwrap().resid_post[layer].row(x.len() - 1).to_vec();
+        let (a, b) = (last_post(&mut engine, &pair[0]), last_post(&mut engine, &pair[1]));
+        for (i, w) in exp["pair_vector"].as_array().unwrap().iter().enumerate() {
+            assert!((f64::from(a[i] - b[i]) - w.as_f64().unwrap()).abs() < 1e-4, "{case}: pair vector [{i}]");
+        }
+    }
+    // Specs: parsed, and refused with a reason.
+    let s = SteerSpec::parse("3= happy| sad*-2.5").unwrap();
+    assert_eq!((s.layer, s.alpha, s.source), (3, -2.5, SteerSource::Texts(" happy".into(), " sad".into())));
+    assert_eq!(SteerSpec::parse("0=v.npy").unwrap().alpha, 1.0);
+    assert!(SteerSpec::parse("x=v.npy*2").unwrap_err().contains("not a layer number"));
+    assert!(SteerSpec::parse("2=|b*2").unwrap_err().contains("two non-empty prompts"));
+    let src = fixtures().join("families/llama_f32");
+    let bundle = unique_temp_dir("steer-bad");
+    lens_model::build::convert::convert_hf_checkpoint(&src, &bundle, &Progress::default()).unwrap();
+    let mut engine = common::open(&bundle);
+    let e =
+        steering_of(&mut engine, &SteerSpec { layer: 9, source: SteerSource::Texts("a".into(), "b".into()), alpha: 1.0 }, &Progress::default()).unwrap_err();
+    assert!(e.to_string().contains("the model has layers 0..2"), "{e}");
+    // GPT-2's vector (32 values) on the Llama (width 48).
+    let wrong = fixtures().join("patching/steer_gpt2.npy");
+    assert_ne!(lens_model::source::npy::read_vector(&wrong).unwrap().len(), engine.bundle.shape.d_model);
+    let e = steering_of(&mut engine, &SteerSpec { layer: 0, source: SteerSource::File(wrong), alpha: 1.0 }, &Progress::default()).unwrap_err();
+    assert!(e.to_string().contains("model's width"), "{e}");
+    let e = lens_model::source::npy::read_vector(&fixtures().join("patching/gpt2.json")).unwrap_err().to_string();
+    assert!(e.contains("not a NumPy vector file"), "{e}");
+}

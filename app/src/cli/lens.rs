@@ -76,6 +76,16 @@ pub struct LensArgs {
     /// Compare with the same run under another decoder.
     #[arg(long, value_parser = super::args::parse_decoder)]
     compare_decoder: Option<DecoderKind>,
+    /// Steer the run: add ALPHA × a vector to the output of block LAYER at every position.
+    /// `LAYER=FILE.npy*ALPHA` (a float32/float64 vector of d_model values) or
+    /// `LAYER=TEXT_A|TEXT_B*ALPHA` (block LAYER's output at the last position of A minus B's).
+    /// The report is the steered run's lens, with `steering` saying what was added.
+    #[arg(long, value_name = "LAYER=SOURCE*ALPHA", value_parser = lens_model::analyses::steer::SteerSpec::parse)]
+    steer: Option<lens_model::analyses::steer::SteerSpec>,
+    /// With --steer: also the greedy continuation of N tokens, steered and not (in the report's
+    /// `steering` and on stderr).
+    #[arg(long, default_value_t = 0, requires = "steer")]
+    generate: usize,
 }
 
 /// Runs `lens`.
@@ -124,10 +134,25 @@ pub fn run(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
             bail!("a comparison is written with --json OUT");
         }
     }
+    let progress = interrupt::watched(Progress::default());
+    let steering = args.steer.as_ref().map(|s| lens_model::analyses::steer::steering_of(&mut engine, s, &progress)).transpose()?;
     // The one run path (the app's worker runs the same).
-    let req = RunRequest { text: &text, opts, truncate_left, compare: with.as_ref(), pieces: crate::session::run::Pieces::Whole };
+    let req = RunRequest { text: &text, opts, truncate_left, compare: with.as_ref(), pieces: crate::session::run::Pieces::Whole, steer: steering.as_ref() };
     let mut other = OpenedOnce::new(ort_lib, args.model.device);
-    let result = run_prompt(&mut engine, &mut RunCache::default(), &mut other, &req, &interrupt::watched(Progress::default()), &|_| {})?;
+    let mut result = run_prompt(&mut engine, &mut RunCache::default(), &mut other, &req, &progress, &|_| {})?;
+    if let (Some(s), true) = (&steering, args.generate > 0) {
+        let ids = engine.tokenize(&text, truncate_left)?;
+        let steered = lens_model::analyses::steer::greedy(&mut engine, &ids, Some(s), args.generate, &progress)?;
+        let plain = lens_model::analyses::steer::greedy(&mut engine, &ids, None, args.generate, &progress)?;
+        let show = |t: &[u32]| String::from_utf8_lossy(&t.iter().flat_map(|&id| engine.tokenizer.token_bytes(id)).collect::<Vec<u8>>()).into_owned();
+        eprintln!("steered   ({} × {} at block {}): {:?}", s.alpha, s.source, s.layer, show(&steered));
+        eprintln!("unsteered: {:?}", show(&plain));
+        let (st, pl) = (engine.tokenizer.tokens(&steered), engine.tokenizer.tokens(&plain));
+        if let Some(info) = std::sync::Arc::make_mut(&mut result).report.steering.as_mut() {
+            info.continuation = st;
+            info.unsteered_continuation = pl;
+        }
+    }
     note_truncation(result.report.truncated);
     if let (Some(cmp), Some(json), Some(with)) = (&result.compare, &args.json, &with) {
         cmp.write_json(json).with_context(|| format!("cannot write the comparison to {}", json.display()))?;

@@ -364,6 +364,7 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
         truncate_left: spec.truncate_left,
         compare: with.as_ref(),
         pieces: crate::session::run::Pieces::Whole,
+        steer: None,
     };
     let mut other = super::OpenedOnce::new(ort_lib, a.model.device);
     let progress = super::interrupt::watched(Progress::default());

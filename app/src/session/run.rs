@@ -54,6 +54,9 @@ pub struct RunRequest<'a> {
     pub compare: Option<&'a CompareWith>,
     /// All positions at once, or in pieces with partial results.
     pub pieces: Pieces,
+    /// Steer the run: a vector added at one block's output (the lens is then of the steered run;
+    /// the unsteered forward pass stays cached).
+    pub steer: Option<&'a lens_model::analyses::steer::Steering>,
 }
 
 /// How a run's positions are computed.
@@ -129,7 +132,10 @@ pub fn run_prompt(
     let (ids, truncated) = engine.tokenize_with(req.text, req.truncate_left)?;
     let (reuse, cached, forward_ms) = forward(&mut cache.last, engine, &ids, progress)?;
     progress.check()?;
-    let Some((_, trace)) = cache.last.as_ref() else { anyhow::bail!("no forward pass") };
+    let Some((_, base)) = cache.last.as_ref() else { anyhow::bail!("no forward pass") };
+    // A steered run decodes the steered trace; the unsteered one stays the cache's.
+    let steered = req.steer.map(|s| lens_model::analyses::steer::steered_trace(engine, &ids, base, s, progress)).transpose()?;
+    let trace = steered.as_ref().unwrap_or(base);
     let t1 = Instant::now();
     let shape = &engine.bundle.shape;
     let n_sites = lens_model::run::sites::site_list(shape.n_layers, opts.subblocks).len();
@@ -141,7 +147,8 @@ pub fn run_prompt(
     .max(1);
     // Incremental edit: the positions whose prefix and next token are unchanged keep the
     // previous result's metrics; only the rest is computed.
-    let (mut report, mut dla_rows, reused) = kept_start(cache.last_result.as_ref(), opts, &ids, n_pos, pinned);
+    let (mut report, mut dla_rows, reused) =
+        if req.steer.is_some() { (None, Vec::new(), 0) } else { kept_start(cache.last_result.as_ref(), opts, &ids, n_pos, pinned) };
     let mut start = reused;
     // The first partial result carries everything so far; later ones only their own
     // positions (`More`), so a run of many pieces copies each position once.
@@ -184,7 +191,14 @@ pub fn run_prompt(
             shown = true;
         }
         if start >= n_pos {
-            let Some(whole) = report.take() else { anyhow::bail!("no report") };
+            let Some(mut whole) = report.take() else { anyhow::bail!("no report") };
+            whole.steering = req.steer.map(|s| lens_model::output::report::SteeringInfo {
+                layer: s.layer,
+                alpha: f64::from(s.alpha),
+                source: s.source.clone(),
+                norm: s.vector.iter().map(|v| f64::from(*v) * f64::from(*v)).sum::<f64>().sqrt(),
+                ..Default::default()
+            });
             let pinned_dla = pinned.first().map(|_| Grid::from_rows(dla_rows.clone()).map(|g| g.transposed())).transpose()?;
             let compared = match req.compare {
                 None => None,
@@ -194,7 +208,9 @@ pub fn run_prompt(
                 }
             };
             let res = Arc::new(RunResult { prompt: req.text.to_string(), report: whole, pinned_dla, total_positions: n_pos, compare: compared });
-            cache.last_result = Some(LastResult { opts: opts.clone(), result: Arc::clone(&res), ids: ids.clone(), dla_rows });
+            // A steered result is never reused for a later edit (which may not be steered).
+            cache.last_result =
+                if req.steer.is_some() { None } else { Some(LastResult { opts: opts.clone(), result: Arc::clone(&res), ids: ids.clone(), dla_rows }) };
             return Ok(res);
         }
     }

@@ -80,6 +80,7 @@ pub fn synthetic_result(n_layers: usize, n_pos: usize, k: usize) -> RunResult {
         pinned: None,
         groups: Vec::new(),
         truncated: None,
+        steering: None,
         run: RunInfo {
             provider: "synthetic".into(),
             forward_ms: 0.0,

@@ -620,8 +620,14 @@ fn run_lens_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> 
     let tuned = |d: DecoderKind| d == DecoderKind::TunedLens;
     let subblocks = !tuned(*decoder) && !matches!(compare, Some(CompareWith::Decoder(d)) if tuned(*d));
     let opts = LensOptions { subblocks, k: (*k).max(1), pinned: pinned.clone(), decoder: *decoder, groups, ..LensOptions::default() };
-    let req =
-        RunRequest { text, opts, truncate_left: *truncate_left, compare: compare.as_ref(), pieces: crate::session::run::Pieces::Partial(st.piece_positions) };
+    let req = RunRequest {
+        text,
+        opts,
+        truncate_left: *truncate_left,
+        compare: compare.as_ref(),
+        pieces: crate::session::run::Pieces::Partial(st.piece_positions),
+        steer: None,
+    };
     let mut other = OtherModel { slot: &mut st.other, device: st.device, ort_lib: st.ort_lib.as_deref(), weights: st.weights };
     let res = run_prompt(engine, &mut st.cache, &mut other, &req, &job.progress, &|e| {
         emit(match e {

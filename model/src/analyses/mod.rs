@@ -1,8 +1,9 @@
 //! What is computed from many lens runs: corpus mode over a whole text ([`corpus`]), two runs
 //! side by side ([`compare`]), the lens-quality suite over prompt sets ([`lens_eval`]) and
-//! activation patching ([`patch`]). Each drives the engine and writes a file of its own.
+//! activation patching and steering ([`patch`], [`steer`]). Each drives the engine and writes a file of its own.
 
 pub mod compare;
 pub mod corpus;
 pub mod lens_eval;
 pub mod patch;
+pub mod steer;

@@ -147,6 +147,26 @@ pub struct Truncation {
     pub dropped_tokens: usize,
 }
 
+/// A steered run: `alpha · v` added to the output of block `layer` at every position.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SteeringInfo {
+    /// The block whose output was steered.
+    pub layer: usize,
+    /// The scale.
+    pub alpha: f64,
+    /// Where the vector came from (a `.npy` file, or `A|B`: the difference of two prompts'
+    /// residuals at their last position).
+    pub source: String,
+    /// The vector's L2 norm.
+    pub norm: f64,
+    /// Greedy continuation of the prompt with the steering (empty when none was asked for).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub continuation: Vec<Token>,
+    /// Greedy continuation without it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsteered_continuation: Vec<Token>,
+}
+
 /// How the report was computed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunInfo {
@@ -227,6 +247,10 @@ pub struct LensReport {
     /// reports of releases before it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vocab: Vec<Token>,
+    /// Set when the run was steered (`--steer`): the vector, where, how much, and the greedy
+    /// continuations with and without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steering: Option<SteeringInfo>,
     /// Set when the prompt was cut to the model's context (`--truncate left`): what was dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncated: Option<Truncation>,

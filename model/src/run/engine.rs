@@ -639,6 +639,7 @@ impl LensEngine {
             groups,
             vocab: Vec::new(),
             truncated: None,
+            steering: None,
             run: RunInfo {
                 provider: self.provider.active.clone(),
                 forward_ms: 0.0,
