@@ -27,10 +27,10 @@ a = ap.parse_args()
 torch.set_grad_enabled(False)
 model = TransformerBridge.boot_transformers(a.path, device="cpu", dtype=torch.float32)
 tok = model.tokenizer
-clean = torch.tensor([tok(a.clean)["input_ids"]])
-corrupt = torch.tensor([tok(a.corrupt)["input_ids"]])
+clean = torch.tensor([tok(a.clean, add_special_tokens=False)["input_ids"]])
+corrupt = torch.tensor([tok(a.corrupt, add_special_tokens=False)["input_ids"]])
 assert clean.shape == corrupt.shape, (clean.shape, corrupt.shape)
-t_id, a_id = tok(a.target)["input_ids"][0], tok(a.against)["input_ids"][0]
+t_id, a_id = tok(a.target, add_special_tokens=False)["input_ids"][0], tok(a.against, add_special_tokens=False)["input_ids"][0]
 n_layers, n = model.cfg.n_layers, clean.shape[1]
 names = ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(n_layers)]
 

@@ -125,6 +125,20 @@ pub struct PatchReport {
     pub program: String,
 }
 
+/// The metric at position `p` of `trace`, from its last residual in the decoder's arithmetic:
+/// with `against`, only the two logits are computed (final norm, two rows of W_U, bias, cap);
+/// `log p(target)` needs them all.
+fn metric_at(engine: &LensEngine, trace: &ResidualTrace, p: usize, target: u32, against: Option<u32>) -> Result<f64> {
+    let Some(a) = against else { return metric(&engine.final_logits(trace, p)?, target, None) };
+    let last = trace.final_resid().ok_or_else(|| LensError::invalid("internal: the trace has no layers"))?;
+    let row = last.row(p);
+    let row = row.as_slice().ok_or_else(|| LensError::invalid("internal: a residual row is not contiguous"))?;
+    let dec = &engine.decoder;
+    let mut prepared = vec![0f32; dec.d_model];
+    dec.prepare_row(row, &mut prepared);
+    Ok(f64::from(dec.logit(&prepared, target)) - f64::from(dec.logit(&prepared, a)))
+}
+
 /// The metric of `logits` (f64): `logit(target) − logit(against)`, or `log p(target)`.
 fn metric(logits: &[f32], target: u32, against: Option<u32>) -> Result<f64> {
     let at = |t: u32| logits.get(t as usize).map(|&v| f64::from(v)).ok_or_else(|| LensError::invalid(format!("token id {t} is outside the vocabulary")));
@@ -204,8 +218,8 @@ pub fn patch_sweep(engine: &mut LensEngine, clean_ids: &[u32], corrupt_ids: &[u3
     progress.report("clean and corrupted runs", 0.0);
     let clean = engine.trace_for_patching(clean_ids, progress)?;
     let corrupt = engine.trace_for_patching(corrupt_ids, progress)?;
-    let clean_metric = metric(&engine.final_logits(&clean, last)?, opts.target, opts.against)?;
-    let corrupt_metric = metric(&engine.final_logits(&corrupt, last)?, opts.target, opts.against)?;
+    let clean_metric = metric_at(engine, &clean, last, opts.target, opts.against)?;
+    let corrupt_metric = metric_at(engine, &corrupt, last, opts.target, opts.against)?;
     let total: usize = opts.kinds.iter().map(|k| if *k == PatchKind::Resid { n_layers + 1 } else { n_layers }).sum::<usize>() * n;
     let mut runs = 0usize;
     let mut grids = Vec::with_capacity(opts.kinds.len());
@@ -222,7 +236,7 @@ pub fn patch_sweep(engine: &mut LensEngine, clean_ids: &[u32], corrupt_ids: &[u3
                 progress.report(&format!("patching {} sites", kind.name()), runs as f32 / total.max(1) as f32);
                 let patch = patch_of(kind, s, p, sequential, &clean, &corrupt)?;
                 let patched = engine.run_patched(&corrupt, corrupt_ids, &patch, progress)?;
-                *cell = metric(&engine.final_logits(&patched, last)?, opts.target, opts.against)?;
+                *cell = metric_at(engine, &patched, last, opts.target, opts.against)?;
                 runs += 1;
             }
         }
