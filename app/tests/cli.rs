@@ -608,7 +608,8 @@ fn patch_writes_json_csv_and_figures_and_refuses_bad_inputs() {
     let base = ["patch", "--device", "cpu", "--prompt", "The Eiffel Tower is in the city of", "--corrupt-prompt", "The Colosseum is in the city of"];
     let mut args: Vec<&str> = base.to_vec();
     args.extend(["--target", " Paris", "--against", " Rome", "--sites", "resid,attn", "--json", json.to_str().unwrap(), "--csv", csv.to_str().unwrap()]);
-    args.extend(["--figure", fig.to_str().unwrap()]);
+    let npz = dir.join("p.npz");
+    args.extend(["--figure", fig.to_str().unwrap(), "--npz", npz.to_str().unwrap()]);
     let out = bin().args(&args).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -625,6 +626,10 @@ fn patch_writes_json_csv_and_figures_and_refuses_bad_inputs() {
     let lines = std::fs::read_to_string(&csv).unwrap();
     assert!(lines.starts_with("kind,site,position,corrupt_token,effect,normalized\n"));
     assert_eq!(lines.lines().count(), 1 + (9 + 8) * n_pos);
+    let npz_bytes = std::fs::read(&npz).unwrap();
+    for name in ["effect_resid.npy", "normalized_attn.npy", "sites_attn.npy", "corrupt_tokens.npy", "clean_metric.npy"] {
+        assert!(npz_bytes.windows(name.len()).any(|w| w == name.as_bytes()), "{name} in the .npz");
+    }
     let svg = std::fs::read_to_string(&fig).unwrap();
     assert!(svg.contains("Activation patching (resid)") && svg.contains("normalised effect"));
     assert!(std::fs::read_to_string(dir.join("p.attn.svg")).unwrap().contains("Activation patching (attn)"));

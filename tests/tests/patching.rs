@@ -77,6 +77,21 @@ fn patching_effects_match_transformers_hooks_for_every_family() {
                 }
             }
         }
+        // The .npz reads back with an independent reader.
+        if case == "gpt2" {
+            let dir = unique_temp_dir("patch-npz");
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("p.npz");
+            r.write_npz(&path).unwrap();
+            let mut npz = ndarray_npy::NpzReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+            for g in &r.grids {
+                let a: ndarray::Array2<f64> = npz.by_name(&format!("effect_{}.npy", g.kind.name())).unwrap();
+                assert_eq!(a.shape(), [g.sites.len(), clean.len()]);
+                assert!(a.iter().zip(g.effect.cells()).all(|(x, y)| x == y), "effect_{}", g.kind.name());
+            }
+            let ids_back: ndarray::Array1<i64> = npz.by_name("corrupt_ids.npy").unwrap();
+            assert_eq!(ids_back.to_vec(), corrupt.iter().map(|&i| i64::from(i)).collect::<Vec<_>>());
+        }
         // The last residual site at the last position is the clean run's own last residual.
         let resid = &r.grids[0];
         let last = clean.len() - 1;

@@ -43,6 +43,9 @@ pub struct PatchArgs {
     /// Also write the effects as CSV (kind, site, position, token, effect, normalised).
     #[arg(long)]
     pub csv: Option<PathBuf>,
+    /// Also write the report as .npz (effect_KIND / normalized_KIND [sites, positions], tokens).
+    #[arg(long)]
+    pub npz: Option<PathBuf>,
     /// Also draw the normalised effects as a figure (SVG, PDF, PNG or HTML by extension; one file
     /// per kind of site after the first: NAME.attn.svg, NAME.mlp.svg).
     #[arg(long)]
@@ -88,7 +91,7 @@ fn one_token(engine: &lens_model::LensEngine, text: &str, flag: &str) -> Result<
 pub fn run(ort_lib: Option<&std::path::Path>, args: &PatchArgs) -> Result<()> {
     let clean_text = prompt(&args.prompt, &args.prompt_file, "clean")?;
     let corrupt_text = prompt(&args.corrupt_prompt, &args.corrupt_prompt_file, "corrupted")?;
-    for out in std::iter::once(&args.json).chain(&args.csv).chain(&args.figure) {
+    for out in std::iter::once(&args.json).chain(&args.csv).chain(&args.npz).chain(&args.figure) {
         crate::session::prompt::check_writable(out)?;
     }
     let mut kinds = args.sites.clone();
@@ -124,6 +127,9 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &PatchArgs) -> Result<()> {
         }
         lens_model::files::write_replacing(csv, |tmp| std::fs::write(tmp, &s).map_err(|e| lens_model::LensError::io(csv, e)))
             .with_context(|| format!("cannot write {}", csv.display()))?;
+    }
+    if let Some(npz) = &args.npz {
+        report.write_npz(npz).with_context(|| format!("cannot write {}", npz.display()))?;
     }
     if let Some(fig) = &args.figure {
         draw(&report, fig, &engine, &clean_text, &corrupt_text, args)?;

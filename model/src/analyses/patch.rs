@@ -267,3 +267,40 @@ pub fn patch_sweep(engine: &mut LensEngine, clean_ids: &[u32], corrupt_ids: &[u3
         program: format!("logit-lens {}", env!("CARGO_PKG_VERSION")),
     })
 }
+
+impl PatchReport {
+    /// Writes the report as `.npz`: per kind `K` of site `effect_K` and `normalized_K` `[S, P]`
+    /// (float64, NaN where unknown) and `sites_K` `[S]`; `clean_tokens` / `corrupt_tokens` `[P]`
+    /// (exact text), `clean_ids` / `corrupt_ids` `[P]`, and 0-d `metric`, `target`, `against`
+    /// (empty without one), `clean_metric`, `corrupt_metric`, `model`, `weights`, `schema`.
+    pub fn write_npz(&self, path: &std::path::Path) -> Result<()> {
+        use crate::output::npz::{Data, write_arrays};
+        let p = self.corrupt_tokens.len();
+        let names: Vec<(String, String, String)> = self
+            .grids
+            .iter()
+            .map(|g| (format!("effect_{}", g.kind.name()), format!("normalized_{}", g.kind.name()), format!("sites_{}", g.kind.name())))
+            .collect();
+        let mut arrays: Vec<(&str, Vec<usize>, Data)> = vec![
+            ("schema", vec![], Data::Str(vec![self.schema.clone()])),
+            ("model", vec![], Data::Str(vec![self.model.clone()])),
+            ("weights", vec![], Data::Str(vec![self.weights.clone()])),
+            ("metric", vec![], Data::Str(vec![self.metric.clone()])),
+            ("target", vec![], Data::Str(vec![self.target.decoded.clone()])),
+            ("against", vec![], Data::Str(vec![self.against.as_ref().map(|t| t.decoded.clone()).unwrap_or_default()])),
+            ("clean_metric", vec![], Data::F64(vec![self.clean_metric])),
+            ("corrupt_metric", vec![], Data::F64(vec![self.corrupt_metric])),
+            ("clean_tokens", vec![p], Data::Str(self.clean_tokens.iter().map(|t| t.decoded.clone()).collect())),
+            ("corrupt_tokens", vec![p], Data::Str(self.corrupt_tokens.iter().map(|t| t.decoded.clone()).collect())),
+            ("clean_ids", vec![p], Data::I64(self.clean_tokens.iter().map(|t| i64::from(t.id)).collect())),
+            ("corrupt_ids", vec![p], Data::I64(self.corrupt_tokens.iter().map(|t| i64::from(t.id)).collect())),
+        ];
+        for (g, (e, n, s)) in self.grids.iter().zip(&names) {
+            let shape = vec![g.sites.len(), p];
+            arrays.push((e, shape.clone(), Data::F64(g.effect.cells().copied().collect())));
+            arrays.push((n, shape, Data::F64(g.normalized.cells().copied().collect())));
+            arrays.push((s, vec![g.sites.len()], Data::Str(g.sites.clone())));
+        }
+        write_arrays(path, &arrays)
+    }
+}

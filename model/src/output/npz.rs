@@ -9,11 +9,15 @@ use std::path::Path;
 use crate::error::{LensError, Result};
 use crate::output::report::LensReport;
 
-/// One array's element type and little-endian bytes.
-enum Data {
+/// One array's values (written as numpy's `<f8`, `<f4`, `<i8`, `|b1` or `<U{width}`).
+pub enum Data {
+    /// float64.
     F64(Vec<f64>),
+    /// float32.
     F32(Vec<f32>),
+    /// int64.
     I64(Vec<i64>),
+    /// bool.
     Bool(Vec<bool>),
     /// Fixed-width UTF-32 strings (`<U{width}`).
     Str(Vec<String>),
@@ -174,11 +178,16 @@ pub fn write_report(report: &LensReport, path: &Path, token_text: &dyn Fn(u32) -
         arrays.push(("group_prob", vec![g, s, p], Data::F64(report.groups.iter().flat_map(|x| x.prob.cells().copied()).collect())));
         arrays.push(("group_best_rank", vec![g, s, p], Data::I64(report.groups.iter().flat_map(|x| x.best_rank.cells().map(|&r| i64::from(r))).collect())));
     }
+    write_arrays(path, &arrays)
+}
+
+/// Writes `arrays` (name, shape, values) to `path` as `.npz`, replacing it only once whole.
+pub fn write_arrays(path: &Path, arrays: &[(&str, Vec<usize>, Data)]) -> Result<()> {
     crate::files::write_replacing(path, |tmp| {
         let file = std::fs::File::create(tmp).map_err(|e| LensError::io(tmp, e))?;
         let mut zip = zip::ZipWriter::new(std::io::BufWriter::new(file));
         let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true);
-        for (name, shape, data) in &arrays {
+        for (name, shape, data) in arrays {
             let bytes = npy(shape, data).map_err(|e| LensError::invalid(format!("{name}: {e}")))?;
             zip.start_file(format!("{name}.npy"), options).map_err(|e| LensError::invalid(format!("cannot write {}: {e}", tmp.display())))?;
             zip.write_all(&bytes).map_err(|e| LensError::io(tmp, e))?;
