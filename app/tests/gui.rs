@@ -1326,3 +1326,61 @@ fn a_jacobian_lens_is_opened_greys_its_missing_rows_and_compares_in_the_app() {
     assert_eq!(res.report.decoder, "jacobian_lens");
     assert_eq!(res.compare.as_ref().unwrap().b.decoder, "logit_lens");
 }
+
+/// The Activation patching window (issue 27): a sweep of the app's prompt into a corrupted one
+/// runs on the worker and fills the window's heatmap; a target that is not one token is a clear
+/// error; a clicked cell compares the app's run with that patched run (B is the corrupted prompt
+/// with the clean activation put in: at the last block's output of the last position, B's final
+/// prediction there is A's).
+#[test]
+fn a_patching_sweep_runs_from_the_app_and_a_cell_opens_its_patched_run() {
+    use lens_app::gui::state::PatchSettings;
+    use lens_app::session::compare::PatchCell;
+    use lens_app::session::worker::CompareWith;
+    use lens_model::analyses::patch::PatchKind;
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/demo-model");
+    let opts = GuiOptions { model: Some(demo), device: Device::Cpu, ..GuiOptions::default() };
+    let clean = "The Eiffel Tower is in the city of";
+    let corrupt = "The Colosseum is in the city of";
+    let app = LogitLensApp::new_for_test(AppState { prompt: clean.into(), ..AppState::default() }, opts);
+    let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    step_until(&mut h, "the model", |a| a.state.result.is_some() && a.state.progress.is_none());
+    h.state_mut().apply(AppCommand::ShowWindow(lens_app::gui::command::Window::Patch));
+    // A target of two tokens: refused by name.
+    h.state_mut().apply(AppCommand::SetPatch(PatchSettings {
+        corrupt: corrupt.into(),
+        target: " Parisian".into(),
+        against: " Rome".into(),
+        kind: PatchKind::Resid,
+    }));
+    h.state_mut().apply(AppCommand::StartPatch);
+    step_until(&mut h, "the refusal", |a| a.state.error.is_some() && a.state.progress.is_none());
+    assert!(h.state().state.error.as_deref().unwrap().contains("not a single token"), "{:?}", h.state().state.error);
+    h.state_mut().apply(AppCommand::DismissError);
+    h.state_mut().apply(AppCommand::SetPatch(PatchSettings {
+        corrupt: corrupt.into(),
+        target: " Paris".into(),
+        against: " Rome".into(),
+        kind: PatchKind::Resid,
+    }));
+    h.state_mut().apply(AppCommand::StartPatch);
+    step_until(&mut h, "the sweep", |a| a.state.patch_result.is_some() && a.state.progress.is_none());
+    let r = h.state().state.patch_result.clone().unwrap();
+    let g = &r.grids[0];
+    let n = r.corrupt_tokens.len();
+    assert_eq!((g.sites.len(), g.effect.n_cols()), (9, n));
+    assert_eq!(*g.normalized.get(8, n - 1).unwrap(), 1.0, "the last block's output at the last position restores the clean run");
+    h.run_steps(2);
+    assert!(h.query_all_by_label_contains("normalised: 1 = clean restored").count() >= 1, "the window shows the sweep");
+    // A cell: the app's run compared with that patched run.
+    let cell = PatchCell { corrupt: corrupt.into(), kind: PatchKind::Resid, site: 8, pos: n - 1 };
+    h.state_mut().apply(AppCommand::SetCompare(Some(CompareWith::Patched(cell))));
+    step_until(&mut h, "the patched run", |a| a.state.result.as_ref().is_some_and(|r| r.compare.is_some()) && a.state.progress.is_none());
+    let res = h.state().state.result.clone().unwrap();
+    let cmp = res.compare.as_ref().unwrap();
+    assert_eq!(cmp.varied, "patch");
+    assert_eq!(cmp.b.tokens, r.corrupt_tokens, "B is the corrupted prompt");
+    let last = cmp.b.sites.len() - 1;
+    assert_eq!(cmp.b.metrics.top1_id[last][n - 1], res.report.metrics.top1_id[last][n - 1], "patched at the last site: A's prediction");
+    assert_ne!(cmp.b.metrics.top1_id[4], res.report.metrics.top1_id[4], "the other positions stay the corrupted run's");
+}

@@ -372,7 +372,7 @@ fn compare_result(with: lens_app::session::worker::CompareWith, prompt: &str) ->
     let mut b = match &with {
         CompareWith::Decoder(d) => engine.run_ids(&ids, &LensOptions { decoder: *d, ..opts.clone() }, &Progress::default()).unwrap(),
         CompareWith::Prompt(p) => engine.run_ids(&engine.tokenize(p, false).unwrap(), &opts, &Progress::default()).unwrap(),
-        CompareWith::Model(_) => unreachable!("not used here"),
+        CompareWith::Model(_) | CompareWith::Patched(_) => unreachable!("not used here"),
     };
     for r in [&mut a, &mut b] {
         r.run.forward_ms = 0.0;
@@ -496,4 +496,27 @@ fn snapshot_open_with_quantized_weights_window() {
     assert!(h.query_by_label("Open in f32 anyway").is_some());
     let options = SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels(1280 * 800 / 200);
     h.snapshot_options("window_open_quantized", &options);
+}
+
+/// The Activation patching window over the demo model's run: the IOI-like "Eiffel Tower" /
+/// "Colosseum" pair, residual sites, the normalised effects as a diverging heatmap.
+#[test]
+fn snapshot_patch_window() {
+    use lens_model::analyses::patch::{PatchKind, PatchOptions, patch_sweep};
+    let (model, result, _) = demo_result();
+    let dir = lens_model::run::resolve::resolve_model(None, &Progress::default()).unwrap();
+    let mut engine = LensEngine::open(&dir, Device::Cpu, &Progress::default()).unwrap();
+    let (clean, corrupt) = ("The Eiffel Tower is in the city of", "The Colosseum is in the city of");
+    let (ci, ki) = (engine.tokenize(clean, false).unwrap(), engine.tokenize(corrupt, false).unwrap());
+    let opts =
+        PatchOptions { kinds: vec![PatchKind::Resid], target: engine.tokenizer.token_id(" Paris").unwrap(), against: engine.tokenizer.token_id(" Rome") };
+    let mut report = patch_sweep(&mut engine, &ci, &ki, &opts, &Progress::default()).unwrap();
+    report.seconds = 0.0;
+    let mut state = AppState { prompt: clean.into(), ..AppState::default() };
+    state.patch = lens_app::gui::state::PatchSettings { corrupt: corrupt.into(), target: " Paris".into(), against: " Rome".into(), kind: PatchKind::Resid };
+    state.patch_result = Some(std::sync::Arc::new(report));
+    state.show_patch = true;
+    let mut h = rendered(state, model, result, egui::vec2(1280.0, 800.0));
+    let options = SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels(1280 * 800 / 200);
+    h.snapshot_options("window_patch", &options);
 }

@@ -68,6 +68,10 @@ pub enum AppCommand {
     RequestFitOutDialog,
     /// Replace the Fit window's settings.
     SetFit(super::state::FitSettings),
+    /// Replace the Activation patching window's settings.
+    SetPatch(super::state::PatchSettings),
+    /// Sweep the patching window's sites (progress and Cancel in the status bar).
+    StartPatch,
     /// Fit a tuned lens with the Fit window's settings (`resume`: from its output's checkpoint).
     StartFit {
         /// Continue the checkpoint in the output folder.
@@ -118,4 +122,6 @@ pub enum Window {
     Corpus,
     /// File → Fit tuned lens….
     FitLens,
+    /// View → Activation patching….
+    Patch,
 }

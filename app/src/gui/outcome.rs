@@ -145,6 +145,12 @@ pub fn apply_outcome(state: &mut AppState, book: &mut JobBook, was_load: bool, k
             }
         }
         OutcomeKind::FitStep(step) => state.fit_history.push(step),
+        OutcomeKind::PatchSwept(report) => {
+            state.notice = Some(format!("patching: {} runs in {:.1} s", report.runs, report.seconds));
+            state.error = None;
+            state.show_patch = true;
+            state.patch_result = Some(report);
+        }
         OutcomeKind::More(piece) => {
             // The next positions of the partial result on screen: appended in place (the result
             // is shared with nothing else while a run grows it, so nothing is copied but them).

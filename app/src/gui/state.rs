@@ -122,6 +122,35 @@ pub struct AppState {
     /// The steps of the fit in progress or last finished (for its loss plot).
     #[serde(skip)]
     pub fit_history: Vec<std::sync::Arc<lens_model::lens::tuned_lens::fit::FitStep>>,
+    /// The Activation patching window is open.
+    #[serde(skip)]
+    pub show_patch: bool,
+    /// The Activation patching window's settings (remembered).
+    #[serde(default)]
+    pub patch: PatchSettings,
+    /// The last patching sweep's report.
+    #[serde(skip)]
+    pub patch_result: Option<std::sync::Arc<lens_model::analyses::patch::PatchReport>>,
+}
+
+/// What the Activation patching window sweeps: the app's prompt (clean) into `corrupt`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct PatchSettings {
+    /// The corrupted prompt (the same number of tokens as the app's prompt).
+    pub corrupt: String,
+    /// The answer, one token (`" Paris"`).
+    pub target: String,
+    /// The token it is measured against (empty: `log p(target)`).
+    pub against: String,
+    /// The sites swept.
+    pub kind: lens_model::analyses::patch::PatchKind,
+}
+
+impl Default for PatchSettings {
+    fn default() -> Self {
+        Self { corrupt: String::new(), target: String::new(), against: String::new(), kind: lens_model::analyses::patch::PatchKind::Resid }
+    }
 }
 
 /// What the Fit tuned lens window fits on and where it saves.
@@ -188,6 +217,9 @@ impl Default for AppState {
             jacobian_lens: None,
             show_fit: false,
             fit: FitSettings::default(),
+            show_patch: false,
+            patch: PatchSettings::default(),
+            patch_result: None,
             fit_history: Vec::new(),
             compare: None,
             compare_text: String::new(),

@@ -26,6 +26,35 @@ pub enum CompareWith {
     /// The same prompt through another model of the same tokenizer and depth (a folder or a
     /// Hugging Face id).
     Model(PathBuf),
+    /// A corrupted prompt of the same length with one activation of run A (the clean run) put
+    /// in: a cell of an activation-patching sweep.
+    Patched(PatchCell),
+}
+
+/// One cell of an activation-patching sweep: the corrupted prompt, and which activation of the
+/// clean run is put into it where.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PatchCell {
+    /// The corrupted prompt.
+    pub corrupt: String,
+    /// Residual stream, attention or MLP output.
+    pub kind: lens_model::analyses::patch::PatchKind,
+    /// The site: for `resid` 0 = embed and `l + 1` = block `l`'s output; else the layer.
+    pub site: usize,
+    /// The position.
+    pub pos: usize,
+}
+
+impl PatchCell {
+    /// The site's label (`embed`, `3`, `3.attn`, `3.mlp`).
+    pub fn site_label(&self) -> String {
+        use lens_model::analyses::patch::PatchKind;
+        match (self.kind, self.site.checked_sub(1)) {
+            (PatchKind::Resid, None) => "embed".into(),
+            (PatchKind::Resid, Some(l)) => l.to_string(),
+            (k, _) => format!("{}.{}", self.site, k.name()),
+        }
+    }
 }
 
 impl CompareWith {
@@ -35,6 +64,7 @@ impl CompareWith {
             Self::Decoder(_) => "decoder",
             Self::Prompt(_) => "prompt",
             Self::Model(_) => "model",
+            Self::Patched(_) => "patch",
         }
     }
 
@@ -47,6 +77,7 @@ impl CompareWith {
                 if p.chars().count() > 24 { format!("\"{short}…\"") } else { format!("\"{short}\"") }
             }
             Self::Model(m) => m.file_name().map_or_else(|| m.display().to_string(), |n| n.to_string_lossy().into_owned()),
+            Self::Patched(c) => format!("patched {} at {}", c.site_label(), c.pos),
         }
     }
 
@@ -57,6 +88,7 @@ impl CompareWith {
             Self::Decoder(d) => d.name().to_string(),
             Self::Prompt(p) => p.clone(),
             Self::Model(m) => m.display().to_string(),
+            Self::Patched(c) => serde_json::to_string(c).unwrap_or_default(),
         };
         (self.varied(), with)
     }
@@ -77,7 +109,8 @@ impl CompareWith {
             "decoder" => Self::Decoder(DecoderKind::parse(with).with_context(|| format!("unknown decoder {with:?} to compare with"))?),
             "prompt" => Self::Prompt(with.to_string()),
             "model" => Self::Model(PathBuf::from(with)),
-            other => bail!("unknown comparison {other:?} (decoder, prompt or model)"),
+            "patch" => Self::Patched(serde_json::from_str(with).with_context(|| format!("not a patched cell: {with:?}"))?),
+            other => bail!("unknown comparison {other:?} (decoder, prompt, model or patch)"),
         })
     }
 }
@@ -122,6 +155,17 @@ fn run_b(
                 bail!("{name}: its tokenizer splits the prompt differently (or its vocabulary differs); compare models that share a tokenizer");
             }
             other.run_ids(&ids_b, opts, progress)?
+        }
+        CompareWith::Patched(c) => {
+            let corrupt = engine.tokenize(&c.corrupt, truncate_left).context("the corrupted prompt")?;
+            if corrupt.len() != ids.len() {
+                bail!("the prompt has {} tokens and the corrupted prompt {}: activation patching needs prompts of the same length", ids.len(), corrupt.len());
+            }
+            let sequential = engine.bundle.residual == lens_model::build::spec::Residual::Sequential;
+            let base = engine.trace_for_patching(&corrupt, progress)?;
+            let patch = lens_model::analyses::patch::patch_of(c.kind, c.site, c.pos, sequential, trace, &base)?;
+            let patched = engine.run_patched(&base, &corrupt, &patch, progress)?;
+            engine.lens(&corrupt, &patched, opts, progress)?
         }
     })
 }

@@ -226,6 +226,20 @@ pub enum JobKind {
         /// Continue from `out`'s checkpoint.
         resume: bool,
     },
+    /// An activation-patching sweep ([`lens_model::analyses::patch`]): the clean prompt `clean`
+    /// into the corrupted `corrupt`, every site of `kind` at every position.
+    PatchSweep {
+        /// The clean prompt (the app's prompt).
+        clean: String,
+        /// The corrupted prompt.
+        corrupt: String,
+        /// The answer's text (one token).
+        target: String,
+        /// The token it is measured against (empty: `log p(target)`).
+        against: String,
+        /// The sites swept.
+        kind: lens_model::analyses::patch::PatchKind,
+    },
     /// Corpus mode over a text file ([`lens_model::analyses::corpus`]).
     Corpus {
         /// The text file (at most 10 MB).
@@ -252,6 +266,7 @@ impl JobKind {
             Self::Load { .. } => "loading the model",
             Self::Run { .. } => "running the lens",
             Self::Corpus { .. } => "running the corpus",
+            Self::PatchSweep { .. } => "patching",
             Self::OpenTunedLens(_) => "opening the tuned lens",
             Self::OpenJacobianLens { .. } => "opening the J-lens",
             Self::FitLens { .. } => "fitting a tuned lens",
@@ -268,6 +283,8 @@ pub enum OutcomeKind {
     Ran(Arc<RunResult>),
     /// A corpus run finished.
     Corpus(Arc<CorpusRun>),
+    /// An activation-patching sweep finished.
+    PatchSwept(Arc<lens_model::analyses::patch::PatchReport>),
     /// A tuned lens is open (and used by the `tuned_lens` decoder): its folder.
     TunedLens(PathBuf),
     /// A J-lens is open (and used by the `jacobian_lens` decoder): its file.
@@ -545,6 +562,7 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
         }
         JobKind::FitLens { texts, out, opts, resume } => fit_job(st, texts, out, opts, *resume, emit, &job.progress),
         JobKind::Corpus { file, window, decoder } => corpus_job(st, file, *window, *decoder, &job.progress),
+        JobKind::PatchSweep { clean, corrupt, target, against, kind } => patch_job(st, clean, corrupt, target, against, *kind, &job.progress),
         JobKind::Run { .. } => run_lens_job(st, job, emit),
     }
 }
@@ -604,6 +622,38 @@ fn corpus_job(st: &mut WorkerState, file: &std::path::Path, window: Option<usize
     // Quantized weights are named in the legend: such a run can never pass for an exact one.
     let weights = if report.run.weights() == "f32" { String::new() } else { format!(" · {} weights", report.run.weights()) };
     Ok(OutcomeKind::Corpus(Arc::new(CorpusRun { label: format!("{name} · {}{weights}", report.decoder), report })))
+}
+
+/// One token of the model for `text`, or an error saying how it splits.
+fn one_token(engine: &LensEngine, text: &str, what: &str) -> anyhow::Result<u32> {
+    if let Some(id) = engine.tokenizer.token_id(text) {
+        return Ok(id);
+    }
+    let parts = engine
+        .tokenizer
+        .encode_plain(text)
+        .map(|ids| engine.tokenizer.tokens(&ids).into_iter().map(|t| format!("{:?}", t.decoded)).collect::<Vec<_>>().join(" + "));
+    anyhow::bail!("the {what} {text:?} is not a single token of this model ({}); give one token, e.g. with its leading space", parts.unwrap_or_default())
+}
+
+/// Runs an activation-patching sweep of the app's prompt (clean) into `corrupt`.
+fn patch_job(
+    st: &mut WorkerState,
+    clean: &str,
+    corrupt: &str,
+    target: &str,
+    against: &str,
+    kind: lens_model::analyses::patch::PatchKind,
+    progress: &Progress,
+) -> anyhow::Result<OutcomeKind> {
+    let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
+    let clean_ids = engine.tokenize(clean, false)?;
+    let corrupt_ids = engine.tokenize(corrupt, false).map_err(|e| anyhow::anyhow!("the corrupted prompt: {e}"))?;
+    let target = one_token(engine, target, "target")?;
+    let against = if against.is_empty() { None } else { Some(one_token(engine, against, "token to measure against")?) };
+    let opts = lens_model::analyses::patch::PatchOptions { kinds: vec![kind], target, against };
+    let report = lens_model::analyses::patch::patch_sweep(engine, &clean_ids, &corrupt_ids, &opts, progress)?;
+    Ok(OutcomeKind::PatchSwept(Arc::new(report)))
 }
 
 /// Runs the lens on a prompt: the forward pass (reused, or run after the kept start of an edit),

@@ -166,8 +166,8 @@ fn add3(a: &[f32], b: &[f32], c: &[f32]) -> Vec<f32> {
 }
 
 /// The patch that puts `kind`'s activation of layer `layer` (for resid: site `layer`, 0 = embed)
-/// of the clean run into the corrupted run at position `p`.
-fn patch_of(kind: PatchKind, layer: usize, p: usize, sequential: bool, clean: &ResidualTrace, corrupt: &ResidualTrace) -> Result<Patch> {
+/// of the clean run into the corrupted run at position `p`; `sequential`: the model's blocks are.
+pub fn patch_of(kind: PatchKind, layer: usize, p: usize, sequential: bool, clean: &ResidualTrace, corrupt: &ResidualTrace) -> Result<Patch> {
     let missing = || LensError::invalid("internal: a trace lacks a layer");
     let pre = |t: &ResidualTrace, l: usize| -> Result<Vec<f32>> {
         match l.checked_sub(1) {

@@ -62,6 +62,34 @@ impl LogitLensApp {
         }
     }
 
+    /// Sweeps the Activation patching window's sites: the app's prompt (clean) into its corrupted
+    /// prompt (progress and Cancel in the status bar; the heatmap in the window).
+    pub(super) fn start_patch(&mut self) {
+        if self.refused_without_model() {
+            return;
+        }
+        let s = self.state.patch.clone();
+        let why = if self.state.model.is_none() {
+            Some("no model is loaded: open one first")
+        } else if self.state.prompt.is_empty() {
+            Some("the prompt (the clean run) is empty")
+        } else if s.corrupt.is_empty() {
+            Some("the corrupted prompt is empty")
+        } else if s.target.is_empty() {
+            Some("give the target token (e.g. \" Paris\")")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.state.error = Some(why.into());
+            return;
+        }
+        let job = JobKind::PatchSweep { clean: self.state.prompt.clone(), corrupt: s.corrupt, target: s.target, against: s.against, kind: s.kind };
+        if let Some(w) = self.worker() {
+            self.latest_patch = w.submit(job);
+        }
+    }
+
     /// Opens a tuned lens folder on the worker (checked against the model there).
     pub(super) fn open_tuned_lens(&mut self, dir: PathBuf) {
         if self.refused_without_model() {
@@ -180,6 +208,8 @@ impl LogitLensApp {
                 self.latest_corpus
             } else if o.id == self.latest_lens {
                 self.latest_lens
+            } else if o.id == self.latest_patch {
+                self.latest_patch
             } else {
                 self.latest_run
             };

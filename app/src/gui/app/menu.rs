@@ -145,6 +145,13 @@ impl LogitLensApp {
                 if ui.button("Corpus…").clicked() {
                     cmds.push(AppCommand::ShowWindow(Window::Corpus));
                 }
+                if ui
+                    .button("Activation patching…")
+                    .on_hover_text("Put the prompt's (clean) activations into a corrupted prompt, site by site and position by position")
+                    .clicked()
+                {
+                    cmds.push(AppCommand::ShowWindow(Window::Patch));
+                }
                 ui.menu_button("Colour map", |ui| {
                     for c in theme::ColorMap::ALL {
                         ui.radio_value(&mut v.colormap, c, c.name());

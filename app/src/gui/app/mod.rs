@@ -104,6 +104,8 @@ pub struct LogitLensApp {
     latest_run: u64,
     /// The corpus job whose outcome is awaited.
     latest_corpus: u64,
+    /// The patching sweep whose outcome is awaited.
+    latest_patch: u64,
     /// The tuned-lens job (open or fit) whose outcomes are awaited.
     latest_lens: u64,
     /// A tuned lens or J-lens to open once the model is loaded (`--tuned-lens`, `--jacobian-lens`).
@@ -191,6 +193,7 @@ impl LogitLensApp {
             cmds: Vec::new(),
             latest_run: 0,
             latest_corpus: 0,
+            latest_patch: 0,
             latest_lens: 0,
             lens_after_load: None,
             latest_load: 0,

@@ -73,6 +73,12 @@ impl LogitLensApp {
             crate::gui::panels::corpus::corpus_ui(ui, state, cmds);
         });
         self.state.show_corpus = show_corpus;
+        let mut show_patch = self.state.show_patch;
+        let (state, cmds) = (&self.state, &mut self.cmds);
+        egui::Window::new("Activation patching").open(&mut show_patch).default_size([720.0, 460.0]).resizable(true).show(ctx, |ui| {
+            crate::gui::panels::patch::patch_ui(ui, state, cmds);
+        });
+        self.state.show_patch = show_patch;
         let mut show_fit = self.state.show_fit;
         let (state, cmds) = (&self.state, &mut self.cmds);
         egui::Window::new("Fit tuned lens").open(&mut show_fit).default_size([560.0, 420.0]).resizable(true).show(ctx, |ui| {

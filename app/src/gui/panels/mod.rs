@@ -5,5 +5,6 @@ pub mod corpus;
 pub mod fit;
 pub mod heatmap;
 pub mod inspector;
+pub mod patch;
 pub mod prompt;
 pub mod status;

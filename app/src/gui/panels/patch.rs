@@ -1,0 +1,136 @@
+//! The Activation patching window: the app's prompt (clean) put into a corrupted prompt, one site
+//! and position at a time; the effect on `logit(target) − logit(against)` as a heatmap. Clicking a
+//! cell compares the app's run with that patched run (A | patched | A − B in every lens panel).
+
+use egui::{Align2, Color32, FontId, Pos2, Rect, RichText, Sense, Stroke, Ui, Vec2};
+use lens_model::analyses::patch::{PatchKind, PatchReport};
+
+use crate::gui::command::AppCommand;
+use crate::gui::state::AppState;
+use crate::gui::theme;
+use crate::session::compare::PatchCell;
+use crate::session::worker::CompareWith;
+
+/// The window's contents.
+pub fn patch_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
+    let mut s = state.patch.clone();
+    ui.label(RichText::new("Clean run: the prompt above. The corrupted prompt must have the same number of tokens.").color(theme::DIM_TEXT));
+    ui.horizontal(|ui| {
+        let label = ui.label("Corrupted");
+        ui.add(egui::TextEdit::singleline(&mut s.corrupt).hint_text("e.g. the prompt with one name changed").desired_width(460.0)).labelled_by(label.id);
+        if let Some(CompareWith::Prompt(p)) = &state.compare
+            && ui.button("use Compare's prompt").on_hover_text("The prompt B of the comparison").clicked()
+        {
+            s.corrupt.clone_from(p);
+        }
+    });
+    ui.horizontal(|ui| {
+        let label = ui.label("Target");
+        ui.add(egui::TextEdit::singleline(&mut s.target).hint_text("\" Paris\"").desired_width(110.0)).labelled_by(label.id);
+        let label = ui.label("against");
+        ui.add(egui::TextEdit::singleline(&mut s.against).hint_text("(none: log p)").desired_width(110.0))
+            .labelled_by(label.id)
+            .on_hover_text("The metric is logit(target) − logit(against); without one, log p(target). Each one token, with its leading space where it has one");
+        ui.separator();
+        for k in PatchKind::ALL {
+            ui.radio_value(&mut s.kind, k, k.name()).on_hover_text(match k {
+                PatchKind::Resid => "The residual stream: the embeddings and every block's output",
+                PatchKind::Attn => "Every block's attention output",
+                PatchKind::Mlp => "Every block's MLP output",
+            });
+        }
+        ui.separator();
+        let ready = state.model.is_some() && state.progress.is_none() && !state.prompt.is_empty() && !s.corrupt.is_empty() && !s.target.is_empty();
+        if ui.add_enabled(ready, egui::Button::new("Run sweep")).on_disabled_hover_text("Needs a model, the prompt, a corrupted prompt and a target").clicked()
+        {
+            cmds.push(AppCommand::SetPatch(s.clone()));
+            cmds.push(AppCommand::StartPatch);
+        }
+    });
+    if s != state.patch {
+        cmds.push(AppCommand::SetPatch(s));
+    }
+    ui.separator();
+    match &state.patch_result {
+        None => {
+            ui.label(RichText::new("No sweep yet: one patched run per site and position (progress and Cancel in the status bar).").color(theme::DIM_TEXT));
+        }
+        Some(r) => effect_grid(ui, r, state, cmds),
+    }
+}
+
+/// The sweep's normalised effects: sites (last layer on top) × positions, diverging about 0; hover
+/// for the values, click to compare the app's run with that patched run.
+fn effect_grid(ui: &mut Ui, r: &PatchReport, state: &AppState, cmds: &mut Vec<AppCommand>) {
+    let Some(g) = r.grids.first() else { return };
+    let against = r.against.as_ref().map_or_else(String::new, |a| format!(" − logit({:?})", a.decoded));
+    ui.label(format!(
+        "{}: logit({:?}){against} · clean {:.3}, corrupted {:.3} · normalised: 1 = clean restored, 0 = corrupted",
+        g.kind.name(),
+        r.target.decoded,
+        r.clean_metric,
+        r.corrupt_metric
+    ));
+    let (n_sites, n_pos) = (g.sites.len(), r.corrupt_tokens.len());
+    let label_w = 56.0;
+    let avail = ui.available_size();
+    let cw = ((avail.x - label_w - 8.0) / n_pos.max(1) as f32).clamp(14.0, 64.0);
+    let ch = ((avail.y - 40.0) / n_sites.max(1) as f32).clamp(10.0, 22.0);
+    let size = Vec2::new(label_w + cw * n_pos as f32, ch * n_sites as f32 + 34.0);
+    let (rect, resp) = ui.allocate_exact_size(size, Sense::click());
+    let painter = ui.painter_at(rect);
+    let max = g.normalized.cells().copied().filter(|v| v.is_finite()).fold(0f64, |m, v| m.max(v.abs())).max(1e-9);
+    let cell =
+        |row: usize, col: usize| Rect::from_min_size(Pos2::new(rect.left() + label_w + col as f32 * cw, rect.top() + row as f32 * ch), Vec2::new(cw, ch));
+    let font = FontId::proportional((ch * 0.6).clamp(8.0, 12.0));
+    let hover = resp.hover_pos().and_then(|p| {
+        let (col, row) = (((p.x - rect.left() - label_w) / cw).floor(), ((p.y - rect.top()) / ch).floor());
+        (col >= 0.0 && row >= 0.0 && (col as usize) < n_pos && (row as usize) < n_sites).then_some((row as usize, col as usize))
+    });
+    let selected = match &state.compare {
+        Some(CompareWith::Patched(c)) if c.kind == g.kind => Some((c.site, c.pos)),
+        _ => None,
+    };
+    for row in 0..n_sites {
+        let site = n_sites - 1 - row;
+        painter.text(
+            Pos2::new(rect.left() + label_w - 4.0, cell(row, 0).center().y),
+            Align2::RIGHT_CENTER,
+            g.sites.get(site).map_or("", String::as_str),
+            font.clone(),
+            theme::DIM_TEXT,
+        );
+        for col in 0..n_pos {
+            let v = g.normalized.get(site, col).copied().unwrap_or(f64::NAN);
+            let fill = if v.is_finite() { theme::diverging(v, max) } else { theme::MISSING };
+            let c = cell(row, col);
+            painter.rect_filled(c.shrink(0.5), 0.0, fill);
+            if cw >= 30.0 && ch >= 12.0 && v.is_finite() {
+                painter.text(c.center(), Align2::CENTER_CENTER, format!("{v:.2}"), font.clone(), theme::text_on(fill));
+            }
+            if selected == Some((site, col)) || hover == Some((row, col)) {
+                painter.rect_stroke(c.shrink(1.0), 0.0, Stroke::new(1.5, Color32::WHITE), egui::StrokeKind::Inside);
+            }
+        }
+    }
+    for (col, t) in r.corrupt_tokens.iter().enumerate() {
+        let c = cell(n_sites, col);
+        let text: String = t.text.chars().take(((cw / 6.0) as usize).max(2)).collect();
+        painter.text(Pos2::new(c.center().x, c.top() + 8.0), Align2::CENTER_CENTER, text, font.clone(), theme::TEXT);
+    }
+    if let Some((row, col)) = hover {
+        let site = n_sites - 1 - row;
+        let e = g.effect.get(site, col).copied().unwrap_or(f64::NAN);
+        let n = g.normalized.get(site, col).copied().unwrap_or(f64::NAN);
+        let tok = r.corrupt_tokens.get(col).map_or(String::new(), |t| t.text.clone());
+        resp.clone().on_hover_text_at_pointer(format!(
+            "{} at position {col} ({tok}): {} = {e:.4} (normalised {n:.3})\\nClick: compare the prompt's run with this patched run",
+            g.sites.get(site).map_or("", String::as_str),
+            r.metric
+        ));
+        if resp.clicked() {
+            let cell = PatchCell { corrupt: state.patch.corrupt.clone(), kind: g.kind, site, pos: col };
+            cmds.push(AppCommand::SetCompare(Some(CompareWith::Patched(cell))));
+        }
+    }
+}
