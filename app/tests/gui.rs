@@ -680,6 +680,7 @@ fn progress_repaints_at_a_capped_rate() {
         decoder: lens_model::lens::kernel::DecoderKind::LogitLens,
         truncate_left: false,
         compare: None,
+        steer: None,
     });
     frames_until(&mut w, "the run");
     let (now, run_ms) = (immediate.load(Ordering::Relaxed), t1.elapsed().as_millis());
@@ -1383,4 +1384,45 @@ fn a_patching_sweep_runs_from_the_app_and_a_cell_opens_its_patched_run() {
     let last = cmp.b.sites.len() - 1;
     assert_eq!(cmp.b.metrics.top1_id[last][n - 1], res.report.metrics.top1_id[last][n - 1], "patched at the last site: A's prediction");
     assert_ne!(cmp.b.metrics.top1_id[4], res.report.metrics.top1_id[4], "the other positions stay the corrupted run's");
+}
+
+/// The Steering window (issue 27): turning it on re-runs the lens steered (the report says so);
+/// the continuations it generates are those of `analyses::steer::greedy` on the same engine;
+/// turning it off runs unsteered again.
+#[test]
+fn steering_from_the_app_steers_the_runs_and_generates() {
+    use lens_app::gui::state::SteerSettings;
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/demo-model");
+    let opts = GuiOptions { model: Some(demo.clone()), device: Device::Cpu, ..GuiOptions::default() };
+    let prompt = "Once upon a time, there was a little girl who was very";
+    let app = LogitLensApp::new_for_test(AppState { prompt: prompt.into(), ..AppState::default() }, opts);
+    let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    step_until(&mut h, "the model", |a| a.state.result.is_some() && a.state.progress.is_none());
+    assert!(h.state().state.result.as_ref().unwrap().report.steering.is_none());
+    let s = SteerSettings { enabled: true, layer: 5, a: " happy".into(), b: " sad".into(), file: String::new(), alpha: 6.0 };
+    h.state_mut().apply(AppCommand::ShowWindow(lens_app::gui::command::Window::Steer));
+    h.state_mut().apply(AppCommand::SetSteer(s.clone()));
+    step_until(&mut h, "the steered run", |a| a.state.result.as_ref().is_some_and(|r| r.report.steering.is_some()) && a.state.progress.is_none());
+    let info = h.state().state.result.as_ref().unwrap().report.steering.clone().unwrap();
+    assert_eq!((info.layer, info.alpha, info.source.as_str()), (5, 6.0, " happy| sad"));
+    h.run_steps(2);
+    assert!(h.query_all_by_label_contains("steered: 6").count() >= 1, "the status bar says the run is steered");
+    h.state_mut().apply(AppCommand::Generate(6));
+    step_until(&mut h, "the continuations", |a| a.state.steer_generated.is_some() && a.state.progress.is_none());
+    let (steered, plain) = h.state().state.steer_generated.clone().unwrap();
+    // The same on an engine of our own.
+    init_runtime(None).unwrap();
+    let dir = lens_model::run::resolve::resolve_model(Some(&demo), &Progress::default()).unwrap();
+    let mut engine = LensEngine::open(&dir, Device::Cpu, &Progress::default()).unwrap();
+    let ids = engine.tokenize(prompt, false).unwrap();
+    let st = lens_model::analyses::steer::steering_of(&mut engine, &s.spec().unwrap(), &Progress::default()).unwrap();
+    let want_s = lens_model::analyses::steer::greedy(&mut engine, &ids, Some(&st), 6, &Progress::default()).unwrap();
+    let want_p = lens_model::analyses::steer::greedy(&mut engine, &ids, None, 6, &Progress::default()).unwrap();
+    let text = |t: Vec<u32>| String::from_utf8_lossy(&t.iter().flat_map(|&id| engine.tokenizer.token_bytes(id)).collect::<Vec<u8>>()).into_owned();
+    assert_eq!(steered, text(want_s));
+    assert_eq!(plain, text(want_p));
+    assert_ne!(steered, plain, "the steering changes the continuation");
+    // Off: unsteered again.
+    h.state_mut().apply(AppCommand::SetSteer(SteerSettings { enabled: false, ..s }));
+    step_until(&mut h, "the unsteered run", |a| a.state.result.as_ref().is_some_and(|r| r.report.steering.is_none()) && a.state.progress.is_none());
 }

@@ -520,3 +520,16 @@ fn snapshot_patch_window() {
     let options = SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels(1280 * 800 / 200);
     h.snapshot_options("window_patch", &options);
 }
+
+/// The Steering window with its settings and two continuations.
+#[test]
+fn snapshot_steer_window() {
+    let (model, result, prompt) = demo_result();
+    let mut state = AppState { prompt, ..AppState::default() };
+    state.steer = lens_app::gui::state::SteerSettings { enabled: true, layer: 5, a: " happy".into(), b: " sad".into(), file: String::new(), alpha: 6.0 };
+    state.steer_generated = Some((" excited to meet in the beautiful beautiful with the beautiful".into(), " excited. She wanted to go on a trip to".into()));
+    state.show_steer = true;
+    let mut h = rendered(state, model, result, egui::vec2(1280.0, 800.0));
+    let options = SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels(1280 * 800 / 200);
+    h.snapshot_options("window_steer", &options);
+}

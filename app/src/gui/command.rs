@@ -72,6 +72,10 @@ pub enum AppCommand {
     SetPatch(super::state::PatchSettings),
     /// Sweep the patching window's sites (progress and Cancel in the status bar).
     StartPatch,
+    /// Replace the steering settings (re-runs the lens when what the runs use changes).
+    SetSteer(super::state::SteerSettings),
+    /// Greedy continuations of the prompt, steered and not.
+    Generate(usize),
     /// Fit a tuned lens with the Fit window's settings (`resume`: from its output's checkpoint).
     StartFit {
         /// Continue the checkpoint in the output folder.
@@ -124,4 +128,6 @@ pub enum Window {
     FitLens,
     /// View → Activation patching….
     Patch,
+    /// View → Steering….
+    Steer,
 }

@@ -145,6 +145,10 @@ pub fn apply_outcome(state: &mut AppState, book: &mut JobBook, was_load: bool, k
             }
         }
         OutcomeKind::FitStep(step) => state.fit_history.push(step),
+        OutcomeKind::Generated(steered, plain) => {
+            state.error = None;
+            state.steer_generated = Some((steered, plain));
+        }
         OutcomeKind::PatchSwept(report) => {
             state.notice = Some(format!("patching: {} runs in {:.1} s", report.runs, report.seconds));
             state.error = None;

@@ -131,6 +131,58 @@ pub struct AppState {
     /// The last patching sweep's report.
     #[serde(skip)]
     pub patch_result: Option<std::sync::Arc<lens_model::analyses::patch::PatchReport>>,
+    /// The Steering window is open.
+    #[serde(skip)]
+    pub show_steer: bool,
+    /// The steering settings (off by default; not remembered on: a new session starts unsteered).
+    #[serde(skip)]
+    pub steer: SteerSettings,
+    /// The last greedy continuations: (steered, unsteered).
+    #[serde(skip)]
+    pub steer_generated: Option<(String, String)>,
+}
+
+/// What the Steering window adds: `alpha` × a vector at the output of block `layer`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SteerSettings {
+    /// The runs are steered.
+    pub enabled: bool,
+    /// The block whose output is steered.
+    pub layer: usize,
+    /// The vector: block `layer`'s output at the last position of `a` minus `b`'s …
+    pub a: String,
+    /// … (the second prompt).
+    pub b: String,
+    /// … or a `.npy` file (used when not empty).
+    pub file: String,
+    /// The scale.
+    pub alpha: f32,
+}
+
+impl Default for SteerSettings {
+    fn default() -> Self {
+        Self { enabled: false, layer: 0, a: String::new(), b: String::new(), file: String::new(), alpha: 4.0 }
+    }
+}
+
+impl SteerSettings {
+    /// The steering spec these settings give, when they give one (a file, or two prompts).
+    pub fn spec(&self) -> Option<lens_model::analyses::steer::SteerSpec> {
+        use lens_model::analyses::steer::{SteerSource, SteerSpec};
+        let source = if !self.file.trim().is_empty() {
+            SteerSource::File(PathBuf::from(self.file.trim()))
+        } else if !self.a.is_empty() && !self.b.is_empty() {
+            SteerSource::Texts(self.a.clone(), self.b.clone())
+        } else {
+            return None;
+        };
+        Some(SteerSpec { layer: self.layer, source, alpha: self.alpha })
+    }
+
+    /// The spec the runs use: [`Self::spec`] when steering is on.
+    pub fn active(&self) -> Option<lens_model::analyses::steer::SteerSpec> {
+        if self.enabled { self.spec() } else { None }
+    }
 }
 
 /// What the Activation patching window sweeps: the app's prompt (clean) into `corrupt`.
@@ -220,6 +272,9 @@ impl Default for AppState {
             show_patch: false,
             patch: PatchSettings::default(),
             patch_result: None,
+            show_steer: false,
+            steer: SteerSettings::default(),
+            steer_generated: None,
             fit_history: Vec::new(),
             compare: None,
             compare_text: String::new(),

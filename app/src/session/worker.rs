@@ -203,6 +203,17 @@ pub enum JobKind {
         truncate_left: bool,
         /// A second run to show beside this one, with the difference.
         compare: Option<CompareWith>,
+        /// Steer the run ([`lens_model::analyses::steer`]).
+        steer: Option<lens_model::analyses::steer::SteerSpec>,
+    },
+    /// Greedy continuations of `text`, steered by `steer` and not.
+    Generate {
+        /// The prompt.
+        text: String,
+        /// The steering.
+        steer: lens_model::analyses::steer::SteerSpec,
+        /// Tokens to generate.
+        n: usize,
     },
     /// Open a tuned lens folder for the `tuned_lens` decoder (checked against the model).
     OpenTunedLens(PathBuf),
@@ -267,6 +278,7 @@ impl JobKind {
             Self::Run { .. } => "running the lens",
             Self::Corpus { .. } => "running the corpus",
             Self::PatchSweep { .. } => "patching",
+            Self::Generate { .. } => "generating",
             Self::OpenTunedLens(_) => "opening the tuned lens",
             Self::OpenJacobianLens { .. } => "opening the J-lens",
             Self::FitLens { .. } => "fitting a tuned lens",
@@ -285,6 +297,8 @@ pub enum OutcomeKind {
     Corpus(Arc<CorpusRun>),
     /// An activation-patching sweep finished.
     PatchSwept(Arc<lens_model::analyses::patch::PatchReport>),
+    /// Greedy continuations: (steered, unsteered).
+    Generated(String, String),
     /// A tuned lens is open (and used by the `tuned_lens` decoder): its folder.
     TunedLens(PathBuf),
     /// A J-lens is open (and used by the `jacobian_lens` decoder): its file.
@@ -563,6 +577,15 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
         JobKind::FitLens { texts, out, opts, resume } => fit_job(st, texts, out, opts, *resume, emit, &job.progress),
         JobKind::Corpus { file, window, decoder } => corpus_job(st, file, *window, *decoder, &job.progress),
         JobKind::PatchSweep { clean, corrupt, target, against, kind } => patch_job(st, clean, corrupt, target, against, *kind, &job.progress),
+        JobKind::Generate { text, steer, n } => {
+            let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
+            let ids = engine.tokenize(text, false)?;
+            let s = lens_model::analyses::steer::steering_of(engine, steer, &job.progress)?;
+            let steered = lens_model::analyses::steer::greedy(engine, &ids, Some(&s), *n, &job.progress)?;
+            let plain = lens_model::analyses::steer::greedy(engine, &ids, None, *n, &job.progress)?;
+            let text_of = |t: &[u32]| String::from_utf8_lossy(&t.iter().flat_map(|&id| engine.tokenizer.token_bytes(id)).collect::<Vec<u8>>()).into_owned();
+            Ok(OutcomeKind::Generated(text_of(&steered), text_of(&plain)))
+        }
         JobKind::Run { .. } => run_lens_job(st, job, emit),
     }
 }
@@ -659,7 +682,7 @@ fn patch_job(
 /// Runs the lens on a prompt: the forward pass (reused, or run after the kept start of an edit),
 /// the positions piece by piece (a partial result first, then the rest), and run B when comparing.
 fn run_lens_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyhow::Result<OutcomeKind> {
-    let JobKind::Run { text, pinned, group, k, decoder, truncate_left, compare } = &job.kind else { anyhow::bail!("internal: not a run job") };
+    let JobKind::Run { text, pinned, group, k, decoder, truncate_left, compare, steer } = &job.kind else { anyhow::bail!("internal: not a run job") };
     let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
     let groups = match group {
         Some(g) => vec![token_group(&engine.tokenizer, g)?],
@@ -670,13 +693,17 @@ fn run_lens_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> 
     let tuned = |d: DecoderKind| d == DecoderKind::TunedLens;
     let subblocks = !tuned(*decoder) && !matches!(compare, Some(CompareWith::Decoder(d)) if tuned(*d));
     let opts = LensOptions { subblocks, k: (*k).max(1), pinned: pinned.clone(), decoder: *decoder, groups, ..LensOptions::default() };
+    let steering = match steer {
+        Some(s) => Some(lens_model::analyses::steer::steering_of(engine, s, &job.progress)?),
+        None => None,
+    };
     let req = RunRequest {
         text,
         opts,
         truncate_left: *truncate_left,
         compare: compare.as_ref(),
         pieces: crate::session::run::Pieces::Partial(st.piece_positions),
-        steer: None,
+        steer: steering.as_ref(),
     };
     let mut other = OtherModel { slot: &mut st.other, device: st.device, ort_lib: st.ort_lib.as_deref(), weights: st.weights };
     let res = run_prompt(engine, &mut st.cache, &mut other, &req, &job.progress, &|e| {

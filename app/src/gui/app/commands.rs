@@ -142,6 +142,7 @@ impl LogitLensApp {
                 Window::Corpus => self.state.show_corpus = true,
                 Window::FitLens => self.state.show_fit = true,
                 Window::Patch => self.state.show_patch = true,
+                Window::Steer => self.state.show_steer = true,
             },
             AppCommand::RequestCorpusDialog => self.open_dialog(DialogKind::CorpusText),
             AppCommand::RequestTunedLensDialog => self.open_dialog(DialogKind::TunedLens),
@@ -164,6 +165,14 @@ impl LogitLensApp {
             AppCommand::ClearCorpus => self.state.corpus_runs.clear(),
             AppCommand::SetPatch(s) => self.state.patch = s,
             AppCommand::StartPatch => self.start_patch(),
+            AppCommand::SetSteer(s) => {
+                let rerun = s.active() != self.state.steer.active();
+                self.state.steer = s;
+                if rerun && self.state.model.is_some() && !self.state.prompt.is_empty() {
+                    self.run();
+                }
+            }
+            AppCommand::Generate(n) => self.generate(n),
             AppCommand::SetCorpusMetric(m) => self.state.corpus_metric = m,
             AppCommand::RequestExportFigureDialog => self.open_dialog(DialogKind::ExportFigure),
             AppCommand::RequestExportDataDialog => self.open_dialog(DialogKind::ExportData),

@@ -62,6 +62,25 @@ impl LogitLensApp {
         }
     }
 
+    /// Greedy continuations of the prompt, steered (the Steering window's vector) and not.
+    pub(super) fn generate(&mut self, n: usize) {
+        if self.refused_without_model() {
+            return;
+        }
+        let Some(steer) = self.state.steer.spec() else {
+            self.state.error = Some("give the steering vector: two prompts (A − B) or a .npy file".into());
+            return;
+        };
+        if self.state.model.is_none() || self.state.prompt.is_empty() {
+            self.state.error = Some("needs a model and a prompt".into());
+            return;
+        }
+        let job = JobKind::Generate { text: self.state.prompt.clone(), steer, n };
+        if let Some(w) = self.worker() {
+            self.latest_patch = w.submit(job);
+        }
+    }
+
     /// Sweeps the Activation patching window's sites: the app's prompt (clean) into its corrupted
     /// prompt (progress and Cancel in the status bar; the heatmap in the window).
     pub(super) fn start_patch(&mut self) {
@@ -172,6 +191,7 @@ impl LogitLensApp {
             decoder: self.state.view.decoder,
             truncate_left: self.state.view.truncate_left,
             compare: self.state.compare.clone(),
+            steer: self.state.steer.active(),
         };
         if let Some(w) = self.worker() {
             self.latest_run = w.submit(job);

@@ -152,6 +152,9 @@ impl LogitLensApp {
                 {
                     cmds.push(AppCommand::ShowWindow(Window::Patch));
                 }
+                if ui.button("Steering…").on_hover_text("Add a vector to one block's output at every position; the lens of the steered run").clicked() {
+                    cmds.push(AppCommand::ShowWindow(Window::Steer));
+                }
                 ui.menu_button("Colour map", |ui| {
                     for c in theme::ColorMap::ALL {
                         ui.radio_value(&mut v.colormap, c, c.name());

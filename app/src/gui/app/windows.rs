@@ -79,6 +79,12 @@ impl LogitLensApp {
             crate::gui::panels::patch::patch_ui(ui, state, cmds);
         });
         self.state.show_patch = show_patch;
+        let mut show_steer = self.state.show_steer;
+        let (state, cmds) = (&self.state, &mut self.cmds);
+        egui::Window::new("Steering").open(&mut show_steer).default_size([560.0, 300.0]).resizable(true).show(ctx, |ui| {
+            crate::gui::panels::patch::steer_ui(ui, state, cmds);
+        });
+        self.state.show_steer = show_steer;
         let mut show_fit = self.state.show_fit;
         let (state, cmds) = (&self.state, &mut self.cmds);
         egui::Window::new("Fit tuned lens").open(&mut show_fit).default_size([560.0, 420.0]).resizable(true).show(ctx, |ui| {

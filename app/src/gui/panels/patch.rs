@@ -134,3 +134,51 @@ fn effect_grid(ui: &mut Ui, r: &PatchReport, state: &AppState, cmds: &mut Vec<Ap
         }
     }
 }
+
+/// The Steering window: a vector (two prompts' difference, or a `.npy` file) times alpha added to
+/// one block's output at every position; the runs are steered while it is on, and greedy
+/// continuations with and without it can be generated.
+pub fn steer_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
+    let mut s = state.steer.clone();
+    let n_layers = state.model.as_ref().map_or(1, |m| m.shape.n_layers).max(1);
+    ui.horizontal(|ui| {
+        let label = ui.label("Block");
+        ui.add(egui::DragValue::new(&mut s.layer).range(0..=n_layers - 1)).labelled_by(label.id);
+        let label = ui.label("alpha");
+        ui.add(egui::DragValue::new(&mut s.alpha).speed(0.1).range(-100.0..=100.0)).labelled_by(label.id);
+    });
+    ui.horizontal(|ui| {
+        let label = ui.label("A");
+        ui.add(egui::TextEdit::singleline(&mut s.a).hint_text("\" happy\"").desired_width(180.0)).labelled_by(label.id);
+        let label = ui.label("minus B");
+        ui.add(egui::TextEdit::singleline(&mut s.b).hint_text("\" sad\"").desired_width(180.0)).labelled_by(label.id);
+    });
+    ui.horizontal(|ui| {
+        let label = ui.label("or a .npy vector");
+        ui.add(egui::TextEdit::singleline(&mut s.file).hint_text("path (used when given)").desired_width(320.0)).labelled_by(label.id);
+    });
+    ui.label(RichText::new("A − B: the block's output at the last position of A minus B's.").color(theme::DIM_TEXT));
+    let ready = s.spec().is_some();
+    ui.horizontal(|ui| {
+        ui.add_enabled(ready, egui::Checkbox::new(&mut s.enabled, "Steer the runs")).on_disabled_hover_text("Give two prompts (A − B) or a .npy file first");
+        let busy = state.progress.is_some() || state.model.is_none();
+        if ui
+            .add_enabled(ready && !busy, egui::Button::new("Generate 20 tokens"))
+            .on_hover_text("Greedy continuations of the prompt, steered and not")
+            .clicked()
+        {
+            cmds.push(AppCommand::SetSteer(s.clone()));
+            cmds.push(AppCommand::Generate(20));
+        }
+    });
+    if let Some((steered, plain)) = &state.steer_generated {
+        ui.separator();
+        ui.label(RichText::new("steered").strong());
+        ui.label(steered);
+        ui.label(RichText::new("unsteered").strong());
+        ui.label(plain);
+    }
+    if s != state.steer {
+        cmds.push(AppCommand::SetSteer(s));
+    }
+}

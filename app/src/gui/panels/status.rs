@@ -66,6 +66,12 @@ pub fn status_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
             let path = if r.run.lens_path.is_empty() { String::new() } else { format!(" [{}]", r.run.lens_path) };
             ui.label(format!("{forward} · lens {:.0} ms{path}{reused}", r.run.lens_ms))
                 .on_hover_text("The lens runs in the streaming CPU kernel, or (forward pass on a GPU provider) as the lens graph on that provider");
+            // A steered run says so.
+            if let Some(s) = &r.steering {
+                ui.separator();
+                ui.label(RichText::new(format!("steered: {} × ({}) at block {}", s.alpha, s.source, s.layer)).color(theme::CURSOR))
+                    .on_hover_text("The lens of the run with the vector added to this block's output at every position (View → Steering…)");
+            }
             // Which lens file decoded it, and how many rows it had nothing for.
             if let Some(f) = r.run.jacobian_lens.as_ref().or(r.run.tuned_lens.as_ref()) {
                 ui.separator();
