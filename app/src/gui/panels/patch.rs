@@ -47,6 +47,25 @@ pub fn patch_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
             cmds.push(AppCommand::StartPatch);
         }
     });
+    // Completions of the target and against boxes from the vocabulary (as the pin box has them).
+    let vocab: &[crate::session::worker::VocabEntry] = state.model.as_ref().map(|m| m.vocab.as_slice()).unwrap_or_default();
+    for (what, text) in [("target", &mut s.target), ("against", &mut s.against)] {
+        let exact = vocab.iter().any(|e| e.text == *text);
+        if !text.is_empty() && !exact {
+            let options = crate::gui::panels::prompt::suggestions(vocab, text);
+            ui.horizontal_wrapped(|ui| {
+                ui.label(RichText::new(format!("{what}:")).color(theme::DIM_TEXT));
+                if options.is_empty() {
+                    ui.label(RichText::new("not one token of this model").color(theme::DIM_TEXT));
+                }
+                for e in options {
+                    if ui.small_button(RichText::new(crate::view::model::shown(&e.display)).monospace()).on_hover_text(format!("id {}", e.id)).clicked() {
+                        text.clone_from(&e.text);
+                    }
+                }
+            });
+        }
+    }
     if s != state.patch {
         cmds.push(AppCommand::SetPatch(s));
     }
