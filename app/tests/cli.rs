@@ -607,7 +607,7 @@ fn patch_writes_json_csv_and_figures_and_refuses_bad_inputs() {
     let (json, csv, fig) = (dir.join("p.json"), dir.join("p.csv"), dir.join("p.svg"));
     let base = ["patch", "--device", "cpu", "--prompt", "The Eiffel Tower is in the city of", "--corrupt-prompt", "The Colosseum is in the city of"];
     let mut args: Vec<&str> = base.to_vec();
-    args.extend(["--target", " Paris", "--against", " Rome", "--sites", "resid,attn", "--json", json.to_str().unwrap(), "--csv", csv.to_str().unwrap()]);
+    args.extend(["--target", " Paris", "--against", " Rome", "--sites", "resid,attn,resid", "--json", json.to_str().unwrap(), "--csv", csv.to_str().unwrap()]);
     let npz = dir.join("p.npz");
     args.extend(["--figure", fig.to_str().unwrap(), "--npz", npz.to_str().unwrap()]);
     let out = bin().args(&args).output().unwrap();
@@ -616,7 +616,7 @@ fn patch_writes_json_csv_and_figures_and_refuses_bad_inputs() {
     assert_eq!(r["schema"], "logit-lens/patch@1");
     assert_eq!(r["metric"], "logit_diff");
     let grids = r["grids"].as_array().unwrap();
-    assert_eq!(grids.len(), 2);
+    assert_eq!(grids.len(), 2, "a kind named twice is swept once");
     assert_eq!(grids[0]["kind"], "resid");
     assert_eq!(grids[0]["sites"].as_array().unwrap().len(), 9, "embed and 8 layers");
     assert_eq!(grids[1]["sites"][0], "0.attn");
@@ -656,4 +656,22 @@ fn patch_writes_json_csv_and_figures_and_refuses_bad_inputs() {
     assert_clean_error(&bin().args(&args).output().unwrap(), "not a single token");
     let out = bin().args(["patch", "--device", "cpu", "--prompt", "a", "--target", " Paris", "--json", json.to_str().unwrap()]).output().unwrap();
     assert_clean_error(&out, "corrupt-prompt");
+    // Steering is compared only with another decoder (B reads the same steered run).
+    let out = bin()
+        .args([
+            "lens",
+            "--device",
+            "cpu",
+            "--prompt",
+            "Once upon a time",
+            "--steer",
+            "2= happy| sad*3",
+            "--compare-prompt",
+            "Once upon a day",
+            "--json",
+            json.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_clean_error(&out, "compared only with another decoder");
 }

@@ -69,7 +69,8 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &EvalLensArgs) -> Result<()>
             decoders.push(DecoderKind::JacobianLens);
         }
     }
-    decoders.dedup();
+    let mut seen = std::collections::HashSet::new();
+    decoders.retain(|d| seen.insert(*d));
     if decoders.contains(&DecoderKind::TunedLens) && args.tuned_lens.is_none() {
         bail!("--decoders names tuned_lens: give the lens with --tuned-lens DIR");
     }

@@ -94,8 +94,8 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &PatchArgs) -> Result<()> {
     for out in std::iter::once(&args.json).chain(&args.csv).chain(&args.npz).chain(&args.figure) {
         crate::session::prompt::check_writable(out)?;
     }
-    let mut kinds = args.sites.clone();
-    kinds.dedup();
+    let mut seen = std::collections::HashSet::new();
+    let kinds: Vec<_> = args.sites.iter().copied().filter(|k| seen.insert(*k)).collect();
     let mut engine = open_engine(ort_lib, args.model.model.as_deref(), args.model.device)?;
     let clean = engine.tokenize(&clean_text, false).context("the clean prompt")?;
     let corrupt = engine.tokenize(&corrupt_text, false).context("the corrupted prompt")?;
@@ -176,8 +176,7 @@ fn draw(
             .flat_map(|&s| (0..report.corrupt_tokens.len()).map(move |p| (s, p)))
             .map(|(s, p)| g.normalized.get(s, p).copied().unwrap_or(f64::NAN))
             .collect();
-        let against = report.against.as_ref().map_or_else(String::new, |a| format!(" − logit({:?})", a.decoded));
-        let title = format!("Activation patching ({}): logit({:?}){against}", g.kind.name(), report.target.decoded);
+        let title = format!("Activation patching ({}): {}", g.kind.name(), metric_text(report));
         let weights = if report.weights == "f32" { String::new() } else { format!(" · {} weights (approximate)", report.weights) };
         let subtitle = format!(
             "{} ({} layers) · clean {:.3}, corrupted {:.3} · normalised: 1 = clean restored, 0 = corrupted{weights}",
@@ -207,4 +206,12 @@ fn draw(
         eprintln!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// The metric as a formula: `logit(" Paris") − logit(" Rome")` or `log p(" Paris")`.
+pub fn metric_text(report: &lens_model::analyses::patch::PatchReport) -> String {
+    match &report.against {
+        Some(a) => format!("logit({:?}) − logit({:?})", report.target.decoded, a.decoded),
+        None => format!("log p({:?})", report.target.decoded),
+    }
 }

@@ -149,7 +149,8 @@ pub fn apply_outcome(state: &mut AppState, book: &mut JobBook, was_load: bool, k
             state.error = None;
             state.steer_generated = Some((steered, plain));
         }
-        OutcomeKind::PatchSwept(report) => {
+        OutcomeKind::PatchSwept(report, corrupt) => {
+            state.patch_corrupt = corrupt;
             state.notice = Some(format!("patching: {} runs in {:.1} s", report.runs, report.seconds));
             state.error = None;
             state.show_patch = true;

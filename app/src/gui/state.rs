@@ -105,7 +105,9 @@ pub struct AppState {
     /// The tuned lens open for the `tuned_lens` decoder (its folder).
     #[serde(skip)]
     pub tuned_lens: Option<PathBuf>,
-    /// The J-lens open for the `jacobian_lens` decoder (its file).
+    /// The J-lens open for the `jacobian_lens` decoder (its file; not remembered: a new session
+    /// opens no lens).
+    #[serde(skip)]
     pub jacobian_lens: Option<PathBuf>,
     /// The Fit tuned lens window is open.
     #[serde(skip)]
@@ -131,6 +133,9 @@ pub struct AppState {
     /// The last patching sweep's report.
     #[serde(skip)]
     pub patch_result: Option<std::sync::Arc<lens_model::analyses::patch::PatchReport>>,
+    /// The corrupted prompt that sweep ran on (the window's box may have changed since).
+    #[serde(skip)]
+    pub patch_corrupt: String,
     /// The Steering window is open.
     #[serde(skip)]
     pub show_steer: bool,
@@ -272,6 +277,7 @@ impl Default for AppState {
             show_patch: false,
             patch: PatchSettings::default(),
             patch_result: None,
+            patch_corrupt: String::new(),
             show_steer: false,
             steer: SteerSettings::default(),
             steer_generated: None,

@@ -161,6 +161,16 @@ fn run_b(
             if corrupt.len() != ids.len() {
                 bail!("the prompt has {} tokens and the corrupted prompt {}: activation patching needs prompts of the same length", ids.len(), corrupt.len());
             }
+            let n_layers = engine.bundle.shape.n_layers;
+            let sites = if c.kind == lens_model::analyses::patch::PatchKind::Resid { n_layers + 1 } else { n_layers };
+            if c.site >= sites || c.pos >= corrupt.len() {
+                bail!(
+                    "the patched cell {} at position {} is not in this model and prompt ({sites} sites, {} positions): run the sweep again",
+                    c.site_label(),
+                    c.pos,
+                    corrupt.len()
+                );
+            }
             let sequential = engine.bundle.residual == lens_model::build::spec::Residual::Sequential;
             let base = engine.trace_for_patching(&corrupt, progress)?;
             let patch = lens_model::analyses::patch::patch_of(c.kind, c.site, c.pos, sequential, trace, &base)?;

@@ -130,12 +130,22 @@ pub fn run_prompt(
     let opts = &req.opts;
     let pinned = &opts.pinned;
     let (ids, truncated) = engine.tokenize_with(req.text, req.truncate_left)?;
+    if req.steer.is_some() && req.compare.is_some_and(|c| !matches!(c, CompareWith::Decoder(_))) {
+        anyhow::bail!(
+            "a steered run is compared only with another decoder (which reads the same steered run); turn the steering or the {} comparison off",
+            req.compare.map_or("", CompareWith::varied)
+        );
+    }
     let (reuse, cached, forward_ms) = forward(&mut cache.last, engine, &ids, progress)?;
     progress.check()?;
     let Some((_, base)) = cache.last.as_ref() else { anyhow::bail!("no forward pass") };
     // A steered run decodes the steered trace; the unsteered one stays the cache's.
+    let t_steer = Instant::now();
     let steered = req.steer.map(|s| lens_model::analyses::steer::steered_trace(engine, &ids, base, s, progress)).transpose()?;
     let trace = steered.as_ref().unwrap_or(base);
+    // A steered run's forward pass is the steered one: it ran, whole, now.
+    let (reuse, cached, forward_ms) =
+        if steered.is_some() { (false, 0, forward_ms + t_steer.elapsed().as_secs_f64() * 1e3) } else { (reuse, cached, forward_ms) };
     let t1 = Instant::now();
     let shape = &engine.bundle.shape;
     let n_sites = lens_model::run::sites::site_list(shape.n_layers, opts.subblocks).len();

@@ -295,8 +295,8 @@ pub enum OutcomeKind {
     Ran(Arc<RunResult>),
     /// A corpus run finished.
     Corpus(Arc<CorpusRun>),
-    /// An activation-patching sweep finished.
-    PatchSwept(Arc<lens_model::analyses::patch::PatchReport>),
+    /// An activation-patching sweep finished: its report and the corrupted prompt it ran on.
+    PatchSwept(Arc<lens_model::analyses::patch::PatchReport>, String),
     /// Greedy continuations: (steered, unsteered).
     Generated(String, String),
     /// A tuned lens is open (and used by the `tuned_lens` decoder): its folder.
@@ -676,7 +676,7 @@ fn patch_job(
     let against = if against.is_empty() { None } else { Some(one_token(engine, against, "token to measure against")?) };
     let opts = lens_model::analyses::patch::PatchOptions { kinds: vec![kind], target, against };
     let report = lens_model::analyses::patch::patch_sweep(engine, &clean_ids, &corrupt_ids, &opts, progress)?;
-    Ok(OutcomeKind::PatchSwept(Arc::new(report)))
+    Ok(OutcomeKind::PatchSwept(Arc::new(report), corrupt.to_string()))
 }
 
 /// Runs the lens on a prompt: the forward pass (reused, or run after the kept start of an edit),

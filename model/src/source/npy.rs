@@ -58,7 +58,8 @@ pub fn read_vector(path: &Path) -> Result<Vec<f32>> {
         other => return Err(bad(&format!("shape {other:?}; a steering vector is (d,) or (1, d)"))),
     };
     let data = bytes.get(start + hlen..).ok_or_else(|| bad("no data"))?;
-    if data.len() != n * width {
+    let want = n.checked_mul(width).ok_or_else(|| bad(&format!("shape ({n},) is too large")))?;
+    if data.len() != want {
         return Err(bad(&format!("{} data bytes for {n} values of {width} bytes (truncated?)", data.len())));
     }
     let v: Vec<f32> = if width == 4 {

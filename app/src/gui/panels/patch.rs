@@ -82,11 +82,13 @@ pub fn patch_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
 /// for the values, click to compare the app's run with that patched run.
 fn effect_grid(ui: &mut Ui, r: &PatchReport, state: &AppState, cmds: &mut Vec<AppCommand>) {
     let Some(g) = r.grids.first() else { return };
-    let against = r.against.as_ref().map_or_else(String::new, |a| format!(" − logit({:?})", a.decoded));
+    let metric = match &r.against {
+        Some(a) => format!("logit({:?}) − logit({:?})", r.target.decoded, a.decoded),
+        None => format!("log p({:?})", r.target.decoded),
+    };
     ui.label(format!(
-        "{}: logit({:?}){against} · clean {:.3}, corrupted {:.3} · normalised: 1 = clean restored, 0 = corrupted",
+        "{}: {metric} · clean {:.3}, corrupted {:.3} · normalised: 1 = clean restored, 0 = corrupted",
         g.kind.name(),
-        r.target.decoded,
         r.clean_metric,
         r.corrupt_metric
     ));
@@ -143,12 +145,14 @@ fn effect_grid(ui: &mut Ui, r: &PatchReport, state: &AppState, cmds: &mut Vec<Ap
         let n = g.normalized.get(site, col).copied().unwrap_or(f64::NAN);
         let tok = r.corrupt_tokens.get(col).map_or(String::new(), |t| t.text.clone());
         resp.clone().on_hover_text_at_pointer(format!(
-            "{} at position {col} ({tok}): {} = {e:.4} (normalised {n:.3})\\nClick: compare the prompt's run with this patched run",
+            "{} at position {col} ({tok}): {} = {e:.4} (normalised {n:.3})\nClick: compare the prompt's run with this patched run",
             g.sites.get(site).map_or("", String::as_str),
             r.metric
         ));
         if resp.clicked() {
-            let cell = PatchCell { corrupt: state.patch.corrupt.clone(), kind: g.kind, site, pos: col };
+            // The corrupted prompt that was swept (the box may have changed since).
+            let corrupt = if state.patch_corrupt.is_empty() { state.patch.corrupt.clone() } else { state.patch_corrupt.clone() };
+            let cell = PatchCell { corrupt, kind: g.kind, site, pos: col };
             cmds.push(AppCommand::SetCompare(Some(CompareWith::Patched(cell))));
         }
     }

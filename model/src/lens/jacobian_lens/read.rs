@@ -76,7 +76,8 @@ pub fn open(path: &Path) -> Result<JacobianLens> {
     let n_prompts = match (n_prompts, from_checkpoint) {
         (Some(n), _) if n > 0 => n as u64,
         (Some(0) | None, false) => 0,
-        (n, _) => {
+        (Some(n), false) => return Err(LensError::bad_file(path, format!("n_prompts is {n}; a J-lens is a mean over a number of prompts (0 or more)"))),
+        (n, true) => {
             return Err(LensError::bad_file(
                 path,
                 format!("a fit checkpoint whose prompt count (n_done) is {n:?}: its sums cannot be averaged (fit at least one prompt)"),
