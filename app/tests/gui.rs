@@ -1115,7 +1115,7 @@ static AVAILABLE_MEMORY_ENV: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn opening_a_checkpoint_that_auto_would_quantize_asks_first() {
     let _env = AVAILABLE_MEMORY_ENV.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     // A machine with almost no memory: `auto` picks int4 for any checkpoint (no other test of this
-    // file opens a checkpoint through `auto`).
+    // file opens a checkpoint through `auto` without holding AVAILABLE_MEMORY_ENV).
     // SAFETY: read only by `quant::available_memory`; every test of this file that reaches it
     // holds AVAILABLE_MEMORY_ENV, as this one does until it removes the variable.
     unsafe { std::env::set_var("LOGIT_LENS_AVAILABLE_MEMORY", "1000") };
@@ -1281,6 +1281,8 @@ fn export_while_comparing_writes_a_b_and_the_difference() {
 /// runs it against the logit lens.
 #[test]
 fn a_jacobian_lens_is_opened_greys_its_missing_rows_and_compares_in_the_app() {
+    // Models opened with --weights auto read the memory available (see AVAILABLE_MEMORY_ENV).
+    let _env = AVAILABLE_MEMORY_ENV.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     use lens_app::session::worker::CompareWith;
     use lens_model::lens::kernel::DecoderKind;
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
@@ -1335,6 +1337,8 @@ fn a_jacobian_lens_is_opened_greys_its_missing_rows_and_compares_in_the_app() {
 /// prediction there is A's).
 #[test]
 fn a_patching_sweep_runs_from_the_app_and_a_cell_opens_its_patched_run() {
+    // Models opened with --weights auto read the memory available (see AVAILABLE_MEMORY_ENV).
+    let _env = AVAILABLE_MEMORY_ENV.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     use lens_app::gui::state::PatchSettings;
     use lens_app::session::compare::PatchCell;
     use lens_app::session::worker::CompareWith;
@@ -1391,6 +1395,8 @@ fn a_patching_sweep_runs_from_the_app_and_a_cell_opens_its_patched_run() {
 /// turning it off runs unsteered again.
 #[test]
 fn steering_from_the_app_steers_the_runs_and_generates() {
+    // Models opened with --weights auto read the memory available (see AVAILABLE_MEMORY_ENV).
+    let _env = AVAILABLE_MEMORY_ENV.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     use lens_app::gui::state::SteerSettings;
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/demo-model");
     let opts = GuiOptions { model: Some(demo.clone()), device: Device::Cpu, ..GuiOptions::default() };
@@ -1410,9 +1416,9 @@ fn steering_from_the_app_steers_the_runs_and_generates() {
     h.state_mut().apply(AppCommand::Generate(6));
     step_until(&mut h, "the continuations", |a| a.state.steer_generated.is_some() && a.state.progress.is_none());
     let (steered, plain) = h.state().state.steer_generated.clone().unwrap();
-    // The same on an engine of our own.
+    // The same on an engine of our own, on the bundle the app opened.
     init_runtime(None).unwrap();
-    let dir = lens_model::run::resolve::resolve_model(Some(&demo), &Progress::default()).unwrap();
+    let dir = h.state().state.model.as_ref().unwrap().dir.clone();
     let mut engine = LensEngine::open(&dir, Device::Cpu, &Progress::default()).unwrap();
     let ids = engine.tokenize(prompt, false).unwrap();
     let st = lens_model::analyses::steer::steering_of(&mut engine, &s.spec().unwrap(), &Progress::default()).unwrap();
