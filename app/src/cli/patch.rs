@@ -72,21 +72,6 @@ fn prompt(text: &Option<String>, file: &Option<PathBuf>, what: &str) -> Result<S
     Ok(p)
 }
 
-/// One token of the model's vocabulary for `text`, or an error saying how it splits.
-fn one_token(engine: &lens_model::LensEngine, text: &str, flag: &str) -> Result<u32> {
-    if let Some(id) = engine.tokenizer.token_id(text) {
-        return Ok(id);
-    }
-    let parts = engine
-        .tokenizer
-        .encode_plain(text)
-        .map(|ids| engine.tokenizer.tokens(&ids).into_iter().map(|t| format!("{:?}", t.decoded)).collect::<Vec<_>>().join(" + "));
-    bail!(
-        "{flag} {text:?} is not a single token of this model ({}); give one token, e.g. with its leading space",
-        parts.unwrap_or_else(|| "it does not encode".into())
-    )
-}
-
 /// Runs `patch`.
 pub fn run(ort_lib: Option<&std::path::Path>, args: &PatchArgs) -> Result<()> {
     let clean_text = prompt(&args.prompt, &args.prompt_file, "clean")?;
@@ -108,8 +93,8 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &PatchArgs) -> Result<()> {
             corrupt_text
         );
     }
-    let target = one_token(&engine, &args.target, "--target")?;
-    let against = args.against.as_deref().map(|a| one_token(&engine, a, "--against")).transpose()?;
+    let target = crate::session::prompt::single_token(&engine, &args.target, "--target")?;
+    let against = args.against.as_deref().map(|a| crate::session::prompt::single_token(&engine, a, "--against")).transpose()?;
     let progress = super::stderr_progress();
     let report = patch_sweep(&mut engine, &clean, &corrupt, &PatchOptions { kinds, target, against }, &progress)?;
     let text = serde_json::to_string_pretty(&report)?;
@@ -176,7 +161,7 @@ fn draw(
             .flat_map(|&s| (0..report.corrupt_tokens.len()).map(move |p| (s, p)))
             .map(|(s, p)| g.normalized.get(s, p).copied().unwrap_or(f64::NAN))
             .collect();
-        let title = format!("Activation patching ({}): {}", g.kind.name(), metric_text(report));
+        let title = format!("Activation patching ({}): {}", g.kind.name(), report.metric_formula());
         let weights = if report.weights == "f32" { String::new() } else { format!(" · {} weights (approximate)", report.weights) };
         let subtitle = format!(
             "{} ({} layers) · clean {:.3}, corrupted {:.3} · normalised: 1 = clean restored, 0 = corrupted{weights}",
@@ -206,12 +191,4 @@ fn draw(
         eprintln!("wrote {}", path.display());
     }
     Ok(())
-}
-
-/// The metric as a formula: `logit(" Paris") − logit(" Rome")` or `log p(" Paris")`.
-pub fn metric_text(report: &lens_model::analyses::patch::PatchReport) -> String {
-    match &report.against {
-        Some(a) => format!("logit({:?}) − logit({:?})", report.target.decoded, a.decoded),
-        None => format!("log p({:?})", report.target.decoded),
-    }
 }

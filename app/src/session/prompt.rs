@@ -47,3 +47,19 @@ pub fn check_writable(path: &Path) -> Result<()> {
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }
+
+/// The one token of `engine`'s vocabulary that `text` is (e.g. `" Paris"`), or an error naming it
+/// as `what` (`--target`, `the target`) and saying how it splits.
+pub fn single_token(engine: &lens_model::LensEngine, text: &str, what: &str) -> Result<u32> {
+    if let Some(id) = engine.tokenizer.token_id(text) {
+        return Ok(id);
+    }
+    let parts = engine
+        .tokenizer
+        .encode_plain(text)
+        .map(|ids| engine.tokenizer.tokens(&ids).into_iter().map(|t| format!("{:?}", t.decoded)).collect::<Vec<_>>().join(" + "));
+    bail!(
+        "{what} {text:?} is not a single token of this model ({}); give one token, e.g. with its leading space",
+        parts.unwrap_or_else(|| "it does not encode".into())
+    )
+}

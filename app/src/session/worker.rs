@@ -647,18 +647,6 @@ fn corpus_job(st: &mut WorkerState, file: &std::path::Path, window: Option<usize
     Ok(OutcomeKind::Corpus(Arc::new(CorpusRun { label: format!("{name} · {}{weights}", report.decoder), report })))
 }
 
-/// One token of the model for `text`, or an error saying how it splits.
-fn one_token(engine: &LensEngine, text: &str, what: &str) -> anyhow::Result<u32> {
-    if let Some(id) = engine.tokenizer.token_id(text) {
-        return Ok(id);
-    }
-    let parts = engine
-        .tokenizer
-        .encode_plain(text)
-        .map(|ids| engine.tokenizer.tokens(&ids).into_iter().map(|t| format!("{:?}", t.decoded)).collect::<Vec<_>>().join(" + "));
-    anyhow::bail!("the {what} {text:?} is not a single token of this model ({}); give one token, e.g. with its leading space", parts.unwrap_or_default())
-}
-
 /// Runs an activation-patching sweep of the app's prompt (clean) into `corrupt`.
 fn patch_job(
     st: &mut WorkerState,
@@ -672,8 +660,8 @@ fn patch_job(
     let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
     let clean_ids = engine.tokenize(clean, false)?;
     let corrupt_ids = engine.tokenize(corrupt, false).map_err(|e| anyhow::anyhow!("the corrupted prompt: {e}"))?;
-    let target = one_token(engine, target, "target")?;
-    let against = if against.is_empty() { None } else { Some(one_token(engine, against, "token to measure against")?) };
+    let target = crate::session::prompt::single_token(engine, target, "the target")?;
+    let against = if against.is_empty() { None } else { Some(crate::session::prompt::single_token(engine, against, "the token to measure against")?) };
     let opts = lens_model::analyses::patch::PatchOptions { kinds: vec![kind], target, against };
     let report = lens_model::analyses::patch::patch_sweep(engine, &clean_ids, &corrupt_ids, &opts, progress)?;
     Ok(OutcomeKind::PatchSwept(Arc::new(report), corrupt.to_string()))

@@ -269,6 +269,14 @@ pub fn patch_sweep(engine: &mut LensEngine, clean_ids: &[u32], corrupt_ids: &[u3
 }
 
 impl PatchReport {
+    /// The metric as a formula: `logit(" Paris") − logit(" Rome")`, or `log p(" Paris")`.
+    pub fn metric_formula(&self) -> String {
+        match &self.against {
+            Some(a) => format!("logit({:?}) − logit({:?})", self.target.decoded, a.decoded),
+            None => format!("log p({:?})", self.target.decoded),
+        }
+    }
+
     /// Writes the report as `.npz`: per kind `K` of site `effect_K` and `normalized_K` `[S, P]`
     /// (float64, NaN where unknown) and `sites_K` `[S]`; `clean_tokens` / `corrupt_tokens` `[P]`
     /// (exact text), `clean_ids` / `corrupt_ids` `[P]`, and 0-d `metric`, `target`, `against`

@@ -82,10 +82,7 @@ pub fn patch_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
 /// for the values, click to compare the app's run with that patched run.
 fn effect_grid(ui: &mut Ui, r: &PatchReport, state: &AppState, cmds: &mut Vec<AppCommand>) {
     let Some(g) = r.grids.first() else { return };
-    let metric = match &r.against {
-        Some(a) => format!("logit({:?}) − logit({:?})", r.target.decoded, a.decoded),
-        None => format!("log p({:?})", r.target.decoded),
-    };
+    let metric = r.metric_formula();
     ui.label(format!(
         "{}: {metric} · clean {:.3}, corrupted {:.3} · normalised: 1 = clean restored, 0 = corrupted",
         g.kind.name(),
