@@ -13,7 +13,8 @@ mkdir -p "$DATA"
 [ -d "$DATA/gpt2" ] || target/release/make_random_gpt2 gpt2 "$DATA/gpt2" 1
 CLEAN="After the long day at work, when Mary and John went to the store, John gave a drink to"
 CORRUPT="After the long day at work, when Mary and John went to the store, Mary gave a drink to"
-"$B" convert "$DATA/gpt2" "$DATA/gpt2.bundle" >/dev/null 2>&1 || true
+rm -rf "$DATA/gpt2.bundle"
+"$B" convert "$DATA/gpt2" "$DATA/gpt2.bundle" >/dev/null
 for i in 1 2; do
   /usr/bin/time -f "ours (whole command) %e s %M KB" "$B" patch --model "$DATA/gpt2.bundle" --prompt "$CLEAN" --corrupt-prompt "$CORRUPT" \
     --target " Mary" --against " John" --json "$DATA/ours.json" 2>&1 | tail -2

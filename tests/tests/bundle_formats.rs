@@ -166,8 +166,9 @@ fn a_graph_whose_cache_lies_is_refused_at_open() {
     let (_hf, bundle) = common::make_bundle("kv-lie", &RandomGpt2::tiny(25));
     // Layer 0's attention reads the cached values as keys and the keys as values: the whole run
     // (an empty cache) is unchanged, a run on a cache is wrong.
-    edit_model(&bundle, |m| {
-        for node in &mut m.graph.as_mut().unwrap().node {
+    // The blocks are `If` branches: the edit walks them too.
+    fn swap_cache(nodes: &mut [lens_model::build::onnx::NodeProto]) {
+        for node in nodes {
             for input in &mut node.input {
                 *input = match input.as_str() {
                     "past_key_values.0.key" => "past_key_values.0.value".into(),
@@ -175,8 +176,14 @@ fn a_graph_whose_cache_lies_is_refused_at_open() {
                     other => other.into(),
                 };
             }
+            for attr in &mut node.attribute {
+                if let Some(g) = attr.g.as_mut() {
+                    swap_cache(&mut g.node);
+                }
+            }
         }
-    });
+    }
+    edit_model(&bundle, |m| swap_cache(&mut m.graph.as_mut().unwrap().node));
     let e = lens_model::LensEngine::open(&bundle, lens_model::run::runtime::Device::Cpu, &Progress::default()).unwrap_err().to_string();
     assert!(e.contains("inconsistent bundle") && e.contains("key/value cache"), "{e}");
 }

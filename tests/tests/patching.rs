@@ -57,6 +57,8 @@ fn patching_effects_match_transformers_hooks_for_every_family() {
         lens_model::build::convert::convert_hf_checkpoint(&src, &bundle, &Progress::default()).unwrap();
         let mut engine = common::open(&bundle);
         assert!(engine.bundle.patchable, "{case}: the lens graph takes a patch");
+        assert!(engine.bundle.startable, "{case}: the lens graph can start at a block");
+        skipping_equals_every_block(case, &mut engine, &ids(&exp["corrupt_ids"]));
         let (clean, corrupt) = (ids(&exp["clean_ids"]), ids(&exp["corrupt_ids"]));
         let (target, against) = (exp["target"].as_u64().unwrap() as u32, exp["against"].as_u64().unwrap() as u32);
         let opts = PatchOptions { kinds: PatchKind::ALL.to_vec(), target, against: Some(against) };
@@ -110,6 +112,51 @@ fn patching_effects_match_transformers_hooks_for_every_family() {
         }
     }
     eprintln!("worst relative difference from transformers: {worst:e}");
+}
+
+/// Largest absolute difference of two arrays of one shape.
+fn gap(a: &ndarray::Array2<f32>, b: &ndarray::Array2<f32>) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max)
+}
+
+/// A patched run that starts at the block after the site (and at the patched position, on the
+/// cache) gives every hook of every layer as the run of every block over the whole prompt does;
+/// the sweep's last-residual-only run gives that run's last row.
+fn skipping_equals_every_block(case: &str, engine: &mut lens_model::LensEngine, ids_: &[u32]) {
+    let base = engine.trace_for_patching(ids_, &Progress::default()).unwrap();
+    let plain = engine.trace(ids_).unwrap();
+    let n_layers = engine.bundle.shape.n_layers;
+    let d = engine.bundle.shape.d_model;
+    let value: Vec<f32> = (0..d).map(|i| (i as f32 * 0.29).cos()).collect();
+    let last = ids_.len() - 1;
+    let sequential = engine.bundle.has_resid_mid;
+    let mut sites = vec![SiteKind::Embed, SiteKind::Block(0), SiteKind::Block(n_layers - 1)];
+    if sequential {
+        sites.extend([SiteKind::Attn(0), SiteKind::Attn(n_layers - 1)]);
+    }
+    for site in sites {
+        for p in [0, last / 2, last] {
+            let patch = Patch { site, rows: PatchRows::One(p), value: value.clone() };
+            let skipped = engine.run_patched(&base, ids_, &patch, &Progress::default()).unwrap();
+            let full = engine.run_patched_every_block(&plain, ids_, &patch, &Progress::default()).unwrap();
+            let mut worst = gap(&skipped.embed, &full.embed);
+            for l in 0..n_layers {
+                for (a, b) in [
+                    (&skipped.resid_mid, &full.resid_mid),
+                    (&skipped.resid_post, &full.resid_post),
+                    (&skipped.attn_out, &full.attn_out),
+                    (&skipped.mlp_out, &full.mlp_out),
+                ] {
+                    worst = worst.max(gap(&a[l], &b[l]));
+                }
+            }
+            assert!(worst < 1e-4, "{case} {site:?} at {p}: skipping and every block differ by {worst}");
+            assert_eq!(skipped.site(site).unwrap().row(p).to_vec(), value, "{case} {site:?} at {p}: the patched row");
+            let only = engine.patched_final_resid(&base, ids_, &patch, &Progress::default()).unwrap();
+            assert_eq!(only, skipped.final_resid().unwrap().row(last).to_vec(), "{case} {site:?} at {p}: the last residual alone");
+        }
+    }
 }
 
 #[test]

@@ -129,11 +129,19 @@ pub struct PatchReport {
 /// with `against`, only the two logits are computed (final norm, two rows of W_U, bias, cap);
 /// `log p(target)` needs them all.
 fn metric_at(engine: &LensEngine, trace: &ResidualTrace, p: usize, target: u32, against: Option<u32>) -> Result<f64> {
-    let Some(a) = against else { return metric(&engine.final_logits(trace, p)?, target, None) };
     let last = trace.final_resid().ok_or_else(|| LensError::invalid("internal: the trace has no layers"))?;
+    if p >= trace.n_pos {
+        return Err(LensError::invalid(format!("internal: position {p} is past the trace's {}", trace.n_pos)));
+    }
     let row = last.row(p);
     let row = row.as_slice().ok_or_else(|| LensError::invalid("internal: a residual row is not contiguous"))?;
+    metric_of(engine, row, target, against)
+}
+
+/// The metric of one last residual `row` [d_model] (see [`metric_at`]).
+fn metric_of(engine: &LensEngine, row: &[f32], target: u32, against: Option<u32>) -> Result<f64> {
     let dec = &engine.decoder;
+    let Some(a) = against else { return metric(&dec.decode_full(row), target, None) };
     let mut prepared = vec![0f32; dec.d_model];
     dec.prepare_row(row, &mut prepared);
     Ok(f64::from(dec.logit(&prepared, target)) - f64::from(dec.logit(&prepared, a)))
@@ -235,8 +243,8 @@ pub fn patch_sweep(engine: &mut LensEngine, clean_ids: &[u32], corrupt_ids: &[u3
                 progress.check()?;
                 progress.report(&format!("patching {} sites", kind.name()), runs as f32 / total.max(1) as f32);
                 let patch = patch_of(kind, s, p, sequential, &clean, &corrupt)?;
-                let patched = engine.run_patched(&corrupt, corrupt_ids, &patch, progress)?;
-                *cell = metric_at(engine, &patched, last, opts.target, opts.against)?;
+                let patched = engine.patched_final_resid(&corrupt, corrupt_ids, &patch, progress)?;
+                *cell = metric_of(engine, &patched, opts.target, opts.against)?;
                 runs += 1;
             }
         }

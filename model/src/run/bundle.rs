@@ -77,6 +77,10 @@ pub struct Bundle {
     /// residual site's rows replaced, for activation patching and steering. Bundles converted
     /// before it existed have none.
     pub patchable: bool,
+    /// The lens graph can start at a block ([`crate::build::graph::START_LAYER`],
+    /// [`crate::build::graph::START_RESID`]): a patched run skips the blocks before the site.
+    /// Bundles converted before it existed run every block.
+    pub startable: bool,
     /// sha256 of the weights, when the bundle records it.
     pub weights_sha256: Option<String>,
     /// The forward graph's weight format (`lens.weights`; f32 in bundles that do not say).
@@ -278,6 +282,7 @@ struct GraphFacts {
     logits_in_graph: bool,
     kv_cache: Option<KvCacheShape>,
     patchable: bool,
+    startable: bool,
 }
 
 impl GraphFacts {
@@ -328,7 +333,8 @@ impl GraphFacts {
 
         let inputs: std::collections::BTreeSet<&str> = graph.input.iter().filter_map(|i| i.name.as_deref()).collect();
         let patchable = [crate::build::graph::PATCH_SITE, crate::build::graph::PATCH_ROW, crate::build::graph::PATCH_VALUE].iter().all(|n| inputs.contains(n));
-        Ok(Self { has_resid_mid, has_subblock_outputs, logits_in_graph, kv_cache, patchable })
+        let startable = patchable && [crate::build::graph::START_LAYER, crate::build::graph::START_RESID].iter().all(|n| inputs.contains(n));
+        Ok(Self { has_resid_mid, has_subblock_outputs, logits_in_graph, kv_cache, patchable, startable })
     }
 }
 
@@ -426,6 +432,7 @@ impl Bundle {
             last_block,
             kv_cache: facts.kv_cache,
             patchable: facts.patchable,
+            startable: facts.startable,
             weights_sha256: metadata.get(meta_keys::WEIGHTS_SHA256).cloned(),
             weights: head.weights,
             logits_in_graph: facts.logits_in_graph,

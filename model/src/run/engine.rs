@@ -437,6 +437,18 @@ impl LensEngine {
         run_trace_patched(&mut self.session, &self.bundle, base, ids, patch, progress)
     }
 
+    /// [`LensEngine::run_patched`] running every block before the site too (the reference the
+    /// skipping run is tested against).
+    pub fn run_patched_every_block(&mut self, base: &ResidualTrace, ids: &[u32], patch: &Patch, progress: &Progress) -> Result<ResidualTrace> {
+        crate::run::patched::run_trace_patched_every_block(&mut self.session, &self.bundle, base, ids, patch, progress)
+    }
+
+    /// The last residual at the last position of `ids` with `patch` applied
+    /// ([`LensEngine::run_patched`]'s, computing nothing else) // [d_model]
+    pub fn patched_final_resid(&mut self, base: &ResidualTrace, ids: &[u32], patch: &Patch, progress: &Progress) -> Result<Vec<f32>> {
+        crate::run::patched::final_resid_patched(&mut self.session, &self.bundle, base, ids, patch, progress)
+    }
+
     /// The model's own logits at position `p` of `trace`, from its last residual (final norm,
     /// W_U, its bias and the soft cap, in the decoder's arithmetic) // [d_vocab]
     pub fn final_logits(&self, trace: &ResidualTrace, p: usize) -> Result<Vec<f32>> {

@@ -10,6 +10,8 @@ use crate::lens::kernel::DecoderKind;
 use crate::run::bundle::{Bundle, KvCacheShape};
 use crate::run::sites::SiteKind;
 
+pub use crate::run::patched::{Patch, PatchRows, patch_site_of, run_trace_patched};
+
 /// Hook tensors of one forward pass, each `[pos, d_model]`, plus the model's own top-1.
 #[derive(Debug, Clone)]
 pub struct ResidualTrace {
@@ -103,7 +105,7 @@ impl ResidualTrace {
 
     /// The first `p` positions of this trace followed by `tail`, the trace of the next positions
     /// run on its cache (`tail.kv`, when it has one, holds every position). One copy of the prefix.
-    fn joined(&self, p: usize, tail: Self) -> Result<Self> {
+    pub(super) fn joined(&self, p: usize, tail: Self) -> Result<Self> {
         if p == 0 || p > self.n_pos {
             return Err(LensError::invalid(format!("internal: a trace of {} positions has no prefix of {p}", self.n_pos)));
         }
@@ -139,12 +141,12 @@ impl ResidualTrace {
 }
 
 /// Moves one output out of ORT's outputs.
-fn take_output(outputs: &mut ort::session::SessionOutputs<'_>, name: &str) -> Result<ort::value::DynValue> {
+pub(super) fn take_output(outputs: &mut ort::session::SessionOutputs<'_>, name: &str) -> Result<ort::value::DynValue> {
     outputs.remove(name).ok_or_else(|| LensError::Runtime(format!("the model did not return output {name}")))
 }
 
 /// The data of an output of shape `[1, n_pos, width]` with finite values only.
-fn checked<'v>(value: &'v ort::value::DynValue, name: &str, n_pos: usize, width: usize) -> Result<&'v [f32]> {
+pub(super) fn checked<'v>(value: &'v ort::value::DynValue, name: &str, n_pos: usize, width: usize) -> Result<&'v [f32]> {
     let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| LensError::Runtime(format!("output {name}: {e}")))?;
     let dims: Vec<i64> = shape.iter().copied().collect();
     if dims != [1, n_pos as i64, width as i64] {
@@ -219,7 +221,7 @@ pub fn run_trace_after(session: &mut Session, bundle: &Bundle, prev: &ResidualTr
 }
 
 /// Checks `ids` (run after `past` positions) against the model's context and vocabulary.
-fn check_ids(bundle: &Bundle, ids: &[u32], past: usize) -> Result<()> {
+pub(super) fn check_ids(bundle: &Bundle, ids: &[u32], past: usize) -> Result<()> {
     let shape = &bundle.shape;
     let n_pos = past + ids.len();
     if ids.is_empty() {
@@ -240,12 +242,32 @@ pub(crate) fn run_cancellable<T>(progress: &Progress, f: impl FnOnce(&ort::sessi
     progress.check()?;
     let options = std::sync::Arc::new(ort::session::RunOptions::new()?);
     let terminate = std::sync::Arc::clone(&options);
-    let run = progress.with_cancel_hook(
-        Box::new(move || {
-            let _ = terminate.terminate();
-        }),
-        || f(&options),
-    );
+    finish_cancellable(progress, progress.with_cancel_hook(Box::new(move || drop(terminate.terminate())), || f(&options)))
+}
+
+/// Run options with selected outputs, shared with the cancel hook.
+struct SelectedOptions(ort::session::RunOptions<ort::session::HasSelectedOutputs>);
+
+// SAFETY: `ort` withholds `Sync` from run options with selected outputs because a pre-allocated
+// output could then be written from two threads. These select outputs without pre-allocating
+// any, and the only call made from another thread is `terminate`, which ONNX Runtime documents as
+// safe to call while the run is in progress (`RunOptionsSetTerminate`).
+unsafe impl Sync for SelectedOptions {}
+
+/// [`run_cancellable`] computing only the outputs `options` select (none pre-allocated).
+pub(crate) fn run_cancellable_selected<T>(
+    progress: &Progress,
+    options: ort::session::RunOptions<ort::session::HasSelectedOutputs>,
+    f: impl FnOnce(&ort::session::RunOptions<ort::session::HasSelectedOutputs>) -> Result<T>,
+) -> Result<T> {
+    progress.check()?;
+    let options = std::sync::Arc::new(SelectedOptions(options));
+    let terminate = std::sync::Arc::clone(&options);
+    finish_cancellable(progress, progress.with_cancel_hook(Box::new(move || drop(terminate.0.terminate())), || f(&options.0)))
+}
+
+/// A run that failed after a cancel is [`LensError::Cancelled`].
+fn finish_cancellable<T>(progress: &Progress, run: Result<T>) -> Result<T> {
     match run {
         Err(_) if progress.is_cancelled() => Err(LensError::Cancelled),
         other => other,
@@ -254,7 +276,7 @@ pub(crate) fn run_cancellable<T>(progress: &Progress, f: impl FnOnce(&ort::sessi
 
 /// Every hook of one run's outputs, derived where the graph does not output it.
 /// `past`: cached positions before these `n_pos`; `keep_kv`: read the cache of all of them.
-fn collect(
+pub(super) fn collect(
     outputs: &mut ort::session::SessionOutputs<'_>,
     bundle: &Bundle,
     n_pos: usize,
@@ -332,101 +354,4 @@ fn collect(
         _ => None,
     };
     Ok(ResidualTrace { n_pos, embed, resid_mid, resid_post, attn_out, mlp_out, logits_top1, logits, kv, decoded: DecodedCache::default() })
-}
-
-/// A residual site's rows replaced in one forward pass (activation patching, steering).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Patch {
-    /// The site: the embeddings, a `resid_mid` (sequential blocks) or a `resid_post`.
-    pub site: SiteKind,
-    /// Which rows.
-    pub rows: PatchRows,
-    /// The replacement: one row `[d_model]` for [`PatchRows::One`], every row `[pos · d_model]`
-    /// for [`PatchRows::All`].
-    pub value: Vec<f32>,
-}
-
-/// The rows a [`Patch`] replaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PatchRows {
-    /// The row of one position.
-    One(usize),
-    /// Every row.
-    All,
-}
-
-/// The lens graph's number of a residual site ([`crate::build::graph::PATCH_SITE`]): `0` the
-/// embeddings, `2l + 1` layer `l`'s `resid_mid`, `2l + 2` its `resid_post`.
-pub fn patch_site_of(site: SiteKind) -> usize {
-    match site {
-        SiteKind::Embed => 0,
-        SiteKind::Attn(l) => 2 * l + 1,
-        SiteKind::Block(l) => 2 * l + 2,
-    }
-}
-
-/// The trace of `ids` with `patch` applied, every other activation computed as the model does.
-/// `base` is the unpatched trace of the same `ids`: a patch at position `p` runs only positions
-/// `p…` on `base`'s key/value cache of the positions before it (which the patch cannot change),
-/// when the bundle and `base` have one; otherwise, and for [`PatchRows::All`], the whole prompt.
-pub fn run_trace_patched(
-    session: &mut Session,
-    bundle: &Bundle,
-    base: &ResidualTrace,
-    ids: &[u32],
-    patch: &Patch,
-    progress: &Progress,
-) -> Result<ResidualTrace> {
-    use crate::build::graph::{PATCH_ROW, PATCH_SITE, PATCH_VALUE};
-    if !bundle.patchable {
-        return Err(LensError::invalid(
-            "this bundle was converted before activation patching existed: convert it again (a model from a Hugging Face folder or the hub is converted again automatically)",
-        ));
-    }
-    let d = bundle.shape.d_model;
-    if base.n_pos != ids.len() {
-        return Err(LensError::invalid("internal: the unpatched trace is not of these tokens"));
-    }
-    let site = patch_site_of(patch.site);
-    let valid_site = match patch.site {
-        SiteKind::Embed => true,
-        SiteKind::Attn(l) => l < bundle.shape.n_layers && bundle.residual == crate::build::spec::Residual::Sequential,
-        SiteKind::Block(l) => l < bundle.shape.n_layers,
-    };
-    if !valid_site {
-        return Err(LensError::invalid(format!("internal: the lens graph has no residual site {}", patch.site.label())));
-    }
-    let (start, row, value_rows) = match patch.rows {
-        PatchRows::One(p) if p >= ids.len() => return Err(LensError::invalid(format!("position {p} is past the prompt's {} tokens", ids.len()))),
-        PatchRows::One(p) if p > 0 && bundle.kv_cache.is_some() && base.kv.as_ref().is_some_and(|kv| kv.n_pos == base.n_pos) => (p, 0i64, 1usize),
-        PatchRows::One(p) => (0, p as i64, 1),
-        PatchRows::All => (0, -2, ids.len()),
-    };
-    if patch.value.len() != value_rows * d || patch.value.iter().any(|v| !v.is_finite()) {
-        return Err(LensError::invalid(format!("a patch needs {value_rows} finite rows of {d} values, it has {} values", patch.value.len())));
-    }
-    check_ids(bundle, ids, 0)?;
-    let tail_ids = ids.get(start..).unwrap_or_default();
-    let input: Vec<i64> = tail_ids.iter().map(|&i| i64::from(i)).collect();
-    let mut inputs: Vec<(String, ort::session::SessionInputValue<'static>)> = vec![
-        ("input_ids".into(), Tensor::from_array(([1usize, tail_ids.len()], input))?.into()),
-        (PATCH_SITE.into(), Tensor::from_array((Vec::<usize>::new(), vec![site as i64]))?.into()),
-        (PATCH_ROW.into(), Tensor::from_array((Vec::<usize>::new(), vec![row]))?.into()),
-        (PATCH_VALUE.into(), Tensor::from_array(([1usize, value_rows, d], patch.value.clone()))?.into()),
-    ];
-    if start > 0 {
-        let (Some(shape), Some(kv)) = (bundle.kv_cache, base.kv.as_ref()) else {
-            return Err(LensError::invalid("internal: a patch after cached positions needs the key/value cache"));
-        };
-        for (l, pair) in kv.prefix(start)?.layers.into_iter().enumerate() {
-            for (kind, data) in ["key", "value"].into_iter().zip(pair) {
-                inputs.push((past_name(l, kind), Tensor::from_array(([1usize, shape.n_kv_heads, start, shape.d_head], data))?.into()));
-            }
-        }
-    }
-    let tail = run_cancellable(progress, |options| {
-        let mut outputs = session.run_with_options(inputs, options)?;
-        collect(&mut outputs, bundle, tail_ids.len(), start, false, false)
-    })?;
-    if start > 0 { base.joined(start, tail) } else { Ok(tail) }
 }

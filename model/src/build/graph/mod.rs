@@ -7,6 +7,9 @@
 //! under [`crate::build::arch`] with the shared ops of [`ops`].
 
 pub mod ops;
+mod skip;
+
+pub use skip::{START_LAYER, START_RESID};
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -211,10 +214,15 @@ impl Builder {
 /// The opsets a graph of `nodes` imports: ONNX 17, and `com.microsoft` 1 where a node uses it.
 fn opset_imports(nodes: &[NodeProto]) -> Vec<OperatorSetIdProto> {
     let mut opsets = vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(17) }];
-    if nodes.iter().any(|n| n.domain.as_deref() == Some(MS_DOMAIN)) {
+    if uses_domain(nodes, MS_DOMAIN) {
         opsets.push(OperatorSetIdProto { domain: Some(MS_DOMAIN.into()), version: Some(1) });
     }
     opsets
+}
+
+/// Whether a node of `nodes`, or of a subgraph of theirs (an `If`'s branches), is of `domain`.
+fn uses_domain(nodes: &[NodeProto], domain: &str) -> bool {
+    nodes.iter().any(|n| n.domain.as_deref() == Some(domain) || n.attribute.iter().filter_map(|a| a.g.as_ref()).any(|g| uses_domain(&g.node, domain)))
 }
 
 fn external_init(t: &ExternalTensor, data_file: &str) -> TensorProto {
@@ -297,6 +305,8 @@ pub struct GraphCtx<'a> {
     pub attn_shape: String,
     /// The patch inputs' row selection `[1, pos, 1]` (bool), when the graph takes a patch.
     patch_rows: Option<String>,
+    /// Nodes are being written into a skippable block's branch ([`skip`]).
+    in_branch: bool,
 }
 
 impl<'a> GraphCtx<'a> {
@@ -347,6 +357,7 @@ impl<'a> GraphCtx<'a> {
             kv_heads_shape,
             attn_shape,
             patch_rows: None,
+            in_branch: false,
         }
     }
 
@@ -427,7 +438,13 @@ impl<'a> GraphCtx<'a> {
     /// The output name of hook `blocks.{l}.hook_{hook}` in the main graph; `None` (a fresh name)
     /// in the last-block graph. The node that computes the hook writes it directly (no copy).
     pub fn hook(&self, l: usize, hook: &str) -> Option<String> {
-        self.name_hooks.then(|| hook_name(l, hook))
+        self.name_hooks.then(|| self.scoped(hook_name(l, hook)))
+    }
+
+    /// `name` as a node inside a skippable block's branch writes it (see [`skip`]): the `If`
+    /// around the block outputs `name` itself.
+    pub fn scoped(&self, name: String) -> String {
+        if self.in_branch { format!("{name}{}", skip::INNER_SUFFIX) } else { name }
     }
 
     /// The boolean mask `[pos, keys]`, true where attention is not allowed: the future, and with
@@ -541,14 +558,17 @@ pub fn build_lens_model(
     metadata: &[(String, String)],
 ) -> Result<ModelProto> {
     let mut g = GraphCtx::new(arch, weights, "input_ids", true, arch.shape.n_layers > 0);
-    let patch_inputs = g.enable_patch("input_ids");
+    let mut patch_inputs = g.enable_patch("input_ids");
+    patch_inputs.extend(g.enable_start());
     let x0 = ops::embed(&mut g, "input_ids");
+    let x0 = g.start_or(&x0);
     let mut x = g.residual_site(0, "Identity", &[&x0], Some(&hook_name(0, "resid_pre")));
+    g.shared_tables();
     for l in 0..arch.shape.n_layers {
         if l > 0 {
             x = g.b.op("Identity", &[&x], Some(&hook_name(l, "resid_pre")), vec![]);
         }
-        x = block(&mut g, l, &x).resid_post;
+        x = g.skippable_block(block, l, &x);
     }
     // An f16 unembedding (a quantized bundle's) is not multiplied by here: a Cast of it would be
     // folded into a second, f32 copy. The lens kernel reads it and is the model's head.

@@ -194,7 +194,8 @@ fn cached(g: &mut GraphCtx<'_>, l: usize, kind: &str, x: &str) -> String {
         return x.to_string();
     }
     let past = past_name(l, kind);
-    g.b.op("Concat", &[&past, x], Some(&present_name(l, kind)), vec![attr_int("axis", 2)])
+    let present = g.scoped(present_name(l, kind));
+    g.b.op("Concat", &[&past, x], Some(&present), vec![attr_int("axis", 2)])
 }
 
 /// Multi-head attention of layer `l` on the normalised input `x` `[batch, pos, d_model]`:

@@ -1,0 +1,115 @@
+//! Skippable blocks: the lens graph can start at any block.
+//!
+//! Each block of the lens graph is the `then` branch of an ONNX `If` that runs it when its layer
+//! is at or after [`START_LAYER`] (always, by default); the `else` branch passes the residual and
+//! the cached keys and values through. The residual entering the first block that runs is
+//! [`START_RESID`] (the embeddings when the graph starts at block 0). A patched run starts at the
+//! block after the patch site: it recomputes only what the patch changes.
+
+use super::{
+    BlockFn, DT_FLOAT, DT_INT64, GraphCtx, GraphProto, TensorProto, TypeProto, ValueInfoProto, hook_name, hooks_of, past_name, present_name, type_proto,
+    value_info,
+};
+use crate::build::onnx::{AttributeProto, attribute_proto};
+
+/// The lens graph's input: the first block that runs (int64 scalar; `0`, the default, every
+/// block). The blocks before it are skipped: their hooks and caches are not computed (they
+/// output their input residual and cache), and the residual entering it is [`START_RESID`].
+pub const START_LAYER: &str = "start_layer";
+/// The lens graph's input: the residual entering block [`START_LAYER`] when that is after block 0,
+/// `[1, pos, d_model]` (default: one zero vector, unused).
+pub const START_RESID: &str = "start_resid";
+
+/// What a block's nodes inside its branch add to the hook and cache names they write.
+pub(super) const INNER_SUFFIX: &str = "/in_block";
+
+/// A value of the branch's outputs: an f32 tensor of any shape.
+fn branch_output(name: &str) -> ValueInfoProto {
+    ValueInfoProto {
+        name: Some(name.into()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: Some(DT_FLOAT), shape: None })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A graph attribute (an `If`'s branch).
+fn attr_graph(name: &str, g: GraphProto) -> AttributeProto {
+    AttributeProto { name: Some(name.into()), r#type: Some(attribute_proto::AttributeType::Graph as i32), g: Some(g), ..Default::default() }
+}
+
+impl GraphCtx<'_> {
+    /// Makes this graph take [`START_LAYER`] and [`START_RESID`] (defaults: start at block 0) and
+    /// returns their input descriptions.
+    pub(super) fn enable_start(&mut self) -> Vec<ValueInfoProto> {
+        let d = self.arch.shape.d_model;
+        for (name, dims, data_type, raw) in
+            [(START_LAYER, vec![], DT_INT64, 0i64.to_le_bytes().to_vec()), (START_RESID, vec![1, 1, d as i64], DT_FLOAT, vec![0u8; d * 4])]
+        {
+            self.b.inits.push(TensorProto { name: Some(name.into()), dims, data_type: Some(data_type), raw_data: Some(raw), ..Default::default() });
+        }
+        vec![value_info(START_LAYER, DT_INT64, &[]), value_info(START_RESID, DT_FLOAT, &[Ok(1), Err("start_rows"), Ok(d)])]
+    }
+
+    /// `x0` (the embeddings) where the graph starts at block 0, else [`START_RESID`].
+    pub(super) fn start_or(&mut self, x0: &str) -> String {
+        let zero = self.b.const_i64("start_zero", &[], &[0]);
+        let later = self.b.op("Less", &[&zero, START_LAYER], None, vec![]);
+        self.b.op("Where", &[&later, START_RESID, x0], None, vec![])
+    }
+
+    /// Builds the per-sequence tables the blocks read (masks, rotary tables) in the main graph,
+    /// where every block's branch sees them.
+    pub(super) fn shared_tables(&mut self) {
+        for l in 0..self.arch.shape.n_layers {
+            self.mask(self.arch.windows.get(l).copied().flatten());
+            let _ = self.rope(l);
+        }
+    }
+
+    /// Block `l` on the residual `x`, run when `l` ≥ [`START_LAYER`] and skipped before; its
+    /// hooks and cache outputs carry their usual names. Returns its `resid_post`.
+    pub(super) fn skippable_block(&mut self, block: BlockFn, l: usize, x: &str) -> String {
+        let mark = self.b.nodes.len();
+        self.in_branch = true;
+        let _ = block(self, l, x);
+        self.in_branch = false;
+        let body = self.b.nodes.split_off(mark);
+        // (name outside, name inside, what a skipped block outputs)
+        let mut outs: Vec<(String, String, String)> = hooks_of(self.arch.residual)
+            .iter()
+            .filter(|h| **h != "resid_pre")
+            .map(|h| {
+                let outer = hook_name(l, h);
+                (outer.clone(), format!("{outer}{INNER_SUFFIX}"), x.to_string())
+            })
+            .collect();
+        if self.cache {
+            for kind in ["key", "value"] {
+                let outer = present_name(l, kind);
+                outs.push((outer.clone(), format!("{outer}{INNER_SUFFIX}"), past_name(l, kind)));
+            }
+        }
+        let then_branch = GraphProto {
+            name: Some(format!("block_{l}")),
+            node: body,
+            output: outs.iter().map(|(_, inner, _)| branch_output(inner)).collect(),
+            ..Default::default()
+        };
+        let mut skipped = super::Builder::default();
+        let mut skipped_outputs = Vec::with_capacity(outs.len());
+        for (outer, _, source) in &outs {
+            let name = format!("{outer}/skipped");
+            skipped.op("Identity", &[source], Some(&name), vec![]);
+            skipped_outputs.push(branch_output(&name));
+        }
+        let else_branch = GraphProto { name: Some(format!("skip_block_{l}")), node: skipped.nodes, output: skipped_outputs, ..Default::default() };
+        let id = self.b.const_i64("layer_id", &[], &[l as i64]);
+        let runs = self.b.op("LessOrEqual", &[START_LAYER, &id], None, vec![]);
+        let outer: Vec<String> = outs.iter().map(|(o, _, _)| o.clone()).collect();
+        self.b.push("If", &[&runs], outer, vec![attr_graph("then_branch", then_branch), attr_graph("else_branch", else_branch)]);
+        hook_name(l, "resid_post")
+    }
+}
