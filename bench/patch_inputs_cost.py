@@ -3,10 +3,11 @@
 Writes a copy of a bundle's lens graph without it -- every block's `If` replaced by its `then`
 branch (outputs renamed to the hook names), the patch `Where`s by their unpatched input, the
 start `Where` by the embeddings -- and times ONNX Runtime's CPU provider on both graphs,
-alternating, with the session options the app uses (no arena, no pre-packing), best of 5 per
+alternating, with the session options the app uses (no arena, no pre-packing but for --prepack), best of 5 per
 session, 5 rounds, medians compared. Both graphs' hooks are checked equal first.
 
-Usage: python bench/patch_inputs_cost.py BUNDLE [TOKENS]   (needs numpy, onnx, onnxruntime)
+Usage: python bench/patch_inputs_cost.py BUNDLE [TOKENS] [--prepack]  (--prepack: the weights pre-packed,
+as the app runs int4 bundles)   (needs numpy, onnx, onnxruntime)
 """
 
 import os
@@ -41,16 +42,21 @@ def inline_blocks(graph):
     graph.node.extend(nodes)
 
 
+PREPACK = "--prepack" in sys.argv
+
+
 def session(path):
     so = ort.SessionOptions()
     so.enable_cpu_mem_arena = False
-    so.add_session_config_entry("session.disable_prepacking", "1")
+    if not PREPACK:
+        so.add_session_config_entry("session.disable_prepacking", "1")
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
 def main():
-    bundle = sys.argv[1]
-    tokens = int(sys.argv[2]) if len(sys.argv) > 2 else 256
+    args = [a for a in sys.argv[1:] if a != "--prepack"]
+    bundle = args[0]
+    tokens = int(args[1]) if len(args) > 1 else 256
     ort.set_default_logger_severity(3)
     src = os.path.join(bundle, "model.onnx")
     plain = os.path.join(bundle, "bench_without_patching.onnx")

@@ -155,6 +155,9 @@ fn skipping_equals_every_block(case: &str, engine: &mut lens_model::LensEngine, 
             assert_eq!(skipped.site(site).unwrap().row(p).to_vec(), value, "{case} {site:?} at {p}: the patched row");
             let only = engine.patched_final_resid(&base, ids_, &patch, &Progress::default()).unwrap();
             assert_eq!(only, skipped.final_resid().unwrap().row(last).to_vec(), "{case} {site:?} at {p}: the last residual alone");
+            let every = full.final_resid().unwrap().row(last).to_vec();
+            let off = only.iter().zip(&every).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(off < 1e-4, "{case} {site:?} at {p}: the last residual alone and every block differ by {off}");
         }
     }
 }
@@ -275,4 +278,59 @@ fn steering_matches_a_transformers_hook() {
     assert!(e.to_string().contains("model's width"), "{e}");
     let e = lens_model::source::npy::read_vector(&fixtures().join("patching/gpt2.json")).unwrap_err().to_string();
     assert!(e.contains("not a NumPy vector file"), "{e}");
+}
+
+/// A bundle converted before the graph could start at a block (no `start_layer`, `start_resid`,
+/// `with_logits` inputs: they become constants) runs every block and gives the same patched runs,
+/// one row or every row (steering's shape), and the same sweep.
+#[test]
+fn a_bundle_that_cannot_skip_blocks_patches_the_same() {
+    use lens_model::build::onnx::ModelProto;
+    use prost::Message;
+    let src = fixtures().join("families/gemma2_f32");
+    let new = unique_temp_dir("patch-startable");
+    lens_model::build::convert::convert_hf_checkpoint(&src, &new, &Progress::default()).unwrap();
+    let old = unique_temp_dir("patch-not-startable");
+    lens_model::build::convert::convert_hf_checkpoint(&src, &old, &Progress::default()).unwrap();
+    let path = old.join("model.onnx");
+    let mut m = ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
+    m.graph.as_mut().unwrap().input.retain(|i| !["start_layer", "start_resid", "with_logits"].contains(&i.name.as_deref().unwrap()));
+    std::fs::write(&path, m.encode_to_vec()).unwrap();
+    let mut a = common::open(&new);
+    let mut b = common::open(&old);
+    assert!(a.bundle.startable && a.bundle.logits_optional);
+    assert!(b.bundle.patchable && !b.bundle.startable && !b.bundle.logits_optional);
+    let ids_: Vec<u32> = vec![3, 17, 29, 5, 11, 40];
+    let d = a.bundle.shape.d_model;
+    let (base_a, base_b) = (a.trace_for_patching(&ids_, &Progress::default()).unwrap(), b.trace_for_patching(&ids_, &Progress::default()).unwrap());
+    let value: Vec<f32> = (0..d).map(|i| (i as f32 * 0.13).sin()).collect();
+    let every: Vec<f32> = (0..ids_.len() * d).map(|i| (i as f32 * 0.07).cos()).collect();
+    for (site, rows, v) in [
+        (SiteKind::Block(0), PatchRows::One(2), &value),
+        (SiteKind::Attn(1), PatchRows::One(4), &value),
+        (SiteKind::Block(1), PatchRows::All, &every),
+        (SiteKind::Block(0), PatchRows::All, &every),
+    ] {
+        let patch = Patch { site, rows, value: v.clone() };
+        let (x, y) =
+            (a.run_patched(&base_a, &ids_, &patch, &Progress::default()).unwrap(), b.run_patched(&base_b, &ids_, &patch, &Progress::default()).unwrap());
+        let mut worst = gap(&x.embed, &y.embed);
+        for l in 0..a.bundle.shape.n_layers {
+            for (p, q) in [(&x.resid_mid, &y.resid_mid), (&x.resid_post, &y.resid_post), (&x.attn_out, &y.attn_out), (&x.mlp_out, &y.mlp_out)] {
+                worst = worst.max(gap(&p[l], &q[l]));
+            }
+        }
+        assert!(worst < 1e-4, "{site:?} {rows:?}: a bundle that skips and one that cannot differ by {worst}");
+        let only_b = b.patched_final_resid(&base_b, &ids_, &patch, &Progress::default()).unwrap();
+        assert_eq!(only_b, y.final_resid().unwrap().row(ids_.len() - 1).to_vec());
+    }
+    let opts = PatchOptions { kinds: PatchKind::ALL.to_vec(), target: 7, against: Some(9) };
+    let (ra, rb) = (
+        patch_sweep(&mut a, &ids_, &[3, 18, 29, 5, 12, 40], &opts, &Progress::default()).unwrap(),
+        patch_sweep(&mut b, &ids_, &[3, 18, 29, 5, 12, 40], &opts, &Progress::default()).unwrap(),
+    );
+    for (ga, gb) in ra.grids.iter().zip(&rb.grids) {
+        let off = ga.effect.cells().zip(gb.effect.cells()).map(|(x, y)| (x - y).abs()).fold(0f64, f64::max);
+        assert!(off < 1e-4, "{}: sweeps differ by {off}", ga.kind.name());
+    }
 }

@@ -81,6 +81,9 @@ pub struct Bundle {
     /// [`crate::build::graph::START_RESID`]): a patched run skips the blocks before the site.
     /// Bundles converted before it existed run every block.
     pub startable: bool,
+    /// The lens graph's `logits` can be skipped ([`crate::build::graph::WITH_LOGITS`]): a
+    /// patched run that needs only the last residual does not run the head.
+    pub logits_optional: bool,
     /// sha256 of the weights, when the bundle records it.
     pub weights_sha256: Option<String>,
     /// The forward graph's weight format (`lens.weights`; f32 in bundles that do not say).
@@ -283,6 +286,7 @@ struct GraphFacts {
     kv_cache: Option<KvCacheShape>,
     patchable: bool,
     startable: bool,
+    logits_optional: bool,
 }
 
 impl GraphFacts {
@@ -334,7 +338,8 @@ impl GraphFacts {
         let inputs: std::collections::BTreeSet<&str> = graph.input.iter().filter_map(|i| i.name.as_deref()).collect();
         let patchable = [crate::build::graph::PATCH_SITE, crate::build::graph::PATCH_ROW, crate::build::graph::PATCH_VALUE].iter().all(|n| inputs.contains(n));
         let startable = patchable && [crate::build::graph::START_LAYER, crate::build::graph::START_RESID].iter().all(|n| inputs.contains(n));
-        Ok(Self { has_resid_mid, has_subblock_outputs, logits_in_graph, kv_cache, patchable, startable })
+        let logits_optional = logits_in_graph && inputs.contains(crate::build::graph::WITH_LOGITS);
+        Ok(Self { has_resid_mid, has_subblock_outputs, logits_in_graph, kv_cache, patchable, startable, logits_optional })
     }
 }
 
@@ -433,6 +438,7 @@ impl Bundle {
             kv_cache: facts.kv_cache,
             patchable: facts.patchable,
             startable: facts.startable,
+            logits_optional: facts.logits_optional,
             weights_sha256: metadata.get(meta_keys::WEIGHTS_SHA256).cloned(),
             weights: head.weights,
             logits_in_graph: facts.logits_in_graph,

@@ -7,7 +7,7 @@ use ndarray::{Array2, s};
 use ort::session::Session;
 use ort::value::Tensor;
 
-use crate::build::graph::{PATCH_ROW, PATCH_SITE, PATCH_VALUE, START_LAYER, START_RESID, hook_name, past_name};
+use crate::build::graph::{PATCH_ROW, PATCH_SITE, PATCH_VALUE, START_LAYER, START_RESID, WITH_LOGITS, hook_name, past_name};
 use crate::build::spec::Residual;
 use crate::error::{LensError, Progress, Result};
 use crate::run::bundle::Bundle;
@@ -69,8 +69,8 @@ fn rows_from(a: &Array2<f32>, start: usize, rows: PatchRows, value: &[f32]) -> R
     let mut out = a.slice(s![start.., ..]).to_owned();
     match rows {
         PatchRows::One(p) => {
-            let mut row = out.row_mut(p - start);
-            for (o, v) in row.iter_mut().zip(value) {
+            let i = p.checked_sub(start).filter(|&i| i < out.nrows()).ok_or_else(|| LensError::invalid(format!("internal: row {p} is not after {start}")))?;
+            for (o, v) in out.row_mut(i).iter_mut().zip(value) {
                 *o = *v;
             }
         }
@@ -92,7 +92,11 @@ fn prepare(bundle: &Bundle, base: &ResidualTrace, ids: &[u32], patch: &Patch, sk
         ));
     }
     let d = bundle.shape.d_model;
-    if base.n_pos != ids.len() {
+    let rows_ok = |a: &Array2<f32>| a.nrows() == base.n_pos;
+    if base.n_pos != ids.len()
+        || !rows_ok(&base.embed)
+        || ![&base.resid_mid, &base.resid_post, &base.attn_out, &base.mlp_out].iter().all(|v| v.iter().all(rows_ok))
+    {
         return Err(LensError::invalid("internal: the unpatched trace is not of these tokens"));
     }
     let site = patch_site_of(patch.site);
@@ -240,12 +244,16 @@ fn patched_trace(
 }
 
 /// The last residual (`resid_post` of the last layer) at the last position of `ids` with `patch`
-/// applied: [`run_trace_patched`]'s, computing only that output (no head, no other hook copied)
+/// applied: [`run_trace_patched`]'s, without the head's logits ([`WITH_LOGITS`] false) and with no
+/// other hook copied
 /// // [d_model]
 pub fn final_resid_patched(session: &mut Session, bundle: &Bundle, base: &ResidualTrace, ids: &[u32], patch: &Patch, progress: &Progress) -> Result<Vec<f32>> {
     let mut run = prepare(bundle, base, ids, patch, bundle.startable)?;
     let last = bundle.shape.n_layers.checked_sub(1).ok_or_else(|| LensError::invalid("internal: the model has no layers"))?;
     let name = hook_name(last, "resid_post");
+    if bundle.logits_optional {
+        run.inputs.push((WITH_LOGITS.into(), Tensor::from_array((Vec::<usize>::new(), vec![false]))?.into()));
+    }
     let inputs = std::mem::take(&mut run.inputs);
     let options = ort::session::RunOptions::new()?.with_outputs(ort::session::OutputSelector::no_default().with(name.clone()));
     let d = bundle.shape.d_model;

@@ -35,8 +35,8 @@ pub fn demo_model() -> Option<PathBuf> {
 
 /// Version of what the converter writes for a given checkpoint and format: part of the bundle
 /// cache key, bumped whenever the converter's output changes (2026-12-06: weight formats; then the
-/// lens graph's patch inputs; then its skippable blocks).
-pub const CONVERTER_OUTPUT_VERSION: u32 = 7;
+/// lens graph's patch inputs; then its skippable blocks and head).
+pub const CONVERTER_OUTPUT_VERSION: u32 = 8;
 
 /// Whether file `name` of a checkpoint folder is an input of its conversion.
 fn is_conversion_input(name: &str) -> bool {

@@ -9,14 +9,14 @@
 pub mod ops;
 mod skip;
 
-pub use skip::{START_LAYER, START_RESID};
+pub use skip::{START_LAYER, START_RESID, WITH_LOGITS};
 
 use std::collections::{BTreeSet, HashMap};
 
 use crate::build::names;
 use crate::build::onnx::{
-    AttributeProto, DT_FLOAT, DT_FLOAT16, DT_INT64, DT_UINT8, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto, tensor_proto, tensor_shape_proto, type_proto,
+    AttributeProto, DT_BOOL, DT_FLOAT, DT_FLOAT16, DT_INT64, DT_UINT8, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto, tensor_proto, tensor_shape_proto, type_proto,
 };
 use crate::build::quant::{CODES_SUFFIX, QuantSpec, SCALES_SUFFIX, ZERO_POINTS_SUFFIX};
 use crate::build::spec::{Arch, Positions, Residual};
@@ -153,15 +153,20 @@ impl Builder {
         outs
     }
     fn push(&mut self, op: &str, inputs: &[&str], output: Vec<String>, attribute: Vec<AttributeProto>) {
+        let node = self.node(op, inputs, output, attribute);
+        self.nodes.push(node);
+    }
+    /// A node named from this builder's counter, not added to its graph (a branch's).
+    fn node(&mut self, op: &str, inputs: &[&str], output: Vec<String>, attribute: Vec<AttributeProto>) -> NodeProto {
         let name = self.fresh(&format!("{op}_node"));
-        self.nodes.push(NodeProto {
+        NodeProto {
             op_type: Some(op.into()),
             name: Some(name),
             input: inputs.iter().map(|s| (*s).to_string()).collect(),
             output,
             attribute,
             ..Default::default()
-        });
+        }
     }
     /// A constant of element type `data_type` from its little-endian bytes.
     fn const_raw(&mut self, hint: &str, dims: &[i64], data_type: i32, raw: Vec<u8>) -> String {
@@ -559,7 +564,7 @@ pub fn build_lens_model(
 ) -> Result<ModelProto> {
     let mut g = GraphCtx::new(arch, weights, "input_ids", true, arch.shape.n_layers > 0);
     let mut patch_inputs = g.enable_patch("input_ids");
-    patch_inputs.extend(g.enable_start());
+    patch_inputs.extend(g.enable_start(!g.is_half(Arch::unembed_name(tied))));
     let x0 = ops::embed(&mut g, "input_ids");
     let x0 = g.start_or(&x0);
     let mut x = g.residual_site(0, "Identity", &[&x0], Some(&hook_name(0, "resid_pre")));
@@ -574,22 +579,25 @@ pub fn build_lens_model(
     // folded into a second, f32 copy. The lens kernel reads it and is the model's head.
     let head = !g.is_half(Arch::unembed_name(tied));
     if head {
-        let lnf = ops::norm(&mut g, &x, &names::final_norm(), arch.shape.eps);
-        let d = arch.shape.d_model as i64;
-        let flat_shape = g.b.const_i64("flat_shape", &[2], &[-1, d]);
-        let flat = g.b.op("Reshape", &[&lnf, &flat_shape], None, vec![]);
-        let unembed = g.w(Arch::unembed_name(tied));
-        let mut gemm_in = vec![flat.as_str(), unembed.as_str()];
-        let bias = arch.unembed_bias_key.map(|_| g.w(names::UNEMBED_BIAS));
-        if let Some(b) = &bias {
-            gemm_in.push(b);
-        }
-        let mut logits2 = g.b.op("Gemm", &gemm_in, None, vec![attr_int("transB", 1)]);
-        if let Some(cap) = arch.final_softcap {
-            logits2 = ops::softcap(&mut g, &logits2, cap);
-        }
-        let logits_shape = g.b.const_i64("logits_shape", &[3], &[1, -1, arch.shape.d_vocab as i64]);
-        g.b.op("Reshape", &[&logits2, &logits_shape], Some("logits"), vec![]);
+        // In an `If` on `with_logits`: a patched run that needs only the last residual skips it.
+        g.skippable_head("logits", |g, out| {
+            let lnf = ops::norm(g, &x, &names::final_norm(), arch.shape.eps);
+            let d = arch.shape.d_model as i64;
+            let flat_shape = g.b.const_i64("flat_shape", &[2], &[-1, d]);
+            let flat = g.b.op("Reshape", &[&lnf, &flat_shape], None, vec![]);
+            let unembed = g.w(Arch::unembed_name(tied));
+            let mut gemm_in = vec![flat.as_str(), unembed.as_str()];
+            let bias = arch.unembed_bias_key.map(|_| g.w(names::UNEMBED_BIAS));
+            if let Some(b) = &bias {
+                gemm_in.push(b);
+            }
+            let mut logits2 = g.b.op("Gemm", &gemm_in, None, vec![attr_int("transB", 1)]);
+            if let Some(cap) = arch.final_softcap {
+                logits2 = ops::softcap(g, &logits2, cap);
+            }
+            let logits_shape = g.b.const_i64("logits_shape", &[3], &[1, -1, arch.shape.d_vocab as i64]);
+            g.b.op("Reshape", &[&logits2, &logits_shape], Some(out), vec![]);
+        });
     } else {
         // The decoder still reads the head's weights from this graph's initializers (ONNX Runtime
         // drops initializers no node uses before it loads them).

@@ -7,8 +7,8 @@
 //! block after the patch site: it recomputes only what the patch changes.
 
 use super::{
-    BlockFn, DT_FLOAT, DT_INT64, GraphCtx, GraphProto, TensorProto, TypeProto, ValueInfoProto, hook_name, hooks_of, past_name, present_name, type_proto,
-    value_info,
+    BlockFn, DT_BOOL, DT_FLOAT, DT_INT64, GraphCtx, GraphProto, TensorProto, TypeProto, ValueInfoProto, hook_name, hooks_of, past_name, present_name,
+    type_proto, value_info,
 };
 use crate::build::onnx::{AttributeProto, attribute_proto};
 
@@ -19,6 +19,11 @@ pub const START_LAYER: &str = "start_layer";
 /// The lens graph's input: the residual entering block [`START_LAYER`] when that is after block 0,
 /// `[1, pos, d_model]` (default: one zero vector, unused).
 pub const START_RESID: &str = "start_resid";
+
+/// The lens graph's input (where it has a head): compute `logits` (bool scalar; `true`, the
+/// default). A patched run that needs only the last residual sets it `false`: `logits` is then
+/// empty (`[1, 0, d_vocab]`) and the head's matrix product is not run.
+pub const WITH_LOGITS: &str = "with_logits";
 
 /// What a block's nodes inside its branch add to the hook and cache names they write.
 pub(super) const INNER_SUFFIX: &str = "/in_block";
@@ -43,14 +48,43 @@ fn attr_graph(name: &str, g: GraphProto) -> AttributeProto {
 impl GraphCtx<'_> {
     /// Makes this graph take [`START_LAYER`] and [`START_RESID`] (defaults: start at block 0) and
     /// returns their input descriptions.
-    pub(super) fn enable_start(&mut self) -> Vec<ValueInfoProto> {
+    /// `head`: the graph computes `logits` (then [`WITH_LOGITS`] is an input too).
+    pub(super) fn enable_start(&mut self, head: bool) -> Vec<ValueInfoProto> {
         let d = self.arch.shape.d_model;
+        let mut inputs = Vec::new();
+        if head {
+            self.b.inits.push(TensorProto {
+                name: Some(WITH_LOGITS.into()),
+                dims: vec![],
+                data_type: Some(DT_BOOL),
+                raw_data: Some(vec![1]),
+                ..Default::default()
+            });
+            inputs.push(value_info(WITH_LOGITS, DT_BOOL, &[]));
+        }
         for (name, dims, data_type, raw) in
             [(START_LAYER, vec![], DT_INT64, 0i64.to_le_bytes().to_vec()), (START_RESID, vec![1, 1, d as i64], DT_FLOAT, vec![0u8; d * 4])]
         {
             self.b.inits.push(TensorProto { name: Some(name.into()), dims, data_type: Some(data_type), raw_data: Some(raw), ..Default::default() });
         }
-        vec![value_info(START_LAYER, DT_INT64, &[]), value_info(START_RESID, DT_FLOAT, &[Ok(1), Err("start_rows"), Ok(d)])]
+        inputs.extend([value_info(START_LAYER, DT_INT64, &[]), value_info(START_RESID, DT_FLOAT, &[Ok(1), Err("start_rows"), Ok(d)])]);
+        inputs
+    }
+
+    /// The head, written by `body` into the value it is given, inside an `If` on [`WITH_LOGITS`]
+    /// whose output is named `out` (empty when skipped).
+    pub(super) fn skippable_head(&mut self, out: &str, body: impl FnOnce(&mut Self, &str)) {
+        let mark = self.b.nodes.len();
+        let inner = format!("{out}{INNER_SUFFIX}");
+        body(self, &inner);
+        let nodes = self.b.nodes.split_off(mark);
+        let then_branch = GraphProto { name: Some("head".into()), node: nodes, output: vec![branch_output(&inner)], ..Default::default() };
+        let empty = format!("{out}/empty");
+        self.b.empty_f32(&empty, &[1, 0, self.arch.shape.d_vocab as i64]);
+        let skipped = format!("{out}/skipped");
+        let copy = self.b.node("Identity", &[&empty], vec![skipped.clone()], vec![]);
+        let else_branch = GraphProto { name: Some("skip_head".into()), node: vec![copy], output: vec![branch_output(&skipped)], ..Default::default() };
+        self.b.push("If", &[WITH_LOGITS], vec![out.to_string()], vec![attr_graph("then_branch", then_branch), attr_graph("else_branch", else_branch)]);
     }
 
     /// `x0` (the embeddings) where the graph starts at block 0, else [`START_RESID`].
@@ -98,14 +132,14 @@ impl GraphCtx<'_> {
             output: outs.iter().map(|(_, inner, _)| branch_output(inner)).collect(),
             ..Default::default()
         };
-        let mut skipped = super::Builder::default();
+        let mut skipped = Vec::with_capacity(outs.len());
         let mut skipped_outputs = Vec::with_capacity(outs.len());
         for (outer, _, source) in &outs {
             let name = format!("{outer}/skipped");
-            skipped.op("Identity", &[source], Some(&name), vec![]);
+            skipped.push(self.b.node("Identity", &[source], vec![name.clone()], vec![]));
             skipped_outputs.push(branch_output(&name));
         }
-        let else_branch = GraphProto { name: Some(format!("skip_block_{l}")), node: skipped.nodes, output: skipped_outputs, ..Default::default() };
+        let else_branch = GraphProto { name: Some(format!("skip_block_{l}")), node: skipped, output: skipped_outputs, ..Default::default() };
         let id = self.b.const_i64("layer_id", &[], &[l as i64]);
         let runs = self.b.op("LessOrEqual", &[START_LAYER, &id], None, vec![]);
         let outer: Vec<String> = outs.iter().map(|(o, _, _)| o.clone()).collect();
