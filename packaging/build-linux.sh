@@ -50,6 +50,7 @@ for f in config.json model.safetensors tokenizer.json README.md; do
   [ -f "$demo/$f" ] && install -m644 "$demo/$f" "$tree/share/logit-lens/demo-model/$f"
 done
 cp -r "$root/assets/prompts/." "$tree/share/logit-lens/prompts/"
+install -Dm644 "$root/assets/nnsight/logit_lens_nnsight.py" "$tree/share/logit-lens/nnsight/logit_lens_nnsight.py"
 install -Dm644 "$here/logit-lens.desktop" "$tree/share/applications/logit-lens.desktop"
 install -Dm644 "$here/icons/logit-lens.svg" "$tree/share/icons/hicolor/scalable/apps/logit-lens.svg"
 for s in 16 24 32 48 64 128 256 512; do

@@ -62,6 +62,7 @@ mkdir -p "$stage/demo-model/tuned-lens" "$stage/prompts"
 for f in config.json model.safetensors tokenizer.json README.md; do install -m644 "$demo/$f" "$stage/demo-model/$f"; done
 for f in config.json params.pt README.md; do install -m644 "$demo/tuned-lens/$f" "$stage/demo-model/tuned-lens/$f"; done
 cp -r "$root/assets/prompts/." "$stage/prompts/"
+install -Dm644 "$root/assets/nnsight/logit_lens_nnsight.py" "$stage/nnsight/logit_lens_nnsight.py"
 install -m644 "$root/README.md" "$stage/README.md"
 # The icon: PNG images in an .ico (Windows Vista and later read PNG entries).
 python3 - "$here/icons" "$stage/logit-lens.ico" <<'PY'

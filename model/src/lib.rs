@@ -22,6 +22,7 @@ pub mod files;
 pub mod grid;
 pub mod lens;
 pub mod output;
+pub mod remote;
 pub mod run;
 pub mod source;
 

@@ -53,6 +53,7 @@ Section "Uninstall"
   ; %LOCALAPPDATA%\logit-lens are the user's and stay).
   RMDir /r "$INSTDIR\demo-model"
   RMDir /r "$INSTDIR\prompts"
+  RMDir /r "$INSTDIR\nnsight"
   Delete "$INSTDIR\logit-lens.exe"
   Delete "$INSTDIR\onnxruntime.dll"
   Delete "$INSTDIR\DirectML.dll"

@@ -86,6 +86,18 @@ pub struct LensArgs {
     /// `steering` and on stderr).
     #[arg(long, default_value_t = 0, requires = "steer")]
     generate: usize,
+    /// What runs the model: `local` (this program, ONNX Runtime) or `nnsight` (a Python
+    /// environment with torch and nnsight: --model is then a Hugging Face folder or hub id as
+    /// nnsight loads it; the lens is reduced inside the trace and only the rows come back).
+    #[arg(long, default_value = "local", value_parser = ["local", "nnsight"])]
+    engine: String,
+    /// With --engine nnsight: run on NDIF (the National Deep Inference Fabric; NDIF_API_KEY in the
+    /// environment) instead of this machine.
+    #[arg(long)]
+    remote: bool,
+    /// With --engine nnsight: the Python to run (else LOGIT_LENS_PYTHON, else python3).
+    #[arg(long)]
+    python: Option<PathBuf>,
 }
 
 /// Runs `lens`.
@@ -99,6 +111,12 @@ pub fn run(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
         bail!("the prompt is empty");
     }
     let truncate_left = args.truncate_left.unwrap_or(false);
+    if args.engine == "nnsight" {
+        return super::remote::lens(&args.model, &text, &args.nnsight_parts());
+    }
+    if args.remote || args.python.is_some() {
+        bail!("--remote and --python belong to --engine nnsight");
+    }
     let decoder = args.decoder.kind();
     for out in args.json.iter().chain(&args.npz) {
         crate::session::prompt::check_writable(out)?;
@@ -188,4 +206,36 @@ pub fn run(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
         wrote.join(", ")
     );
     Ok(())
+}
+
+impl LensArgs {
+    /// What `--engine nnsight` takes of these options; the ones it does not support are refused.
+    fn nnsight_parts(&self) -> super::remote::RemoteLens {
+        let unsupported = [
+            (self.subblocks, "--subblocks"),
+            (self.final_only, "--final-only"),
+            (self.decoder.kind() != DecoderKind::LogitLens, "--decoder other than logit_lens"),
+            (
+                self.compare_prompt.is_some() || self.compare_prompt_file.is_some() || self.compare_model.is_some() || self.compare_decoder.is_some(),
+                "--compare-…",
+            ),
+            (self.steer.is_some(), "--steer"),
+            (self.truncate_left.is_some(), "--truncate"),
+        ]
+        .into_iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, name)| name)
+        .collect();
+        super::remote::RemoteLens {
+            remote: self.remote,
+            python: self.python.clone(),
+            top_k: self.top_k,
+            pin: self.pin.clone(),
+            group: self.group.clone(),
+            group_word: self.group_word.clone(),
+            json: self.json.clone(),
+            npz: self.npz.clone(),
+            unsupported,
+        }
+    }
 }

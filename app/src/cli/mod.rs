@@ -12,6 +12,7 @@ mod interrupt;
 mod lens;
 mod patch;
 
+mod remote;
 mod render;
 
 use std::path::{Path, PathBuf};

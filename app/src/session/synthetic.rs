@@ -82,6 +82,7 @@ pub fn synthetic_result(n_layers: usize, n_pos: usize, k: usize) -> RunResult {
         truncated: None,
         steering: None,
         run: RunInfo {
+            engine: None,
             provider: "synthetic".into(),
             forward_ms: 0.0,
             lens_ms: 0.0,

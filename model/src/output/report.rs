@@ -208,6 +208,10 @@ pub struct RunInfo {
     pub weights_reason: Option<String>,
     /// Program version.
     pub program: String,
+    /// The engine, where it is not this program's own (`--engine nnsight`): its name, the model
+    /// id, where it ran and the bytes received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<crate::remote::nnsight::EngineInfo>,
 }
 
 /// Everything the lens computed for one prompt.

@@ -665,6 +665,7 @@ impl LensEngine {
                 lens_path: self.lens_path_label(opts.path),
                 weights: self.bundle.weights.name().into(),
                 weights_reason: self.weights_reason.clone(),
+                engine: None,
             },
         };
         report.vocab = self.tokenizer.tokens(&report.named_ids());

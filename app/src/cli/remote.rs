@@ -1,0 +1,97 @@
+//! `lens --engine nnsight`: the lens computed by nnsight in a Python environment, on this machine
+//! or on NDIF (`--remote`), written as the local engine's report.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use lens_model::LensOptions;
+use lens_model::error::Progress;
+use lens_model::remote::nnsight::{NnsightOptions, find_script, lens_nnsight, python_of};
+use lens_model::source::tokenizer::LensTokenizer;
+
+use super::{interrupt, token_groups};
+
+/// The options of `lens` that `--engine nnsight` reads.
+pub struct RemoteLens {
+    /// `--remote`.
+    pub remote: bool,
+    /// `--python`.
+    pub python: Option<PathBuf>,
+    /// `--top-k`.
+    pub top_k: usize,
+    /// `--pin`.
+    pub pin: Vec<String>,
+    /// `--group`.
+    pub group: Vec<String>,
+    /// `--group-word`.
+    pub group_word: Vec<String>,
+    /// `--json`.
+    pub json: Option<PathBuf>,
+    /// `--npz`.
+    pub npz: Option<PathBuf>,
+    /// Options given that the engine does not support (refused).
+    pub unsupported: Vec<&'static str>,
+}
+
+/// The model's tokenizer: `tokenizer.json` of a folder, or of a hub id (fetched into the HF cache).
+fn tokenizer_of(model: &str, progress: &Progress) -> Result<LensTokenizer> {
+    let dir = Path::new(model);
+    let file = if dir.is_dir() {
+        dir.join("tokenizer.json")
+    } else if lens_model::run::resolve::is_hub_id(model) {
+        let cache = lens_model::run::resolve::hf_hub_cache();
+        // tokenizer_config.json says whether a BOS is added; not every repository has one.
+        let _ = lens_model::source::hub::download_file(&cache, model, "main", "tokenizer_config.json", progress);
+        lens_model::source::hub::download_file(&cache, model, "main", "tokenizer.json", progress)?
+    } else {
+        bail!("--model {model:?} is neither a folder nor a hub id (org/name)");
+    };
+    LensTokenizer::from_file(&file).with_context(|| format!("the model's tokenizer ({})", file.display()))
+}
+
+/// Runs `lens --engine nnsight` on `text`.
+pub fn lens(model: &super::args::ModelArgs, text: &str, args: &RemoteLens) -> Result<()> {
+    if !args.unsupported.is_empty() {
+        bail!("--engine nnsight does not take {} (yet): run them with the local engine", args.unsupported.join(", "));
+    }
+    let Some(model) = model.model.as_ref().and_then(|m| m.to_str()) else {
+        bail!("--engine nnsight needs --model: a Hugging Face folder or hub id (org/name)");
+    };
+    for out in args.json.iter().chain(&args.npz) {
+        crate::session::prompt::check_writable(out)?;
+    }
+    let progress = interrupt::watched(Progress::default());
+    let tokenizer = tokenizer_of(model, &progress)?;
+    let ids = tokenizer.encode(text)?;
+    let mut pinned = Vec::new();
+    for p in &args.pin {
+        match tokenizer.token_id(p) {
+            Some(id) => pinned.push(id),
+            None => bail!("--pin {p:?} is not a single token of this model's vocabulary"),
+        }
+    }
+    let groups = token_groups(&tokenizer, &args.group, &args.group_word)?;
+    let opts = LensOptions { k: args.top_k, pinned, groups, ..LensOptions::default() };
+    let engine = NnsightOptions { model: model.to_string(), remote: args.remote, python: python_of(args.python.as_deref()), script: find_script()? };
+    let report = lens_nnsight(&engine, &tokenizer, &ids, &opts, &progress)?;
+    let mut wrote = Vec::new();
+    if let Some(json) = &args.json {
+        report.write_json(json).with_context(|| format!("cannot write the report to {}", json.display()))?;
+        wrote.push(json.display().to_string());
+    }
+    if let Some(npz) = &args.npz {
+        let text = |id: u32| String::from_utf8_lossy(&tokenizer.token_bytes(id)).into_owned();
+        lens_model::output::npz::write_report(&report, npz, &text).with_context(|| format!("cannot write the report to {}", npz.display()))?;
+        wrote.push(npz.display().to_string());
+    }
+    let bytes = report.run.engine.as_ref().map_or(0, |e| e.bytes_received);
+    eprintln!(
+        "{} tokens x {} sites on nnsight ({}): {:.0} ms, {bytes} bytes received; wrote {}",
+        report.n_pos(),
+        report.sites.len(),
+        if args.remote { "NDIF" } else { "this machine" },
+        report.run.forward_ms,
+        wrote.join(", ")
+    );
+    Ok(())
+}
