@@ -261,6 +261,8 @@ pub fn lens_nnsight(opts: &NnsightOptions, tokenizer: &LensTokenizer, ids: &[u32
             forward_ms: t0.elapsed().as_secs_f64() * 1e3,
             program: format!("logit-lens {}", env!("CARGO_PKG_VERSION")),
             lens_path: "nnsight".into(),
+            // The module loads the model in float32 (its request's dtype).
+            weights: "f32".into(),
             engine: Some(EngineInfo { name: "nnsight".into(), model_id: opts.model.clone(), location: location.into(), bytes_received: bytes }),
             ..RunInfo::default()
         },

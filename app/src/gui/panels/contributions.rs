@@ -44,6 +44,12 @@ pub fn contributions_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand
         return;
     };
     let r = &res.report;
+    if r.attribution.components.is_empty() {
+        // A report of an engine that does not read the sub-block outputs back (nnsight, for now).
+        let engine = r.run.engine.as_ref().map_or_else(|| "its engine".to_string(), |e| format!("the {} engine", e.name));
+        ui.label(RichText::new(format!("This report has no sub-block contributions: {engine} did not compute them.")).color(theme::DIM_TEXT));
+        return;
+    }
     let vocab = state.model.as_ref().map(|m| m.vocab.as_slice()).unwrap_or_default();
     let comps = &r.attribution.components;
     let pos = state.selection.or(state.hover).map_or(r.n_pos().saturating_sub(1), |c| c.pos);

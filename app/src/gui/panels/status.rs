@@ -13,8 +13,10 @@ pub fn status_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
             Some(m) => {
                 let s = &m.shape;
                 ui.label(RichText::new(&m.name).strong()).on_hover_text(m.dir.display().to_string());
+                // A report shown without its model does not know the head count (0): not shown.
+                let heads = if s.n_heads > 0 { format!(" · {} heads", s.n_heads) } else { String::new() };
                 ui.label(
-                    RichText::new(format!("{} · {} layers · d_model {} · {} heads · d_vocab {}", m.family, s.n_layers, s.d_model, s.n_heads, s.d_vocab))
+                    RichText::new(format!("{} · {} layers · d_model {}{heads} · d_vocab {}", m.family, s.n_layers, s.d_model, s.d_vocab))
                         .color(theme::DIM_TEXT),
                 )
                 .on_hover_text(format!("{} residual", m.residual));
