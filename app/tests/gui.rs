@@ -1432,3 +1432,71 @@ fn steering_from_the_app_steers_the_runs_and_generates() {
     h.state_mut().apply(AppCommand::SetSteer(SteerSettings { enabled: false, ..s }));
     step_until(&mut h, "the unsteered run", |a| a.state.result.as_ref().is_some_and(|r| r.report.steering.is_none()) && a.state.progress.is_none());
 }
+
+/// A stand-in for the Python that runs the nnsight module (`python SCRIPT`): a shell script that
+/// runs `body` (Python) on the request instead, answering as the module does.
+fn stand_in_python(name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = unique_temp_dir(&format!("gui-nnsight-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let py = dir.join("engine.py");
+    std::fs::write(&py, format!("import json, sys, time\nrequest = json.loads(sys.stdin.readline())\n{body}\n")).unwrap();
+    let sh = dir.join("python");
+    std::fs::write(&sh, format!("#!/bin/sh\nexec python3 {} \"$@\"\n", py.display())).unwrap();
+    std::fs::set_permissions(&sh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    sh
+}
+
+#[test]
+fn a_remote_model_runs_from_the_app_with_status_and_cancel() {
+    use lens_app::gui::state::RemoteSettings;
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/families/llama_f32");
+    // An engine that answers a valid result: top-k ids 0.. at every cell, every rank 1.
+    let answer = stand_in_python(
+        "answer",
+        r#"print(json.dumps({"type": "status", "message": "tracing"}), flush=True)
+n, k, t = len(request["ids"]), request["k"], len(request["targets"][0]) + 1
+row = [0.0, 1.0, 0.0, 0.0, list(range(k)), [float(k - i) for i in range(k)], [1.0] * t, [1] * t]
+print(json.dumps({"type": "result", "protocol": 1, "n_layers": 3, "d_model": 48, "d_vocab": 300, "family": "llama", "n_ctx": 128, "where": "local", "rows": [row] * (4 * n)}), flush=True)"#,
+    );
+    let mut h = harness(AppState { prompt: "one two three".into(), ..AppState::default() });
+    h.state_mut().apply(AppCommand::ShowWindow(lens_app::gui::command::Window::Remote));
+    let settings = RemoteSettings { model: model.display().to_string(), ndif: false, python: answer.display().to_string() };
+    h.state_mut().apply(AppCommand::SetRemote(settings.clone()));
+    h.run_steps(2);
+    assert!(h.state().state.result.as_ref().unwrap().report.run.engine.is_none(), "the harness shows a local run first");
+    h.get_by_label("Run the lens on nnsight").click();
+    h.step();
+    assert!(h.state().state.remote_running.is_some(), "the click starts the run");
+    step_until(&mut h, "the nnsight report", |a| a.state.remote_running.is_none());
+    let a = &h.state().state;
+    assert!(a.error.is_none(), "{:?}", a.error);
+    let r = &a.result.as_ref().unwrap().report;
+    let engine = r.run.engine.as_ref().unwrap();
+    assert_eq!((engine.name.as_str(), engine.location.as_str()), ("nnsight", "local"));
+    assert_eq!(r.sites, ["embed", "0", "1", "2"]);
+    assert!(r.metrics.top1_id.cells().all(|&id| id == 0));
+    assert_eq!(a.report_file.as_ref().unwrap().display().to_string(), format!("nnsight:{}", model.display()));
+    assert!(!a.show_remote, "the window closes on the report");
+    h.run_steps(2);
+    assert!(h.query_all_by_label_contains("nnsight (local)").count() >= 1, "the status bar names the engine");
+    // A slow engine is cancelled from the window: its process is killed, the report stays.
+    let slow = stand_in_python(
+        "slow",
+        r#"print(json.dumps({"type": "status", "message": "queued on NDIF"}), flush=True)
+time.sleep(60)"#,
+    );
+    h.state_mut().apply(AppCommand::ShowWindow(lens_app::gui::command::Window::Remote));
+    h.state_mut().apply(AppCommand::SetRemote(RemoteSettings { python: slow.display().to_string(), ndif: true, ..settings }));
+    h.state_mut().apply(AppCommand::RunRemote);
+    step_until(&mut h, "the status line", |a| a.state.remote_running.as_ref().is_some_and(|(_, s)| s == "queued on NDIF"));
+    h.run_steps(2);
+    assert!(h.query_all_by_label_contains("nnsight: queued on NDIF").count() >= 1);
+    let t0 = Instant::now();
+    h.get_by_label("Cancel").click();
+    step_until(&mut h, "the cancel", |a| a.state.remote_running.is_none());
+    assert!(t0.elapsed() < Duration::from_secs(10), "cancel took {:?}", t0.elapsed());
+    let a = &h.state().state;
+    assert_eq!(a.notice.as_deref(), Some("the nnsight run was cancelled"));
+    assert!(a.result.as_ref().unwrap().report.run.engine.is_some(), "the report shown stays");
+}

@@ -533,3 +533,27 @@ fn snapshot_steer_window() {
     let options = SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels(1280 * 800 / 200);
     h.snapshot_options("window_steer", &options);
 }
+
+/// The Open remote model (nnsight) window, filled in.
+fn remote_window(name: &str, size: egui::Vec2) {
+    let (model, result, prompt) = demo_result();
+    let mut state = AppState { prompt, ..AppState::default() };
+    state.remote = lens_app::gui::state::RemoteSettings { model: "meta-llama/Llama-3.1-70B".into(), ndif: true, python: "/opt/venv/bin/python".into() };
+    state.show_remote = true;
+    let mut h = rendered(state, model, result, size);
+    let options =
+        SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels((size.x * size.y / 200.0) as usize);
+    h.snapshot_options(name, &options);
+}
+
+/// The Open remote model window in a large window.
+#[test]
+fn snapshot_remote_window() {
+    remote_window("window_remote", egui::vec2(1280.0, 800.0));
+}
+
+/// The Open remote model window in a small window.
+#[test]
+fn snapshot_remote_window_small() {
+    remote_window("window_remote_small", egui::vec2(900.0, 640.0));
+}

@@ -1,13 +1,13 @@
 //! `lens --engine nnsight`: the lens computed by nnsight in a Python environment, on this machine
 //! or on NDIF (`--remote`), written as the local engine's report.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use lens_model::LensOptions;
 use lens_model::error::Progress;
-use lens_model::remote::nnsight::{NnsightOptions, find_script, lens_nnsight, python_of};
-use lens_model::source::tokenizer::LensTokenizer;
+
+use crate::session::remote::{run_remote, tokenizer_of};
 
 use super::{interrupt, token_groups};
 
@@ -33,22 +33,6 @@ pub struct RemoteLens {
     pub unsupported: Vec<&'static str>,
 }
 
-/// The model's tokenizer: `tokenizer.json` of a folder, or of a hub id (fetched into the HF cache).
-fn tokenizer_of(model: &str, progress: &Progress) -> Result<LensTokenizer> {
-    let dir = Path::new(model);
-    let file = if dir.is_dir() {
-        dir.join("tokenizer.json")
-    } else if lens_model::run::resolve::is_hub_id(model) {
-        let cache = lens_model::run::resolve::hf_hub_cache();
-        // tokenizer_config.json says whether a BOS is added; not every repository has one.
-        let _ = lens_model::source::hub::download_file(&cache, model, "main", "tokenizer_config.json", progress);
-        lens_model::source::hub::download_file(&cache, model, "main", "tokenizer.json", progress)?
-    } else {
-        bail!("--model {model:?} is neither a folder nor a hub id (org/name)");
-    };
-    LensTokenizer::from_file(&file).with_context(|| format!("the model's tokenizer ({})", file.display()))
-}
-
 /// Runs `lens --engine nnsight` on `text`.
 pub fn lens(model: &super::args::ModelArgs, text: &str, args: &RemoteLens) -> Result<()> {
     if !args.unsupported.is_empty() {
@@ -72,8 +56,7 @@ pub fn lens(model: &super::args::ModelArgs, text: &str, args: &RemoteLens) -> Re
     }
     let groups = token_groups(&tokenizer, &args.group, &args.group_word)?;
     let opts = LensOptions { k: args.top_k, pinned, groups, ..LensOptions::default() };
-    let engine = NnsightOptions { model: model.to_string(), remote: args.remote, python: python_of(args.python.as_deref()), script: find_script()? };
-    let report = lens_nnsight(&engine, &tokenizer, &ids, &opts, &progress)?;
+    let report = run_remote(model, args.remote, args.python.as_deref(), &tokenizer, &ids, &opts, &progress)?;
     let mut wrote = Vec::new();
     if let Some(json) = &args.json {
         report.write_json(json).with_context(|| format!("cannot write the report to {}", json.display()))?;

@@ -74,6 +74,16 @@ pub enum AppCommand {
     StartPatch,
     /// Replace the steering settings (re-runs the lens when what the runs use changes).
     SetSteer(super::state::SteerSettings),
+    /// Replace the Open remote model window's settings.
+    SetRemote(super::state::RemoteSettings),
+    /// Run the lens of the prompt through nnsight (File → Open remote model…), on a thread.
+    RunRemote,
+    /// Stop the nnsight run (its Python process is killed).
+    CancelRemote,
+    /// A status line of the nnsight run.
+    RemoteStatus(String),
+    /// The nnsight run's report, shown without its model (the model id), or why it failed.
+    RemoteDone(String, Result<crate::session::report_file::Opened, String>),
     /// Greedy continuations of the prompt, steered and not.
     Generate(usize),
     /// Fit a tuned lens with the Fit window's settings (`resume`: from its output's checkpoint).
@@ -128,6 +138,8 @@ pub enum Window {
     FitLens,
     /// View → Activation patching….
     Patch,
+    /// File → Open remote model….
+    Remote,
     /// View → Steering….
     Steer,
 }

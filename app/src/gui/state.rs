@@ -145,6 +145,27 @@ pub struct AppState {
     /// The last greedy continuations: (steered, unsteered).
     #[serde(skip)]
     pub steer_generated: Option<(String, String)>,
+    /// The Open remote model window is open.
+    #[serde(skip)]
+    pub show_remote: bool,
+    /// Its settings (remembered).
+    #[serde(default)]
+    pub remote: RemoteSettings,
+    /// The nnsight run in progress (its Cancel) and its last status line.
+    #[serde(skip)]
+    pub remote_running: Option<(lens_model::error::Progress, String)>,
+}
+
+/// File → Open remote model…: the lens of the prompt computed by nnsight.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct RemoteSettings {
+    /// A Hugging Face folder or hub id, as nnsight loads it.
+    pub model: String,
+    /// On NDIF (`NDIF_API_KEY`) instead of this machine.
+    pub ndif: bool,
+    /// The Python with torch and nnsight (empty: `LOGIT_LENS_PYTHON`, else python3).
+    pub python: String,
 }
 
 /// What the Steering window adds: `alpha` × a vector at the output of block `layer`.
@@ -280,6 +301,9 @@ impl Default for AppState {
             patch_corrupt: String::new(),
             show_steer: false,
             steer: SteerSettings::default(),
+            show_remote: false,
+            remote: RemoteSettings::default(),
+            remote_running: None,
             steer_generated: None,
             fit_history: Vec::new(),
             compare: None,

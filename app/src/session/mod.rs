@@ -9,6 +9,7 @@ pub mod compare;
 pub mod engine;
 pub mod groups;
 pub mod prompt;
+pub mod remote;
 pub mod report_file;
 pub mod run;
 pub mod start;

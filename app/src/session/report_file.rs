@@ -30,6 +30,11 @@ pub fn prompt_of(report: &LensReport) -> String {
     report.tokens.iter().filter(|t| !t.special).map(|t| t.decoded.as_str()).collect()
 }
 
+/// The result shown for `report` (no comparison).
+pub fn result_of(report: LensReport) -> Arc<RunResult> {
+    lens_result(report, None)
+}
+
 fn lens_result(report: LensReport, compare: Option<Arc<CompareReport>>) -> Arc<RunResult> {
     Arc::new(RunResult { prompt: prompt_of(&report), total_positions: report.n_pos(), report, pinned_dla: None, compare })
 }

@@ -142,6 +142,7 @@ impl LogitLensApp {
                 Window::Corpus => self.state.show_corpus = true,
                 Window::FitLens => self.state.show_fit = true,
                 Window::Patch => self.state.show_patch = true,
+                Window::Remote => self.state.show_remote = true,
                 Window::Steer => self.state.show_steer = true,
             },
             AppCommand::RequestCorpusDialog => self.open_dialog(DialogKind::CorpusText),
@@ -173,6 +174,29 @@ impl LogitLensApp {
                 }
             }
             AppCommand::Generate(n) => self.generate(n),
+            AppCommand::SetRemote(s) => self.state.remote = s,
+            AppCommand::RunRemote => self.run_remote(),
+            AppCommand::CancelRemote => {
+                if let Some((p, _)) = &self.state.remote_running {
+                    p.cancel();
+                }
+            }
+            AppCommand::RemoteStatus(line) => {
+                if let Some((_, status)) = self.state.remote_running.as_mut() {
+                    *status = line;
+                }
+            }
+            AppCommand::RemoteDone(model, opened) => {
+                let cancelled = self.state.remote_running.take().is_some_and(|(p, _)| p.is_cancelled());
+                match opened {
+                    Err(_) if cancelled => self.state.notice = Some("the nnsight run was cancelled".into()),
+                    Err(e) => self.state.error = Some(e),
+                    Ok(o) => {
+                        self.state.show_remote = false;
+                        self.report_opened(std::path::PathBuf::from(format!("nnsight:{model}")), Ok(o));
+                    }
+                }
+            }
             AppCommand::SetCorpusMetric(m) => self.state.corpus_metric = m,
             AppCommand::RequestExportFigureDialog => self.open_dialog(DialogKind::ExportFigure),
             AppCommand::RequestExportDataDialog => self.open_dialog(DialogKind::ExportData),
@@ -288,6 +312,58 @@ impl LogitLensApp {
                 self.state.result = Some(result);
                 self.state.report_file = Some(path);
             }
+        }
+    }
+
+    /// Runs the lens of the prompt through nnsight on a thread (File → Open remote model…): the
+    /// window shows its status and Cancel; the report is shown without its model.
+    pub(super) fn run_remote(&mut self) {
+        if self.state.remote_running.is_some() {
+            return;
+        }
+        let settings = self.state.remote.clone();
+        let model = settings.model.trim().to_string();
+        let text = self.state.prompt.clone();
+        if model.is_empty() || text.is_empty() {
+            self.state.error = Some("the nnsight run needs a model (folder or hub id) and a prompt".into());
+            return;
+        }
+        let tx = self.dialog_tx.clone();
+        let ctx = self.ctx.clone();
+        let (status_tx, status_ctx) = (tx.clone(), ctx.clone());
+        let progress = lens_model::error::Progress::new(move |stage, _| {
+            let _ = status_tx.send(AppCommand::RemoteStatus(stage.to_string()));
+            if let Some(c) = &status_ctx {
+                c.request_repaint();
+            }
+        });
+        self.state.remote_running = Some((progress.clone(), "starting".into()));
+        self.state.error = None;
+        let spawned = std::thread::Builder::new().name("nnsight".into()).spawn(move || {
+            let python = Some(settings.python.trim()).filter(|p| !p.is_empty()).map(std::path::PathBuf::from);
+            let run = || -> anyhow::Result<crate::session::report_file::Opened> {
+                let tokenizer = crate::session::remote::tokenizer_of(&model, &progress)?;
+                let ids = tokenizer.encode(&text)?;
+                let report = crate::session::remote::run_remote(
+                    &model,
+                    settings.ndif,
+                    python.as_deref(),
+                    &tokenizer,
+                    &ids,
+                    &lens_model::LensOptions::default(),
+                    &progress,
+                )?;
+                Ok(crate::session::report_file::Opened::Lens(crate::session::report_file::result_of(report)))
+            };
+            let opened = run().map_err(|e| format!("{e:#}"));
+            let _ = tx.send(AppCommand::RemoteDone(model, opened));
+            if let Some(ctx) = ctx {
+                ctx.request_repaint();
+            }
+        });
+        if let Err(e) = spawned {
+            self.state.remote_running = None;
+            self.state.error = Some(format!("cannot start the nnsight run: {e}"));
         }
     }
 

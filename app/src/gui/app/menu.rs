@@ -107,6 +107,13 @@ impl LogitLensApp {
                 {
                     cmds.push(AppCommand::RequestJacobianLensDialog);
                 }
+                if ui
+                    .button("Open remote model… (nnsight)")
+                    .on_hover_text("Run the lens of the prompt in a Python environment with nnsight, on this machine or on NDIF, for models too large to open here; the report is shown without its model")
+                    .clicked()
+                {
+                    cmds.push(AppCommand::ShowWindow(Window::Remote));
+                }
                 let published = state.model.as_ref().and_then(|m| m.published_jlens.clone());
                 let fetch = ui
                     .add_enabled(published.is_some(), egui::Button::new(match &published {

@@ -73,6 +73,12 @@ impl LogitLensApp {
             crate::gui::panels::corpus::corpus_ui(ui, state, cmds);
         });
         self.state.show_corpus = show_corpus;
+        let mut show_remote = self.state.show_remote;
+        let (state, cmds) = (&self.state, &mut self.cmds);
+        egui::Window::new("Open remote model (nnsight)").open(&mut show_remote).resizable(false).default_width(480.0).show(ctx, |ui| {
+            crate::gui::panels::remote::remote_ui(ui, state, cmds);
+        });
+        self.state.show_remote = show_remote;
         let mut show_patch = self.state.show_patch;
         let (state, cmds) = (&self.state, &mut self.cmds);
         egui::Window::new("Activation patching").open(&mut show_patch).default_size([720.0, 460.0]).resizable(true).show(ctx, |ui| {

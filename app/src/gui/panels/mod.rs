@@ -7,4 +7,5 @@ pub mod heatmap;
 pub mod inspector;
 pub mod patch;
 pub mod prompt;
+pub mod remote;
 pub mod status;
