@@ -6,7 +6,7 @@ Message format (one JSON object per line):
 
 stdin, one request:
     {"protocol": 1, "model": DIR_OR_HUB_ID, "remote": false, "ids": [int, ...], "k": 10,
-     "targets": [[int, ...] per position], "dtype": "float32"}
+     "targets": [[int, ...] per position], "dtype": "float32", "subblocks": false}
   `targets[p]` are position p's tracked tokens after the final top-1 (which is computed here):
   the next token, the input token, then pinned and group tokens (-1 where there is none).
 
@@ -14,8 +14,9 @@ stdout, any number of
     {"type": "status", "message": TEXT}
   then exactly one of
     {"type": "result", "protocol": 1, "n_layers": L, "d_model": D, "d_vocab": V,
-     "family": MODEL_TYPE, "n_ctx": N, "where": "local" | "remote",
-     "rows": [ROW per position, per site (position major; sites: embeddings, block 0 … L-1)]}
+     "family": MODEL_TYPE, "n_ctx": N, "where": "local" | "remote", "parallel": BOOL,
+     "rows": [ROW per position, per site (position major; sites: embeddings, block 0 … L-1;
+              with "subblocks", each block's output follows its `resid_pre + attention output`)]}
     ROW = [lse, entropy, kl_to_final, kl_to_input, [top ids], [top logits],
            [target logits], [target ranks]]   (targets: the final top-1 first, then `targets[p]`)
     {"type": "error", "kind": "no_nnsight" | "model" | "remote" | "input" | "internal",
@@ -35,6 +36,13 @@ PROTOCOL = 1
 
 # Final norms by module path, first found wins.
 FINAL_NORMS = ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm", "transformer.layernorm")
+# The blocks, by module path.
+LAYERS = ("model.layers", "transformer.h", "gpt_neox.layers")
+# What a block adds to the residual from its attention, by module name within the block: the
+# post-attention norm where the family has one (Gemma 2 and 3), else the attention's output.
+ATTENTION_OUTPUTS = ("post_attention_layernorm", "self_attn", "attn", "attention", "multi_head_attention")
+# Families whose post_attention_layernorm is the norm before the MLP, not a post-norm.
+PRE_MLP_NORM_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "gpt_neox")
 
 
 def say(obj):
@@ -143,21 +151,43 @@ def main():
     cap = getattr(text_config, "final_logit_softcapping", None)
     if len(ids) > int(getattr(text_config, "max_position_embeddings", 1 << 30)):
         fail("input", f"the prompt has {len(ids)} tokens; the model's context is {text_config.max_position_embeddings}")
+    subblocks = bool(request.get("subblocks", False))
+    family = str(text_config.model_type)
+    parallel = family == "gptj" or bool(getattr(text_config, "use_parallel_residual", False))
+    attn_names = [a for a in ATTENTION_OUTPUTS if not (a == "post_attention_layernorm" and family in PRE_MLP_NORM_FAMILIES)]
+    layers_path = next((p for p in LAYERS if attr_path(hf, p) is not None), None)
+    attn_name = None
+    if subblocks:
+        if layers_path is None:
+            fail("model", f"no blocks found in {type(hf).__name__} (looked for {', '.join(LAYERS)})")
+        first = attr_path(hf, layers_path)[0]
+        attn_name = next((a for a in attn_names if hasattr(first, a)), None)
+        if attn_name is None:
+            fail("model", f"no attention output found in {type(first).__name__}: sub-block rows are not available for {family}")
     say({"type": "status", "message": "tracing" + (" on NDIF" if remote else "")})
     norm = attr_path(model, norm_path)
     head = attr_path(model, "lm_head") or attr_path(model, "embed_out")
     input_ids = torch.tensor([ids])
     try:
         with torch.no_grad(), model.trace(input_ids, remote=remote, output_hidden_states=True):
+            # Module outputs are read in the order the model runs them, the hidden states last.
+            attn_outs = []
+            if subblocks:
+                for block in attr_path(model, layers_path):
+                    out = getattr(block, attn_name).output
+                    attn_outs.append(out[0] if isinstance(out, tuple) else out)
             hidden = model.output.hidden_states
-            logits_list = []
-            for s in range(n_layers):
-                h = hidden[s][0]
+
+            def decode(h):
                 x = head(norm(h)).float()
-                if cap:
-                    x = torch.tanh(x / cap) * cap
-                logits_list.append(x)
-            logits_list.append(model.output.logits[0].float())
+                return torch.tanh(x / cap) * cap if cap else x
+
+            logits_list = [decode(hidden[0][0])]
+            for s in range(n_layers):
+                if subblocks:
+                    a = attn_outs[s]
+                    logits_list.append(decode(hidden[s][0] + (a[0] if a.dim() == 3 else a)))
+                logits_list.append(decode(hidden[s + 1][0]) if s + 1 < n_layers else model.output.logits[0].float())
             rows = nnsight.save(reduce_rows(torch, logits_list, targets, k))
     except Exception as e:  # noqa: BLE001
         if remote:
@@ -176,6 +206,7 @@ def main():
         "family": str(text_config.model_type),
         "n_ctx": int(getattr(text_config, "max_position_embeddings", 0) or 0),
         "where": "remote" if remote else "local",
+        "parallel": parallel,
         "rows": rows,
     })
 

@@ -1,4 +1,5 @@
-//! The nnsight engine (issue 29): our module run by nnsight locally on the family fixtures
+//! The nnsight engine (issue 29): our module run by nnsight locally on the family fixtures (with
+//! and without sub-block rows)
 //! against our own engine (top-1 and every rank identical, KL and entropy within 1e-4, the bytes
 //! received small), and the protocol against stand-in engines (errors as NDIF words them, a
 //! malformed result, cancel, a missing nnsight).
@@ -34,7 +35,17 @@ fn nnsight_locally_gives_our_engines_lens() {
         eprintln!("SKIPPED: {NNSIGHT_PYTHON_ENV} names no Python with torch and nnsight");
         return;
     };
-    for case in ["gpt_neo_f32", "llama_f32", "gemma2_f32", "gpt_neox_parallel_f32", "qwen3_f32", "gptj_f32", "mistral_f32"] {
+    for (case, subblocks) in [
+        ("gpt_neo_f32", true),
+        ("llama_f32", false),
+        ("llama_f32", true),
+        ("gemma2_f32", true),
+        ("gpt_neox_parallel_f32", true),
+        ("gpt_neox_sequential_f16", true),
+        ("qwen3_f32", true),
+        ("gptj_f32", false),
+        ("mistral_f32", true),
+    ] {
         let src = fixture(case);
         let bundle = unique_temp_dir(&format!("nnsight-{case}"));
         lens_model::build::convert::convert_hf_checkpoint(&src, &bundle, &Progress::default()).unwrap();
@@ -43,10 +54,11 @@ fn nnsight_locally_gives_our_engines_lens() {
         let ids = tok.encode("The cat sat on the mat, and then the dog sat on the cat").unwrap();
         let pin = ids[3];
         let group = lens_model::TokenGroup { name: "g".into(), token_ids: vec![ids[1], ids[5], ids[7]] };
-        let opts = LensOptions { k: 5, pinned: vec![pin], groups: vec![group], ..LensOptions::default() };
+        let opts = LensOptions { k: 5, pinned: vec![pin], groups: vec![group], subblocks, ..LensOptions::default() };
         let want = ours.run_ids(&ids, &opts, &Progress::default()).unwrap();
         let got = lens_nnsight(&engine_for(&src, python.clone(), find_script().unwrap()), &tok, &ids, &opts, &Progress::default()).unwrap();
         assert_eq!(got.sites, want.sites, "{case}");
+        assert_eq!(got.model.residual, want.model.residual, "{case}");
         let (g, w) = (&got.metrics, &want.metrics);
         assert_eq!(g.top1_id, w.top1_id, "{case}: top-1");
         assert_eq!(g.rank_of_final_top1, w.rank_of_final_top1, "{case}: rank of the final top-1");

@@ -212,7 +212,6 @@ impl LensArgs {
     /// What `--engine nnsight` takes of these options; the ones it does not support are refused.
     fn nnsight_parts(&self) -> super::remote::RemoteLens {
         let unsupported = [
-            (self.subblocks, "--subblocks"),
             (self.final_only, "--final-only"),
             (self.decoder.kind() != DecoderKind::LogitLens, "--decoder other than logit_lens"),
             (
@@ -227,6 +226,7 @@ impl LensArgs {
         .map(|(_, name)| name)
         .collect();
         super::remote::RemoteLens {
+            subblocks: self.subblocks,
             remote: self.remote,
             python: self.python.clone(),
             top_k: self.top_k,

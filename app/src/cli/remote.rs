@@ -13,6 +13,8 @@ use super::{interrupt, token_groups};
 
 /// The options of `lens` that `--engine nnsight` reads.
 pub struct RemoteLens {
+    /// `--subblocks`.
+    pub subblocks: bool,
     /// `--remote`.
     pub remote: bool,
     /// `--python`.
@@ -55,7 +57,7 @@ pub fn lens(model: &super::args::ModelArgs, text: &str, args: &RemoteLens) -> Re
         }
     }
     let groups = token_groups(&tokenizer, &args.group, &args.group_word)?;
-    let opts = LensOptions { k: args.top_k, pinned, groups, ..LensOptions::default() };
+    let opts = LensOptions { k: args.top_k, pinned, groups, subblocks: args.subblocks, ..LensOptions::default() };
     let report = run_remote(model, args.remote, args.python.as_deref(), &tokenizer, &ids, &opts, &progress)?;
     let mut wrote = Vec::new();
     if let Some(json) = &args.json {

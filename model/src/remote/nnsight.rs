@@ -192,8 +192,9 @@ fn exchange(opts: &NnsightOptions, request: &serde_json::Value, progress: &Progr
 }
 
 /// The lens report of `ids` computed by the nnsight engine; `tokenizer` is the model's (token texts,
-/// the report's `tokens` and `vocab`). Sites: the embeddings and every block's output (no sub-blocks);
-/// no direct logit attribution (its components are not read back yet).
+/// the report's `tokens` and `vocab`). Sites: the embeddings and every block's output, with
+/// `lens.subblocks` each block's `resid_pre + attention output` too; no direct logit attribution
+/// (its components are not read back yet).
 pub fn lens_nnsight(opts: &NnsightOptions, tokenizer: &LensTokenizer, ids: &[u32], lens: &LensOptions, progress: &Progress) -> Result<LensReport> {
     let t0 = Instant::now();
     if ids.is_empty() {
@@ -209,7 +210,7 @@ pub fn lens_nnsight(opts: &NnsightOptions, tokenizer: &LensTokenizer, ids: &[u32
     let per_pos: Vec<Vec<i64>> = all.chunks_exact(n_t).map(|c| c.iter().skip(1).map(|&t| if t == NO_TARGET { -1 } else { i64::from(t) }).collect()).collect();
     let k = lens.k.max(1);
     let request = serde_json::json!({
-        "protocol": PROTOCOL, "model": opts.model, "remote": opts.remote, "ids": ids, "k": k, "targets": per_pos, "dtype": "float32",
+        "protocol": PROTOCOL, "model": opts.model, "remote": opts.remote, "ids": ids, "k": k, "targets": per_pos, "dtype": "float32", "subblocks": lens.subblocks,
     });
     let (msg, bytes) = exchange(opts, &request, progress)?;
     let field = |name: &str| {
@@ -222,7 +223,8 @@ pub fn lens_nnsight(opts: &NnsightOptions, tokenizer: &LensTokenizer, ids: &[u32
         return Err(LensError::invalid(format!("the nnsight engine module speaks another protocol than this app ({PROTOCOL}): reinstall logit-lens")));
     }
     let (n_layers, d_model, d_vocab) = (field("n_layers")?, field("d_model")?, field("d_vocab")?);
-    let sites = site_list(n_layers, false);
+    let sites = site_list(n_layers, lens.subblocks);
+    let residual = if msg.get("parallel").and_then(serde_json::Value::as_bool).unwrap_or(false) { Residual::Parallel } else { Residual::Sequential };
     let n_sites = sites.len();
     let rows_json =
         msg.get("rows").and_then(serde_json::Value::as_array).ok_or_else(|| LensError::Runtime("the nnsight engine's result has no rows".into()))?;
@@ -240,7 +242,7 @@ pub fn lens_nnsight(opts: &NnsightOptions, tokenizer: &LensTokenizer, ids: &[u32
         model: ModelInfo {
             name: opts.model.clone(),
             family: msg.get("family").and_then(serde_json::Value::as_str).unwrap_or_default().to_string(),
-            residual: None,
+            residual: Some(residual.name().into()),
             final_softcap: None,
             n_layers,
             d_model,
@@ -250,7 +252,7 @@ pub fn lens_nnsight(opts: &NnsightOptions, tokenizer: &LensTokenizer, ids: &[u32
         },
         decoder: crate::lens::kernel::DecoderKind::LogitLens.name().into(),
         tokens: tokenizer.tokens(ids),
-        sites: sites.iter().map(|s| s.label_in(Residual::Sequential)).collect(),
+        sites: sites.iter().map(|s| s.label_in(residual)).collect(),
         metrics: assemble::metrics(&rows, n_sites, &next, false)?,
         top_k: assemble::top_k(&rows, n_sites, k)?,
         attribution: Attribution::default(),

@@ -324,6 +324,8 @@ impl LogitLensApp {
         let settings = self.state.remote.clone();
         let model = settings.model.trim().to_string();
         let text = self.state.prompt.clone();
+        // The view's "Sub-block rows" choice: the report has those rows or not.
+        let subblocks = self.state.view.subblocks;
         if model.is_empty() || text.is_empty() {
             self.state.error = Some("the nnsight run needs a model (folder or hub id) and a prompt".into());
             return;
@@ -344,15 +346,8 @@ impl LogitLensApp {
             let run = || -> anyhow::Result<crate::session::report_file::Opened> {
                 let tokenizer = crate::session::remote::tokenizer_of(&model, &progress)?;
                 let ids = tokenizer.encode(&text)?;
-                let report = crate::session::remote::run_remote(
-                    &model,
-                    settings.ndif,
-                    python.as_deref(),
-                    &tokenizer,
-                    &ids,
-                    &lens_model::LensOptions::default(),
-                    &progress,
-                )?;
+                let opts = lens_model::LensOptions { subblocks, ..lens_model::LensOptions::default() };
+                let report = crate::session::remote::run_remote(&model, settings.ndif, python.as_deref(), &tokenizer, &ids, &opts, &progress)?;
                 Ok(crate::session::report_file::Opened::Lens(crate::session::report_file::result_of(report)))
             };
             let opened = run().map_err(|e| format!("{e:#}"));

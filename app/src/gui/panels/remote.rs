@@ -42,7 +42,7 @@ pub fn remote_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
             if run.on_disabled_hover_text("Give a model and a prompt").clicked() {
                 cmds.push(AppCommand::RunRemote);
             }
-            ui.label(RichText::new("No sub-block rows or contributions from nnsight yet; NDIF itself is untested.").color(theme::DIM_TEXT));
+            ui.label(RichText::new("No contributions (DLA) from nnsight yet; NDIF itself is untested.").color(theme::DIM_TEXT));
         }
     }
 }
