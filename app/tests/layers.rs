@@ -58,7 +58,7 @@ fn layers_import_only_downwards() {
 
 /// The stage of a `lens_model` module path's first segment, or `None` for the base modules.
 fn stage_rank(stage: &str) -> Option<usize> {
-    ["source", "build", "run", "lens", "output", "analyses"].iter().position(|s| *s == stage)
+    ["source", "build", "run", "lens", "output", "analyses", "remote"].iter().position(|s| *s == stage)
 }
 
 /// `(file relative to model/src, "stage::module")` of every code line's `crate::stage::module`.

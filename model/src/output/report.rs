@@ -211,7 +211,20 @@ pub struct RunInfo {
     /// The engine, where it is not this program's own (`--engine nnsight`): its name, the model
     /// id, where it ran and the bytes received.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub engine: Option<crate::remote::nnsight::EngineInfo>,
+    pub engine: Option<EngineInfo>,
+}
+
+/// What a run on another engine (`--engine nnsight`) records in the report (`run.engine`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EngineInfo {
+    /// `nnsight`.
+    pub name: String,
+    /// The model as nnsight was given it.
+    pub model_id: String,
+    /// `local` (this machine) or `ndif`.
+    pub location: String,
+    /// Bytes of the result message received from the engine.
+    pub bytes_received: usize,
 }
 
 /// Everything the lens computed for one prompt.

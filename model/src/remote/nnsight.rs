@@ -9,13 +9,12 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::build::spec::Residual;
 use crate::error::{LensError, Progress, Result};
 use crate::lens::attribution::Attribution;
 use crate::lens::metrics::{NO_TARGET, RowMetrics};
 use crate::output::assemble;
+pub use crate::output::report::EngineInfo;
 use crate::output::report::{LensReport, ModelInfo, RunInfo, SCHEMA};
 use crate::run::engine::LensOptions;
 use crate::run::sites::site_list;
@@ -41,19 +40,6 @@ pub struct NnsightOptions {
     pub python: PathBuf,
     /// The engine module.
     pub script: PathBuf,
-}
-
-/// What a run on the nnsight engine records in the report (`run.engine`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct EngineInfo {
-    /// `nnsight`.
-    pub name: String,
-    /// The model as nnsight was given it.
-    pub model_id: String,
-    /// `local` (this machine) or `ndif`.
-    pub location: String,
-    /// Bytes of the result message received from the engine.
-    pub bytes_received: usize,
 }
 
 /// Where the module may be: [`SCRIPT_ENV`], beside the executable (installed layouts), the source tree.
