@@ -157,12 +157,10 @@ fn prepare(bundle: &Bundle, base: &ResidualTrace, ids: &[u32], patch: &Patch, sk
         let (Some(shape), Some(kv)) = (bundle.kv_cache, base.kv.as_ref()) else {
             return Err(LensError::invalid("internal: a patch after cached positions needs the key/value cache"));
         };
-        // Skipped blocks read no cache; layer 0's tells the graph where the rows start.
-        for (l, pair) in kv.prefix(start)?.layers.into_iter().enumerate() {
-            if l > 0 && l < start_layer {
-                continue;
-            }
-            for (kind, data) in ["key", "value"].into_iter().zip(pair) {
+        // Skipped blocks read no cache (none is cut for them); layer 0's tells the graph where the
+        // rows start.
+        for l in (0..kv.layers.len()).filter(|&l| l == 0 || l >= start_layer) {
+            for (kind, data) in ["key", "value"].into_iter().zip(kv.layer_prefix(l, start)?) {
                 inputs.push((past_name(l, kind), Tensor::from_array(([1usize, shape.n_kv_heads, start, shape.d_head], data))?.into()));
             }
         }

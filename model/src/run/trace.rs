@@ -58,9 +58,20 @@ impl KvCache {
         if p > self.n_pos {
             return Err(LensError::invalid(format!("internal: a cache of {} positions has no prefix of {p}", self.n_pos)));
         }
+        let layers = (0..self.layers.len()).map(|l| self.layer_prefix(l, p)).collect::<Result<Vec<_>>>()?;
+        Ok(Self { shape: self.shape, n_pos: p, layers })
+    }
+
+    /// Layer `l`'s keys and values of the first `p` positions (`p` ≤ `n_pos`)
+    /// // each [n_kv_heads, p, d_head] row-major
+    pub fn layer_prefix(&self, l: usize, p: usize) -> Result<[Vec<f32>; 2]> {
+        if p > self.n_pos {
+            return Err(LensError::invalid(format!("internal: a cache of {} positions has no prefix of {p}", self.n_pos)));
+        }
+        let [k, v] = self.layers.get(l).ok_or_else(|| LensError::invalid(format!("internal: the cache has no layer {l}")))?;
         let dh = self.shape.d_head;
         let cut = |t: &Vec<f32>| -> Vec<f32> { t.chunks_exact(self.n_pos * dh).flat_map(|head| head.iter().take(p * dh).copied()).collect() };
-        Ok(Self { shape: self.shape, n_pos: p, layers: self.layers.iter().map(|[k, v]| [cut(k), cut(v)]).collect() })
+        Ok([cut(k), cut(v)])
     }
 }
 
