@@ -186,6 +186,11 @@ impl Builder {
     pub fn const_u8s(&mut self, hint: &str, dims: &[i64], values: &[u8]) -> String {
         self.const_raw(hint, dims, DT_UINT8, values.to_vec())
     }
+    /// The default value of the optional graph input `name`: an initializer of the same name
+    /// (element type `data_type`, little-endian `raw` bytes).
+    fn default_input(&mut self, name: &str, dims: Vec<i64>, data_type: i32, raw: Vec<u8>) {
+        self.inits.push(TensorProto { name: Some(name.into()), dims, data_type: Some(data_type), raw_data: Some(raw), ..Default::default() });
+    }
     /// An empty f32 tensor named `name` (a zero among `dims`): the default of an optional input.
     pub fn empty_f32(&mut self, name: &str, dims: &[i64]) {
         self.inits.push(TensorProto {
@@ -372,13 +377,9 @@ impl<'a> GraphCtx<'a> {
     fn enable_patch(&mut self, x: &str) -> Vec<ValueInfoProto> {
         let d = self.arch.shape.d_model;
         let b = &mut self.b;
-        for (name, dims, data_type, raw) in [
-            (PATCH_SITE, vec![], DT_INT64, (-1i64).to_le_bytes().to_vec()),
-            (PATCH_ROW, vec![], DT_INT64, (-1i64).to_le_bytes().to_vec()),
-            (PATCH_VALUE, vec![1, 1, d as i64], DT_FLOAT, vec![0u8; d * 4]),
-        ] {
-            b.inits.push(TensorProto { name: Some(name.into()), dims, data_type: Some(data_type), raw_data: Some(raw), ..Default::default() });
-        }
+        b.default_input(PATCH_SITE, vec![], DT_INT64, (-1i64).to_le_bytes().to_vec());
+        b.default_input(PATCH_ROW, vec![], DT_INT64, (-1i64).to_le_bytes().to_vec());
+        b.default_input(PATCH_VALUE, vec![1, 1, d as i64], DT_FLOAT, vec![0u8; d * 4]);
         let shp = b.op("Shape", &[x], None, vec![]);
         let one_idx = b.const_i64("idx1", &[], &[1]);
         let n = b.op("Gather", &[&shp, &one_idx], None, vec![attr_int("axis", 0)]);

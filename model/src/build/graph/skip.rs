@@ -7,8 +7,8 @@
 //! block after the patch site: it recomputes only what the patch changes.
 
 use super::{
-    BlockFn, DT_BOOL, DT_FLOAT, DT_INT64, GraphCtx, GraphProto, TensorProto, TypeProto, ValueInfoProto, hook_name, hooks_of, past_name, present_name,
-    type_proto, value_info,
+    BlockFn, DT_BOOL, DT_FLOAT, DT_INT64, GraphCtx, GraphProto, NodeProto, TypeProto, ValueInfoProto, hook_name, hooks_of, past_name, present_name, type_proto,
+    value_info,
 };
 use crate::build::onnx::{AttributeProto, attribute_proto};
 
@@ -40,6 +40,16 @@ fn branch_output(name: &str) -> ValueInfoProto {
     }
 }
 
+/// One output of an `If` ([`GraphCtx::push_if`]).
+struct BranchOutput {
+    /// Its name outside.
+    outer: String,
+    /// The name the `then` branch's nodes write.
+    inner: String,
+    /// What the `else` branch passes through.
+    skipped: String,
+}
+
 /// A graph attribute (an `If`'s branch).
 fn attr_graph(name: &str, g: GraphProto) -> AttributeProto {
     AttributeProto { name: Some(name.into()), r#type: Some(attribute_proto::AttributeType::Graph as i32), g: Some(g), ..Default::default() }
@@ -53,20 +63,11 @@ impl GraphCtx<'_> {
         let d = self.arch.shape.d_model;
         let mut inputs = Vec::new();
         if head {
-            self.b.inits.push(TensorProto {
-                name: Some(WITH_LOGITS.into()),
-                dims: vec![],
-                data_type: Some(DT_BOOL),
-                raw_data: Some(vec![1]),
-                ..Default::default()
-            });
+            self.b.default_input(WITH_LOGITS, vec![], DT_BOOL, vec![1]);
             inputs.push(value_info(WITH_LOGITS, DT_BOOL, &[]));
         }
-        for (name, dims, data_type, raw) in
-            [(START_LAYER, vec![], DT_INT64, 0i64.to_le_bytes().to_vec()), (START_RESID, vec![1, 1, d as i64], DT_FLOAT, vec![0u8; d * 4])]
-        {
-            self.b.inits.push(TensorProto { name: Some(name.into()), dims, data_type: Some(data_type), raw_data: Some(raw), ..Default::default() });
-        }
+        self.b.default_input(START_LAYER, vec![], DT_INT64, 0i64.to_le_bytes().to_vec());
+        self.b.default_input(START_RESID, vec![1, 1, d as i64], DT_FLOAT, vec![0u8; d * 4]);
         inputs.extend([value_info(START_LAYER, DT_INT64, &[]), value_info(START_RESID, DT_FLOAT, &[Ok(1), Err("start_rows"), Ok(d)])]);
         inputs
     }
@@ -78,13 +79,26 @@ impl GraphCtx<'_> {
         let inner = format!("{out}{INNER_SUFFIX}");
         body(self, &inner);
         let nodes = self.b.nodes.split_off(mark);
-        let then_branch = GraphProto { name: Some("head".into()), node: nodes, output: vec![branch_output(&inner)], ..Default::default() };
         let empty = format!("{out}/empty");
         self.b.empty_f32(&empty, &[1, 0, self.arch.shape.d_vocab as i64]);
-        let skipped = format!("{out}/skipped");
-        let copy = self.b.node("Identity", &[&empty], vec![skipped.clone()], vec![]);
-        let else_branch = GraphProto { name: Some("skip_head".into()), node: vec![copy], output: vec![branch_output(&skipped)], ..Default::default() };
-        self.b.push("If", &[WITH_LOGITS], vec![out.to_string()], vec![attr_graph("then_branch", then_branch), attr_graph("else_branch", else_branch)]);
+        self.push_if(WITH_LOGITS, "head", nodes, &[BranchOutput { outer: out.to_string(), inner, skipped: empty }]);
+    }
+
+    /// An `If` on `cond` whose `then` branch is `nodes` (they write each output's `inner`) and whose
+    /// `else` branch passes each output's `skipped` value through; the `If` outputs the `outer` names.
+    fn push_if(&mut self, cond: &str, name: &str, nodes: Vec<NodeProto>, outs: &[BranchOutput]) {
+        let then_branch =
+            GraphProto { name: Some(name.into()), node: nodes, output: outs.iter().map(|o| branch_output(&o.inner)).collect(), ..Default::default() };
+        let mut skipped = Vec::with_capacity(outs.len());
+        let mut skipped_outputs = Vec::with_capacity(outs.len());
+        for o in outs {
+            let copy = format!("{}/skipped", o.outer);
+            skipped.push(self.b.node("Identity", &[&o.skipped], vec![copy.clone()], vec![]));
+            skipped_outputs.push(branch_output(&copy));
+        }
+        let else_branch = GraphProto { name: Some(format!("skip_{name}")), node: skipped, output: skipped_outputs, ..Default::default() };
+        let outer = outs.iter().map(|o| o.outer.clone()).collect();
+        self.b.push("If", &[cond], outer, vec![attr_graph("then_branch", then_branch), attr_graph("else_branch", else_branch)]);
     }
 
     /// `x0` (the embeddings) where the graph starts at block 0, else [`START_RESID`].
@@ -111,39 +125,16 @@ impl GraphCtx<'_> {
         let _ = block(self, l, x);
         self.in_branch = false;
         let body = self.b.nodes.split_off(mark);
-        // (name outside, name inside, what a skipped block outputs)
-        let mut outs: Vec<(String, String, String)> = hooks_of(self.arch.residual)
-            .iter()
-            .filter(|h| **h != "resid_pre")
-            .map(|h| {
-                let outer = hook_name(l, h);
-                (outer.clone(), format!("{outer}{INNER_SUFFIX}"), x.to_string())
-            })
-            .collect();
+        // A skipped block outputs its input residual as every hook, and the cache it was given.
+        let of = |outer: String, skipped: String| BranchOutput { inner: format!("{outer}{INNER_SUFFIX}"), outer, skipped };
+        let mut outs: Vec<BranchOutput> =
+            hooks_of(self.arch.residual).iter().filter(|h| **h != "resid_pre").map(|h| of(hook_name(l, h), x.to_string())).collect();
         if self.cache {
-            for kind in ["key", "value"] {
-                let outer = present_name(l, kind);
-                outs.push((outer.clone(), format!("{outer}{INNER_SUFFIX}"), past_name(l, kind)));
-            }
+            outs.extend(["key", "value"].map(|kind| of(present_name(l, kind), past_name(l, kind))));
         }
-        let then_branch = GraphProto {
-            name: Some(format!("block_{l}")),
-            node: body,
-            output: outs.iter().map(|(_, inner, _)| branch_output(inner)).collect(),
-            ..Default::default()
-        };
-        let mut skipped = Vec::with_capacity(outs.len());
-        let mut skipped_outputs = Vec::with_capacity(outs.len());
-        for (outer, _, source) in &outs {
-            let name = format!("{outer}/skipped");
-            skipped.push(self.b.node("Identity", &[source], vec![name.clone()], vec![]));
-            skipped_outputs.push(branch_output(&name));
-        }
-        let else_branch = GraphProto { name: Some(format!("skip_block_{l}")), node: skipped, output: skipped_outputs, ..Default::default() };
         let id = self.b.const_i64("layer_id", &[], &[l as i64]);
         let runs = self.b.op("LessOrEqual", &[START_LAYER, &id], None, vec![]);
-        let outer: Vec<String> = outs.iter().map(|(o, _, _)| o.clone()).collect();
-        self.b.push("If", &[&runs], outer, vec![attr_graph("then_branch", then_branch), attr_graph("else_branch", else_branch)]);
+        self.push_if(&runs, &format!("block_{l}"), body, &outs);
         hook_name(l, "resid_post")
     }
 }
