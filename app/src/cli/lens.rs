@@ -12,7 +12,7 @@ use lens_model::lens::kernel::DecoderKind;
 use crate::session::compare::CompareWith;
 use crate::session::run::{RunCache, RunRequest, run_prompt};
 
-use super::{OpenedOnce, interrupt, note_truncation, open_engine, token_groups};
+use super::{OpenedOnce, interrupt, note_truncation, open_engine, pinned_ids, token_groups, write_report_files};
 
 /// Options of `lens`.
 #[derive(Args, Debug)]
@@ -123,13 +123,7 @@ pub fn run(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
     }
     let mut engine = open_engine(ort_lib, args.model.model.as_deref(), args.model.device)?;
     args.decoder.attach(&mut engine, args.model.model.as_deref())?;
-    let mut pinned = Vec::new();
-    for p in &args.pin {
-        match engine.tokenizer.token_id(p) {
-            Some(id) => pinned.push(id),
-            None => bail!("--pin {p:?} is not a single token of this model's vocabulary"),
-        }
-    }
+    let pinned = pinned_ids(&engine.tokenizer, &args.pin)?;
     let groups = token_groups(&engine.tokenizer, &args.group, &args.group_word)?;
     let path = args.lens_path;
     let opts = LensOptions { subblocks: args.subblocks, k: args.top_k, decoder, pinned, final_only: args.final_only, groups, path, ..LensOptions::default() };
@@ -184,16 +178,7 @@ pub fn run(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
         return Ok(());
     }
     let report = &result.report;
-    let mut wrote = Vec::new();
-    if let Some(json) = &args.json {
-        report.write_json(json).with_context(|| format!("cannot write the report to {}", json.display()))?;
-        wrote.push(json.display().to_string());
-    }
-    if let Some(npz) = &args.npz {
-        let text = |id: u32| String::from_utf8_lossy(&engine.tokenizer.token_bytes(id)).into_owned();
-        lens_model::output::npz::write_report(report, npz, &text).with_context(|| format!("cannot write the report to {}", npz.display()))?;
-        wrote.push(npz.display().to_string());
-    }
+    let wrote = write_report_files(report, args.json.as_deref(), args.npz.as_deref(), &engine.tokenizer)?;
     eprintln!(
         "{} tokens x {} sites: forward {:.0} ms ({}, {} weights), lens {:.0} ms ({}); wrote {}",
         report.n_pos(),

@@ -154,6 +154,37 @@ pub fn stderr_progress() -> Progress {
     }))
 }
 
+/// The ids of `--pin TEXT…`: each TEXT must be a single token of this tokenizer.
+pub fn pinned_ids(tok: &lens_model::source::tokenizer::LensTokenizer, pins: &[String]) -> Result<Vec<u32>> {
+    pins.iter()
+        .map(|p| match tok.token_id(p) {
+            Some(id) => Ok(id),
+            None => bail!("--pin {p:?} is not a single token of this model's vocabulary"),
+        })
+        .collect()
+}
+
+/// Writes `report` to `--json` and `--npz` where given (token texts from `tok`) and returns the
+/// paths written.
+pub fn write_report_files(
+    report: &lens_model::output::report::LensReport,
+    json: Option<&Path>,
+    npz: Option<&Path>,
+    tok: &lens_model::source::tokenizer::LensTokenizer,
+) -> Result<Vec<String>> {
+    let mut wrote = Vec::new();
+    if let Some(json) = json {
+        report.write_json(json).with_context(|| format!("cannot write the report to {}", json.display()))?;
+        wrote.push(json.display().to_string());
+    }
+    if let Some(npz) = npz {
+        let text = |id: u32| String::from_utf8_lossy(&tok.token_bytes(id)).into_owned();
+        lens_model::output::npz::write_report(report, npz, &text).with_context(|| format!("cannot write the report to {}", npz.display()))?;
+        wrote.push(npz.display().to_string());
+    }
+    Ok(wrote)
+}
+
 /// The token groups of `--group NAME=TEXT|TEXT|…` and `--group-word WORD`: every TEXT must be a
 /// single token of this tokenizer (the error names the one that is not); repeats are dropped.
 pub fn token_groups(tok: &lens_model::source::tokenizer::LensTokenizer, specs: &[String], words: &[String]) -> Result<Vec<lens_model::TokenGroup>> {

@@ -3,13 +3,13 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use lens_model::LensOptions;
 use lens_model::error::Progress;
 
 use crate::session::remote::{run_remote, tokenizer_of};
 
-use super::{interrupt, token_groups};
+use super::{interrupt, pinned_ids, token_groups, write_report_files};
 
 /// The options of `lens` that `--engine nnsight` reads.
 pub struct RemoteLens {
@@ -49,26 +49,11 @@ pub fn lens(model: &super::args::ModelArgs, text: &str, args: &RemoteLens) -> Re
     let progress = interrupt::watched(Progress::default());
     let tokenizer = tokenizer_of(model, &progress)?;
     let ids = tokenizer.encode(text)?;
-    let mut pinned = Vec::new();
-    for p in &args.pin {
-        match tokenizer.token_id(p) {
-            Some(id) => pinned.push(id),
-            None => bail!("--pin {p:?} is not a single token of this model's vocabulary"),
-        }
-    }
+    let pinned = pinned_ids(&tokenizer, &args.pin)?;
     let groups = token_groups(&tokenizer, &args.group, &args.group_word)?;
     let opts = LensOptions { k: args.top_k, pinned, groups, subblocks: args.subblocks, ..LensOptions::default() };
     let report = run_remote(model, args.remote, args.python.as_deref(), &tokenizer, &ids, &opts, &progress)?;
-    let mut wrote = Vec::new();
-    if let Some(json) = &args.json {
-        report.write_json(json).with_context(|| format!("cannot write the report to {}", json.display()))?;
-        wrote.push(json.display().to_string());
-    }
-    if let Some(npz) = &args.npz {
-        let text = |id: u32| String::from_utf8_lossy(&tokenizer.token_bytes(id)).into_owned();
-        lens_model::output::npz::write_report(&report, npz, &text).with_context(|| format!("cannot write the report to {}", npz.display()))?;
-        wrote.push(npz.display().to_string());
-    }
+    let wrote = write_report_files(&report, args.json.as_deref(), args.npz.as_deref(), &tokenizer)?;
     let bytes = report.run.engine.as_ref().map_or(0, |e| e.bytes_received);
     eprintln!(
         "{} tokens x {} sites on nnsight ({}): {:.0} ms, {bytes} bytes received; wrote {}",
