@@ -675,3 +675,100 @@ fn patch_writes_json_csv_and_figures_and_refuses_bad_inputs() {
         .unwrap();
     assert_clean_error(&out, "compared only with another decoder");
 }
+
+/// `render` and `corpus` with `--engine nnsight` (issue 29), when `LOGIT_LENS_NNSIGHT_PYTHON`
+/// names a Python with torch and nnsight (`.ci/run` makes one; else SKIPPED): the figure records
+/// the engine and `render --from` runs nnsight again to the same figure; the corpus report names
+/// the engine and equals the local engine's corpus of the same model; options the engine does
+/// not take are refused by name.
+#[test]
+fn render_and_corpus_run_on_nnsight() {
+    let Some(python) = std::env::var_os("LOGIT_LENS_NNSIGHT_PYTHON").filter(|p| !p.is_empty()) else {
+        eprintln!("SKIPPED: LOGIT_LENS_NNSIGHT_PYTHON names no Python with torch and nnsight");
+        return;
+    };
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/families/llama_f32");
+    let dir = unique_temp_dir("cli-nnsight");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (svg, again) = (dir.join("a.svg"), dir.join("b.svg"));
+    let out = bin()
+        .args(["render", "--engine", "nnsight", "--view", "ranks", "--prompt", "The cat sat on the mat"])
+        .arg("--python")
+        .arg(&python)
+        .arg("--model")
+        .arg(&model)
+        .arg("--out")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let prov = lens_app::figure::output::read_provenance(&svg).unwrap();
+    let engine = prov.engine.clone().expect("the figure records its engine");
+    assert_eq!((engine.name.as_str(), engine.remote), ("nnsight", false));
+    assert_eq!(prov.model_path, model.display().to_string());
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("logit_lens · nnsight (local)"), "the subtitle names the engine");
+    let out = bin().args(["render", "--from"]).arg(&svg).arg("--python").arg(&python).arg("--out").arg(&again).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let strip = |s: String| s.lines().filter(|l| !l.contains("forward_ms") && !l.contains("logit-lens-provenance")).collect::<Vec<_>>().join("\n");
+    assert_eq!(strip(std::fs::read_to_string(&again).unwrap()), strip(text), "render --from reruns nnsight to the same figure");
+    // Options the engine does not take.
+    let out = bin()
+        .args(["render", "--engine", "nnsight", "--prompt", "a b", "--compare-prompt", "c d"])
+        .arg("--python")
+        .arg(&python)
+        .arg("--model")
+        .arg(&model)
+        .arg("--out")
+        .arg(dir.join("c.svg"))
+        .output()
+        .unwrap();
+    assert_clean_error(&out, "--compare-");
+    // A corpus through one nnsight process, against the local engine's corpus.
+    let corpus = dir.join("text.txt");
+    std::fs::write(&corpus, "The cat sat on the mat. The dog sat on the log. A bird sang in the tree. ".repeat(3)).unwrap();
+    let (a, b) = (dir.join("nn.json"), dir.join("local.json"));
+    let out = bin()
+        .args(["corpus", "--engine", "nnsight", "--window", "16", "--resamples", "20"])
+        .arg("--python")
+        .arg(&python)
+        .arg("--model")
+        .arg(&model)
+        .arg("--text")
+        .arg(&corpus)
+        .arg("--json")
+        .arg(&a)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .args(["corpus", "--device", "cpu", "--window", "16", "--resamples", "20"])
+        .arg("--model")
+        .arg(&model)
+        .arg("--text")
+        .arg(&corpus)
+        .arg("--json")
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |p: &Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+    let (nn, local) = (read(&a), read(&b));
+    assert_eq!(nn["run"]["provider"], "nnsight (local)");
+    assert_eq!(nn["n_windows"], local["n_windows"]);
+    let means = |v: &serde_json::Value| -> Vec<f64> { v["per_site"]["kl_to_final"]["mean"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
+    for (x, y) in means(&nn).iter().zip(means(&local)) {
+        assert!((x - y).abs() < 1e-4, "corpus KL {x} vs {y}");
+    }
+    let out = bin()
+        .args(["corpus", "--engine", "nnsight", "--decoder", "raw"])
+        .arg("--model")
+        .arg(&model)
+        .arg("--text")
+        .arg(&corpus)
+        .arg("--json")
+        .arg(dir.join("x.json"))
+        .output()
+        .unwrap();
+    assert_clean_error(&out, "logit lens only");
+}

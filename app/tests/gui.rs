@@ -1457,7 +1457,7 @@ fn a_remote_model_runs_from_the_app_with_status_and_cancel() {
         r#"print(json.dumps({"type": "status", "message": "tracing"}), flush=True)
 n, k, t = len(request["ids"]), request["k"], len(request["targets"][0]) + 1
 row = [0.0, 1.0, 0.0, 0.0, list(range(k)), [float(k - i) for i in range(k)], [1.0] * t, [1] * t]
-print(json.dumps({"type": "result", "protocol": 1, "n_layers": 3, "d_model": 48, "d_vocab": 300, "family": "llama", "n_ctx": 128, "where": "local", "rows": [row] * (4 * n)}), flush=True)"#,
+print(json.dumps({"type": "result", "protocol": 2, "n_layers": 3, "d_model": 48, "d_vocab": 300, "family": "llama", "n_ctx": 128, "where": "local", "rows": [row] * (4 * n)}), flush=True)"#,
     );
     let mut h = harness(AppState { prompt: "one two three".into(), ..AppState::default() });
     h.state_mut().apply(AppCommand::ShowWindow(lens_app::gui::command::Window::Remote));

@@ -45,6 +45,7 @@ fn nnsight_locally_gives_our_engines_lens() {
         ("qwen3_f32", true),
         ("gptj_f32", false),
         ("mistral_f32", true),
+        ("ctrl_f32", true),
     ] {
         let src = fixture(case);
         let bundle = unique_temp_dir(&format!("nnsight-{case}"));
@@ -75,6 +76,21 @@ fn nnsight_locally_gives_our_engines_lens() {
             let gap = a.cells().zip(b.cells()).map(|(x, y)| (x - y).abs()).fold(0f64, f64::max);
             assert!(gap < 1e-4, "{case}: {name} differs by {gap}");
         }
+        // The direct logit attribution, computed inside the trace from the attention outputs and
+        // what each block added besides them, against our engine's hooks.
+        let (ga, wa) = (&got.attribution, &want.attribution);
+        assert_eq!(ga.components, wa.components, "{case}");
+        assert_eq!(ga.final_top1_ids, wa.final_top1_ids, "{case}");
+        let scale = wa.final_top1.cells().map(|x| x.abs()).fold(1f64, f64::max);
+        let gap = ga.final_top1.cells().zip(wa.final_top1.cells()).map(|(x, y)| (x - y).abs()).fold(0f64, f64::max);
+        assert!(gap < 1e-4 * scale, "{case}: attribution to the final top-1 differs by {gap} (largest term {scale})");
+        for (x, y) in ga.next.cells().zip(wa.next.cells()) {
+            match (x, y) {
+                (Some(x), Some(y)) => assert!((x - y).abs() < 1e-4 * scale, "{case}: attribution to the next token {x} vs {y}"),
+                (None, None) => {}
+                _ => panic!("{case}: attribution to the next token {x:?} vs {y:?}"),
+            }
+        }
         let info = got.run.engine.as_ref().unwrap();
         assert_eq!((info.name.as_str(), info.location.as_str()), ("nnsight", "local"));
         // Only the reduced rows come back: under half of the f32 logits of every cell even at this
@@ -83,7 +99,8 @@ fn nnsight_locally_gives_our_engines_lens() {
         let full = cells * got.model.d_vocab * 4;
         assert!(info.bytes_received * 2 < full, "{case}: {} bytes received, the logits are {full}", info.bytes_received);
         let numbers_per_cell = 4 + 2 * 5 + 2 * (1 + 2 + 1 + 3);
-        assert!(info.bytes_received < cells * numbers_per_cell * 26 + 1024, "{case}: {} bytes for {cells} cells", info.bytes_received);
+        let attribution_numbers = 2 * (2 * got.model.n_layers + 2) * ids.len() + ids.len();
+        assert!(info.bytes_received < (cells * numbers_per_cell + attribution_numbers) * 26 + 1024, "{case}: {} bytes for {cells} cells", info.bytes_received);
         // The report reads back through the same checks as the local engine's.
         let dir = unique_temp_dir("nnsight-json");
         std::fs::create_dir_all(&dir).unwrap();
@@ -116,7 +133,7 @@ fn ndif_answers_and_bad_results_are_clear_errors() {
     // What NDIF answers arrives as the module words it.
     let refused = stand_in(
         "refused",
-        r#"assert request["remote"] is True and request["protocol"] == 1
+        r#"assert request["remote"] is True and request["protocol"] == 2
 print(json.dumps({"type": "status", "message": "queued"}), flush=True)
 print(json.dumps({"type": "error", "kind": "remote", "message": "NDIF does not host this model now. NDIF said: not dedicated"}), flush=True)"#,
     );
@@ -126,10 +143,14 @@ print(json.dumps({"type": "error", "kind": "remote", "message": "NDIF does not h
     let short = stand_in(
         "short",
         r#"n = len(request["ids"])
-print(json.dumps({"type": "result", "protocol": 1, "n_layers": 1, "d_model": 4, "d_vocab": 300, "family": "llama", "n_ctx": 128, "where": "remote", "rows": [[0.0, 1.0]] * (2 * n)}), flush=True)"#,
+print(json.dumps({"type": "result", "protocol": 2, "n_layers": 1, "d_model": 4, "d_vocab": 300, "family": "llama", "n_ctx": 128, "where": "remote", "rows": [[0.0, 1.0]] * (2 * n)}), flush=True)"#,
     );
     let e = run_with(short, &Progress::default()).unwrap_err().to_string();
     assert!(e.contains("row of 2 fields"), "{e}");
+    // A line past the cap is refused without holding it all (a runaway engine).
+    let huge = stand_in("huge", r#"sys.stdout.write("x" * (600 << 20)); sys.stdout.flush()"#);
+    let e = run_with(huge, &Progress::default()).unwrap_err().to_string();
+    assert!(e.contains("line of over 512 MB"), "{e}");
     // Another protocol.
     let old = stand_in("old", r#"print(json.dumps({"type": "result", "protocol": 0}), flush=True)"#);
     let e = run_with(old, &Progress::default()).unwrap_err().to_string();

@@ -19,6 +19,46 @@ pub struct ModelArgs {
     pub device: Device,
 }
 
+/// `--engine`, `--remote` and `--python`: what runs the model.
+#[derive(Args, Debug, Clone, Default)]
+pub struct EngineArgs {
+    /// What runs the model: `local` (this program, ONNX Runtime) or `nnsight` (a Python
+    /// environment with torch and nnsight: --model is then a Hugging Face folder or hub id as
+    /// nnsight loads it; the lens is reduced inside the trace and only the rows come back).
+    #[arg(long, default_value = "local", value_parser = ["local", "nnsight"])]
+    pub engine: String,
+    /// With --engine nnsight: run on NDIF (the National Deep Inference Fabric; NDIF_API_KEY in the
+    /// environment, NDIF_HOST for another NDIF server) instead of this machine.
+    #[arg(long)]
+    pub remote: bool,
+    /// With --engine nnsight: the Python to run (else LOGIT_LENS_PYTHON, else python3).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    /// Whether the nnsight engine runs the model; `--remote`/`--python` without it are an error.
+    pub fn nnsight(&self) -> anyhow::Result<bool> {
+        if self.engine == "nnsight" {
+            return Ok(true);
+        }
+        if self.remote || self.python.is_some() {
+            anyhow::bail!("--remote and --python belong to --engine nnsight");
+        }
+        Ok(false)
+    }
+
+    /// The nnsight engine's options for the model `model` (a folder or hub id).
+    pub fn nnsight_options(&self, model: &str) -> anyhow::Result<lens_model::remote::nnsight::NnsightOptions> {
+        Ok(lens_model::remote::nnsight::NnsightOptions {
+            model: model.to_string(),
+            remote: self.remote,
+            python: lens_model::remote::nnsight::python_of(self.python.as_deref()),
+            script: lens_model::remote::nnsight::find_script()?,
+        })
+    }
+}
+
 /// `--decoder`, `--tuned-lens` and `--jacobian-lens`.
 #[derive(Args, Debug, Clone, Default)]
 pub struct DecoderArgs {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use lens_model::LensOptions;
-use lens_model::analyses::corpus::{CorpusOptions, run_corpus};
+use lens_model::analyses::corpus::{CorpusOptions, run_corpus, run_corpus_with};
 
 use super::{interrupt, open_engine};
 
@@ -37,6 +37,9 @@ pub struct CorpusArgs {
     /// Output JSON path.
     #[arg(long)]
     pub json: PathBuf,
+    /// --engine, --remote and --python (nnsight: one Python process for every window).
+    #[command(flatten)]
+    pub engine: super::args::EngineArgs,
     /// Also write the per-site table as CSV.
     #[arg(long)]
     pub csv: Option<PathBuf>,
@@ -67,8 +70,10 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &CorpusArgs) -> Result<()> {
         crate::session::prompt::check_writable(out)?;
     }
     let text = crate::session::prompt::read_texts(&args.text)?;
-    let mut engine = open_engine(ort_lib, args.model.model.as_deref(), args.model.device)?;
-    args.decoder.attach(&mut engine, args.model.model.as_deref())?;
+    let nnsight = args.engine.nnsight()?;
+    if nnsight && (decoder != lens_model::lens::kernel::DecoderKind::LogitLens || args.decoder.tuned_lens.is_some() || args.decoder.jacobian_lens.is_some()) {
+        bail!("--engine nnsight runs the logit lens only: drop --decoder, --tuned-lens and --jacobian-lens");
+    }
     let opts = CorpusOptions {
         window: args.window,
         max_tokens: args.max_tokens,
@@ -76,7 +81,20 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &CorpusArgs) -> Result<()> {
         resamples: args.resamples,
         seed: 0,
     };
-    let report = run_corpus(&mut engine, &text, &opts, &corpus_progress())?;
+    let report = if nnsight {
+        let Some(model) = args.model.model.as_ref().and_then(|m| m.to_str()) else {
+            bail!("--engine nnsight needs --model: a Hugging Face folder or hub id (org/name)");
+        };
+        let progress = corpus_progress();
+        let tokenizer = crate::session::remote::tokenizer_of(model, &progress)?;
+        let session = lens_model::remote::nnsight::NnsightSession::start(&args.engine.nnsight_options(model)?)?;
+        let mut runner = lens_model::remote::nnsight::NnsightRunner { session, tokenizer };
+        run_corpus_with(&mut runner, &text, &opts, &progress)?
+    } else {
+        let mut engine = open_engine(ort_lib, args.model.model.as_deref(), args.model.device)?;
+        args.decoder.attach(&mut engine, args.model.model.as_deref())?;
+        run_corpus(&mut engine, &text, &opts, &corpus_progress())?
+    };
     report.write_json(&args.json).with_context(|| format!("cannot write {}", args.json.display()))?;
     if let Some(csv) = &args.csv {
         report.write_csv(csv).with_context(|| format!("cannot write {}", csv.display()))?;

@@ -86,18 +86,9 @@ pub struct LensArgs {
     /// `steering` and on stderr).
     #[arg(long, default_value_t = 0, requires = "steer")]
     generate: usize,
-    /// What runs the model: `local` (this program, ONNX Runtime) or `nnsight` (a Python
-    /// environment with torch and nnsight: --model is then a Hugging Face folder or hub id as
-    /// nnsight loads it; the lens is reduced inside the trace and only the rows come back).
-    #[arg(long, default_value = "local", value_parser = ["local", "nnsight"])]
-    engine: String,
-    /// With --engine nnsight: run on NDIF (the National Deep Inference Fabric; NDIF_API_KEY in the
-    /// environment) instead of this machine.
-    #[arg(long)]
-    remote: bool,
-    /// With --engine nnsight: the Python to run (else LOGIT_LENS_PYTHON, else python3).
-    #[arg(long)]
-    python: Option<PathBuf>,
+    /// --engine, --remote and --python.
+    #[command(flatten)]
+    engine: super::args::EngineArgs,
 }
 
 /// Runs `lens`.
@@ -111,11 +102,8 @@ pub fn run(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
         bail!("the prompt is empty");
     }
     let truncate_left = args.truncate_left.unwrap_or(false);
-    if args.engine == "nnsight" {
+    if args.engine.nnsight()? {
         return super::remote::lens(&args.model, &text, &args.nnsight_parts());
-    }
-    if args.remote || args.python.is_some() {
-        bail!("--remote and --python belong to --engine nnsight");
     }
     let decoder = args.decoder.kind();
     for out in args.json.iter().chain(&args.npz) {
@@ -212,8 +200,7 @@ impl LensArgs {
         .collect();
         super::remote::RemoteLens {
             subblocks: self.subblocks,
-            remote: self.remote,
-            python: self.python.clone(),
+            engine: self.engine.clone(),
             top_k: self.top_k,
             pin: self.pin.clone(),
             group: self.group.clone(),

@@ -15,10 +15,8 @@ use super::{interrupt, pinned_ids, token_groups, write_report_files};
 pub struct RemoteLens {
     /// `--subblocks`.
     pub subblocks: bool,
-    /// `--remote`.
-    pub remote: bool,
-    /// `--python`.
-    pub python: Option<PathBuf>,
+    /// `--engine`, `--remote`, `--python`.
+    pub engine: super::args::EngineArgs,
     /// `--top-k`.
     pub top_k: usize,
     /// `--pin`.
@@ -52,14 +50,14 @@ pub fn lens(model: &super::args::ModelArgs, text: &str, args: &RemoteLens) -> Re
     let pinned = pinned_ids(&tokenizer, &args.pin)?;
     let groups = token_groups(&tokenizer, &args.group, &args.group_word)?;
     let opts = LensOptions { k: args.top_k, pinned, groups, subblocks: args.subblocks, ..LensOptions::default() };
-    let report = run_remote(model, args.remote, args.python.as_deref(), &tokenizer, &ids, &opts, &progress)?;
+    let report = run_remote(model, args.engine.remote, args.engine.python.as_deref(), &tokenizer, &ids, &opts, &progress)?;
     let wrote = write_report_files(&report, args.json.as_deref(), args.npz.as_deref(), &tokenizer)?;
     let bytes = report.run.engine.as_ref().map_or(0, |e| e.bytes_received);
     eprintln!(
         "{} tokens x {} sites on nnsight ({}): {:.0} ms, {bytes} bytes received; wrote {}",
         report.n_pos(),
         report.sites.len(),
-        if args.remote { "NDIF" } else { "this machine" },
+        if args.engine.remote { "NDIF" } else { "this machine" },
         report.run.forward_ms,
         wrote.join(", ")
     );

@@ -118,6 +118,10 @@ pub struct RenderArgs {
     /// Output: FIG.svg, FIG.pdf or FIG.png.
     #[arg(long)]
     pub out: PathBuf,
+    /// --engine, --remote and --python (a figure computed by nnsight records it, and `--from`
+    /// runs nnsight again).
+    #[command(flatten)]
+    pub engine: super::args::EngineArgs,
 }
 
 /// What B varies: from the options, else from a recorded comparison figure.
@@ -290,6 +294,63 @@ fn apply(spec: &mut FigureSpec, a: &RenderArgs) -> Result<()> {
     Ok(())
 }
 
+/// `render --engine nnsight`: the figure of a report nnsight computed (the logit lens; no
+/// comparison), with the engine in its provenance.
+fn render_nnsight(
+    a: &RenderArgs,
+    spec: FigureSpec,
+    view: &crate::view::settings::ViewSettings,
+    prompt: String,
+    model: Option<PathBuf>,
+    remote: bool,
+) -> Result<()> {
+    let unsupported: Vec<&str> = [
+        (spec.decoder != DecoderKind::LogitLens.name(), "a decoder other than logit_lens"),
+        (spec.tuned_lens.is_some() || spec.jacobian_lens.is_some(), "--tuned-lens/--jacobian-lens"),
+        (a.compare_decoder.is_some() || a.compare_prompt.is_some() || a.compare_prompt_file.is_some() || a.compare_model.is_some(), "--compare-…"),
+        (spec.truncate_left, "--truncate"),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, n)| n)
+    .collect();
+    if !unsupported.is_empty() {
+        bail!("--engine nnsight does not take {} (yet): draw them with the local engine", unsupported.join(", "));
+    }
+    let Some(model) = model.as_ref().and_then(|m| m.to_str()).map(str::to_string) else {
+        bail!("--engine nnsight needs --model: a Hugging Face folder or hub id (org/name)");
+    };
+    let progress = super::interrupt::watched(Progress::default());
+    let tokenizer = crate::session::remote::tokenizer_of(&model, &progress)?;
+    let ids = tokenizer.encode(&prompt)?;
+    let pinned = match &spec.rank_of {
+        RankOf::Token(t) => vec![tokenizer.token_id(t).ok_or_else(|| anyhow!("--rank-of {t:?} is not a single token of this model"))?],
+        _ => Vec::new(),
+    };
+    let opts = LensOptions { subblocks: spec.subblocks, pinned, ..LensOptions::default() };
+    let engine = super::args::EngineArgs { engine: "nnsight".into(), remote, python: a.engine.python.clone() };
+    let report = lens_model::remote::nnsight::lens_nnsight(&engine.nnsight_options(&model)?, &tokenizer, &ids, &opts, &progress)?;
+    let vocab = ModelSummary::vocab_of_tokenizer(&tokenizer, report.model.d_vocab);
+    let result = crate::session::report_file::result_of(report);
+    let vm = ViewModel::build(&result, view, &vocab);
+    let report = &result.report;
+    let title = spec.title.clone().unwrap_or_else(|| vm.base_title(spec.metric()).unwrap_or_default().to_string());
+    let text = |id: u32| token_display(report, &vocab, id);
+    let scene = scene::build(&vm, report, &spec, &scene::subtitle(report), &text)
+        .ok_or_else(|| anyhow!("nothing to draw: the position window or layer step leaves no cells"))?;
+    let runs = vec![page_run("", &vm, report, &text)];
+    let prov = Provenance::new(report, model, prompt, spec);
+    output::write(&scene, &a.out, &title, &prov, &runs)?;
+    eprintln!(
+        "wrote {} ({:.1} x {:.1} in) from nnsight ({})",
+        a.out.display(),
+        scene.width / 72.0,
+        scene.height / 72.0,
+        if remote { "NDIF" } else { "this machine" }
+    );
+    Ok(())
+}
+
 /// Runs `render`.
 pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
     Format::of(&a.out)?;
@@ -317,6 +378,11 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
         bail!("the prompt is empty");
     }
     let model_arg = a.model.model.clone().or_else(|| recorded.as_ref().map(|p| PathBuf::from(&p.model_path)));
+    let recorded_engine = recorded.as_ref().and_then(|p| p.engine.clone()).filter(|e| e.name == "nnsight");
+    if recorded_engine.is_some() || a.engine.nnsight()? {
+        let remote = a.engine.remote || recorded_engine.is_some_and(|e| e.remote);
+        return render_nnsight(a, spec, &view, prompt, model_arg, remote);
+    }
     // A figure is a file anyone can send: say which paths it names before anything opens them
     // (the options override them).
     if let (Some(fig), Some(p)) = (&a.from, &recorded) {

@@ -41,6 +41,18 @@ pub struct Provenance {
     /// For an activation-patching figure (`patch --figure`): the prompts, tokens and sites.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub patch: Option<PatchSource>,
+    /// The engine that computed it, when not this program (`render --from` runs it again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineSource>,
+}
+
+/// The engine of a figure computed outside this program.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineSource {
+    /// `nnsight`.
+    pub name: String,
+    /// On NDIF rather than the machine that drew it.
+    pub remote: bool,
 }
 
 /// What an activation-patching figure was computed from.
@@ -110,6 +122,7 @@ impl Provenance {
             compare: None,
             eval: None,
             patch: None,
+            engine: report.run.engine.as_ref().map(|e| EngineSource { name: e.name.clone(), remote: e.location == "ndif" }),
         }
     }
 
@@ -128,6 +141,7 @@ impl Provenance {
             compare: None,
             eval: None,
             patch: None,
+            engine: None,
         }
     }
 
@@ -146,6 +160,7 @@ impl Provenance {
             compare: None,
             eval: Some(source),
             patch: None,
+            engine: None,
         }
     }
 
@@ -164,6 +179,7 @@ impl Provenance {
             compare: None,
             eval: None,
             patch: Some(source),
+            engine: None,
         }
     }
 }

@@ -262,7 +262,15 @@ pub fn subtitle(report: &LensReport) -> String {
     };
     // Quantized weights are said in every figure: such a figure can never pass for an exact one.
     let weights = if report.exact_weights() { String::new() } else { format!(" · {} weights (approximate)", report.weights()) };
-    format!("{} ({} layers, d_model {}) · {} tokens · {decoder}{weights}", report.model.name, report.model.n_layers, report.model.d_model, report.n_pos())
+    // A run by another engine names it (nnsight here or on NDIF).
+    let engine = report.run.engine.as_ref().map_or(String::new(), |e| format!(" · {} ({})", e.name, if e.location == "ndif" { "NDIF" } else { "local" }));
+    format!(
+        "{} ({} layers, d_model {}) · {} tokens · {decoder}{weights}{engine}",
+        report.model.name,
+        report.model.n_layers,
+        report.model.d_model,
+        report.n_pos()
+    )
 }
 
 /// Lays out the figure of `spec` from the view model (and the report, for contributions).

@@ -118,8 +118,13 @@ impl ModelSummary {
 
     /// The vocabulary of an engine.
     pub fn vocab_of(engine: &LensEngine) -> Vec<VocabEntry> {
-        (0..engine.bundle.shape.d_vocab as u32)
-            .map(|id| VocabEntry { id, text: String::from_utf8_lossy(&engine.tokenizer.token_bytes(id)).into_owned(), display: engine.tokenizer.display(id) })
+        Self::vocab_of_tokenizer(&engine.tokenizer, engine.bundle.shape.d_vocab)
+    }
+
+    /// The vocabulary of the first `d_vocab` ids of a tokenizer.
+    pub fn vocab_of_tokenizer(tokenizer: &lens_model::source::tokenizer::LensTokenizer, d_vocab: usize) -> Vec<VocabEntry> {
+        (0..d_vocab as u32)
+            .map(|id| VocabEntry { id, text: String::from_utf8_lossy(&tokenizer.token_bytes(id)).into_owned(), display: tokenizer.display(id) })
             .collect()
     }
 }

@@ -214,17 +214,61 @@ pub fn check_window_memory(shape: &crate::source::config::ModelShape, window: us
 
 pub use crate::source::long_text::encode_prefix;
 
+/// What runs a corpus's windows: the local engine, or another engine (nnsight) that computes the
+/// same report.
+pub trait WindowRunner {
+    /// The model's tokenizer.
+    fn tokenizer(&self) -> &crate::source::tokenizer::LensTokenizer;
+    /// The model's context and vocabulary sizes.
+    fn context_and_vocab(&mut self, progress: &Progress) -> Result<(usize, usize)>;
+    /// Refuses a window that cannot fit in the memory this machine has now (engines that run
+    /// the model elsewhere check nothing).
+    fn check_window(&self, window: usize) -> Result<()>;
+    /// The lens report of one window.
+    fn run_window(&mut self, ids: &[u32], lens: &LensOptions, progress: &Progress) -> Result<crate::output::report::LensReport>;
+    /// Where it ran, for the report's `run.provider`.
+    fn provider(&self) -> String;
+    /// The weights of the forward pass, for the report's `run.weights`.
+    fn weights(&self) -> String;
+}
+
+impl WindowRunner for LensEngine {
+    fn tokenizer(&self) -> &crate::source::tokenizer::LensTokenizer {
+        &self.tokenizer
+    }
+    fn context_and_vocab(&mut self, _progress: &Progress) -> Result<(usize, usize)> {
+        Ok((self.bundle.shape.n_ctx, self.bundle.shape.d_vocab))
+    }
+    fn check_window(&self, window: usize) -> Result<()> {
+        check_window_memory(&self.bundle.shape, window, crate::build::quant::available_memory())
+    }
+    fn run_window(&mut self, ids: &[u32], lens: &LensOptions, progress: &Progress) -> Result<crate::output::report::LensReport> {
+        self.run_ids(ids, lens, progress)
+    }
+    fn provider(&self) -> String {
+        self.provider.active.clone()
+    }
+    fn weights(&self) -> String {
+        self.bundle.weights.name().into()
+    }
+}
+
 /// The corpus's token ids (only the prefix `max_tokens` needs), each inside the model's vocabulary.
-fn corpus_ids(engine: &LensEngine, text: &str, max_tokens: Option<usize>, progress: &Progress) -> Result<Vec<u32>> {
+fn corpus_ids(
+    tokenizer: &crate::source::tokenizer::LensTokenizer,
+    d_vocab: usize,
+    text: &str,
+    max_tokens: Option<usize>,
+    progress: &Progress,
+) -> Result<Vec<u32>> {
     progress.report("tokenizing", 0.0);
     let ids = match max_tokens {
-        Some(m) => encode_prefix(&engine.tokenizer, text, m)?,
-        None => crate::source::long_text::encode_long(&engine.tokenizer, text, crate::source::long_text::PIECE_BYTES, &mut |f| {
+        Some(m) => encode_prefix(tokenizer, text, m)?,
+        None => crate::source::long_text::encode_long(tokenizer, text, crate::source::long_text::PIECE_BYTES, &mut |f| {
             progress.report("tokenizing", f);
             progress.check()
         })?,
     };
-    let d_vocab = engine.bundle.shape.d_vocab;
     if let Some(&bad) = ids.iter().find(|&&id| id as usize >= d_vocab) {
         return Err(LensError::invalid(format!("the text contains token id {bad}, which the model has no row for (vocabulary of {d_vocab})")));
     }
@@ -325,21 +369,27 @@ fn bootstrap(sums: &[WindowSums], n_sites: usize, b: usize, seed: u64, progress:
     Ok(per_site)
 }
 
-/// Runs the lens over `text` window by window and aggregates it. Cancelling `progress` stops it
-/// between windows and inside the running one.
+/// Runs the lens over `text` window by window on the local engine and aggregates it (see
+/// [`run_corpus_with`]).
 pub fn run_corpus(engine: &mut LensEngine, text: &str, opts: &CorpusOptions, progress: &Progress) -> Result<CorpusReport> {
+    run_corpus_with(engine, text, opts, progress)
+}
+
+/// Runs the lens over `text` window by window on `engine` and aggregates it. Cancelling
+/// `progress` stops it between windows and inside the running one.
+pub fn run_corpus_with(engine: &mut dyn WindowRunner, text: &str, opts: &CorpusOptions, progress: &Progress) -> Result<CorpusReport> {
     let t0 = std::time::Instant::now();
-    let n_ctx = engine.bundle.shape.n_ctx;
+    if text.trim().is_empty() {
+        return Err(LensError::invalid("the corpus text is empty"));
+    }
+    let (n_ctx, d_vocab) = engine.context_and_vocab(progress)?;
     let window = opts.window.unwrap_or(n_ctx.min(DEFAULT_MAX_WINDOW));
     if window < 2 || window > n_ctx {
         return Err(LensError::invalid(format!("--window {window}: use 2 to the model's context ({n_ctx})")));
     }
     // Before any window runs: one that cannot fit in the memory available now is refused.
-    check_window_memory(&engine.bundle.shape, window, crate::build::quant::available_memory())?;
-    if text.trim().is_empty() {
-        return Err(LensError::invalid("the corpus text is empty"));
-    }
-    let ids = corpus_ids(engine, text, opts.max_tokens, progress)?;
+    engine.check_window(window)?;
+    let ids = corpus_ids(engine.tokenizer(), d_vocab, text, opts.max_tokens, progress)?;
     let chunks: Vec<&[u32]> = ids.chunks(window).filter(|c| c.len() >= 2).collect();
     if chunks.is_empty() {
         return Err(LensError::invalid(format!("the text has {} tokens: too few for one window of at least 2", ids.len())));
@@ -353,7 +403,7 @@ pub fn run_corpus(engine: &mut LensEngine, text: &str, opts: &CorpusOptions, pro
     for (i, chunk) in chunks.iter().enumerate() {
         progress.check()?;
         let part = progress.part(i as f32 / n_windows as f32, 1.0 / n_windows as f32);
-        let r = engine.run_ids(chunk, &opts.lens, &part)?;
+        let r = engine.run_window(chunk, &opts.lens, &part)?;
         let n_sites = r.sites.len();
         if sites.is_empty() {
             sites.clone_from(&r.sites);
@@ -361,7 +411,7 @@ pub fn run_corpus(engine: &mut LensEngine, text: &str, opts: &CorpusOptions, pro
             decoder.clone_from(&r.decoder);
             depth_hist = vec![0; n_sites];
         }
-        let w = window_sums(&r, chunk, &engine.tokenizer)?;
+        let w = window_sums(&r, chunk, engine.tokenizer())?;
         for d in r.prediction_depth() {
             if let Some(c) = depth_hist.get_mut(d as usize) {
                 *c += 1;
@@ -386,11 +436,11 @@ pub fn run_corpus(engine: &mut LensEngine, text: &str, opts: &CorpusOptions, pro
         per_site,
         prediction_depth: depth_hist,
         run: CorpusRun {
-            provider: engine.provider.active.clone(),
+            provider: engine.provider(),
             seconds: t0.elapsed().as_secs_f64(),
             text_bytes: text.len(),
             ci_method: format!("percentile bootstrap over windows, {b} resamples, seed {}", opts.seed),
-            weights: engine.bundle.weights.name().into(),
+            weights: engine.weights(),
             program: format!("logit-lens {}", env!("CARGO_PKG_VERSION")),
         },
     })
