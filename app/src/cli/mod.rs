@@ -72,6 +72,9 @@ struct Cli {
     /// Desktop app: initial window size, WIDTHxHEIGHT in points (e.g. 1280x800).
     #[arg(long, value_name = "WxH")]
     window_size: Option<String>,
+    /// Desktop app: the panels' layout to start with: tabs, side-by-side or stacked.
+    #[arg(long, value_parser = ["tabs", "side-by-side", "stacked"])]
+    layout: Option<String>,
     /// Weights of the forward graph: f32 (exact), int8 or int4 (block-wise MatMulNBits codes of
     /// the block matrices), or auto (f32 when a run fits comfortably in the memory available now,
     /// else int8, else int4). A Hugging Face checkpoint is converted once per format; a bundle is
@@ -315,6 +318,11 @@ fn run(cli: Cli, gui: GuiServer) -> Result<()> {
             },
             weights: cli.weights,
             open_report: cli.open_report,
+            layout: cli.layout.as_deref().map(|l| match l {
+                "side-by-side" => crate::view::settings::PanelLayout::SideBySide,
+                "stacked" => crate::view::settings::PanelLayout::Stacked,
+                _ => crate::view::settings::PanelLayout::Tabs,
+            }),
         })),
         Some(Command::Convert(args)) => convert::run(&args, cli.weights),
         Some(Command::Info(args)) => info::run(ort_lib, &args),

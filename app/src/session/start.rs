@@ -35,6 +35,8 @@ pub struct GuiOptions {
     pub jacobian_lens: Option<PathBuf>,
     /// Initial window size in points (default 1500 x 940).
     pub window_size: Option<[f32; 2]>,
+    /// The panels' layout to start with (overrides the remembered one).
+    pub layout: Option<crate::view::settings::PanelLayout>,
     /// A report (`lens --json`, the app's JSON export) to show without any model
     /// (`--open-report`); nothing is loaded.
     pub open_report: Option<PathBuf>,

@@ -157,6 +157,9 @@ impl LogitLensApp {
         if let Some(d) = opts.decoder {
             state.view.decoder = d;
         }
+        if let Some(layout) = opts.layout {
+            state.view.layout = layout;
+        }
         if opts.subblocks {
             state.view.subblocks = true;
         }

@@ -68,6 +68,13 @@ pub fn status_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
             let path = if r.run.lens_path.is_empty() { String::new() } else { format!(" [{}]", r.run.lens_path) };
             ui.label(format!("{forward} · lens {:.0} ms{path}{reused}", r.run.lens_ms))
                 .on_hover_text("The lens runs in the streaming CPU kernel, or (forward pass on a GPU provider) as the lens graph on that provider");
+            // A report another engine computed says which, where and what came back.
+            if let Some(e) = &r.run.engine {
+                ui.separator();
+                let place = if e.location == "ndif" { "NDIF" } else { "this machine" };
+                ui.label(format!("{} on {place} · {:.0} KB received", e.name, e.bytes_received as f64 / 1e3))
+                    .on_hover_text(format!("Computed by {} ({}) inside its trace; only the reduced rows came back", e.name, e.model_id));
+            }
             // A steered run says so.
             if let Some(s) = &r.steering {
                 ui.separator();
@@ -90,6 +97,13 @@ pub fn status_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
             ui.label(RichText::new(n).color(theme::DIM_TEXT));
         }
         ui.with_layout(egui::Layout::right_to_left(egui::Align::Center), |ui| {
+            // A run on nnsight (NDIF's job states among its lines) and its Cancel.
+            if let Some((_, line)) = &state.remote_running {
+                if ui.button("Cancel nnsight").on_hover_text("Stops the nnsight run (kills its Python process)").clicked() {
+                    cmds.push(AppCommand::CancelRemote);
+                }
+                ui.label(RichText::new(format!("nnsight: {line}")).color(theme::CURSOR));
+            }
             if let Some(p) = &state.progress {
                 if ui.button("Cancel").clicked() {
                     cmds.push(AppCommand::Cancel);
