@@ -88,12 +88,13 @@ def remote_message(e):
     """NDIF's answers, as a person reads them."""
     text = str(e)
     low = text.lower()
+    # A rate limit's words may name the key too: it is looked for first.
+    if "429" in low or "rate limit" in low or "too many requests" in low:
+        return "NDIF is rate limiting this key: try again later. NDIF said: " + text
     if "api key" in low or "401" in low or "403" in low:
         return "NDIF refused the API key: set NDIF_API_KEY (get one at https://login.ndif.us). NDIF said: " + text
     if "not dedicated" in low or "could not deploy" in low or "not hosted" in low or "not available" in low:
         return "NDIF does not host this model now (see https://nnsight.net/status). NDIF said: " + text
-    if "429" in low or "rate" in low:
-        return "NDIF is rate limiting this key: try again later. NDIF said: " + text
     if "timeout" in low:
         return "NDIF stopped the job at its time limit. NDIF said: " + text
     return "NDIF: " + text

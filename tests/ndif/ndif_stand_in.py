@@ -15,6 +15,7 @@ for the tests of `--engine nnsight --remote` (issue 29). It speaks the protocol 
   `config.json` and the tokenizer), served from local folders.
 
 Usage: python ndif_stand_in.py --key KEY --repo ORG/NAME=DIR [--repo …] [--refuse ORG/NAME]
+       [--rate-limited KEY]
 It prints `port N` on its first line, then serves until killed. This is test code: one process,
 no auth beyond the key, no queue.
 """
@@ -217,6 +218,8 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         if self.path != "/request":
             return self.reply(404, b'{"detail": "Not Found"}')
+        if self.headers.get("ndif-api-key") in ARGS.rate_limited:
+            return self.reply(429, json.dumps({"detail": "Rate limit exceeded for this API key (stand-in)."}).encode())
         if self.headers.get("ndif-api-key") != ARGS.key:
             return self.reply(401, json.dumps({"detail": "The api key is invalid or missing (stand-in)."}).encode())
         message = BytesParser(policy=policy.HTTP).parsebytes(b"Content-Type: " + self.headers["Content-Type"].encode() + b"\r\n\r\n" + body)
@@ -239,6 +242,7 @@ def main():
     p.add_argument("--key", required=True)
     p.add_argument("--repo", action="append", default=[], help="ORG/NAME=DIR")
     p.add_argument("--refuse", action="append", default=[], help="a repo whose jobs fail as NDIF refuses an unhosted model")
+    p.add_argument("--rate-limited", action="append", default=[], help="a key answered 429")
     ARGS = p.parse_args()
     ARGS.repos = dict(r.split("=", 1) for r in ARGS.repo)
     server = Server(("127.0.0.1", 0), Handler)

@@ -3,7 +3,7 @@
 //! module's trace, the stand-in (another process, without our module on its path) rebuilds the
 //! model from the model key, runs the trace and sends back the saved rows; the report equals
 //! nnsight's local run of the same module and our engine's; NDIF's job states reach the progress;
-//! a wrong or missing key and a model NDIF does not host are clear errors; a corpus runs its
+//! a wrong or missing key, a rate-limited key and a model NDIF does not host are clear errors; a corpus runs its
 //! windows through one module process.
 //!
 //! Needs the Python with torch and nnsight named by `LOGIT_LENS_NNSIGHT_PYTHON` (`.ci/run` makes
@@ -83,7 +83,7 @@ fn the_lens_runs_on_a_stand_in_ndif() {
         .arg(format!("fixtures/gemma2={}", gemma.display()))
         .arg("--repo")
         .arg(format!("fixtures/unhosted={}", llama.display()))
-        .args(["--refuse", "fixtures/unhosted"])
+        .args(["--refuse", "fixtures/unhosted", "--rate-limited", "a-busy-key"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -139,6 +139,10 @@ fn the_lens_runs_on_a_stand_in_ndif() {
     unsafe { std::env::set_var("NDIF_API_KEY", "not-the-key") };
     let e = lens_nnsight(&on_ndif("fixtures/llama"), &tok, &ids, &opts, &Progress::default()).unwrap_err().to_string();
     assert!(e.contains("NDIF refused the API key") && e.contains("NDIF_API_KEY"), "{e}");
+    // A key over its rate: NDIF's 429, in words.
+    unsafe { std::env::set_var("NDIF_API_KEY", "a-busy-key") };
+    let e = lens_nnsight(&on_ndif("fixtures/llama"), &tok, &ids, &opts, &Progress::default()).unwrap_err().to_string();
+    assert!(e.contains("rate limiting this key") && e.contains("Rate limit exceeded"), "{e}");
     // No key: refused before anything is sent.
     unsafe { std::env::remove_var("NDIF_API_KEY") };
     let e = lens_nnsight(&on_ndif("fixtures/llama"), &tok, &ids, &opts, &Progress::default()).unwrap_err().to_string();
