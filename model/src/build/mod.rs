@@ -11,3 +11,4 @@ pub mod names;
 pub mod onnx;
 pub mod quant;
 pub mod spec;
+pub mod vjp;

@@ -6,6 +6,7 @@
 pub mod bundle;
 pub mod cuda_libs;
 pub mod engine;
+pub mod gradients;
 pub mod patched;
 pub mod resolve;
 pub mod runtime;

@@ -1,0 +1,103 @@
+//! Vector–Jacobian products through a bundle's blocks (issue 28): the backward graph
+//! ([`crate::build::vjp`]) written into the bundle on first use and run on the bundle's provider.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array3, ArrayView3};
+use ort::session::Session;
+use ort::value::Tensor;
+use prost::Message;
+
+use crate::build::convert::MODEL_FILE;
+use crate::build::vjp::{GRAD_INPUT, VJP_FILE, build_vjp_model, grad_name};
+use crate::error::{LensError, Progress, Result};
+use crate::run::bundle::Bundle;
+use crate::run::runtime::{Device, create_session};
+use crate::run::trace::run_cancellable;
+
+/// The bundle's backward graph, written beside its lens graph when it is missing or older.
+pub fn vjp_graph(bundle: &Bundle) -> Result<PathBuf> {
+    let model = bundle.dir.join(MODEL_FILE);
+    let path = bundle.dir.join(VJP_FILE);
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    if path.is_file() && modified(&path) >= modified(&model) {
+        return Ok(path);
+    }
+    let bytes = std::fs::read(&model).map_err(|e| LensError::io(&model, e))?;
+    let lens = crate::build::onnx::ModelProto::decode(bytes.as_slice()).map_err(|e| LensError::bad_file(&model, format!("not an ONNX model: {e}")))?;
+    let vjp = build_vjp_model(&lens, bundle.shape.n_layers)?;
+    crate::files::write_replacing(&path, |tmp| std::fs::write(tmp, vjp.encode_to_vec()).map_err(|e| LensError::io(tmp, e)))?;
+    Ok(path)
+}
+
+/// Gradients with respect to the residual stream, each `[k, pos, d_model]`.
+#[derive(Debug, Clone)]
+pub struct ResidGrads {
+    /// With respect to the residual entering block `l` (`resid_pre`; block 0's is the embeddings').
+    pub resid_pre: Vec<Array3<f32>>,
+    /// With respect to `resid_mid` of block `l`, where blocks have one.
+    pub resid_mid: Vec<Option<Array3<f32>>>,
+}
+
+/// Runs the backward graph.
+pub struct GradRunner {
+    session: Session,
+    n_layers: usize,
+    d_model: usize,
+    has_mid: bool,
+}
+
+impl std::fmt::Debug for GradRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GradRunner").field("n_layers", &self.n_layers).finish()
+    }
+}
+
+impl GradRunner {
+    /// Writes the bundle's backward graph if needed and opens it on `device`.
+    pub fn open(bundle: &Bundle, device: Device, progress: &Progress) -> Result<Self> {
+        progress.report("writing the backward graph", 0.0);
+        let path = vjp_graph(bundle)?;
+        progress.report("loading the backward graph", 0.5);
+        let (session, _) = create_session(&path, device, 0, &[])?;
+        let has_mid = session.outputs().iter().any(|o| o.name() == grad_name("blocks.0.hook_resid_mid"));
+        Ok(Self { session, n_layers: bundle.shape.n_layers, d_model: bundle.shape.d_model, has_mid })
+    }
+
+    /// The gradients of `⟨cotangent_j, h_final⟩` (`h_final` the last block's output, before the
+    /// final norm) for each of the `k` directions `cotangent` `[k, pos, d_model]` holds, on the
+    /// prompt `ids`.
+    pub fn vjp(&mut self, ids: &[u32], cotangent: ArrayView3<'_, f32>, progress: &Progress) -> Result<ResidGrads> {
+        let (k, n, d) = cotangent.dim();
+        if n != ids.len() || d != self.d_model || k == 0 {
+            return Err(LensError::invalid(format!("internal: cotangents of shape {:?} for {} tokens of width {}", cotangent.dim(), ids.len(), self.d_model)));
+        }
+        let ids_t = Tensor::from_array(([1usize, n], ids.iter().map(|&i| i64::from(i)).collect::<Vec<i64>>()))?;
+        let ct = Tensor::from_array(cotangent.to_owned())?;
+        let (n_layers, has_mid) = (self.n_layers, self.has_mid);
+        let session = &mut self.session;
+        run_cancellable(progress, |options| {
+            let mut out = session.run_with_options(ort::inputs!["input_ids" => ids_t, GRAD_INPUT => ct], options)?;
+            let mut take = |hook: String| -> Result<Array3<f32>> {
+                let name = grad_name(&hook);
+                let v = out.remove(&name).ok_or_else(|| LensError::Runtime(format!("the backward graph did not return {name}")))?;
+                let (shape, data) = v.try_extract_tensor::<f32>().map_err(|e| LensError::Runtime(format!("output {name}: {e}")))?;
+                let dims: Vec<i64> = shape.iter().copied().collect();
+                if dims != [k as i64, n as i64, d as i64] {
+                    return Err(LensError::Runtime(format!("the backward graph's {name} has shape {dims:?}, expected [{k}, {n}, {d}]")));
+                }
+                if data.iter().any(|v| !v.is_finite()) {
+                    return Err(LensError::Runtime(format!("the backward graph's {name} has non-finite values")));
+                }
+                Array3::from_shape_vec((k, n, d), data.to_vec()).map_err(|e| LensError::Runtime(e.to_string()))
+            };
+            let mut resid_pre = Vec::with_capacity(n_layers);
+            let mut resid_mid = Vec::with_capacity(n_layers);
+            for l in 0..n_layers {
+                resid_pre.push(take(format!("blocks.{l}.hook_resid_pre"))?);
+                resid_mid.push(if has_mid { Some(take(format!("blocks.{l}.hook_resid_mid"))?) } else { None });
+            }
+            Ok(ResidGrads { resid_pre, resid_mid })
+        })
+    }
+}
