@@ -6,6 +6,7 @@ mod bench;
 mod convert;
 mod corpus;
 mod eval_lens;
+mod fit_jlens;
 mod fit_lens;
 mod info;
 mod interrupt;
@@ -106,6 +107,11 @@ enum Command {
     Corpus(corpus::CorpusArgs),
     /// Fit a tuned lens on texts and save it in the tuned-lens package's format (config.json, params.pt).
     FitLens(fit_lens::FitLensArgs),
+    /// Fit a J-lens natively (the reference estimator, through the model's backward graph) and
+    /// save it in the format TransformerLens's JacobianLens.load reads.
+    FitJacobianLens(fit_jlens::FitJlensArgs),
+    /// Merge J-lenses fitted on parts of a corpus (the n_prompts-weighted mean).
+    MergeJacobianLens(fit_jlens::MergeJlensArgs),
     /// The lens-quality suite: pass@k and rank per layer of the intermediates of prompt sets,
     /// every decoder side by side (JSON, CSV, a figure).
     EvalLens(eval_lens::EvalLensArgs),
@@ -333,6 +339,8 @@ fn run(cli: Cli, gui: GuiServer) -> Result<()> {
         Some(Command::EvalLens(args)) => eval_lens::run(ort_lib, &args),
         Some(Command::Patch(args)) => patch::run(ort_lib, &args),
         Some(Command::FitLens(args)) => fit_lens::run(ort_lib, &args),
+        Some(Command::FitJacobianLens(args)) => fit_jlens::run(ort_lib, &args),
+        Some(Command::MergeJacobianLens(args)) => fit_jlens::merge(&args),
         Some(Command::BenchUi(args)) => gui(crate::session::start::GuiRequest::BenchUi(args)),
     }
 }

@@ -11,4 +11,5 @@ pub mod kernel;
 pub mod last_block;
 pub mod metrics;
 pub mod simd;
+pub mod torch_save;
 pub mod tuned_lens;

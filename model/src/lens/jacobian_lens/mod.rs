@@ -16,6 +16,7 @@
 
 pub mod read;
 pub mod registry;
+pub mod write;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -144,3 +144,39 @@ pub fn open(path: &Path) -> Result<JacobianLens> {
     }
     Ok(JacobianLens { d_model: d, n_prompts, matrices, model_name, from_checkpoint, source: Some(path.to_path_buf()) })
 }
+
+/// The bookkeeping of a fit checkpoint ([`super::write::save_checkpoint`]): its counts and the
+/// options its metadata records (`metadata` entries that are ints or strings, as text).
+pub fn checkpoint_info(path: &Path) -> Result<(super::write::CheckpointInfo, BTreeMap<String, String>)> {
+    let header =
+        pytorch_reader::PytorchReader::read_pickle_data(path, None).map_err(|e| LensError::bad_file(path, format!("cannot read this checkpoint's pickle: {e}")))?;
+    let PickleValue::Dict(header) = header else {
+        return Err(LensError::bad_file(path, "not a J-lens fit checkpoint: its pickle is not a dict"));
+    };
+    let need = |key: &str| -> Result<u64> {
+        int_of(header.get(key))
+            .and_then(|v| u64::try_from(v).ok())
+            .ok_or_else(|| LensError::bad_file(path, format!("not a J-lens fit checkpoint: no {key} (a non-negative integer)")))
+    };
+    let info = super::write::CheckpointInfo {
+        n_done: need("n_done")?,
+        next_idx: need("next_idx")?,
+        target_layer: need("target_layer")? as usize,
+        skip_first: need("skip_first")? as usize,
+    };
+    let mut meta = BTreeMap::new();
+    if let Some(PickleValue::Dict(m)) = header.get("metadata") {
+        for (k, v) in m {
+            match v {
+                PickleValue::String(s) => {
+                    meta.insert(k.clone(), s.clone());
+                }
+                PickleValue::Int(i) => {
+                    meta.insert(k.clone(), i.to_string());
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok((info, meta))
+}

@@ -8,6 +8,8 @@ use std::io::Write as _;
 use std::path::Path;
 
 use crate::error::{LensError, Result};
+pub use crate::lens::torch_save::write_atomic;
+use crate::lens::torch_save::{op, put_str, put_tensor, write_zip};
 use crate::lens::tuned_lens::config::{CONFIG_FILE, TunedLensConfig};
 use crate::source::checkpoint::{ElemType, decode_f32};
 
@@ -131,44 +133,6 @@ pub fn read(dir: &Path, config: &TunedLensConfig) -> Result<Translators> {
     Ok((weights, biases))
 }
 
-/// Pickle opcodes used by [`state_dict_pickle`].
-mod op {
-    pub const PROTO: u8 = 0x80;
-    pub const GLOBAL: u8 = b'c';
-    pub const EMPTY_TUPLE: u8 = b')';
-    pub const REDUCE: u8 = b'R';
-    pub const MARK: u8 = b'(';
-    pub const TUPLE: u8 = b't';
-    pub const BINUNICODE: u8 = b'X';
-    pub const BININT: u8 = b'J';
-    pub const BINPERSID: u8 = b'Q';
-    pub const NEWFALSE: u8 = 0x89;
-    pub const SETITEMS: u8 = b'u';
-    pub const STOP: u8 = b'.';
-}
-
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.push(op::BINUNICODE);
-    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn put_int(out: &mut Vec<u8>, v: usize) -> Result<()> {
-    let v = i32::try_from(v).map_err(|_| LensError::invalid(format!("a tensor dimension {v} is too large for this writer")))?;
-    out.push(op::BININT);
-    out.extend_from_slice(&v.to_le_bytes());
-    Ok(())
-}
-
-fn put_ints(out: &mut Vec<u8>, vs: &[usize]) -> Result<()> {
-    out.push(op::MARK);
-    for &v in vs {
-        put_int(out, v)?;
-    }
-    out.push(op::TUPLE);
-    Ok(())
-}
-
 /// The pickle (protocol 2) of `OrderedDict([(name, float32 tensor), …])` as `torch.save` writes
 /// it: each tensor is `torch._utils._rebuild_tensor_v2(storage, 0, shape, stride, False,
 /// OrderedDict())` with its storage a persistent id `("storage", torch.FloatStorage, key, "cpu",
@@ -182,43 +146,11 @@ pub fn state_dict_pickle(tensors: &[(String, Vec<usize>)]) -> Result<Vec<u8>> {
     p.push(op::MARK);
     for (key, (name, shape)) in tensors.iter().enumerate() {
         put_str(&mut p, name);
-        p.push(op::GLOBAL);
-        p.extend_from_slice(b"torch._utils\n_rebuild_tensor_v2\n");
-        p.push(op::MARK); // the arguments
-        p.push(op::MARK); // the persistent id
-        put_str(&mut p, "storage");
-        p.push(op::GLOBAL);
-        p.extend_from_slice(b"torch\nFloatStorage\n");
-        put_str(&mut p, &key.to_string());
-        put_str(&mut p, "cpu");
-        put_int(&mut p, shape.iter().product())?;
-        p.push(op::TUPLE);
-        p.push(op::BINPERSID);
-        put_int(&mut p, 0)?; // storage offset
-        put_ints(&mut p, shape)?;
-        let strides: Vec<usize> = (0..shape.len()).map(|i| shape.iter().skip(i + 1).product()).collect();
-        put_ints(&mut p, &strides)?;
-        p.push(op::NEWFALSE); // requires_grad
-        p.push(op::GLOBAL);
-        p.extend_from_slice(b"collections\nOrderedDict\n");
-        p.push(op::EMPTY_TUPLE);
-        p.push(op::REDUCE); // backward hooks
-        p.push(op::TUPLE);
-        p.push(op::REDUCE);
+        put_tensor(&mut p, key, shape, false)?;
     }
     p.push(op::SETITEMS);
     p.push(op::STOP);
     Ok(p)
-}
-
-/// Writes `path` through a file opened for `write` and synced to disk, with the reports' own
-/// replace-when-whole mechanism ([`crate::files::write_replacing`]: a crash or a full disk leaves
-/// the old file, never half of a new one).
-pub fn write_atomic(path: &Path, write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) -> Result<()> {
-    crate::files::write_replacing(path, |tmp| {
-        let mut f = std::fs::File::create(tmp).map_err(|e| LensError::io(tmp, e))?;
-        write(&mut f).and_then(|()| f.sync_all()).map_err(|e| LensError::io(path, e))
-    })
 }
 
 /// Writes `params.pt` (translators as `{i}.weight`, `{i}.bias`, float32) and `config.json` into
@@ -237,24 +169,9 @@ pub fn save(dir: &Path, config: &TunedLensConfig, weights: &[Vec<f32>], biases: 
         }
     }
     let pickle = state_dict_pickle(&tensors.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect::<Vec<_>>())?;
-    write_atomic(&dir.join(PARAMS_PT), |f| {
-        let mut zip = zip::ZipWriter::new(f);
-        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).with_alignment(64);
-        let io = |e: zip::result::ZipError| std::io::Error::other(e.to_string());
-        zip.start_file("params/data.pkl", opts).map_err(io)?;
-        zip.write_all(&pickle)?;
-        zip.start_file("params/byteorder", opts).map_err(io)?;
-        zip.write_all(b"little")?;
-        for (key, (_, _, values)) in tensors.iter().enumerate() {
-            zip.start_file(format!("params/data/{key}"), opts).map_err(io)?;
-            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            zip.write_all(&bytes)?;
-        }
-        zip.start_file("params/version", opts).map_err(io)?;
-        zip.write_all(b"3\n")?;
-        zip.finish().map_err(io)?;
-        Ok(())
-    })?;
+    let storages: Vec<Vec<u8>> = tensors.iter().map(|(_, _, values)| values.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
+    let refs: Vec<&[u8]> = storages.iter().map(Vec::as_slice).collect();
+    write_zip(&dir.join(PARAMS_PT), "params", &pickle, &refs)?;
     let text = serde_json::to_string_pretty(&config.to_json()).map_err(|e| LensError::invalid(e.to_string()))?;
     write_atomic(&dir.join(CONFIG_FILE), |f| f.write_all(text.as_bytes()))
 }
