@@ -23,6 +23,8 @@ a = p.parse_args()
 prompts = [l.rstrip("\r") for l in open(a.prompts, encoding="utf-8").read().split("\n") if l.strip()]
 bridge = TransformerBridge.boot_transformers(a.model, device="cpu", dtype=torch.float32)
 bridge.cfg.default_prepend_bos = False
+lengths = [min(bridge.to_tokens(p).shape[1], a.max_seq_len) for p in prompts]
+print(f"transformer_lens tokens per prompt: {lengths}")
 t0 = time.time()
 lens = JacobianLens.fit(bridge, prompts, corpus="bench", dim_batch=a.dim_batch, max_seq_len=a.max_seq_len, skip_first_positions=a.skip_first, show_progress=False)
 dt = time.time() - t0

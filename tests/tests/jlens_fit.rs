@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use lens_model::analyses::jlens_fit::{JlensFitOptions, checkpoint_path, fit_jacobian_lens, merge_jacobian_lenses, prompts_of};
 use lens_model::error::{LensError, Progress};
 use lens_model::lens::jacobian_lens::JacobianLens;
-use lens_model::run::gradients::GradRunner;
 use lens_model::run::runtime::Device;
 use lens_tests::fixture::unique_temp_dir;
 
@@ -33,7 +32,6 @@ fn rel_frobenius(a: &JacobianLens, b: &JacobianLens) -> f64 {
 
 struct Case {
     engine: lens_model::LensEngine,
-    runner: GradRunner,
     prompts: Vec<String>,
     opts: JlensFitOptions,
     reference: JacobianLens,
@@ -45,7 +43,6 @@ fn case(name: &str) -> Case {
     let bundle = unique_temp_dir(&format!("jfit-{name}"));
     lens_model::build::convert::convert_hf_checkpoint(&src, &bundle, &Progress::default()).unwrap();
     let engine = common::open(&bundle);
-    let runner = GradRunner::open(&engine.bundle, Device::Cpu, &Progress::default()).unwrap();
     let prompts = prompts_of(&std::fs::read_to_string(fit_dir().join("prompts.txt")).unwrap());
     let opts = JlensFitOptions {
         max_seq_len: meta["max_seq_len"].as_u64().unwrap() as usize,
@@ -64,17 +61,17 @@ fn case(name: &str) -> Case {
     }
     let reference = JacobianLens::open(&fit_dir().join(format!("{name}.pt"))).unwrap();
     assert_eq!(reference.n_prompts, meta["n_prompts"].as_u64().unwrap());
-    Case { engine, runner, prompts, opts, reference }
+    Case { engine, prompts, opts, reference }
 }
 
 #[test]
 fn a_fit_equals_transformer_lens_fit_and_merges_and_resumes() {
     for name in ["gpt2", "llama"] {
-        let mut c = case(name);
+        let c = case(name);
         let dir = unique_temp_dir(&format!("jfit-out-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
         let out = dir.join("lens.pt");
-        let report = fit_jacobian_lens(&c.engine, &mut c.runner, &c.prompts, &c.opts, &out, false, &Progress::default(), &mut |_, _| {}).unwrap();
+        let report = fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts, &c.opts, &out, &Progress::default(), &mut |_, _| {}).unwrap();
         assert_eq!(report.skipped, 1, "{name}: the 3-token prompt is skipped");
         let ours = JacobianLens::open(&out).unwrap();
         assert_eq!((ours.n_prompts, ours.source_layers()), (c.reference.n_prompts, c.reference.source_layers()), "{name}");
@@ -82,12 +79,20 @@ fn a_fit_equals_transformer_lens_fit_and_merges_and_resumes() {
         eprintln!("{name}: relative Frobenius difference to TransformerLens's fit {rel:e}");
         assert!(rel < 1e-3, "{name}: {rel}");
         assert!(!checkpoint_path(&out).exists(), "{name}: the checkpoint is removed when the lens is written");
+        // Another number of dimensions per backward run gives the same lens.
+        for dim_batch in [0, 5] {
+            let other = dir.join(format!("dims{dim_batch}.pt"));
+            let opts = JlensFitOptions { dim_batch, ..c.opts.clone() };
+            fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts, &opts, &other, &Progress::default(), &mut |_, _| {}).unwrap();
+            let rel = rel_frobenius(&JacobianLens::open(&other).unwrap(), &ours);
+            assert!(rel < 1e-6, "{name}: --dim-batch {dim_batch} differs by {rel}");
+        }
 
         // Two halves merged equal one fit.
         let (a, b) = (dir.join("a.pt"), dir.join("b.pt"));
         let half = c.prompts.len() / 2;
-        fit_jacobian_lens(&c.engine, &mut c.runner, &c.prompts[..half], &c.opts, &a, false, &Progress::default(), &mut |_, _| {}).unwrap();
-        fit_jacobian_lens(&c.engine, &mut c.runner, &c.prompts[half..], &c.opts, &b, false, &Progress::default(), &mut |_, _| {}).unwrap();
+        fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts[..half], &c.opts, &a, &Progress::default(), &mut |_, _| {}).unwrap();
+        fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts[half..], &c.opts, &b, &Progress::default(), &mut |_, _| {}).unwrap();
         let merged = dir.join("merged.pt");
         assert_eq!(merge_jacobian_lenses(&[a.clone(), b], &merged, false).unwrap(), ours.n_prompts);
         let rel = rel_frobenius(&JacobianLens::open(&merged).unwrap(), &ours);
@@ -97,7 +102,7 @@ fn a_fit_equals_transformer_lens_fit_and_merges_and_resumes() {
         let stopped = dir.join("stopped.pt");
         let progress = Progress::default();
         let p2 = progress.clone();
-        let e = fit_jacobian_lens(&c.engine, &mut c.runner, &c.prompts, &c.opts, &stopped, false, &progress, &mut |done, _| {
+        let e = fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts, &c.opts, &stopped, &progress, &mut |done, _| {
             if done == 2 {
                 p2.cancel();
             }
@@ -107,21 +112,45 @@ fn a_fit_equals_transformer_lens_fit_and_merges_and_resumes() {
         assert!(!stopped.exists() && checkpoint_path(&stopped).is_file(), "{name}: a stopped fit leaves its checkpoint, not a lens");
         // The checkpoint is the reference's fit-checkpoint schema: it reads as a lens of 2 prompts.
         assert_eq!(JacobianLens::open(&checkpoint_path(&stopped)).unwrap().n_prompts, 2);
-        let r = fit_jacobian_lens(&c.engine, &mut c.runner, &c.prompts, &c.opts, &stopped, true, &Progress::default(), &mut |_, _| {}).unwrap();
+        let r = fit_jacobian_lens(
+            &c.engine,
+            Device::Cpu,
+            &c.prompts,
+            &JlensFitOptions { resume: true, ..c.opts.clone() },
+            &stopped,
+            &Progress::default(),
+            &mut |_, _| {},
+        )
+        .unwrap();
         assert_eq!(r.n_prompts, ours.n_prompts);
         let rel = rel_frobenius(&JacobianLens::open(&stopped).unwrap(), &ours);
         assert!(rel < 1e-6, "{name}: the resumed fit differs by {rel}");
         // A resume with other options is refused.
         let other = JlensFitOptions { skip_first: c.opts.skip_first + 1, ..c.opts.clone() };
         let e2 = dir.join("e2.pt");
-        let e = fit_jacobian_lens(&c.engine, &mut c.runner, &c.prompts, &c.opts, &e2, false, &progress_cancel_after(1), &mut |_, _| {}).unwrap_err();
+        let e = fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts, &c.opts, &e2, &progress_cancel_after(1), &mut |_, _| {}).unwrap_err();
         assert!(matches!(e, LensError::Cancelled));
-        let e = fit_jacobian_lens(&c.engine, &mut c.runner, &c.prompts, &other, &e2, true, &Progress::default(), &mut |_, _| {}).unwrap_err().to_string();
+        let e = fit_jacobian_lens(
+            &c.engine,
+            Device::Cpu,
+            &c.prompts,
+            &JlensFitOptions { resume: true, ..other.clone() },
+            &e2,
+            &Progress::default(),
+            &mut |_, _| {},
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("skip_first"), "{e}");
+        // A checkpoint written before the first prompt finished resumes from nothing.
+        let resume = JlensFitOptions { resume: true, ..c.opts.clone() };
+        let r = fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts, &resume, &e2, &Progress::default(), &mut |_, _| {}).unwrap();
+        assert_eq!(r.n_prompts, ours.n_prompts);
+        assert!(rel_frobenius(&JacobianLens::open(&e2).unwrap(), &ours) < 1e-6, "{name}: resumed from an empty checkpoint");
         // Merging lenses of different layers is refused.
         let partial = dir.join("partial.pt");
         let one = JlensFitOptions { layers: Some(vec![0]), ..c.opts.clone() };
-        fit_jacobian_lens(&c.engine, &mut c.runner, &c.prompts[..2], &one, &partial, false, &Progress::default(), &mut |_, _| {}).unwrap();
+        fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts[..2], &one, &partial, &Progress::default(), &mut |_, _| {}).unwrap();
         let e = merge_jacobian_lenses(&[a, partial], &dir.join("bad.pt"), false).unwrap_err().to_string();
         assert!(e.contains("holds layers"), "{e}");
     }
@@ -136,12 +165,12 @@ fn progress_cancel_after(_prompts: usize) -> Progress {
 
 #[test]
 fn the_default_fp16_lens_reads_back() {
-    let mut c = case("gpt2");
+    let c = case("gpt2");
     let dir = unique_temp_dir("jfit-f16");
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("lens.pt");
     let opts = JlensFitOptions { half: true, ..c.opts.clone() };
-    fit_jacobian_lens(&c.engine, &mut c.runner, &c.prompts, &opts, &out, false, &Progress::default(), &mut |_, _| {}).unwrap();
+    fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts, &opts, &out, &Progress::default(), &mut |_, _| {}).unwrap();
     let lens = JacobianLens::open(&out).unwrap();
     assert!(lens.matrices.values().all(|m| m.data.len() == 2 * 32 * 32), "float16 storage");
     let rel = rel_frobenius(&lens, &c.reference);

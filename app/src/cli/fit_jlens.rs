@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use lens_model::analyses::jlens_fit::{DEFAULT_SKIP_FIRST, JlensFitOptions, checkpoint_path, fit_jacobian_lens, merge_jacobian_lenses, prompts_of};
-use lens_model::run::gradients::GradRunner;
 
 use super::{interrupt, open_engine};
 
@@ -33,8 +32,10 @@ pub struct FitJlensArgs {
     /// Source layers (block outputs below the last block), e.g. 0,4,8 (default: all).
     #[arg(long, value_delimiter = ',')]
     pub layers: Option<Vec<usize>>,
-    /// Output dimensions per backward run.
-    #[arg(long, default_value_t = 8)]
+    /// Output dimensions per backward run (0: as many as memory allows, at most 64). The lens is
+    /// the same whatever the batch (each dimension's backward is its own); only speed and memory
+    /// change.
+    #[arg(long, default_value_t = 0)]
     pub dim_batch: usize,
     /// Write a checkpoint every N prompts.
     #[arg(long, default_value_t = 10)]
@@ -78,7 +79,6 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &FitJlensArgs) -> Result<()>
     let prompts = prompts_of(&text);
     let engine = open_engine(ort_lib, args.model.model.as_deref(), args.model.device)?;
     let progress = interrupt::watched(lens_model::error::Progress::default());
-    let mut runner = GradRunner::open(&engine.bundle, args.model.device, &progress).context("opening the model's backward graph")?;
     let corpus = args.prompts_file.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let opts = JlensFitOptions {
         max_seq_len: args.max_seq_len,
@@ -88,12 +88,13 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &FitJlensArgs) -> Result<()>
         checkpoint_every: args.checkpoint_every,
         half: !args.f32,
         corpus,
+        resume: args.resume,
     };
     let t0 = std::time::Instant::now();
     let mut report_prompt = |done: usize, total: usize| {
         eprintln!("prompt {done}/{total} · {:.1} s", t0.elapsed().as_secs_f64());
     };
-    let result = fit_jacobian_lens(&engine, &mut runner, &prompts, &opts, &args.out, args.resume, &progress, &mut report_prompt);
+    let result = fit_jacobian_lens(&engine, args.model.device, &prompts, &opts, &args.out, &progress, &mut report_prompt);
     let r = match result {
         Err(lens_model::LensError::Cancelled) => {
             eprintln!("stopped; the checkpoint is {}: continue with the same command and --resume", ckpt.display());

@@ -57,6 +57,10 @@ pub struct LensArgs {
     /// Keep the last n_ctx tokens of a prompt that is too long (`left`), instead of refusing it.
     #[arg(long = "truncate", value_name = "left", value_parser = super::args::parse_truncate)]
     truncate_left: Option<bool>,
+    /// Also compute gradient × activation per (site, position) for the attribution's targets
+    /// (the final top-1 and the next token), through the model's backward graph.
+    #[arg(long, conflicts_with = "final_only")]
+    grad_x_act: bool,
     /// Output JSON path.
     #[arg(long, required_unless_present = "npz")]
     json: Option<PathBuf>,
@@ -126,6 +130,9 @@ pub fn run(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
             (None, None) => None,
         }
     };
+    if args.grad_x_act && (with.is_some() || args.steer.is_some()) {
+        bail!("--grad-x-act computes one plain run: drop the --compare-… and --steer options");
+    }
     if with.is_some() {
         if args.npz.is_some() {
             bail!("--npz holds one report; with a --compare-… option write --json");
@@ -154,6 +161,12 @@ pub fn run(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
         }
     }
     note_truncation(result.report.truncated);
+    if args.grad_x_act {
+        let ids = engine.tokenize(&text, truncate_left)?;
+        let mut runner = lens_model::run::gradients::GradRunner::open(&engine.bundle, args.model.device, 0, &progress)?;
+        let g = lens_model::analyses::grad_x_act::gradient_x_activation(&mut engine, &mut runner, &ids, &result.report, &progress)?;
+        std::sync::Arc::make_mut(&mut result).report.gradient_x_activation = Some(g);
+    }
     if let (Some(cmp), Some(json), Some(with)) = (&result.compare, &args.json, &with) {
         cmp.write_json(json).with_context(|| format!("cannot write the comparison to {}", json.display()))?;
         eprintln!(
@@ -193,6 +206,7 @@ impl LensArgs {
             ),
             (self.steer.is_some(), "--steer"),
             (self.truncate_left.is_some(), "--truncate"),
+            (self.grad_x_act, "--grad-x-act"),
         ]
         .into_iter()
         .filter(|(on, _)| *on)

@@ -77,6 +77,7 @@ pub fn synthetic_result(n_layers: usize, n_pos: usize, k: usize) -> RunResult {
         metrics,
         top_k,
         attribution,
+        gradient_x_activation: None,
         pinned: None,
         groups: Vec::new(),
         truncated: None,

@@ -33,7 +33,8 @@ pub struct JlensFitOptions {
     pub skip_first: usize,
     /// Source layers (block outputs), each below the last block; `None`: `0..n_layers - 1`.
     pub layers: Option<Vec<usize>>,
-    /// Output dimensions per backward run.
+    /// Output dimensions per backward run (`0`: as many as memory allows, at most 64; the lens
+    /// is the same whatever the batch, only the speed changes).
     pub dim_batch: usize,
     /// Write a checkpoint after every this many prompts (and when stopped).
     pub checkpoint_every: usize,
@@ -41,11 +42,22 @@ pub struct JlensFitOptions {
     pub half: bool,
     /// The prompt corpus's name, recorded in the lens's metadata.
     pub corpus: String,
+    /// Continue the checkpoint beside the output (same model and options).
+    pub resume: bool,
 }
 
 impl Default for JlensFitOptions {
     fn default() -> Self {
-        Self { max_seq_len: 128, skip_first: DEFAULT_SKIP_FIRST, layers: None, dim_batch: 8, checkpoint_every: 10, half: true, corpus: String::new() }
+        Self {
+            max_seq_len: 128,
+            skip_first: DEFAULT_SKIP_FIRST,
+            layers: None,
+            dim_batch: 0,
+            checkpoint_every: 10,
+            half: true,
+            corpus: String::new(),
+            resume: false,
+        }
     }
 }
 
@@ -112,17 +124,27 @@ fn source_layers(opts: &JlensFitOptions, n_layers: usize) -> Result<Vec<usize>> 
     Ok(layers)
 }
 
-/// Fits a J-lens of `engine`'s model on `prompts` into `out`, through `runner` (the model's
-/// backward graph). With `resume`, continues the checkpoint beside `out` (same model and
-/// options). `on_prompt(done, total)` is called after each prompt. Cancelling `progress` stops
-/// it after writing a checkpoint; the lens is written only when every prompt is done.
+/// The output dimensions per backward run: `dim_batch`, or (0) as many as keep the attention's
+/// and the MLP's gradients of one run near 256 MB, between 8 and 64.
+pub fn dims_per_run(dim_batch: usize, shape: &crate::source::config::ModelShape, n: usize) -> usize {
+    if dim_batch > 0 {
+        return dim_batch.min(shape.d_model.max(1));
+    }
+    let per_dim = (shape.n_heads.max(1) * n * n).max(n * shape.d_mlp.max(shape.d_model)).max(1);
+    ((1usize << 26) / per_dim).clamp(8, 64).min(shape.d_model.max(1))
+}
+
+/// Fits a J-lens of `engine`'s model on `prompts` into `out`, through the model's backward graph
+/// on `device` (from the block after the lowest source layer on). With `opts.resume`, continues
+/// the checkpoint beside `out` (same model and options). `on_prompt(done, total)` is called after
+/// each prompt. Cancelling `progress` stops it after writing a checkpoint; the lens is written
+/// only when every prompt is done.
 pub fn fit_jacobian_lens(
     engine: &LensEngine,
-    runner: &mut GradRunner,
+    device: crate::run::runtime::Device,
     prompts: &[String],
     opts: &JlensFitOptions,
     out: &Path,
-    resume: bool,
     progress: &Progress,
     on_prompt: &mut dyn FnMut(usize, usize),
 ) -> Result<JlensFitReport> {
@@ -130,16 +152,19 @@ pub fn fit_jacobian_lens(
     let (n_layers, d) = (engine.bundle.shape.n_layers, engine.bundle.shape.d_model);
     let layers = source_layers(opts, n_layers)?;
     let target = n_layers - 1;
-    if opts.dim_batch == 0 || opts.max_seq_len == 0 {
-        return Err(LensError::invalid("--dim-batch and --max-seq-len must be at least 1"));
+    if opts.max_seq_len == 0 {
+        return Err(LensError::invalid("--max-seq-len must be at least 1"));
     }
     if prompts.is_empty() {
         return Err(LensError::invalid("the prompts file has no prompts (one per line)"));
     }
+    // Gradients are needed at the inputs of the blocks after the source layers only.
+    let lowest = layers.first().map_or(0, |l| l + 1);
+    let mut runner = GradRunner::open(&engine.bundle, device, lowest, progress)?;
     let ckpt = checkpoint_path(out);
     let mut sums: BTreeMap<usize, Vec<f32>> = layers.iter().map(|&l| (l, vec![0f32; d * d])).collect();
     let (mut n_done, mut next) = (0u64, 0usize);
-    if resume {
+    if opts.resume {
         if !ckpt.is_file() {
             return Err(LensError::invalid(format!("--resume: there is no checkpoint {} to continue", ckpt.display())));
         }
@@ -154,17 +179,26 @@ pub fn fit_jacobian_lens(
             if let Some(have) = meta.get(key)
                 && *have != want
             {
-                return Err(LensError::invalid(format!("--resume: the checkpoint was fitted with {key} {have:?}, this run has {want:?}: use the same options")));
+                return Err(LensError::invalid(format!(
+                    "--resume: the checkpoint was fitted with {key} {have:?}, this run has {want:?}: use the same options"
+                )));
             }
         }
         if info.target_layer != target || info.skip_first != opts.skip_first {
             return Err(LensError::invalid("--resume: the checkpoint is of another model or --skip-first"));
         }
-        let lens = JacobianLens::open(&ckpt)?;
-        if lens.d_model != d || lens.source_layers() != layers {
-            return Err(LensError::invalid(format!("--resume: the checkpoint holds layers {:?} of width {}, this fit {layers:?} of width {d}", lens.source_layers(), lens.d_model)));
+        // A checkpoint written before its first prompt finished holds zeros: nothing to read.
+        let lens = if info.n_done > 0 { Some(JacobianLens::open(&ckpt)?) } else { None };
+        if let Some(lens) = &lens
+            && (lens.d_model != d || lens.source_layers() != layers)
+        {
+            return Err(LensError::invalid(format!(
+                "--resume: the checkpoint holds layers {:?} of width {}, this fit {layers:?} of width {d}",
+                lens.source_layers(),
+                lens.d_model
+            )));
         }
-        for (l, m) in &lens.matrices {
+        for (l, m) in lens.iter().flat_map(|lens| lens.matrices.iter()) {
             let values = m.to_f32()?;
             if let Some(s) = sums.get_mut(l) {
                 // The checkpoint's sums, as read back divided by their count.
@@ -183,7 +217,6 @@ pub fn fit_jacobian_lens(
     let n_ctx = engine.bundle.shape.n_ctx.max(1);
     let (mut skipped, mut runs) = (0usize, 0usize);
     let total = prompts.len();
-    let passes = d.div_ceil(opts.dim_batch);
     for (idx, prompt) in prompts.iter().enumerate().skip(next) {
         if progress.is_cancelled() {
             write_checkpoint(&sums, n_done, idx)?;
@@ -198,10 +231,12 @@ pub fn fit_jacobian_lens(
             continue;
         }
         let valid: Vec<usize> = (opts.skip_first..n - 1).collect();
+        let per_run = dims_per_run(opts.dim_batch, &engine.bundle.shape, n);
+        let passes = d.div_ceil(per_run);
         let inv = 1.0 / valid.len() as f64;
         for pass in 0..passes {
-            let start = pass * opts.dim_batch;
-            let k = opts.dim_batch.min(d - start);
+            let start = pass * per_run;
+            let k = per_run.min(d - start);
             let part = progress.part((idx as f32 + pass as f32 / passes as f32) / total as f32, 1.0 / (total * passes) as f32);
             let mut cot = Array3::<f32>::zeros((k, n, d));
             for b in 0..k {
@@ -221,7 +256,11 @@ pub fn fit_jacobian_lens(
             runs += 1;
             for &l in &layers {
                 // The gradient at block l's output is the one at block l + 1's input.
-                let g = grads.resid_pre.get(l + 1).ok_or_else(|| LensError::invalid(format!("internal: no gradient at block {}'s input", l + 1)))?;
+                let g = grads
+                    .resid_pre
+                    .get(l + 1)
+                    .and_then(Option::as_ref)
+                    .ok_or_else(|| LensError::invalid(format!("internal: no gradient at block {}'s input", l + 1)))?;
                 let sum = sums.get_mut(&l).ok_or_else(|| LensError::invalid("internal: no running sum for a source layer"))?;
                 for (b, g_b) in g.axis_iter(Axis(0)).enumerate() {
                     let mut row = vec![0f64; d];
@@ -277,7 +316,13 @@ pub fn merge_jacobian_lenses(inputs: &[PathBuf], out: &Path, half: bool) -> Resu
         if lens.d_model != first.d_model || lens.source_layers() != first.source_layers() {
             return Err(LensError::bad_file(
                 p,
-                format!("holds layers {:?} of width {}; the first lens holds {:?} of width {}", lens.source_layers(), lens.d_model, first.source_layers(), first.d_model),
+                format!(
+                    "holds layers {:?} of width {}; the first lens holds {:?} of width {}",
+                    lens.source_layers(),
+                    lens.d_model,
+                    first.source_layers(),
+                    first.d_model
+                ),
             ));
         }
         if let (Some(a), Some(b)) = (&lens.model_name, &first.model_name)

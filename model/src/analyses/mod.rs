@@ -4,6 +4,7 @@
 
 pub mod compare;
 pub mod corpus;
+pub mod grad_x_act;
 pub mod jlens_fit;
 pub mod lens_eval;
 pub mod patch;

@@ -12,7 +12,8 @@
 //! last block's output (before the final norm). Outputs: [`grad_name`] of every
 //! `blocks.{l}.hook_resid_pre` (the gradient with respect to the residual entering block `l`;
 //! block 0's is the embeddings') and, where blocks have one, `blocks.{l}.hook_resid_mid`, each
-//! `[k, pos, d_model]`.
+//! `[k, pos, d_model]`. A graph for the blocks from `lowest` on ([`vjp_file`]) outputs only theirs
+//! and does not differentiate through the blocks below.
 
 use std::collections::{HashMap, HashSet};
 
@@ -30,10 +31,11 @@ pub fn grad_name(hook: &str) -> String {
     format!("grad/{hook}")
 }
 
-/// The hook tensors whose gradients the backward graph outputs, in order.
-fn hook_outputs(n_layers: usize) -> Vec<String> {
+/// The hook tensors whose gradients the backward graph outputs, in order: those of blocks
+/// `lowest..n_layers`.
+fn hook_outputs(n_layers: usize, lowest: usize) -> Vec<String> {
     let mut v = Vec::new();
-    for l in 0..n_layers {
+    for l in lowest..n_layers {
         v.push(format!("blocks.{l}.hook_resid_pre"));
         v.push(format!("blocks.{l}.hook_resid_mid"));
     }
@@ -196,12 +198,18 @@ impl Writer {
     }
 }
 
-/// The backward graph of `lens` (a bundle's lens graph) for a model of `n_layers` blocks. Its
-/// initializers are the lens graph's (the same external data file) plus its own constants.
-pub fn build_vjp_model(lens: &ModelProto, n_layers: usize) -> Result<ModelProto> {
+/// The backward graph's file in a bundle for gradients down to block `lowest`'s input.
+pub fn vjp_file(lowest: usize) -> String {
+    if lowest == 0 { VJP_FILE.to_string() } else { format!("vjp_from_{lowest}.onnx") }
+}
+
+/// The backward graph of `lens` (a bundle's lens graph) for a model of `n_layers` blocks, its
+/// gradients down to block `lowest`'s input (the blocks below it are not differentiated through).
+/// Its initializers are the lens graph's (the same external data file) plus its own constants.
+pub fn build_vjp_model(lens: &ModelProto, n_layers: usize, lowest: usize) -> Result<ModelProto> {
     let graph = lens.graph.as_ref().ok_or_else(|| LensError::invalid("the lens graph is empty"))?;
-    if n_layers == 0 {
-        return Err(LensError::invalid("a model without blocks has no gradients to compute"));
+    if n_layers == 0 || lowest >= n_layers {
+        return Err(LensError::invalid(format!("no block {lowest} to take gradients at in a model of {n_layers} blocks")));
     }
     let nodes = inline_ifs(&graph.node)?;
     let source = "blocks.0.hook_resid_pre".to_string();
@@ -236,7 +244,7 @@ pub fn build_vjp_model(lens: &ModelProto, n_layers: usize) -> Result<ModelProto>
     }
     w.init_rank = std::mem::take(&mut init_rank);
     w.add_piece(&last, GRAD_INPUT.to_string());
-    let wanted: Vec<String> = hook_outputs(n_layers).into_iter().filter(|h| active.contains(h)).collect();
+    let wanted: Vec<String> = hook_outputs(n_layers, lowest).into_iter().filter(|h| active.contains(h)).collect();
     let mut grads: HashMap<String, String> = HashMap::new();
     for n in nodes.iter().rev() {
         let op = n.op_type.as_deref().unwrap_or("");
@@ -274,7 +282,9 @@ pub fn build_vjp_model(lens: &ModelProto, n_layers: usize) -> Result<ModelProto>
     let mut keep = vec![false; all.len()];
     for (i, n) in all.iter().enumerate().rev() {
         if n.output.iter().any(|o| needed.contains(o)) {
-            keep[i] = true;
+            if let Some(k) = keep.get_mut(i) {
+                *k = true;
+            }
             needed.extend(n.input.iter().filter(|s| !s.is_empty()).cloned());
         }
     }

@@ -107,7 +107,9 @@ fn flat<T: Copy>(g: &[Vec<T>]) -> Vec<T> {
 /// `rank_of_input` / `kl_to_final` / `kl_to_input` (NaN under `--final-only`) / `entropy` /
 /// `nll_next` (NaN at the last position) / `final_top1_prob` `[S, P]`, `top_k_id` / `top_k_text` /
 /// `top_k_logit` / `top_k_prob` `[S, P, K]`, `attribution_components` `[C]`,
-/// `attribution_final_top1` / `attribution_next` `[C, P]`, with pins `pinned_id` `[N]`,
+/// `attribution_final_top1` / `attribution_next` `[C, P]`, with `lens --grad-x-act`
+/// `gradient_x_activation_final_top1` / `gradient_x_activation_next` `[S, P]` (NaN at the last
+/// position), with pins `pinned_id` `[N]`,
 /// `pinned_text`, `pinned_rank` / `pinned_prob` / `pinned_logit` `[N, S, P]`; and 0-d strings
 /// `schema`, `model`, `family`, `decoder`, `weights` (`f32`, `int8`, `int4`); `no_transport`
 /// `[S]` (bool: the row was decoded as it is, the decoder has no transport for it — the J-lens's
@@ -159,6 +161,10 @@ pub fn write_report(report: &LensReport, path: &Path, token_text: &dyn Fn(u32) -
     if a.final_top1.len() == c && a.next.len() == c {
         arrays.push(("attribution_final_top1", vec![c, p], Data::F64(flat(&a.final_top1))));
         arrays.push(("attribution_next", vec![c, p], Data::F64(flat(&a.next).into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())));
+    }
+    if let Some(g) = &report.gradient_x_activation {
+        arrays.push(("gradient_x_activation_final_top1", vec![s, p], Data::F64(flat(&g.final_top1))));
+        arrays.push(("gradient_x_activation_next", vec![s, p], Data::F64(flat(&g.next).into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())));
     }
     if let Some(pin) = &report.pinned {
         let n = pin.tokens.len();

@@ -253,6 +253,9 @@ pub struct LensReport {
     pub top_k: TopK,
     /// Direct logit attribution.
     pub attribution: Attribution,
+    /// Gradient × activation per (site, position), when asked for (`lens --grad-x-act`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_x_activation: Option<GradXAct>,
     /// Pinned tokens, when any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned: Option<Pinned>,
@@ -274,6 +277,18 @@ pub struct LensReport {
     /// How it was computed.
     #[serde(default)]
     pub run: RunInfo,
+}
+
+/// Gradient × activation (README, "Metrics"): for the targets the direct logit attribution uses,
+/// `⟨∂ logit_p(target) / ∂ h_site,p , h_site,p⟩` per (site, position `p`): the first-order estimate
+/// of what zeroing that residual would change (activation patching computes it exactly). The logit
+/// is the one the attribution decomposes (before a final soft cap).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GradXAct {
+    /// Target: the final top-1 // [site][pos]
+    pub final_top1: Grid<f64>,
+    /// Target: the true next token, `null` at the last position // [site][pos]
+    pub next: Grid<Option<f64>>,
 }
 
 impl LensReport {
@@ -340,6 +355,10 @@ impl LensReport {
         self.attribution.final_top1_ids.truncate(n);
         self.attribution.final_top1.keep_cols(n);
         self.attribution.next.keep_cols(n);
+        if let Some(g) = self.gradient_x_activation.as_mut() {
+            g.final_top1.keep_cols(n);
+            g.next.keep_cols(n);
+        }
         if let Some(p) = self.pinned.as_mut() {
             p.rank.iter_mut().for_each(|g| g.keep_cols(n));
             p.prob.iter_mut().for_each(|g| g.keep_cols(n));
@@ -388,6 +407,14 @@ impl LensReport {
         self.attribution.final_top1_ids.extend(other.attribution.final_top1_ids);
         self.attribution.final_top1.append_cols(other.attribution.final_top1)?;
         self.attribution.next.append_cols(other.attribution.next)?;
+        // Gradient × activation covers the whole report or nothing.
+        match (self.gradient_x_activation.as_mut(), other.gradient_x_activation) {
+            (Some(g), Some(o)) => {
+                g.final_top1.append_cols(o.final_top1)?;
+                g.next.append_cols(o.next)?;
+            }
+            _ => self.gradient_x_activation = None,
+        }
         if let (Some(p), Some(q)) = (self.pinned.as_mut(), other.pinned) {
             for (a, b) in p.rank.iter_mut().zip(q.rank) {
                 a.append_cols(b)?;
@@ -459,6 +486,10 @@ impl LensReport {
             if self.attribution.final_top1_ids.len() != n {
                 return Err(LensError::invalid(format!("attribution.final_top1_ids has {} entries for {n} positions", self.attribution.final_top1_ids.len())));
             }
+        }
+        if let Some(g) = &self.gradient_x_activation {
+            g.final_top1.check_shape("gradient_x_activation.final_top1", self.sites.len(), n)?;
+            g.next.check_shape("gradient_x_activation.next", self.sites.len(), n)?;
         }
         if let Some(p) = &self.pinned {
             let t = p.tokens.len();

@@ -647,6 +647,7 @@ impl LensEngine {
             metrics,
             top_k,
             attribution,
+            gradient_x_activation: None,
             pinned,
             groups,
             vocab: Vec::new(),

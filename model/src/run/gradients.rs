@@ -9,32 +9,34 @@ use ort::value::Tensor;
 use prost::Message;
 
 use crate::build::convert::MODEL_FILE;
-use crate::build::vjp::{GRAD_INPUT, VJP_FILE, build_vjp_model, grad_name};
+use crate::build::vjp::{GRAD_INPUT, build_vjp_model, grad_name, vjp_file};
 use crate::error::{LensError, Progress, Result};
 use crate::run::bundle::Bundle;
 use crate::run::runtime::{Device, create_session};
 use crate::run::trace::run_cancellable;
 
-/// The bundle's backward graph, written beside its lens graph when it is missing or older.
-pub fn vjp_graph(bundle: &Bundle) -> Result<PathBuf> {
+/// The bundle's backward graph down to block `lowest`'s input, written beside its lens graph when
+/// it is missing or older.
+pub fn vjp_graph(bundle: &Bundle, lowest: usize) -> Result<PathBuf> {
     let model = bundle.dir.join(MODEL_FILE);
-    let path = bundle.dir.join(VJP_FILE);
+    let path = bundle.dir.join(vjp_file(lowest));
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     if path.is_file() && modified(&path) >= modified(&model) {
         return Ok(path);
     }
     let bytes = std::fs::read(&model).map_err(|e| LensError::io(&model, e))?;
     let lens = crate::build::onnx::ModelProto::decode(bytes.as_slice()).map_err(|e| LensError::bad_file(&model, format!("not an ONNX model: {e}")))?;
-    let vjp = build_vjp_model(&lens, bundle.shape.n_layers)?;
+    let vjp = build_vjp_model(&lens, bundle.shape.n_layers, lowest)?;
     crate::files::write_replacing(&path, |tmp| std::fs::write(tmp, vjp.encode_to_vec()).map_err(|e| LensError::io(tmp, e)))?;
     Ok(path)
 }
 
-/// Gradients with respect to the residual stream, each `[k, pos, d_model]`.
+/// Gradients with respect to the residual stream, each `[k, pos, d_model]` (`None` below the
+/// runner's lowest block).
 #[derive(Debug, Clone)]
 pub struct ResidGrads {
     /// With respect to the residual entering block `l` (`resid_pre`; block 0's is the embeddings').
-    pub resid_pre: Vec<Array3<f32>>,
+    pub resid_pre: Vec<Option<Array3<f32>>>,
     /// With respect to `resid_mid` of block `l`, where blocks have one.
     pub resid_mid: Vec<Option<Array3<f32>>>,
 }
@@ -45,6 +47,7 @@ pub struct GradRunner {
     n_layers: usize,
     d_model: usize,
     has_mid: bool,
+    lowest: usize,
 }
 
 impl std::fmt::Debug for GradRunner {
@@ -54,14 +57,15 @@ impl std::fmt::Debug for GradRunner {
 }
 
 impl GradRunner {
-    /// Writes the bundle's backward graph if needed and opens it on `device`.
-    pub fn open(bundle: &Bundle, device: Device, progress: &Progress) -> Result<Self> {
+    /// Writes the bundle's backward graph (gradients down to block `lowest`'s input) if needed
+    /// and opens it on `device`.
+    pub fn open(bundle: &Bundle, device: Device, lowest: usize, progress: &Progress) -> Result<Self> {
         progress.report("writing the backward graph", 0.0);
-        let path = vjp_graph(bundle)?;
+        let path = vjp_graph(bundle, lowest)?;
         progress.report("loading the backward graph", 0.5);
         let (session, _) = create_session(&path, device, 0, &[])?;
-        let has_mid = session.outputs().iter().any(|o| o.name() == grad_name("blocks.0.hook_resid_mid"));
-        Ok(Self { session, n_layers: bundle.shape.n_layers, d_model: bundle.shape.d_model, has_mid })
+        let has_mid = session.outputs().iter().any(|o| o.name() == grad_name(&format!("blocks.{lowest}.hook_resid_mid")));
+        Ok(Self { session, n_layers: bundle.shape.n_layers, d_model: bundle.shape.d_model, has_mid, lowest })
     }
 
     /// The gradients of `⟨cotangent_j, h_final⟩` (`h_final` the last block's output, before the
@@ -74,7 +78,7 @@ impl GradRunner {
         }
         let ids_t = Tensor::from_array(([1usize, n], ids.iter().map(|&i| i64::from(i)).collect::<Vec<i64>>()))?;
         let ct = Tensor::from_array(cotangent.to_owned())?;
-        let (n_layers, has_mid) = (self.n_layers, self.has_mid);
+        let (n_layers, has_mid, lowest) = (self.n_layers, self.has_mid, self.lowest);
         let session = &mut self.session;
         run_cancellable(progress, |options| {
             let mut out = session.run_with_options(ort::inputs!["input_ids" => ids_t, GRAD_INPUT => ct], options)?;
@@ -94,8 +98,9 @@ impl GradRunner {
             let mut resid_pre = Vec::with_capacity(n_layers);
             let mut resid_mid = Vec::with_capacity(n_layers);
             for l in 0..n_layers {
-                resid_pre.push(take(format!("blocks.{l}.hook_resid_pre"))?);
-                resid_mid.push(if has_mid { Some(take(format!("blocks.{l}.hook_resid_mid"))?) } else { None });
+                let here = l >= lowest;
+                resid_pre.push(if here { Some(take(format!("blocks.{l}.hook_resid_pre"))?) } else { None });
+                resid_mid.push(if here && has_mid { Some(take(format!("blocks.{l}.hook_resid_mid"))?) } else { None });
             }
             Ok(ResidGrads { resid_pre, resid_mid })
         })

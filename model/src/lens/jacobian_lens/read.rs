@@ -148,8 +148,8 @@ pub fn open(path: &Path) -> Result<JacobianLens> {
 /// The bookkeeping of a fit checkpoint ([`super::write::save_checkpoint`]): its counts and the
 /// options its metadata records (`metadata` entries that are ints or strings, as text).
 pub fn checkpoint_info(path: &Path) -> Result<(super::write::CheckpointInfo, BTreeMap<String, String>)> {
-    let header =
-        pytorch_reader::PytorchReader::read_pickle_data(path, None).map_err(|e| LensError::bad_file(path, format!("cannot read this checkpoint's pickle: {e}")))?;
+    let header = pytorch_reader::PytorchReader::read_pickle_data(path, None)
+        .map_err(|e| LensError::bad_file(path, format!("cannot read this checkpoint's pickle: {e}")))?;
     let PickleValue::Dict(header) = header else {
         return Err(LensError::bad_file(path, "not a J-lens fit checkpoint: its pickle is not a dict"));
     };

@@ -21,7 +21,8 @@ fn matrices_dict(matrices: &BTreeMap<usize, Vec<f32>>, d: usize, half: bool) -> 
         if let Some(v) = m.iter().find(|v| !v.is_finite()) {
             return Err(LensError::invalid(format!("the J-lens matrix of layer {layer} holds {v}: nothing written")));
         }
-        let bytes: Vec<u8> = if half { m.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect() } else { m.iter().flat_map(|v| v.to_le_bytes()).collect() };
+        let bytes: Vec<u8> =
+            if half { m.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect() } else { m.iter().flat_map(|v| v.to_le_bytes()).collect() };
         storages.push(bytes);
         items.push((Py::Int(layer as i64), Py::Tensor { key, shape: vec![d, d], half }));
     }
