@@ -30,7 +30,7 @@ open(f"{d}/merges.txt", "w", encoding="utf-8").write("#version: 0.2\n" + "\n".jo
 PY
 done
 # N prompts of about 128 GPT-2 tokens from the shared corpus.
-head -c 200000 ../shared/corpus/wikitext2_raw_test.txt | tr '\n' ' ' | fold -w 600 -s | head -n "$N" > "$DATA/prompts.txt"
+head -c 200000 ../shared/corpus/wikitext2_raw_test.txt | tr '\r\n' '  ' | fold -w 600 -s | head -n "$N" > "$DATA/prompts.txt"
 for model in gpt2 demo; do
   case $model in
     gpt2) DIR=$DATA/gpt2 ;;

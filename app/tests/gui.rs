@@ -1500,3 +1500,26 @@ time.sleep(60)"#,
     assert_eq!(a.notice.as_deref(), Some("the nnsight run was cancelled"));
     assert!(a.result.as_ref().unwrap().report.run.engine.is_some(), "the report shown stays");
 }
+
+/// Gradient × activation from the contributions panel (issue 28): the button runs it on the
+/// worker through the model's backward graph, and the result shows it beside the attribution,
+/// for the panel's target.
+#[test]
+fn gradient_x_activation_is_computed_from_the_contributions_panel() {
+    let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, ..GuiOptions::default() };
+    let app = LogitLensApp::new_for_test(AppState { prompt: PROMPT.into(), ..AppState::default() }, opts);
+    let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    step_until(&mut h, "the first result", |a| a.state.result.as_ref().is_some_and(|r| r.report.n_pos() == r.total_positions));
+    assert!(h.state().state.result.as_ref().unwrap().report.gradient_x_activation.is_none());
+    h.get_by_label("Gradient × activation").click();
+    step_until(&mut h, "gradient × activation", |a| a.state.result.as_ref().is_some_and(|r| r.report.gradient_x_activation.is_some()));
+    h.run_steps(2);
+    let r = &h.state().state.result.as_ref().unwrap().report;
+    let g = r.gradient_x_activation.as_ref().unwrap();
+    assert_eq!((g.final_top1.len(), g.final_top1[0].len()), (r.sites.len(), r.n_pos()));
+    assert!(g.final_top1.iter().flatten().all(|v| v.is_finite()) && g.final_top1.iter().flatten().any(|v| *v != 0.0));
+    let grid = lens_app::gui::panels::contributions::grad_x_act_grid(&h.state().state).unwrap();
+    assert_eq!(grid, g.final_top1);
+    assert!(h.query_by_label_contains("gradient × activation (sites)").is_some(), "the panel shows it beside the attribution");
+    assert!(h.query_by_label("Gradient × activation").is_none(), "the button goes once it is computed");
+}

@@ -32,10 +32,9 @@ pub struct FitJlensArgs {
     /// Source layers (block outputs below the last block), e.g. 0,4,8 (default: all).
     #[arg(long, value_delimiter = ',')]
     pub layers: Option<Vec<usize>>,
-    /// Output dimensions per backward run (0: as many as memory allows, at most 64). The lens is
-    /// the same whatever the batch (each dimension's backward is its own); only speed and memory
-    /// change.
-    #[arg(long, default_value_t = 0)]
+    /// Output dimensions per backward run. The lens is the same whatever the batch (each
+    /// dimension's backward is its own); only speed and memory change.
+    #[arg(long, default_value_t = 8)]
     pub dim_batch: usize,
     /// Write a checkpoint every N prompts.
     #[arg(long, default_value_t = 10)]

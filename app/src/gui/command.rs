@@ -49,6 +49,8 @@ pub enum AppCommand {
     RequestCorpusDialog,
     /// Run corpus mode over this text file (the current model and decoder).
     RunCorpus(std::path::PathBuf),
+    /// Compute gradient × activation for the shown result (the contributions panel shows it).
+    ComputeGradXAct,
     /// Forget the corpus runs shown.
     ClearCorpus,
     /// The statistic the Corpus window plots.

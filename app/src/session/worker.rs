@@ -256,6 +256,9 @@ pub enum JobKind {
         /// The sites swept.
         kind: lens_model::analyses::patch::PatchKind,
     },
+    /// Gradient × activation of a result ([`lens_model::analyses::grad_x_act`]), the result
+    /// returned with it.
+    GradXAct(Arc<RunResult>),
     /// Corpus mode over a text file ([`lens_model::analyses::corpus`]).
     Corpus {
         /// The text file (at most 10 MB).
@@ -287,6 +290,7 @@ impl JobKind {
             Self::OpenTunedLens(_) => "opening the tuned lens",
             Self::OpenJacobianLens { .. } => "opening the J-lens",
             Self::FitLens { .. } => "fitting a tuned lens",
+            Self::GradXAct(_) => "gradient × activation",
         }
     }
 }
@@ -592,7 +596,25 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
             Ok(OutcomeKind::Generated(text_of(&steered), text_of(&plain)))
         }
         JobKind::Run { .. } => run_lens_job(st, job, emit),
+        JobKind::GradXAct(res) => grad_x_act_job(st, res, &job.progress),
     }
+}
+
+/// Gradient × activation of `res` (a plain run of the open model, whole).
+fn grad_x_act_job(st: &mut WorkerState, res: &Arc<RunResult>, progress: &lens_model::error::Progress) -> anyhow::Result<OutcomeKind> {
+    let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
+    if res.compare.is_some() || res.report.steering.is_some() {
+        anyhow::bail!("gradient × activation is computed for a plain run: turn Compare and Steering off");
+    }
+    if res.report.n_pos() < res.total_positions {
+        anyhow::bail!("the lens is still running: wait for the whole prompt");
+    }
+    let ids: Vec<u32> = res.report.tokens.iter().map(|t| t.id).collect();
+    let mut runner = lens_model::run::gradients::GradRunner::open(&engine.bundle, st.device, 0, progress)?;
+    let g = lens_model::analyses::grad_x_act::gradient_x_activation(engine, &mut runner, &ids, &res.report, progress)?;
+    let mut r = (**res).clone();
+    r.report.gradient_x_activation = Some(g);
+    Ok(OutcomeKind::Ran(Arc::new(r)))
 }
 
 /// Opens a model (converting it first when needed); the old one's traces and results go.

@@ -163,6 +163,7 @@ impl LogitLensApp {
             AppCommand::RequestCompareModelDialog => self.open_dialog(DialogKind::CompareModel),
             AppCommand::StartFit { resume } => self.start_fit(resume),
             AppCommand::RunCorpus(file) => self.run_corpus(file),
+            AppCommand::ComputeGradXAct => self.compute_grad_x_act(),
             AppCommand::ClearCorpus => self.state.corpus_runs.clear(),
             AppCommand::SetPatch(s) => self.state.patch = s,
             AppCommand::StartPatch => self.start_patch(),

@@ -48,6 +48,21 @@ impl LogitLensApp {
 
     /// Runs corpus mode over `file` with the current model and decoder (progress and Cancel in
     /// the status bar; the result joins the Corpus window's runs).
+    /// Gradient × activation of the shown result, through the model's backward graph; its
+    /// result replaces the shown one (a newer run supersedes it).
+    pub(super) fn compute_grad_x_act(&mut self) {
+        if self.refused_without_model() {
+            return;
+        }
+        let Some(res) = self.state.result.clone() else {
+            self.state.error = Some("run the lens first: gradient × activation is computed for the shown result".into());
+            return;
+        };
+        if let Some(w) = self.worker() {
+            self.latest_run = w.submit(JobKind::GradXAct(res));
+        }
+    }
+
     pub(super) fn run_corpus(&mut self, file: PathBuf) {
         if self.refused_without_model() {
             return;

@@ -1,6 +1,7 @@
 //! Sub-block contributions: the direct logit attribution of the embedding, every attention and
 //! every MLP sub-block (and the LN bias) to a target token, as a bar chart for the selected
-//! position and as a components × positions heatmap.
+//! position and as a components × positions heatmap; beside it, when computed, gradient × activation
+//! as a sites × positions heatmap (the first-order estimate of patching each residual).
 
 use egui::{Align2, FontId, Pos2, Rect, RichText, Sense, Stroke, Ui, Vec2};
 use egui_plot::{Bar, BarChart, Plot};
@@ -24,6 +25,16 @@ pub fn attribution_grid(state: &AppState) -> Option<(Grid<f64>, &'static str)> {
             Some(g) => (g.clone(), "pinned token"),
             None => (a.final_top1.clone(), "final top-1 (nothing pinned)"),
         },
+    })
+}
+
+/// Gradient × activation for the target // [site][pos], NaN where unknown; `None` when the
+/// result has none.
+pub fn grad_x_act_grid(state: &AppState) -> Option<Grid<f64>> {
+    let g = state.result.as_ref()?.report.gradient_x_activation.as_ref()?;
+    Some(match state.view.contrib_target {
+        ContribTarget::Next => Grid::from_fn(g.next.n_rows(), g.next.n_cols(), |s, p| g.next.get(s, p).copied().flatten().unwrap_or(f64::NAN)),
+        ContribTarget::FinalTop1 | ContribTarget::Pinned => g.final_top1.clone(),
     })
 }
 
@@ -72,10 +83,25 @@ pub fn contributions_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand
         }
         let sum = if res.report.model.final_softcap.is_some() { "sum = the logit before the soft cap" } else { "sum = logit" };
         ui.label(format!("· position {pos}: {target_text} ({what}); {sum} {total:.2}"));
+        if r.gradient_x_activation.is_none() && r.run.engine.is_none() && state.report_file.is_none() {
+            ui.separator();
+            if ui
+                .button("Gradient × activation")
+                .on_hover_text("Computes ⟨∂ logit / ∂ residual, residual⟩ per site and position through the model's backward graph: the first-order estimate of patching each residual")
+                .clicked()
+            {
+                cmds.push(AppCommand::ComputeGradXAct);
+            }
+        }
     });
+    let gxa = grad_x_act_grid(state);
     let h = ui.available_height();
     ui.horizontal_top(|ui| {
-        let w = (ui.available_width() * 0.38).max(200.0);
+        let start = ui.cursor().left();
+        // The width that is seen (the panel may extend under the inspector). With gradient ×
+        // activation beside the attribution the bars give up room for both.
+        let visible = (ui.clip_rect().right() - ui.cursor().left()).clamp(200.0, ui.available_width().max(200.0));
+        let w = if gxa.is_some() { (visible * 0.24).max(150.0) } else { (ui.available_width() * 0.38).max(200.0) };
         ui.allocate_ui(Vec2::new(w, h), |ui| {
             let bars: Vec<Bar> = comps
                 .iter()
@@ -106,7 +132,28 @@ pub fn contributions_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand
                 .show(ui, |p| p.bar_chart(BarChart::new("attribution", bars)));
         });
         ui.separator();
-        heatmap(ui, state, &grid, comps, cmds);
+        match &gxa {
+            None => heatmap(ui, state, &grid, comps, cmds),
+            Some(g) => {
+                // The attribution and gradient × activation side by side, each with its title.
+                let w = ((visible - (ui.cursor().left() - start)) - 12.0).max(240.0) / 2.0;
+                let h = ui.available_height();
+                ui.allocate_ui(Vec2::new(w, h), |ui| {
+                    ui.vertical(|ui| {
+                        ui.label(RichText::new("direct logit attribution (components)").small().color(theme::DIM_TEXT));
+                        heatmap(ui, state, &grid, comps, cmds);
+                    });
+                });
+                ui.separator();
+                ui.allocate_ui(Vec2::new(w, h), |ui| {
+                    ui.vertical(|ui| {
+                        let note = if state.view.contrib_target == ContribTarget::Pinned { " (final top-1: none for the pin)" } else { "" };
+                        ui.label(RichText::new(format!("gradient × activation (sites){note}")).small().color(theme::DIM_TEXT));
+                        heatmap(ui, state, g, &r.sites, cmds);
+                    });
+                });
+            }
+        }
     });
 }
 
