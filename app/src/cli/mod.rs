@@ -306,7 +306,7 @@ fn run(cli: Cli, gui: GuiServer) -> Result<()> {
     }
     let ort_lib = cli.ort_lib.as_deref();
     match cli.command {
-        None => gui(crate::session::start::GuiRequest::Window(crate::session::start::GuiOptions {
+        None => gui(crate::session::start::GuiRequest::Window(Box::new(crate::session::start::GuiOptions {
             model: cli.model,
             prompt: cli.prompt,
             prompt_file: cli.prompt_file.or(cli.file),
@@ -324,12 +324,8 @@ fn run(cli: Cli, gui: GuiServer) -> Result<()> {
             },
             weights: cli.weights,
             open_report: cli.open_report,
-            layout: cli.layout.as_deref().map(|l| match l {
-                "side-by-side" => crate::view::settings::PanelLayout::SideBySide,
-                "stacked" => crate::view::settings::PanelLayout::Stacked,
-                _ => crate::view::settings::PanelLayout::Tabs,
-            }),
-        })),
+            layout: cli.layout,
+        }))),
         Some(Command::Convert(args)) => convert::run(&args, cli.weights),
         Some(Command::Info(args)) => info::run(ort_lib, &args),
         Some(Command::Lens(args)) => lens::run(ort_lib, args),

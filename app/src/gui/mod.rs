@@ -19,7 +19,7 @@ pub use app::{GuiOptions, LogitLensApp};
 /// Serves a face's request: the window, or the frame-time benchmark.
 pub fn serve(request: crate::session::start::GuiRequest) -> Result<()> {
     match request {
-        crate::session::start::GuiRequest::Window(opts) => run(opts),
+        crate::session::start::GuiRequest::Window(opts) => run(*opts),
         crate::session::start::GuiRequest::BenchUi(args) => bench_ui::run(&args),
     }
 }

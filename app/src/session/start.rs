@@ -35,8 +35,9 @@ pub struct GuiOptions {
     pub jacobian_lens: Option<PathBuf>,
     /// Initial window size in points (default 1500 x 940).
     pub window_size: Option<[f32; 2]>,
-    /// The panels' layout to start with (overrides the remembered one).
-    pub layout: Option<crate::view::settings::PanelLayout>,
+    /// The panels' layout to start with (`tabs`, `side-by-side` or `stacked`; overrides the
+    /// remembered one).
+    pub layout: Option<String>,
     /// A report (`lens --json`, the app's JSON export) to show without any model
     /// (`--open-report`); nothing is loaded.
     pub open_report: Option<PathBuf>,
@@ -68,7 +69,7 @@ pub struct BenchUiArgs {
 #[derive(Debug)]
 pub enum GuiRequest {
     /// Open the window.
-    Window(GuiOptions),
+    Window(Box<GuiOptions>),
     /// `logit-lens bench-ui`: frame times of the window over a synthetic result, headless.
     BenchUi(BenchUiArgs),
 }

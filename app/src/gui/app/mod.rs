@@ -157,8 +157,12 @@ impl LogitLensApp {
         if let Some(d) = opts.decoder {
             state.view.decoder = d;
         }
-        if let Some(layout) = opts.layout {
-            state.view.layout = layout;
+        if let Some(layout) = opts.layout.as_deref() {
+            state.view.layout = match layout {
+                "side-by-side" => crate::view::settings::PanelLayout::SideBySide,
+                "stacked" => crate::view::settings::PanelLayout::Stacked,
+                _ => crate::view::settings::PanelLayout::Tabs,
+            };
         }
         if opts.subblocks {
             state.view.subblocks = true;

@@ -81,8 +81,7 @@ pub fn contributions_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand
         if v != state.view {
             cmds.push(AppCommand::SetView(v));
         }
-        let sum = if res.report.model.final_softcap.is_some() { "sum = the logit before the soft cap" } else { "sum = logit" };
-        ui.label(format!("· position {pos}: {target_text} ({what}); {sum} {total:.2}"));
+        // Before the position's text, which is cut where the panel is narrow.
         if r.gradient_x_activation.is_none() && r.run.engine.is_none() && state.report_file.is_none() {
             ui.separator();
             if ui
@@ -92,7 +91,10 @@ pub fn contributions_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand
             {
                 cmds.push(AppCommand::ComputeGradXAct);
             }
+            ui.separator();
         }
+        let sum = if res.report.model.final_softcap.is_some() { "sum = the logit before the soft cap" } else { "sum = logit" };
+        ui.label(format!("· position {pos}: {target_text} ({what}); {sum} {total:.2}"));
     });
     let gxa = grad_x_act_grid(state);
     let h = ui.available_height();
@@ -133,7 +135,11 @@ pub fn contributions_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand
         });
         ui.separator();
         match &gxa {
-            None => heatmap(ui, state, &grid, comps, cmds),
+            None => {
+                let w = (visible - (ui.cursor().left() - start)).max(240.0);
+                let h = ui.available_height();
+                ui.allocate_ui(Vec2::new(w, h), |ui| heatmap(ui, state, &grid, comps, cmds));
+            }
             Some(g) => {
                 // The attribution and gradient × activation side by side, each with its title.
                 let w = ((visible - (ui.cursor().left() - start)) - 12.0).max(240.0) / 2.0;
