@@ -128,6 +128,24 @@ impl RandomGpt2 {
     }
 }
 
+/// The cases of the transformers-in-float64 fixtures (patching, vector-Jacobian products): the
+/// random GPT-2 of `fixtures/tuned_lens/gpt2` and eleven checkpoints of `fixtures/families`, one
+/// per family variant.
+pub const FAMILY_CASES: [&str; 12] = [
+    "gpt2",
+    "ctrl_f32",
+    "gpt_neo_f32",
+    "gptj_f32",
+    "gpt_neox_parallel_f32",
+    "gpt_neox_sequential_f16",
+    "llama_f32",
+    "mistral_f32",
+    "qwen2_f16",
+    "qwen3_f32",
+    "gemma2_f32",
+    "gemma3_v450_f32",
+];
+
 /// Path of the GPT-2 `tokenizer.json`: `$LENS_GPT2_TOKENIZER` if set, else the repository's
 /// `shared/gpt2-tokenizer/tokenizer.json` next to the workspace, else `/work/shared/...`.
 pub fn gpt2_tokenizer_json() -> PathBuf {

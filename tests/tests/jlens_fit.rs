@@ -123,6 +123,7 @@ fn a_fit_equals_transformer_lens_fit_and_merges_and_resumes() {
         )
         .unwrap();
         assert_eq!(r.n_prompts, ours.n_prompts);
+        assert_eq!(r.prompts_run as u64, ours.n_prompts - 2, "{name}: the resumed run fits only the prompts left");
         let rel = rel_frobenius(&JacobianLens::open(&stopped).unwrap(), &ours);
         assert!(rel < 1e-6, "{name}: the resumed fit differs by {rel}");
         // A resume with other options is refused.

@@ -32,20 +32,8 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-4 * b.abs().max(1.0)
 }
 
-const CASES: [&str; 12] = [
-    "gpt2",
-    "ctrl_f32",
-    "gpt_neo_f32",
-    "gptj_f32",
-    "gpt_neox_parallel_f32",
-    "gpt_neox_sequential_f16",
-    "llama_f32",
-    "mistral_f32",
-    "qwen2_f16",
-    "qwen3_f32",
-    "gemma2_f32",
-    "gemma3_v450_f32",
-];
+/// The 12 family cases of the transformers fixtures (`lens_tests::fixture::FAMILY_CASES`).
+const CASES: [&str; 12] = lens_tests::fixture::FAMILY_CASES;
 
 #[test]
 fn patching_effects_match_transformers_hooks_for_every_family() {

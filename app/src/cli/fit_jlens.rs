@@ -109,7 +109,7 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &FitJlensArgs) -> Result<()>
         if r.skipped > 0 { format!(", {} too short and left out", r.skipped) } else { String::new() },
         r.backward_runs,
         r.seconds,
-        r.seconds / (prompts.len() - r.skipped).max(1) as f64
+        r.seconds / r.prompts_run.max(1) as f64
     );
     Ok(())
 }

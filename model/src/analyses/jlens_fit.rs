@@ -68,6 +68,8 @@ pub struct JlensFitReport {
     pub n_prompts: u64,
     /// Prompts skipped in this run as too short.
     pub skipped: usize,
+    /// Prompts fitted in this run (a resumed fit counts only its own).
+    pub prompts_run: usize,
     /// Source layers fitted.
     pub source_layers: Vec<usize>,
     /// Wall time of this run, seconds.
@@ -205,7 +207,7 @@ pub fn fit_jacobian_lens(
         save_checkpoint(&ckpt, sums, d, &info, metadata(engine, opts, target, n_done))
     };
     let n_ctx = engine.bundle.shape.n_ctx.max(1);
-    let (mut skipped, mut runs) = (0usize, 0usize);
+    let (mut skipped, mut runs, mut prompts_run) = (0usize, 0usize, 0usize);
     let total = prompts.len();
     for (idx, prompt) in prompts.iter().enumerate().skip(next) {
         if progress.is_cancelled() {
@@ -267,6 +269,7 @@ pub fn fit_jacobian_lens(
             }
         }
         n_done += 1;
+        prompts_run += 1;
         on_prompt(idx + 1, total);
         if opts.checkpoint_every > 0 && (idx + 1) % opts.checkpoint_every == 0 && idx + 1 < total {
             write_checkpoint(&sums, n_done, idx + 1)?;
@@ -284,7 +287,7 @@ pub fn fit_jacobian_lens(
     if ckpt.is_file() {
         std::fs::remove_file(&ckpt).map_err(|e| LensError::io(&ckpt, e))?;
     }
-    Ok(JlensFitReport { n_prompts: n_done, skipped, source_layers: layers, seconds: t0.elapsed().as_secs_f64(), backward_runs: runs })
+    Ok(JlensFitReport { n_prompts: n_done, skipped, prompts_run, source_layers: layers, seconds: t0.elapsed().as_secs_f64(), backward_runs: runs })
 }
 
 /// Merges J-lenses fitted on parts of a corpus into `out`: per layer, the `n_prompts`-weighted

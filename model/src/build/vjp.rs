@@ -17,8 +17,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::graph::{attr_int, attr_ints};
-use super::onnx::{AttributeProto, DT_FLOAT, DT_INT64, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto, attribute_proto};
+use super::graph::{attr_int, attr_ints, value_info};
+use super::onnx::{AttributeProto, DT_FLOAT, DT_INT64, GraphProto, ModelProto, NodeProto, TensorProto, attribute_proto};
 use crate::error::{LensError, Result};
 
 /// The backward graph's file in a bundle (written on first use).
@@ -273,7 +273,7 @@ pub fn build_vjp_model(lens: &ModelProto, n_layers: usize, lowest: usize) -> Res
         let ct = grads.get(h).cloned().ok_or_else(|| LensError::invalid(format!("internal: no gradient reached {h}")))?;
         let out = grad_name(h);
         w.nodes.push(NodeProto { op_type: Some("Identity".into()), input: vec![ct], output: vec![out.clone()], ..Default::default() });
-        outputs.push(float_info(&out, &["k", "pos", "d_model"]));
+        outputs.push(value_info(&out, DT_FLOAT, &[Err("k"), Err("pos"), Err("d_model")]));
     }
     // Only the forward nodes the backward ones read.
     let mut all: Vec<NodeProto> = nodes;
@@ -293,26 +293,10 @@ pub fn build_vjp_model(lens: &ModelProto, n_layers: usize, lowest: usize) -> Res
     initializer.extend(w.inits);
     let inputs = vec![
         graph.input.iter().find(|i| i.name.as_deref() == Some("input_ids")).cloned().ok_or_else(|| LensError::invalid("the lens graph has no input_ids"))?,
-        float_info(GRAD_INPUT, &["k", "pos", "d_model"]),
+        value_info(GRAD_INPUT, DT_FLOAT, &[Err("k"), Err("pos"), Err("d_model")]),
     ];
     let g = GraphProto { name: Some("lens_vjp".into()), node: kept, initializer, input: inputs, output: outputs, ..Default::default() };
     Ok(ModelProto { graph: Some(g), metadata_props: Vec::new(), ..lens.clone() })
-}
-
-fn float_info(name: &str, dims: &[&str]) -> ValueInfoProto {
-    use super::onnx::{TensorShapeProto, TypeProto, tensor_shape_proto, type_proto};
-    let dim = dims
-        .iter()
-        .map(|d| tensor_shape_proto::Dimension { value: Some(tensor_shape_proto::dimension::Value::DimParam((*d).to_string())), ..Default::default() })
-        .collect();
-    ValueInfoProto {
-        name: Some(name.into()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor { elem_type: Some(DT_FLOAT), shape: Some(TensorShapeProto { dim }) })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
 
 /// Writes the adjoint of node `n` (`op`), whose outputs' cotangents are `cts`, adding a piece to
