@@ -59,7 +59,7 @@ pub fn gradient_x_activation(engine: &mut LensEngine, runner: &mut GradRunner, i
         return Err(LensError::invalid("internal: the report's sites are not the lens's"));
     }
     let trace: ResidualTrace = engine.trace_with(ids, progress)?;
-    let final_resid = trace.final_resid().ok_or_else(|| LensError::invalid("internal: no final residual"))?.clone();
+    let final_resid = trace.final_resid().ok_or_else(|| LensError::invalid("internal: no final residual"))?;
     let top1 = &report.attribution.final_top1_ids;
     if top1.len() != n {
         return Err(LensError::invalid("gradient × activation needs the report's attribution targets (the final top-1s)"));
@@ -71,7 +71,7 @@ pub fn gradient_x_activation(engine: &mut LensEngine, runner: &mut GradRunner, i
     let mut next_grid: Vec<Vec<Option<f64>>> = vec![vec![None; n]; sites.len()];
     let per_dir = (shape.n_heads.max(1) * n * n).max(n * d).max(1);
     let batch = (BATCH_BUDGET / per_dir).clamp(1, 64);
-    let dec = engine.decoder.clone();
+    let dec = &engine.decoder;
     for (ci, chunk) in dirs.chunks(batch).enumerate() {
         let part = progress.part((ci * batch) as f32 / dirs.len() as f32, chunk.len() as f32 / dirs.len() as f32);
         part.report("gradient × activation", 0.0);
@@ -79,7 +79,7 @@ pub fn gradient_x_activation(engine: &mut LensEngine, runner: &mut GradRunner, i
         for (b, &(p, t, _)) in chunk.iter().enumerate() {
             let x = final_resid.row(p);
             let x: Vec<f32> = x.iter().copied().collect();
-            let g = logit_cotangent(&dec, &x, t);
+            let g = logit_cotangent(dec, &x, t);
             for (j, v) in g.into_iter().enumerate() {
                 if let Some(c) = cot.get_mut([b, p, j]) {
                     *c = v as f32;

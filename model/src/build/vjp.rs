@@ -474,10 +474,8 @@ fn adjoint(w: &mut Writer, n: &NodeProto, op: &str, cts: &[Option<String>], acti
             let ct = single()?;
             let (a, b) = (input(0), input(1));
             if is_active(0) {
-                let g = if is_active(1) {
-                    let bt = w.swap_last(&b)?;
-                    w.op("MatMul", &[&ct, &bt], vec![])
-                } else if w.init_rank.get(&b) == Some(&2) {
+                // A weight (fixed, rank 2) without a transposed copy; anything else transposed.
+                let g = if !is_active(1) && w.init_rank.get(&b) == Some(&2) {
                     w.times_weight_t(&ct, &b)
                 } else {
                     let bt = w.swap_last(&b)?;
