@@ -1003,6 +1003,81 @@ fn a_tuned_lens_is_fitted_resumed_and_used_in_the_app() {
 }
 
 #[test]
+fn a_jlens_is_fitted_resumed_and_used_in_the_app() {
+    use lens_app::gui::state::JfitSettings;
+    use lens_model::analyses::jlens_fit::{JlensFitOptions, checkpoint_path, fit_jacobian_lens, prompts_of};
+    use lens_model::lens::jacobian_lens::JacobianLens;
+    let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, ..GuiOptions::default() };
+    let app = LogitLensApp::new_for_test(AppState { prompt: PROMPT.into(), ..AppState::default() }, opts);
+    let mut h = Harness::builder().with_size(egui::vec2(1500.0, 940.0)).allow_missing_glyphs().build_ui_state(|ui, app: &mut LogitLensApp| app.show(ui), app);
+    step_until(&mut h, "the model", |a| a.state.result.is_some());
+    let dir = unique_temp_dir("gui-jfit");
+    std::fs::create_dir_all(&dir).unwrap();
+    let prompts = dir.join("prompts.txt");
+    let mut text = String::from("Too short.\n");
+    for i in 0..120 {
+        text.push_str(&format!("Prompt {i}: the cat sat on the mat and the dog sat on the rug while a bird sang in tree {}.\n", i * 7));
+    }
+    std::fs::write(&prompts, &text).unwrap();
+    let out = dir.join("lens.pt");
+    h.state_mut().apply(AppCommand::ShowWindow(lens_app::gui::command::Window::FitJlens));
+    let settings =
+        JfitSettings { prompts: Some(prompts.clone()), out: Some(out.clone()), max_seq_len: 20, skip_first: 4, dim_batch: 1, f32: true, replace: false };
+    h.state_mut().apply(AppCommand::SetJfit(settings.clone()));
+    h.run_steps(2);
+    assert!(h.query_by_label("Fit").is_some(), "the Fit button");
+    assert!(h.query_all_by_label_contains("32 runs").count() == 1, "the runs per prompt are said");
+    // Fit, cancel after a few prompts: a checkpoint, no lens, the logit lens still on.
+    h.state_mut().apply(AppCommand::StartJfit { resume: false });
+    step_until(&mut h, "the first prompts", |a| a.state.jfit_progress.is_some_and(|p| p.done >= 3));
+    h.state_mut().apply(AppCommand::Cancel);
+    step_until(&mut h, "the cancel", |a| a.state.progress.is_none());
+    let stopped = h.state().state.jfit_progress.unwrap();
+    assert!(stopped.done < stopped.total, "{stopped:?}");
+    assert_eq!(stopped.total, 121);
+    assert!(checkpoint_path(&out).is_file());
+    assert!(!out.exists());
+    assert!(h.state().state.jacobian_lens.is_none());
+    h.run_steps(2);
+    assert!(h.query_by_label("Resume").is_some());
+    // Resume: the fit finishes, the lens is written, opened and decodes the prompt.
+    h.state_mut().apply(AppCommand::StartJfit { resume: true });
+    step_until(&mut h, "the fitted lens", |a| a.state.jacobian_lens.is_some());
+    assert!(out.is_file() && !checkpoint_path(&out).exists());
+    let done = h.state().state.jfit_progress.unwrap();
+    assert_eq!((done.done, done.total), (121, 121));
+    assert!(done.this_run < 121 - 2, "the resumed run did only the rest: {done:?}");
+    let (file, report) = h.state().state.jfit_done.clone().unwrap();
+    assert_eq!((file.as_path(), report.n_prompts), (out.as_path(), 120));
+    h.run_steps(2);
+    assert!(h.query_all_by_label_contains("Fitted: 120 prompts").count() == 1, "the window says what the fit did");
+    assert_eq!(h.state().state.view.decoder, lens_model::lens::kernel::DecoderKind::JacobianLens);
+    step_until(&mut h, "the J-lens run", |a| a.state.result.as_ref().is_some_and(|r| r.report.decoder == "jacobian_lens") && a.state.progress.is_none());
+    // The app's lens is the library's uninterrupted fit with the same options.
+    let reference = dir.join("reference.pt");
+    let engine = LensEngine::open(bundle(), Device::Cpu, &Progress::default()).unwrap();
+    let lib_opts = JlensFitOptions { max_seq_len: 20, skip_first: 4, dim_batch: 8, half: false, corpus: "prompts.txt".into(), ..JlensFitOptions::default() };
+    let r = fit_jacobian_lens(&engine, Device::Cpu, &prompts_of(&text), &lib_opts, &reference, &Progress::default(), &mut |_, _| {}).unwrap();
+    assert_eq!((r.n_prompts, r.skipped), (120, 1));
+    let (a, b) = (JacobianLens::open(&out).unwrap(), JacobianLens::open(&reference).unwrap());
+    assert_eq!(a.source_layers(), b.source_layers());
+    for (l, m) in &a.matrices {
+        let (x, y) = (m.to_f32().unwrap(), b.matrices[l].to_f32().unwrap());
+        let scale = y.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let gap = x.iter().zip(&y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(gap <= 1e-5 * scale, "layer {l}: {gap} of {scale}");
+    }
+    // The file is there now: a fit without "Replace" ticked is refused and leaves it.
+    let before = std::fs::read(&out).unwrap();
+    h.run_steps(2);
+    assert!(h.query_by_label("Replace the file already there").is_some(), "the Replace box");
+    h.state_mut().apply(AppCommand::StartJfit { resume: false });
+    h.run_steps(2);
+    assert!(h.state().state.error.as_deref().is_some_and(|e| e.contains("exists")), "{:?}", h.state().state.error);
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+}
+
+#[test]
 fn compare_runs_b_and_the_difference_in_the_app() {
     use lens_app::session::worker::CompareWith;
     let opts = GuiOptions { model: Some(bundle().to_path_buf()), device: Device::Cpu, ..GuiOptions::default() };

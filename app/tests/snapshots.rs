@@ -480,6 +480,39 @@ fn snapshot_fit_tuned_lens_window() {
     h.snapshot_options("window_fit", &options);
 }
 
+/// The Fit J-lens window in the middle of a resumed fit (a checkpoint beside the lens file),
+/// with the last finished fit's line.
+#[test]
+fn snapshot_fit_jlens_window() {
+    let (model, result, prompt) = demo_result();
+    let mut state = AppState { prompt, ..AppState::default() };
+    state.jfit = lens_app::gui::state::JfitSettings {
+        prompts: Some("shared/corpus/prompts.txt".into()),
+        out: Some("/tmp/logit-lens-snapshot/demo-jlens.pt".into()),
+        max_seq_len: 128,
+        skip_first: 16,
+        dim_batch: 8,
+        f32: false,
+        replace: false,
+    };
+    state.jfit_progress = Some(lens_app::session::worker::JfitProgress { done: 37, total: 200, this_run: 12, seconds: 43.2 });
+    state.jfit_done = Some((
+        "/tmp/logit-lens-snapshot/earlier.pt".into(),
+        std::sync::Arc::new(lens_model::analyses::jlens_fit::JlensFitReport {
+            n_prompts: 199,
+            skipped: 1,
+            prompts_run: 199,
+            source_layers: (0..5).collect(),
+            seconds: 716.4,
+            backward_runs: 199 * 32,
+        }),
+    ));
+    state.show_jfit = true;
+    let mut h = rendered(state, model, result, egui::vec2(1280.0, 800.0));
+    let options = SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels(1280 * 800 / 200);
+    h.snapshot_options("window_fit_jlens", &options);
+}
+
 /// The question File → Open model asks when `--weights auto` would open a checkpoint quantized.
 #[test]
 fn snapshot_open_with_quantized_weights_window() {

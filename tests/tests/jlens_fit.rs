@@ -126,6 +126,19 @@ fn a_fit_equals_transformer_lens_fit_and_merges_and_resumes() {
         assert_eq!(r.prompts_run as u64, ours.n_prompts - 2, "{name}: the resumed run fits only the prompts left");
         let rel = rel_frobenius(&JacobianLens::open(&stopped).unwrap(), &ours);
         assert!(rel < 1e-6, "{name}: the resumed fit differs by {rel}");
+        // Stopped inside a prompt (between two of its backward runs), resumed: the same lens; the
+        // checkpoint holds the prompts before it only.
+        let inside = dir.join("inside.pt");
+        let passes = c.engine.bundle.shape.d_model.div_ceil(c.opts.dim_batch);
+        assert!(passes >= 2, "{name}: a prompt of one backward run cannot be stopped inside");
+        let e = fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts, &c.opts, &inside, &progress_cancel_at_run(passes + passes / 2 + 1), &mut |_, _| {})
+            .unwrap_err();
+        assert!(matches!(e, LensError::Cancelled), "{e}");
+        assert_eq!(JacobianLens::open(&checkpoint_path(&inside)).unwrap().n_prompts, 1, "{name}: the unfinished prompt is not in the checkpoint");
+        let resume = JlensFitOptions { resume: true, ..c.opts.clone() };
+        fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts, &resume, &inside, &Progress::default(), &mut |_, _| {}).unwrap();
+        let rel = rel_frobenius(&JacobianLens::open(&inside).unwrap(), &ours);
+        assert!(rel < 1e-6, "{name}: stopped inside a prompt and resumed, the fit differs by {rel}");
         // A resume with other options is refused.
         let other = JlensFitOptions { skip_first: c.opts.skip_first + 1, ..c.opts.clone() };
         let e2 = dir.join("e2.pt");
@@ -155,6 +168,25 @@ fn a_fit_equals_transformer_lens_fit_and_merges_and_resumes() {
         let e = merge_jacobian_lenses(&[a, partial], &dir.join("bad.pt"), false).unwrap_err().to_string();
         assert!(e.contains("holds layers"), "{e}");
     }
+}
+
+/// A progress that cancels itself when the fit starts its `n`-th backward run (1-based).
+fn progress_cancel_at_run(n: usize) -> Progress {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, OnceLock};
+    let slot: Arc<OnceLock<Progress>> = Arc::new(OnceLock::new());
+    let count = Arc::new(AtomicUsize::new(0));
+    let s = Arc::clone(&slot);
+    let p = Progress::new(move |stage, _| {
+        if stage == "fitting the J-lens"
+            && count.fetch_add(1, Ordering::Relaxed) + 1 == n
+            && let Some(p) = s.get()
+        {
+            p.cancel();
+        }
+    });
+    slot.set(p.clone()).unwrap();
+    p
 }
 
 /// A progress cancelled as soon as a run starts (the first prompt stops the fit).

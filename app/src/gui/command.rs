@@ -70,6 +70,17 @@ pub enum AppCommand {
     RequestFitOutDialog,
     /// Replace the Fit window's settings.
     SetFit(super::state::FitSettings),
+    /// Ask for the Fit J-lens window's prompts file.
+    RequestJfitPromptsDialog,
+    /// Ask for the Fit J-lens window's lens file.
+    RequestJfitOutDialog,
+    /// Replace the Fit J-lens window's settings.
+    SetJfit(super::state::JfitSettings),
+    /// Fit a J-lens with the Fit J-lens window's settings (`resume`: from its checkpoint).
+    StartJfit {
+        /// Continue the checkpoint beside the lens file.
+        resume: bool,
+    },
     /// Replace the Activation patching window's settings.
     SetPatch(super::state::PatchSettings),
     /// Sweep the patching window's sites (progress and Cancel in the status bar).
@@ -138,6 +149,8 @@ pub enum Window {
     Corpus,
     /// File → Fit tuned lens….
     FitLens,
+    /// File → Fit J-lens….
+    FitJlens,
     /// View → Activation patching….
     Patch,
     /// File → Open remote model….

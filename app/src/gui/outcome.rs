@@ -145,6 +145,25 @@ pub fn apply_outcome(state: &mut AppState, book: &mut JobBook, was_load: bool, k
             }
         }
         OutcomeKind::FitStep(step) => state.fit_history.push(step),
+        OutcomeKind::JfitPrompt(p) => state.jfit_progress = Some(p),
+        OutcomeKind::JlensFitted(file, report) => {
+            state.notice = Some(format!(
+                "fitted J-lens {}: {} prompts, layers {}–{}, {:.1} s",
+                file.display(),
+                report.n_prompts,
+                report.source_layers.first().copied().unwrap_or(0),
+                report.source_layers.last().copied().unwrap_or(0),
+                report.seconds
+            ));
+            state.error = None;
+            state.jacobian_lens = Some(file.clone());
+            state.jfit_done = Some((file, report));
+            state.jfit.replace = false;
+            state.view.decoder = lens_model::lens::kernel::DecoderKind::JacobianLens;
+            if state.model.is_some() && !state.prompt.is_empty() {
+                effects.push(Effect::RunLens);
+            }
+        }
         OutcomeKind::Generated(steered, plain) => {
             state.error = None;
             state.steer_generated = Some((steered, plain));

@@ -121,6 +121,18 @@ pub struct AppState {
     /// The text of the compare-with-prompt box.
     #[serde(default)]
     pub compare_text: String,
+    /// The Fit J-lens window is open.
+    #[serde(skip)]
+    pub show_jfit: bool,
+    /// The Fit J-lens window's settings (remembered).
+    #[serde(default)]
+    pub jfit: JfitSettings,
+    /// The J-lens fit in progress or last finished: prompts done and what it took.
+    #[serde(skip)]
+    pub jfit_progress: Option<crate::session::worker::JfitProgress>,
+    /// The last J-lens fit that finished: the file written and what it did.
+    #[serde(skip)]
+    pub jfit_done: Option<(PathBuf, std::sync::Arc<lens_model::analyses::jlens_fit::JlensFitReport>)>,
     /// The steps of the fit in progress or last finished (for its loss plot).
     #[serde(skip)]
     pub fit_history: Vec<std::sync::Arc<lens_model::lens::tuned_lens::fit::FitStep>>,
@@ -255,6 +267,34 @@ impl Default for FitSettings {
     }
 }
 
+/// What the Fit J-lens window fits on and where it writes (the CLI's `fit-jacobian-lens` options).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct JfitSettings {
+    /// The prompts file: one prompt per line.
+    pub prompts: Option<PathBuf>,
+    /// The lens file to write (`.pt`).
+    pub out: Option<PathBuf>,
+    /// Prompts are truncated to this many tokens.
+    pub max_seq_len: usize,
+    /// Leading positions left out of the average (and as targets).
+    pub skip_first: usize,
+    /// Output dimensions per backward run (speed and memory only).
+    pub dim_batch: usize,
+    /// Store the matrices in float32 (default float16, as the reference writes them).
+    pub f32: bool,
+    /// The user agreed to replace the file at `out` (the CLI's `--overwrite`); reset whenever
+    /// another file is chosen.
+    pub replace: bool,
+}
+
+impl Default for JfitSettings {
+    fn default() -> Self {
+        let d = lens_model::analyses::jlens_fit::JlensFitOptions::default();
+        Self { prompts: None, out: None, max_seq_len: d.max_seq_len, skip_first: d.skip_first, dim_batch: d.dim_batch, f32: !d.half, replace: false }
+    }
+}
+
 /// Corpus runs kept for overlaying.
 pub const MAX_CORPUS_RUNS: usize = 6;
 
@@ -294,6 +334,10 @@ impl Default for AppState {
             tuned_lens: None,
             jacobian_lens: None,
             show_fit: false,
+            show_jfit: false,
+            jfit: JfitSettings::default(),
+            jfit_progress: None,
+            jfit_done: None,
             fit: FitSettings::default(),
             show_patch: false,
             patch: PatchSettings::default(),

@@ -36,14 +36,14 @@ pub fn read_texts(files: &[std::path::PathBuf]) -> Result<String> {
 /// Fails early when `path` cannot be written (missing folder, a folder in the way, no permission).
 pub fn check_writable(path: &Path) -> Result<()> {
     if path.is_dir() {
-        bail!("cannot write the report to {}: it is a folder", path.display());
+        bail!("cannot write {}: it is a folder", path.display());
     }
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if !parent.is_dir() {
-        bail!("cannot write the report to {}: the folder {} does not exist", path.display(), parent.display());
+        bail!("cannot write {}: the folder {} does not exist", path.display(), parent.display());
     }
     let probe = parent.join(format!(".logit-lens-write-test-{}", std::process::id()));
-    std::fs::write(&probe, b"").with_context(|| format!("cannot write the report to {}: the folder is not writable", path.display()))?;
+    std::fs::write(&probe, b"").with_context(|| format!("cannot write {}: the folder is not writable", path.display()))?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }

@@ -242,6 +242,16 @@ pub enum JobKind {
         /// Continue from `out`'s checkpoint.
         resume: bool,
     },
+    /// Fit a J-lens ([`lens_model::analyses::jlens_fit`]) on a prompts file, write it to `out` and
+    /// decode with it; every prompt is reported ([`OutcomeKind::JfitPrompt`]).
+    FitJlens {
+        /// The prompts file (one per line, at most 10 MB).
+        prompts: PathBuf,
+        /// The lens file to write.
+        out: PathBuf,
+        /// Truncation, skipped positions, dimensions per run, … (`resume` among them).
+        opts: lens_model::analyses::jlens_fit::JlensFitOptions,
+    },
     /// An activation-patching sweep ([`lens_model::analyses::patch`]): the clean prompt `clean`
     /// into the corrupted `corrupt`, every site of `kind` at every position.
     PatchSweep {
@@ -270,6 +280,27 @@ pub enum JobKind {
     },
 }
 
+/// Where a J-lens fit stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct JfitProgress {
+    /// Prompts done (fitted, or skipped as too short), those of a resumed fit's earlier runs
+    /// included.
+    pub done: usize,
+    /// Prompts in the file.
+    pub total: usize,
+    /// Prompts this run did.
+    pub this_run: usize,
+    /// Seconds since this run started.
+    pub seconds: f64,
+}
+
+impl JfitProgress {
+    /// Seconds per prompt of this run, once it did one.
+    pub fn per_prompt(&self) -> Option<f64> {
+        (self.this_run > 0).then(|| self.seconds / self.this_run as f64)
+    }
+}
+
 /// A corpus run as the UI shows it: a legend label and the report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CorpusRun {
@@ -290,6 +321,7 @@ impl JobKind {
             Self::OpenTunedLens(_) => "opening the tuned lens",
             Self::OpenJacobianLens { .. } => "opening the J-lens",
             Self::FitLens { .. } => "fitting a tuned lens",
+            Self::FitJlens { .. } => "fitting a J-lens",
             Self::GradXAct(_) => "gradient × activation",
         }
     }
@@ -316,6 +348,10 @@ pub enum OutcomeKind {
     FitStep(Arc<lens_model::lens::tuned_lens::fit::FitStep>),
     /// A fit finished: its lens is saved in this folder and open.
     Fitted(PathBuf),
+    /// One prompt of a J-lens fit is done (the job goes on).
+    JfitPrompt(JfitProgress),
+    /// A J-lens fit finished: the lens is written to this file and open.
+    JlensFitted(PathBuf, Arc<lens_model::analyses::jlens_fit::JlensFitReport>),
     /// The first positions of a result that is still being computed (big models): shown at
     /// once, grown by `More` and finally replaced by `Ran`.
     Partial(Arc<RunResult>),
@@ -331,7 +367,7 @@ pub enum OutcomeKind {
 impl OutcomeKind {
     /// Whether the job goes on after this outcome (a partial result, a fit's step).
     pub fn is_progress(&self) -> bool {
-        matches!(self, Self::Partial(_) | Self::More(_) | Self::FitStep(_))
+        matches!(self, Self::Partial(_) | Self::More(_) | Self::FitStep(_) | Self::JfitPrompt(_))
     }
 }
 
@@ -584,6 +620,7 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
             Ok(OutcomeKind::JacobianLens(opened.unwrap_or_else(|| file.clone())))
         }
         JobKind::FitLens { texts, out, opts, resume } => fit_job(st, texts, out, opts, *resume, emit, &job.progress),
+        JobKind::FitJlens { prompts, out, opts } => jfit_job(st, prompts, out, opts, emit, &job.progress),
         JobKind::Corpus { file, window, decoder } => corpus_job(st, file, *window, *decoder, &job.progress),
         JobKind::PatchSweep { clean, corrupt, target, against, kind } => patch_job(st, clean, corrupt, target, against, *kind, &job.progress),
         JobKind::Generate { text, steer, n } => {
@@ -656,6 +693,34 @@ fn fit_job(
     engine.set_tuned_lens(Some(result.lens))?;
     st.cache.forget_results();
     Ok(OutcomeKind::Fitted(out.to_path_buf()))
+}
+
+/// Fits a J-lens on the open model, reporting every prompt; the model then decodes with it.
+fn jfit_job(
+    st: &mut WorkerState,
+    prompts_file: &std::path::Path,
+    out: &std::path::Path,
+    opts: &lens_model::analyses::jlens_fit::JlensFitOptions,
+    emit: &dyn Fn(OutcomeKind),
+    progress: &Progress,
+) -> anyhow::Result<OutcomeKind> {
+    use anyhow::Context as _;
+    let device = st.device;
+    let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
+    crate::session::prompt::check_writable(out)?;
+    let text = crate::session::prompt::read_texts(&[prompts_file.to_path_buf()])?;
+    let prompts = lens_model::analyses::jlens_fit::prompts_of(&text);
+    let t0 = std::time::Instant::now();
+    let mut first: Option<usize> = None;
+    let mut on_prompt = |done: usize, total: usize| {
+        let start = *first.get_or_insert(done.saturating_sub(1));
+        emit(OutcomeKind::JfitPrompt(JfitProgress { done, total, this_run: done - start, seconds: t0.elapsed().as_secs_f64() }));
+    };
+    let report = lens_model::analyses::jlens_fit::fit_jacobian_lens(engine, device, &prompts, opts, out, progress, &mut on_prompt)
+        .with_context(|| format!("fitting a J-lens into {}", out.display()))?;
+    crate::session::engine::attach_jacobian_lens(engine, Some(out), None, progress)?;
+    st.cache.forget_results();
+    Ok(OutcomeKind::JlensFitted(out.to_path_buf(), Arc::new(report)))
 }
 
 /// Corpus mode over one text file with the open model.

@@ -206,6 +206,9 @@ pub fn fit_jacobian_lens(
         let info = CheckpointInfo { n_done, next_idx: next as u64, target_layer: target, skip_first: opts.skip_first };
         save_checkpoint(&ckpt, sums, d, &info, metadata(engine, opts, target, n_done))
     };
+    // The prompt in progress is summed apart and added when it is done: a fit stopped inside a
+    // prompt checkpoints the prompts before it only (the resumed fit redoes that prompt whole).
+    let mut pending: BTreeMap<usize, Vec<f32>> = layers.iter().map(|&l| (l, vec![0f32; d * d])).collect();
     let n_ctx = engine.bundle.shape.n_ctx.max(1);
     let (mut skipped, mut runs, mut prompts_run) = (0usize, 0usize, 0usize);
     let total = prompts.len();
@@ -230,6 +233,7 @@ pub fn fit_jacobian_lens(
             let start = pass * per_run;
             let k = per_run.min(d - start);
             let part = progress.part((idx as f32 + pass as f32 / passes as f32) / total as f32, 1.0 / (total * passes) as f32);
+            part.report("fitting the J-lens", 0.0);
             let mut cot = Array3::<f32>::zeros((k, n, d));
             for b in 0..k {
                 for &t in &valid {
@@ -253,7 +257,7 @@ pub fn fit_jacobian_lens(
                     .get(l + 1)
                     .and_then(Option::as_ref)
                     .ok_or_else(|| LensError::invalid(format!("internal: no gradient at block {}'s input", l + 1)))?;
-                let sum = sums.get_mut(&l).ok_or_else(|| LensError::invalid("internal: no running sum for a source layer"))?;
+                let sum = pending.get_mut(&l).ok_or_else(|| LensError::invalid("internal: no running sum for a source layer"))?;
                 for (b, g_b) in g.axis_iter(Axis(0)).enumerate() {
                     let mut row = vec![0f64; d];
                     for &t in &valid {
@@ -262,10 +266,17 @@ pub fn fit_jacobian_lens(
                         }
                     }
                     let out_row = sum.get_mut((start + b) * d..(start + b + 1) * d).ok_or_else(|| LensError::invalid("internal: a J-lens row out of range"))?;
+                    // Every row is written once per prompt (the passes' rows are disjoint).
                     for (a, r) in out_row.iter_mut().zip(row) {
-                        *a += (r * inv) as f32;
+                        *a = (r * inv) as f32;
                     }
                 }
+            }
+        }
+        for (l, p) in &pending {
+            let sum = sums.get_mut(l).ok_or_else(|| LensError::invalid("internal: no running sum for a source layer"))?;
+            for (a, v) in sum.iter_mut().zip(p) {
+                *a += v;
             }
         }
         n_done += 1;

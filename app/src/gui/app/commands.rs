@@ -141,6 +141,7 @@ impl LogitLensApp {
                 Window::About => self.state.show_about = true,
                 Window::Corpus => self.state.show_corpus = true,
                 Window::FitLens => self.state.show_fit = true,
+                Window::FitJlens => self.state.show_jfit = true,
                 Window::Patch => self.state.show_patch = true,
                 Window::Remote => self.state.show_remote = true,
                 Window::Steer => self.state.show_steer = true,
@@ -153,6 +154,10 @@ impl LogitLensApp {
             AppCommand::RequestFitTextDialog => self.open_dialog(DialogKind::FitText),
             AppCommand::RequestFitOutDialog => self.open_dialog(DialogKind::FitOut),
             AppCommand::SetFit(f) => self.state.fit = f,
+            AppCommand::RequestJfitPromptsDialog => self.open_dialog(DialogKind::JfitPrompts),
+            AppCommand::RequestJfitOutDialog => self.open_dialog(DialogKind::JfitOut),
+            AppCommand::SetJfit(f) => self.state.jfit = f,
+            AppCommand::StartJfit { resume } => self.start_jfit(resume),
             AppCommand::SetCompare(c) => {
                 if c != self.state.compare {
                     self.state.compare = c;
@@ -380,6 +385,7 @@ impl LogitLensApp {
         let ctx = self.ctx.clone();
         let export_ext = self.state.export.format.clone();
         let fit = self.state.fit.clone();
+        let jfit = self.state.jfit.clone();
         // rfd blocks until the user answers: never on the UI thread.
         let spawned = std::thread::Builder::new().name("file-dialog".into()).spawn(move || {
             let cmd = match kind {
@@ -412,6 +418,18 @@ impl LogitLensApp {
                     .set_title("Fit tuned lens: the lens folder to write")
                     .pick_folder()
                     .map(|p| AppCommand::SetFit(crate::gui::state::FitSettings { out: Some(p), replace: false, ..fit.clone() })),
+                DialogKind::JfitPrompts => rfd::FileDialog::new()
+                    .set_title("Fit J-lens: prompts, one per line")
+                    .add_filter("Text", &["txt", "md", "text"])
+                    .add_filter("All files", &["*"])
+                    .pick_file()
+                    .map(|p| AppCommand::SetJfit(crate::gui::state::JfitSettings { prompts: Some(p), ..jfit.clone() })),
+                DialogKind::JfitOut => rfd::FileDialog::new()
+                    .set_title("Fit J-lens: the lens file to write")
+                    .set_file_name("jacobian_lens.pt")
+                    .add_filter("J-lens", &["pt"])
+                    .save_file()
+                    .map(|p| AppCommand::SetJfit(crate::gui::state::JfitSettings { out: Some(p), replace: false, ..jfit.clone() })),
                 DialogKind::Prompt => rfd::FileDialog::new()
                     .set_title("Open prompt")
                     .add_filter("Text", &["txt", "md", "text"])

@@ -185,6 +185,49 @@ impl LogitLensApp {
         }
     }
 
+    /// Fits a J-lens with the Fit J-lens window's settings (progress per prompt, Cancel keeps a
+    /// checkpoint to resume).
+    pub(super) fn start_jfit(&mut self, resume: bool) {
+        if self.refused_without_model() {
+            return;
+        }
+        let f = self.state.jfit.clone();
+        let (Some(prompts), Some(out)) = (f.prompts.clone(), f.out.clone()) else {
+            self.state.error = Some("choose a prompts file and the lens file to write first".into());
+            return;
+        };
+        if self.state.model.is_none() {
+            self.state.error = Some("no model is loaded: open one first".into());
+            return;
+        }
+        // The CLI's guards: a file already there is replaced only when the user ticked
+        // "Replace"; a resumed fit needs its checkpoint.
+        if !resume && !f.replace && out.exists() {
+            self.state.error = Some(format!("{} exists: tick \"Replace the file already there\", or choose another file", out.display()));
+            return;
+        }
+        if resume && !lens_model::analyses::jlens_fit::checkpoint_path(&out).is_file() {
+            self.state.error = Some(format!("there is no checkpoint of an unfinished fit beside {} to resume", out.display()));
+            return;
+        }
+        let opts = lens_model::analyses::jlens_fit::JlensFitOptions {
+            max_seq_len: f.max_seq_len.max(1),
+            skip_first: f.skip_first,
+            layers: None,
+            dim_batch: f.dim_batch.max(1),
+            half: !f.f32,
+            // As the CLI records it: a fit started in one can be resumed in the other.
+            corpus: prompts.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            resume,
+            ..lens_model::analyses::jlens_fit::JlensFitOptions::default()
+        };
+        self.state.jfit_progress = None;
+        self.state.jfit_done = None;
+        if let Some(w) = self.worker() {
+            self.latest_lens = w.submit(JobKind::FitJlens { prompts, out, opts });
+        }
+    }
+
     pub(super) fn run(&mut self) {
         self.edited_at = None;
         if self.refused_without_model() {

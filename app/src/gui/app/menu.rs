@@ -101,6 +101,13 @@ impl LogitLensApp {
                     cmds.push(AppCommand::ShowWindow(Window::FitLens));
                 }
                 if ui
+                    .add_enabled(state.model.is_some(), egui::Button::new("Fit J-lens…"))
+                    .on_hover_text("Fit a J-lens of this model on your prompts through its backward graph (the reference estimator), and decode with it")
+                    .clicked()
+                {
+                    cmds.push(AppCommand::ShowWindow(Window::FitJlens));
+                }
+                if ui
                     .add_enabled(state.model.is_some(), egui::Button::new("Open J-lens…"))
                     .on_hover_text("A J-lens file (.pt, as TransformerLens's JacobianLens.save writes it) made for this model; decodes each block output through its layer's transport matrix")
                     .clicked()

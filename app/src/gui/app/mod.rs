@@ -59,6 +59,10 @@ pub enum DialogKind {
     FitText,
     /// Pick (or create) the output folder of a fit.
     FitOut,
+    /// Pick the prompts file of a J-lens fit.
+    JfitPrompts,
+    /// Pick the lens file a J-lens fit writes.
+    JfitOut,
     /// Pick a model folder to compare with.
     CompareModel,
 }

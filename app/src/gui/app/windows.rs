@@ -97,6 +97,12 @@ impl LogitLensApp {
             crate::gui::panels::fit::fit_ui(ui, state, cmds);
         });
         self.state.show_fit = show_fit;
+        let mut show_jfit = self.state.show_jfit;
+        let (state, cmds) = (&self.state, &mut self.cmds);
+        egui::Window::new("Fit J-lens").open(&mut show_jfit).default_size([560.0, 360.0]).resizable(true).show(ctx, |ui| {
+            crate::gui::panels::jlens_fit::jfit_ui(ui, state, cmds);
+        });
+        self.state.show_jfit = show_jfit;
         egui::Window::new("Keyboard shortcuts").open(&mut self.state.show_shortcuts).resizable(false).show(ctx, |ui| {
             egui::Grid::new("keys").striped(true).show(ui, |ui| {
                 for (k, what) in [

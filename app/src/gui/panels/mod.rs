@@ -5,6 +5,7 @@ pub mod corpus;
 pub mod fit;
 pub mod heatmap;
 pub mod inspector;
+pub mod jlens_fit;
 pub mod patch;
 pub mod prompt;
 pub mod remote;
