@@ -633,6 +633,29 @@ fn patch_writes_json_csv_and_figures_and_refuses_bad_inputs() {
     let svg = std::fs::read_to_string(&fig).unwrap();
     assert!(svg.contains("Activation patching (resid)") && svg.contains("normalised effect"));
     assert!(std::fs::read_to_string(dir.join("p.attn.svg")).unwrap().contains("Activation patching (attn)"));
+    assert!(!dir.join("p.estimate.svg").exists() && grids[0].get("estimate").is_none(), "no estimate unless asked");
+    // --estimate: attribution patching beside the exact sweep, in every output.
+    let est_dir = dir.join("est");
+    std::fs::create_dir_all(&est_dir).unwrap();
+    let (ej, ec, ef, en) = (est_dir.join("p.json"), est_dir.join("p.csv"), est_dir.join("p.svg"), est_dir.join("p.npz"));
+    let mut args: Vec<&str> = base.to_vec();
+    args.extend(["--target", " Paris", "--against", " Rome", "--sites", "resid,mlp", "--estimate", "--json", ej.to_str().unwrap()]);
+    args.extend(["--csv", ec.to_str().unwrap(), "--figure", ef.to_str().unwrap(), "--npz", en.to_str().unwrap()]);
+    let out = bin().args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resid: the first-order estimate correlates with the exact effects at r = "));
+    let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ej).unwrap()).unwrap();
+    let eg = e["grids"].as_array().unwrap();
+    assert_eq!(eg[0]["effect"], grids[0]["effect"], "the exact sweep is the same with --estimate");
+    let est = eg[0]["estimate"].as_array().unwrap();
+    assert_eq!((est.len(), est[0].as_array().unwrap().len()), (9, n_pos));
+    assert!(eg[1]["estimate"].as_array().is_some(), "the mlp grid has its estimate");
+    assert!(std::fs::read_to_string(&ec).unwrap().starts_with("kind,site,position,corrupt_token,effect,normalized,estimate\n"));
+    let npz_bytes = std::fs::read(&en).unwrap();
+    assert!(npz_bytes.windows(18).any(|w| w == b"estimate_resid.npy"), "estimate_resid in the .npz");
+    let svg = std::fs::read_to_string(est_dir.join("p.estimate.svg")).unwrap();
+    assert!(svg.contains("Attribution patching (resid, first-order estimate)") && svg.contains("with the exact effects"), "the estimate's figure");
+    assert!(est_dir.join("p.mlp.svg").is_file() && est_dir.join("p.mlp.estimate.svg").is_file());
     // Errors.
     let out = bin()
         .args([

@@ -1432,6 +1432,7 @@ fn a_patching_sweep_runs_from_the_app_and_a_cell_opens_its_patched_run() {
         target: " Parisian".into(),
         against: " Rome".into(),
         kind: PatchKind::Resid,
+        estimate: true,
     }));
     h.state_mut().apply(AppCommand::StartPatch);
     step_until(&mut h, "the refusal", |a| a.state.error.is_some() && a.state.progress.is_none());
@@ -1442,6 +1443,7 @@ fn a_patching_sweep_runs_from_the_app_and_a_cell_opens_its_patched_run() {
         target: " Paris".into(),
         against: " Rome".into(),
         kind: PatchKind::Resid,
+        estimate: true,
     }));
     h.state_mut().apply(AppCommand::StartPatch);
     step_until(&mut h, "the sweep", |a| a.state.patch_result.is_some() && a.state.progress.is_none());
@@ -1452,6 +1454,18 @@ fn a_patching_sweep_runs_from_the_app_and_a_cell_opens_its_patched_run() {
     assert_eq!(*g.normalized.get(8, n - 1).unwrap(), 1.0, "the last block's output at the last position restores the clean run");
     h.run_steps(2);
     assert!(h.query_all_by_label_contains("normalised: 1 = clean restored").count() >= 1, "the window shows the sweep");
+    // Attribution patching's estimate beside it: the library's, on an engine of our own.
+    let est = g.estimate.as_ref().expect("the first-order estimate beside the sweep");
+    assert!(h.query_all_by_label_contains("first-order estimate, attribution patching").count() >= 1, "the window shows the estimate");
+    let dir = h.state().state.model.as_ref().unwrap().dir.clone();
+    let mut engine = LensEngine::open(&dir, Device::Cpu, &Progress::default()).unwrap();
+    let (ci, ki) = (engine.tokenize(clean, false).unwrap(), engine.tokenize(corrupt, false).unwrap());
+    let (t, a) = (engine.tokenizer.token_id(" Paris").unwrap(), engine.tokenizer.token_id(" Rome").unwrap());
+    let opts = lens_model::analyses::patch::PatchOptions { kinds: vec![PatchKind::Resid], target: t, against: Some(a) };
+    let mut want = lens_model::analyses::patch::patch_sweep(&mut engine, &ci, &ki, &opts, &Progress::default()).unwrap();
+    let mut runner = lens_model::run::gradients::GradRunner::open(&engine.bundle, Device::Cpu, 0, &Progress::default()).unwrap();
+    lens_model::analyses::attribution_patching::add_estimates(&mut engine, &mut runner, &ci, &ki, &mut want, &Progress::default()).unwrap();
+    assert_eq!(est, want.grids[0].estimate.as_ref().unwrap());
     // A cell: the app's run compared with that patched run.
     let cell = PatchCell { corrupt: corrupt.into(), kind: PatchKind::Resid, site: 8, pos: n - 1 };
     h.state_mut().apply(AppCommand::SetCompare(Some(CompareWith::Patched(cell))));

@@ -532,7 +532,8 @@ fn snapshot_open_with_quantized_weights_window() {
 }
 
 /// The Activation patching window over the demo model's run: the IOI-like "Eiffel Tower" /
-/// "Colosseum" pair, residual sites, the normalised effects as a diverging heatmap.
+/// "Colosseum" pair, residual sites, the normalised effects as a diverging heatmap, attribution
+/// patching's estimate beside them.
 #[test]
 fn snapshot_patch_window() {
     use lens_model::analyses::patch::{PatchKind, PatchOptions, patch_sweep};
@@ -545,8 +546,16 @@ fn snapshot_patch_window() {
         PatchOptions { kinds: vec![PatchKind::Resid], target: engine.tokenizer.token_id(" Paris").unwrap(), against: engine.tokenizer.token_id(" Rome") };
     let mut report = patch_sweep(&mut engine, &ci, &ki, &opts, &Progress::default()).unwrap();
     report.seconds = 0.0;
+    let mut runner = lens_model::run::gradients::GradRunner::open(&engine.bundle, Device::Cpu, 0, &Progress::default()).unwrap();
+    lens_model::analyses::attribution_patching::add_estimates(&mut engine, &mut runner, &ci, &ki, &mut report, &Progress::default()).unwrap();
     let mut state = AppState { prompt: clean.into(), ..AppState::default() };
-    state.patch = lens_app::gui::state::PatchSettings { corrupt: corrupt.into(), target: " Paris".into(), against: " Rome".into(), kind: PatchKind::Resid };
+    state.patch = lens_app::gui::state::PatchSettings {
+        corrupt: corrupt.into(),
+        target: " Paris".into(),
+        against: " Rome".into(),
+        kind: PatchKind::Resid,
+        estimate: true,
+    };
     state.patch_result = Some(std::sync::Arc::new(report));
     state.show_patch = true;
     let mut h = rendered(state, model, result, egui::vec2(1280.0, 800.0));

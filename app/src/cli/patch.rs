@@ -46,6 +46,11 @@ pub struct PatchArgs {
     /// Also write the report as .npz (effect_KIND / normalized_KIND [sites, positions], tokens).
     #[arg(long)]
     pub npz: Option<PathBuf>,
+    /// Also attribution patching's first-order estimate of every cell (the gradient at the
+    /// corrupted run · (clean − corrupted), one backward run): `estimate` in the JSON, a CSV
+    /// column, `estimate_KIND` in the .npz, and a figure NAME.estimate.EXT beside each figure.
+    #[arg(long)]
+    pub estimate: bool,
     /// Also draw the normalised effects as a figure (SVG, PDF, PNG or HTML by extension; one file
     /// per kind of site after the first: NAME.attn.svg, NAME.mlp.svg).
     #[arg(long)]
@@ -96,17 +101,27 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &PatchArgs) -> Result<()> {
     let target = crate::session::prompt::single_token(&engine, &args.target, "--target")?;
     let against = args.against.as_deref().map(|a| crate::session::prompt::single_token(&engine, a, "--against")).transpose()?;
     let progress = super::stderr_progress();
-    let report = patch_sweep(&mut engine, &clean, &corrupt, &PatchOptions { kinds, target, against }, &progress)?;
+    let mut report = patch_sweep(&mut engine, &clean, &corrupt, &PatchOptions { kinds, target, against }, &progress)?;
+    if args.estimate {
+        let mut runner = lens_model::run::gradients::GradRunner::open(&engine.bundle, args.model.device, 0, &progress)?;
+        lens_model::analyses::attribution_patching::add_estimates(&mut engine, &mut runner, &clean, &corrupt, &mut report, &progress)
+            .context("attribution patching's estimate")?;
+    }
     let text = serde_json::to_string_pretty(&report)?;
     lens_model::files::write_replacing(&args.json, |tmp| std::fs::write(tmp, &text).map_err(|e| lens_model::LensError::io(&args.json, e)))
         .with_context(|| format!("cannot write {}", args.json.display()))?;
     if let Some(csv) = &args.csv {
-        let mut s = String::from("kind,site,position,corrupt_token,effect,normalized\n");
+        let mut s = String::from(if args.estimate {
+            "kind,site,position,corrupt_token,effect,normalized,estimate\n"
+        } else {
+            "kind,site,position,corrupt_token,effect,normalized\n"
+        });
         for g in &report.grids {
             for (i, site) in g.sites.iter().enumerate() {
                 for (p, tok) in report.corrupt_tokens.iter().enumerate() {
                     let (e, n) = (g.effect.get(i, p).copied().unwrap_or(f64::NAN), g.normalized.get(i, p).copied().unwrap_or(f64::NAN));
-                    s += &format!("{},{site},{p},{},{e},{n}\n", g.kind.name(), crate::figure::export::csv_field(&tok.decoded));
+                    let est = g.estimate.as_ref().map_or(String::new(), |grid| format!(",{}", grid.get(i, p).copied().unwrap_or(f64::NAN)));
+                    s += &format!("{},{site},{p},{},{e},{n}{est}\n", g.kind.name(), crate::figure::export::csv_field(&tok.decoded));
                 }
             }
         }
@@ -128,17 +143,25 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &PatchArgs) -> Result<()> {
         report.corrupt_metric,
         args.json.display()
     );
+    for g in &report.grids {
+        if let Some(r) = g.estimate_correlation() {
+            eprintln!("{}: the first-order estimate correlates with the exact effects at r = {r:.3}", g.kind.name());
+        }
+    }
     Ok(())
 }
 
-/// The figure path of grid `i` of `base`: `base` itself for the first, `NAME.KIND.EXT` after.
-fn figure_path(base: &std::path::Path, i: usize, kind: &str) -> PathBuf {
-    if i == 0 {
+/// The figure path of grid `i` of `base`: `base` itself for the first, `NAME.KIND.EXT` after;
+/// an estimate's with `.estimate` before the extension.
+fn figure_path(base: &std::path::Path, i: usize, kind: &str, estimate: bool) -> PathBuf {
+    if i == 0 && !estimate {
         return base.to_path_buf();
     }
     let stem = base.file_stem().map_or_else(|| "patch".to_string(), |s| s.to_string_lossy().into_owned());
     let ext = base.extension().map_or_else(|| "svg".to_string(), |e| e.to_string_lossy().into_owned());
-    base.with_file_name(format!("{stem}.{kind}.{ext}"))
+    let kind = if i == 0 { String::new() } else { format!(".{kind}") };
+    let est = if estimate { ".estimate" } else { "" };
+    base.with_file_name(format!("{stem}{kind}{est}.{ext}"))
 }
 
 /// Draws every grid of `report`: normalised effect (1 = the clean run's metric restored, 0 = the
@@ -154,17 +177,32 @@ fn draw(
     use crate::figure::provenance::{PatchSource, Provenance};
     let spec = crate::figure::spec::FigureSpec::default();
     let shown = |t: &lens_model::source::tokenizer::Token| t.text.clone();
-    for (i, g) in report.grids.iter().enumerate() {
+    let n_pos = report.corrupt_tokens.len();
+    let figures = report.grids.iter().enumerate().flat_map(|(i, g)| {
+        let estimate = g.estimate_normalized(report.clean_metric, report.corrupt_metric).map(|v| (i, g, Some(v)));
+        std::iter::once((i, g, None)).chain(estimate)
+    });
+    for (i, g, estimate) in figures {
         let rows: Vec<usize> = (0..g.sites.len()).rev().collect();
-        let values: Vec<f64> = rows
-            .iter()
-            .flat_map(|&s| (0..report.corrupt_tokens.len()).map(move |p| (s, p)))
-            .map(|(s, p)| g.normalized.get(s, p).copied().unwrap_or(f64::NAN))
-            .collect();
-        let title = format!("Activation patching ({}): {}", g.kind.name(), report.metric_formula());
+        let value = |s: usize, p: usize| match &estimate {
+            Some(v) => v.get(s * n_pos + p).copied().unwrap_or(f64::NAN),
+            None => g.normalized.get(s, p).copied().unwrap_or(f64::NAN),
+        };
+        let values: Vec<f64> = rows.iter().flat_map(|&s| (0..n_pos).map(move |p| (s, p))).map(|(s, p)| value(s, p)).collect();
+        let title = match &estimate {
+            None => format!("Activation patching ({}): {}", g.kind.name(), report.metric_formula()),
+            Some(_) => format!("Attribution patching ({}, first-order estimate): {}", g.kind.name(), report.metric_formula()),
+        };
         let weights = if report.weights == "f32" { String::new() } else { format!(" · {} weights (approximate)", report.weights) };
+        let how = match (&estimate, g.estimate_correlation()) {
+            (None, _) => String::new(),
+            (Some(_), r) => format!(
+                " · gradient at the corrupted run · (clean − corrupted){}",
+                r.map_or(String::new(), |r| format!(" · r = {r:.2} with the exact effects"))
+            ),
+        };
         let subtitle = format!(
-            "{} ({} layers) · clean {:.3}, corrupted {:.3} · normalised: 1 = clean restored, 0 = corrupted{weights}",
+            "{} ({} layers) · clean {:.3}, corrupted {:.3} · normalised: 1 = clean restored, 0 = corrupted{how}{weights}",
             report.model, report.n_layers, report.clean_metric, report.corrupt_metric
         );
         let scene = crate::figure::scene::diverging_figure(
@@ -184,9 +222,10 @@ fn draw(
             target: args.target.clone(),
             against: args.against.clone(),
             sites: g.kind.name().to_string(),
+            estimate: estimate.is_some(),
         };
         let prov = Provenance::of_patch(&report.model, engine.bundle.dir.display().to_string(), &report.weights, source, spec.clone());
-        let path = figure_path(base, i, g.kind.name());
+        let path = figure_path(base, i, g.kind.name(), estimate.is_some());
         crate::figure::output::write(&scene, &path, &title, &prov, &[])?;
         eprintln!("wrote {}", path.display());
     }

@@ -69,6 +69,9 @@ pub struct PatchSource {
     pub against: Option<String>,
     /// The kind of sites drawn (`resid`, `attn`, `mlp`).
     pub sites: String,
+    /// The figure draws attribution patching's first-order estimate, not the exact effects.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub estimate: bool,
 }
 
 /// What a lens-quality figure was computed from.

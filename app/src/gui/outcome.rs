@@ -168,9 +168,10 @@ pub fn apply_outcome(state: &mut AppState, book: &mut JobBook, was_load: bool, k
             state.error = None;
             state.steer_generated = Some((steered, plain));
         }
-        OutcomeKind::PatchSwept(report, corrupt) => {
+        OutcomeKind::PatchSwept(report, corrupt, note) => {
             state.patch_corrupt = corrupt;
             state.notice = Some(format!("patching: {} runs in {:.1} s", report.runs, report.seconds));
+            state.patch_estimate_note = note;
             state.error = None;
             state.show_patch = true;
             state.patch_result = Some(report);

@@ -148,6 +148,9 @@ pub struct AppState {
     /// The corrupted prompt that sweep ran on (the window's box may have changed since).
     #[serde(skip)]
     pub patch_corrupt: String,
+    /// Why the last sweep has no first-order estimate, when one was asked for.
+    #[serde(skip)]
+    pub patch_estimate_note: Option<String>,
     /// The Steering window is open.
     #[serde(skip)]
     pub show_steer: bool,
@@ -235,11 +238,13 @@ pub struct PatchSettings {
     pub against: String,
     /// The sites swept.
     pub kind: lens_model::analyses::patch::PatchKind,
+    /// Also attribution patching's first-order estimate, shown beside the exact effects.
+    pub estimate: bool,
 }
 
 impl Default for PatchSettings {
     fn default() -> Self {
-        Self { corrupt: String::new(), target: String::new(), against: String::new(), kind: lens_model::analyses::patch::PatchKind::Resid }
+        Self { corrupt: String::new(), target: String::new(), against: String::new(), kind: lens_model::analyses::patch::PatchKind::Resid, estimate: true }
     }
 }
 
@@ -343,6 +348,7 @@ impl Default for AppState {
             patch: PatchSettings::default(),
             patch_result: None,
             patch_corrupt: String::new(),
+            patch_estimate_note: None,
             show_steer: false,
             steer: SteerSettings::default(),
             show_remote: false,

@@ -265,6 +265,8 @@ pub enum JobKind {
         against: String,
         /// The sites swept.
         kind: lens_model::analyses::patch::PatchKind,
+        /// Also attribution patching's first-order estimate of every cell (one backward run).
+        estimate: bool,
     },
     /// Gradient × activation of a result ([`lens_model::analyses::grad_x_act`]), the result
     /// returned with it.
@@ -336,8 +338,9 @@ pub enum OutcomeKind {
     Ran(Arc<RunResult>),
     /// A corpus run finished.
     Corpus(Arc<CorpusRun>),
-    /// An activation-patching sweep finished: its report and the corrupted prompt it ran on.
-    PatchSwept(Arc<lens_model::analyses::patch::PatchReport>, String),
+    /// An activation-patching sweep finished: its report, the corrupted prompt it ran on, and why
+    /// the estimate asked for is missing (a quantized bundle has no backward graph).
+    PatchSwept(Arc<lens_model::analyses::patch::PatchReport>, String, Option<String>),
     /// Greedy continuations: (steered, unsteered).
     Generated(String, String),
     /// A tuned lens is open (and used by the `tuned_lens` decoder): its folder.
@@ -622,7 +625,9 @@ fn run_job(st: &mut WorkerState, job: &Job, emit: &dyn Fn(OutcomeKind)) -> anyho
         JobKind::FitLens { texts, out, opts, resume } => fit_job(st, texts, out, opts, *resume, emit, &job.progress),
         JobKind::FitJlens { prompts, out, opts } => jfit_job(st, prompts, out, opts, emit, &job.progress),
         JobKind::Corpus { file, window, decoder } => corpus_job(st, file, *window, *decoder, &job.progress),
-        JobKind::PatchSweep { clean, corrupt, target, against, kind } => patch_job(st, clean, corrupt, target, against, *kind, &job.progress),
+        JobKind::PatchSweep { clean, corrupt, target, against, kind, estimate } => {
+            patch_job(st, clean, corrupt, target, against, *kind, *estimate, &job.progress)
+        }
         JobKind::Generate { text, steer, n } => {
             let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
             let ids = engine.tokenize(text, false)?;
@@ -739,7 +744,9 @@ fn corpus_job(st: &mut WorkerState, file: &std::path::Path, window: Option<usize
     Ok(OutcomeKind::Corpus(Arc::new(CorpusRun { label: format!("{name} · {}{weights}", report.decoder), report })))
 }
 
-/// Runs an activation-patching sweep of the app's prompt (clean) into `corrupt`.
+/// Runs an activation-patching sweep of the app's prompt (clean) into `corrupt`, and with
+/// `estimate` attribution patching's estimate of it (its failure is said, the sweep kept).
+#[allow(clippy::too_many_arguments)]
 fn patch_job(
     st: &mut WorkerState,
     clean: &str,
@@ -747,16 +754,31 @@ fn patch_job(
     target: &str,
     against: &str,
     kind: lens_model::analyses::patch::PatchKind,
+    estimate: bool,
     progress: &Progress,
 ) -> anyhow::Result<OutcomeKind> {
+    let device = st.device;
     let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
     let clean_ids = engine.tokenize(clean, false)?;
     let corrupt_ids = engine.tokenize(corrupt, false).map_err(|e| anyhow::anyhow!("the corrupted prompt: {e}"))?;
     let target = crate::session::prompt::single_token(engine, target, "the target")?;
     let against = if against.is_empty() { None } else { Some(crate::session::prompt::single_token(engine, against, "the token to measure against")?) };
     let opts = lens_model::analyses::patch::PatchOptions { kinds: vec![kind], target, against };
-    let report = lens_model::analyses::patch::patch_sweep(engine, &clean_ids, &corrupt_ids, &opts, progress)?;
-    Ok(OutcomeKind::PatchSwept(Arc::new(report), corrupt.to_string()))
+    let sweep = progress.part(0.0, if estimate { 0.9 } else { 1.0 });
+    let mut report = lens_model::analyses::patch::patch_sweep(engine, &clean_ids, &corrupt_ids, &opts, &sweep)?;
+    let mut note = None;
+    if estimate {
+        let part = progress.part(0.9, 0.1);
+        let estimated = lens_model::run::gradients::GradRunner::open(&engine.bundle, device, 0, &part).and_then(|mut runner| {
+            lens_model::analyses::attribution_patching::add_estimates(engine, &mut runner, &clean_ids, &corrupt_ids, &mut report, &part)
+        });
+        match estimated {
+            Err(lens_model::LensError::Cancelled) => return Err(lens_model::LensError::Cancelled.into()),
+            Err(e) => note = Some(format!("no first-order estimate: {e}")),
+            Ok(()) => {}
+        }
+    }
+    Ok(OutcomeKind::PatchSwept(Arc::new(report), corrupt.to_string(), note))
 }
 
 /// Runs the lens on a prompt: the forward pass (reused, or run after the kept start of an edit),

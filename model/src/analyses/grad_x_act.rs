@@ -22,10 +22,19 @@ const BATCH_BUDGET: usize = 1 << 28;
 
 /// `∂ (W_U[t] · norm(x) + b) / ∂ x` for the final residual row `x`, in f64.
 pub fn logit_cotangent(dec: &Decoder, x: &[f32], t: u32) -> Vec<f64> {
+    let u: Vec<f64> = dec.unembed_row(t).iter().map(|&v| f64::from(v)).collect();
+    direction_cotangent(dec, x, &u)
+}
+
+/// `∂ (u · norm(x)) / ∂ x` for the final residual row `x` and a direction `u` `[d_model]` of the
+/// decoder's input (the final norm's output; the raw decoder has no norm: `u` itself), in f64.
+pub fn direction_cotangent(dec: &Decoder, x: &[f32], u: &[f64]) -> Vec<f64> {
+    if dec.kind == crate::lens::kernel::DecoderKind::Raw {
+        return u.to_vec();
+    }
     let (mean, sigma) = dec.mean_sigma(x);
-    let u = dec.unembed_row(t);
     let d = x.len().max(1) as f64;
-    let gy: Vec<f64> = u.iter().zip(&dec.gamma).map(|(&u, &g)| f64::from(u) * f64::from(g)).collect();
+    let gy: Vec<f64> = u.iter().zip(&dec.gamma).map(|(&u, &g)| u * f64::from(g)).collect();
     let xhat: Vec<f64> = x.iter().map(|&v| (f64::from(v) - mean) / sigma).collect();
     let gy_mean = if dec.centres() { gy.iter().sum::<f64>() / d } else { 0.0 };
     let proj = gy.iter().zip(&xhat).map(|(a, b)| a * b).sum::<f64>() / d;

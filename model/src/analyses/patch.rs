@@ -85,6 +85,34 @@ pub struct PatchGrid {
     /// `(effect − corrupt_metric) / (clean_metric − corrupt_metric)`; NaN (`null`) where the two
     /// runs' metrics are equal // [site][pos]
     pub normalized: Grid<f64>,
+    /// Attribution patching's first-order estimate of `effect`, where it was asked for
+    /// ([`crate::analyses::attribution_patching`]): `corrupt_metric + ∇metric · (clean −
+    /// corrupt)`, the gradient taken at the corrupted run // [site][pos]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Grid<f64>>,
+}
+
+impl PatchGrid {
+    /// Pearson's correlation of the estimate with the exact effect over every cell (`None`
+    /// without an estimate or with a constant one).
+    pub fn estimate_correlation(&self) -> Option<f64> {
+        let est = self.estimate.as_ref()?;
+        let pairs: Vec<(f64, f64)> = self.effect.cells().zip(est.cells()).filter(|(a, b)| a.is_finite() && b.is_finite()).map(|(&a, &b)| (a, b)).collect();
+        let n = pairs.len() as f64;
+        if n < 2.0 {
+            return None;
+        }
+        let (ma, mb) = (pairs.iter().map(|p| p.0).sum::<f64>() / n, pairs.iter().map(|p| p.1).sum::<f64>() / n);
+        let cov: f64 = pairs.iter().map(|(a, b)| (a - ma) * (b - mb)).sum();
+        let (va, vb): (f64, f64) = (pairs.iter().map(|(a, _)| (a - ma).powi(2)).sum(), pairs.iter().map(|(_, b)| (b - mb).powi(2)).sum());
+        (va > 0.0 && vb > 0.0).then(|| cov / (va * vb).sqrt())
+    }
+
+    /// The estimate normalised as `normalized` is (`None` without an estimate).
+    pub fn estimate_normalized(&self, clean_metric: f64, corrupt_metric: f64) -> Option<Vec<f64>> {
+        let span = clean_metric - corrupt_metric;
+        Some(self.estimate.as_ref()?.cells().map(|&e| if span != 0.0 { (e - corrupt_metric) / span } else { f64::NAN }).collect())
+    }
 }
 
 /// A patching report.
@@ -139,7 +167,7 @@ fn metric_at(engine: &LensEngine, trace: &ResidualTrace, p: usize, target: u32, 
 }
 
 /// The metric of one last residual `row` [d_model] (see [`metric_at`]).
-fn metric_of(engine: &LensEngine, row: &[f32], target: u32, against: Option<u32>) -> Result<f64> {
+pub(crate) fn metric_of(engine: &LensEngine, row: &[f32], target: u32, against: Option<u32>) -> Result<f64> {
     let dec = &engine.decoder;
     let Some(a) = against else { return metric(&dec.decode_full(row), target, None) };
     let mut prepared = vec![0f32; dec.d_model];
@@ -251,7 +279,7 @@ pub fn patch_sweep(engine: &mut LensEngine, clean_ids: &[u32], corrupt_ids: &[u3
         let span = clean_metric - corrupt_metric;
         let normalized =
             effect.iter().map(|r| r.iter().map(|&e| if span != 0.0 { (e - corrupt_metric) / span } else { f64::NAN }).collect()).collect::<Vec<Vec<f64>>>();
-        grids.push(PatchGrid { kind, sites: labels, effect: Grid::from_rows(effect)?, normalized: Grid::from_rows(normalized)? });
+        grids.push(PatchGrid { kind, sites: labels, effect: Grid::from_rows(effect)?, normalized: Grid::from_rows(normalized)?, estimate: None });
     }
     progress.report("done", 1.0);
     let tok = &engine.tokenizer;
@@ -288,7 +316,8 @@ impl PatchReport {
     /// Writes the report as `.npz`: per kind `K` of site `effect_K` and `normalized_K` `[S, P]`
     /// (float64, NaN where unknown) and `sites_K` `[S]`; `clean_tokens` / `corrupt_tokens` `[P]`
     /// (exact text), `clean_ids` / `corrupt_ids` `[P]`, and 0-d `metric`, `target`, `against`
-    /// (empty without one), `clean_metric`, `corrupt_metric`, `model`, `weights`, `schema`.
+    /// (empty without one), `clean_metric`, `corrupt_metric`, `model`, `weights`, `schema`; with
+    /// attribution patching's estimates, `estimate_K` `[S, P]` too.
     pub fn write_npz(&self, path: &std::path::Path) -> Result<()> {
         use crate::output::npz::{Data, write_arrays};
         let p = self.corrupt_tokens.len();
@@ -311,8 +340,12 @@ impl PatchReport {
             ("clean_ids", vec![p], Data::I64(self.clean_tokens.iter().map(|t| i64::from(t.id)).collect())),
             ("corrupt_ids", vec![p], Data::I64(self.corrupt_tokens.iter().map(|t| i64::from(t.id)).collect())),
         ];
-        for (g, (e, n, s)) in self.grids.iter().zip(&names) {
+        let estimate_names: Vec<String> = self.grids.iter().map(|g| format!("estimate_{}", g.kind.name())).collect();
+        for ((g, (e, n, s)), est) in self.grids.iter().zip(&names).zip(&estimate_names) {
             let shape = vec![g.sites.len(), p];
+            if let Some(grid) = &g.estimate {
+                arrays.push((est, shape.clone(), Data::F64(grid.cells().copied().collect())));
+            }
             arrays.push((e, shape.clone(), Data::F64(g.effect.cells().copied().collect())));
             arrays.push((n, shape, Data::F64(g.normalized.cells().copied().collect())));
             arrays.push((s, vec![g.sites.len()], Data::Str(g.sites.clone())));

@@ -118,7 +118,14 @@ impl LogitLensApp {
             self.state.error = Some(why.into());
             return;
         }
-        let job = JobKind::PatchSweep { clean: self.state.prompt.clone(), corrupt: s.corrupt, target: s.target, against: s.against, kind: s.kind };
+        let job = JobKind::PatchSweep {
+            clean: self.state.prompt.clone(),
+            corrupt: s.corrupt,
+            target: s.target,
+            against: s.against,
+            kind: s.kind,
+            estimate: s.estimate,
+        };
         if let Some(w) = self.worker() {
             self.latest_patch = w.submit(job);
         }

@@ -39,6 +39,8 @@ pub fn patch_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
                 PatchKind::Mlp => "Every block's MLP output",
             });
         }
+        ui.checkbox(&mut s.estimate, "estimate")
+            .on_hover_text("Also attribution patching's first-order estimate of every cell (the gradient at the corrupted run · (clean − corrupted), one backward run), beside the exact effects");
         ui.separator();
         let ready = state.model.is_some() && state.progress.is_none() && !state.prompt.is_empty() && !s.corrupt.is_empty() && !s.target.is_empty();
         if ui.add_enabled(ready, egui::Button::new("Run sweep")).on_disabled_hover_text("Needs a model, the prompt, a corrupted prompt and a target").clicked()
@@ -79,7 +81,8 @@ pub fn patch_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
 }
 
 /// The sweep's normalised effects: sites (last layer on top) × positions, diverging about 0; hover
-/// for the values, click to compare the app's run with that patched run.
+/// for the values, click to compare the app's run with that patched run. With attribution
+/// patching's estimate, the estimate beside it on the same scale, and their correlation.
 fn effect_grid(ui: &mut Ui, r: &PatchReport, state: &AppState, cmds: &mut Vec<AppCommand>) {
     let Some(g) = r.grids.first() else { return };
     let metric = r.metric_formula();
@@ -89,15 +92,89 @@ fn effect_grid(ui: &mut Ui, r: &PatchReport, state: &AppState, cmds: &mut Vec<Ap
         r.clean_metric,
         r.corrupt_metric
     ));
+    let n_pos = r.corrupt_tokens.len();
+    let exact = |site: usize, col: usize| g.normalized.get(site, col).copied().unwrap_or(f64::NAN);
+    let estimate = g.estimate_normalized(r.clean_metric, r.corrupt_metric);
+    let est = |site: usize, col: usize| estimate.as_ref().and_then(|v| v.get(site * n_pos + col)).copied().unwrap_or(f64::NAN);
+    match (&estimate, g.estimate_correlation()) {
+        (Some(_), r_value) => {
+            ui.label(
+                RichText::new(format!(
+                    "Left: exact (one patched run per cell). Right: first-order estimate, attribution patching (the gradient at the corrupted run · (clean − corrupted), one backward run){}.",
+                    r_value.map_or(String::new(), |v| format!(" · correlation r = {v:.2}"))
+                ))
+                .color(theme::DIM_TEXT),
+            );
+        }
+        (None, _) => {
+            if let Some(note) = &state.patch_estimate_note {
+                ui.label(RichText::new(note).color(theme::WARN));
+            }
+        }
+    }
+    // One colour scale for both: the estimate can overshoot, and that must show.
+    let max = (0..g.sites.len())
+        .flat_map(|s| (0..n_pos).map(move |p| (s, p)))
+        .flat_map(|(s, p)| [exact(s, p), est(s, p)])
+        .filter(|v| v.is_finite())
+        .fold(0f64, |m, v| m.max(v.abs()))
+        .max(1e-9);
+    let selected = match &state.compare {
+        Some(CompareWith::Patched(c)) if c.kind == g.kind => Some((c.site, c.pos)),
+        _ => None,
+    };
+    let avail = ui.available_size();
+    let width = if estimate.is_some() { (avail.x - 12.0) / 2.0 } else { avail.x };
+    ui.horizontal_top(|ui| {
+        let clicked = ui
+            .vertical(|ui| {
+                ui.label(RichText::new("exact").strong());
+                heat(ui, r, &exact, max, width, selected, &|site, col, v| {
+                    let e = g.effect.get(site, col).copied().unwrap_or(f64::NAN);
+                    let more = if estimate.is_some() { format!("; estimate {:.3}", est(site, col)) } else { String::new() };
+                    format!("{} = {e:.4} (normalised {v:.3}{more})\nClick: compare the prompt's run with this patched run", r.metric)
+                })
+            })
+            .inner;
+        if let Some((site, col)) = clicked {
+            // The corrupted prompt that was swept (the box may have changed since).
+            let corrupt = if state.patch_corrupt.is_empty() { state.patch.corrupt.clone() } else { state.patch_corrupt.clone() };
+            let cell = PatchCell { corrupt, kind: g.kind, site, pos: col };
+            cmds.push(AppCommand::SetCompare(Some(CompareWith::Patched(cell))));
+        }
+        if let (Some(_), Some(grid)) = (&estimate, &g.estimate) {
+            ui.add_space(12.0);
+            ui.vertical(|ui| {
+                ui.label(RichText::new("first-order estimate").strong());
+                heat(ui, r, &est, max, width, selected, &|site, col, v| {
+                    let e = grid.get(site, col).copied().unwrap_or(f64::NAN);
+                    format!("first-order estimate of {} = {e:.4} (normalised {v:.3}; exact {:.3})", r.metric, exact(site, col))
+                });
+            });
+        }
+    });
+}
+
+/// One heatmap of the sweep's grid: `value(site, col)` normalised, on `-max..=max`, within
+/// `width`; `hover(site, col, value)` is the tooltip. Returns the clicked cell.
+fn heat(
+    ui: &mut Ui,
+    r: &PatchReport,
+    value: &dyn Fn(usize, usize) -> f64,
+    max: f64,
+    width: f32,
+    selected: Option<(usize, usize)>,
+    hover_text: &dyn Fn(usize, usize, f64) -> String,
+) -> Option<(usize, usize)> {
+    let g = r.grids.first()?;
     let (n_sites, n_pos) = (g.sites.len(), r.corrupt_tokens.len());
     let label_w = 56.0;
-    let avail = ui.available_size();
-    let cw = ((avail.x - label_w - 8.0) / n_pos.max(1) as f32).clamp(14.0, 64.0);
-    let ch = ((avail.y - 40.0) / n_sites.max(1) as f32).clamp(10.0, 22.0);
+    let avail_y = ui.available_size().y;
+    let cw = ((width - label_w - 8.0) / n_pos.max(1) as f32).clamp(8.0, 64.0);
+    let ch = ((avail_y - 40.0) / n_sites.max(1) as f32).clamp(10.0, 22.0);
     let size = Vec2::new(label_w + cw * n_pos as f32, ch * n_sites as f32 + 34.0);
     let (rect, resp) = ui.allocate_exact_size(size, Sense::click());
     let painter = ui.painter_at(rect);
-    let max = g.normalized.cells().copied().filter(|v| v.is_finite()).fold(0f64, |m, v| m.max(v.abs())).max(1e-9);
     let cell =
         |row: usize, col: usize| Rect::from_min_size(Pos2::new(rect.left() + label_w + col as f32 * cw, rect.top() + row as f32 * ch), Vec2::new(cw, ch));
     let font = FontId::proportional((ch * 0.6).clamp(8.0, 12.0));
@@ -105,10 +182,6 @@ fn effect_grid(ui: &mut Ui, r: &PatchReport, state: &AppState, cmds: &mut Vec<Ap
         let (col, row) = (((p.x - rect.left() - label_w) / cw).floor(), ((p.y - rect.top()) / ch).floor());
         (col >= 0.0 && row >= 0.0 && (col as usize) < n_pos && (row as usize) < n_sites).then_some((row as usize, col as usize))
     });
-    let selected = match &state.compare {
-        Some(CompareWith::Patched(c)) if c.kind == g.kind => Some((c.site, c.pos)),
-        _ => None,
-    };
     for row in 0..n_sites {
         let site = n_sites - 1 - row;
         painter.text(
@@ -119,7 +192,7 @@ fn effect_grid(ui: &mut Ui, r: &PatchReport, state: &AppState, cmds: &mut Vec<Ap
             theme::DIM_TEXT,
         );
         for col in 0..n_pos {
-            let v = g.normalized.get(site, col).copied().unwrap_or(f64::NAN);
+            let v = value(site, col);
             let fill = if v.is_finite() { theme::diverging(v, max) } else { theme::MISSING };
             let c = cell(row, col);
             painter.rect_filled(c.shrink(0.5), 0.0, fill);
@@ -136,23 +209,12 @@ fn effect_grid(ui: &mut Ui, r: &PatchReport, state: &AppState, cmds: &mut Vec<Ap
         let text: String = t.text.chars().take(((cw / 6.0) as usize).max(2)).collect();
         painter.text(Pos2::new(c.center().x, c.top() + 8.0), Align2::CENTER_CENTER, text, font.clone(), theme::TEXT);
     }
-    if let Some((row, col)) = hover {
-        let site = n_sites - 1 - row;
-        let e = g.effect.get(site, col).copied().unwrap_or(f64::NAN);
-        let n = g.normalized.get(site, col).copied().unwrap_or(f64::NAN);
-        let tok = r.corrupt_tokens.get(col).map_or(String::new(), |t| t.text.clone());
-        resp.clone().on_hover_text_at_pointer(format!(
-            "{} at position {col} ({tok}): {} = {e:.4} (normalised {n:.3})\nClick: compare the prompt's run with this patched run",
-            g.sites.get(site).map_or("", String::as_str),
-            r.metric
-        ));
-        if resp.clicked() {
-            // The corrupted prompt that was swept (the box may have changed since).
-            let corrupt = if state.patch_corrupt.is_empty() { state.patch.corrupt.clone() } else { state.patch_corrupt.clone() };
-            let cell = PatchCell { corrupt, kind: g.kind, site, pos: col };
-            cmds.push(AppCommand::SetCompare(Some(CompareWith::Patched(cell))));
-        }
-    }
+    let (row, col) = hover?;
+    let site = n_sites - 1 - row;
+    let tok = r.corrupt_tokens.get(col).map_or(String::new(), |t| t.text.clone());
+    let text = format!("{} at position {col} ({tok}): {}", g.sites.get(site).map_or("", String::as_str), hover_text(site, col, value(site, col)));
+    let resp = resp.on_hover_text_at_pointer(text);
+    resp.clicked().then_some((site, col))
 }
 
 /// The Steering window: a vector (two prompts' difference, or a `.npy` file) times alpha added to
