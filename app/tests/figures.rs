@@ -11,7 +11,7 @@ use std::process::Command;
 use lens_app::figure::output::{rasterize, read_provenance};
 use lens_tests::fixture::unique_temp_dir;
 
-const VIEWS: [&str; 6] = ["logits", "probs", "ranks", "kl", "entropy", "contributions"];
+const VIEWS: [&str; 7] = ["logits", "probs", "ranks", "kl", "entropy", "contributions", "grad-x-act"];
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_logit-lens"))
@@ -154,6 +154,24 @@ fn provenance_round_trips_through_from() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(std::fs::read(&again).unwrap(), want, "--from {ext} regenerates the identical figure");
     }
+    // Gradient × activation (computed through the backward graph again) round-trips too.
+    let gxa = dir.join("gxa.svg");
+    render(&gxa, &["--view", "grad-x-act", "--contrib-target", "next", "--last", "8"]);
+    let svg = std::fs::read_to_string(&gxa).unwrap();
+    assert!(svg.contains("Gradient × activation of the next token"), "the title");
+    let again = dir.join("gxa-again.svg");
+    let o = bin().arg("render").arg("--from").arg(&gxa).args(["--device", "cpu"]).arg("--out").arg(&again).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read_to_string(&again).unwrap(), svg, "--from regenerates the gradient × activation figure");
+    let o = bin()
+        .arg("render")
+        .arg("--prompt-file")
+        .arg(prompt_file())
+        .args(["--device", "cpu", "--view", "grad-x-act", "--compare-decoder", "raw", "--out"])
+        .arg(dir.join("no.svg"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("gradient × activation"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]

@@ -29,7 +29,8 @@ pub struct RenderArgs {
     /// A UTF-8 text file holding the prompt.
     #[arg(long)]
     pub prompt_file: Option<PathBuf>,
-    /// logits, probs, ranks, kl, entropy or contributions.
+    /// logits, probs, ranks, kl, entropy, contributions or grad-x-act (gradient × activation of
+    /// every site, through the model's backward graph).
     #[arg(long)]
     pub view: Option<String>,
     /// A preset reproducing a figure of the original write-up: top1-logit, rank-final-100, kl-final, kl-input, rank-input-1000.
@@ -75,7 +76,7 @@ pub struct RenderArgs {
     /// viridis, magma or cividis.
     #[arg(long)]
     pub colormap: Option<String>,
-    /// Contributions to: final or next.
+    /// Contributions (and gradient × activation) to: final or next.
     #[arg(long)]
     pub contrib_target: Option<String>,
     /// Figure width in inches.
@@ -421,6 +422,9 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
     let decoder = DecoderKind::parse(&spec.decoder).ok_or_else(|| anyhow!("unknown decoder {:?} in the figure settings", spec.decoder))?;
     let opts = LensOptions { subblocks: spec.subblocks, pinned, decoder, ..LensOptions::default() };
     let compare = compare_source(a, recorded.as_ref())?;
+    if spec.view == FigureView::GradXAct && compare.is_some() {
+        bail!("gradient × activation (--view grad-x-act) draws one run: leave out --compare-*");
+    }
     let with = compare.as_ref().map(|c| crate::session::compare::CompareWith::from_parts(&c.varied, &c.with)).transpose()?;
     // The one run path (the app's worker and `lens` run the same); A − B by the view model the
     // app paints.
@@ -434,8 +438,15 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
     };
     let mut other = super::OpenedOnce::new(ort_lib, a.model.device);
     let progress = super::interrupt::watched(Progress::default());
-    let result = crate::session::run::run_prompt(&mut engine, &mut crate::session::run::RunCache::default(), &mut other, &req, &progress, &|_| {})?;
+    let mut result = crate::session::run::run_prompt(&mut engine, &mut crate::session::run::RunCache::default(), &mut other, &req, &progress, &|_| {})?;
     super::note_truncation(result.report.truncated);
+    if spec.view == FigureView::GradXAct {
+        let ids: Vec<u32> = result.report.tokens.iter().map(|t| t.id).collect();
+        let mut runner = lens_model::run::gradients::GradRunner::open(&engine.bundle, a.model.device, 0, &progress)?;
+        let g = lens_model::analyses::grad_x_act::gradient_x_activation(&mut engine, &mut runner, &ids, &result.report, &progress)
+            .context("gradient × activation")?;
+        std::sync::Arc::make_mut(&mut result).report.gradient_x_activation = Some(g);
+    }
     let vocab = ModelSummary::vocab_of(&engine);
     let vm = ViewModel::build(&result, &view, &vocab);
     let report = &result.report;

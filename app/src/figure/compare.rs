@@ -22,8 +22,8 @@ pub fn compare_figure(
     text: &dyn Fn(&LensReport, u32) -> String,
 ) -> Result<(Scene, Vec<PageRun>)> {
     let (Some(cmp), Some(cv)) = (result.compare.as_deref(), vm.compare.as_deref()) else { bail!("internal: not a comparison") };
-    if spec.view == FigureView::Contributions {
-        bail!("a comparison draws the lens views (logits, probs, ranks, kl, entropy), not contributions");
+    if matches!(spec.view, FigureView::Contributions | FigureView::GradXAct) {
+        bail!("a comparison draws the lens views (logits, probs, ranks, kl, entropy), not contributions or gradient × activation");
     }
     let (a, b) = (&result.report, &cmp.b);
     let (label_a, label_b) = match cmp.varied.as_str() {

@@ -212,6 +212,44 @@ fn contributions_grid(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, to
     }
 }
 
+/// Gradient × activation (the report's [`lens_model::output::report::GradXAct`]): every site (the
+/// last on top) × the view's positions, diverging about 0, for the final top-1 or the next token.
+fn grad_x_act_grid(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, token_text: &dyn Fn(u32) -> String) -> Option<Grid> {
+    let g = report.gradient_x_activation.as_ref()?;
+    let next = spec.contrib_target == "next";
+    let value = |s: usize, p: usize| -> f64 {
+        if next { g.next.get(s, p).copied().flatten().unwrap_or(f64::NAN) } else { g.final_top1.get(s, p).copied().unwrap_or(f64::NAN) }
+    };
+    let sites: Vec<usize> = (0..report.sites.len()).rev().collect();
+    let vals: Vec<f64> = sites.iter().flat_map(|&s| vm.cols.iter().map(move |&p| (s, p))).map(|(s, p)| value(s, p)).collect();
+    let max = vals.iter().copied().filter(|v| v.is_finite()).fold(0f64, |a, v| a.max(v.abs())).max(1e-9);
+    let top_labels = vm
+        .cols
+        .iter()
+        .map(|&p| {
+            if next {
+                report.tokens.get(p + 1).map(|t| shown(&t.text)).unwrap_or_default()
+            } else {
+                report.attribution.final_top1_ids.get(p).map(|&id| token_text(id)).unwrap_or_default()
+            }
+        })
+        .collect();
+    Some(Grid {
+        title: format!("Gradient × activation of the {} logit", if next { "next token's" } else { "final top-1's" }),
+        row_labels: sites.iter().map(|&s| report.sites.get(s).cloned().unwrap_or_default()).collect(),
+        top_labels,
+        bottom_labels: vm.input_labels.clone(),
+        // No value (the last position has no next token): a light grey, which prints as blank.
+        colors: vals.iter().map(|&v| if v.is_finite() { theme::diverging(v, max) } else { Color32::from_gray(0xE8) }).collect(),
+        labels: vals.iter().map(|&v| if v.is_finite() { short(v) } else { String::new() }).collect(),
+        outline: vec![false; vals.len()],
+        depth: (Vec::new(), true),
+        bar: diverging_bar(max),
+        ticks: diverging_ticks(max),
+        unit: "logit".into(),
+    })
+}
+
 /// A heatmap on a diverging scale symmetric about 0 (activation patching's effects): `values`
 /// row-major over `row_labels` (top row first) × the columns, each cell labelled with its value.
 /// `None` when there is nothing finite to draw.
@@ -275,7 +313,11 @@ pub fn subtitle(report: &LensReport) -> String {
 
 /// Lays out the figure of `spec` from the view model (and the report, for contributions).
 pub fn build(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, subtitle: &str, token_text: &dyn Fn(u32) -> String) -> Option<Scene> {
-    let grid = if spec.view == FigureView::Contributions { contributions_grid(vm, report, spec, token_text) } else { lens_grid(vm, spec)? };
+    let grid = match spec.view {
+        FigureView::Contributions => contributions_grid(vm, report, spec, token_text),
+        FigureView::GradXAct => grad_x_act_grid(vm, report, spec, token_text)?,
+        _ => lens_grid(vm, spec)?,
+    };
     layout(grid, spec, subtitle)
 }
 

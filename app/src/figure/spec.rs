@@ -21,6 +21,10 @@ pub enum FigureView {
     Entropy,
     /// Direct logit attribution of every sub-block over positions.
     Contributions,
+    /// Gradient × activation of every site over positions (computed through the model's
+    /// backward graph).
+    #[serde(rename = "grad_x_act")]
+    GradXAct,
 }
 
 impl std::str::FromStr for FigureView {
@@ -33,7 +37,8 @@ impl std::str::FromStr for FigureView {
             "kl" => Self::Kl,
             "entropy" => Self::Entropy,
             "contributions" => Self::Contributions,
-            other => return Err(format!("unknown view {other:?}; use logits, probs, ranks, kl, entropy or contributions")),
+            "grad-x-act" | "grad_x_act" => Self::GradXAct,
+            other => return Err(format!("unknown view {other:?}; use logits, probs, ranks, kl, entropy, contributions or grad-x-act")),
         })
     }
 }
@@ -76,7 +81,7 @@ pub struct FigureSpec {
     pub kl_cap: f64,
     /// Colour map name.
     pub colormap: String,
-    /// Contributions target: `final` or `next`.
+    /// Contributions' and gradient × activation's target: `final` or `next`.
     pub contrib_target: String,
     /// Figure width, inches.
     pub width_in: f64,
@@ -226,7 +231,7 @@ impl FigureSpec {
     /// The lens panel this view draws (contributions draw their own grid).
     pub fn metric(&self) -> Metric {
         match self.view {
-            FigureView::Logits | FigureView::Probs | FigureView::Contributions => Metric::Logits,
+            FigureView::Logits | FigureView::Probs | FigureView::Contributions | FigureView::GradXAct => Metric::Logits,
             FigureView::Ranks => Metric::Ranks,
             FigureView::Kl => Metric::Kl,
             FigureView::Entropy => Metric::Entropy,
