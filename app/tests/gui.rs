@@ -1055,9 +1055,9 @@ fn a_jlens_is_fitted_resumed_and_used_in_the_app() {
     step_until(&mut h, "the J-lens run", |a| a.state.result.as_ref().is_some_and(|r| r.report.decoder == "jacobian_lens") && a.state.progress.is_none());
     // The app's lens is the library's uninterrupted fit with the same options.
     let reference = dir.join("reference.pt");
-    let engine = LensEngine::open(bundle(), Device::Cpu, &Progress::default()).unwrap();
+    let mut engine = LensEngine::open(bundle(), Device::Cpu, &Progress::default()).unwrap();
     let lib_opts = JlensFitOptions { max_seq_len: 20, skip_first: 4, dim_batch: 8, half: false, corpus: "prompts.txt".into(), ..JlensFitOptions::default() };
-    let r = fit_jacobian_lens(&engine, Device::Cpu, &prompts_of(&text), &lib_opts, &reference, &Progress::default(), &mut |_, _| {}).unwrap();
+    let r = fit_jacobian_lens(&mut engine, Device::Cpu, &prompts_of(&text), &lib_opts, &reference, &Progress::default(), &mut |_, _| {}).unwrap();
     assert_eq!((r.n_prompts, r.skipped), (120, 1));
     let (a, b) = (JacobianLens::open(&out).unwrap(), JacobianLens::open(&reference).unwrap());
     assert_eq!(a.source_layers(), b.source_layers());

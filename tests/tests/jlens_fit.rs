@@ -67,11 +67,17 @@ fn case(name: &str) -> Case {
 #[test]
 fn a_fit_equals_transformer_lens_fit_and_merges_and_resumes() {
     for name in ["gpt2", "llama"] {
-        let c = case(name);
+        let mut c = case(name);
+        // The fits below run the backward graph on the valid positions only, after the key/value
+        // cache of the skipped ones (the path every bundle with a cache takes).
+        assert!(
+            lens_model::run::gradients::GradRunner::open(&c.engine.bundle, Device::Cpu, 1, &Progress::default()).unwrap().takes_cache(),
+            "{name}: the backward graph takes the cache"
+        );
         let dir = unique_temp_dir(&format!("jfit-out-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
         let out = dir.join("lens.pt");
-        let report = fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts, &c.opts, &out, &Progress::default(), &mut |_, _| {}).unwrap();
+        let report = fit_jacobian_lens(&mut c.engine, Device::Cpu, &c.prompts, &c.opts, &out, &Progress::default(), &mut |_, _| {}).unwrap();
         assert_eq!(report.skipped, 1, "{name}: the 3-token prompt is skipped");
         let ours = JacobianLens::open(&out).unwrap();
         assert_eq!((ours.n_prompts, ours.source_layers()), (c.reference.n_prompts, c.reference.source_layers()), "{name}");
@@ -83,7 +89,7 @@ fn a_fit_equals_transformer_lens_fit_and_merges_and_resumes() {
         for dim_batch in [5, 48] {
             let other = dir.join(format!("dims{dim_batch}.pt"));
             let opts = JlensFitOptions { dim_batch, ..c.opts.clone() };
-            fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts, &opts, &other, &Progress::default(), &mut |_, _| {}).unwrap();
+            fit_jacobian_lens(&mut c.engine, Device::Cpu, &c.prompts, &opts, &other, &Progress::default(), &mut |_, _| {}).unwrap();
             let rel = rel_frobenius(&JacobianLens::open(&other).unwrap(), &ours);
             assert!(rel < 1e-6, "{name}: --dim-batch {dim_batch} differs by {rel}");
         }
@@ -91,8 +97,8 @@ fn a_fit_equals_transformer_lens_fit_and_merges_and_resumes() {
         // Two halves merged equal one fit.
         let (a, b) = (dir.join("a.pt"), dir.join("b.pt"));
         let half = c.prompts.len() / 2;
-        fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts[..half], &c.opts, &a, &Progress::default(), &mut |_, _| {}).unwrap();
-        fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts[half..], &c.opts, &b, &Progress::default(), &mut |_, _| {}).unwrap();
+        fit_jacobian_lens(&mut c.engine, Device::Cpu, &c.prompts[..half], &c.opts, &a, &Progress::default(), &mut |_, _| {}).unwrap();
+        fit_jacobian_lens(&mut c.engine, Device::Cpu, &c.prompts[half..], &c.opts, &b, &Progress::default(), &mut |_, _| {}).unwrap();
         let merged = dir.join("merged.pt");
         assert_eq!(merge_jacobian_lenses(&[a.clone(), b], &merged, false).unwrap(), ours.n_prompts);
         let rel = rel_frobenius(&JacobianLens::open(&merged).unwrap(), &ours);
@@ -102,7 +108,7 @@ fn a_fit_equals_transformer_lens_fit_and_merges_and_resumes() {
         let stopped = dir.join("stopped.pt");
         let progress = Progress::default();
         let p2 = progress.clone();
-        let e = fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts, &c.opts, &stopped, &progress, &mut |done, _| {
+        let e = fit_jacobian_lens(&mut c.engine, Device::Cpu, &c.prompts, &c.opts, &stopped, &progress, &mut |done, _| {
             if done == 2 {
                 p2.cancel();
             }
@@ -113,7 +119,7 @@ fn a_fit_equals_transformer_lens_fit_and_merges_and_resumes() {
         // The checkpoint is the reference's fit-checkpoint schema: it reads as a lens of 2 prompts.
         assert_eq!(JacobianLens::open(&checkpoint_path(&stopped)).unwrap().n_prompts, 2);
         let r = fit_jacobian_lens(
-            &c.engine,
+            &mut c.engine,
             Device::Cpu,
             &c.prompts,
             &JlensFitOptions { resume: true, ..c.opts.clone() },
@@ -131,21 +137,21 @@ fn a_fit_equals_transformer_lens_fit_and_merges_and_resumes() {
         let inside = dir.join("inside.pt");
         let passes = c.engine.bundle.shape.d_model.div_ceil(c.opts.dim_batch);
         assert!(passes >= 2, "{name}: a prompt of one backward run cannot be stopped inside");
-        let e = fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts, &c.opts, &inside, &progress_cancel_at_run(passes + passes / 2 + 1), &mut |_, _| {})
+        let e = fit_jacobian_lens(&mut c.engine, Device::Cpu, &c.prompts, &c.opts, &inside, &progress_cancel_at_run(passes + passes / 2 + 1), &mut |_, _| {})
             .unwrap_err();
         assert!(matches!(e, LensError::Cancelled), "{e}");
         assert_eq!(JacobianLens::open(&checkpoint_path(&inside)).unwrap().n_prompts, 1, "{name}: the unfinished prompt is not in the checkpoint");
         let resume = JlensFitOptions { resume: true, ..c.opts.clone() };
-        fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts, &resume, &inside, &Progress::default(), &mut |_, _| {}).unwrap();
+        fit_jacobian_lens(&mut c.engine, Device::Cpu, &c.prompts, &resume, &inside, &Progress::default(), &mut |_, _| {}).unwrap();
         let rel = rel_frobenius(&JacobianLens::open(&inside).unwrap(), &ours);
         assert!(rel < 1e-6, "{name}: stopped inside a prompt and resumed, the fit differs by {rel}");
         // A resume with other options is refused.
         let other = JlensFitOptions { skip_first: c.opts.skip_first + 1, ..c.opts.clone() };
         let e2 = dir.join("e2.pt");
-        let e = fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts, &c.opts, &e2, &progress_cancel_after(1), &mut |_, _| {}).unwrap_err();
+        let e = fit_jacobian_lens(&mut c.engine, Device::Cpu, &c.prompts, &c.opts, &e2, &progress_cancel_after(1), &mut |_, _| {}).unwrap_err();
         assert!(matches!(e, LensError::Cancelled));
         let e = fit_jacobian_lens(
-            &c.engine,
+            &mut c.engine,
             Device::Cpu,
             &c.prompts,
             &JlensFitOptions { resume: true, ..other.clone() },
@@ -158,13 +164,13 @@ fn a_fit_equals_transformer_lens_fit_and_merges_and_resumes() {
         assert!(e.contains("skip_first"), "{e}");
         // A checkpoint written before the first prompt finished resumes from nothing.
         let resume = JlensFitOptions { resume: true, ..c.opts.clone() };
-        let r = fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts, &resume, &e2, &Progress::default(), &mut |_, _| {}).unwrap();
+        let r = fit_jacobian_lens(&mut c.engine, Device::Cpu, &c.prompts, &resume, &e2, &Progress::default(), &mut |_, _| {}).unwrap();
         assert_eq!(r.n_prompts, ours.n_prompts);
         assert!(rel_frobenius(&JacobianLens::open(&e2).unwrap(), &ours) < 1e-6, "{name}: resumed from an empty checkpoint");
         // Merging lenses of different layers is refused.
         let partial = dir.join("partial.pt");
         let one = JlensFitOptions { layers: Some(vec![0]), ..c.opts.clone() };
-        fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts[..2], &one, &partial, &Progress::default(), &mut |_, _| {}).unwrap();
+        fit_jacobian_lens(&mut c.engine, Device::Cpu, &c.prompts[..2], &one, &partial, &Progress::default(), &mut |_, _| {}).unwrap();
         let e = merge_jacobian_lenses(&[a, partial], &dir.join("bad.pt"), false).unwrap_err().to_string();
         assert!(e.contains("holds layers"), "{e}");
     }
@@ -198,12 +204,12 @@ fn progress_cancel_after(_prompts: usize) -> Progress {
 
 #[test]
 fn the_default_fp16_lens_reads_back() {
-    let c = case("gpt2");
+    let mut c = case("gpt2");
     let dir = unique_temp_dir("jfit-f16");
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("lens.pt");
     let opts = JlensFitOptions { half: true, ..c.opts.clone() };
-    fit_jacobian_lens(&c.engine, Device::Cpu, &c.prompts, &opts, &out, &Progress::default(), &mut |_, _| {}).unwrap();
+    fit_jacobian_lens(&mut c.engine, Device::Cpu, &c.prompts, &opts, &out, &Progress::default(), &mut |_, _| {}).unwrap();
     let lens = JacobianLens::open(&out).unwrap();
     assert!(lens.matrices.values().all(|m| m.data.len() == 2 * 32 * 32), "float16 storage");
     let rel = rel_frobenius(&lens, &c.reference);

@@ -76,7 +76,7 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &FitJlensArgs) -> Result<()>
     crate::session::prompt::check_writable(&args.out)?;
     let text = crate::session::prompt::read_texts(std::slice::from_ref(&args.prompts_file))?;
     let prompts = prompts_of(&text);
-    let engine = open_engine(ort_lib, args.model.model.as_deref(), args.model.device)?;
+    let mut engine = open_engine(ort_lib, args.model.model.as_deref(), args.model.device)?;
     let progress = interrupt::watched(lens_model::error::Progress::default());
     let corpus = args.prompts_file.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     let opts = JlensFitOptions {
@@ -93,7 +93,7 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &FitJlensArgs) -> Result<()>
     let mut report_prompt = |done: usize, total: usize| {
         eprintln!("prompt {done}/{total} · {:.1} s", t0.elapsed().as_secs_f64());
     };
-    let result = fit_jacobian_lens(&engine, args.model.device, &prompts, &opts, &args.out, &progress, &mut report_prompt);
+    let result = fit_jacobian_lens(&mut engine, args.model.device, &prompts, &opts, &args.out, &progress, &mut report_prompt);
     let r = match result {
         Err(lens_model::LensError::Cancelled) => {
             eprintln!("stopped; the checkpoint is {}: continue with the same command and --resume", ckpt.display());

@@ -8,6 +8,11 @@
 //! for its dimensions at every valid target position at once (causality does the sum). Valid
 //! positions skip the first `skip_first` and the last. A prompt of `skip_first + 1` tokens or fewer
 //! is skipped and not counted. Merging fits is the `n_prompts`-weighted mean.
+//!
+//! Where the bundle's graph has a key/value cache, the backward runs cover the valid positions
+//! only: one forward pass of the first `skip_first` positions gives their cache, and each backward
+//! run takes it as constants (exact: nothing at a valid position flows back to a skipped one, and
+//! the last position reaches no valid one).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -89,9 +94,15 @@ pub fn prompts_of(text: &str) -> Vec<String> {
     text.lines().map(|l| l.strip_suffix('\r').unwrap_or(l)).filter(|l| !l.trim().is_empty()).map(str::to_string).collect()
 }
 
-fn metadata(engine: &LensEngine, opts: &JlensFitOptions, target: usize, n_prompts: u64) -> Vec<(String, Py)> {
+/// The model's name and weights hash, as a lens's metadata records them.
+struct ModelId {
+    name: String,
+    sha256: Option<String>,
+}
+
+fn metadata(model: &ModelId, opts: &JlensFitOptions, target: usize, n_prompts: u64) -> Vec<(String, Py)> {
     let mut m = vec![
-        ("model_name".to_string(), Py::Str(engine.bundle.name.clone())),
+        ("model_name".to_string(), Py::Str(model.name.clone())),
         ("estimator".into(), Py::Str("jacobian_lens".into())),
         ("corpus".into(), Py::Str(opts.corpus.clone())),
         ("n_prompts".into(), Py::Int(n_prompts as i64)),
@@ -102,7 +113,7 @@ fn metadata(engine: &LensEngine, opts: &JlensFitOptions, target: usize, n_prompt
         ("fit_dtype".into(), Py::Str("float32".into())),
         ("fitted_by".into(), Py::Str(format!("logit-lens {}", env!("CARGO_PKG_VERSION")))),
     ];
-    if let Some(sha) = &engine.bundle.weights_sha256 {
+    if let Some(sha) = &model.sha256 {
         m.push(("model_weights_sha256".into(), Py::Str(sha.clone())));
     }
     m
@@ -132,7 +143,7 @@ fn source_layers(opts: &JlensFitOptions, n_layers: usize) -> Result<Vec<usize>> 
 /// each prompt. Cancelling `progress` stops it after writing a checkpoint; the lens is written
 /// only when every prompt is done.
 pub fn fit_jacobian_lens(
-    engine: &LensEngine,
+    engine: &mut LensEngine,
     device: crate::run::runtime::Device,
     prompts: &[String],
     opts: &JlensFitOptions,
@@ -153,6 +164,10 @@ pub fn fit_jacobian_lens(
     // Gradients are needed at the inputs of the blocks after the source layers only.
     let lowest = layers.first().map_or(0, |l| l + 1);
     let mut runner = GradRunner::open(&engine.bundle, device, lowest, progress)?;
+    // With the key/value cache the backward runs cover the valid positions only: the first
+    // `skip_first` are a cache (nothing at a valid position flows back to them) and the last is
+    // left out (it reaches no valid position and has no cotangent).
+    let trim = runner.takes_cache();
     let ckpt = checkpoint_path(out);
     let mut sums: BTreeMap<usize, Vec<f32>> = layers.iter().map(|&l| (l, vec![0f32; d * d])).collect();
     let (mut n_done, mut next) = (0u64, 0usize);
@@ -202,9 +217,10 @@ pub fn fit_jacobian_lens(
         n_done = info.n_done;
         next = usize::try_from(info.next_idx).unwrap_or(usize::MAX).min(prompts.len());
     }
+    let model = ModelId { name: engine.bundle.name.clone(), sha256: engine.bundle.weights_sha256.clone() };
     let write_checkpoint = |sums: &BTreeMap<usize, Vec<f32>>, n_done: u64, next: usize| -> Result<()> {
         let info = CheckpointInfo { n_done, next_idx: next as u64, target_layer: target, skip_first: opts.skip_first };
-        save_checkpoint(&ckpt, sums, d, &info, metadata(engine, opts, target, n_done))
+        save_checkpoint(&ckpt, sums, d, &info, metadata(&model, opts, target, n_done))
     };
     // The prompt in progress is summed apart and added when it is done: a fit stopped inside a
     // prompt checkpoints the prompts before it only (the resumed fit redoes that prompt whole).
@@ -225,7 +241,22 @@ pub fn fit_jacobian_lens(
             on_prompt(idx + 1, total);
             continue;
         }
-        let valid: Vec<usize> = (opts.skip_first..n - 1).collect();
+        let s = opts.skip_first;
+        let past = if trim && s > 0 {
+            match engine.trace_for_patching(ids.get(..s).unwrap_or(&[]), progress) {
+                Err(LensError::Cancelled) => {
+                    write_checkpoint(&sums, n_done, idx)?;
+                    return Err(LensError::Cancelled);
+                }
+                r => Some(r?.kv.ok_or_else(|| LensError::invalid("internal: the forward pass kept no key/value cache"))?),
+            }
+        } else {
+            None
+        };
+        // The positions the backward runs cover, and the valid ones among them.
+        let (run_ids, valid): (&[u32], Vec<usize>) =
+            if trim { (ids.get(s..n - 1).unwrap_or(&[]), (0..n - 1 - s).collect()) } else { (&ids, (s..n - 1).collect()) };
+        let m = run_ids.len();
         let per_run = opts.dim_batch.min(d);
         let passes = d.div_ceil(per_run);
         let inv = 1.0 / valid.len() as f64;
@@ -234,7 +265,7 @@ pub fn fit_jacobian_lens(
             let k = per_run.min(d - start);
             let part = progress.part((idx as f32 + pass as f32 / passes as f32) / total as f32, 1.0 / (total * passes) as f32);
             part.report("fitting the J-lens", 0.0);
-            let mut cot = Array3::<f32>::zeros((k, n, d));
+            let mut cot = Array3::<f32>::zeros((k, m, d));
             for b in 0..k {
                 for &t in &valid {
                     if let Some(c) = cot.get_mut([b, t, start + b]) {
@@ -242,7 +273,11 @@ pub fn fit_jacobian_lens(
                     }
                 }
             }
-            let grads = match runner.vjp(&ids, cot.view(), &part) {
+            let run = match &past {
+                Some(p) => runner.vjp_after(p, run_ids, cot.view(), &part),
+                None => runner.vjp(run_ids, cot.view(), &part),
+            };
+            let grads = match run {
                 Err(LensError::Cancelled) => {
                     write_checkpoint(&sums, n_done, idx)?;
                     return Err(LensError::Cancelled);
@@ -294,7 +329,7 @@ pub fn fit_jacobian_lens(
         )));
     }
     let means: BTreeMap<usize, Vec<f32>> = sums.iter().map(|(&l, s)| (l, s.iter().map(|v| v / n_done as f32).collect())).collect();
-    save_lens(out, &means, n_done, d, metadata(engine, opts, target, n_done), opts.half)?;
+    save_lens(out, &means, n_done, d, metadata(&model, opts, target, n_done), opts.half)?;
     if ckpt.is_file() {
         std::fs::remove_file(&ckpt).map_err(|e| LensError::io(&ckpt, e))?;
     }

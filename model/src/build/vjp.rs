@@ -9,7 +9,9 @@
 //! products. Weights get no gradients: only the residual stream and what it flows through.
 //!
 //! Inputs: `input_ids` `[1, pos]` and [`GRAD_INPUT`] `[k, pos, d_model]`, the cotangents at the
-//! last block's output (before the final norm). Outputs: [`grad_name`] of every
+//! last block's output (before the final norm), and the lens graph's key/value cache inputs
+//! (default empty): given the cache of earlier positions, the gradients are those at the new
+//! positions, the cached keys and values held constant. Outputs: [`grad_name`] of every
 //! `blocks.{l}.hook_resid_pre` (the gradient with respect to the residual entering block `l`;
 //! block 0's is the embeddings') and, where blocks have one, `blocks.{l}.hook_resid_mid`, each
 //! `[k, pos, d_model]`. A graph for the blocks from `lowest` on ([`vjp_file`]) outputs only theirs
@@ -21,8 +23,13 @@ use super::graph::{attr_int, attr_ints, value_info};
 use super::onnx::{AttributeProto, DT_FLOAT, DT_INT64, GraphProto, ModelProto, NodeProto, TensorProto, attribute_proto};
 use crate::error::{LensError, Result};
 
-/// The backward graph's file in a bundle (written on first use).
-pub const VJP_FILE: &str = "vjp.onnx";
+/// The backward graph's file in a bundle (written on first use). The name carries the writer's
+/// version: a graph written by an older writer (without the key/value cache inputs) is written
+/// again rather than used.
+pub const VJP_FILE: &str = "vjp2.onnx";
+/// The prefix of the lens graph's key/value cache inputs ([`super::graph::past_name`]).
+const PAST_PREFIX: &str = "past_key_values.";
+
 /// The backward graph's cotangent input: `[k, pos, d_model]` at the last block's output.
 pub const GRAD_INPUT: &str = "grad_resid_final";
 
@@ -200,7 +207,7 @@ impl Writer {
 
 /// The backward graph's file in a bundle for gradients down to block `lowest`'s input.
 pub fn vjp_file(lowest: usize) -> String {
-    if lowest == 0 { VJP_FILE.to_string() } else { format!("vjp_from_{lowest}.onnx") }
+    if lowest == 0 { VJP_FILE.to_string() } else { format!("vjp2_from_{lowest}.onnx") }
 }
 
 /// The backward graph of `lens` (a bundle's lens graph) for a model of `n_layers` blocks, its
@@ -291,10 +298,14 @@ pub fn build_vjp_model(lens: &ModelProto, n_layers: usize, lowest: usize) -> Res
     let kept: Vec<NodeProto> = all.into_iter().zip(keep).filter_map(|(n, k)| k.then_some(n)).collect();
     let mut initializer: Vec<TensorProto> = graph.initializer.iter().filter(|t| t.name.as_ref().is_some_and(|n| needed.contains(n))).cloned().collect();
     initializer.extend(w.inits);
-    let inputs = vec![
+    let mut inputs = vec![
         graph.input.iter().find(|i| i.name.as_deref() == Some("input_ids")).cloned().ok_or_else(|| LensError::invalid("the lens graph has no input_ids"))?,
         value_info(GRAD_INPUT, DT_FLOAT, &[Err("k"), Err("pos"), Err("d_model")]),
     ];
+    // The key/value cache stays an input (its default, empty, kept): a run after cached positions
+    // differentiates the new positions only, the cached keys and values being constants — exact
+    // for the gradients at the new positions, which the cached ones cannot depend on.
+    inputs.extend(graph.input.iter().filter(|i| i.name.as_ref().is_some_and(|n| n.starts_with(PAST_PREFIX) && needed.contains(n))).cloned());
     let g = GraphProto { name: Some("lens_vjp".into()), node: kept, initializer, input: inputs, output: outputs, ..Default::default() };
     Ok(ModelProto { graph: Some(g), metadata_props: Vec::new(), ..lens.clone() })
 }
