@@ -1021,8 +1021,22 @@ fn a_jlens_is_fitted_resumed_and_used_in_the_app() {
     std::fs::write(&prompts, &text).unwrap();
     let out = dir.join("lens.pt");
     h.state_mut().apply(AppCommand::ShowWindow(lens_app::gui::command::Window::FitJlens));
-    let settings =
-        JfitSettings { prompts: Some(prompts.clone()), out: Some(out.clone()), max_seq_len: 20, skip_first: 4, dim_batch: 1, f32: true, replace: false };
+    let settings = JfitSettings {
+        prompts: Some(prompts.clone()),
+        out: Some(out.clone()),
+        max_seq_len: 20,
+        skip_first: 4,
+        dim_batch: 1,
+        layers: String::new(),
+        f32: true,
+        replace: false,
+    };
+    // Source layers that are not numbers: said, nothing starts.
+    h.state_mut().apply(AppCommand::SetJfit(JfitSettings { layers: "0,a".into(), ..settings.clone() }));
+    h.state_mut().apply(AppCommand::StartJfit { resume: false });
+    assert!(h.state().state.error.as_deref().is_some_and(|e| e.contains("\"a\" is not a layer number")), "{:?}", h.state().state.error);
+    assert!(h.state().state.progress.is_none());
+    h.state_mut().apply(AppCommand::DismissError);
     h.state_mut().apply(AppCommand::SetJfit(settings.clone()));
     h.run_steps(2);
     assert!(h.query_by_label("Fit").is_some(), "the Fit button");

@@ -492,6 +492,7 @@ fn snapshot_fit_jlens_window() {
         max_seq_len: 128,
         skip_first: 16,
         dim_batch: 8,
+        layers: String::new(),
         f32: false,
         replace: false,
     };
@@ -558,9 +559,16 @@ fn snapshot_patch_window() {
     };
     state.patch_result = Some(std::sync::Arc::new(report));
     state.show_patch = true;
-    let mut h = rendered(state, model, result, egui::vec2(1280.0, 800.0));
-    let options = SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels(1280 * 800 / 200);
-    h.snapshot_options("window_patch", &options);
+    // Exact and estimate side by side, at a roomy and at a narrow window.
+    let mut results = egui_kittest::SnapshotResults::new();
+    for (name, w, h_px) in [("window_patch", 1280.0, 800.0), ("window_patch_narrow", 1000.0, 700.0)] {
+        let mut h = rendered(state.clone(), model.clone(), result.clone(), egui::vec2(w, h_px));
+        let options =
+            SnapshotOptions::new().output_path(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/snapshots")).max_failed_pixels((w * h_px / 200.0) as usize);
+        h.snapshot_options(name, &options);
+        results.extend_harness(&mut h);
+    }
+    results.unwrap();
 }
 
 /// The Steering window with its settings and two continuations.

@@ -286,6 +286,8 @@ pub struct JfitSettings {
     pub skip_first: usize,
     /// Output dimensions per backward run (speed and memory only).
     pub dim_batch: usize,
+    /// Source layers, comma-separated (`0,4,8`); empty: every block output below the last.
+    pub layers: String,
     /// Store the matrices in float32 (default float16, as the reference writes them).
     pub f32: bool,
     /// The user agreed to replace the file at `out` (the CLI's `--overwrite`); reset whenever
@@ -296,7 +298,30 @@ pub struct JfitSettings {
 impl Default for JfitSettings {
     fn default() -> Self {
         let d = lens_model::analyses::jlens_fit::JlensFitOptions::default();
-        Self { prompts: None, out: None, max_seq_len: d.max_seq_len, skip_first: d.skip_first, dim_batch: d.dim_batch, f32: !d.half, replace: false }
+        Self {
+            prompts: None,
+            out: None,
+            max_seq_len: d.max_seq_len,
+            skip_first: d.skip_first,
+            dim_batch: d.dim_batch,
+            layers: String::new(),
+            f32: !d.half,
+            replace: false,
+        }
+    }
+}
+
+impl JfitSettings {
+    /// The source layers asked for (`None`: all), or why the text is not a list of layers.
+    pub fn layer_list(&self) -> Result<Option<Vec<usize>>, String> {
+        let t = self.layers.trim();
+        if t.is_empty() {
+            return Ok(None);
+        }
+        t.split(',')
+            .map(|p| p.trim().parse::<usize>().map_err(|_| format!("source layers: {:?} is not a layer number (e.g. 0,4,8; empty: all)", p.trim())))
+            .collect::<Result<Vec<usize>, String>>()
+            .map(Some)
     }
 }
 

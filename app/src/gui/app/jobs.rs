@@ -217,10 +217,17 @@ impl LogitLensApp {
             self.state.error = Some(format!("there is no checkpoint of an unfinished fit beside {} to resume", out.display()));
             return;
         }
+        let layers = match f.layer_list() {
+            Ok(l) => l,
+            Err(e) => {
+                self.state.error = Some(e);
+                return;
+            }
+        };
         let opts = lens_model::analyses::jlens_fit::JlensFitOptions {
             max_seq_len: f.max_seq_len.max(1),
             skip_first: f.skip_first,
-            layers: None,
+            layers,
             dim_batch: f.dim_batch.max(1),
             half: !f.f32,
             // As the CLI records it: a fit started in one can be resumed in the other.

@@ -47,6 +47,11 @@ pub fn jfit_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
             .labelled_by(l.id)
             .on_hover_text("Left out of the average and as targets, with the last position (--skip-first); a prompt needs more than this + 1 tokens");
         ui.end_row();
+        let l = ui.label("Source layers");
+        ui.add(egui::TextEdit::singleline(&mut f.layers).hint_text("all (or e.g. 0,4,8)").desired_width(160.0))
+            .labelled_by(l.id)
+            .on_hover_text("Block outputs below the last block (--layers); empty: all of them");
+        ui.end_row();
         let l = ui.label("Output dimensions per backward run");
         ui.add(egui::DragValue::new(&mut f.dim_batch).range(1..=4096))
             .labelled_by(l.id)
@@ -65,7 +70,7 @@ pub fn jfit_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
         cmds.push(AppCommand::SetJfit(f.clone()));
     }
     let checkpoint = f.out.as_ref().is_some_and(|o| lens_model::analyses::jlens_fit::checkpoint_path(o).is_file());
-    let ready = !busy && state.model.is_some() && f.prompts.is_some() && f.out.is_some() && !folder;
+    let ready = !busy && state.model.is_some() && f.prompts.is_some() && f.out.is_some() && !folder && f.layer_list().is_ok();
     ui.horizontal(|ui| {
         if ui
             .add_enabled(ready && (!exists || f.replace), egui::Button::new("Fit"))
@@ -90,6 +95,10 @@ pub fn jfit_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
             ui.label(line);
         }
     });
+    let layer_error = f.layer_list().err();
+    if let Some(e) = &layer_error {
+        ui.label(RichText::new(e).color(theme::WARN));
+    }
     if let Some(m) = &state.model {
         let d = m.shape.d_model;
         let runs = d.div_ceil(f.dim_batch.max(1));
@@ -97,7 +106,7 @@ pub fn jfit_ui(ui: &mut Ui, state: &AppState, cmds: &mut Vec<AppCommand>) {
             RichText::new(format!(
                 "{}: {} source layers of {d} × {d}; per prompt one backward run per {} output dimensions = {runs} runs. Cancel (status bar) keeps a checkpoint to resume.",
                 m.name,
-                m.shape.n_layers.saturating_sub(1),
+                f.layer_list().ok().flatten().map_or(m.shape.n_layers.saturating_sub(1), |l| l.len()),
                 f.dim_batch.max(1)
             ))
             .small()
