@@ -44,7 +44,7 @@ fn vjps_match_torch_autograd_for_every_family() {
         let src = fixtures().join("..").join("..").join(source);
         let bundle = unique_temp_dir(&format!("vjp-{case}"));
         lens_model::build::convert::convert_hf_checkpoint(&src, &bundle, &Progress::default()).unwrap();
-        let engine = common::open(&bundle);
+        let mut engine = common::open(&bundle);
         let (_, ids) = values(&st, "ids");
         let ids: Vec<u32> = ids.iter().map(|&v| v as u32).collect();
         let (shape, c) = values(&st, "cotangent");
@@ -70,6 +70,28 @@ fn vjps_match_torch_autograd_for_every_family() {
             let g1 = from1.vjp(&ids, cot.view(), &Progress::default()).unwrap();
             assert!(g1.resid_pre[0].is_none() && g1.resid_mid[0].is_none(), "{case}");
             assert_eq!(g1.resid_pre[1], grads.resid_pre[1], "{case}: the graph from block 1 differs");
+        }
+        // After a cached prefix (the J-lens fit's path): with zero cotangents at the prefix, the
+        // gradients at the later positions are the whole run's there (torch's, so), for every
+        // family's cache (rotary offsets, GQA, sliding windows, absolute positions).
+        if runner.takes_cache() {
+            let n = ids.len();
+            let s = n / 3;
+            assert!(s > 0 && s < n, "{case}: {n} tokens");
+            let mut cut = cot.clone();
+            cut.slice_mut(ndarray::s![.., ..s, ..]).fill(0.0);
+            let whole = runner.vjp(&ids, cut.view(), &Progress::default()).unwrap();
+            let past = engine.trace_for_patching(&ids[..s], &Progress::default()).unwrap().kv.unwrap();
+            let tail = cut.slice(ndarray::s![.., s.., ..]).to_owned();
+            let after = runner.vjp_after(&past, &ids[s..], tail.view(), &Progress::default()).unwrap();
+            for (l, (w, a)) in whole.resid_pre.iter().zip(&after.resid_pre).enumerate() {
+                let (w, a) = (w.as_ref().unwrap().slice(ndarray::s![.., s.., ..]).to_owned(), a.as_ref().unwrap());
+                let scale = w.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+                let gap = w.iter().zip(a.iter()).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                assert!(gap <= 1e-4 * scale, "{case}: block {l}'s input after a cached prefix of {s} differs by {gap} (largest {scale})");
+            }
+        } else {
+            panic!("{case}: the fixture's graph has a key/value cache");
         }
     }
     eprintln!("worst relative difference to torch autograd: {worst:e}");
