@@ -176,6 +176,21 @@ fn diverging_ticks(max: f64) -> Vec<(f32, String)> {
     vec![(0.0, short(-max)), (0.5, "0".into()), (1.0, short(max))]
 }
 
+/// The labels above an attribution grid's columns: each position's target (the next token, or
+/// the final top-1).
+fn target_labels(vm: &ViewModel, report: &LensReport, next: bool, token_text: &dyn Fn(u32) -> String) -> Vec<String> {
+    vm.cols
+        .iter()
+        .map(|&p| {
+            if next {
+                report.tokens.get(p + 1).map(|t| shown(&t.text)).unwrap_or_default()
+            } else {
+                report.attribution.final_top1_ids.get(p).map(|&id| token_text(id)).unwrap_or_default()
+            }
+        })
+        .collect()
+}
+
 fn contributions_grid(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, token_text: &dyn Fn(u32) -> String) -> Grid {
     let att = &report.attribution;
     let next = spec.contrib_target == "next";
@@ -186,17 +201,7 @@ fn contributions_grid(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, to
     let comps: Vec<usize> = (0..att.components.len()).rev().collect();
     let vals: Vec<f64> = comps.iter().flat_map(|&c| vm.cols.iter().map(move |&p| (c, p))).map(|(c, p)| value(c, p)).collect();
     let max = vals.iter().copied().filter(|v| v.is_finite()).fold(0f64, |a, v| a.max(v.abs())).max(1e-9);
-    let top_labels = vm
-        .cols
-        .iter()
-        .map(|&p| {
-            if next {
-                report.tokens.get(p + 1).map(|t| shown(&t.text)).unwrap_or_default()
-            } else {
-                att.final_top1_ids.get(p).map(|&id| token_text(id)).unwrap_or_default()
-            }
-        })
-        .collect();
+    let top_labels = target_labels(vm, report, next, token_text);
     Grid {
         title: format!("Direct logit attribution to the {}", if next { "next token" } else { "final top-1" }),
         row_labels: comps.iter().map(|&c| att.components.get(c).cloned().unwrap_or_default()).collect(),
@@ -223,17 +228,7 @@ fn grad_x_act_grid(vm: &ViewModel, report: &LensReport, spec: &FigureSpec, token
     let sites: Vec<usize> = (0..report.sites.len()).rev().collect();
     let vals: Vec<f64> = sites.iter().flat_map(|&s| vm.cols.iter().map(move |&p| (s, p))).map(|(s, p)| value(s, p)).collect();
     let max = vals.iter().copied().filter(|v| v.is_finite()).fold(0f64, |a, v| a.max(v.abs())).max(1e-9);
-    let top_labels = vm
-        .cols
-        .iter()
-        .map(|&p| {
-            if next {
-                report.tokens.get(p + 1).map(|t| shown(&t.text)).unwrap_or_default()
-            } else {
-                report.attribution.final_top1_ids.get(p).map(|&id| token_text(id)).unwrap_or_default()
-            }
-        })
-        .collect();
+    let top_labels = target_labels(vm, report, next, token_text);
     Some(Grid {
         title: format!("Gradient × activation of the {} logit", if next { "next token's" } else { "final top-1's" }),
         row_labels: sites.iter().map(|&s| report.sites.get(s).cloned().unwrap_or_default()).collect(),
