@@ -81,7 +81,7 @@ fn vjps_match_torch_autograd_for_every_family() {
             let mut cut = cot.clone();
             cut.slice_mut(ndarray::s![.., ..s, ..]).fill(0.0);
             let whole = runner.vjp(&ids, cut.view(), &Progress::default()).unwrap();
-            let past = engine.trace_for_patching(&ids[..s], &Progress::default()).unwrap().kv.unwrap();
+            let past = runner.cache_inputs(&engine.trace_for_patching(&ids[..s], &Progress::default()).unwrap().kv.unwrap()).unwrap();
             let tail = cut.slice(ndarray::s![.., s.., ..]).to_owned();
             let after = runner.vjp_after(&past, &ids[s..], tail.view(), &Progress::default()).unwrap();
             for (l, (w, a)) in whole.resid_pre.iter().zip(&after.resid_pre).enumerate() {

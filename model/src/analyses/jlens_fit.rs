@@ -164,10 +164,6 @@ pub fn fit_jacobian_lens(
     // Gradients are needed at the inputs of the blocks after the source layers only.
     let lowest = layers.first().map_or(0, |l| l + 1);
     let mut runner = GradRunner::open(&engine.bundle, device, lowest, progress)?;
-    // With the key/value cache the backward runs cover the valid positions only: the first
-    // `skip_first` are a cache (nothing at a valid position flows back to them) and the last is
-    // left out (it reaches no valid position and has no cotangent).
-    let trim = runner.takes_cache();
     let ckpt = checkpoint_path(out);
     let mut sums: BTreeMap<usize, Vec<f32>> = layers.iter().map(|&l| (l, vec![0f32; d * d])).collect();
     let (mut n_done, mut next) = (0u64, 0usize);
@@ -222,6 +218,14 @@ pub fn fit_jacobian_lens(
         let info = CheckpointInfo { n_done, next_idx: next as u64, target_layer: target, skip_first: opts.skip_first };
         save_checkpoint(&ckpt, sums, d, &info, metadata(&model, opts, target, n_done))
     };
+    // A stop writes the checkpoint of the prompts done and is reported as the stop (or as the
+    // checkpoint's failure).
+    let stop = |sums: &BTreeMap<usize, Vec<f32>>, n_done: u64, next: usize| -> LensError {
+        match write_checkpoint(sums, n_done, next) {
+            Ok(()) => LensError::Cancelled,
+            Err(e) => e,
+        }
+    };
     // The prompt in progress is summed apart and added when it is done: a fit stopped inside a
     // prompt checkpoints the prompts before it only (the resumed fit redoes that prompt whole).
     let mut pending: BTreeMap<usize, Vec<f32>> = layers.iter().map(|&l| (l, vec![0f32; d * d])).collect();
@@ -230,83 +234,19 @@ pub fn fit_jacobian_lens(
     let total = prompts.len();
     for (idx, prompt) in prompts.iter().enumerate().skip(next) {
         if progress.is_cancelled() {
-            write_checkpoint(&sums, n_done, idx)?;
-            return Err(LensError::Cancelled);
+            return Err(stop(&sums, n_done, idx));
         }
         let mut ids = engine.tokenizer.encode(prompt)?;
         ids.truncate(opts.max_seq_len.min(n_ctx));
-        let n = ids.len();
-        if n <= opts.skip_first + 1 {
+        if ids.len() <= opts.skip_first + 1 {
             skipped += 1;
             on_prompt(idx + 1, total);
             continue;
         }
-        let s = opts.skip_first;
-        let past = if trim && s > 0 {
-            match engine.trace_for_patching(ids.get(..s).unwrap_or(&[]), progress) {
-                Err(LensError::Cancelled) => {
-                    write_checkpoint(&sums, n_done, idx)?;
-                    return Err(LensError::Cancelled);
-                }
-                r => Some(r?.kv.ok_or_else(|| LensError::invalid("internal: the forward pass kept no key/value cache"))?),
-            }
-        } else {
-            None
-        };
-        // The positions the backward runs cover, and the valid ones among them.
-        let (run_ids, valid): (&[u32], Vec<usize>) =
-            if trim { (ids.get(s..n - 1).unwrap_or(&[]), (0..n - 1 - s).collect()) } else { (&ids, (s..n - 1).collect()) };
-        let m = run_ids.len();
-        let per_run = opts.dim_batch.min(d);
-        let passes = d.div_ceil(per_run);
-        let inv = 1.0 / valid.len() as f64;
-        for pass in 0..passes {
-            let start = pass * per_run;
-            let k = per_run.min(d - start);
-            let part = progress.part((idx as f32 + pass as f32 / passes as f32) / total as f32, 1.0 / (total * passes) as f32);
-            part.report("fitting the J-lens", 0.0);
-            let mut cot = Array3::<f32>::zeros((k, m, d));
-            for b in 0..k {
-                for &t in &valid {
-                    if let Some(c) = cot.get_mut([b, t, start + b]) {
-                        *c = 1.0;
-                    }
-                }
-            }
-            let run = match &past {
-                Some(p) => runner.vjp_after(p, run_ids, cot.view(), &part),
-                None => runner.vjp(run_ids, cot.view(), &part),
-            };
-            let grads = match run {
-                Err(LensError::Cancelled) => {
-                    write_checkpoint(&sums, n_done, idx)?;
-                    return Err(LensError::Cancelled);
-                }
-                r => r?,
-            };
-            runs += 1;
-            for &l in &layers {
-                // The gradient at block l's output is the one at block l + 1's input.
-                let g = grads
-                    .resid_pre
-                    .get(l + 1)
-                    .and_then(Option::as_ref)
-                    .ok_or_else(|| LensError::invalid(format!("internal: no gradient at block {}'s input", l + 1)))?;
-                let sum = pending.get_mut(&l).ok_or_else(|| LensError::invalid("internal: no running sum for a source layer"))?;
-                for (b, g_b) in g.axis_iter(Axis(0)).enumerate() {
-                    let mut row = vec![0f64; d];
-                    for &t in &valid {
-                        for (r, &v) in row.iter_mut().zip(g_b.row(t)) {
-                            *r += f64::from(v);
-                        }
-                    }
-                    let out_row = sum.get_mut((start + b) * d..(start + b + 1) * d).ok_or_else(|| LensError::invalid("internal: a J-lens row out of range"))?;
-                    // Every row is written once per prompt (the passes' rows are disjoint).
-                    for (a, r) in out_row.iter_mut().zip(row) {
-                        *a = (r * inv) as f32;
-                    }
-                }
-            }
+        let part = progress.part(idx as f32 / total as f32, 1.0 / total as f32);
+        match fit_prompt(engine, &mut runner, &ids, opts, &mut pending, &part) {
+            Err(LensError::Cancelled) => return Err(stop(&sums, n_done, idx)),
+            r => runs += r?,
         }
         for (l, p) in &pending {
             let sum = sums.get_mut(l).ok_or_else(|| LensError::invalid("internal: no running sum for a source layer"))?;
@@ -334,6 +274,75 @@ pub fn fit_jacobian_lens(
         std::fs::remove_file(&ckpt).map_err(|e| LensError::io(&ckpt, e))?;
     }
     Ok(JlensFitReport { n_prompts: n_done, skipped, prompts_run, source_layers: layers, seconds: t0.elapsed().as_secs_f64(), backward_runs: runs })
+}
+
+/// One prompt `ids` (longer than `skip_first + 1` tokens) of a fit: writes every row of its
+/// `J_l` into `pending` (per source layer, `d × d`) and returns the backward runs it made.
+///
+/// With the key/value cache the backward runs cover the valid positions only: the first
+/// `skip_first` are a cache (nothing at a valid position flows back to them) and the last is left
+/// out (it reaches no valid position and has no cotangent).
+fn fit_prompt(
+    engine: &mut LensEngine,
+    runner: &mut GradRunner,
+    ids: &[u32],
+    opts: &JlensFitOptions,
+    pending: &mut BTreeMap<usize, Vec<f32>>,
+    progress: &Progress,
+) -> Result<usize> {
+    let (n, s, d) = (ids.len(), opts.skip_first, engine.bundle.shape.d_model);
+    let trim = runner.takes_cache();
+    let past = if trim && s > 0 {
+        let kv = engine.trace_for_patching(ids.get(..s).unwrap_or(&[]), progress)?.kv;
+        Some(runner.cache_inputs(&kv.ok_or_else(|| LensError::invalid("internal: the forward pass kept no key/value cache"))?)?)
+    } else {
+        None
+    };
+    // The positions the backward runs cover, and the valid ones among them.
+    let (run_ids, valid) = if trim { (ids.get(s..n - 1).unwrap_or(&[]), 0..n - 1 - s) } else { (ids, s..n - 1) };
+    let per_run = opts.dim_batch.min(d);
+    let passes = d.div_ceil(per_run);
+    let inv = 1.0 / valid.len() as f64;
+    for pass in 0..passes {
+        let start = pass * per_run;
+        let k = per_run.min(d - start);
+        let part = progress.part(pass as f32 / passes as f32, 1.0 / passes as f32);
+        part.report("fitting the J-lens", 0.0);
+        let mut cot = Array3::<f32>::zeros((k, run_ids.len(), d));
+        for b in 0..k {
+            for t in valid.clone() {
+                if let Some(c) = cot.get_mut([b, t, start + b]) {
+                    *c = 1.0;
+                }
+            }
+        }
+        let grads = match &past {
+            Some(p) => runner.vjp_after(p, run_ids, cot.view(), &part)?,
+            None => runner.vjp(run_ids, cot.view(), &part)?,
+        };
+        for (&l, sum) in pending.iter_mut() {
+            // The gradient at block l's output is the one at block l + 1's input.
+            let g = grads
+                .resid_pre
+                .get(l + 1)
+                .and_then(Option::as_ref)
+                .ok_or_else(|| LensError::invalid(format!("internal: no gradient at block {}'s input", l + 1)))?;
+            for (b, g_b) in g.axis_iter(Axis(0)).enumerate() {
+                let mut row = vec![0f64; d];
+                for t in valid.clone() {
+                    for (r, &v) in row.iter_mut().zip(g_b.row(t)) {
+                        *r += f64::from(v);
+                    }
+                }
+                let out_row = sum.get_mut((start + b) * d..(start + b + 1) * d).ok_or_else(|| LensError::invalid("internal: a J-lens row out of range"))?;
+                // Every row is written once per prompt (the passes' rows are disjoint).
+                for (a, r) in out_row.iter_mut().zip(row) {
+                    *a = (r * inv) as f32;
+                }
+            }
+        }
+    }
+    Ok(passes)
 }
 
 /// Merges J-lenses fitted on parts of a corpus into `out`: per layer, the `n_prompts`-weighted

@@ -42,6 +42,15 @@ pub struct ResidGrads {
     pub resid_mid: Vec<Option<Array3<f32>>>,
 }
 
+/// A prompt's key/value cache as the backward graph's inputs ([`GradRunner::cache_inputs`]).
+pub struct CacheInputs(Vec<(String, ort::value::DynValue)>);
+
+impl std::fmt::Debug for CacheInputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheInputs").field("inputs", &self.0.len()).finish()
+    }
+}
+
 /// Runs the backward graph.
 pub struct GradRunner {
     session: Session,
@@ -89,34 +98,42 @@ impl GradRunner {
         self.run(None, ids, cotangent, progress)
     }
 
-    /// [`GradRunner::vjp`] of the positions `ids` after the cached ones of `past` (the first
-    /// `past.n_pos` positions of the prompt, their keys and values held constant): the gradients
-    /// at the positions of `ids`, `[k, ids.len(), d_model]`, exactly as a run over the whole
-    /// prompt gives them there when the cotangents at the cached positions are zero.
-    pub fn vjp_after(&mut self, past: &KvCache, ids: &[u32], cotangent: ArrayView3<'_, f32>, progress: &Progress) -> Result<ResidGrads> {
+    /// The graph inputs of `past` (the key/value cache of a prompt's first positions), made
+    /// once for every [`GradRunner::vjp_after`] of that prompt.
+    pub fn cache_inputs(&self, past: &KvCache) -> Result<CacheInputs> {
+        let shape = self.cache.ok_or_else(|| LensError::invalid("internal: this backward graph takes no key/value cache"))?;
+        if past.shape != shape || past.layers.len() != self.n_layers {
+            return Err(LensError::invalid("internal: the key/value cache does not fit this backward graph"));
+        }
+        let mut values = Vec::with_capacity(2 * past.layers.len());
+        for (l, pair) in past.layers.iter().enumerate() {
+            for (kind, data) in ["key", "value"].into_iter().zip(pair) {
+                let t = Tensor::from_array(([1usize, shape.n_kv_heads, past.n_pos, shape.d_head], data.clone()))?;
+                values.push((past_name(l, kind), t.into_dyn()));
+            }
+        }
+        Ok(CacheInputs(values))
+    }
+
+    /// [`GradRunner::vjp`] of the positions `ids` after the cached ones of `past`
+    /// ([`GradRunner::cache_inputs`] of the prompt's first positions, their keys and values held
+    /// constant): the gradients at the positions of `ids`, `[k, ids.len(), d_model]`, exactly as a
+    /// run over the whole prompt gives them there when the cotangents at the cached positions are
+    /// zero.
+    pub fn vjp_after(&mut self, past: &CacheInputs, ids: &[u32], cotangent: ArrayView3<'_, f32>, progress: &Progress) -> Result<ResidGrads> {
         self.run(Some(past), ids, cotangent, progress)
     }
 
-    fn run(&mut self, past: Option<&KvCache>, ids: &[u32], cotangent: ArrayView3<'_, f32>, progress: &Progress) -> Result<ResidGrads> {
+    fn run(&mut self, past: Option<&CacheInputs>, ids: &[u32], cotangent: ArrayView3<'_, f32>, progress: &Progress) -> Result<ResidGrads> {
         let (k, n, d) = cotangent.dim();
         if n != ids.len() || d != self.d_model || k == 0 {
             return Err(LensError::invalid(format!("internal: cotangents of shape {:?} for {} tokens of width {}", cotangent.dim(), ids.len(), self.d_model)));
         }
         let ids_t = Tensor::from_array(([1usize, n], ids.iter().map(|&i| i64::from(i)).collect::<Vec<i64>>()))?;
         let ct = Tensor::from_array(cotangent.to_owned())?;
-        let mut inputs: Vec<(String, ort::session::SessionInputValue<'static>)> = vec![("input_ids".into(), ids_t.into()), (GRAD_INPUT.into(), ct.into())];
-        if let Some(past) = past {
-            let shape = self.cache.ok_or_else(|| LensError::invalid("internal: this backward graph takes no key/value cache"))?;
-            if past.shape != shape || past.layers.len() != self.n_layers {
-                return Err(LensError::invalid("internal: the key/value cache does not fit this backward graph"));
-            }
-            for (l, pair) in past.layers.iter().enumerate() {
-                for (kind, data) in ["key", "value"].into_iter().zip(pair) {
-                    let t = Tensor::from_array(([1usize, shape.n_kv_heads, past.n_pos, shape.d_head], data.clone()))?;
-                    inputs.push((past_name(l, kind), t.into()));
-                }
-            }
-        }
+        let mut inputs: Vec<(String, ort::session::SessionInputValue<'_>)> = vec![("input_ids".into(), ids_t.into()), (GRAD_INPUT.into(), ct.into())];
+        // The cache's tensors are lent to the run, not copied.
+        inputs.extend(past.iter().flat_map(|p| p.0.iter()).map(|(name, value)| (name.clone(), value.into())));
         let (n_layers, has_mid, lowest) = (self.n_layers, self.has_mid, self.lowest);
         let session = &mut self.session;
         run_cancellable(progress, |options| {
