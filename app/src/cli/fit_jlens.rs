@@ -74,7 +74,7 @@ pub fn run(ort_lib: Option<&std::path::Path>, args: &FitJlensArgs) -> Result<()>
         eprintln!("note: {} is the checkpoint of an unfinished fit; starting again (pass --resume to continue it)", ckpt.display());
     }
     crate::session::prompt::check_writable(&args.out)?;
-    let text = crate::session::prompt::read_texts(std::slice::from_ref(&args.prompts_file))?;
+    let text = crate::session::prompt::read_prompt_file(&args.prompts_file)?;
     let prompts = prompts_of(&text);
     let mut engine = open_engine(ort_lib, args.model.model.as_deref(), args.model.device)?;
     let progress = interrupt::watched(lens_model::error::Progress::default());

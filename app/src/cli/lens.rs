@@ -162,9 +162,7 @@ pub fn run(ort_lib: Option<&Path>, args: LensArgs) -> Result<()> {
     }
     note_truncation(result.report.truncated);
     if args.grad_x_act {
-        let ids = engine.tokenize(&text, truncate_left)?;
-        let mut runner = lens_model::run::gradients::GradRunner::open(&engine.bundle, args.model.device, 0, &progress)?;
-        let g = lens_model::analyses::grad_x_act::gradient_x_activation(&mut engine, &mut runner, &ids, &result.report, &progress)?;
+        let g = lens_model::analyses::grad_x_act::of_report(&mut engine, args.model.device, &result.report, &progress)?;
         std::sync::Arc::make_mut(&mut result).report.gradient_x_activation = Some(g);
     }
     if let (Some(cmp), Some(json), Some(with)) = (&result.compare, &args.json, &with) {

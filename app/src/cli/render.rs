@@ -441,10 +441,7 @@ pub fn run(ort_lib: Option<&std::path::Path>, a: &RenderArgs) -> Result<()> {
     let mut result = crate::session::run::run_prompt(&mut engine, &mut crate::session::run::RunCache::default(), &mut other, &req, &progress, &|_| {})?;
     super::note_truncation(result.report.truncated);
     if spec.view == FigureView::GradXAct {
-        let ids: Vec<u32> = result.report.tokens.iter().map(|t| t.id).collect();
-        let mut runner = lens_model::run::gradients::GradRunner::open(&engine.bundle, a.model.device, 0, &progress)?;
-        let g = lens_model::analyses::grad_x_act::gradient_x_activation(&mut engine, &mut runner, &ids, &result.report, &progress)
-            .context("gradient × activation")?;
+        let g = lens_model::analyses::grad_x_act::of_report(&mut engine, a.model.device, &result.report, &progress).context("gradient × activation")?;
         std::sync::Arc::make_mut(&mut result).report.gradient_x_activation = Some(g);
     }
     let vocab = ModelSummary::vocab_of(&engine);

@@ -651,9 +651,7 @@ fn grad_x_act_job(st: &mut WorkerState, res: &Arc<RunResult>, progress: &lens_mo
     if res.report.n_pos() < res.total_positions {
         anyhow::bail!("the lens is still running: wait for the whole prompt");
     }
-    let ids: Vec<u32> = res.report.tokens.iter().map(|t| t.id).collect();
-    let mut runner = lens_model::run::gradients::GradRunner::open(&engine.bundle, st.device, 0, progress)?;
-    let g = lens_model::analyses::grad_x_act::gradient_x_activation(engine, &mut runner, &ids, &res.report, progress)?;
+    let g = lens_model::analyses::grad_x_act::of_report(engine, st.device, &res.report, progress)?;
     let mut r = (**res).clone();
     r.report.gradient_x_activation = Some(g);
     Ok(OutcomeKind::Ran(Arc::new(r)))
@@ -713,7 +711,7 @@ fn jfit_job(
     let device = st.device;
     let Some(engine) = st.engine.as_mut() else { anyhow::bail!("no model is loaded") };
     crate::session::prompt::check_writable(out)?;
-    let text = crate::session::prompt::read_texts(&[prompts_file.to_path_buf()])?;
+    let text = crate::session::prompt::read_prompt_file(prompts_file)?;
     let prompts = lens_model::analyses::jlens_fit::prompts_of(&text);
     let t0 = std::time::Instant::now();
     let mut first: Option<usize> = None;

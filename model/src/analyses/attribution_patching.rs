@@ -11,15 +11,16 @@
 //! through the final norm, `W_U` and the soft cap: `logit(target) − logit(against)`, or
 //! `log p(target)` (`Σ_v (δ_vt − p_v) ∂logit_v`).
 
-use ndarray::{Array2, Array3, ArrayView2, Axis};
+use ndarray::{Array2, Array3, ArrayView2};
 
-use crate::analyses::grad_x_act::direction_cotangent;
-use crate::analyses::patch::{PatchKind, PatchReport};
+use crate::analyses::grad_x_act::{direction_cotangent, grad_row};
+use crate::analyses::patch::{PatchKind, PatchReport, site_of};
 use crate::error::{LensError, Progress, Result};
 use crate::grid::Grid;
 use crate::lens::kernel::Decoder;
 use crate::run::engine::LensEngine;
 use crate::run::gradients::GradRunner;
+use crate::run::trace::ResidualTrace;
 
 /// `d cap(z) / dz` at the capped logit `capped` (1 without a soft cap).
 fn cap_slope(dec: &Decoder, capped: f32) -> f64 {
@@ -70,6 +71,17 @@ pub fn metric_cotangent(dec: &Decoder, x: &[f32], target: u32, against: Option<u
     Ok(direction_cotangent(dec, x, &u))
 }
 
+/// The activation a cell of `kind` at layer `l` patches in trace `t`: the residual at its site, or
+/// the sub-block's output.
+fn activation(t: &ResidualTrace, kind: PatchKind, l: usize, sequential: bool) -> Result<&Array2<f32>> {
+    match kind {
+        PatchKind::Resid => t.site(site_of(kind, l, sequential)),
+        PatchKind::Attn => t.attn_out.get(l),
+        PatchKind::Mlp => t.mlp_out.get(l),
+    }
+    .ok_or_else(|| LensError::invalid(format!("internal: a trace lacks layer {l}")))
+}
+
 /// `Σ_j g[p, j] · (clean[p, j] − corrupt[p, j])` for every position `p`.
 fn dots(g: ArrayView2<'_, f32>, clean: &Array2<f32>, corrupt: &Array2<f32>) -> Result<Vec<f64>> {
     if g.dim() != clean.dim() || g.dim() != corrupt.dim() {
@@ -112,37 +124,15 @@ pub fn add_estimates(
     }
     progress.report("attribution patching: the backward run", 0.5);
     let grads = runner.vjp(corrupt_ids, ct.view(), progress)?;
-    let missing = |what: &str| LensError::invalid(format!("internal: no gradient at {what}"));
-    // The gradient with respect to block l's output (the cotangent itself after the last block).
-    let at_post = |l: usize| -> Result<ArrayView2<'_, f32>> {
-        if l + 1 == n_layers {
-            return Ok(ct.index_axis(Axis(0), 0));
-        }
-        grads.resid_pre.get(l + 1).and_then(Option::as_ref).map(|g| g.index_axis(Axis(0), 0)).ok_or_else(|| missing(&format!("block {l}'s output")))
-    };
-    let at_mid = |l: usize| -> Result<ArrayView2<'_, f32>> {
-        grads.resid_mid.get(l).and_then(Option::as_ref).map(|g| g.index_axis(Axis(0), 0)).ok_or_else(|| missing(&format!("block {l}'s resid_mid")))
-    };
-    let layer = |v: &[Array2<f32>], l: usize| -> Result<Array2<f32>> { v.get(l).cloned().ok_or_else(|| missing(&format!("layer {l} of a trace"))) };
     let corrupt_metric = report.corrupt_metric;
     for grid in &mut report.grids {
         let n_sites = grid.sites.len();
         let mut rows = Vec::with_capacity(n_sites);
         for s in 0..n_sites {
-            let deltas = match grid.kind {
-                PatchKind::Resid => match s.checked_sub(1) {
-                    None => {
-                        let g = grads.resid_pre.first().and_then(Option::as_ref).ok_or_else(|| missing("the embeddings"))?;
-                        dots(g.index_axis(Axis(0), 0), &clean.embed, &corrupt.embed)?
-                    }
-                    Some(l) => dots(at_post(l)?, &layer(&clean.resid_post, l)?, &layer(&corrupt.resid_post, l)?)?,
-                },
-                PatchKind::Attn => {
-                    let g = if sequential { at_mid(s)? } else { at_post(s)? };
-                    dots(g, &layer(&clean.attn_out, s)?, &layer(&corrupt.attn_out, s)?)?
-                }
-                PatchKind::Mlp => dots(at_post(s)?, &layer(&clean.mlp_out, s)?, &layer(&corrupt.mlp_out, s)?)?,
-            };
+            // The gradient where the activation enters the residual stream is the one with
+            // respect to the activation.
+            let g = grad_row(&grads, &ct, site_of(grid.kind, s, sequential), n_layers, 0)?;
+            let deltas = dots(g, activation(&clean, grid.kind, s, sequential)?, activation(&corrupt, grid.kind, s, sequential)?)?;
             rows.push(deltas.into_iter().map(|v| corrupt_metric + v).collect::<Vec<f64>>());
         }
         grid.estimate = Some(Grid::from_rows(rows)?);

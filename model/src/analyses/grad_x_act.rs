@@ -43,7 +43,7 @@ pub fn direction_cotangent(dec: &Decoder, x: &[f32], u: &[f64]) -> Vec<f64> {
 
 /// The gradient at `site` of direction `b`'s run `[pos, d_model]` (at the last block's output: the
 /// cotangent itself).
-fn grad_row<'a>(grads: &'a ResidGrads, cot: &'a Array3<f32>, site: SiteKind, n_layers: usize, b: usize) -> Result<ArrayView2<'a, f32>> {
+pub(crate) fn grad_row<'a>(grads: &'a ResidGrads, cot: &'a Array3<f32>, site: SiteKind, n_layers: usize, b: usize) -> Result<ArrayView2<'a, f32>> {
     let g = match site {
         SiteKind::Embed => grads.resid_pre.first().and_then(Option::as_ref),
         SiteKind::Attn(l) => grads.resid_mid.get(l).and_then(Option::as_ref),
@@ -52,6 +52,14 @@ fn grad_row<'a>(grads: &'a ResidGrads, cot: &'a Array3<f32>, site: SiteKind, n_l
     }
     .ok_or_else(|| LensError::invalid(format!("internal: no gradient at site {}", site.label())))?;
     Ok(g.index_axis(ndarray::Axis(0), b))
+}
+
+/// Gradient × activation of `report`, a plain run of `engine`'s model, on the tokens it ran,
+/// through the model's backward graph opened on `device` (written into the bundle on first use).
+pub fn of_report(engine: &mut LensEngine, device: crate::run::runtime::Device, report: &LensReport, progress: &Progress) -> Result<GradXAct> {
+    let ids: Vec<u32> = report.tokens.iter().map(|t| t.id).collect();
+    let mut runner = GradRunner::open(&engine.bundle, device, 0, progress)?;
+    gradient_x_activation(engine, &mut runner, &ids, report, progress)
 }
 
 /// Gradient × activation of `report` (the lens of `ids` on `engine`'s model, logit-lens decoder):

@@ -201,6 +201,17 @@ fn add3(a: &[f32], b: &[f32], c: &[f32]) -> Vec<f32> {
     a.iter().zip(b.iter().zip(c)).map(|(x, (y, z))| x + (y + z)).collect()
 }
 
+/// The residual site where `kind`'s activation of layer `layer` (for resid: site `layer`, 0 =
+/// embed) enters the residual stream, which its patch replaces; `sequential`: the model's blocks
+/// are (a parallel block adds both sub-blocks at its output).
+pub fn site_of(kind: PatchKind, layer: usize, sequential: bool) -> SiteKind {
+    match (kind, sequential) {
+        (PatchKind::Resid, _) => layer.checked_sub(1).map_or(SiteKind::Embed, SiteKind::Block),
+        (PatchKind::Attn, true) => SiteKind::Attn(layer),
+        (PatchKind::Mlp, true) | (_, false) => SiteKind::Block(layer),
+    }
+}
+
 /// The patch that puts `kind`'s activation of layer `layer` (for resid: site `layer`, 0 = embed)
 /// of the clean run into the corrupted run at position `p`; `sequential`: the model's blocks are.
 pub fn patch_of(kind: PatchKind, layer: usize, p: usize, sequential: bool, clean: &ResidualTrace, corrupt: &ResidualTrace) -> Result<Patch> {
@@ -212,21 +223,19 @@ pub fn patch_of(kind: PatchKind, layer: usize, p: usize, sequential: bool, clean
         }
     };
     let layer_of = |v: &Vec<ndarray::Array2<f32>>| -> Result<Vec<f32>> { row(v.get(layer).ok_or_else(missing)?, p) };
-    let (site, value) = match (kind, sequential) {
-        (PatchKind::Resid, _) => match layer.checked_sub(1) {
-            None => (SiteKind::Embed, row(&clean.embed, p)?),
-            Some(l) => (SiteKind::Block(l), row(clean.resid_post.get(l).ok_or_else(missing)?, p)?),
-        },
+    let site = site_of(kind, layer, sequential);
+    let value = match (kind, sequential) {
+        (PatchKind::Resid, _) => row(clean.site(site).ok_or_else(missing)?, p)?,
         (PatchKind::Attn, true) => {
             let (x, a) = (pre(corrupt, layer)?, layer_of(&clean.attn_out)?);
-            (SiteKind::Attn(layer), x.iter().zip(&a).map(|(x, a)| x + a).collect())
+            x.iter().zip(&a).map(|(x, a)| x + a).collect()
         }
         (PatchKind::Mlp, true) => {
             let (mid, m) = (layer_of(&corrupt.resid_mid)?, layer_of(&clean.mlp_out)?);
-            (SiteKind::Block(layer), mid.iter().zip(&m).map(|(x, m)| x + m).collect())
+            mid.iter().zip(&m).map(|(x, m)| x + m).collect()
         }
-        (PatchKind::Attn, false) => (SiteKind::Block(layer), add3(&pre(corrupt, layer)?, &layer_of(&clean.attn_out)?, &layer_of(&corrupt.mlp_out)?)),
-        (PatchKind::Mlp, false) => (SiteKind::Block(layer), add3(&pre(corrupt, layer)?, &layer_of(&corrupt.attn_out)?, &layer_of(&clean.mlp_out)?)),
+        (PatchKind::Attn, false) => add3(&pre(corrupt, layer)?, &layer_of(&clean.attn_out)?, &layer_of(&corrupt.mlp_out)?),
+        (PatchKind::Mlp, false) => add3(&pre(corrupt, layer)?, &layer_of(&corrupt.attn_out)?, &layer_of(&clean.mlp_out)?),
     };
     Ok(Patch { site, rows: PatchRows::One(p), value })
 }

@@ -46,8 +46,6 @@ impl LogitLensApp {
         self.run_after_load = true;
     }
 
-    /// Runs corpus mode over `file` with the current model and decoder (progress and Cancel in
-    /// the status bar; the result joins the Corpus window's runs).
     /// Gradient × activation of the shown result, through the model's backward graph; its
     /// result replaces the shown one (a newer run supersedes it).
     pub(super) fn compute_grad_x_act(&mut self) {
@@ -63,6 +61,8 @@ impl LogitLensApp {
         }
     }
 
+    /// Runs corpus mode over `file` with the current model and decoder (progress and Cancel in
+    /// the status bar; the result joins the Corpus window's runs).
     pub(super) fn run_corpus(&mut self, file: PathBuf) {
         if self.refused_without_model() {
             return;
